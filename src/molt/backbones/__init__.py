@@ -1,0 +1,45 @@
+"""Frozen backbones with per-block taps: Swin-V2 (timm), HTS-AT, and the shared-Swin audio branch."""
+from __future__ import annotations
+
+import os
+
+from .base import TapBackbone
+from .htsat import HTSATBackbone, HTSATConfig, build_htsat, load_htsat_checkpoint
+from .shared import SpectrogramSwin
+from .swin_v2 import SWIN_V2_PRESETS, SwinV2Backbone, build_swin_v2
+from .taps import resolve_blocks
+
+__all__ = [
+    "TapBackbone", "SwinV2Backbone", "HTSATBackbone", "HTSATConfig", "SpectrogramSwin", "SWIN_V2_PRESETS",
+    "build_swin_v2", "build_htsat", "load_htsat_checkpoint", "build_backbones", "resolve_blocks",
+    "BACKBONE_PAIRS",
+]
+
+# backbone preset -> (visual Swin-V2 preset, audio backbone: an HTS-AT preset or "shared")
+BACKBONE_PAIRS: dict[str, tuple[str, str]] = {
+    "tiny": ("swinv2_tiny_test", "htsat_tiny"),
+    "tiny-shared": ("swinv2_tiny_test", "shared"),
+    "paper": ("swinv2_large_window12_192", "htsat_audioset"),
+    "shared": ("swinv2_large_window12_192", "shared"),
+}
+
+
+def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike | None = None,
+                    audio_weights: str | os.PathLike | None = None,
+                    pretrained: bool = False) -> tuple[TapBackbone, TapBackbone]:
+    """Frozen ``(visual, audio)`` backbones of a preset (see :data:`BACKBONE_PAIRS`).
+
+    ``visual_weights`` / ``audio_weights`` are local files; ``pretrained=True`` fetches the visual hub weights
+    when no file is given (online only). In the shared presets the audio branch reads the visual Swin's
+    weights, so ``audio_weights`` must not be given.
+    """
+    if preset not in BACKBONE_PAIRS:
+        raise ValueError(f"unknown backbone preset {preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
+    visual_name, audio_name = BACKBONE_PAIRS[preset]
+    visual = build_swin_v2(visual_name, weights=visual_weights, pretrained=pretrained and visual_weights is None)
+    if audio_name == "shared":
+        if audio_weights is not None:
+            raise ValueError(f"backbone preset {preset!r} shares the visual Swin-V2 with the audio branch: "
+                             f"drop --audio-weights (or use a preset with a separate HTS-AT)")
+        return visual, SpectrogramSwin(visual)
+    return visual, build_htsat(audio_name, weights=audio_weights)

@@ -1,0 +1,198 @@
+"""``molt`` command-line entry point.
+
+Every verb imports its implementation lazily, so ``molt --help`` is instant and needs no Lightning.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+__all__ = ["main", "build_parser"]
+
+_logger = logging.getLogger("molt")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="preset name (see `molt params --list`) or path to a YAML file")
+    parser.add_argument("--method", help="molt (default)")
+    parser.add_argument("--backbone", help="tiny | tiny-shared | paper | shared")
+    parser.add_argument("--visual-weights", help="local Swin-V2 checkpoint file (timm or original format)")
+    parser.add_argument("--audio-weights", help="local HTS-AT checkpoint, e.g. HTSAT_AudioSet_Saved_1.ckpt")
+    parser.add_argument("--modalities", choices=["both", "audio", "visual"],
+                        help="train on both senses (default) or one only (ablation)")
+    parser.add_argument("--epochs", type=int, help="maximum number of epochs")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="learning rate of the adapters")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--workers", type=int, help="DataLoader worker processes")
+    parser.add_argument("--accelerator", help="cpu | gpu | auto")
+    parser.add_argument("--devices", help="number of devices")
+    parser.add_argument("--precision", help="32-true | bf16-mixed | 16-mixed")
+
+
+def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for key in ("method", "backbone", "visual_weights", "audio_weights"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    if getattr(args, "modalities", None):
+        overrides.setdefault("method_config", {})["modalities"] = args.modalities
+        overrides.setdefault("head", {})["modalities"] = args.modalities
+    trainer = {name: getattr(args, attr) for attr, name in
+               (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("seed", "seed"), ("workers", "num_workers"),
+                ("accelerator", "accelerator"), ("devices", "devices"), ("precision", "precision"))
+               if getattr(args, attr, None) is not None}
+    if trainer:
+        if "devices" in trainer and str(trainer["devices"]).isdigit():
+            trainer["devices"] = int(trainer["devices"])
+        overrides["trainer"] = trainer
+    if getattr(args, "lr", None) is not None:
+        overrides["optim"] = {"lr": args.lr}
+    return overrides
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from .config import preset_names
+    from .params import parameter_table
+
+    if args.list:
+        print("\n".join(preset_names()))
+        return 0
+    names = preset_names() if args.all or not args.preset else [args.preset]
+    print(parameter_table(names))
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import generate_ave
+
+    summary = generate_ave(args.out, num_videos=args.videos, seed=args.seed, image_size=args.image_size,
+                           workers=args.workers)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .data.prepared import prepare_ave
+
+    report = prepare_ave(args.root, args.out or f"{args.root.rstrip('/')}/prepared", image_size=args.image_size,
+                         workers=args.workers, limit=args.limit)
+    print(report.summary() if hasattr(report, "summary") else report)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    config = load_config(args.config, _experiment_overrides(args))
+    result = train(config, data=args.data, out_dir=args.out, resume=args.resume, features=None)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate
+
+    result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    table = run_demo(workdir=args.workdir, videos=args.videos, epochs=args.epochs, seed=args.seed)
+    print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="molt", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="MoLT: memory-efficient audio-visual learning on frozen transformers.",
+        epilog=_examples("molt demo", "molt synth ave --out data/synth --videos 200",
+                         "molt train ave --data data/synth --backbone tiny", "molt params --all"))
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    def verb(name: str, help_text: str, handler: Callable[[argparse.Namespace], int], *examples: str):
+        sub = verbs.add_parser(name, help=help_text, description=help_text, epilog=_examples(*examples),
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    demo = verb("demo", "generate a small synthetic AVE set, train MoLT on tiny backbones, evaluate (CPU, minutes)",
+                _cmd_demo, "molt demo", "molt demo --workdir /tmp/molt-demo --epochs 5")
+    demo.add_argument("--workdir", help="where data and runs go (default: ~/.cache/molt/demo)")
+    demo.add_argument("--videos", type=int, default=240)
+    demo.add_argument("--epochs", type=int, default=12)
+    demo.add_argument("--seed", type=int, default=0)
+
+    synth = verb("synth", "write procedural audio-visual clips in a real dataset's on-disk layout", _cmd_synth,
+                 "molt synth ave --out data/synth --videos 200 --seed 0")
+    synth.add_argument("task", choices=["ave"])
+    synth.add_argument("--out", required=True, help="output directory")
+    synth.add_argument("--videos", type=int, default=200)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--image-size", type=int, default=64)
+    synth.add_argument("--workers", type=int, default=2)
+
+    prepare = verb("prepare", "decode a dataset's videos into the memory-mapped training format", _cmd_prepare,
+                   "molt prepare ave --root /data/AVE --out /data/AVE/prepared --workers 8")
+    prepare.add_argument("task", choices=["ave"])
+    prepare.add_argument("--root", required=True, help="dataset root (annotation files, mp4 files)")
+    prepare.add_argument("--out", help="output directory (default: ROOT/prepared)")
+    prepare.add_argument("--image-size", type=int, default=192)
+    prepare.add_argument("--workers", type=int, default=2)
+    prepare.add_argument("--limit", type=int, help="only the first N clips (for a quick look)")
+
+    train = verb("train", "train adapters and a task head on frozen backbones", _cmd_train,
+                 "molt train ave --data data/synth --backbone tiny --epochs 10",
+                 "molt train ave --data /data/AVE --config ave_molt_paper --audio-weights HTSAT_AudioSet_Saved_1.ckpt")
+    train.add_argument("task", choices=["ave"])
+    train.add_argument("--data", required=True, help="dataset root (prepared automatically) or prepared directory")
+    train.add_argument("--out", default="runs", help="run directory root (default: runs/)")
+    train.add_argument("--resume", help="checkpoint to resume from, or 'last' for the run's last checkpoint")
+    _add_experiment_options(train)
+
+    evaluate = verb("eval", "evaluate a trained checkpoint: metrics as JSON and pictures", _cmd_eval,
+                    "molt eval ave --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
+    evaluate.add_argument("task", choices=["ave"])
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--checkpoint", required=True, help="adapter directory or Lightning checkpoint")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    evaluate.add_argument("--out", help="where metrics.json and PNGs go (default: next to the checkpoint)")
+
+    params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
+                  _cmd_params, "molt params ave_molt_paper", "molt params --all", "molt params --list")
+    params.add_argument("preset", nargs="?")
+    params.add_argument("--all", action="store_true", help="one table for every preset")
+    params.add_argument("--list", action="store_true", help="list preset names")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        _logger.error("%s", error)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

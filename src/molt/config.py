@@ -1,0 +1,143 @@
+"""Experiment configuration: YAML presets merged with command-line overrides.
+
+An experiment is one (task, method, backbone) combination with the method's hyper-parameters, the head's, the
+optimiser's and the trainer's. Presets live in ``configs/*.yaml`` (shipped inside the package as well, so
+``--config ave_molt_paper`` works from any directory). Unknown keys are errors, so a typo in a YAML file
+never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "BACKBONE_PRESETS"]
+
+BACKBONE_PRESETS = ("tiny", "tiny-shared", "paper", "shared")
+
+
+@dataclass
+class OptimConfig:
+    """Adam on the adapters (``lr``) and the task head (``head_lr``), StepLR schedule."""
+
+    lr: float = 5e-4
+    head_lr: float = 5e-4
+    weight_decay: float = 0.0
+    step_size: int = 3
+    gamma: float = 0.35
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 10
+    batch_size: int = 8
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = None
+    log_every_n_steps: int = 10
+    seed: int = 0
+
+
+@dataclass
+class ExperimentConfig:
+    task: str = "ave"
+    method: str = "molt"
+    backbone: str = "tiny"
+    visual_weights: str | None = None
+    audio_weights: str | None = None
+    method_config: dict[str, Any] = field(default_factory=dict)
+    head: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONE_PRESETS:
+            raise ValueError(f"unknown backbone preset {self.backbone!r}: expected one of {', '.join(BACKBONE_PRESETS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ExperimentConfig":
+        data = dict(data)
+        _check_keys(cls, data, source)
+        nested = {"optim": OptimConfig, "trainer": TrainerConfig}
+        for key, kind in nested.items():
+            if key in data:
+                value = data[key] or {}
+                _check_keys(kind, value, f"{source}: {key}")
+                data[key] = kind(**value)
+        return cls(**data)
+
+
+def _check_keys(kind: type, data: dict[str, Any], source: str) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped with the package."""
+    folder = resources.files("molt") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _preset_path(name: str) -> Path:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or os.sep in name:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {name}")
+        return path
+    candidate = resources.files("molt") / "configs" / f"{name}.yaml"
+    if not candidate.is_file():
+        raise FileNotFoundError(f"no config preset named {name!r}; available: {', '.join(preset_names())}, "
+                                f"or pass a path to a YAML file")
+    return Path(str(candidate))
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Load a preset name or YAML path (or the defaults) and apply nested ``overrides``.
+
+    A YAML file may name a ``base`` preset that it extends.
+    """
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if name_or_path:
+        path = _preset_path(name_or_path)
+        source = str(path)
+        with open(path) as handle:
+            try:
+                loaded = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as error:
+                raise ValueError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping at the top level")
+        base = loaded.pop("base", None)
+        if base:
+            data = load_config(base).to_dict()
+        data = _merge(data, loaded)
+    if overrides:
+        data = _merge(data, overrides)
+    return ExperimentConfig.from_dict(data, source=source)

@@ -1,0 +1,284 @@
+"""Lightning at the edge: one thin LightningModule and the ``train`` / ``evaluate`` entry points.
+
+Everything task-specific lives in the task (head, loss, metrics); everything method-specific in the method.
+Checkpoints (``best.ckpt``, ``last.ckpt``) hold only the trainable tensors plus optimiser state, so they stay
+small and resumable; the best model is also exported as an adapter directory (safetensors + JSON config).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from .config import ExperimentConfig, load_config
+from .data.prepared import PreparedAVE, ensure_prepared
+from .methods import count_parameters, load_adapters, save_adapters
+from .model import AudioVisualModel, build_model
+
+__all__ = ["LitAudioVisual", "train", "evaluate", "load_trained"]
+
+_logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops instead of training on garbage."""
+
+
+class LitAudioVisual(L.LightningModule):
+    """Training loop glue around :class:`~molt.model.AudioVisualModel`."""
+
+    def __init__(self, model: AudioVisualModel, config: ExperimentConfig, task_options: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.task_options = task_options
+        # frozen backbone tensors are not in checkpoints (see on_save_checkpoint)
+        self.strict_loading = False
+
+    def forward(self, batch: dict[str, Any]):
+        return self.model(batch)
+
+    def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
+        output = self.model(batch)
+        task_loss = self.model.task.loss(output.predictions, batch)
+        losses = {"task": task_loss, **output.method.aux_losses}
+        return sum(losses.values()), losses, output
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, parts, _ = self._losses(batch)
+        if not torch.isfinite(loss):
+            ids = batch.get("video_id")
+            raise NonFiniteLossError(f"non-finite loss {loss.item()} at global step {self.global_step}, epoch "
+                                     f"{self.current_epoch}, batch {batch_idx} (clips: {ids}); parts: "
+                                     f"{ {k: float(v) for k, v in parts.items()} }. Lower the learning rate or "
+                                     f"check the input data.")
+        batch_size = len(batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in parts.items():
+            self.log(f"train/{name}_loss", value, batch_size=batch_size)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        loss, _, output = self._losses(batch)
+        self.log(f"{stage}/loss", loss, batch_size=len(batch["labels"]), sync_dist=True)
+        self.model.task.update_metrics(output.predictions, batch)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metrics = self.model.task.compute_metrics()
+        self.model.task.reset_metrics()
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", float(value), prog_bar=(stage == "val"), sync_dist=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self.model.task.reset_metrics()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.model.task.reset_metrics()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self):
+        optim = self.config.optim
+        groups = [
+            {"params": [p for p in self.model.method.parameters() if p.requires_grad], "lr": optim.lr},
+            {"params": [p for p in self.model.task.parameters() if p.requires_grad], "lr": optim.head_lr},
+        ]
+        optimizer = torch.optim.Adam([g for g in groups if g["params"]], weight_decay=optim.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=optim.step_size, gamma=optim.gamma)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {f"model.{name}" for name in self.model.trainable_state_dict()}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["molt_config"] = self.config.to_dict()
+        checkpoint["molt_task_options"] = self.task_options
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected = {f"model.{name}" for name in self.model.trainable_state_dict()}
+        missing = sorted(expected - set(checkpoint.get("state_dict", {})))
+        if missing:
+            raise ValueError(f"checkpoint does not match this model: {len(missing)} trainable tensor(s) missing, "
+                             f"e.g. {missing[:3]}; was it trained with another config?")
+
+
+def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    workers = config.trainer.num_workers
+    return DataLoader(dataset, batch_size=config.trainer.batch_size, shuffle=shuffle, num_workers=workers,
+                      generator=generator, persistent_workers=workers > 0, drop_last=False)
+
+
+def _backbone_info(model: AudioVisualModel) -> dict[str, Any]:
+    info = {}
+    for role, backbone in (("visual", model.visual), ("audio", model.audio)):
+        info[role] = {"name": getattr(backbone, "name", type(backbone).__name__),
+                      "tag": getattr(backbone, "tag", ""),
+                      "weights_sha256": backbone.weights_hash() if hasattr(backbone, "weights_hash") else None}
+    return info
+
+
+def _export_adapters(model: AudioVisualModel, config: ExperimentConfig, task_options: dict[str, Any],
+                     path: Path) -> None:
+    save_adapters(model, path, backbone_info=_backbone_info(model),
+                  extra_config={"experiment": config.to_dict(), "task_options": task_options})
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike = "runs",
+          resume: str | None = None, features: str | None = None, run_name: str | None = None,
+          enable_progress_bar: bool = True) -> dict[str, Any]:
+    """Train on ``data`` (a dataset root, prepared on first use, or a prepared directory).
+
+    Model selection uses the validation split; the returned figures are on the test split.
+    Returns a dict with the run directory, adapter directory, best validation and test metrics, parameter counts,
+    peak memory and wall time.
+    """
+    if features is not None:
+        raise NotImplementedError("training from a feature cache is not available yet")
+    start = time.time()
+    seed = config.trainer.seed
+    L.seed_everything(seed, workers=True)
+    prepared = ensure_prepared(data)
+    train_set, val_set, test_set = (PreparedAVE(prepared, split) for split in ("train", "val", "test"))
+    task_options = train_set.task_options()
+    model = build_model(config, task_options)
+    trainable, total = count_parameters(model)
+    lit = LitAudioVisual(model, config, task_options)
+
+    run_name = run_name or f"{config.task}_{config.method}_{config.backbone}"
+    logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name)
+    run_dir = Path(logger.log_dir)
+    if resume and resume != "last":
+        resume_path = resume
+    elif resume == "last":
+        candidates = sorted(Path(out_dir, run_name).glob("version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
+        if not candidates:
+            raise FileNotFoundError(f"--resume last: no last.ckpt under {Path(out_dir, run_name)}")
+        resume_path = str(candidates[-1])
+        run_dir = candidates[-1].parent.parent
+        logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name, version=run_dir.name)
+    else:
+        resume_path = None
+    checkpoint_dir = run_dir / "checkpoints"
+    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/accuracy", mode="max",
+                           save_last=True, save_top_k=1, enable_version_counter=False)
+    trainer_cfg = config.trainer
+    trainer = L.Trainer(
+        max_epochs=trainer_cfg.max_epochs, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
+        strategy=trainer_cfg.strategy, precision=trainer_cfg.precision, logger=logger,
+        callbacks=[best, TQDMProgressBar()], log_every_n_steps=trainer_cfg.log_every_n_steps,
+        accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
+        gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
+        enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(lit, _loader(train_set, config, True, seed), _loader(val_set, config, False, seed),
+                ckpt_path=resume_path)
+    best_path = best.best_model_path or best.last_model_path
+    test_metrics = trainer.test(lit, _loader(test_set, config, False, seed), ckpt_path=best_path,
+                                verbose=False)[0]
+    adapter_dir = run_dir / "adapters" / "best"
+    if trainer.is_global_zero:
+        _export_adapters(model, config, task_options, adapter_dir)
+    result = {
+        "run_dir": str(run_dir),
+        "adapters": str(adapter_dir),
+        "best_checkpoint": best_path,
+        "best_val_accuracy": float(best.best_model_score) if best.best_model_score is not None else None,
+        "test": {k.removeprefix("test/"): float(v) for k, v in test_metrics.items()},
+        "trainable_params": trainable,
+        "total_params": total,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "wall_time_s": round(time.time() - start, 1),
+        "global_step": trainer.global_step,
+    }
+    if trainer.is_global_zero:
+        with open(run_dir / "result.json", "w") as handle:
+            json.dump(result, handle, indent=2)
+    return result
+
+
+def load_trained(checkpoint: str | os.PathLike) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
+    """Rebuild a model from an adapter directory (``adapter_config.json`` + safetensors) or a Lightning ckpt."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        config_file = path / "adapter_config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{path} is not an adapter directory: {config_file.name} is missing")
+        with open(config_file) as handle:
+            saved = json.load(handle)
+        extra = saved.get("extra_config", saved)
+        config = load_config(overrides=extra["experiment"])
+        task_options = extra["task_options"]
+        model = build_model(config, task_options)
+        load_adapters(model, path)
+        return model, config, task_options
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if "molt_config" not in state:
+        raise ValueError(f"{path} is not a molt training checkpoint (no 'molt_config' entry)")
+    config = load_config(overrides=state["molt_config"])
+    task_options = state["molt_task_options"]
+    model = build_model(config, task_options)
+    prefix = "model."
+    trainable = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    missing = sorted(set(model.trainable_state_dict()) - set(trainable))
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} trainable tensor(s) missing, e.g. {missing[:3]}")
+    model.load_state_dict(trainable, strict=False)
+    return model, config, task_options
+
+
+@torch.no_grad()
+def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
+             out_dir: str | os.PathLike | None = None, batch_size: int = 8) -> dict[str, Any]:
+    """Metrics of a trained model on one split, written as JSON, plus a PNG of predicted vs true timelines."""
+    model, config, task_options = load_trained(checkpoint)
+    model.eval()
+    dataset = PreparedAVE(ensure_prepared(data), split)
+    source = Path(checkpoint)
+    out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / f"eval_{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    task = model.task
+    task.reset_metrics()
+    predictions, targets, video_ids = [], [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        output = model(batch)
+        task.update_metrics(output.predictions, batch)
+        predictions.append(task.predict(output.predictions))
+        targets.append(batch["labels"].argmax(-1))
+        video_ids.extend(batch["video_id"])
+    metrics = {k: float(v) for k, v in task.compute_metrics().items()}
+    result = {"split": split, "clips": len(dataset), **metrics, "checkpoint": str(checkpoint)}
+    with open(out / "metrics.json", "w") as handle:
+        json.dump(result, handle, indent=2)
+    from .tasks.ave import plot_timelines
+
+    plot_timelines(torch.cat(predictions), torch.cat(targets), video_ids, task_options.get("class_names"),
+                   out / "timelines.png")
+    result["figure"] = str(out / "timelines.png")
+    return result
