@@ -1,0 +1,469 @@
+"""MoLT: the Feature Distillation Modules, the Token Fusion Modules and Token Orthogonality Regularization, composed.
+
+MoLT: Mixture of Layer-Wise Tokens for Efficient Audio-Visual Learning, Rho et al. (Sec. 3). For every selected
+layer pair (visual block ``l_v``, audio block ``l_a``) one Feature Distillation Module (FDM) turns the two frozen
+taps into layer-wise tokens ``z~_v^(l)`` ``(B, K_v, D)`` and ``z~_a^(l)`` ``(B, K_a, D)`` with ``N_UDA`` uni-modal and
+``N_CDA`` cross-modal distillation adapters mixed by a router (eqs. 1-5); a modality-specific Token Fusion Module
+fuses the layers (eqs. 6-7); TOR (eq. 8) is returned as an auxiliary loss.
+
+Widths. Audio and visual taps have different widths (Swin-V2-L late blocks 1536, HTS-AT late blocks 768) and
+layers of different stages may be selected. Every adapter projects to the common width ``D = config.dim`` inside
+itself: ``W^Q``/``W^K``/``W^V`` map ``D_l -> H*d_H = D`` (so TD's output is already in ``D``) and the residual
+``W`` maps ``D_l -> D``. The router reads the pooled taps in their own widths.
+
+Additions to the paper's equations (documented choices):
+
+* ``pre_norm`` (default on): a LayerNorm per modality and layer on the tap before the adapters and the router.
+  Late Swin-V2 blocks (res-post-norm) emit large, unnormalised activations; the norm keeps the attention logits
+  and the router input in a sane range. ``pre_norm=False`` gives the literal equations.
+* ``dropout``: attention dropout inside every TD and CA (0 by default).
+* Each adapter (expert) has its own projections and latent tokens, as in a usual mixture of experts. (Eq. 2
+  writes ``W^Q_m`` without an adapter index; sharing the projections across a modality's adapters is another
+  reading that we do not implement.)
+
+Single-modality variants (``modalities="visual"`` or ``"audio"``, e.g. the audio-only / visual-only AVE rows):
+only that modality's FDMs (UDAs only; CDAs need both senses, so ``num_cda`` is ignored), router (on that
+modality's pooled tap) and TFM exist; the other modality's taps are ignored (may be ``None``) and its backbone is
+never run by :class:`MoLTModel`. The absent modality's fused tokens are **zeros** of shape ``(B', K, D)`` so that
+every task head runs unchanged (attention over all-zero keys/values yields zeros); they carry no gradient.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..backbones.taps import BlockSelection
+from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
+from .orthogonality import token_orthogonality_loss
+from .router import Router, mix_experts
+from .token_fusion import FUSION_MODES, TokenFusion
+
+__all__ = [
+    "MoLTConfig", "MethodOutput", "FeatureDistillationModule", "MoLT", "MoLTModel", "build_molt",
+    "count_parameters", "format_parameter_count", "print_trainable_parameters", "MODALITIES",
+]
+
+_logger = logging.getLogger(__name__)
+
+MODALITIES = ("both", "visual", "audio")
+
+
+@dataclass
+class MethodOutput:
+    """What a method (MoLT, Mettle, ...) hands to a task head.
+
+    Attributes:
+        visual: fused visual tokens ``(B', K, D)``.
+        audio: fused audio tokens ``(B', K, D)``.
+        aux_losses: auxiliary losses, already weighted, to add to the task loss (MoLT: ``"tor"``).
+        extras: analysis tensors (router weights, fusion weights, layer-wise tokens, ...).
+    """
+
+    visual: torch.Tensor
+    audio: torch.Tensor
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MoLTConfig:
+    """Hyper-parameters of MoLT (PEFT-style: plain data, JSON round-trip).
+
+    Attributes:
+        blocks_visual, blocks_audio: block selections (see :mod:`molt.backbones.taps`); paired layer by layer,
+            so both must resolve to the same number of blocks when ``modalities="both"``. Paper: ``"late"``.
+        num_tokens: latent tokens per modality and layer ``K`` (paper: 2, 4, 6, 8; best 8 for AVE/AVQA).
+        num_tokens_audio: audio latent tokens if different from ``num_tokens``.
+        num_uda, num_cda: uni-modal / cross-modal distillation adapters per FDM (paper best: 2 and 2).
+        dim: common token width ``D`` (= heads x head width).
+        num_heads: attention heads ``H`` of every TD and CA.
+        fusion: ``"mlp"`` (TFM, eqs. 6-7), ``"avg"`` or ``"gates"`` (Tab. 7 alternatives).
+        tor_weight: weight of the TOR loss (eq. 8), summed over the two modalities; 0 disables it (Tab. 8). The
+            paper gives no value; 0.1 keeps it below a cross-entropy of ~1-3 once tokens have separated (N(N-1)
+            = 240 for 16 identical tokens, about 0.5 for random 512-d tokens).
+        modalities: ``"both"``, ``"visual"`` or ``"audio"`` (single-modality variants, see module docstring).
+        dropout: attention dropout in TD and CA.
+        pre_norm: LayerNorm on each tap before its FDM (see module docstring).
+        router_hidden, fusion_hidden: hidden widths of the router and TFM MLPs (default ``dim``).
+    """
+
+    blocks_visual: BlockSelection = "late"
+    blocks_audio: BlockSelection = "late"
+    num_tokens: int = 8
+    num_tokens_audio: int | None = None
+    num_uda: int = 2
+    num_cda: int = 2
+    dim: int = 512
+    num_heads: int = 8
+    fusion: str = "mlp"
+    tor_weight: float = 0.1
+    modalities: str = "both"
+    dropout: float = 0.0
+    pre_norm: bool = True
+    router_hidden: int | None = None
+    fusion_hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("blocks_visual", "blocks_audio"):
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                setattr(self, name, list(value))
+        if self.modalities not in MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {self.fusion!r}")
+        if self.num_tokens < 1 or (self.num_tokens_audio is not None and self.num_tokens_audio < 1):
+            raise ValueError(f"num_tokens must be at least 1, got {self.num_tokens} (audio: {self.num_tokens_audio})")
+        if self.num_uda < 0 or self.num_cda < 0:
+            raise ValueError(f"num_uda and num_cda must be >= 0, got {self.num_uda} and {self.num_cda}")
+        if self.modalities == "both" and self.num_uda + self.num_cda < 1:
+            raise ValueError("MoLT needs at least one distillation adapter per layer (num_uda + num_cda >= 1)")
+        if self.modalities != "both" and self.num_uda < 1:
+            raise ValueError(f"the single-modality variant ({self.modalities}) has no cross-modal adapters: "
+                             f"it needs num_uda >= 1, got {self.num_uda}")
+        if self.dim < 1 or self.num_heads < 1 or self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be a positive multiple of num_heads ({self.num_heads})")
+        if self.tor_weight < 0:
+            raise ValueError(f"tor_weight must be >= 0, got {self.tor_weight}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def tokens_visual(self) -> int:
+        return self.num_tokens
+
+    @property
+    def tokens_audio(self) -> int:
+        return self.num_tokens if self.num_tokens_audio is None else self.num_tokens_audio
+
+    @property
+    def active_modalities(self) -> list[str]:
+        return ["visual", "audio"] if self.modalities == "both" else [self.modalities]
+
+    @property
+    def num_cda_active(self) -> int:
+        return self.num_cda if self.modalities == "both" else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "MoLT config") -> "MoLTConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "MoLT config") -> "MoLTConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source}: not valid JSON: {error}") from None
+        return cls.from_dict(data, source=source)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w") as handle:
+            handle.write(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MoLTConfig":
+        with open(path) as handle:
+            return cls.from_json(handle.read(), source=os.fspath(path))
+
+
+class FeatureDistillationModule(nn.Module):
+    """One FDM (Sec. 3.2): ``N_UDA`` UDAs per modality, ``N_CDA`` CDAs, a router, for one layer pair.
+
+    Args:
+        visual_dim, audio_dim: tap widths of this layer (``None`` for an absent modality).
+        dim: output width ``D``.
+        num_tokens_visual, num_tokens_audio: latent tokens ``K`` per modality.
+        num_uda, num_cda: adapter counts (``num_cda`` must be 0 when a modality is absent).
+        num_heads: attention heads.
+        attn_drop: attention dropout.
+        pre_norm: LayerNorm on each tap first.
+        router_hidden: hidden width of the router MLP (default ``dim``).
+
+    ``forward(visual (B, N_v, D_v) | None, audio (B, N_a, D_a) | None)`` -> ``(tokens, weights)`` with
+    ``tokens[m]`` ``(B, K_m, D)`` for each present modality (eq. 5) and router ``weights`` ``(B, N_UDA + N_CDA)``
+    (eq. 4), shared by the two modalities.
+    """
+
+    def __init__(self, *, visual_dim: int | None, audio_dim: int | None, dim: int, num_tokens_visual: int,
+                 num_tokens_audio: int, num_uda: int, num_cda: int, num_heads: int, attn_drop: float = 0.0,
+                 pre_norm: bool = True, router_hidden: int | None = None) -> None:
+        super().__init__()
+        dims = {"visual": visual_dim, "audio": audio_dim}
+        tokens = {"visual": num_tokens_visual, "audio": num_tokens_audio}
+        self.modalities = [name for name, width in dims.items() if width is not None]
+        if not self.modalities:
+            raise ValueError("an FDM needs at least one modality")
+        if num_cda and len(self.modalities) < 2:
+            raise ValueError("cross-modal distillation adapters need both modalities")
+        if num_uda + num_cda < 1:
+            raise ValueError("an FDM needs at least one distillation adapter (num_uda + num_cda >= 1)")
+        self.num_uda, self.num_cda = num_uda, num_cda
+        self.norms = nn.ModuleDict({
+            name: nn.LayerNorm(dims[name]) if pre_norm else nn.Identity() for name in self.modalities})
+        self.udas = nn.ModuleDict({
+            name: nn.ModuleList(UniModalDistillationAdapter(in_dim=dims[name], dim=dim, num_tokens=tokens[name],
+                                                            num_heads=num_heads, attn_drop=attn_drop)
+                                for _ in range(num_uda))
+            for name in self.modalities})
+        self.cdas = nn.ModuleList(
+            CrossModalDistillationAdapter(visual_dim=visual_dim, audio_dim=audio_dim, dim=dim,
+                                          num_tokens_visual=num_tokens_visual, num_tokens_audio=num_tokens_audio,
+                                          num_heads=num_heads, attn_drop=attn_drop)
+            for _ in range(num_cda))
+        self.router = Router(in_dims=[dims[name] for name in self.modalities], num_experts=num_uda + num_cda,
+                             hidden_dim=router_hidden or dim)
+
+    def expert_outputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Adapter outputs ``{m: (B, N_UDA + N_CDA, K_m, D)}`` for normalised ``inputs`` ``{m: (B, N_m, D_m)}``,
+        ordered UDAs then CDAs."""
+        outputs: dict[str, list[torch.Tensor]] = {name: [uda(inputs[name]) for uda in self.udas[name]]
+                                                  for name in self.modalities}
+        for cda in self.cdas:
+            visual, audio = cda(inputs["visual"], inputs["audio"])
+            outputs["visual"].append(visual)
+            outputs["audio"].append(audio)
+        return {name: torch.stack(values, dim=1) for name, values in outputs.items()}
+
+    def forward(self, visual: torch.Tensor | None,
+                audio: torch.Tensor | None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        raw = {"visual": visual, "audio": audio}
+        inputs = {name: self.norms[name](raw[name]) for name in self.modalities}
+        weights = self.router([inputs[name] for name in self.modalities])
+        experts = self.expert_outputs(inputs)
+        return {name: mix_experts(experts[name], weights) for name in self.modalities}, weights
+
+
+class MoLT(nn.Module):
+    """MoLT's trainable side modules: one FDM per selected layer pair, one TFM per modality, TOR.
+
+    Args:
+        config: :class:`MoLTConfig`.
+        visual_dims: widths of the selected visual blocks, in order (``[1536, 1536]`` for Swin-V2-L "late").
+        audio_dims: widths of the selected audio blocks, in order (``[768, 768]`` for HTS-AT "late").
+
+    The module owns no backbone; ``forward(visual_taps, audio_taps)`` takes the taps of the selected blocks,
+    ``[(B', N_l, D_l)]``, paired layer by layer, and returns a :class:`MethodOutput` with
+
+    * ``visual`` / ``audio``: fused tokens ``(B', K, D)`` (zeros for an absent modality);
+    * ``aux_losses["tor"]``: ``tor_weight * (TOR_visual + TOR_audio)`` (absent when ``tor_weight == 0``);
+    * ``extras``: ``router_weights`` ``(B', L, N_UDA + N_CDA)``, ``fusion_weights`` ``{m: (B', L)}``,
+      ``layer_tokens`` ``{m: (B', L, K, D)}``, ``tor`` ``{m: unweighted detached TOR}`` (when enabled).
+    """
+
+    def __init__(self, config: MoLTConfig, visual_dims: Sequence[int], audio_dims: Sequence[int]) -> None:
+        super().__init__()
+        self.config = config
+        self.visual_dims = [int(d) for d in visual_dims or []]
+        self.audio_dims = [int(d) for d in audio_dims or []]
+        self.modalities = config.active_modalities
+        dims = {"visual": self.visual_dims, "audio": self.audio_dims}
+        lengths = {name: len(dims[name]) for name in self.modalities}
+        if any(length == 0 for length in lengths.values()):
+            raise ValueError(f"MoLT needs at least one selected block per modality, got {lengths}")
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"visual and audio block selections must have the same length to be paired layer by "
+                             f"layer: got {lengths['visual']} visual blocks ({config.blocks_visual!r}) and "
+                             f"{lengths['audio']} audio blocks ({config.blocks_audio!r})")
+        self.num_layers = next(iter(lengths.values()))
+        self.output_dim = config.dim
+        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
+        self.fdms = nn.ModuleList(
+            FeatureDistillationModule(
+                visual_dim=self.visual_dims[index] if "visual" in self.modalities else None,
+                audio_dim=self.audio_dims[index] if "audio" in self.modalities else None,
+                dim=config.dim, num_tokens_visual=config.tokens_visual, num_tokens_audio=config.tokens_audio,
+                num_uda=config.num_uda, num_cda=config.num_cda_active, num_heads=config.num_heads,
+                attn_drop=config.dropout, pre_norm=config.pre_norm, router_hidden=config.router_hidden)
+            for index in range(self.num_layers))
+        self.fusion = nn.ModuleDict({
+            name: TokenFusion(dim=config.dim, num_layers=self.num_layers, fusion=config.fusion,
+                              hidden_dim=config.fusion_hidden)
+            for name in self.modalities})
+
+    def _check_taps(self, name: str, taps: Sequence[torch.Tensor] | None) -> list[torch.Tensor]:
+        expected = self.visual_dims if name == "visual" else self.audio_dims
+        if taps is None or len(taps) != len(expected):
+            got = "None" if taps is None else f"{len(taps)} taps"
+            raise ValueError(f"MoLT expects {len(expected)} {name} taps (one per selected block), got {got}")
+        for index, (tap, width) in enumerate(zip(taps, expected)):
+            if tap.ndim != 3 or tap.shape[-1] != width:
+                raise ValueError(f"{name} tap {index}: expected shape (B, N, {width}), got {tuple(tap.shape)}")
+        return list(taps)
+
+    def forward(self, visual_taps: Sequence[torch.Tensor] | None,
+                audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
+        taps = {"visual": visual_taps, "audio": audio_taps}
+        taps = {name: self._check_taps(name, taps[name]) for name in self.modalities}
+        batch_sizes = {tap.shape[0] for values in taps.values() for tap in values}
+        if len(batch_sizes) != 1:
+            raise ValueError(f"all taps must share the batch size B', got sizes {sorted(batch_sizes)}")
+        batch = batch_sizes.pop()
+
+        layer_tokens: dict[str, list[torch.Tensor]] = {name: [] for name in self.modalities}
+        router_weights = []
+        for index, fdm in enumerate(self.fdms):
+            tokens, weights = fdm(taps["visual"][index] if "visual" in taps else None,
+                                  taps["audio"][index] if "audio" in taps else None)
+            for name in self.modalities:
+                layer_tokens[name].append(tokens[name])
+            router_weights.append(weights)
+        stacked = {name: torch.stack(values, dim=1) for name, values in layer_tokens.items()}
+
+        fused, fusion_weights = {}, {}
+        for name in self.modalities:
+            fused[name], fusion_weights[name] = self.fusion[name](stacked[name])
+        reference = next(iter(fused.values()))
+        for name in ("visual", "audio"):
+            if name not in fused:
+                fused[name] = reference.new_zeros(batch, self.num_tokens[name], self.config.dim)
+
+        extras: dict[str, Any] = {"router_weights": torch.stack(router_weights, dim=1),
+                                  "fusion_weights": fusion_weights, "layer_tokens": stacked}
+        aux_losses: dict[str, torch.Tensor] = {}
+        if self.config.tor_weight > 0:
+            tor = {name: token_orthogonality_loss(stacked[name].flatten(1, 2)) for name in self.modalities}
+            aux_losses["tor"] = self.config.tor_weight * sum(tor.values())
+            extras["tor"] = {name: value.detach() for name, value in tor.items()}
+        return MethodOutput(visual=fused["visual"], audio=fused["audio"], aux_losses=aux_losses, extras=extras)
+
+
+def count_parameters(*modules: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts of ``modules``, each tensor counted once (shared backbones,
+    tied weights). Needs no forward pass and works on the ``meta`` device."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for module in modules:
+        for parameter in module.parameters():
+            if id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            total += parameter.numel()
+            if parameter.requires_grad:
+                trainable += parameter.numel()
+    return trainable, total
+
+
+def format_parameter_count(trainable: int, total: int) -> str:
+    share = 100.0 * trainable / total if total else 0.0
+    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {share:.4f}"
+
+
+def print_trainable_parameters(*modules: nn.Module) -> str:
+    """Log (INFO) and return ``"trainable params: X || all params: Y || trainable%: Z"`` (PEFT style)."""
+    line = format_parameter_count(*count_parameters(*modules))
+    _logger.info(line)
+    return line
+
+
+class MoLTModel(nn.Module):
+    """Frozen backbones + MoLT side modules: ``(frames, waveform)`` -> :class:`MethodOutput`.
+
+    Args:
+        visual, audio: frozen :class:`~molt.backbones.base.TapBackbone` objects (may share parameters, or be the
+            same object, in the shared-Swin setting); the absent one may be ``None`` in a single-modality variant.
+        molt: the :class:`MoLT` side modules.
+        visual_blocks, audio_blocks: resolved block indices the taps are read from.
+
+    Each backbone's ``preprocess`` (when it has one) is applied to its input before ``forward_taps``.
+    """
+
+    def __init__(self, *, visual: nn.Module | None, audio: nn.Module | None, molt: MoLT,
+                 visual_blocks: list[int], audio_blocks: list[int]) -> None:
+        super().__init__()
+        self.visual = visual
+        self.audio = audio
+        self.molt = molt
+        self.visual_blocks = list(visual_blocks)
+        self.audio_blocks = list(audio_blocks)
+
+    @property
+    def config(self) -> MoLTConfig:
+        return self.molt.config
+
+    @staticmethod
+    def _taps(backbone: nn.Module, x: torch.Tensor, blocks: list[int]) -> list[torch.Tensor]:
+        preprocess = getattr(backbone, "preprocess", None)
+        if callable(preprocess):
+            x = preprocess(x)
+        return backbone.forward_taps(x, blocks)
+
+    def compute_taps(self, frames: torch.Tensor | None,
+                     waveform: torch.Tensor | None) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
+        """Taps of the selected blocks of each active modality (``None`` for an absent one)."""
+        modalities = self.molt.modalities
+        visual_taps = audio_taps = None
+        if "visual" in modalities:
+            if frames is None:
+                raise ValueError("MoLT with visual input needs frames (B', 3, H, W), got None")
+            visual_taps = self._taps(self.visual, frames, self.visual_blocks)
+        if "audio" in modalities:
+            if waveform is None:
+                raise ValueError("MoLT with audio input needs a waveform (B', S), got None")
+            audio_taps = self._taps(self.audio, waveform, self.audio_blocks)
+        return visual_taps, audio_taps
+
+    def forward(self, frames: torch.Tensor | None, waveform: torch.Tensor | None) -> MethodOutput:
+        """``frames`` ``(B', 3, H, W)``, ``waveform`` ``(B', S)`` -> fused tokens and aux losses."""
+        return self.molt(*self.compute_taps(frames, waveform))
+
+    def forward_from_taps(self, visual_taps: Sequence[torch.Tensor] | None,
+                          audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
+        """Same as :meth:`forward` from precomputed (e.g. cached) taps."""
+        return self.molt(visual_taps, audio_taps)
+
+    def count_parameters(self) -> tuple[int, int]:
+        return count_parameters(self)
+
+    def print_trainable_parameters(self) -> str:
+        return print_trainable_parameters(self)
+
+
+def build_molt(visual: nn.Module | None, audio: nn.Module | None,
+               config: MoLTConfig | dict[str, Any] | None = None) -> MoLTModel:
+    """Wire frozen backbones (``num_blocks``, ``block_dims``, ``resolve_blocks``, ``forward_taps``) and new MoLT
+    side modules into a :class:`MoLTModel`. In a single-modality variant the absent backbone may be ``None``."""
+    if config is None:
+        config = MoLTConfig()
+    elif isinstance(config, dict):
+        config = MoLTConfig.from_dict(config)
+    molt, visual_blocks, audio_blocks = build_molt_method(config, visual, audio)
+    return MoLTModel(visual=visual, audio=audio, molt=molt, visual_blocks=visual_blocks, audio_blocks=audio_blocks)
+
+
+def build_molt_method(config: MoLTConfig, visual: nn.Module | None,
+                      audio: nn.Module | None) -> tuple[MoLT, list[int], list[int]]:
+    """The :class:`MoLT` side modules for these backbones, with the resolved visual and audio block indices."""
+    blocks: dict[str, list[int]] = {"visual": [], "audio": []}
+    dims: dict[str, list[int]] = {"visual": [], "audio": []}
+    backbones = {"visual": visual, "audio": audio}
+    selections = {"visual": config.blocks_visual, "audio": config.blocks_audio}
+    for name in config.active_modalities:
+        backbone = backbones[name]
+        if backbone is None:
+            raise ValueError(f"MoLT with modalities={config.modalities!r} needs a {name} backbone, got None")
+        blocks[name] = backbone.resolve_blocks(selections[name])
+        dims[name] = [backbone.block_dims[index] for index in blocks[name]]
+    if config.modalities == "both" and len(blocks["visual"]) != len(blocks["audio"]):
+        raise ValueError(f"visual and audio block selections must have the same length to be paired layer by layer: "
+                         f"blocks_visual={config.blocks_visual!r} -> {blocks['visual']}, "
+                         f"blocks_audio={config.blocks_audio!r} -> {blocks['audio']}")
+    return MoLT(config, dims["visual"], dims["audio"]), blocks["visual"], blocks["audio"]

@@ -1,0 +1,104 @@
+"""Token distillation (TD): multi-head attention from a few latent tokens to a layer's tokens.
+
+MoLT: Mixture of Layer-Wise Tokens for Efficient Audio-Visual Learning, Rho et al. (Sec. 3.2.1, eq. 2)::
+
+    TD(z, f) = softmax( z W^Q (f W^K)^T / sqrt(d_H) ) f W^V            (computed per head, heads concatenated)
+
+with latent tokens ``z`` (N_tokens, D_q) as queries and the layer's tokens ``f`` (B, N_l, D_l) as keys and values;
+``W^Q`` (D_q -> H*d_H), ``W^K`` and ``W^V`` (D_l -> H*d_H) project to ``H`` heads of width ``d_H``.
+
+Choices (the paper leaves them open):
+
+* ``H * d_H = dim``, the common width ``D`` of every MoLT token: the projections map each backbone's own width
+  ``D_l`` straight to ``D``, so the TD output already lives in ``D`` and no output projection is needed.
+* No output projection and no bias in ``W^Q``, ``W^K``, ``W^V``: exactly eq. 2. (The adapters add a residual
+  linear projection of their own, eqs. 1 and 3.)
+* As in the paper, the latent tokens have the width of the layer they read (``D_l``), so ``W^Q`` is ``D_l -> D``.
+
+:class:`TokenAttention` is the attention core with queries supplied by the caller (the cross-attention of the
+cross-modal adapter, eq. 3, uses it); :class:`TokenDistillation` adds the learnable latent tokens.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TokenAttention", "TokenDistillation"]
+
+
+class TokenAttention(nn.Module):
+    """Multi-head attention without output projection: ``softmax(q W^Q (f W^K)^T / sqrt(d_H)) f W^V`` (eq. 2).
+
+    Args:
+        query_dim: width ``D_q`` of the queries.
+        kv_dim: width ``D_l`` of the tokens attended to (keys and values).
+        dim: output width ``D = H * d_H``.
+        num_heads: number of heads ``H``; must divide ``dim``.
+        attn_drop: dropout on the attention probabilities (training only).
+    """
+
+    def __init__(self, *, query_dim: int, kv_dim: int, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.attn_drop = attn_drop
+        self.q_proj = nn.Linear(query_dim, dim, bias=False)
+        self.k_proj = nn.Linear(kv_dim, dim, bias=False)
+        self.v_proj = nn.Linear(kv_dim, dim, bias=False)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, N, H*d_H) -> (B, H, N, d_H)
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def attend(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Queries already projected by ``W^Q`` ``(B or 1, N_q, D)`` attend to ``features`` ``(B, N_l, D_l)``."""
+        keys = self._split(self.k_proj(features))
+        values = self._split(self.v_proj(features))
+        queries = self._split(queries).expand(keys.shape[0], -1, -1, -1)
+        out = F.scaled_dot_product_attention(queries, keys, values,
+                                             dropout_p=self.attn_drop if self.training else 0.0)
+        return out.transpose(1, 2).flatten(2)
+
+    def forward(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """``queries`` ``(B, N_q, D_q)`` or ``(N_q, D_q)`` (shared by the batch), ``features`` ``(B, N_l, D_l)``
+        -> ``(B, N_q, D)``."""
+        if features.ndim != 3:
+            raise ValueError(f"expected features of shape (B, N, D), got {tuple(features.shape)}")
+        if queries.ndim == 2:
+            queries = queries.unsqueeze(0)
+        if queries.ndim != 3 or queries.shape[0] not in (1, features.shape[0]):
+            raise ValueError(f"expected queries of shape (N_q, D_q) or (B, N_q, D_q) with B = {features.shape[0]}, "
+                             f"got {tuple(queries.shape)}")
+        return self.attend(self.q_proj(queries), features)
+
+
+class TokenDistillation(TokenAttention):
+    """Token distillation, eq. 2: ``num_tokens`` learnable latent tokens (queries) read a layer's tokens.
+
+    Args:
+        in_dim: width ``D_l`` of the layer's tokens; the latent tokens have this width too (paper: ``z`` in
+            ``R^{N x D_l}``).
+        dim: output width ``D = H * d_H``.
+        num_tokens: number of latent tokens ``N_tokens``.
+        num_heads: number of heads ``H``.
+        attn_drop: dropout on the attention probabilities (training only).
+
+    ``forward(features)`` -> ``(B, N_tokens, D)``; ``forward(features, queries)`` uses the given queries instead
+    of the latent tokens.
+    """
+
+    def __init__(self, *, in_dim: int, dim: int, num_tokens: int, num_heads: int, attn_drop: float = 0.0) -> None:
+        super().__init__(query_dim=in_dim, kv_dim=in_dim, dim=dim, num_heads=num_heads, attn_drop=attn_drop)
+        if num_tokens < 1:
+            raise ValueError(f"num_tokens must be at least 1, got {num_tokens}")
+        self.num_tokens = num_tokens
+        self.latent_tokens = nn.Parameter(torch.empty(num_tokens, in_dim))
+        nn.init.trunc_normal_(self.latent_tokens, std=0.02)
+
+    def forward(self, features: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        """``features`` ``(B, N_l, D_l)`` -> distilled tokens ``(B, N_tokens, D)``."""
+        return super().forward(self.latent_tokens if queries is None else queries, features)

@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import pytest
+
+from molt.cli import build_parser, main
+from molt.config import ExperimentConfig, load_config, preset_names
+
+
+def test_presets_load_and_merge():
+    assert {"ave_molt_tiny", "ave_molt_paper", "ave_molt_shared"} <= set(preset_names())
+    shared = load_config("ave_molt_shared")
+    paper = load_config("ave_molt_paper")
+    assert shared.backbone == "shared" and paper.backbone == "paper"
+    assert shared.method_config == paper.method_config
+    tiny = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 3}, "method_config": {"num_tokens": 2}})
+    assert tiny.trainer.max_epochs == 3 and tiny.method_config["num_tokens"] == 2
+    assert tiny.method_config["num_uda"] == 2  # untouched keys survive a nested override
+
+
+def test_config_typos_are_errors(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("task: ave\ntrainer:\n  max_epoch: 3\n")
+    with pytest.raises(ValueError, match="max_epoch"):
+        load_config(str(path))
+    with pytest.raises(ValueError, match="unknown backbone preset"):
+        ExperimentConfig(backbone="large")
+    with pytest.raises(FileNotFoundError, match="no config preset named"):
+        load_config("ave_molt_nope")
+
+
+def test_cli_lists_verbs():
+    text = build_parser().format_help()
+    for verb in ("demo", "synth", "prepare", "train", "eval", "params"):
+        assert verb in text
+
+
+def test_molt_help_runs_as_a_program():
+    out = subprocess.run([sys.executable, "-m", "molt.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "train" in out.stdout
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path, caplog):
+    assert main(["train", "ave", "--data", str(tmp_path), "--config", "nope_preset"]) == 2
+    assert "no config preset named" in caplog.text
