@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from .backbones import build_backbones
-from .backbones.base import TapBackbone
 from .config import ExperimentConfig
-from .methods import MethodOutput, build_method
+from .methods import MethodOutput, MoLTModel, adapter_state_dict, build_method
 from .tasks import Task, build_task
 
 __all__ = ["AudioVisualModel", "ModelOutput", "build_model"]
@@ -26,44 +25,47 @@ class ModelOutput:
 
 
 class AudioVisualModel(nn.Module):
-    """Frozen visual and audio backbones, a trainable method reading their taps and a trainable task head.
+    """Frozen backbones + trainable method (``features``, a :class:`~molt.methods.MoLTModel`) + trainable task head.
 
     Batches are dicts with ``frames`` uint8 ``(B, T, 3, H, W)`` and ``audio`` float ``(B, T, S)`` (one entry per
     1-s segment), or with precomputed ``visual_taps`` / ``audio_taps`` lists of ``(B*T, N_l, D_l)``.
     """
 
-    def __init__(self, *, visual: TapBackbone, audio: TapBackbone, method: nn.Module, task: Task,
-                 visual_blocks: list[int], audio_blocks: list[int]) -> None:
+    def __init__(self, *, features: MoLTModel, task: Task) -> None:
         super().__init__()
-        self.visual = visual
-        self.audio = audio
-        self.method = method
+        self.features = features
         self.task = task
-        self.visual_blocks = visual_blocks
-        self.audio_blocks = audio_blocks
 
-    def compute_taps(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    @property
+    def visual(self) -> nn.Module | None:
+        return self.features.visual
+
+    @property
+    def audio(self) -> nn.Module | None:
+        return self.features.audio
+
+    @property
+    def method(self) -> nn.Module:
+        return self.features.molt
+
+    def compute_taps(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
+        """Taps of the selected blocks for a batch of clips, flattened to ``B*T`` rows."""
         if "visual_taps" in batch:
             return batch["visual_taps"], batch["audio_taps"]
         frames, audio = batch["frames"], batch["audio"]
         if frames.ndim != 5 or audio.ndim != 3 or frames.shape[:2] != audio.shape[:2]:
             raise ValueError(f"expected frames (B, T, 3, H, W) and audio (B, T, S) with the same B and T, "
                              f"got {tuple(frames.shape)} and {tuple(audio.shape)}")
-        visual_taps = self.visual.forward_taps(self.visual.preprocess(frames.flatten(0, 1)), self.visual_blocks)
-        audio_taps = self.audio.forward_taps(audio.flatten(0, 1).float(), self.audio_blocks)
-        return visual_taps, audio_taps
+        return self.features.compute_taps(frames.flatten(0, 1), audio.flatten(0, 1).float())
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
-        visual_taps, audio_taps = self.compute_taps(batch)
-        method_output = self.method(visual_taps, audio_taps)
+        method_output = self.features.forward_from_taps(*self.compute_taps(batch))
         predictions = self.task(method_output.visual, method_output.audio, batch)
         return ModelOutput(predictions=predictions, method=method_output)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the trainable tensors (method + head): what checkpoints and adapter files hold."""
-        names = {name for name, parameter in self.named_parameters() if parameter.requires_grad}
-        return {name: tensor for name, tensor in self.state_dict().items()
-                if name in names or name.startswith(("method.", "task."))}
+        return adapter_state_dict(self)
 
 
 def build_model(config: ExperimentConfig, task_options: dict[str, Any]) -> AudioVisualModel:
@@ -74,6 +76,7 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any]) -> Audio
     visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,
                                     audio_weights=config.audio_weights)
     method, visual_blocks, audio_blocks = build_method(config.method, config.method_config, visual, audio)
+    features = MoLTModel(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks,
+                         audio_blocks=audio_blocks)
     task = build_task(config.task, dim=method.output_dim, **{**config.head, **task_options})
-    return AudioVisualModel(visual=visual, audio=audio, method=method, task=task,
-                            visual_blocks=visual_blocks, audio_blocks=audio_blocks)
+    return AudioVisualModel(features=features, task=task)

@@ -95,6 +95,7 @@ class SwinV2Backbone(TapBackbone):
         self.name = model_name
         self.timm_name = timm_name
         self.weights_path = weights
+        self.pretrained = pretrained
         self.model = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, **kwargs)
         cfg = self.model.pretrained_cfg
         self.input_size = tuple(self.model.patch_embed.img_size)
@@ -115,7 +116,7 @@ class SwinV2Backbone(TapBackbone):
     @property
     def tag(self) -> str:
         """timm pretrained tag (e.g. ``ms_in22k``), empty for random weights."""
-        return self.model.pretrained_cfg.get("tag") or ""
+        return (self.model.pretrained_cfg.get("tag") or "") if self.pretrained else ""
 
     def weights_hash(self) -> str | None:
         """SHA-256 of the local weights file, if one was given."""

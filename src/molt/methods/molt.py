@@ -87,7 +87,10 @@ class MoLTConfig:
         fusion: ``"mlp"`` (TFM, eqs. 6-7), ``"avg"`` or ``"gates"`` (Tab. 7 alternatives).
         tor_weight: weight of the TOR loss (eq. 8), summed over the two modalities; 0 disables it (Tab. 8). The
             paper gives no value; 0.1 keeps it below a cross-entropy of ~1-3 once tokens have separated (N(N-1)
-            = 240 for 16 identical tokens, about 0.5 for random 512-d tokens).
+            = 240 for 16 identical tokens, about 0.5 for random 512-d tokens). At initialisation the K tokens
+            of a layer are nearly identical (near-uniform attention plus a shared residual), so TOR starts near
+            ``L*K*(K-1)`` (about 112 per modality for L=2, K=8); with TOR alone and Adam at lr 5e-4 it falls
+            to ~5 within 20-30 steps on synthetic structured taps.
         modalities: ``"both"``, ``"visual"`` or ``"audio"`` (single-modality variants, see module docstring).
         dropout: attention dropout in TD and CA.
         pre_norm: LayerNorm on each tap before its FDM (see module docstring).

@@ -49,7 +49,8 @@ class TokenFusion(nn.Module):
         self.fusion = fusion
         if fusion == "mlp":
             hidden_dim = hidden_dim or dim
-            self.score = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 1))
+            # no bias on the scalar output: one constant added to every layer's logit cancels in the softmax
+            self.score = nn.Sequential(nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 1, bias=False))
         elif fusion == "gates":
             self.gate_logits = nn.Parameter(torch.zeros(num_layers))
 
