@@ -44,7 +44,6 @@ def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
             overrides[key] = getattr(args, key)
     if getattr(args, "modalities", None):
         overrides.setdefault("method_config", {})["modalities"] = args.modalities
-        overrides.setdefault("head", {})["modalities"] = args.modalities
     trainer = {name: getattr(args, attr) for attr, name in
                (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("seed", "seed"), ("workers", "num_workers"),
                 ("accelerator", "accelerator"), ("devices", "devices"), ("precision", "precision"))

@@ -78,5 +78,7 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any]) -> Audio
     method, visual_blocks, audio_blocks = build_method(config.method, config.method_config, visual, audio)
     features = MoLTModel(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks,
                          audio_blocks=audio_blocks)
-    task = build_task(config.task, dim=method.output_dim, **{**config.head, **task_options})
+    # the head reads the modalities the method produces unless the config says otherwise
+    head_options = {"modalities": method.config.modalities, **config.head, **task_options}
+    task = build_task(config.task, dim=method.output_dim, **head_options)
     return AudioVisualModel(features=features, task=task)

@@ -12,9 +12,12 @@ import torch
 from .backbones import build_backbones
 from .config import load_config
 from .methods import build_method, count_parameters
-from .tasks import TASK_DEFAULT_OPTIONS, available_tasks, build_task
+from .tasks import TASKS, build_task
 
 __all__ = ["ParameterCount", "count_preset", "parameter_table", "PAPER_FIGURES"]
+
+# what the real datasets decide for each head (the paper's datasets)
+DATASET_TASK_OPTIONS: dict[str, dict] = {"ave": {"num_classes": 28}}
 
 # (task, backbone preset) -> (trainable %, total M) reported for MoLT in the paper (Tabs. 1-3).
 PAPER_FIGURES: dict[tuple[str, str], tuple[float, float]] = {
@@ -49,8 +52,9 @@ def count_preset(name: str) -> ParameterCount:
         visual, audio = build_backbones(config.backbone)
         method, _, _ = build_method(config.method, config.method_config, visual, audio)
         head = None
-        if config.task in available_tasks():
-            options = {**TASK_DEFAULT_OPTIONS.get(config.task, {}), **config.head}
+        if config.task in TASKS:
+            options = {"modalities": method.config.modalities, **config.head,
+                       **DATASET_TASK_OPTIONS.get(config.task, {})}
             head = build_task(config.task, dim=method.output_dim, **options)
     backbones = torch.nn.ModuleList([visual, audio])
     _, backbone_total = count_parameters(backbones)

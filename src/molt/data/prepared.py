@@ -1,0 +1,360 @@
+"""Decode an AVE-layout data set once into memory-mappable arrays, and a torch ``Dataset`` over them.
+
+Part of molt-av (Apache-2.0), an implementation of "Mixture of Layer-Wise Tokens for Efficient Audio-Visual
+Learning" (MoLT).
+
+Input layout (``root``): the AVE annotation files (``Annotations.txt``, ``trainSet.txt``, ``valSet.txt``,
+``testSet.txt``, optionally ``categories.txt``, see :mod:`molt.data.ave`) and one ``{video_id}.mp4`` per
+video, looked up first in ``root/AVE/`` (where the official ``AVE_Dataset.zip`` puts them) and then in ``root/``.
+
+Prepared format (``out_dir``, format version 1)::
+
+    frames.npy   uint8 (V, T, S, S, 3)   RGB, one frame per 1-s segment, S = image_size (see molt.data.media)
+    audio.npy    int16 (V, T, R)         mono PCM at ``sample_rate``, R = sample_rate samples per segment;
+                                          float value = int16 / 32768
+    labels.npy   uint8 (N, T, C + 1)     one-hot label matrix of each annotation row (background = index C)
+    index.json   metadata: format, format_version, categories, num_segments, image_size, sample_rate,
+                 source_root, videos (video id of each media row V, null for a clip that was skipped) and
+                 rows (one per annotation line of a split whose clip was stored: video_id, split, media_index,
+                 category, start, end, line)
+    skipped.tsv  video_id, reason, detail, path of every clip that could not be used
+
+Media rows are per *video* (a video with several annotation lines is decoded and stored once); annotation rows
+are per *line* of the split files, like the official split sizes (see :mod:`molt.data.ave` for the quirks).
+Media row ``i`` belongs to the ``i``-th distinct video id of train, val, test (in that order); the rows of skipped
+clips stay zero and no annotation row points at them.
+
+Crash safety: ``index.json`` is removed when a run starts, the arrays are written under ``*.partial`` names and
+renamed when complete, and ``index.json`` is written last (atomically), so a directory without ``index.json`` is
+never mistaken for a complete data set.
+
+:class:`PreparedAVE` reads that format with ``numpy.load(mmap_mode="r")`` (opened lazily in each DataLoader
+worker) and returns uint8 frames: normalisation belongs to the backbone (``preprocess``), which knows its own
+mean and std; :func:`normalize_frames` is there for other users.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .ave import SPLIT_FILES, AVEAnnotations
+from .media import decode_pcm16, worker_context
+
+__all__ = ["PrepareReport", "prepare_ave", "PreparedAVE", "ensure_prepared", "find_video", "normalize_frames",
+           "FORMAT", "FORMAT_VERSION", "INDEX_FILE"]
+
+_logger = logging.getLogger(__name__)
+
+FORMAT = "molt-prepared-ave"
+FORMAT_VERSION = 1
+INDEX_FILE = "index.json"
+SKIPPED_FILE = "skipped.tsv"
+_ARRAYS = ("frames.npy", "audio.npy", "labels.npy")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class PrepareReport:
+    """What :func:`prepare_ave` did.
+
+    Attributes:
+        out_dir: the prepared directory.
+        stored: ids of the clips decoded and stored.
+        skipped: ``(video_id, reason, detail)`` of every clip that could not be used.
+        silent: ids of stored clips whose audio is silent (below -60 dBFS); kept, but worth a look.
+        rows: annotation rows stored per split.
+        seconds: wall time.
+    """
+
+    out_dir: Path
+    stored: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    silent: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line: counts, skip reasons, throughput."""
+        reasons: dict[str, int] = {}
+        for _, reason, _ in self.skipped:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        reason_text = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+        rate = len(self.stored) / self.seconds if self.seconds > 0 else 0.0
+        rows = ", ".join(f"{split} {count}" for split, count in self.rows.items())
+        return (f"prepared {len(self.stored)} clip(s) into {self.out_dir} ({rows} rows) in {self.seconds:.1f} s "
+                f"({rate:.1f} clips/s); skipped {len(self.skipped)}" + (f" ({reason_text}, see "
+                f"{self.out_dir / SKIPPED_FILE})" if self.skipped else "")
+                + (f"; {len(self.silent)} silent clip(s) kept" if self.silent else ""))
+
+
+def find_video(root: str | os.PathLike, video_id: str) -> Path | None:
+    """``root/AVE/{video_id}.mp4`` or ``root/{video_id}.mp4``, whichever exists first; ``None`` if neither."""
+    root = Path(root)
+    for candidate in (root / "AVE" / f"{video_id}.mp4", root / f"{video_id}.mp4"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=1))
+    os.replace(temporary, path)
+
+
+def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = 192, workers: int = 2,
+                limit: int | None = None, num_segments: int = 10, sample_rate: int = 32000,
+                show_progress: bool = True) -> PrepareReport:
+    """Decode every clip of the AVE layout at ``root`` into the prepared format in ``out_dir``.
+
+    Args:
+        root: AVE root (annotation files; mp4 files in ``root/AVE/`` or ``root/``).
+        out_dir: output directory (created; a previous prepared set there is replaced).
+        image_size: frame size ``S`` (bicubic resize to ``S x S``).
+        workers: decoding processes (``<= 1``: decode in this process).
+        limit: only the first ``limit`` distinct videos (train, then val, then test order).
+        num_segments: segments per clip ``T``.
+        sample_rate: audio rate (32 kHz for HTS-AT).
+        show_progress: tqdm progress bar.
+
+    Returns:
+        a :class:`PrepareReport`; unusable clips are listed in it and in ``out_dir/skipped.tsv``.
+    """
+    start_time = time.time()
+    root = Path(root)
+    out = Path(out_dir)
+    annotations = AVEAnnotations.from_dir(root, num_segments=num_segments)
+    splits = [split for split in SPLIT_FILES if split in annotations.splits]
+    video_ids = list(dict.fromkeys(record.video_id for split in splits for record in annotations.records(split)))
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"expected limit >= 1 or None, got {limit}")
+        video_ids = video_ids[:limit]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / INDEX_FILE).unlink(missing_ok=True)
+
+    report = PrepareReport(out_dir=out)
+    options = {"num_segments": num_segments, "image_size": image_size, "sample_rate": sample_rate}
+    jobs = []
+    for position, video_id in enumerate(video_ids):
+        path = find_video(root, video_id)
+        if path is None:
+            report.skipped.append((video_id, "missing file", f"no {video_id}.mp4 in {root / 'AVE'} or {root}"))
+        else:
+            jobs.append((position, video_id, str(path), options))
+
+    count = len(video_ids)
+    partial = {name: out / f"{name}.partial" for name in _ARRAYS}
+    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
+                                       shape=(count, num_segments, image_size, image_size, 3))
+    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
+                                      shape=(count, num_segments, sample_rate))
+    stored_at: dict[str, int] = {}
+
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=len(jobs), desc="prepare ave", unit="clip", disable=not show_progress)
+
+    def consume(result: tuple[int, str, Any, Any, str, str]) -> None:
+        position, video_id, clip_frames, clip_audio, status, detail = result
+        if clip_frames is None:
+            report.skipped.append((video_id, status, detail))
+            _logger.debug("skipped %s: %s %s", video_id, status, detail)
+        else:
+            frames[position] = clip_frames
+            audio[position] = clip_audio
+            stored_at[video_id] = position
+            if status == "silent":
+                report.silent.append(video_id)
+        progress.update()
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            consume(decode_pcm16(job))
+    else:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
+            for future in as_completed([pool.submit(decode_pcm16, job) for job in jobs]):
+                consume(future.result())
+    progress.close()
+    frames.flush()
+    audio.flush()
+    del frames, audio
+
+    rows = []
+    for split in splits:
+        for record in annotations.records(split):
+            if record.video_id in stored_at:
+                rows.append({"video_id": record.video_id, "split": split, "media_index": stored_at[record.video_id],
+                             "category": record.category, "start": record.start, "end": record.end,
+                             "line": record.line})
+        report.rows[split] = sum(row["split"] == split for row in rows)
+    labels = np.lib.format.open_memmap(partial["labels.npy"], mode="w+", dtype=np.uint8,
+                                       shape=(len(rows), num_segments, annotations.num_classes + 1))
+    for i, row in enumerate(rows):
+        labels[i, row["start"]:row["end"], annotations.category_index[row["category"]]] = 1
+        labels[i, labels[i, :, :annotations.num_classes].sum(axis=1) == 0, annotations.num_classes] = 1
+    labels.flush()
+    del labels
+
+    report.skipped.sort(key=lambda item: video_ids.index(item[0]))
+    report.stored = [video_id for video_id in video_ids if video_id in stored_at]
+    skipped_tmp = out / f".{SKIPPED_FILE}.tmp"
+    with open(skipped_tmp, "w", encoding="utf-8") as handle:
+        handle.write("video_id\treason\tdetail\tpath\n")
+        for video_id, reason, detail in report.skipped:
+            path = find_video(root, video_id)
+            clean = detail.replace("\t", " ").replace("\n", " ")
+            handle.write(f"{video_id}\t{reason}\t{clean}\t{path if path else ''}\n")
+    os.replace(skipped_tmp, out / SKIPPED_FILE)
+    for name, path in partial.items():
+        os.replace(path, out / name)
+    report.seconds = time.time() - start_time
+    index = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),
+        "categories": annotations.categories, "num_classes": annotations.num_classes,
+        "background_index": annotations.background_index, "num_segments": num_segments,
+        "segment_seconds": 1.0, "image_size": image_size, "sample_rate": sample_rate,
+        "arrays": {"frames": {"file": "frames.npy", "dtype": "uint8", "layout": "(V, T, S, S, 3) RGB"},
+                   "audio": {"file": "audio.npy", "dtype": "int16", "layout": "(V, T, sample_rate) mono",
+                             "scale": 32768},
+                   "labels": {"file": "labels.npy", "dtype": "uint8", "layout": "(N, T, C + 1) one-hot"}},
+        "videos": [video_id if video_id in stored_at else None for video_id in video_ids],
+        "rows": rows, "splits": report.rows, "skipped": len(report.skipped), "silent": report.silent,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
+    }
+    _atomic_json(out / INDEX_FILE, index)
+    _logger.info(report.summary())
+    for video_id, reason, detail in report.skipped:
+        _logger.warning("skipped %s: %s%s", video_id, reason, f" ({detail})" if detail else "")
+    return report
+
+
+def ensure_prepared(data: str | os.PathLike, *, image_size: int | None = None, workers: int = 2,
+                    show_progress: bool = True) -> Path:
+    """Return a prepared directory for ``data``, preparing it on first use.
+
+    ``data`` may be a prepared directory (holds ``index.json``) or an AVE root (holds ``Annotations.txt``), whose
+    prepared copy lives in ``data/prepared``. ``image_size=None`` keeps an existing prepared copy whatever its size;
+    for a new one it is the synthetic generator's frame size (``synthetic_ground_truth.json``) or 192.
+    """
+    data = Path(data)
+    if (data / INDEX_FILE).is_file():
+        return data
+    if not (data / "Annotations.txt").is_file():
+        raise FileNotFoundError(f"{data} is neither a prepared AVE directory ({INDEX_FILE}) nor an AVE root "
+                                f"(Annotations.txt)")
+    out = data / "prepared"
+    if (out / INDEX_FILE).is_file():
+        existing = json.loads((out / INDEX_FILE).read_text())
+        if image_size is None or existing.get("image_size") == image_size:
+            return out
+    if image_size is None:
+        from .synthetic import GROUND_TRUTH_FILE
+
+        ground_truth = data / GROUND_TRUTH_FILE
+        image_size = 192
+        if ground_truth.is_file():
+            image_size = int(json.loads(ground_truth.read_text())["options"]["image_size"])
+    prepare_ave(data, out, image_size=image_size, workers=workers, show_progress=show_progress)
+    return out
+
+
+def normalize_frames(frames: torch.Tensor, mean: tuple[float, float, float] = IMAGENET_MEAN,
+                     std: tuple[float, float, float] = IMAGENET_STD) -> torch.Tensor:
+    """uint8 frames ``(..., 3, H, W)`` -> float32 normalised with ``mean`` and ``std`` (ImageNet by default)."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return (frames.float() / 255.0 - mean_t) / std_t
+
+
+class PreparedAVE(Dataset):
+    """Clips of a prepared AVE directory (see the module docstring), one item per annotation row.
+
+    Args:
+        root: prepared directory (holds ``index.json``).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` for all rows.
+
+    Items are dicts:
+
+    * ``frames``: uint8 ``(T, 3, S, S)`` (not normalised);
+    * ``audio``: float32 ``(T, R)`` in ``[-1, 1)``, ``R = sample_rate`` samples per 1-s segment;
+    * ``labels``: float32 ``(T, C + 1)`` one-hot (this annotation line; background at index ``C``);
+    * ``valid_labels``: float32 ``(T, C + 1)`` multi-hot union of every line of the same video in the same split
+      (differs from ``labels`` only for the videos annotated with several overlapping events);
+    * ``video_id``: str; ``index``: the row number within this split.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str | None = None) -> None:
+        self.root = Path(root)
+        index_path = self.root / INDEX_FILE
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path} not found: not a prepared AVE directory (run `molt prepare ave`)")
+        meta = json.loads(index_path.read_text())
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{index_path}: expected format {FORMAT!r} version {FORMAT_VERSION}, got "
+                             f"{meta.get('format')!r} version {meta.get('format_version')!r}; prepare it again")
+        if split is not None and split not in SPLIT_FILES:
+            raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_FILES)} or None")
+        self.meta = meta
+        self.split = split
+        self.categories: list[str] = meta["categories"]
+        self.num_classes: int = meta["num_classes"]
+        self.num_segments: int = meta["num_segments"]
+        self.image_size: int = meta["image_size"]
+        self.sample_rate: int = meta["sample_rate"]
+        self.row_indices = [i for i, row in enumerate(meta["rows"]) if split is None or row["split"] == split]
+        self.rows = [meta["rows"][i] for i in self.row_indices]
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, row in enumerate(meta["rows"]):
+            groups.setdefault((row["split"], row["video_id"]), []).append(i)
+        self._siblings = [groups[(row["split"], row["video_id"])] for row in self.rows]
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def _open(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = tuple(np.load(self.root / name, mmap_mode="r") for name in _ARRAYS)
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:  # memory maps are reopened in each worker
+        state = dict(self.__dict__)
+        state["_arrays"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} rows")
+        index = index % len(self)
+        frames, audio, labels = self._open()
+        row = self.rows[index]
+        media = row["media_index"]
+        clip_frames = torch.from_numpy(np.array(frames[media])).permute(0, 3, 1, 2)
+        clip_audio = torch.from_numpy(audio[media].astype(np.float32) / 32768.0)
+        row_labels = torch.from_numpy(labels[self.row_indices[index]].astype(np.float32))
+        valid = np.max(labels[self._siblings[index]], axis=0).astype(np.float32)
+        return {"frames": clip_frames, "audio": clip_audio, "labels": row_labels,
+                "valid_labels": torch.from_numpy(valid), "video_id": row["video_id"], "index": index}
+
+    def segment_labels(self) -> torch.Tensor:
+        """Class index of every segment of every row, ``(N, T)`` int64 (background = ``num_classes``)."""
+        labels = self._open()[2]
+        if not self.row_indices:
+            return torch.zeros(0, self.num_segments, dtype=torch.long)
+        return torch.from_numpy(np.asarray(labels[self.row_indices]).argmax(-1).astype(np.int64))
+
+    def task_options(self) -> dict[str, Any]:
+        """What the data decides for the AVE head: ``num_classes`` (events, background excluded), ``class_names``."""
+        return {"num_classes": self.num_classes, "class_names": list(self.categories)}

@@ -1,0 +1,452 @@
+"""Audio-Visual Event localisation (AVE): head, loss, segment accuracy, majority baseline, timeline picture.
+
+AVE (Tian et al., ECCV 2018): 10-s clips cut into ``T = 10`` one-second segments; each segment is one of ``C``
+event categories (28 in the real dataset) or background (index ``C``). The metric is segment-level accuracy.
+
+The head follows the event-relevance + category design that the setups MoLT reports against use on AVE (DG-SCT,
+AVMoE, after CMBS): per segment an *is-event* logit, per clip one *category* distribution; a segment is predicted
+as the clip's category when ``sigmoid(is_event) > 0.5`` and as background otherwise.
+
+Head (input: fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)`` from the method):
+
+1. pooling, per modality and segment, of the ``K`` tokens to one vector ``(B*T, D)``: ``"attention"`` (default; a
+   learned linear score per token, softmax over ``K``, weighted sum; the score starts at zero, i.e. as a mean) or
+   ``"mean"``;
+2. LayerNorm + Linear ``D -> H`` per modality;
+3. fusion per segment: ``[v, a, v * a]`` (``"both"``; the product lets the head see audio-visual agreement) or the
+   single modality's vector (``"audio"`` / ``"visual"``: the other modality's tokens are never read), then
+   Linear -> GELU -> Dropout to ``(B, T, H)``;
+4. temporal modelling across the ``T`` segments: a learned position embedding and ``temporal_layers`` (default 1)
+   pre-norm Transformer encoder layers (self-attention over segments, ``num_heads`` heads, FFN ``2H``), final
+   LayerNorm;
+5. ``event_logits (B, T)`` = Linear ``H -> 1`` per segment; ``class_logits (B, C)`` = Linear ``H -> C`` on the
+   max over the ``T`` segments.
+
+Loss (:meth:`AVETask.loss_terms`), with ``y (B, T)`` the segment class indices taken from ``batch["labels"]``:
+
+* ``event``: binary cross-entropy with logits of ``event_logits`` against ``y != C`` (the segment is an event),
+  mean over all ``B*T`` segments;
+* ``category``: cross-entropy of ``class_logits`` against the clip's event class = the most frequent non-background
+  class among its segments (ties: lowest index; a real AVE annotation line has exactly one). Clips whose segments
+  are all background have no category target and are left out of the mean; a batch with no such clip gives ``0``.
+
+``loss = event_weight * event + category_weight * category`` (both weights default to 1).
+
+Metrics (:meth:`AVETask.compute_metrics`), from counts accumulated over the whole split:
+
+* ``accuracy``: correct segments / all segments, against ``batch["labels"]`` (one annotation line per clip, as in
+  every published AVE evaluation);
+* ``accuracy_any_label`` (only when batches carry ``valid_labels``, the multi-hot union of every annotation line of
+  the same video): a segment counts as correct when the prediction is any of the video's labels for it. It
+  differs from ``accuracy`` only for the few videos annotated with several events.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Task
+
+__all__ = ["AVETask", "AVE_NUM_SEGMENTS", "HEAD_MODALITIES", "POOLING_MODES", "segment_targets", "clip_targets",
+           "majority_class", "majority_accuracy", "plot_timelines"]
+
+_logger = logging.getLogger(__name__)
+
+AVE_NUM_SEGMENTS = 10
+HEAD_MODALITIES = ("both", "audio", "visual")
+POOLING_MODES = ("attention", "mean")
+_NO_CATEGORY = -1
+_LEGEND_COLUMNS = 4
+
+
+def segment_targets(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class index of every segment, ``(B, T)`` int64 (background = ``num_classes``).
+
+    Args:
+        labels: one-hot label matrices ``(B, T, C + 1)`` (as the AVE reader gives them) or class indices ``(B, T)``.
+        num_classes: ``C``, the number of event classes (background excluded).
+    """
+    labels = torch.as_tensor(labels)
+    if labels.ndim == 3:
+        if labels.shape[-1] != num_classes + 1:
+            raise ValueError(f"expected labels (B, T, C + 1) with C + 1 = {num_classes + 1}, "
+                             f"got {tuple(labels.shape)}")
+        return labels.argmax(-1)
+    if labels.ndim == 2 and not labels.is_floating_point():
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > num_classes):
+            raise ValueError(f"segment class indices must lie in [0, {num_classes}] (background = {num_classes}), "
+                             f"got values in [{int(labels.min())}, {int(labels.max())}]")
+        return labels.long()
+    raise ValueError(f"expected labels as one-hot (B, T, {num_classes + 1}) or integer class indices (B, T), "
+                     f"got {labels.dtype} {tuple(labels.shape)}")
+
+
+def clip_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Event class of every clip, ``(B,)`` int64: the most frequent non-background class among its segments (ties:
+    lowest index), or ``-1`` for a clip whose segments are all background.
+
+    Args:
+        targets: segment class indices ``(B, T)`` (see :func:`segment_targets`).
+        num_classes: ``C``.
+    """
+    counts = F.one_hot(targets, num_classes + 1)[..., :num_classes].sum(dim=1)
+    categories = counts.argmax(dim=-1)
+    return torch.where(counts.sum(dim=-1) > 0, categories, torch.full_like(categories, _NO_CATEGORY))
+
+
+class _AttentionPool(nn.Module):
+    """``(N, K, D) -> (N, D)``: softmax over ``K`` of a learned linear score per token, weighted sum.
+
+    The score layer starts at zero, so the pool starts as the mean of the ``K`` tokens.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        weights = self.score(tokens).softmax(dim=1)
+        return (weights * tokens).sum(dim=1)
+
+
+class _MeanPool(nn.Module):
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.mean(dim=1)
+
+
+class AVETask(Task):
+    """AVE head (event relevance per segment + category per clip), loss and segment accuracy.
+
+    See the module docstring for the architecture, the loss and the metrics.
+
+    Args:
+        dim: width ``D`` of the method's fused tokens.
+        num_classes: event classes ``C`` (background excluded; 28 in real AVE). Background is class ``C``.
+        hidden_dim: width ``H`` of the head (default: ``dim``).
+        num_heads: attention heads of the temporal layers (must divide ``hidden_dim``).
+        num_segments: maximal number of segments per clip ``T`` (size of the position embedding; AVE: 10).
+        modalities: ``"both"``, ``"audio"`` or ``"visual"``: which modality's tokens the head reads.
+        pooling: ``"attention"`` or ``"mean"`` pooling of the ``K`` tokens of a segment.
+        temporal_layers: Transformer encoder layers across segments (0: none).
+        dropout: dropout in the fusion and the temporal layers.
+        event_threshold: a segment is an event when ``sigmoid(event_logit) > event_threshold``.
+        event_weight, category_weight: weights of the two loss terms.
+        class_names: optional names of the ``C`` event classes (kept for pictures and reports).
+
+    Outputs of :meth:`forward`: ``event_logits (B, T)`` and ``class_logits (B, C)``.
+    """
+
+    name = "ave"
+
+    def __init__(self, *, dim: int, num_classes: int, hidden_dim: int | None = None, num_heads: int = 4,
+                 num_segments: int = AVE_NUM_SEGMENTS, modalities: str = "both", pooling: str = "attention",
+                 temporal_layers: int = 1, dropout: float = 0.1, event_threshold: float = 0.5,
+                 event_weight: float = 1.0, category_weight: float = 1.0,
+                 class_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        hidden_dim = dim if hidden_dim is None else hidden_dim
+        if dim <= 0 or hidden_dim <= 0 or num_segments <= 0:
+            raise ValueError(f"dim, hidden_dim and num_segments must be positive, got {dim}, {hidden_dim}, "
+                             f"{num_segments}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes (event classes, background excluded) must be >= 1, got {num_classes}")
+        if modalities not in HEAD_MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(HEAD_MODALITIES)}, got {modalities!r}")
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
+        if temporal_layers < 0:
+            raise ValueError(f"temporal_layers must be >= 0, got {temporal_layers}")
+        if temporal_layers and hidden_dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide hidden_dim ({hidden_dim})")
+        if not 0.0 < event_threshold < 1.0:
+            raise ValueError(f"event_threshold must lie in (0, 1), got {event_threshold}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names must name the {num_classes} event classes, got {len(class_names)} names")
+        self.dim = dim
+        self.num_classes = num_classes
+        self.hidden_dim = hidden_dim
+        self.num_segments = num_segments
+        self.modalities = modalities
+        self.event_threshold = event_threshold
+        self.event_weight = event_weight
+        self.category_weight = category_weight
+        self.class_names = list(class_names) if class_names is not None else None
+
+        self.active = ["visual", "audio"] if modalities == "both" else [modalities]
+        self.pool = nn.ModuleDict({m: _AttentionPool(dim) if pooling == "attention" else _MeanPool()
+                                   for m in self.active})
+        self.project = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
+                                      for m in self.active})
+        fusion_in = 3 * hidden_dim if modalities == "both" else hidden_dim
+        self.fuse = nn.Sequential(nn.Linear(fusion_in, hidden_dim), nn.GELU(), nn.Dropout(dropout))
+        self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        self.temporal = nn.ModuleList(
+            nn.TransformerEncoderLayer(hidden_dim, num_heads, dim_feedforward=2 * hidden_dim, dropout=dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(temporal_layers))
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.event_head = nn.Linear(hidden_dim, 1)
+        self.class_head = nn.Linear(hidden_dim, num_classes)
+        self.reset_metrics()
+
+    @property
+    def background_index(self) -> int:
+        return self.num_classes
+
+    def _segments_per_clip(self, rows: int, batch: Mapping[str, Any] | None) -> int:
+        segments = None
+        for key in ("labels", "frames", "audio"):
+            value = batch.get(key) if batch is not None else None
+            if isinstance(value, torch.Tensor) and value.ndim >= 2:
+                segments = value.shape[1]
+                break
+        segments = self.num_segments if segments is None else segments
+        if segments > self.num_segments:
+            raise ValueError(f"clips have {segments} segments, more than the head's num_segments "
+                             f"({self.num_segments})")
+        if rows % segments:
+            raise ValueError(f"expected B*T token rows with T = {segments} segments per clip, got {rows} rows")
+        return segments
+
+    def _pooled(self, modality: str, tokens: torch.Tensor | None) -> torch.Tensor:
+        if tokens is None or tokens.ndim != 3 or tokens.shape[-1] != self.dim:
+            shape = None if tokens is None else tuple(tokens.shape)
+            raise ValueError(f"expected {modality} tokens (B*T, K, {self.dim}), got {shape}")
+        return self.project[modality](self.pool[modality](tokens))
+
+    def forward(self, visual: torch.Tensor | None, audio: torch.Tensor | None,
+                batch: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        """Logits for fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)``.
+
+        Only the tokens of :attr:`modalities` are read (the other may be ``None``). ``T`` is read from the batch
+        (``labels``, ``frames`` or ``audio`` ``(B, T, ...)``) when it has one, else ``num_segments``.
+
+        Returns:
+            ``event_logits (B, T)`` and ``class_logits (B, C)``.
+        """
+        tokens = {"visual": visual, "audio": audio}
+        pooled = {m: self._pooled(m, tokens[m]) for m in self.active}
+        rows = {m: p.shape[0] for m, p in pooled.items()}
+        if len(set(rows.values())) > 1:
+            raise ValueError(f"visual and audio tokens must have the same number of rows (B*T), got {rows}")
+        if self.modalities == "both":
+            fused = torch.cat([pooled["visual"], pooled["audio"], pooled["visual"] * pooled["audio"]], dim=-1)
+        else:
+            fused = pooled[self.modalities]
+        fused = self.fuse(fused)
+        segments = self._segments_per_clip(fused.shape[0], batch)
+        hidden = fused.reshape(-1, segments, self.hidden_dim) + self.position[:, :segments]
+        for layer in self.temporal:
+            hidden = layer(hidden)
+        hidden = self.norm(hidden)
+        return {"event_logits": self.event_head(hidden).squeeze(-1),
+                "class_logits": self.class_head(hidden.amax(dim=1))}
+
+    def loss_terms(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Unweighted ``event`` (BCE per segment) and ``category`` (CE per clip with an event) losses."""
+        event_logits, class_logits = outputs["event_logits"], outputs["class_logits"]
+        targets = segment_targets(batch["labels"], self.num_classes).to(event_logits.device)
+        if targets.shape != event_logits.shape:
+            raise ValueError(f"labels give {tuple(targets.shape)} segments but the head predicted "
+                             f"{tuple(event_logits.shape)}")
+        is_event = (targets != self.background_index).to(event_logits.dtype)
+        event = F.binary_cross_entropy_with_logits(event_logits, is_event)
+        categories = clip_targets(targets, self.num_classes)
+        has_category = categories != _NO_CATEGORY
+        if bool(has_category.any()):
+            category = F.cross_entropy(class_logits[has_category], categories[has_category])
+        else:
+            category = class_logits.sum() * 0.0
+        return {"event": event, "category": category}
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        """``event_weight * event + category_weight * category`` (see :meth:`loss_terms`)."""
+        terms = self.loss_terms(outputs, batch)
+        return self.event_weight * terms["event"] + self.category_weight * terms["category"]
+
+    def predict(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Segment classes ``(B, T)`` int64: the clip's argmax category where ``sigmoid(event_logit)`` exceeds the
+        threshold, background (``C``) elsewhere."""
+        event_logits, class_logits = outputs["event_logits"], outputs["class_logits"]
+        category = class_logits.argmax(dim=-1, keepdim=True).expand_as(event_logits)
+        is_event = torch.sigmoid(event_logits) > self.event_threshold
+        return torch.where(is_event, category, torch.full_like(category, self.background_index))
+
+    def reset_metrics(self) -> None:
+        self._correct = 0
+        self._total = 0
+        self._correct_any = 0
+        self._total_any = 0
+
+    @torch.no_grad()
+    def update_metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> None:
+        predictions = self.predict(outputs).cpu()
+        targets = segment_targets(batch["labels"], self.num_classes).cpu()
+        if targets.shape != predictions.shape:
+            raise ValueError(f"labels give {tuple(targets.shape)} segments but the head predicted "
+                             f"{tuple(predictions.shape)}")
+        self._correct += int((predictions == targets).sum())
+        self._total += targets.numel()
+        valid = batch.get("valid_labels") if hasattr(batch, "get") else None
+        if valid is not None:
+            valid = torch.as_tensor(valid).cpu()
+            if valid.shape != (*predictions.shape, self.num_classes + 1):
+                raise ValueError(f"expected valid_labels {(*predictions.shape, self.num_classes + 1)}, "
+                                 f"got {tuple(valid.shape)}")
+            self._correct_any += int((valid.gather(-1, predictions.unsqueeze(-1)).squeeze(-1) > 0).sum())
+            self._total_any += predictions.numel()
+
+    def compute_metrics(self) -> dict[str, float]:
+        """``accuracy`` (and ``accuracy_any_label`` when seen); ``nan`` when no segment was counted."""
+        if self._total == 0:
+            _logger.warning("AVE metrics computed before any batch was added; returning nan")
+            return {"accuracy": float("nan")}
+        metrics = {"accuracy": self._correct / self._total}
+        if self._total_any:
+            metrics["accuracy_any_label"] = self._correct_any / self._total_any
+        return metrics
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, modalities={self.modalities!r}, "
+                f"event_threshold={self.event_threshold}")
+
+
+def _as_segment_labels(labels: Any) -> torch.Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.ndim == 3:
+        labels = labels.argmax(-1)
+    if labels.is_floating_point() or labels.ndim < 1:
+        raise ValueError(f"expected integer segment labels (N, T) or one-hot (N, T, C + 1), "
+                         f"got {labels.dtype} {tuple(labels.shape)}")
+    return labels.long().reshape(-1)
+
+
+def majority_class(train_labels: Any) -> int:
+    """Most frequent segment label of the training split (ties: lowest index).
+
+    Args:
+        train_labels: segment class indices ``(N, T)`` or one-hot ``(N, T, C + 1)``.
+    """
+    labels = _as_segment_labels(train_labels)
+    if labels.numel() == 0:
+        raise ValueError("majority_class needs at least one training segment")
+    return int(torch.bincount(labels).argmax())
+
+
+def majority_accuracy(train_labels: Any, eval_labels: Any) -> float:
+    """Segment accuracy on ``eval_labels`` of always predicting the most frequent training-segment label.
+
+    Args:
+        train_labels, eval_labels: segment class indices ``(N, T)`` or one-hot ``(N, T, C + 1)``.
+    """
+    labels = _as_segment_labels(eval_labels)
+    if labels.numel() == 0:
+        raise ValueError("majority_accuracy needs at least one evaluation segment")
+    return float((labels == majority_class(train_labels)).float().mean())
+
+
+def _class_colour(index: int) -> tuple[float, ...]:
+    """A distinct colour per event class: tab20 without its two greys (kept for background), then tab20b."""
+    from matplotlib import colormaps
+
+    palette = [colormaps["tab20"](i) for i in range(20) if i not in (14, 15)]
+    palette += [colormaps["tab20b"](i) for i in range(20)]
+    return palette[index % len(palette)]
+
+
+def plot_timelines(predictions: Any, targets: Any, video_ids: Sequence[str], class_names: Sequence[str] | None,
+                   path: str | os.PathLike, max_clips: int = 8, background_index: int | None = None) -> Path:
+    """Write a PNG of true vs predicted event timelines, one panel per clip (the first ``max_clips`` clips).
+
+    Each panel has two rows of ``T`` one-second cells, "true" above "predicted", coloured by class (background
+    grey); wrongly predicted cells are marked with a cross. Rendered with matplotlib's Agg canvas (no display and
+    no global backend change needed).
+
+    Args:
+        predictions, targets: segment class indices ``(N, T)``.
+        video_ids: ``N`` clip names (panel titles).
+        class_names: names of the ``C`` event classes; background is class ``C``. When ``None``, classes are
+            called ``class i`` and background is ``background_index`` (default: the largest index seen).
+        path: output file (parent directories are created).
+        max_clips: how many clips to draw.
+        background_index: background class index when ``class_names`` is ``None``.
+
+    Returns:
+        the written path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    predictions = torch.as_tensor(predictions).long().cpu()
+    targets = torch.as_tensor(targets).long().cpu()
+    if predictions.ndim != 2 or predictions.shape != targets.shape:
+        raise ValueError(f"expected predictions and targets of the same shape (N, T), got "
+                         f"{tuple(predictions.shape)} and {tuple(targets.shape)}")
+    if len(video_ids) != predictions.shape[0]:
+        raise ValueError(f"expected {predictions.shape[0]} video ids, got {len(video_ids)}")
+    if predictions.shape[0] == 0:
+        raise ValueError("plot_timelines needs at least one clip")
+    if max_clips < 1:
+        raise ValueError(f"max_clips must be >= 1, got {max_clips}")
+    if class_names is not None:
+        background = len(class_names)
+        names = list(class_names)
+    else:
+        seen = int(max(predictions.max(), targets.max())) if predictions.numel() else 0
+        background = seen if background_index is None else background_index
+        names = [f"class {i}" for i in range(background)]
+        if background_index is None:
+            _logger.warning("plot_timelines: no class names given; taking class %d as background", background)
+    if predictions.numel() and int(max(predictions.max(), targets.max())) > background:
+        raise ValueError(f"labels exceed the background index {background}")
+
+    count = min(max_clips, predictions.shape[0])
+    segments = predictions.shape[1]
+    shown = set(predictions[:count].flatten().tolist()) | set(targets[:count].flatten().tolist())
+    legend_rows = math.ceil(len(shown) / _LEGEND_COLUMNS)
+    legend_height = 0.3 + 0.22 * legend_rows
+    height = 1.05 * count + 0.4 + legend_height
+    figure = Figure(figsize=(max(6.0, 0.6 * segments + 2.5), height))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(count, 1, squeeze=False)[:, 0]
+    grey = (0.82, 0.82, 0.82, 1.0)
+    used: set[int] = set()
+    for row, axis in enumerate(axes):
+        for lane, (label, values) in enumerate((("true", targets[row]), ("pred", predictions[row]))):
+            y = 1 - lane
+            for t, value in enumerate(values.tolist()):
+                colour = grey if value == background else _class_colour(value)
+                used.add(value)
+                axis.broken_barh([(t, 1)], (y + 0.08, 0.84), facecolors=colour, edgecolors="white", linewidth=1)
+                if lane == 1 and value != int(targets[row, t]):
+                    axis.plot(t + 0.5, y + 0.5, marker="x", color="black", markersize=7)
+        accuracy = float((predictions[row] == targets[row]).float().mean())
+        axis.set_title(f"{video_ids[row]}  (segment accuracy {100 * accuracy:.0f} %)", fontsize=8, loc="left")
+        axis.set_xlim(0, segments)
+        axis.set_ylim(0, 2)
+        axis.set_yticks([1.5, 0.5], ["true", "pred"], fontsize=8)
+        axis.set_xticks(range(segments + 1))
+        axis.tick_params(axis="x", labelsize=7)
+    axes[-1].set_xlabel("time (s)")
+    handles = [Patch(facecolor=grey if value == background else _class_colour(value),
+                     label="background" if value == background else names[value])
+               for value in sorted(used)]
+    if handles:
+        figure.legend(handles=handles, loc="lower center", ncol=min(_LEGEND_COLUMNS, len(handles)), fontsize=7,
+                      frameon=False)
+    figure.tight_layout(rect=(0, legend_height / height, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
