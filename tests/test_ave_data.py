@@ -27,7 +27,8 @@ def _fixture_dir() -> Path | None:
 
 
 REAL = _fixture_dir()
-needs_real = pytest.mark.skipif(REAL is None, reason="real AVE annotation files not found")
+# CI always has shared/fixtures beside the checkout: there a missing fixture is a failure, not a skip
+needs_real = pytest.mark.skipif(REAL is None and not os.environ.get("CI"), reason="real AVE annotation files not found")
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +61,12 @@ def test_categories_without_file_and_annotations_without_header(tmp_path, real):
 
 @needs_real
 def test_real_label_matrices(real):
-    by_id = {r.video_id: r for r in real.records("train")}
     full = real.labels("RUhOCu3LNXM", "train")                 # Church bell 0-10
     assert full.shape == (10, 29) and (full.argmax(-1) == 0).all()
     record = next(r for r in real.records() if r.video_id == "MH3m4AwEcRY")   # Church bell 6-8
     partial = real.labels(record)
     assert partial.argmax(-1).tolist() == [28] * 6 + [0, 0] + [28] * 2
     assert (partial.sum(-1) == 1).all()
-    assert by_id  # the train split is indexable by id
 
 
 @needs_real

@@ -56,3 +56,14 @@ def test_shared_preset_refuses_audio_weights(tmp_path):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown backbone preset"):
         build_backbones("huge")
+
+
+def test_random_weight_presets_are_the_same_in_every_build():
+    torch.manual_seed(123)
+    first = build_backbones("tiny")
+    state = torch.random.get_rng_state()
+    second = build_backbones("tiny")
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is left alone
+    for a, b in zip(first, second):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name

@@ -128,18 +128,9 @@ def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int) -> Data
                       generator=generator, persistent_workers=workers > 0, drop_last=False)
 
 
-def _backbone_info(model: AudioVisualModel) -> dict[str, Any]:
-    info = {}
-    for role, backbone in (("visual", model.visual), ("audio", model.audio)):
-        info[role] = {"name": getattr(backbone, "name", type(backbone).__name__),
-                      "tag": getattr(backbone, "tag", ""),
-                      "weights_sha256": backbone.weights_hash() if hasattr(backbone, "weights_hash") else None}
-    return info
-
-
 def _export_adapters(model: AudioVisualModel, config: ExperimentConfig, task_options: dict[str, Any],
                      path: Path) -> None:
-    save_adapters(model, path, backbone_info=_backbone_info(model),
+    save_adapters(model, path,
                   extra_config={"experiment": config.to_dict(), "task_options": task_options})
 
 
@@ -191,7 +182,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     trainer = L.Trainer(
         max_epochs=trainer_cfg.max_epochs, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
         strategy=trainer_cfg.strategy, precision=trainer_cfg.precision, logger=logger,
-        callbacks=[best, TQDMProgressBar()], log_every_n_steps=trainer_cfg.log_every_n_steps,
+        callbacks=[best, TQDMProgressBar()] if enable_progress_bar else [best], log_every_n_steps=trainer_cfg.log_every_n_steps,
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 
+import torch
+
 from .base import TapBackbone
 from .htsat import HTSATBackbone, HTSATConfig, build_htsat, load_htsat_checkpoint
 from .shared import SpectrogramSwin
@@ -26,20 +28,26 @@ BACKBONE_PAIRS: dict[str, tuple[str, str]] = {
 
 def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike | None = None,
                     audio_weights: str | os.PathLike | None = None,
-                    pretrained: bool = False) -> tuple[TapBackbone, TapBackbone]:
+                    pretrained: bool = False, init_seed: int = 0) -> tuple[TapBackbone, TapBackbone]:
     """Frozen ``(visual, audio)`` backbones of a preset (see :data:`BACKBONE_PAIRS`).
 
     ``visual_weights`` / ``audio_weights`` are local files; ``pretrained=True`` fetches the visual hub weights
     when no file is given (online only). In the shared presets the audio branch reads the visual Swin's
     weights, so ``audio_weights`` must not be given.
+
+    Parameters not loaded from a file are initialised from ``init_seed`` (without touching the global RNG), so the
+    random-weight presets used by tests and the demo are the same backbone in every process: adapters trained on
+    them can be evaluated later.
     """
     if preset not in BACKBONE_PAIRS:
         raise ValueError(f"unknown backbone preset {preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
     visual_name, audio_name = BACKBONE_PAIRS[preset]
-    visual = build_swin_v2(visual_name, weights=visual_weights, pretrained=pretrained and visual_weights is None)
-    if audio_name == "shared":
-        if audio_weights is not None:
-            raise ValueError(f"backbone preset {preset!r} shares the visual Swin-V2 with the audio branch: "
-                             f"drop --audio-weights (or use a preset with a separate HTS-AT)")
-        return visual, SpectrogramSwin(visual)
-    return visual, build_htsat(audio_name, weights=audio_weights)
+    if audio_name == "shared" and audio_weights is not None:
+        raise ValueError(f"backbone preset {preset!r} shares the visual Swin-V2 with the audio branch: "
+                         f"drop --audio-weights (or use a preset with a separate HTS-AT)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        visual = build_swin_v2(visual_name, weights=visual_weights,
+                               pretrained=pretrained and visual_weights is None)
+        audio = SpectrogramSwin(visual) if audio_name == "shared" else build_htsat(audio_name, weights=audio_weights)
+    return visual, audio

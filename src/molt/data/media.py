@@ -31,6 +31,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -274,8 +275,6 @@ def write_clip(path: PathLike, frames: np.ndarray, audio: np.ndarray, *, fps: fl
         raise ValueError(f"expected mono audio (S,), got shape {audio.shape}")
     if fps <= 0 or sample_rate <= 0:
         raise ValueError(f"expected fps > 0 and sample_rate > 0, got {fps} and {sample_rate}")
-    from fractions import Fraction
-
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     container = av.open(str(temporary), mode="w", format="mp4")
