@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = verb("demo", "generate a small synthetic AVE set, train MoLT on tiny backbones, evaluate (CPU, minutes)",
                 _cmd_demo, "molt demo", "molt demo --workdir /tmp/molt-demo --epochs 5")
     demo.add_argument("--workdir", help="where data and runs go (default: ~/.cache/molt/demo)")
-    demo.add_argument("--videos", type=int, default=240)
-    demo.add_argument("--epochs", type=int, default=12)
+    demo.add_argument("--videos", type=int, default=320)
+    demo.add_argument("--epochs", type=int, default=15)
     demo.add_argument("--seed", type=int, default=0)
 
     synth = verb("synth", "write procedural audio-visual clips in a real dataset's on-disk layout", _cmd_synth,

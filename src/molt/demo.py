@@ -23,14 +23,14 @@ def default_workdir() -> Path:
     return Path(cache) / "molt" / "demo"
 
 
-def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 240, epochs: int = 12, seed: int = 0,
+def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 320, epochs: int = 15, seed: int = 0,
              config: str = "ave_molt_tiny", enable_progress_bar: bool = True) -> str:
     """Run the demo and return the printed summary table (also written to ``workdir/demo.json``)."""
     from .config import load_config
     from .data.prepared import PreparedAVE, ensure_prepared
     from .data.synthetic import generate_ave
     from .tasks.ave import majority_accuracy
-    from .train import train
+    from .train import evaluate, train
 
     start = time.time()
     workdir = Path(workdir) if workdir else default_workdir()
@@ -44,6 +44,7 @@ def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 240, epo
     train_labels = PreparedAVE(prepared, "train").segment_labels()
     test_labels = PreparedAVE(prepared, "test").segment_labels()
     baseline = majority_accuracy(train_labels, test_labels)
+    figures = evaluate(result["adapters"], data=prepared, split="test")
     wall = time.time() - start
     rows = [
         ("test segment accuracy (MoLT)", f"{100 * result['test']['accuracy']:.1f} %"),
@@ -54,6 +55,8 @@ def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 240, epo
         ("peak memory (RSS)", f"{result['peak_rss_mb']:.0f} MB"),
         ("wall time (all steps)", f"{wall:.0f} s"),
         ("adapters", result["adapters"]),
+        ("timelines (test)", figures["figure"]),
+        ("TensorBoard", f"tensorboard --logdir {workdir / 'runs'}"),
     ]
     width = max(len(name) for name, _ in rows)
     table = "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +152,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     if features is not None:
         raise NotImplementedError("training from a feature cache is not available yet")
     start = time.time()
+    # frozen backbones stay in eval mode on purpose (see TapBackbone.train)
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     seed = config.trainer.seed
     L.seed_everything(seed, workers=True)
     prepared = ensure_prepared(data)
