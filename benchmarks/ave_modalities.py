@@ -1,6 +1,6 @@
 """Issue C benchmark: MoLT vs audio-only and visual-only variants on the default synthetic AVE set.
 
-    python benchmarks/ave_modalities.py [--videos 240] [--epochs 12] [--seeds 0] [--out benchmarks/results]
+    python benchmarks/ave_modalities.py [--videos 320] [--epochs 15] [--seeds 0] [--out benchmarks/results]
 
 Generates (or reuses) the demo's synthetic set, trains the three variants of the ``ave_molt_tiny`` preset with
 the same seed, and writes ``ave_modalities.json`` and ``ave_modalities.md`` (test segment accuracy, best val
@@ -24,8 +24,8 @@ from molt.train import train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", type=int, default=240)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--videos", type=int, default=320)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None)
