@@ -1,0 +1,26 @@
+from molt.cli import main
+from molt.config import load_config
+from molt.methods import count_parameters
+from molt.model import build_model
+from molt.params import count_preset, parameter_table
+
+
+def test_meta_device_count_equals_a_real_build():
+    count = count_preset("ave_molt_tiny")
+    model = build_model(load_config("ave_molt_tiny"), {"num_classes": 28})
+    trainable, total = count_parameters(model)
+    assert (count.trainable, count.total) == (trainable, total)
+    assert count.method_params == count_parameters(model.method)[0]
+
+
+def test_paper_presets_are_counted_without_allocating(capsys):
+    # Swin-V2-L + HTS-AT: ~226 M frozen parameters, counted on the meta device in seconds
+    count = count_preset("ave_molt_paper")
+    assert 220e6 < count.backbone_params < 232e6
+    assert 0 < count.trainable < count.backbone_params
+    shared = count_preset("ave_molt_shared")
+    assert shared.backbone_params < count.backbone_params  # the shared Swin is counted once
+    table = parameter_table(["ave_molt_paper", "avs_molt_paper"])
+    assert "6.2 / 290.3" in table and "n/a" in table  # paper figures beside ours; AVS head not built yet
+    assert main(["params", "ave_molt_tiny"]) == 0
+    assert "ave_molt_tiny" in capsys.readouterr().out
