@@ -83,7 +83,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     report = prepare_ave(args.root, args.out or f"{args.root.rstrip('/')}/prepared", image_size=args.image_size,
                          workers=args.workers, limit=args.limit)
-    print(report.summary() if hasattr(report, "summary") else report)
+    print(report.summary())
     return 0
 
 

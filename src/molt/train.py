@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from .backbones.audio_frontend import check_sample_rate
 from .config import ExperimentConfig, load_config
 from .data.prepared import PreparedAVE, ensure_prepared
 from .methods import count_parameters, load_adapters, save_adapters
@@ -160,6 +161,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     train_set, val_set, test_set = (PreparedAVE(prepared, split) for split in ("train", "val", "test"))
     task_options = train_set.task_options()
     model = build_model(config, task_options)
+    if model.audio is not None:
+        check_sample_rate(train_set.sample_rate, model.audio.sample_rate, source=prepared)
     trainable, total = count_parameters(model)
     lit = LitAudioVisual(model, config, task_options)
 
