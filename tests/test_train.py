@@ -81,3 +81,18 @@ def test_same_seed_same_result(prepared, tmp_path):
             for i in range(2)]
     assert runs[0]["test"]["accuracy"] == runs[1]["test"]["accuracy"]
     assert runs[0]["test"]["loss"] == pytest.approx(runs[1]["test"]["loss"], rel=1e-5)
+
+
+def test_predict_one_video_file(trained, prepared, tmp_path):
+    from molt.cli import main
+
+    result, _ = trained
+    video = sorted((prepared.parent / "AVE").glob("*.mp4"))[0]
+    out = tmp_path / "pred.json"
+    assert main(["predict", "ave", "--checkpoint", result["adapters"], "--video", str(video), "--json", str(out)]) == 0
+    prediction = json.loads(out.read_text())
+    assert len(prediction["segments"]) == 10
+    names = set(PreparedAVE(prepared, "test").categories) | {"background"}
+    assert prediction["clip_category"] in names
+    assert all(s["label"] in names and 0.0 <= s["event_probability"] <= 1.0 for s in prediction["segments"])
+    assert main(["predict", "ave", "--checkpoint", result["adapters"], "--video", str(tmp_path / "none.mp4")]) == 2

@@ -105,6 +105,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .train import predict_video
+
+    result = predict_video(args.checkpoint, args.video)
+    print(f"{result['video']}: {result['clip_category']} (p={result['clip_category_probability']:.2f})")
+    for segment in result["segments"]:
+        print(f"  {segment['second']:2d}-{segment['second'] + 1:2d} s  {segment['label']:<32s} "
+              f"event p={segment['event_probability']:.2f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -170,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
     evaluate.add_argument("--out", help="where metrics.json and PNGs go (default: next to the checkpoint)")
 
+    predict = verb("predict", "per-second event predictions for one video file with a trained checkpoint",
+                   _cmd_predict, "molt predict ave --checkpoint runs/ave_molt_tiny/version_0/adapters/best "
+                   "--video clip.mp4")
+    predict.add_argument("task", choices=["ave"])
+    predict.add_argument("--checkpoint", required=True, help="adapter directory or Lightning checkpoint")
+    predict.add_argument("--video", required=True, help="a video file with an audio track (mp4, mkv, ...)")
+    predict.add_argument("--json", help="also write the predictions to this JSON file")
+
     params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
                   _cmd_params, "molt params ave_molt_paper", "molt params --all", "molt params --list")
     params.add_argument("preset", nargs="?")
@@ -188,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, NotImplementedError) as error:
         _logger.error("%s", error)
         return 2
 
