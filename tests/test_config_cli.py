@@ -43,3 +43,15 @@ def test_molt_help_runs_as_a_program():
 def test_cli_reports_bad_config_without_traceback(tmp_path, caplog):
     assert main(["train", "ave", "--data", str(tmp_path), "--config", "nope_preset"]) == 2
     assert "no config preset named" in caplog.text
+
+
+def test_switch_method_keeps_the_common_footing():
+    from molt.config import switch_method
+
+    molt = load_config("ave_molt_paper", {"method_config": {"modalities": "audio"}})
+    mettle = switch_method(molt, "mettle")
+    assert mettle.method == "mettle" and mettle.backbone == molt.backbone and mettle.head == molt.head
+    assert mettle.method_config == {"dim": 256, "num_tokens": 8, "num_heads": 8, "modalities": "audio"}
+    lavish = switch_method(molt, "lavish")
+    assert lavish.method_config["out_heads"] == 8 and "num_uda" not in lavish.method_config
+    assert switch_method(molt, "molt") is molt

@@ -21,7 +21,7 @@ def _examples(*lines: str) -> str:
 
 def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="preset name (see `molt params --list`) or path to a YAML file")
-    parser.add_argument("--method", help="molt (default)")
+    parser.add_argument("--method", help="molt (default), mettle or lavish")
     parser.add_argument("--backbone", help="tiny | tiny-shared | paper | shared")
     parser.add_argument("--visual-weights", help="local Swin-V2 checkpoint file (timm or original format)")
     parser.add_argument("--audio-weights", help="local HTS-AT checkpoint, e.g. HTSAT_AudioSet_Saved_1.ckpt")
@@ -39,7 +39,7 @@ def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
 
 def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
-    for key in ("method", "backbone", "visual_weights", "audio_weights"):
+    for key in ("backbone", "visual_weights", "audio_weights"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     if getattr(args, "modalities", None):
@@ -88,10 +88,12 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from .config import load_config, switch_method
     from .train import train
 
     config = load_config(args.config, _experiment_overrides(args))
+    if args.method:
+        config = switch_method(config, args.method)
     result = train(config, data=args.data, out_dir=args.out, resume=args.resume, features=None)
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -116,6 +118,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_efficiency
+
+    methods = [m for m in args.methods.split(",") if m]
+    table = run_efficiency(args.task, args.backbone, methods, args.batch_clips, args.out, device=args.device)
+    print(table.markdown())
     return 0
 
 
@@ -191,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", required=True, help="adapter directory or Lightning checkpoint")
     predict.add_argument("--video", required=True, help="a video file with an audio track (mp4, mkv, ...)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")
+
+    bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
+                 "molt bench efficiency --task ave --backbone tiny --methods molt,mettle,lavish",
+                 "molt bench efficiency --backbone paper --out benchmarks/results/efficiency_paper")
+    bench.add_argument("what", choices=["efficiency"])
+    bench.add_argument("--task", default="ave", choices=["ave"])
+    bench.add_argument("--backbone", default="tiny", choices=["tiny", "tiny-shared", "paper", "shared"])
+    bench.add_argument("--methods", default="molt,mettle,lavish", help="comma-separated: molt, mettle, lavish")
+    bench.add_argument("--batch-clips", type=int, default=1, help="clips per training step (10 segments each)")
+    bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    bench.add_argument("--out", help="directory for efficiency.json, efficiency.md and efficiency.png")
 
     params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
                   _cmd_params, "molt params ave_molt_paper", "molt params --all", "molt params --list")

@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "BACKBONE_PRESETS"]
+__all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
+           "BACKBONE_PRESETS"]
 
 BACKBONE_PRESETS = ("tiny", "tiny-shared", "paper", "shared")
 
@@ -141,3 +142,19 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | Non
     if overrides:
         data = _merge(data, overrides)
     return ExperimentConfig.from_dict(data, source=source)
+
+
+def switch_method(config: ExperimentConfig, method: str) -> ExperimentConfig:
+    """The same experiment with another method (``molt``, ``mettle``, ``lavish``) on an equal footing.
+
+    A preset's ``method_config`` belongs to its method; the new method keeps what they have in common (output
+    width ``dim``, tokens per modality, attention heads, single-modality switch) and its own defaults otherwise,
+    so that comparisons use the same backbone, head, ``D`` and ``K``.
+    """
+    if method == config.method:
+        return config
+    old = config.method_config
+    common = {key: old[key] for key in ("dim", "num_tokens", "num_tokens_audio", "modalities") if key in old}
+    if "num_heads" in old:
+        common["out_heads" if method == "lavish" else "num_heads"] = old["num_heads"]
+    return dataclasses.replace(config, method=method, method_config=common)

@@ -12,7 +12,7 @@ from torch import nn
 
 from .backbones import build_backbones
 from .config import ExperimentConfig
-from .methods import MethodOutput, MoLTModel, adapter_state_dict, build_method
+from .methods import MethodOutput, MoLTModel, adapter_state_dict, build_method, features_class
 from .tasks import Task, build_task
 
 __all__ = ["AudioVisualModel", "ModelOutput", "build_model"]
@@ -76,8 +76,8 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any]) -> Audio
     visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,
                                     audio_weights=config.audio_weights)
     method, visual_blocks, audio_blocks = build_method(config.method, config.method_config, visual, audio)
-    features = MoLTModel(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks,
-                         audio_blocks=audio_blocks)
+    features = features_class(config.method)(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks,
+                                             audio_blocks=audio_blocks)
     # the head reads the modalities the method produces unless the config says otherwise
     head_options = {"modalities": method.config.modalities, **config.head, **task_options}
     task = build_task(config.task, dim=method.output_dim, **head_options)

@@ -1,0 +1,791 @@
+"""Analysis tools of the MoLT paper: where to adapt (Fig. 4) and what the layer-wise tokens do (Fig. 5).
+
+Part of molt-av (Apache-2.0), an implementation of "Mixture of Layer-Wise Tokens for Efficient Audio-Visual
+Learning" (MoLT), Rho et al.
+
+**Layer similarity (paper Sec. 4.3.1, Fig. 4).** For every transformer block of a frozen backbone, the cosine
+similarity between the tokens entering the block and the tokens leaving it. A block whose output is close to its
+input (similarity near 1) changes the representation little; the paper calls the first blocks, where the
+similarity is lowest, *early*, the last two *late* and the rest *mid*, and adapts only the late blocks.
+
+Definition used here (:func:`layer_similarity`): for block ``b`` with input ``x`` and output ``y`` of the same shape
+``(B, N, D)`` (or ``(B, H, W, D)``), the cosine similarity is taken **per token** along the channel axis ``D``,
+averaged over the ``N`` tokens of a sample (prefix tokens such as ViT's class token included), then averaged over
+the samples; the standard deviation over samples is reported next to it. The input of a block that opens a stage
+is the token grid *after* the stage's patch merging, i.e. exactly what the block's attention and MLP receive
+(timm Swin-V2 merges at the start of a stage, HTS-AT at the end of the previous one: both are handled because the
+values are read with forward hooks on the block modules themselves, see :func:`block_modules`). Any timm model
+that exposes its blocks (``model.blocks``, ``model.layers[i].blocks``, ``model.stages[i].blocks``) works.
+
+**Token diagnostics (paper Sec. 4.3.4, Fig. 5).** For a trained MoLT model, the cosine-similarity map between all
+``L * K`` layer-wise latent tokens of a modality (``extras["layer_tokens"]``) and the Token Fusion Module's weight
+of each layer (``extras["fusion_weights"]``): without TOR the tokens tend to collapse (map close to 1 everywhere)
+and the weights to be uniform.
+
+Entry points: :func:`analyze_layers` (``molt analyze layers``) and :func:`analyze_tokens` (``molt analyze
+tokens``); the building blocks (:func:`block_modules`, :func:`layer_similarity`, :func:`suggest_split`,
+:func:`write_layer_csv`, :func:`plot_layer_similarity`, :func:`plot_token_diagnostics`) are public too.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
+
+__all__ = [
+    "LayerSimilarity", "LayerSplit", "LayerAnalysis", "TimmImageEncoder", "block_modules", "layer_similarity",
+    "suggest_split", "write_layer_csv", "plot_layer_similarity", "analyze_layers", "token_diagnostics",
+    "plot_token_diagnostics", "analyze_tokens",
+]
+
+_logger = logging.getLogger(__name__)
+
+_STAGE_COLOURS = {"early": "#f4b183", "mid": "#d9d9d9", "late": "#9dc3e6"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Blocks of a backbone
+# ----------------------------------------------------------------------------------------------------------------
+
+class TimmImageEncoder(nn.Module):
+    """Any timm image model as a frozen encoder for :func:`layer_similarity` (the ``--visual NAME`` option).
+
+    Args:
+        model_name: a timm model name (``"vit_base_patch16_224"``, ``"swinv2_base_window12_192.ms_in22k"``, ...).
+        pretrained: load the timm hub weights (online, first use only).
+        weights: local checkpoint file, read through timm's own loader (implies pretrained loading from it).
+        **overrides: timm constructor overrides (``img_size``, ``depth``, ...).
+
+    :meth:`preprocess` turns uint8 (or ``[0, 1]`` float) frames ``(B, 3, H, W)`` of any size into normalised images
+    at the model's input size; :meth:`forward` runs ``forward_features`` (the blocks, without the classifier).
+    """
+
+    def __init__(self, model_name: str, *, pretrained: bool = False, weights: str | os.PathLike | None = None,
+                 **overrides: Any) -> None:
+        super().__init__()
+        import timm
+
+        if weights is not None:
+            weights = os.fspath(weights)
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"visual weights not found: {weights} (pass a timm-loadable checkpoint)")
+            overrides["pretrained_cfg_overlay"] = dict(file=weights)
+            pretrained = True
+        self.name = model_name
+        self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **overrides)
+        cfg = self.model.pretrained_cfg
+        img_size = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
+        self.input_size = tuple(img_size) if img_size is not None else tuple(cfg.get("input_size", (3, 224, 224))[-2:])
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1),
+                             persistent=False)
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "TimmImageEncoder":
+        """Frozen: always in inference behaviour."""
+        return super().train(False)
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 or ``[0, 1]`` frames ``(B, 3, H, W)`` -> normalised float ``(B, 3, *input_size)``."""
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"expected frames of shape (B, 3, H, W), got {tuple(frames.shape)}")
+        frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+        if tuple(frames.shape[-2:]) != self.input_size:
+            frames = F.interpolate(frames, size=self.input_size, mode="bicubic", align_corners=False,
+                                   antialias=True).clamp_(0.0, 1.0)
+        return (frames - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(images)
+
+
+def _as_module_list(value: Any) -> list[nn.Module] | None:
+    if isinstance(value, (nn.ModuleList, nn.Sequential)) and len(value) > 0:
+        return list(value)
+    return None
+
+
+def block_modules(model: nn.Module) -> list[nn.Module]:
+    """The transformer block modules of ``model``, in execution order (each maps ``(N, D)`` tokens to ``(N, D)``).
+
+    Supported: the project's backbones (:class:`~molt.backbones.SwinV2Backbone` -> its timm model,
+    :class:`~molt.backbones.HTSATBackbone`, :class:`~molt.backbones.SpectrogramSwin` -> the shared Swin),
+    :class:`TimmImageEncoder`, and any module laid out like timm models: ``model.blocks`` (ViT, DeiT, BEiT, EVA,
+    ...), or ``model.layers[i].blocks`` / ``model.stages[i].blocks`` (Swin V1/V2, HTS-AT, and other staged models)
+    flattened across stages.
+
+    Raises:
+        ValueError: no such layout was found, or a tap backbone's block count disagrees with ``num_blocks``.
+    """
+    inner = model
+    while True:  # unwrap the project's wrappers: SpectrogramSwin.swin, SwinV2Backbone.model, TimmImageEncoder.model
+        swin = getattr(inner, "swin", None)
+        timm_model = getattr(inner, "model", None)
+        if isinstance(swin, nn.Module) and hasattr(swin, "run_block"):
+            inner = swin
+        elif isinstance(timm_model, nn.Module) and not _find_blocks(inner):
+            inner = timm_model
+        else:
+            break
+    blocks = _find_blocks(inner)
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} does not expose per-block modules: expected `.blocks`, "
+                         f"`.layers[i].blocks` or `.stages[i].blocks` (timm layout); pass the block modules "
+                         f"explicitly with `blocks=`")
+    expected = getattr(model, "num_blocks", None)
+    if isinstance(expected, int) and expected != len(blocks):
+        raise ValueError(f"{type(model).__name__} reports {expected} blocks but {len(blocks)} block modules "
+                         f"were found")
+    return blocks
+
+
+def _find_blocks(module: nn.Module) -> list[nn.Module]:
+    direct = _as_module_list(getattr(module, "blocks", None))
+    if direct:
+        return direct
+    for name in ("layers", "stages"):
+        stages = _as_module_list(getattr(module, name, None))
+        if not stages:
+            continue
+        per_stage = [_as_module_list(getattr(stage, "blocks", None)) for stage in stages]
+        if all(blocks is not None for blocks in per_stage):
+            return [block for blocks in per_stage for block in blocks]
+    return []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layer similarity (Fig. 4)
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class LayerSimilarity:
+    """Input/output cosine similarity of every block of one backbone.
+
+    Attributes:
+        name: backbone name (plot and CSV label).
+        similarity: per block, the cosine similarity between the block's input and output tokens (per token
+            along the channel axis, mean over tokens, then mean over samples), in ``[-1, 1]``.
+        std: per block, standard deviation over samples of the per-sample mean similarity.
+        tokens: per block, tokens per sample ``N`` (product of the non-channel axes).
+        dims: per block, channel width ``D``.
+        stages: per block, stage index (a new stage starts where ``(N, D)`` changes, i.e. after patch merging).
+        num_samples: samples averaged over.
+    """
+
+    name: str
+    similarity: list[float]
+    std: list[float]
+    tokens: list[int]
+    dims: list[int]
+    stages: list[int]
+    num_samples: int
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.similarity)
+
+
+def _first_tensor(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> torch.Tensor | None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            return value
+    return None
+
+
+def _run(model: nn.Module, inputs: torch.Tensor) -> None:
+    """Run ``model`` over ``inputs`` so that every block module executes once (outputs discarded)."""
+    if hasattr(model, "embed") and hasattr(model, "run_block") and isinstance(getattr(model, "num_blocks", None), int):
+        tokens = model.embed(inputs)
+        for index in range(model.num_blocks):
+            tokens = model.run_block(index, tokens)
+    elif hasattr(model, "forward_features") and not isinstance(model, TimmImageEncoder):
+        model.forward_features(inputs)
+    else:
+        model(inputs)
+
+
+@torch.no_grad()
+def layer_similarity(backbone: nn.Module, inputs: torch.Tensor, *, batch_size: int = 16,
+                     blocks: Sequence[nn.Module] | None = None, channel_dim: int = -1,
+                     name: str | None = None) -> LayerSimilarity:
+    """Cosine similarity between the input and output tokens of every block of a frozen ``backbone``.
+
+    Forward hooks on the block modules (:func:`block_modules`, or ``blocks``) read each block's first tensor
+    argument and its output; for every token the cosine similarity of the two vectors along ``channel_dim`` is
+    computed in float64, averaged over the tokens of the sample, and the per-sample values are averaged over all
+    samples (the mean and the standard deviation over samples are returned).
+
+    Args:
+        backbone: a :class:`~molt.backbones.TapBackbone` (run with ``embed`` / ``run_block``), a
+            :class:`TimmImageEncoder` or a timm model (``forward_features``), or any module whose call runs its
+            blocks. Its ``preprocess`` method, when it has one, is applied to each batch first.
+        inputs: the backbone's raw inputs, ``(S, ...)`` (frames ``(S, 3, H, W)``, waveforms ``(S, R)``, ...).
+        batch_size: samples per forward pass.
+        blocks: the block modules to hook (default: :func:`block_modules` of ``backbone``).
+        channel_dim: channel axis of the block tokens (``-1`` for ``(B, N, D)`` and NHWC layouts; ``1`` for NCHW
+            convolutional blocks).
+        name: label of the result (default: ``backbone.name`` or the class name).
+
+    Returns:
+        a :class:`LayerSimilarity` with one value per block, each in ``[-1, 1]``.
+
+    Raises:
+        ValueError: empty inputs, a block whose output shape differs from its input shape, or a block that did
+            not run exactly once per forward pass.
+    """
+    if inputs.shape[0] == 0:
+        raise ValueError("layer_similarity needs at least one input sample, got an empty tensor")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    modules = list(blocks) if blocks is not None else block_modules(backbone)
+    per_sample: list[list[torch.Tensor]] = [[] for _ in modules]
+    shapes: list[tuple[int, int] | None] = [None] * len(modules)
+
+    def make_hook(index: int):
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+            x = _first_tensor(args, kwargs)
+            y = output[0] if isinstance(output, (tuple, list)) else output
+            if x is None or not isinstance(y, torch.Tensor) or x.shape != y.shape:
+                raise ValueError(f"block {index} ({type(module).__name__}) does not map tokens to tokens of the "
+                                 f"same shape: input {None if x is None else tuple(x.shape)}, output "
+                                 f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+            cosine = F.cosine_similarity(x.double(), y.double(), dim=channel_dim, eps=1e-12)  # (B, *token axes)
+            per_sample[index].append(cosine.reshape(cosine.shape[0], -1).mean(dim=1).clamp(-1.0, 1.0).cpu())
+            dim = x.shape[channel_dim]
+            shapes[index] = (x[0].numel() // dim, dim)
+        return hook
+
+    handles = [module.register_forward_hook(make_hook(i), with_kwargs=True) for i, module in enumerate(modules)]
+    preprocess = getattr(backbone, "preprocess", None)
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for start in range(0, inputs.shape[0], batch_size):
+            batch = inputs[start:start + batch_size]
+            if callable(preprocess):
+                batch = preprocess(batch)
+            _run(backbone, batch)
+            done = start + batch.shape[0]
+            counts = [sum(v.shape[0] for v in values) for values in per_sample]
+            if any(count != done for count in counts):
+                raise ValueError(f"every block must run exactly once per forward pass; after {done} samples the "
+                                 f"blocks saw {counts}")
+    finally:
+        for handle in handles:
+            handle.remove()
+        backbone.train(was_training)
+
+    values = [torch.cat(v) for v in per_sample]
+    similarity = [float(v.mean()) for v in values]
+    std = [float(v.std(unbiased=False)) for v in values]
+    stages, stage = [], 0
+    for index, shape in enumerate(shapes):
+        if index > 0 and shape != shapes[index - 1]:
+            stage += 1
+        stages.append(stage)
+    return LayerSimilarity(
+        name=name or getattr(backbone, "name", None) or type(backbone).__name__, similarity=similarity, std=std,
+        tokens=[s[0] for s in shapes], dims=[s[1] for s in shapes], stages=stages, num_samples=inputs.shape[0])
+
+
+@dataclass
+class LayerSplit:
+    """Early / mid / late block indices of one backbone and why they were chosen.
+
+    Attributes:
+        early, mid, late: block indices (together: every block, in order).
+        reason: how the split was chosen (the numbers behind it for a data-driven split).
+    """
+
+    early: list[int]
+    mid: list[int]
+    late: list[int]
+    reason: str
+
+    def stage_of(self, block: int) -> str:
+        return "early" if block in self.early else "late" if block in self.late else "mid"
+
+    @property
+    def late_selection(self) -> str:
+        """The late blocks as a ``blocks_visual`` / ``blocks_audio`` selection string (e.g. ``"22,23"``)."""
+        return ",".join(str(b) for b in self.late)
+
+    def describe(self) -> str:
+        def span(blocks: list[int]) -> str:
+            if not blocks:
+                return "none"
+            return str(blocks[0]) if len(blocks) == 1 else f"{blocks[0]}-{blocks[-1]}"
+        return f"early {span(self.early)}, mid {span(self.mid)}, late {span(self.late)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"early": self.early, "mid": self.mid, "late": self.late, "reason": self.reason}
+
+
+def suggest_split(similarities: LayerSimilarity | Sequence[float], *, early: int | None = None,
+                  late: int = LATE_BLOCKS, tolerance: float = 0.25, min_gap: float = 0.02) -> LayerSplit:
+    """Suggest the early / mid / late blocks from a layer-similarity curve (paper Sec. 4.3.1).
+
+    ``late`` is a count (default 2, the paper's choice: late blocks encode high-level semantics, which a similarity
+    curve cannot show). ``early=None`` chooses the early stage from the data:
+
+    1. *body* = the blocks before the late ones; *plateau* = the median similarity of the back half of the body
+       (where the curve has settled); *dip* = the lowest similarity in the front half of the body.
+    2. If ``plateau - dip < min_gap`` the curve is flat: there is no distinct early stage, and the paper's 4
+       blocks (``EARLY_BLOCKS``) are used.
+    3. Otherwise early = every block before the first block after the dip whose similarity is back within
+       ``tolerance * (plateau - dip)`` of the plateau ("until the curve flattens"): the blocks that change the
+       representation most, and the ones before them.
+
+    An integer ``early`` uses that many blocks (the paper: 4). Early is clamped so that at least one mid block
+    remains when the backbone has more than ``late + 1`` blocks.
+
+    Args:
+        similarities: a :class:`LayerSimilarity` or the per-block values.
+        early: number of early blocks, or ``None`` for the data-driven choice.
+        late: number of late blocks.
+        tolerance: share of the dip-to-plateau gap within which the curve counts as flat.
+        min_gap: smallest dip below the plateau that counts as an early stage.
+    """
+    values = list(similarities.similarity if isinstance(similarities, LayerSimilarity) else similarities)
+    num_blocks = len(values)
+    if num_blocks == 0:
+        raise ValueError("suggest_split needs at least one similarity value")
+    if late < 0 or (early is not None and early < 0):
+        raise ValueError(f"early and late must be non-negative, got early={early}, late={late}")
+    late = min(late, num_blocks)
+    body = values[:num_blocks - late]
+    max_early = max(len(body) - 1, 0)
+    if early is not None:
+        count = min(early, max_early)
+        reason = f"fixed: first {count} block(s) early, last {late} late"
+    elif len(body) < 2:
+        count = 0
+        reason = f"only {len(body)} block(s) before the last {late}: no early stage"
+    else:
+        half = (len(body) + 1) // 2
+        plateau = statistics.median(body[len(body) // 2:])
+        dip_index = int(np.argmin(body[:half]))
+        dip = body[dip_index]
+        gap = plateau - dip
+        if gap < min_gap:
+            count = min(EARLY_BLOCKS, max_early)
+            reason = (f"flat curve (plateau {plateau:.3f}, lowest early value {dip:.3f}, gap {gap:.3f} < "
+                      f"{min_gap}): paper default, first {count} block(s) early")
+        else:
+            threshold = plateau - tolerance * gap
+            settled = [i for i in range(dip_index + 1, len(body)) if body[i] >= threshold]
+            count = min(max(settled[0] if settled else len(body) - 1, 1), max_early)
+            reason = (f"data-driven: similarity dips to {dip:.3f} at block {dip_index} and is back within "
+                      f"{tolerance:.0%} of the plateau {plateau:.3f} (>= {threshold:.3f}) at block {count}; "
+                      f"last {late} block(s) late")
+    return LayerSplit(early=list(range(count)), mid=list(range(count, num_blocks - late)),
+                      late=list(range(num_blocks - late, num_blocks)), reason=reason)
+
+
+def write_layer_csv(results: Sequence[LayerSimilarity], path: str | os.PathLike,
+                    splits: Sequence[LayerSplit] | None = None) -> Path:
+    """Write one row per (backbone, block): ``backbone, block, stage, tokens, dim, similarity, std, num_samples,
+    position`` (position = early / mid / late from ``splits``, empty without)."""
+    if splits is not None and len(splits) != len(results):
+        raise ValueError(f"expected one split per result ({len(results)}), got {len(splits)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["backbone", "block", "stage", "tokens", "dim", "similarity", "std", "num_samples",
+                         "position"])
+        for k, result in enumerate(results):
+            for block in range(result.num_blocks):
+                writer.writerow([result.name, block, result.stages[block], result.tokens[block], result.dims[block],
+                                 f"{result.similarity[block]:.6f}", f"{result.std[block]:.6f}", result.num_samples,
+                                 splits[k].stage_of(block) if splits is not None else ""])
+    return path
+
+
+def plot_layer_similarity(results: Sequence[LayerSimilarity], path: str | os.PathLike,
+                          splits: Sequence[LayerSplit] | None = None, titles: Sequence[str] | None = None,
+                          suptitle: str | None = None) -> Path:
+    """Fig.-4-style PNG: one panel per backbone, block index on x, input/output cosine similarity on y (mean and
+    +/- one standard deviation over samples), early / mid / late shaded, stage changes (patch merging) dotted.
+    Rendered with matplotlib's Agg canvas (no display, no global backend change)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    if not results:
+        raise ValueError("plot_layer_similarity needs at least one result")
+    splits = list(splits) if splits is not None else [suggest_split(r) for r in results]
+    figure = Figure(figsize=(4.6 * len(results) + 0.6, 3.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(results), sharey=True, squeeze=False)[0]
+    low = min(min(m - s for m, s in zip(r.similarity, r.std)) for r in results)
+    bottom = max(-1.0, min(0.9, math.floor((low - 0.15 * (1.0 - low)) * 20) / 20))
+    for k, (axis, result, split) in enumerate(zip(axes, results, splits)):
+        x = np.arange(result.num_blocks)
+        for stage in ("early", "mid", "late"):
+            blocks = getattr(split, stage)
+            if blocks:
+                axis.axvspan(blocks[0] - 0.5, blocks[-1] + 0.5, color=_STAGE_COLOURS[stage], alpha=0.6, lw=0)
+        for block in range(1, result.num_blocks):
+            if result.stages[block] != result.stages[block - 1]:
+                axis.axvline(block - 0.5, color="0.35", ls=":", lw=0.9)
+        mean, std = np.array(result.similarity), np.array(result.std)
+        axis.fill_between(x, mean - std, np.minimum(mean + std, 1.0), color="C0", alpha=0.2, lw=0)
+        axis.plot(x, mean, "o-", color="C0", ms=4, lw=1.5)
+        axis.set_xlim(-0.5, result.num_blocks - 0.5)
+        axis.set_ylim(bottom, 1.02)
+        step = max(1, int(math.ceil(result.num_blocks / 12)))
+        axis.set_xticks(x[::step])
+        axis.set_xlabel("block index")
+        axis.set_title(titles[k] if titles else f"{result.name} ({result.num_samples} samples)", fontsize=10)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("cos(block input, block output)")
+    handles = [Patch(color=_STAGE_COLOURS[s], alpha=0.6, label=s) for s in ("early", "mid", "late")]
+    handles.append(axes[0].plot([], [], color="0.35", ls=":", lw=0.9, label="new stage (patch merging)")[0])
+    axes[-1].legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
+    if suptitle:
+        figure.suptitle(suptitle, fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=130)
+    return path
+
+
+@dataclass
+class LayerAnalysis:
+    """What :func:`analyze_layers` found and wrote.
+
+    Attributes:
+        results: per modality (``"visual"``, ``"audio"``), the :class:`LayerSimilarity`.
+        splits: per modality, the suggested :class:`LayerSplit`.
+        csv_path, png_path, json_path: the written files.
+    """
+
+    results: dict[str, LayerSimilarity]
+    splits: dict[str, LayerSplit]
+    csv_path: Path
+    png_path: Path
+    json_path: Path
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """One line per modality: backbone, suggested split, late selection."""
+        return "\n".join(f"{modality}: {self.results[modality].name}, {split.describe()} "
+                         f"(late blocks {split.late_selection}); {split.reason}"
+                         for modality, split in self.splits.items())
+
+
+def _sample_clips(dataset: Any, clips: int) -> list[int]:
+    """Row indices of ``clips`` distinct videos, evenly spread over the dataset."""
+    first_row: dict[str, int] = {}
+    for index, row in enumerate(dataset.rows):
+        first_row.setdefault(row["video_id"], index)
+    rows = list(first_row.values())
+    if not rows:
+        raise ValueError(f"{dataset.root}: no clips in split {dataset.split!r}")
+    if clips >= len(rows):
+        return rows
+    return [rows[int(i)] for i in np.linspace(0, len(rows) - 1, clips).round().astype(int)]
+
+
+def _build_layer_backbones(backbone_preset: str, visual: str | None, audio: str | None, *,
+                           visual_weights: str | os.PathLike | None, audio_weights: str | os.PathLike | None,
+                           pretrained: bool) -> dict[str, nn.Module]:
+    from .backbones import BACKBONE_PAIRS, build_backbones, build_htsat
+
+    if backbone_preset not in BACKBONE_PAIRS:
+        raise ValueError(f"unknown backbone preset {backbone_preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
+    skip = {"none", ""}
+    visual_skip = visual is not None and visual.lower() in skip
+    audio_skip = audio is not None and audio.lower() in skip
+    if visual_skip and audio_skip:
+        raise ValueError("both backbones are disabled (visual='none', audio='none'): nothing to analyse")
+    needs_preset = (visual is None) or (audio is None)
+    preset_visual = preset_audio = None
+    if needs_preset:
+        shared = BACKBONE_PAIRS[backbone_preset][1] == "shared"
+        preset_visual, preset_audio = build_backbones(
+            backbone_preset, visual_weights=visual_weights if visual is None else None,
+            audio_weights=None if shared or audio is not None else audio_weights,
+            pretrained=pretrained and visual is None)
+    backbones: dict[str, nn.Module] = {}
+    if visual is None:
+        backbones["visual"] = preset_visual
+    elif not visual_skip:
+        backbones["visual"] = TimmImageEncoder(visual, pretrained=pretrained, weights=visual_weights)
+    if audio is None:
+        backbones["audio"] = preset_audio
+    elif not audio_skip:
+        backbones["audio"] = build_htsat(audio, weights=audio_weights)
+    return backbones
+
+
+def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, backbone_preset: str = "tiny",
+                   visual: str | None = None, audio: str | None = None,
+                   visual_weights: str | os.PathLike | None = None, audio_weights: str | os.PathLike | None = None,
+                   pretrained: bool = False, clips: int = 16, segments_per_clip: int | None = None,
+                   split: str | None = None, batch_size: int = 16, early: int | None = None,
+                   late: int = LATE_BLOCKS) -> LayerAnalysis:
+    """Per-block input/output similarity of both frozen backbones on a sample of a prepared AVE set (paper Fig. 4).
+
+    Frames go through the visual backbone (after its ``preprocess``), the 1-s audio segments through the audio
+    backbone; every block's similarity is measured with :func:`layer_similarity` and a split is suggested with
+    :func:`suggest_split`.
+
+    Args:
+        data_dir: an AVE root (prepared on first use) or a prepared directory.
+        out_dir: where ``layer_similarity.csv``, ``layer_similarity.png`` and ``layer_similarity.json`` go.
+        backbone_preset: ``tiny``, ``tiny-shared``, ``paper`` or ``shared`` (see :data:`molt.backbones.BACKBONE_PAIRS`).
+        visual: a timm model name replacing the preset's visual backbone (any timm model exposing its blocks), or
+            ``"none"`` to skip the visual branch.
+        audio: an HTS-AT preset (``htsat_audioset``, ``htsat_tiny``) replacing the preset's audio backbone, or
+            ``"none"`` to skip the audio branch.
+        visual_weights, audio_weights: local weight files (random weights without them, unless ``pretrained``).
+        pretrained: load the visual timm hub weights (online).
+        clips: number of distinct videos sampled evenly from the set.
+        segments_per_clip: 1-s segments per clip (evenly spaced); ``None`` for all of them.
+        split: ``train``, ``val``, ``test`` or ``None`` (all rows).
+        batch_size: samples per forward pass.
+        early, late: passed to :func:`suggest_split` (``early=None``: data-driven).
+    """
+    from .backbones.audio_frontend import check_sample_rate
+    from .data.prepared import PreparedAVE, ensure_prepared
+
+    start = time.time()
+    if clips < 1:
+        raise ValueError(f"clips must be >= 1, got {clips}")
+    if segments_per_clip is not None and segments_per_clip < 1:
+        raise ValueError(f"segments_per_clip must be >= 1 or None, got {segments_per_clip}")
+    prepared = ensure_prepared(data_dir, show_progress=False)
+    dataset = PreparedAVE(prepared, split)
+    backbones = _build_layer_backbones(backbone_preset, visual, audio, visual_weights=visual_weights,
+                                       audio_weights=audio_weights, pretrained=pretrained)
+    if "audio" in backbones:
+        check_sample_rate(dataset.sample_rate, getattr(backbones["audio"], "sample_rate", dataset.sample_rate),
+                          source=prepared)
+    rows = _sample_clips(dataset, clips)
+    num_segments = dataset.num_segments
+    count = num_segments if segments_per_clip is None else min(segments_per_clip, num_segments)
+    segments = np.linspace(0, num_segments - 1, count).round().astype(int).tolist()
+    frames, audio_segments = [], []
+    for row in rows:
+        item = dataset[row]
+        frames.append(item["frames"][segments])
+        audio_segments.append(item["audio"][segments])
+    inputs = {"visual": torch.cat(frames), "audio": torch.cat(audio_segments)}
+
+    results: dict[str, LayerSimilarity] = {}
+    splits: dict[str, LayerSplit] = {}
+    for modality, backbone in backbones.items():
+        began = time.time()
+        results[modality] = layer_similarity(backbone, inputs[modality], batch_size=batch_size)
+        splits[modality] = suggest_split(results[modality], early=early, late=late)
+        result = results[modality]
+        _logger.info("%s (%s): %d blocks on %d samples in %.1f s; %s", modality, result.name, result.num_blocks,
+                     result.num_samples, time.time() - began, splits[modality].describe())
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ordered = list(results)
+    weights_note = "pretrained" if (pretrained or visual_weights or audio_weights) else "random weights"
+    csv_path = write_layer_csv([results[m] for m in ordered], out / "layer_similarity.csv",
+                               [splits[m] for m in ordered])
+    png_path = plot_layer_similarity(
+        [results[m] for m in ordered], out / "layer_similarity.png", [splits[m] for m in ordered],
+        titles=[f"{m}: {results[m].name}" for m in ordered], suptitle=f"Block input/output cosine similarity ({len(rows)} clips x {count} segments, {weights_note})")
+    json_path = out / "layer_similarity.json"
+    payload = {
+        "data": os.fspath(prepared), "split": split, "backbone_preset": backbone_preset, "visual": visual,
+        "audio": audio, "weights": weights_note, "clips": [dataset.rows[r]["video_id"] for r in rows],
+        "segments": segments,
+        "backbones": {m: {"name": results[m].name, "similarity": results[m].similarity, "std": results[m].std,
+                          "tokens": results[m].tokens, "dims": results[m].dims, "stages": results[m].stages,
+                          "num_samples": results[m].num_samples, "split": splits[m].to_dict()} for m in ordered},
+    }
+    json_path.write_text(json.dumps(payload, indent=1))
+    return LayerAnalysis(results=results, splits=splits, csv_path=csv_path, png_path=png_path, json_path=json_path,
+                         seconds=round(time.time() - start, 1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Token diagnostics (Fig. 5)
+# ----------------------------------------------------------------------------------------------------------------
+
+def token_diagnostics(extras: Mapping[str, Any], *, segment: int | None = None) -> dict[str, dict[str, Any]]:
+    """Fig.-5 numbers of one clip from MoLT's ``MethodOutput.extras`` (batch = the clip's ``T`` segments).
+
+    For each modality: ``similarity`` ``(L*K, L*K)``, the cosine similarity between all layer-wise tokens
+    (``extras["layer_tokens"][m]`` ``(T, L, K, D)`` flattened layer-major: token ``l * K + k``), and
+    ``fusion_weights`` ``(L,)``; both averaged over the ``T`` segments (``segment=None``) or taken at one
+    segment. Also ``mean_offdiag_similarity`` (mean over the ``N(N-1)`` off-diagonal entries),
+    ``weights_entropy`` (entropy of the fusion weights divided by ``log L``: 1 = uniform) and, when present,
+    ``router_weights`` ``(L, E)``.
+    """
+    from .methods.orthogonality import token_cosine_similarity
+
+    if "layer_tokens" not in extras or "fusion_weights" not in extras:
+        raise ValueError("token diagnostics need MoLT outputs with extras 'layer_tokens' and 'fusion_weights' "
+                         f"(got extras {sorted(extras)}); is this a MoLT checkpoint?")
+    diagnostics: dict[str, dict[str, Any]] = {}
+    router = extras.get("router_weights")
+    for modality, tokens in extras["layer_tokens"].items():
+        if tokens.ndim != 4:
+            raise ValueError(f"expected {modality} layer tokens (T, L, K, D), got {tuple(tokens.shape)}")
+        steps, layers, per_layer = tokens.shape[:3]
+        if segment is not None and not 0 <= segment < steps:
+            raise ValueError(f"segment {segment} out of range for a clip of {steps} segments")
+        chosen = slice(None) if segment is None else slice(segment, segment + 1)
+        similarity = token_cosine_similarity(tokens[chosen].flatten(1, 2).float()).mean(dim=0)
+        weights = extras["fusion_weights"][modality][chosen].float().mean(dim=0)
+        size = similarity.shape[0]
+        offdiag = (similarity.sum() - similarity.diagonal().sum()) / max(size * (size - 1), 1)
+        entropy = float(-(weights.clamp_min(1e-12) * weights.clamp_min(1e-12).log()).sum())
+        entry = {"num_layers": layers, "num_tokens": per_layer, "similarity": similarity.tolist(),
+                 "fusion_weights": weights.tolist(), "mean_offdiag_similarity": float(offdiag),
+                 "weights_entropy": entropy / math.log(layers) if layers > 1 else 1.0}
+        if router is not None:
+            entry["router_weights"] = router[chosen].float().mean(dim=0).tolist()
+        diagnostics[modality] = entry
+    return diagnostics
+
+
+def plot_token_diagnostics(diagnostics: Mapping[str, Mapping[str, Any]], path: str | os.PathLike, *,
+                           blocks: Mapping[str, Sequence[int]] | None = None, title: str | None = None) -> Path:
+    """Fig.-5-style PNG: one row per modality, (a) the token cosine-similarity map, (b) the fusion weight of each
+    layer (dashed line: uniform ``1/L``). ``blocks`` names the backbone block of each layer (axis labels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    modalities = list(diagnostics)
+    if not modalities:
+        raise ValueError("plot_token_diagnostics needs at least one modality")
+    figure = Figure(figsize=(8.2, 3.5 * len(modalities)), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(modalities), 2, squeeze=False, width_ratios=(1.25, 1.0))
+    for row, modality in enumerate(modalities):
+        entry = diagnostics[modality]
+        layers, per_layer = entry["num_layers"], entry["num_tokens"]
+        names = [f"b{b}" for b in blocks[modality]] if blocks and modality in blocks else [f"l{l}" for l in range(layers)]
+        similarity = np.asarray(entry["similarity"])
+        axis = axes[row][0]
+        image = axis.imshow(similarity, vmin=-1.0, vmax=1.0, cmap="RdBu_r", interpolation="nearest")
+        centres = [l * per_layer + (per_layer - 1) / 2 for l in range(layers)]
+        for l in range(1, layers):
+            axis.axhline(l * per_layer - 0.5, color="k", lw=0.8)
+            axis.axvline(l * per_layer - 0.5, color="k", lw=0.8)
+        axis.set_xticks(centres, names)
+        axis.set_yticks(centres, names)
+        axis.set_title(f"(a) {modality} tokens: cosine similarity\nmean off-diagonal "
+                       f"{entry['mean_offdiag_similarity']:.2f} ({layers} layers x {per_layer} tokens)", fontsize=9)
+        figure.colorbar(image, ax=axis, shrink=0.85)
+        axis = axes[row][1]
+        weights = np.asarray(entry["fusion_weights"])
+        axis.bar(np.arange(layers), weights, color="C1" if modality == "audio" else "C0")
+        axis.axhline(1.0 / layers, color="0.3", ls="--", lw=1, label="uniform 1/L")
+        for l, weight in enumerate(weights):
+            axis.text(l, weight, f"{weight:.2f}", ha="center", va="bottom", fontsize=8)
+        axis.set_xticks(np.arange(layers), names)
+        axis.set_ylim(0, max(1.0, float(weights.max()) * 1.15))
+        axis.set_ylabel("TFM weight")
+        axis.set_title(f"(b) {modality} fusion weights\nnormalised entropy {entry['weights_entropy']:.2f} "
+                       f"(1 = uniform)", fontsize=9)
+        axis.legend(fontsize=8, loc="upper right")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "clip"
+
+
+@torch.no_grad()
+def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *, out_dir: str | os.PathLike,
+                   split: str = "test", clips: int = 4, segment: int | None = None) -> dict[str, Any]:
+    """Token similarity maps and TFM weights of a trained MoLT model on a few clips (paper Fig. 5).
+
+    Each clip's ``T`` segments go through the model as one batch; per modality, :func:`token_diagnostics` gives the
+    ``L*K x L*K`` cosine-similarity map of the layer-wise tokens and the fusion weight of each layer, averaged over
+    the segments (``segment=None``) or at one segment. Writes ``tokens_{i}_{video_id}.png`` per clip
+    (:func:`plot_token_diagnostics`) and ``tokens.json`` with every number plus a per-modality summary over the
+    clips (mean off-diagonal similarity, mean weights, mean normalised entropy).
+
+    Args:
+        checkpoint: an adapter directory or a Lightning checkpoint (see :func:`molt.train.load_trained`).
+        data_dir: an AVE root or prepared directory.
+        out_dir: output directory.
+        split: which split to sample clips from.
+        clips: number of distinct videos, evenly spread over the split.
+        segment: one segment index instead of the mean over segments.
+
+    Returns:
+        the JSON payload, with the written files under ``"files"``.
+    """
+    from .backbones.audio_frontend import check_sample_rate
+    from .data.prepared import PreparedAVE, ensure_prepared
+    from .train import load_trained
+
+    if clips < 1:
+        raise ValueError(f"clips must be >= 1, got {clips}")
+    model, config, _ = load_trained(checkpoint)
+    model.eval()
+    prepared = ensure_prepared(data_dir, show_progress=False)
+    dataset = PreparedAVE(prepared, split)
+    if model.audio is not None:
+        check_sample_rate(dataset.sample_rate, model.audio.sample_rate, source=prepared)
+    features = model.features
+    blocks = {"visual": list(getattr(features, "visual_blocks", [])), "audio": list(getattr(features, "audio_blocks", []))}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records, files = [], []
+    for position, row in enumerate(_sample_clips(dataset, clips)):
+        item = dataset[row]
+        output = features(item["frames"], item["audio"].float())
+        diagnostics = token_diagnostics(output.extras, segment=segment)
+        video_id = item["video_id"]
+        category = dataset.rows[row].get("category")
+        where = "mean over segments" if segment is None else f"segment {segment}"
+        png = plot_token_diagnostics(
+            diagnostics, out / f"tokens_{position:02d}_{_safe_name(video_id)}.png", blocks=blocks,
+            title=f"{video_id}" + (f" ({category})" if category else "") + f", {split} split, {where}")
+        files.append(str(png))
+        records.append({"video_id": video_id, "category": category, "modalities": diagnostics})
+    summary = {}
+    for modality in records[0]["modalities"]:
+        entries = [r["modalities"][modality] for r in records]
+        summary[modality] = {
+            "blocks": blocks.get(modality, []),
+            "mean_offdiag_similarity": float(np.mean([e["mean_offdiag_similarity"] for e in entries])),
+            "mean_fusion_weights": np.mean([e["fusion_weights"] for e in entries], axis=0).tolist(),
+            "mean_weights_entropy": float(np.mean([e["weights_entropy"] for e in entries])),
+        }
+    payload = {"checkpoint": os.fspath(checkpoint), "data": os.fspath(prepared), "split": split,
+               "segment": segment, "method": config.method,
+               "tor_weight": getattr(getattr(features, "config", None), "tor_weight", None),
+               "summary": summary, "clips": records}
+    json_path = out / "tokens.json"
+    files.append(str(json_path))
+    payload["files"] = files
+    json_path.write_text(json.dumps(payload, indent=1))
+    return payload

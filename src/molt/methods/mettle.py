@@ -1,0 +1,224 @@
+"""Mettle: Layer-Centric Distillation of every backbone layer into meta-tokens, fused by averaging.
+
+Mettle: Meta-Token Learning for Memory-Efficient Audio-Visual Adaptation, Zhou et al., IEEE TPAMI 2025
+(arXiv 2506.23271). Re-implemented here as a baseline for MoLT (Rho et al.), which describes it in Secs. 1 and 2.2
+and Tab. 7: uni-modal distillation of *every* layer into meta-tokens, in parallel, with no cross-modal adapter and
+no orthogonality regularization, the layer-wise meta-tokens being fused by a plain average.
+
+Mettle's code could not be read for this project; what follows is built from the two papers' descriptions.
+Every assumption is listed:
+
+* **LCD = MoLT's uni-modal distillation adapter.** For each modality ``m`` and selected block ``l``, ``K``
+  learnable meta-tokens read the frozen block's tokens by multi-head attention (the "task-specific adaptation"
+  part) and a linear projection of the block's mean-pooled tokens is added to every meta-token (our reading of
+  "pretrained knowledge preservation": a direct, attention-free path from the intact features). This is exactly
+  :class:`~molt.methods.distillation_adapters.UniModalDistillationAdapter` (MoLT eq. 1), reused as is, with
+  MoLT's optional pre-LayerNorm on the tap. Mettle's LCD may differ in detail (e.g. an extra
+  feed-forward layer on the meta-tokens); its memory profile, which is what the benchmark compares, is the same:
+  attention from a few tokens to each intact layer, no gradient through the backbone.
+* **Every layer of each backbone** (``blocks_visual = blocks_audio = "all"`` by default): Swin-V2-L has 24 blocks
+  and HTS-AT 12, so layers are **not paired**: each modality distils and averages its own layers.
+* **Fusion by averaging** across layers, per modality (Mettle's "simple average pooling"; MoLT Tab. 7 "Avg.
+  pool"), with :class:`~molt.methods.token_fusion.TokenFusion` in ``"avg"`` mode.
+* **One set of meta-tokens per layer and segment**: LCD runs on every 1-s segment independently (``B' = B*T``
+  rows), as Mettle applies LCD "at each timestamp".
+* **Widths**: every LCD maps its layer's width ``D_l`` to the common width ``D = dim`` (as MoLT does), so the
+  layers can be averaged and any task head reads ``(B', K, D)``.
+* **Meta-Token Injection (MTI)**, Mettle's module for segmentation (top-layer meta-tokens guiding earlier
+  layers), is **not implemented**: this module covers the classification setting (AVE, AVVP, AVQA heads).
+
+Single-modality variants behave like MoLT's: the absent modality's tokens are zeros ``(B', K, D)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..backbones.taps import BlockSelection
+from .distillation_adapters import UniModalDistillationAdapter
+from .molt import MODALITIES, MethodOutput
+from .token_fusion import TokenFusion
+
+__all__ = ["MettleConfig", "LayerCentricDistillation", "Mettle", "build_mettle_method"]
+
+
+@dataclass
+class MettleConfig:
+    """Hyper-parameters of Mettle (plain data, JSON round-trip like :class:`~molt.methods.molt.MoLTConfig`).
+
+    Attributes:
+        blocks_visual, blocks_audio: block selections (see :mod:`molt.backbones.taps`); Mettle: ``"all"``. The two
+            modalities are not paired, so the selections may have different lengths.
+        num_tokens: meta-tokens per modality and layer ``K``.
+        num_tokens_audio: audio meta-tokens if different from ``num_tokens``.
+        dim: common token width ``D`` (= heads x head width).
+        num_heads: attention heads of every LCD.
+        modalities: ``"both"``, ``"visual"`` or ``"audio"``.
+        dropout: attention dropout.
+        pre_norm: LayerNorm on each tap before its LCD.
+    """
+
+    blocks_visual: BlockSelection = "all"
+    blocks_audio: BlockSelection = "all"
+    num_tokens: int = 8
+    num_tokens_audio: int | None = None
+    dim: int = 512
+    num_heads: int = 8
+    modalities: str = "both"
+    dropout: float = 0.0
+    pre_norm: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("blocks_visual", "blocks_audio"):
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                setattr(self, name, list(value))
+        if self.modalities not in MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
+        if self.num_tokens < 1 or (self.num_tokens_audio is not None and self.num_tokens_audio < 1):
+            raise ValueError(f"num_tokens must be at least 1, got {self.num_tokens} (audio: {self.num_tokens_audio})")
+        if self.dim < 1 or self.num_heads < 1 or self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be a positive multiple of num_heads ({self.num_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def tokens_visual(self) -> int:
+        return self.num_tokens
+
+    @property
+    def tokens_audio(self) -> int:
+        return self.num_tokens if self.num_tokens_audio is None else self.num_tokens_audio
+
+    @property
+    def active_modalities(self) -> list[str]:
+        return ["visual", "audio"] if self.modalities == "both" else [self.modalities]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "Mettle config") -> "MettleConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+class LayerCentricDistillation(nn.Module):
+    """LCD for one modality and one layer: optional LayerNorm, then a uni-modal distillation adapter.
+
+    Args:
+        in_dim: width ``D_l`` of the layer's tokens.
+        dim: output width ``D``.
+        num_tokens: meta-tokens ``K``.
+        num_heads: attention heads.
+        attn_drop: attention dropout.
+        pre_norm: LayerNorm on the tap first.
+
+    ``forward(f (B, N_l, D_l))`` -> meta-tokens ``(B, K, D)``.
+    """
+
+    def __init__(self, *, in_dim: int, dim: int, num_tokens: int, num_heads: int, attn_drop: float = 0.0,
+                 pre_norm: bool = True) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim) if pre_norm else nn.Identity()
+        self.distill = UniModalDistillationAdapter(in_dim=in_dim, dim=dim, num_tokens=num_tokens,
+                                                   num_heads=num_heads, attn_drop=attn_drop)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.distill(self.norm(features))
+
+
+class Mettle(nn.Module):
+    """Mettle's trainable side modules: one LCD per modality and selected block, averaged per modality.
+
+    Args:
+        config: :class:`MettleConfig`.
+        visual_dims: widths of the selected visual blocks, in order (24 for Swin-V2-L "all").
+        audio_dims: widths of the selected audio blocks, in order (12 for HTS-AT "all").
+
+    ``forward(visual_taps, audio_taps)`` takes ``[(B', N_l, D_l)]`` per modality and returns a
+    :class:`~molt.methods.molt.MethodOutput` with ``visual`` / ``audio`` ``(B', K, D)`` (the mean of the layer-wise
+    meta-tokens; zeros for an absent modality), no auxiliary loss, and ``extras``: ``layer_tokens``
+    ``{m: (B', L_m, K, D)}`` and ``fusion_weights`` ``{m: (B', L_m)}`` (uniform).
+    """
+
+    def __init__(self, config: MettleConfig, visual_dims: Sequence[int], audio_dims: Sequence[int]) -> None:
+        super().__init__()
+        self.config = config
+        self.visual_dims = [int(d) for d in visual_dims or []]
+        self.audio_dims = [int(d) for d in audio_dims or []]
+        self.modalities = config.active_modalities
+        self.output_dim = config.dim
+        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
+        dims = {"visual": self.visual_dims, "audio": self.audio_dims}
+        for name in self.modalities:
+            if not dims[name]:
+                raise ValueError(f"Mettle needs at least one selected {name} block, got none")
+        self.lcds = nn.ModuleDict({
+            name: nn.ModuleList(
+                LayerCentricDistillation(in_dim=width, dim=config.dim, num_tokens=self.num_tokens[name],
+                                         num_heads=config.num_heads, attn_drop=config.dropout,
+                                         pre_norm=config.pre_norm)
+                for width in dims[name])
+            for name in self.modalities})
+        self.fusion = nn.ModuleDict({
+            name: TokenFusion(dim=config.dim, num_layers=len(dims[name]), fusion="avg") for name in self.modalities})
+
+    def _check_taps(self, name: str, taps: Sequence[torch.Tensor] | None) -> list[torch.Tensor]:
+        expected = self.visual_dims if name == "visual" else self.audio_dims
+        if taps is None or len(taps) != len(expected):
+            got = "None" if taps is None else f"{len(taps)} taps"
+            raise ValueError(f"Mettle expects {len(expected)} {name} taps (one per selected block), got {got}")
+        for index, (tap, width) in enumerate(zip(taps, expected)):
+            if tap.ndim != 3 or tap.shape[-1] != width:
+                raise ValueError(f"{name} tap {index}: expected shape (B, N, {width}), got {tuple(tap.shape)}")
+        return list(taps)
+
+    def forward(self, visual_taps: Sequence[torch.Tensor] | None,
+                audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
+        raw = {"visual": visual_taps, "audio": audio_taps}
+        taps = {name: self._check_taps(name, raw[name]) for name in self.modalities}
+        batch_sizes = {tap.shape[0] for values in taps.values() for tap in values}
+        if len(batch_sizes) != 1:
+            raise ValueError(f"all taps must share the batch size B', got sizes {sorted(batch_sizes)}")
+        batch = batch_sizes.pop()
+        layer_tokens = {name: torch.stack([lcd(tap) for lcd, tap in zip(self.lcds[name], taps[name])], dim=1)
+                        for name in self.modalities}
+        fused, fusion_weights = {}, {}
+        for name in self.modalities:
+            fused[name], fusion_weights[name] = self.fusion[name](layer_tokens[name])
+        reference = next(iter(fused.values()))
+        for name in ("visual", "audio"):
+            if name not in fused:
+                fused[name] = reference.new_zeros(batch, self.num_tokens[name], self.config.dim)
+        return MethodOutput(visual=fused["visual"], audio=fused["audio"], aux_losses={},
+                            extras={"layer_tokens": layer_tokens, "fusion_weights": fusion_weights})
+
+
+def build_mettle_method(config: MettleConfig, visual: nn.Module | None,
+                        audio: nn.Module | None) -> tuple[Mettle, list[int], list[int]]:
+    """The :class:`Mettle` side modules for these backbones, with the resolved visual and audio block indices."""
+    backbones = {"visual": visual, "audio": audio}
+    selections = {"visual": config.blocks_visual, "audio": config.blocks_audio}
+    blocks: dict[str, list[int]] = {"visual": [], "audio": []}
+    dims: dict[str, list[int]] = {"visual": [], "audio": []}
+    for name in config.active_modalities:
+        backbone = backbones[name]
+        if backbone is None:
+            raise ValueError(f"Mettle with modalities={config.modalities!r} needs a {name} backbone, got None")
+        blocks[name] = backbone.resolve_blocks(selections[name])
+        dims[name] = [backbone.block_dims[index] for index in blocks[name]]
+    return Mettle(config, dims["visual"], dims["audio"]), blocks["visual"], blocks["audio"]

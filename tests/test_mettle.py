@@ -1,0 +1,104 @@
+"""Mettle baseline: shapes, averaging fusion, gradient flow, untouched backbone taps, config checks."""
+import pytest
+import torch
+
+from molt.backbones import build_backbones
+from molt.config import ExperimentConfig
+from molt.methods import Mettle, MettleConfig, MoLTModel, build_method
+from molt.model import build_model
+
+CONFIG = {"dim": 16, "num_heads": 4, "num_tokens": 3}
+
+
+@pytest.fixture(scope="module")
+def backbones():
+    return build_backbones("tiny")
+
+
+@pytest.fixture(scope="module")
+def inputs(backbones):
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.rand(2, 3, *backbones[0].input_size, generator=generator)
+    waveform = 0.1 * torch.randn(2, 32000, generator=generator)
+    return frames, waveform
+
+
+def _model(backbones, **overrides):
+    visual, audio = backbones
+    method, visual_blocks, audio_blocks = build_method("mettle", {**CONFIG, **overrides}, visual, audio)
+    return MoLTModel(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks, audio_blocks=audio_blocks)
+
+
+def test_every_block_distilled_and_shapes(backbones, inputs):
+    torch.manual_seed(0)
+    model = _model(backbones)
+    assert model.visual_blocks == list(range(backbones[0].num_blocks))
+    assert model.audio_blocks == list(range(backbones[1].num_blocks))
+    out = model(*inputs)
+    assert out.visual.shape == (2, 3, 16) and out.audio.shape == (2, 3, 16)
+    assert out.aux_losses == {}
+    assert out.extras["layer_tokens"]["visual"].shape == (2, backbones[0].num_blocks, 3, 16)
+
+
+def test_fusion_is_mean_of_layer_tokens(backbones, inputs):
+    torch.manual_seed(0)
+    model = _model(backbones)
+    visual_taps, audio_taps = model.compute_taps(*inputs)
+    out = model.forward_from_taps(visual_taps, audio_taps)
+    by_hand = torch.stack([lcd(tap) for lcd, tap in zip(model.molt.lcds["visual"], visual_taps)]).mean(0)
+    torch.testing.assert_close(out.visual, by_hand, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.audio, out.extras["layer_tokens"]["audio"].mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_unequal_layer_counts_are_not_paired(backbones):
+    method, visual_blocks, audio_blocks = build_method("mettle", {**CONFIG, "blocks_audio": "late"}, *backbones)
+    assert len(visual_blocks) == 8 and audio_blocks == [6, 7]
+    assert len(method.lcds["visual"]) == 8 and len(method.lcds["audio"]) == 2
+
+
+def test_gradients_reach_every_mettle_parameter_and_no_backbone(backbones, inputs):
+    torch.manual_seed(0)
+    model = _model(backbones)
+    before = [tap.clone() for tap in backbones[0].forward_taps(model.visual.preprocess(inputs[0]), "all")]
+    out = model(*inputs)
+    (out.visual.square().mean() + out.audio.square().mean()).backward()
+    for name, parameter in model.molt.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    for backbone in backbones:
+        assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
+    after = backbones[0].forward_taps(model.visual.preprocess(inputs[0]), "all")
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    # the taps Mettle reads are exactly the frozen backbone's
+    taps, _ = model.compute_taps(*inputs)
+    assert all(torch.equal(a, b) for a, b in zip(taps, before))
+
+
+def test_single_modality_and_model_wrapper(backbones, inputs):
+    method, _, audio_blocks = build_method("mettle", {**CONFIG, "modalities": "visual"}, *backbones)
+    assert isinstance(method, Mettle) and audio_blocks == []
+    config = ExperimentConfig(method="mettle", backbone="tiny", method_config=CONFIG)
+    model = build_model(config, {"num_classes": 5})
+    assert isinstance(model.features, MoLTModel) and isinstance(model.method, Mettle)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown key"):
+        MettleConfig.from_dict({"num_uda": 2})
+    with pytest.raises(ValueError, match="multiple of num_heads"):
+        MettleConfig(dim=10, num_heads=4)
+    assert MettleConfig.from_dict(MettleConfig().to_dict()) == MettleConfig()
+
+
+def test_adapter_files_round_trip(tmp_path):
+    from molt.methods import load_adapters, read_adapter_config, save_adapters
+
+    config = ExperimentConfig(method="mettle", backbone="tiny", method_config=CONFIG)
+    torch.manual_seed(0)
+    model = build_model(config, {"num_classes": 5})
+    save_adapters(model, tmp_path)
+    assert read_adapter_config(tmp_path)["method"]["class"] == "MettleConfig"
+    torch.manual_seed(1)
+    other = build_model(config, {"num_classes": 5})
+    load_adapters(other, tmp_path)
+    for (name, a), b in zip(model.trainable_state_dict().items(), other.trainable_state_dict().values()):
+        assert torch.equal(a, b), name
