@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
-from torch import nn
 
 __all__ = ["SavedTensorCounter", "EfficiencyTable", "PAPER_AVE_FIGURES", "BENCH_METHODS", "bench_config",
            "measure_training_step", "run_efficiency", "write_efficiency", "main"]

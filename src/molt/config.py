@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from .methods.base import check_known_keys
+
 __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
            "BACKBONE_PRESETS"]
 
@@ -70,23 +72,14 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ExperimentConfig":
         data = dict(data)
-        _check_keys(cls, data, source)
+        check_known_keys(cls, data, source)
         nested = {"optim": OptimConfig, "trainer": TrainerConfig}
         for key, kind in nested.items():
             if key in data:
                 value = data[key] or {}
-                _check_keys(kind, value, f"{source}: {key}")
+                check_known_keys(kind, value, f"{source}: {key}")
                 data[key] = kind(**value)
         return cls(**data)
-
-
-def _check_keys(kind: type, data: dict[str, Any], source: str) -> None:
-    if not isinstance(data, dict):
-        raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
 
 
 def preset_names() -> list[str]:

@@ -50,14 +50,13 @@ These taps depend on trainable weights, so LAVisH cannot train from a feature ca
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from .base import MethodConfigMixin
 from .mettle import LayerCentricDistillation
 from .molt import MODALITIES, MethodOutput, count_parameters, print_trainable_parameters
 from .token_distillation import TokenAttention, TokenDistillation
@@ -66,7 +65,7 @@ __all__ = ["LavishConfig", "LavishAdapter", "Lavish", "LavishModel", "pair_block
 
 
 @dataclass
-class LavishConfig:
+class LavishConfig(MethodConfigMixin):
     """Hyper-parameters of the LAVisH-style baseline.
 
     Attributes:
@@ -101,34 +100,6 @@ class LavishConfig:
             raise ValueError(f"num_tokens_audio must be at least 1, got {self.num_tokens_audio}")
         if self.dim < 1 or self.out_heads < 1 or self.dim % self.out_heads:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of out_heads ({self.out_heads})")
-
-    @property
-    def tokens_visual(self) -> int:
-        return self.num_tokens
-
-    @property
-    def tokens_audio(self) -> int:
-        return self.num_tokens if self.num_tokens_audio is None else self.num_tokens_audio
-
-    @property
-    def active_modalities(self) -> list[str]:
-        return ["visual", "audio"] if self.modalities == "both" else [self.modalities]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "LAVisH config") -> "LavishConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 def _heads(width: int, max_heads: int) -> int:

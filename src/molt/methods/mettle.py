@@ -31,15 +31,14 @@ Single-modality variants behave like MoLT's: the absent modality's tokens are ze
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..backbones.taps import BlockSelection
+from .base import MethodConfigMixin, check_taps
 from .distillation_adapters import UniModalDistillationAdapter
 from .molt import MODALITIES, MethodOutput
 from .token_fusion import TokenFusion
@@ -48,7 +47,7 @@ __all__ = ["MettleConfig", "LayerCentricDistillation", "Mettle", "build_mettle_m
 
 
 @dataclass
-class MettleConfig:
+class MettleConfig(MethodConfigMixin):
     """Hyper-parameters of Mettle (plain data, JSON round-trip like :class:`~molt.methods.molt.MoLTConfig`).
 
     Attributes:
@@ -86,34 +85,6 @@ class MettleConfig:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of num_heads ({self.num_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def tokens_visual(self) -> int:
-        return self.num_tokens
-
-    @property
-    def tokens_audio(self) -> int:
-        return self.num_tokens if self.num_tokens_audio is None else self.num_tokens_audio
-
-    @property
-    def active_modalities(self) -> list[str]:
-        return ["visual", "audio"] if self.modalities == "both" else [self.modalities]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "Mettle config") -> "MettleConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 class LayerCentricDistillation(nn.Module):
@@ -177,20 +148,11 @@ class Mettle(nn.Module):
         self.fusion = nn.ModuleDict({
             name: TokenFusion(dim=config.dim, num_layers=len(dims[name]), fusion="avg") for name in self.modalities})
 
-    def _check_taps(self, name: str, taps: Sequence[torch.Tensor] | None) -> list[torch.Tensor]:
-        expected = self.visual_dims if name == "visual" else self.audio_dims
-        if taps is None or len(taps) != len(expected):
-            got = "None" if taps is None else f"{len(taps)} taps"
-            raise ValueError(f"Mettle expects {len(expected)} {name} taps (one per selected block), got {got}")
-        for index, (tap, width) in enumerate(zip(taps, expected)):
-            if tap.ndim != 3 or tap.shape[-1] != width:
-                raise ValueError(f"{name} tap {index}: expected shape (B, N, {width}), got {tuple(tap.shape)}")
-        return list(taps)
-
     def forward(self, visual_taps: Sequence[torch.Tensor] | None,
                 audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
         raw = {"visual": visual_taps, "audio": audio_taps}
-        taps = {name: self._check_taps(name, raw[name]) for name in self.modalities}
+        taps = {name: check_taps("Mettle", name, raw[name], self.visual_dims if name == "visual" else self.audio_dims)
+                for name in self.modalities}
         batch_sizes = {tap.shape[0] for values in taps.values() for tap in values}
         if len(batch_sizes) != 1:
             raise ValueError(f"all taps must share the batch size B', got sizes {sorted(batch_sizes)}")

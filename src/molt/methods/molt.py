@@ -29,8 +29,6 @@ every task head runs unchanged (attention over all-zero keys/values yields zeros
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ import torch
 from torch import nn
 
 from ..backbones.taps import BlockSelection
+from .base import MethodConfigMixin, check_taps
 from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
 from .orthogonality import token_orthogonality_loss
 from .router import Router, mix_experts
@@ -73,7 +72,7 @@ class MethodOutput:
 
 
 @dataclass
-class MoLTConfig:
+class MoLTConfig(MethodConfigMixin):
     """Hyper-parameters of MoLT (PEFT-style: plain data, JSON round-trip).
 
     Attributes:
@@ -139,44 +138,9 @@ class MoLTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
-    def tokens_visual(self) -> int:
-        return self.num_tokens
-
-    @property
-    def tokens_audio(self) -> int:
-        return self.num_tokens if self.num_tokens_audio is None else self.num_tokens_audio
-
-    @property
-    def active_modalities(self) -> list[str]:
-        return ["visual", "audio"] if self.modalities == "both" else [self.modalities]
-
-    @property
     def num_cda_active(self) -> int:
         return self.num_cda if self.modalities == "both" else 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "MoLT config") -> "MoLTConfig":
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
-        return cls(**data)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str, source: str = "MoLT config") -> "MoLTConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{source}: not valid JSON: {error}") from None
-        return cls.from_dict(data, source=source)
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w") as handle:
@@ -302,20 +266,11 @@ class MoLT(nn.Module):
                               hidden_dim=config.fusion_hidden)
             for name in self.modalities})
 
-    def _check_taps(self, name: str, taps: Sequence[torch.Tensor] | None) -> list[torch.Tensor]:
-        expected = self.visual_dims if name == "visual" else self.audio_dims
-        if taps is None or len(taps) != len(expected):
-            got = "None" if taps is None else f"{len(taps)} taps"
-            raise ValueError(f"MoLT expects {len(expected)} {name} taps (one per selected block), got {got}")
-        for index, (tap, width) in enumerate(zip(taps, expected)):
-            if tap.ndim != 3 or tap.shape[-1] != width:
-                raise ValueError(f"{name} tap {index}: expected shape (B, N, {width}), got {tuple(tap.shape)}")
-        return list(taps)
-
     def forward(self, visual_taps: Sequence[torch.Tensor] | None,
                 audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
         taps = {"visual": visual_taps, "audio": audio_taps}
-        taps = {name: self._check_taps(name, taps[name]) for name in self.modalities}
+        taps = {name: check_taps("MoLT", name, taps[name], self.visual_dims if name == "visual" else self.audio_dims)
+                for name in self.modalities}
         batch_sizes = {tap.shape[0] for values in taps.values() for tap in values}
         if len(batch_sizes) != 1:
             raise ValueError(f"all taps must share the batch size B', got sizes {sorted(batch_sizes)}")
