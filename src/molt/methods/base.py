@@ -7,7 +7,7 @@ from typing import Any, Sequence, TypeVar
 
 import torch
 
-__all__ = ["MethodConfigMixin", "check_known_keys", "check_taps"]
+__all__ = ["MethodConfigMixin", "check_known_keys", "check_taps", "check_method_taps"]
 
 ConfigT = TypeVar("ConfigT", bound="MethodConfigMixin")
 
@@ -71,3 +71,18 @@ def check_taps(method: str, name: str, taps: Sequence[torch.Tensor] | None,
         if tap.ndim != 3 or tap.shape[-1] != width:
             raise ValueError(f"{name} tap {index}: expected shape (B, N, {width}), got {tuple(tap.shape)}")
     return list(taps)
+
+
+def check_method_taps(method: str, modalities: Sequence[str], visual_taps: Sequence[torch.Tensor] | None,
+                      audio_taps: Sequence[torch.Tensor] | None, visual_dims: Sequence[int],
+                      audio_dims: Sequence[int]) -> tuple[dict[str, list[torch.Tensor]], int]:
+    """Check the taps of every active modality (:func:`check_taps`) and that they share one batch size ``B'``.
+
+    Returns the taps by modality name and ``B'``.
+    """
+    given = {"visual": (visual_taps, visual_dims), "audio": (audio_taps, audio_dims)}
+    taps = {name: check_taps(method, name, *given[name]) for name in modalities}
+    batch_sizes = {tap.shape[0] for values in taps.values() for tap in values}
+    if len(batch_sizes) != 1:
+        raise ValueError(f"all taps must share the batch size B', got sizes {sorted(batch_sizes)}")
+    return taps, batch_sizes.pop()

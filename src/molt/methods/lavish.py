@@ -58,7 +58,7 @@ from torch import nn
 
 from .base import MethodConfigMixin
 from .mettle import LayerCentricDistillation
-from .molt import MODALITIES, MethodOutput, count_parameters, print_trainable_parameters
+from .molt import MODALITIES, MethodOutput, MoLTModel
 from .token_distillation import TokenAttention, TokenDistillation
 
 __all__ = ["LavishConfig", "LavishAdapter", "Lavish", "LavishModel", "pair_blocks", "build_lavish_method"]
@@ -287,7 +287,7 @@ class Lavish(nn.Module):
         return MethodOutput(visual=fused["visual"], audio=fused["audio"], aux_losses={}, extras={"gates": gates})
 
 
-class LavishModel(nn.Module):
+class LavishModel(MoLTModel):
     """Frozen backbones walked block by block with LAVisH adapters: same interface as
     :class:`~molt.methods.molt.MoLTModel`.
 
@@ -297,19 +297,6 @@ class LavishModel(nn.Module):
             every method alike).
         visual_blocks, audio_blocks: ``[last block]`` of each backbone (what :meth:`compute_taps` returns).
     """
-
-    def __init__(self, *, visual: nn.Module | None, audio: nn.Module | None, molt: Lavish,
-                 visual_blocks: list[int], audio_blocks: list[int]) -> None:
-        super().__init__()
-        self.visual = visual
-        self.audio = audio
-        self.molt = molt
-        self.visual_blocks = list(visual_blocks)
-        self.audio_blocks = list(audio_blocks)
-
-    @property
-    def config(self) -> LavishConfig:
-        return self.molt.config
 
     def compute_taps(self, frames: torch.Tensor | None,
                      waveform: torch.Tensor | None) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
@@ -325,19 +312,6 @@ class LavishModel(nn.Module):
             inputs[name] = preprocess(raw[name]) if callable(preprocess) else raw[name]
         final = self.molt.run_backbones(backbones, inputs)
         return ([final["visual"]] if "visual" in final else None), ([final["audio"]] if "audio" in final else None)
-
-    def forward(self, frames: torch.Tensor | None, waveform: torch.Tensor | None) -> MethodOutput:
-        return self.molt(*self.compute_taps(frames, waveform))
-
-    def forward_from_taps(self, visual_taps: Sequence[torch.Tensor] | None,
-                          audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
-        return self.molt(visual_taps, audio_taps)
-
-    def count_parameters(self) -> tuple[int, int]:
-        return count_parameters(self)
-
-    def print_trainable_parameters(self) -> str:
-        return print_trainable_parameters(self)
 
 
 def build_lavish_method(config: LavishConfig, visual: nn.Module | None,

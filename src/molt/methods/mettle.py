@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..backbones.taps import BlockSelection
-from .base import MethodConfigMixin, check_taps
+from .base import MethodConfigMixin, check_method_taps
 from .distillation_adapters import UniModalDistillationAdapter
 from .molt import MODALITIES, MethodOutput
 from .token_fusion import TokenFusion
@@ -150,13 +150,8 @@ class Mettle(nn.Module):
 
     def forward(self, visual_taps: Sequence[torch.Tensor] | None,
                 audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
-        raw = {"visual": visual_taps, "audio": audio_taps}
-        taps = {name: check_taps("Mettle", name, raw[name], self.visual_dims if name == "visual" else self.audio_dims)
-                for name in self.modalities}
-        batch_sizes = {tap.shape[0] for values in taps.values() for tap in values}
-        if len(batch_sizes) != 1:
-            raise ValueError(f"all taps must share the batch size B', got sizes {sorted(batch_sizes)}")
-        batch = batch_sizes.pop()
+        taps, batch = check_method_taps("Mettle", self.modalities, visual_taps, audio_taps, self.visual_dims,
+                                        self.audio_dims)
         layer_tokens = {name: torch.stack([lcd(tap) for lcd, tap in zip(self.lcds[name], taps[name])], dim=1)
                         for name in self.modalities}
         fused, fusion_weights = {}, {}

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..backbones.taps import BlockSelection
-from .base import MethodConfigMixin, check_taps
+from .base import MethodConfigMixin, check_method_taps
 from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
 from .orthogonality import token_orthogonality_loss
 from .router import Router, mix_experts
@@ -268,13 +268,8 @@ class MoLT(nn.Module):
 
     def forward(self, visual_taps: Sequence[torch.Tensor] | None,
                 audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
-        taps = {"visual": visual_taps, "audio": audio_taps}
-        taps = {name: check_taps("MoLT", name, taps[name], self.visual_dims if name == "visual" else self.audio_dims)
-                for name in self.modalities}
-        batch_sizes = {tap.shape[0] for values in taps.values() for tap in values}
-        if len(batch_sizes) != 1:
-            raise ValueError(f"all taps must share the batch size B', got sizes {sorted(batch_sizes)}")
-        batch = batch_sizes.pop()
+        taps, batch = check_method_taps("MoLT", self.modalities, visual_taps, audio_taps, self.visual_dims,
+                                        self.audio_dims)
 
         layer_tokens: dict[str, list[torch.Tensor]] = {name: [] for name in self.modalities}
         router_weights = []
