@@ -36,9 +36,10 @@ import os
 import re
 import statistics
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,9 +49,19 @@ from torch import nn
 from .backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
 
 __all__ = [
-    "LayerSimilarity", "LayerSplit", "LayerAnalysis", "TimmImageEncoder", "block_modules", "layer_similarity",
-    "suggest_split", "write_layer_csv", "plot_layer_similarity", "analyze_layers", "token_diagnostics",
-    "plot_token_diagnostics", "analyze_tokens",
+    "LayerAnalysis",
+    "LayerSimilarity",
+    "LayerSplit",
+    "TimmImageEncoder",
+    "analyze_layers",
+    "analyze_tokens",
+    "block_modules",
+    "layer_similarity",
+    "plot_layer_similarity",
+    "plot_token_diagnostics",
+    "suggest_split",
+    "token_diagnostics",
+    "write_layer_csv",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -84,7 +95,7 @@ class TimmImageEncoder(nn.Module):
             weights = os.fspath(weights)
             if not os.path.isfile(weights):
                 raise FileNotFoundError(f"visual weights not found: {weights} (pass a timm-loadable checkpoint)")
-            overrides["pretrained_cfg_overlay"] = dict(file=weights)
+            overrides["pretrained_cfg_overlay"] = {"file": weights}
             pretrained = True
         self.name = model_name
         self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **overrides)
@@ -99,7 +110,7 @@ class TimmImageEncoder(nn.Module):
             parameter.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "TimmImageEncoder":
+    def train(self, mode: bool = True) -> TimmImageEncoder:
         """Frozen: always in inference behaviour."""
         return super().train(False)
 
@@ -216,7 +227,7 @@ def _run(model: nn.Module, inputs: torch.Tensor) -> None:
         tokens = model.embed(inputs)
         for index in range(model.num_blocks):
             tokens = model.run_block(index, tokens)
-    elif hasattr(model, "forward_features") and not isinstance(model, TimmImageEncoder):
+    elif hasattr(model, "forward_features"):
         model.forward_features(inputs)
     else:
         model(inputs)
@@ -340,7 +351,7 @@ class LayerSplit:
 
 
 def suggest_split(similarities: LayerSimilarity | Sequence[float], *, early: int | None = None,
-                  late: int = LATE_BLOCKS, tolerance: float = 0.25, min_gap: float = 0.02) -> LayerSplit:
+                  late: int = LATE_BLOCKS, tolerance: float = 0.25, min_gap: float = 0.05) -> LayerSplit:
     """Suggest the early / mid / late blocks from a layer-similarity curve (paper Sec. 4.3.1).
 
     ``late`` is a count (default 2, the paper's choice: late blocks encode high-level semantics, which a similarity
@@ -433,7 +444,7 @@ def plot_layer_similarity(results: Sequence[LayerSimilarity], path: str | os.Pat
     if not results:
         raise ValueError("plot_layer_similarity needs at least one result")
     splits = list(splits) if splits is not None else [suggest_split(r) for r in results]
-    figure = Figure(figsize=(4.6 * len(results) + 0.6, 3.6), layout="constrained")
+    figure = Figure(figsize=(4.6 * len(results) + 0.6, 3.9), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(results), sharey=True, squeeze=False)[0]
     low = min(min(m - s for m, s in zip(r.similarity, r.std)) for r in results)
@@ -452,7 +463,7 @@ def plot_layer_similarity(results: Sequence[LayerSimilarity], path: str | os.Pat
         axis.plot(x, mean, "o-", color="C0", ms=4, lw=1.5)
         axis.set_xlim(-0.5, result.num_blocks - 0.5)
         axis.set_ylim(bottom, 1.02)
-        step = max(1, int(math.ceil(result.num_blocks / 12)))
+        step = max(1, math.ceil(result.num_blocks / 12))
         axis.set_xticks(x[::step])
         axis.set_xlabel("block index")
         axis.set_title(titles[k] if titles else f"{result.name} ({result.num_samples} samples)", fontsize=10)
@@ -460,7 +471,7 @@ def plot_layer_similarity(results: Sequence[LayerSimilarity], path: str | os.Pat
     axes[0].set_ylabel("cos(block input, block output)")
     handles = [Patch(color=_STAGE_COLOURS[s], alpha=0.6, label=s) for s in ("early", "mid", "late")]
     handles.append(axes[0].plot([], [], color="0.35", ls=":", lw=0.9, label="new stage (patch merging)")[0])
-    axes[-1].legend(handles=handles, loc="lower right", fontsize=8, framealpha=0.9)
+    figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     if suptitle:
         figure.suptitle(suptitle, fontsize=11)
     path = Path(path)
@@ -610,7 +621,8 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
                                [splits[m] for m in ordered])
     png_path = plot_layer_similarity(
         [results[m] for m in ordered], out / "layer_similarity.png", [splits[m] for m in ordered],
-        titles=[f"{m}: {results[m].name}" for m in ordered], suptitle=f"Block input/output cosine similarity ({len(rows)} clips x {count} segments, {weights_note})")
+        titles=[f"{m}: {results[m].name}" for m in ordered],
+        suptitle=f"Block input/output cosine similarity ({len(rows)} clips x {count} segments, {weights_note})")
     json_path = out / "layer_similarity.json"
     payload = {
         "data": os.fspath(prepared), "split": split, "backbone_preset": backbone_preset, "visual": visual,
@@ -683,14 +695,17 @@ def plot_token_diagnostics(diagnostics: Mapping[str, Mapping[str, Any]], path: s
     for row, modality in enumerate(modalities):
         entry = diagnostics[modality]
         layers, per_layer = entry["num_layers"], entry["num_tokens"]
-        names = [f"b{b}" for b in blocks[modality]] if blocks and modality in blocks else [f"l{l}" for l in range(layers)]
+        if blocks and blocks.get(modality):
+            names = [f"b{b}" for b in blocks[modality]]
+        else:
+            names = [f"layer {index}" for index in range(layers)]
         similarity = np.asarray(entry["similarity"])
         axis = axes[row][0]
         image = axis.imshow(similarity, vmin=-1.0, vmax=1.0, cmap="RdBu_r", interpolation="nearest")
-        centres = [l * per_layer + (per_layer - 1) / 2 for l in range(layers)]
-        for l in range(1, layers):
-            axis.axhline(l * per_layer - 0.5, color="k", lw=0.8)
-            axis.axvline(l * per_layer - 0.5, color="k", lw=0.8)
+        centres = [layer * per_layer + (per_layer - 1) / 2 for layer in range(layers)]
+        for layer in range(1, layers):
+            axis.axhline(layer * per_layer - 0.5, color="k", lw=0.8)
+            axis.axvline(layer * per_layer - 0.5, color="k", lw=0.8)
         axis.set_xticks(centres, names)
         axis.set_yticks(centres, names)
         axis.set_title(f"(a) {modality} tokens: cosine similarity\nmean off-diagonal "
@@ -700,8 +715,8 @@ def plot_token_diagnostics(diagnostics: Mapping[str, Mapping[str, Any]], path: s
         weights = np.asarray(entry["fusion_weights"])
         axis.bar(np.arange(layers), weights, color="C1" if modality == "audio" else "C0")
         axis.axhline(1.0 / layers, color="0.3", ls="--", lw=1, label="uniform 1/L")
-        for l, weight in enumerate(weights):
-            axis.text(l, weight, f"{weight:.2f}", ha="center", va="bottom", fontsize=8)
+        for layer, weight in enumerate(weights):
+            axis.text(layer, weight, f"{weight:.2f}", ha="center", va="bottom", fontsize=8)
         axis.set_xticks(np.arange(layers), names)
         axis.set_ylim(0, max(1.0, float(weights.max()) * 1.15))
         axis.set_ylabel("TFM weight")
@@ -755,7 +770,7 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
     if model.audio is not None:
         check_sample_rate(dataset.sample_rate, model.audio.sample_rate, source=prepared)
     features = model.features
-    blocks = {"visual": list(getattr(features, "visual_blocks", [])), "audio": list(getattr(features, "audio_blocks", []))}
+    blocks = {modality: list(getattr(features, f"{modality}_blocks", [])) for modality in ("visual", "audio")}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records, files = [], []

@@ -130,6 +130,29 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import analysis
+    from .data.prepared import ensure_prepared
+
+    data = ensure_prepared(args.data)
+    if args.what == "layers":
+        result = analysis.analyze_layers(
+            data, out_dir=args.out or Path(data) / "analysis", backbone_preset=args.backbone, visual=args.visual,
+            audio=args.audio, visual_weights=args.visual_weights, audio_weights=args.audio_weights,
+            clips=args.clips, split=args.split, early=args.early, late=args.late)
+        print(result.summary())
+        print(f"wrote {result.csv_path} and {result.png_path}")
+        return 0
+    if not args.checkpoint:
+        raise ValueError("molt analyze tokens needs --checkpoint (an adapter directory or Lightning checkpoint)")
+    payload = analysis.analyze_tokens(args.checkpoint, data, out_dir=args.out or Path(args.checkpoint) / "tokens",
+                                      split=args.split or "test", clips=args.clips)
+    print("\n".join(str(path) for path in payload["files"]))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -213,6 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-clips", type=int, default=1, help="clips per training step (10 segments each)")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     bench.add_argument("--out", help="directory for efficiency.json, efficiency.md and efficiency.png")
+
+    analyze = verb("analyze", "where to adapt: per-block input/output similarity (Fig. 4); token maps and fusion "
+                   "weights of a trained model (Fig. 5)", _cmd_analyze,
+                   "molt analyze layers --data data/synth --backbone paper --visual-weights swin.safetensors "
+                   "--audio-weights HTSAT_AudioSet_Saved_1.ckpt",
+                   "molt analyze tokens --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
+    analyze.add_argument("what", choices=["layers", "tokens"])
+    analyze.add_argument("--data", required=True, help="AVE root or prepared directory")
+    analyze.add_argument("--out", help="output directory")
+    analyze.add_argument("--checkpoint", help="trained model (tokens)")
+    analyze.add_argument("--backbone", default="tiny", help="backbone preset (layers): tiny | paper | shared | ...")
+    analyze.add_argument("--visual", help="any timm model name instead of the preset's visual backbone, or 'none'")
+    analyze.add_argument("--audio", help="an HTS-AT preset instead of the preset's audio backbone, or 'none'")
+    analyze.add_argument("--visual-weights")
+    analyze.add_argument("--audio-weights")
+    analyze.add_argument("--clips", type=int, default=16, help="clips to sample")
+    analyze.add_argument("--split", help="split to sample (default: all for layers, test for tokens)")
+    analyze.add_argument("--early", type=int, help="fix the number of early blocks instead of reading the curve")
+    analyze.add_argument("--late", type=int, default=2, help="number of late blocks (paper: 2)")
 
     params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
                   _cmd_params, "molt params ave_molt_paper", "molt params --all", "molt params --list")
