@@ -94,7 +94,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, _experiment_overrides(args))
     if args.method:
         config = switch_method(config, args.method)
-    result = train(config, data=args.data, out_dir=args.out, resume=args.resume, features=None)
+    result = train(config, data=args.data, out_dir=args.out, resume=args.resume)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

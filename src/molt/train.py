@@ -141,8 +141,22 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _resolve_resume(resume: str | None, run_root: Path) -> tuple[str | None, str | None]:
+    """``(checkpoint to resume from, TensorBoard version to continue)`` for ``--resume last|PATH|None``."""
+    if resume is None:
+        return None, None
+    if resume != "last":
+        if not Path(resume).is_file():
+            raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+        return resume, None
+    candidates = sorted(run_root.glob("version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
+    if not candidates:
+        raise FileNotFoundError(f"--resume last: no last.ckpt under {run_root}")
+    return str(candidates[-1]), candidates[-1].parent.parent.name
+
+
 def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike = "runs",
-          resume: str | None = None, features: str | None = None, run_name: str | None = None,
+          resume: str | None = None, run_name: str | None = None,
           enable_progress_bar: bool = True) -> dict[str, Any]:
     """Train on ``data`` (a dataset root, prepared on first use, or a prepared directory).
 
@@ -150,8 +164,6 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     Returns a dict with the run directory, adapter directory, best validation and test metrics, parameter counts,
     peak memory and wall time.
     """
-    if features is not None:
-        raise NotImplementedError("training from a feature cache is not available yet")
     start = time.time()
     # frozen backbones stay in eval mode on purpose (see TapBackbone.train)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -167,19 +179,9 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     lit = LitAudioVisual(model, config, task_options)
 
     run_name = run_name or f"{config.task}_{config.method}_{config.backbone}"
-    logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name)
+    resume_path, version = _resolve_resume(resume, Path(out_dir, run_name))
+    logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name, version=version)
     run_dir = Path(logger.log_dir)
-    if resume and resume != "last":
-        resume_path = resume
-    elif resume == "last":
-        candidates = sorted(Path(out_dir, run_name).glob("version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
-        if not candidates:
-            raise FileNotFoundError(f"--resume last: no last.ckpt under {Path(out_dir, run_name)}")
-        resume_path = str(candidates[-1])
-        run_dir = candidates[-1].parent.parent
-        logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name, version=run_dir.name)
-    else:
-        resume_path = None
     checkpoint_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/accuracy", mode="max",
                            save_last=True, save_top_k=1, enable_version_counter=False)
@@ -187,7 +189,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     trainer = L.Trainer(
         max_epochs=trainer_cfg.max_epochs, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
         strategy=trainer_cfg.strategy, precision=trainer_cfg.precision, logger=logger,
-        callbacks=[best, TQDMProgressBar()] if enable_progress_bar else [best], log_every_n_steps=trainer_cfg.log_every_n_steps,
+        callbacks=[best, TQDMProgressBar()] if enable_progress_bar else [best],
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
