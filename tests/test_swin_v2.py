@@ -103,3 +103,12 @@ def test_paper_scale_swin_v2_large_late_taps():
     assert 190e6 < sum(p.numel() for p in swin.parameters()) < 200e6
     taps = swin.forward_taps(torch.rand(1, 3, 192, 192), "late")
     assert [tuple(t.shape) for t in taps] == [(1, 36, 1536), (1, 36, 1536)]
+
+
+def test_random_weight_blocks_are_not_identity(swin):
+    # timm zero-inits the post-norm scales; a random frozen backbone must still transform its tokens
+    x = torch.rand(1, 3, 64, 64)
+    tokens = swin.embed(x)
+    out = swin.run_block(0, tokens)
+    assert not torch.allclose(out, tokens)
+    assert all(float(block.norm1.weight.abs().sum()) > 0 for stage in swin.model.layers for block in stage.blocks)

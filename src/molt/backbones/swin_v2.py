@@ -97,6 +97,8 @@ class SwinV2Backbone(TapBackbone):
         self.weights_path = weights
         self.pretrained = pretrained
         self.model = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, **kwargs)
+        if not pretrained:
+            self._init_random_post_norms()
         cfg = self.model.pretrained_cfg
         self.input_size = tuple(self.model.patch_embed.img_size)
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1),
@@ -112,6 +114,17 @@ class SwinV2Backbone(TapBackbone):
                 self.block_dims.append(info["num_chs"])
                 self.block_tokens.append(height * width)
         self.freeze()
+
+    def _init_random_post_norms(self) -> None:
+        """timm zero-initialises Swin-V2's residual post-norm scales (a trick for training from scratch), which
+        makes every block of a *random* frozen model return its input. Random-weight backbones (tests, the CPU
+        demo) use unit scales instead, so that their blocks really transform the tokens. Loaded weights are
+        never touched."""
+        with torch.no_grad():
+            for stage in self.model.layers:
+                for block in stage.blocks:
+                    block.norm1.weight.fill_(1.0)
+                    block.norm2.weight.fill_(1.0)
 
     @property
     def tag(self) -> str:
