@@ -7,9 +7,11 @@ from typing import Any, Sequence, TypeVar
 
 import torch
 
-__all__ = ["MethodConfigMixin", "check_known_keys", "check_taps", "check_method_taps"]
+__all__ = ["MODALITIES", "MethodConfigMixin", "check_known_keys", "check_taps", "check_method_taps"]
 
 ConfigT = TypeVar("ConfigT", bound="MethodConfigMixin")
+
+MODALITIES = ("both", "visual", "audio")
 
 
 def check_known_keys(kind: type, data: Any, source: str) -> None:
@@ -40,6 +42,21 @@ class MethodConfigMixin:
     @property
     def active_modalities(self) -> list[str]:
         return ["visual", "audio"] if self.modalities == "both" else [self.modalities]
+
+    def _check_common(self) -> None:
+        """Checks shared by the distillation methods' configs (block selections, modalities, tokens, widths)."""
+        for name in ("blocks_visual", "blocks_audio"):
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                setattr(self, name, list(value))
+        if self.modalities not in MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
+        if self.num_tokens < 1 or (self.num_tokens_audio is not None and self.num_tokens_audio < 1):
+            raise ValueError(f"num_tokens must be at least 1, got {self.num_tokens} (audio: {self.num_tokens_audio})")
+        if self.dim < 1 or self.num_heads < 1 or self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be a positive multiple of num_heads ({self.num_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,7 +40,7 @@ from torch import nn
 from ..backbones.taps import BlockSelection
 from .base import MethodConfigMixin, check_method_taps
 from .distillation_adapters import UniModalDistillationAdapter
-from .molt import MODALITIES, MethodOutput
+from .molt import MethodOutput
 from .token_fusion import TokenFusion
 
 __all__ = ["MettleConfig", "LayerCentricDistillation", "Mettle", "build_mettle_method"]
@@ -73,18 +73,7 @@ class MettleConfig(MethodConfigMixin):
     pre_norm: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("blocks_visual", "blocks_audio"):
-            value = getattr(self, name)
-            if isinstance(value, tuple):
-                setattr(self, name, list(value))
-        if self.modalities not in MODALITIES:
-            raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
-        if self.num_tokens < 1 or (self.num_tokens_audio is not None and self.num_tokens_audio < 1):
-            raise ValueError(f"num_tokens must be at least 1, got {self.num_tokens} (audio: {self.num_tokens_audio})")
-        if self.dim < 1 or self.num_heads < 1 or self.dim % self.num_heads:
-            raise ValueError(f"dim ({self.dim}) must be a positive multiple of num_heads ({self.num_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self._check_common()
 
 
 class LayerCentricDistillation(nn.Module):

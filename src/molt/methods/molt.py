@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ..backbones.taps import BlockSelection
-from .base import MethodConfigMixin, check_method_taps
+from .base import MODALITIES, MethodConfigMixin, check_method_taps
 from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
 from .orthogonality import token_orthogonality_loss
 from .router import Router, mix_experts
@@ -51,7 +51,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-MODALITIES = ("both", "visual", "audio")
 
 
 @dataclass
@@ -113,16 +112,9 @@ class MoLTConfig(MethodConfigMixin):
     fusion_hidden: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("blocks_visual", "blocks_audio"):
-            value = getattr(self, name)
-            if isinstance(value, tuple):
-                setattr(self, name, list(value))
-        if self.modalities not in MODALITIES:
-            raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
+        self._check_common()
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {self.fusion!r}")
-        if self.num_tokens < 1 or (self.num_tokens_audio is not None and self.num_tokens_audio < 1):
-            raise ValueError(f"num_tokens must be at least 1, got {self.num_tokens} (audio: {self.num_tokens_audio})")
         if self.num_uda < 0 or self.num_cda < 0:
             raise ValueError(f"num_uda and num_cda must be >= 0, got {self.num_uda} and {self.num_cda}")
         if self.modalities == "both" and self.num_uda + self.num_cda < 1:
@@ -130,12 +122,8 @@ class MoLTConfig(MethodConfigMixin):
         if self.modalities != "both" and self.num_uda < 1:
             raise ValueError(f"the single-modality variant ({self.modalities}) has no cross-modal adapters: "
                              f"it needs num_uda >= 1, got {self.num_uda}")
-        if self.dim < 1 or self.num_heads < 1 or self.dim % self.num_heads:
-            raise ValueError(f"dim ({self.dim}) must be a positive multiple of num_heads ({self.num_heads})")
         if self.tor_weight < 0:
             raise ValueError(f"tor_weight must be >= 0, got {self.tor_weight}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def num_cda_active(self) -> int:
