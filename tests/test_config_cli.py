@@ -55,3 +55,12 @@ def test_switch_method_keeps_the_common_footing():
     lavish = switch_method(molt, "lavish")
     assert lavish.method_config["out_heads"] == 8 and "num_uda" not in lavish.method_config
     assert switch_method(molt, "molt") is molt
+
+
+def test_train_without_config_uses_the_backbone_preset():
+    from molt.cli import _default_preset
+
+    assert _default_preset("ave", None) == "ave_molt_tiny"
+    assert _default_preset("ave", "tiny-shared") == "ave_molt_tiny"
+    assert _default_preset("ave", "paper") == "ave_molt_paper"
+    assert load_config(_default_preset("ave", "shared")).backbone == "shared"

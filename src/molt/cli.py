@@ -20,7 +20,8 @@ def _examples(*lines: str) -> str:
 
 
 def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="preset name (see `molt params --list`) or path to a YAML file")
+    parser.add_argument("--config", help="preset name (see `molt params --list`) or path to a YAML file "
+                                         "(default: TASK_molt_BACKBONE, e.g. ave_molt_tiny)")
     parser.add_argument("--method", help="molt (default), mettle or lavish")
     parser.add_argument("--backbone", help="tiny | tiny-shared | paper | shared")
     parser.add_argument("--visual-weights", help="local Swin-V2 checkpoint file (timm or original format)")
@@ -87,11 +88,17 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_preset(task: str, backbone: str | None) -> str:
+    """Without ``--config``: the task's MoLT preset for the chosen backbone (``ave_molt_tiny`` by default)."""
+    backbone = backbone or "tiny"
+    return f"{task}_molt_{'tiny' if backbone.startswith('tiny') else backbone}"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config, switch_method
     from .train import train
 
-    config = load_config(args.config, _experiment_overrides(args))
+    config = load_config(args.config or _default_preset(args.task, args.backbone), _experiment_overrides(args))
     if args.method:
         config = switch_method(config, args.method)
     result = train(config, data=args.data, out_dir=args.out, resume=args.resume)
