@@ -4,9 +4,17 @@ A *method* (MoLT, ...) hands a task its fused tokens per modality, ``visual (B',
 (``B' = B*T`` for tasks with ``T`` segments per clip). A :class:`Task` is the trainable head that turns them into
 predictions, together with everything the trainer must not know about: the loss and the metrics.
 
-Metrics accumulate *counts* across calls of :meth:`Task.update_metrics` (never per-batch means), so an evaluation
-gives the same figures whatever the batch size. The counters are plain Python numbers, not buffers: they never
-enter a ``state_dict`` or a checkpoint.
+Metrics accumulate *sums* across calls of :meth:`Task.update_metrics` (never per-batch means), so an evaluation
+gives the same figures whatever the batch size. The sums live in :attr:`Task.metric_state`, a dict of float64 CPU
+tensors filled with :meth:`Task.accumulate`; :meth:`Task.compute_metrics` reads nothing else, so under DDP the trainer
+adds every process's state (an all-reduce of each tensor) before computing the figures. They are not buffers: they
+never enter a ``state_dict`` or a checkpoint.
+
+Contract with the data (see :mod:`molt.task_registry`): every batch holds ``frames`` uint8 ``(B, T, 3, S, S)``,
+``audio`` float ``(B, T, R)`` (or cached taps instead of both) and ``video_id`` (``B`` strings), plus the task's
+targets. A head whose class attribute :attr:`Task.needs_visual_stages` is true also receives
+``batch["visual_stages"]``: the visual backbone's output at the end of each stage, ``[(B*T, N_s, C_s), ...]``
+from the finest to the coarsest grid (square grids, ``N_s = H_s * W_s``), computed without gradients.
 
 Typical evaluation loop::
 
@@ -18,6 +26,7 @@ Typical evaluation loop::
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -34,6 +43,20 @@ class Task(nn.Module):
     """
 
     name: str = "task"
+    needs_visual_stages: bool = False
+    metric_state: dict[str, torch.Tensor]
+
+    def accumulate(self, name: str, value: torch.Tensor | float) -> None:
+        """Add ``value`` (a number or a tensor of fixed shape) to the running sum ``metric_state[name]``."""
+        value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+        state = self.__dict__.setdefault("metric_state", {})
+        state[name] = state[name] + value if name in state else value.clone()
+
+    def save_figures(self, samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], out_dir: Path,
+                     task_options: Mapping[str, Any]) -> list[Path]:
+        """Pictures of results for ``molt eval``: ``samples`` are ``(outputs, batch)`` of the first evaluated batches
+        (on the CPU). Returns the written PNG paths; the default writes none."""
+        return []
 
     def forward(self, visual: torch.Tensor | None, audio: torch.Tensor | None,
                 batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -60,5 +83,5 @@ class Task(nn.Module):
         raise NotImplementedError
 
     def reset_metrics(self) -> None:
-        """Forget the running metric counts."""
-        raise NotImplementedError
+        """Forget the running metric sums."""
+        self.__dict__["metric_state"] = {}
