@@ -35,19 +35,21 @@ def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="DataLoader worker processes")
     parser.add_argument("--accelerator", help="cpu | gpu | auto")
     parser.add_argument("--devices", help="number of devices")
+    parser.add_argument("--strategy", help="auto | ddp (several devices; on CPU with --accelerator cpu it uses gloo)")
     parser.add_argument("--precision", help="32-true | bf16-mixed | 16-mixed")
 
 
 def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
-    for key in ("backbone", "visual_weights", "audio_weights"):
+    for key in ("backbone", "visual_weights", "audio_weights", "setting"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     if getattr(args, "modalities", None):
         overrides.setdefault("method_config", {})["modalities"] = args.modalities
     trainer = {name: getattr(args, attr) for attr, name in
                (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("seed", "seed"), ("workers", "num_workers"),
-                ("accelerator", "accelerator"), ("devices", "devices"), ("precision", "precision"))
+                ("accelerator", "accelerator"), ("devices", "devices"), ("strategy", "strategy"),
+                ("precision", "precision"))
                if getattr(args, attr, None) is not None}
     if trainer:
         if "devices" in trainer and str(trainer["devices"]).isdigit():
@@ -71,20 +73,33 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .data.synthetic import generate_ave
+    from .task_registry import get_task_spec
 
-    summary = generate_ave(args.out, num_videos=args.videos, seed=args.seed, image_size=args.image_size,
-                           workers=args.workers)
+    spec = get_task_spec(args.task)
+    options = {"image_size": args.image_size, "workers": args.workers}
+    if args.setting is not None:
+        options["setting"] = spec.check_setting(args.setting)
+    summary = spec.synthesize(args.out, num_videos=args.videos, seed=args.seed, **options)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .data.prepared import prepare_ave
+    if args.task == "ave":
+        from .data.prepared import prepare_ave
 
-    report = prepare_ave(args.root, args.out or f"{args.root.rstrip('/')}/prepared", image_size=args.image_size,
-                         workers=args.workers, limit=args.limit)
-    print(report.summary())
+        report = prepare_ave(args.root, args.out or f"{args.root.rstrip('/')}/prepared",
+                             image_size=args.image_size or 192, workers=args.workers, limit=args.limit)
+        print(report.summary())
+        return 0
+    from .task_registry import get_task_spec
+
+    if args.out or args.limit:
+        raise ValueError(f"--out and --limit are AVE-only; {args.task} data is prepared inside ROOT")
+    spec = get_task_spec(args.task)
+    prepared = spec.prepare(args.root, setting=spec.check_setting(args.setting), image_size=args.image_size,
+                            workers=args.workers)
+    print(f"prepared {args.task} data in {prepared}")
     return 0
 
 
@@ -101,6 +116,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config or _default_preset(args.task, args.backbone), _experiment_overrides(args))
     if args.method:
         config = switch_method(config, args.method)
+    if config.task != args.task:
+        raise ValueError(f"the config {args.config!r} is for task {config.task!r}, not {args.task!r}")
     result = train(config, data=args.data, out_dir=args.out, resume=args.resume)
     print(json.dumps(result, indent=2, default=str))
     return 0
@@ -109,8 +126,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .train import evaluate
 
-    result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out)
+    result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task)
     print(json.dumps(result, indent=2, default=str))
+    print(result["table"])
     return 0
 
 
@@ -169,6 +187,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .task_registry import task_names
+
+    tasks = task_names()
     parser = argparse.ArgumentParser(
         prog="molt", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="MoLT: memory-efficient audio-visual learning on frozen transformers.",
@@ -192,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = verb("synth", "write procedural audio-visual clips in a real dataset's on-disk layout", _cmd_synth,
                  "molt synth ave --out data/synth --videos 200 --seed 0")
-    synth.add_argument("task", choices=["ave"])
+    synth.add_argument("task", choices=tasks)
+    synth.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs")
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--videos", type=int, default=200)
     synth.add_argument("--seed", type=int, default=0)
@@ -201,17 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = verb("prepare", "decode a dataset's videos into the memory-mapped training format", _cmd_prepare,
                    "molt prepare ave --root /data/AVE --out /data/AVE/prepared --workers 8")
-    prepare.add_argument("task", choices=["ave"])
+    prepare.add_argument("task", choices=tasks)
+    prepare.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs")
     prepare.add_argument("--root", required=True, help="dataset root (annotation files, mp4 files)")
     prepare.add_argument("--out", help="output directory (default: ROOT/prepared)")
-    prepare.add_argument("--image-size", type=int, default=192)
+    prepare.add_argument("--image-size", type=int,
+                         help="frame size (default: the generator's size for synthetic data, else 192)")
     prepare.add_argument("--workers", type=int, default=2)
     prepare.add_argument("--limit", type=int, help="only the first N clips (for a quick look)")
 
     train = verb("train", "train adapters and a task head on frozen backbones", _cmd_train,
                  "molt train ave --data data/synth --backbone tiny --epochs 10",
                  "molt train ave --data /data/AVE --config ave_molt_paper --audio-weights HTSAT_AudioSet_Saved_1.ckpt")
-    train.add_argument("task", choices=["ave"])
+    train.add_argument("task", choices=tasks)
+    train.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs (default: the preset's)")
     train.add_argument("--data", required=True, help="dataset root (prepared automatically) or prepared directory")
     train.add_argument("--out", default="runs", help="run directory root (default: runs/)")
     train.add_argument("--resume", help="checkpoint to resume from, or 'last' for the run's last checkpoint")
@@ -219,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verb("eval", "evaluate a trained checkpoint: metrics as JSON and pictures", _cmd_eval,
                     "molt eval ave --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
-    evaluate.add_argument("task", choices=["ave"])
+    evaluate.add_argument("task", choices=tasks)
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--checkpoint", required=True, help="adapter directory or Lightning checkpoint")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])

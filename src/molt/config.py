@@ -53,6 +53,7 @@ class TrainerConfig:
 @dataclass
 class ExperimentConfig:
     task: str = "ave"
+    setting: str | None = None
     method: str = "molt"
     backbone: str = "tiny"
     visual_weights: str | None = None

@@ -55,7 +55,7 @@ def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 320, epo
         ("peak memory (RSS)", f"{result['peak_rss_mb']:.0f} MB"),
         ("wall time (all steps)", f"{wall:.0f} s"),
         ("adapters", result["adapters"]),
-        ("timelines (test)", figures["figure"]),
+        ("timelines (test)", figures["figures"][0]),
         ("TensorBoard", f"tensorboard --logdir {workdir / 'runs'}"),
     ]
     width = max(len(name) for name, _ in rows)

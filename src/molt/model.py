@@ -15,7 +15,16 @@ from .config import ExperimentConfig
 from .methods import MethodOutput, MoLTModel, adapter_state_dict, build_method, features_class
 from .tasks import Task, build_task
 
-__all__ = ["AudioVisualModel", "ModelOutput", "build_model"]
+__all__ = ["AudioVisualModel", "ModelOutput", "build_model", "TAP_KEYS"]
+
+TAP_KEYS = ("visual_taps", "audio_taps", "visual_stages")
+
+
+def _flatten_clips(taps: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+    """Cached taps come per clip ``(B, T, N, D)``; the method reads ``(B*T, N, D)``."""
+    if taps is None:
+        return None
+    return [tap.flatten(0, 1) if tap.ndim == 4 else tap for tap in taps]
 
 
 @dataclass
@@ -28,7 +37,8 @@ class AudioVisualModel(nn.Module):
     """Frozen backbones + trainable method (``features``, a :class:`~molt.methods.MoLTModel`) + trainable task head.
 
     Batches are dicts with ``frames`` uint8 ``(B, T, 3, H, W)`` and ``audio`` float ``(B, T, S)`` (one entry per
-    1-s segment), or with precomputed ``visual_taps`` / ``audio_taps`` lists of ``(B*T, N_l, D_l)``.
+    1-s segment), or with precomputed ``visual_taps`` / ``audio_taps`` (and ``visual_stages`` for a head that reads
+    them) lists of ``(B, T, N_l, D_l)`` or ``(B*T, N_l, D_l)`` tensors, e.g. from a feature cache.
     """
 
     def __init__(self, *, features: MoLTModel, task: Task) -> None:
@@ -48,18 +58,41 @@ class AudioVisualModel(nn.Module):
     def method(self) -> nn.Module:
         return self.features.molt
 
-    def compute_taps(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
-        """Taps of the selected blocks for a batch of clips, flattened to ``B*T`` rows."""
-        if "visual_taps" in batch:
-            return batch["visual_taps"], batch["audio_taps"]
+    @property
+    def stage_blocks(self) -> list[int]:
+        """Visual blocks whose outputs the task head reads as multi-scale features (empty for most tasks)."""
+        if not self.task.needs_visual_stages:
+            return []
+        if self.visual is None:
+            raise ValueError(f"task {self.task.name!r} reads visual stage features but the model has no visual "
+                             f"backbone")
+        return list(self.visual.stage_end_blocks)
+
+    def compute_inputs(self, batch: dict[str, Any]) -> dict[str, list[torch.Tensor] | None]:
+        """What the method and head need from the frozen backbones, flattened to ``B*T`` rows:
+        ``visual_taps``, ``audio_taps`` (lists of ``(B*T, N_l, D_l)``) and ``visual_stages`` (or ``None``).
+
+        Batches read from a feature cache carry these lists already, as ``(B, T, N_l, D_l)`` tensors.
+        """
+        if any(key in batch for key in TAP_KEYS):
+            return {key: _flatten_clips(batch.get(key)) for key in TAP_KEYS}
         frames, audio = batch["frames"], batch["audio"]
         if frames.ndim != 5 or audio.ndim != 3 or frames.shape[:2] != audio.shape[:2]:
             raise ValueError(f"expected frames (B, T, 3, H, W) and audio (B, T, S) with the same B and T, "
                              f"got {tuple(frames.shape)} and {tuple(audio.shape)}")
-        return self.features.compute_taps(frames.flatten(0, 1), audio.flatten(0, 1).float())
+        return self.features.compute_inputs(frames.flatten(0, 1), audio.flatten(0, 1).float(),
+                                            stage_blocks=self.stage_blocks)
+
+    def compute_taps(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
+        """Taps of the selected blocks for a batch of clips, flattened to ``B*T`` rows."""
+        inputs = self.compute_inputs(batch)
+        return inputs["visual_taps"], inputs["audio_taps"]
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
-        method_output = self.features.forward_from_taps(*self.compute_taps(batch))
+        inputs = self.compute_inputs(batch)
+        method_output = self.features.forward_from_taps(inputs["visual_taps"], inputs["audio_taps"])
+        if inputs["visual_stages"] is not None:
+            batch = {**batch, "visual_stages": inputs["visual_stages"]}
         predictions = self.task(method_output.visual, method_output.audio, batch)
         return ModelOutput(predictions=predictions, method=method_output)
 

@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader
 
 from .backbones.audio_frontend import check_sample_rate
 from .config import ExperimentConfig, load_config
-from .data.prepared import PreparedAVE, ensure_prepared
 from .methods import count_parameters, load_adapters, save_adapters
 from .model import AudioVisualModel, build_model
+from .task_registry import TaskSpec, get_task_spec
 
-__all__ = ["LitAudioVisual", "train", "evaluate", "load_trained"]
+__all__ = ["LitAudioVisual", "train", "evaluate", "load_trained", "open_split", "NonFiniteLossError"]
 
 _logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class LitAudioVisual(L.LightningModule):
                                      f"{self.current_epoch}, batch {batch_idx} (clips: {ids}); parts: "
                                      f"{ {k: float(v) for k, v in parts.items()} }. Lower the learning rate or "
                                      f"check the input data.")
-        batch_size = len(batch["labels"])
+        batch_size = len(batch["video_id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in parts.items():
             self.log(f"train/{name}_loss", value, batch_size=batch_size)
@@ -71,14 +71,26 @@ class LitAudioVisual(L.LightningModule):
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         loss, _, output = self._losses(batch)
-        self.log(f"{stage}/loss", loss, batch_size=len(batch["labels"]), sync_dist=True)
+        self.log(f"{stage}/loss", loss, batch_size=len(batch["video_id"]), sync_dist=True)
         self.model.task.update_metrics(output.predictions, batch)
 
+    def _sum_metric_state_across_processes(self) -> None:
+        """Under DDP each process saw part of the split: add the metric sums of all processes so every process
+        computes the figures of the whole split (not a mean of per-process ratios)."""
+        task = self.model.task
+        if self.trainer.world_size <= 1:
+            return
+        state = getattr(task, "metric_state", {})
+        for name in sorted(state):
+            local = state[name].to(self.device)
+            state[name] = self.trainer.strategy.reduce(local, reduce_op="sum").cpu()
+
     def _eval_epoch_end(self, stage: str) -> None:
+        self._sum_metric_state_across_processes()
         metrics = self.model.task.compute_metrics()
         self.model.task.reset_metrics()
         for name, value in metrics.items():
-            self.log(f"{stage}/{name}", float(value), prog_bar=(stage == "val"), sync_dist=True)
+            self.log(f"{stage}/{name}", float(value), prog_bar=(stage == "val"), rank_zero_only=False)
 
     def on_validation_epoch_start(self) -> None:
         self.model.task.reset_metrics()
@@ -158,9 +170,10 @@ def _resolve_resume(resume: str | None, run_root: Path) -> tuple[str | None, str
 def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike = "runs",
           resume: str | None = None, run_name: str | None = None,
           enable_progress_bar: bool = True) -> dict[str, Any]:
-    """Train on ``data`` (a dataset root, prepared on first use, or a prepared directory).
+    """Train on ``data`` (a dataset root of ``config.task``'s layout, prepared on first use, or a prepared directory).
 
-    Model selection uses the validation split; the returned figures are on the test split.
+    Model selection uses the task's monitor metric on the validation split; the returned figures are on the test
+    split.
     Returns a dict with the run directory, adapter directory, best validation and test metrics, parameter counts,
     peak memory and wall time.
     """
@@ -169,8 +182,9 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     seed = config.trainer.seed
     L.seed_everything(seed, workers=True)
-    prepared = ensure_prepared(data)
-    train_set, val_set, test_set = (PreparedAVE(prepared, split) for split in ("train", "val", "test"))
+    spec = get_task_spec(config.task)
+    prepared = spec.prepare(data, setting=spec.check_setting(config.setting))
+    train_set, val_set, test_set = (open_split(spec, prepared, split) for split in ("train", "val", "test"))
     task_options = train_set.task_options()
     model = build_model(config, task_options)
     if model.audio is not None:
@@ -183,7 +197,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name, version=version)
     run_dir = Path(logger.log_dir)
     checkpoint_dir = run_dir / "checkpoints"
-    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val/accuracy", mode="max",
+    monitor = f"val/{spec.monitor}"
+    best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode=spec.monitor_mode,
                            save_last=True, save_top_k=1, enable_version_counter=False)
     trainer_cfg = config.trainer
     trainer = L.Trainer(
@@ -206,7 +221,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         "run_dir": str(run_dir),
         "adapters": str(adapter_dir),
         "best_checkpoint": best_path,
-        "best_val_accuracy": float(best.best_model_score) if best.best_model_score is not None else None,
+        "monitor": monitor,
+        f"best_val_{spec.monitor}": float(best.best_model_score) if best.best_model_score is not None else None,
         "test": {k.removeprefix("test/"): float(v) for k, v in test_metrics.items()},
         "trainable_params": trainable,
         "total_params": total,
@@ -252,34 +268,49 @@ def load_trained(checkpoint: str | os.PathLike) -> tuple[AudioVisualModel, Exper
     return model, config, task_options
 
 
+def open_split(spec: TaskSpec, prepared: Path, split: str):
+    """The task's dataset over one split of a prepared directory, with the split named in errors."""
+    dataset = spec.dataset(prepared, split)
+    if len(dataset) == 0:
+        raise ValueError(f"{prepared}: the {split!r} split of this {spec.name} data set is empty; check the split "
+                         f"files of the data set (or see skipped.tsv there for clips that could not be decoded)")
+    return dataset
+
+
 @torch.no_grad()
 def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
-             out_dir: str | os.PathLike | None = None, batch_size: int = 8) -> dict[str, Any]:
-    """Metrics of a trained model on one split, written as JSON, plus a PNG of predicted vs true timelines."""
+             out_dir: str | os.PathLike | None = None, batch_size: int = 8, figure_batches: int = 2,
+             task: str | None = None) -> dict[str, Any]:
+    """Metrics of a trained model on one split, written as ``metrics.json``, plus the task's pictures of results
+    (e.g. AVE timelines, AVS mask overlays) for the first ``figure_batches`` batches.
+
+    ``task``, when given, must be the task the checkpoint was trained for. The result holds the metrics, the
+    figure paths and ``table``, the metrics as the task prints them.
+    """
     model, config, task_options = load_trained(checkpoint)
+    if task is not None and task != config.task:
+        raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
     model.eval()
-    dataset = PreparedAVE(ensure_prepared(data), split)
+    spec = get_task_spec(config.task)
+    dataset = open_split(spec, spec.prepare(data, setting=spec.check_setting(config.setting)), split)
     source = Path(checkpoint)
     out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)
-    task = model.task
-    task.reset_metrics()
-    predictions, targets, video_ids = [], [], []
+    head = model.task
+    head.reset_metrics()
+    samples = []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         output = model(batch)
-        task.update_metrics(output.predictions, batch)
-        predictions.append(task.predict(output.predictions))
-        targets.append(batch["labels"].argmax(-1))
-        video_ids.extend(batch["video_id"])
-    metrics = {k: float(v) for k, v in task.compute_metrics().items()}
-    result = {"split": split, "clips": len(dataset), **metrics, "checkpoint": str(checkpoint)}
+        head.update_metrics(output.predictions, batch)
+        if len(samples) < figure_batches:
+            samples.append(({k: v.detach().cpu() for k, v in output.predictions.items()}, batch))
+    metrics = {k: float(v) for k, v in head.compute_metrics().items()}
+    result = {"task": config.task, "setting": config.setting, "split": split, "items": len(dataset), **metrics,
+              "checkpoint": str(checkpoint)}
+    result["figures"] = [str(path) for path in head.save_figures(samples, out, task_options)]
     with open(out / "metrics.json", "w") as handle:
         json.dump(result, handle, indent=2)
-    from .tasks.ave import plot_timelines
-
-    plot_timelines(torch.cat(predictions), torch.cat(targets), video_ids, task_options.get("class_names"),
-                   out / "timelines.png")
-    result["figure"] = str(out / "timelines.png")
+    result["table"] = head.format_metrics(metrics)
     return result
 
 
@@ -292,7 +323,10 @@ def predict_video(checkpoint: str | os.PathLike, video: str | os.PathLike) -> di
     """
     from .data.media import read_clip
 
-    model, _, task_options = load_trained(checkpoint)
+    model, config, task_options = load_trained(checkpoint)
+    if config.task != "ave":
+        raise ValueError(f"molt predict reads AVE checkpoints; {checkpoint} was trained for {config.task!r} "
+                         f"(use molt eval for it)")
     model.eval()
     image_size = model.visual.input_size[0] if model.visual is not None else 192
     sample_rate = model.audio.sample_rate if model.audio is not None else 32000

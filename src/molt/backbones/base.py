@@ -37,6 +37,14 @@ class TapBackbone(nn.Module):
     def num_blocks(self) -> int:
         return len(self.block_dims)
 
+    @property
+    def stage_end_blocks(self) -> list[int]:
+        """Index of the last block of each stage (a stage ends where the next block changes the token grid or
+        width), finest to coarsest: what dense heads (segmentation) read as multi-scale features."""
+        ends = [i for i in range(self.num_blocks - 1)
+                if (self.block_tokens[i], self.block_dims[i]) != (self.block_tokens[i + 1], self.block_dims[i + 1])]
+        return ends + [self.num_blocks - 1]
+
     def freeze(self) -> "TapBackbone":
         """Stop gradients to every parameter and put every submodule in eval mode."""
         for parameter in self.parameters():

@@ -240,14 +240,17 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
     return report
 
 
-def ensure_prepared(data: str | os.PathLike, *, image_size: int | None = None, workers: int = 2,
-                    show_progress: bool = True) -> Path:
+def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
+                    workers: int = 2, show_progress: bool = True) -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` may be a prepared directory (holds ``index.json``) or an AVE root (holds ``Annotations.txt``), whose
     prepared copy lives in ``data/prepared``. ``image_size=None`` keeps an existing prepared copy whatever its size;
     for a new one it is the synthetic generator's frame size (``synthetic_ground_truth.json``) or 192.
+    AVE has no settings: ``setting`` must be ``None`` (the argument exists for the task registry's contract).
     """
+    if setting is not None:
+        raise ValueError(f"AVE has no settings, got setting={setting!r}")
     data = Path(data)
     if (data / INDEX_FILE).is_file():
         return data

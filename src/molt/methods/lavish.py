@@ -314,6 +314,15 @@ class LavishModel(MoLTModel):
         return ([final["visual"]] if "visual" in final else None), ([final["audio"]] if "audio" in final else None)
 
 
+    def compute_inputs(self, frames: torch.Tensor | None, waveform: torch.Tensor | None, *,
+                       stage_blocks: Sequence[int] = ()) -> dict[str, list[torch.Tensor] | None]:
+        """As :meth:`MoLTModel.compute_inputs`; the stage features come from a separate pass through the
+        *unadapted* frozen visual backbone (the adapted stream is only exposed at its final block)."""
+        visual_taps, audio_taps = self.compute_taps(frames, waveform)
+        stages = self._taps(self.visual, frames, list(stage_blocks)) if stage_blocks else None
+        return {"visual_taps": visual_taps, "audio_taps": audio_taps, "visual_stages": stages}
+
+
 def build_lavish_method(config: LavishConfig, visual: nn.Module | None,
                         audio: nn.Module | None) -> tuple[Lavish, list[int], list[int]]:
     """The :class:`Lavish` trainable part for these backbones, with ``[last block]`` of each active backbone."""

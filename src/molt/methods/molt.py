@@ -362,6 +362,29 @@ class MoLTModel(nn.Module):
             audio_taps = self._taps(self.audio, waveform, self.audio_blocks)
         return visual_taps, audio_taps
 
+    def compute_inputs(self, frames: torch.Tensor | None, waveform: torch.Tensor | None, *,
+                       stage_blocks: Sequence[int] = ()) -> dict[str, list[torch.Tensor] | None]:
+        """Everything a batch needs from the frozen backbones, in one pass per backbone.
+
+        Returns ``visual_taps`` and ``audio_taps`` (as :meth:`compute_taps`) and, when ``stage_blocks`` is not
+        empty, ``visual_stages``: the visual backbone's output at those blocks ``[(B', N_s, C_s), ...]``.
+        """
+        if not stage_blocks:
+            visual_taps, audio_taps = self.compute_taps(frames, waveform)
+            return {"visual_taps": visual_taps, "audio_taps": audio_taps, "visual_stages": None}
+        if frames is None or self.visual is None:
+            raise ValueError("the task needs visual stage features, so frames and a visual backbone are required")
+        visual_used = "visual" in self.molt.modalities
+        wanted = sorted(set(stage_blocks) | (set(self.visual_blocks) if visual_used else set()))
+        by_block = dict(zip(wanted, self._taps(self.visual, frames, wanted)))
+        audio_taps = None
+        if "audio" in self.molt.modalities:
+            if waveform is None:
+                raise ValueError("MoLT with audio input needs a waveform (B', S), got None")
+            audio_taps = self._taps(self.audio, waveform, self.audio_blocks)
+        return {"visual_taps": [by_block[i] for i in self.visual_blocks] if visual_used else None,
+                "audio_taps": audio_taps, "visual_stages": [by_block[i] for i in stage_blocks]}
+
     def forward(self, frames: torch.Tensor | None, waveform: torch.Tensor | None) -> MethodOutput:
         """``frames`` ``(B', 3, H, W)``, ``waveform`` ``(B', S)`` -> fused tokens and aux losses."""
         return self.molt(*self.compute_taps(frames, waveform))

@@ -282,12 +282,6 @@ class AVETask(Task):
         is_event = torch.sigmoid(event_logits) > self.event_threshold
         return torch.where(is_event, category, torch.full_like(category, self.background_index))
 
-    def reset_metrics(self) -> None:
-        self._correct = 0
-        self._total = 0
-        self._correct_any = 0
-        self._total_any = 0
-
     @torch.no_grad()
     def update_metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> None:
         predictions = self.predict(outputs).cpu()
@@ -295,26 +289,38 @@ class AVETask(Task):
         if targets.shape != predictions.shape:
             raise ValueError(f"labels give {tuple(targets.shape)} segments but the head predicted "
                              f"{tuple(predictions.shape)}")
-        self._correct += int((predictions == targets).sum())
-        self._total += targets.numel()
+        self.accumulate("correct", (predictions == targets).sum())
+        self.accumulate("segments", targets.numel())
         valid = batch.get("valid_labels") if hasattr(batch, "get") else None
         if valid is not None:
             valid = torch.as_tensor(valid).cpu()
             if valid.shape != (*predictions.shape, self.num_classes + 1):
                 raise ValueError(f"expected valid_labels {(*predictions.shape, self.num_classes + 1)}, "
                                  f"got {tuple(valid.shape)}")
-            self._correct_any += int((valid.gather(-1, predictions.unsqueeze(-1)).squeeze(-1) > 0).sum())
-            self._total_any += predictions.numel()
+            self.accumulate("correct_any", (valid.gather(-1, predictions.unsqueeze(-1)).squeeze(-1) > 0).sum())
+            self.accumulate("segments_any", predictions.numel())
 
     def compute_metrics(self) -> dict[str, float]:
         """``accuracy`` (and ``accuracy_any_label`` when seen); ``nan`` when no segment was counted."""
-        if self._total == 0:
+        state = getattr(self, "metric_state", {})
+        if float(state.get("segments", 0)) == 0:
             _logger.warning("AVE metrics computed before any batch was added; returning nan")
             return {"accuracy": float("nan")}
-        metrics = {"accuracy": self._correct / self._total}
-        if self._total_any:
-            metrics["accuracy_any_label"] = self._correct_any / self._total_any
+        metrics = {"accuracy": float(state["correct"] / state["segments"])}
+        if float(state.get("segments_any", 0)):
+            metrics["accuracy_any_label"] = float(state["correct_any"] / state["segments_any"])
         return metrics
+
+    def save_figures(self, samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], out_dir: Path,
+                     task_options: Mapping[str, Any]) -> list[Path]:
+        """``timelines.png``: true vs predicted event timelines of the first evaluated clips."""
+        if not samples:
+            return []
+        predictions = torch.cat([self.predict(outputs) for outputs, _ in samples])
+        targets = torch.cat([segment_targets(batch["labels"], self.num_classes) for _, batch in samples])
+        video_ids = [video_id for _, batch in samples for video_id in batch["video_id"]]
+        return [plot_timelines(predictions, targets, video_ids, task_options.get("class_names"),
+                               Path(out_dir) / "timelines.png", background_index=self.background_index)]
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, modalities={self.modalities!r}, "

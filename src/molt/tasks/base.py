@@ -58,6 +58,11 @@ class Task(nn.Module):
         (on the CPU). Returns the written PNG paths; the default writes none."""
         return []
 
+    def format_metrics(self, metrics: Mapping[str, float]) -> str:
+        """The metrics as ``molt eval`` prints them (one ``name: value`` line each unless a task knows better)."""
+        width = max((len(name) for name in metrics), default=0)
+        return "\n".join(f"{name:<{width}}  {value:.4f}" for name, value in metrics.items())
+
     def forward(self, visual: torch.Tensor | None, audio: torch.Tensor | None,
                 batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Raw outputs (logits) of the head for fused tokens ``(B', K, D)`` of each modality.

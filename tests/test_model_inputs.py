@@ -1,0 +1,82 @@
+"""What the full model reads from the frozen backbones: taps, multi-scale stage features, cached inputs."""
+import pytest
+import torch
+
+from molt.config import load_config
+from molt.model import build_model
+from molt.tasks import Task
+
+
+class _StageProbe(Task):
+    """A head that needs the visual stage features and returns their pooled values, so tests can see them."""
+
+    name = "probe"
+    needs_visual_stages = True
+
+    def forward(self, visual, audio, batch):
+        self.seen_stages = batch["visual_stages"]
+        return {"pooled": visual.mean(dim=(1, 2)) + sum(stage.mean(dim=(1, 2)) for stage in batch["visual_stages"])}
+
+
+def _model(method="molt"):
+    config = load_config("ave_molt_tiny")
+    if method != "molt":
+        from molt.config import switch_method
+
+        config = switch_method(config, method)
+    model = build_model(config, {"num_classes": 3})
+    model.task = _StageProbe()
+    return model.eval()
+
+
+def _batch(clips=2, segments=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return {"frames": torch.randint(0, 256, (clips, segments, 3, 64, 64), dtype=torch.uint8, generator=generator),
+            "audio": torch.randn(clips, segments, 32000, generator=generator) * 0.1,
+            "video_id": [f"clip{i}" for i in range(clips)]}
+
+
+def test_stage_end_blocks_of_the_tiny_swin():
+    model = _model()
+    # depths 2, 2, 2, 2: stages end at blocks 1, 3, 5, 7; grids 16, 8, 4, 2 at 64 px
+    assert model.visual.stage_end_blocks == [1, 3, 5, 7]
+    assert model.audio.stage_end_blocks[-1] == model.audio.num_blocks - 1
+
+
+@pytest.mark.parametrize("method", ["molt", "lavish"])
+def test_stage_features_match_a_direct_backbone_pass(method):
+    model = _model(method)
+    batch = _batch()
+    with torch.no_grad():
+        model(batch)
+        stages = model.task.seen_stages
+        frames = model.visual.preprocess(batch["frames"].flatten(0, 1))
+        expected = model.visual.forward_taps(frames, [1, 3, 5, 7])
+    assert [tuple(s.shape) for s in stages] == [(6, 256, 24), (6, 64, 48), (6, 16, 96), (6, 4, 192)]
+    for got, want in zip(stages, expected):
+        torch.testing.assert_close(got, want)
+
+
+def test_stage_features_do_not_change_the_method_taps():
+    model = _model()
+    batch = _batch()
+    with torch.no_grad():
+        with_stages = model.compute_inputs(batch)
+        model.task.needs_visual_stages = False
+        without = model.compute_inputs(batch)
+    assert without["visual_stages"] is None and len(with_stages["visual_stages"]) == 4
+    for key in ("visual_taps", "audio_taps"):
+        for a, b in zip(with_stages[key], without[key]):
+            torch.testing.assert_close(a, b)
+
+
+def test_cached_inputs_per_clip_give_the_online_output():
+    model = _model()
+    batch = _batch()
+    with torch.no_grad():
+        online = model(batch).predictions["pooled"]
+        inputs = model.compute_inputs(batch)
+        cached = {"video_id": batch["video_id"],
+                  **{key: [tap.unflatten(0, (2, 3)) for tap in taps] for key, taps in inputs.items()}}
+        offline = model(cached).predictions["pooled"]
+    torch.testing.assert_close(offline, online)
