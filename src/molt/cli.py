@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -119,7 +120,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if config.task != args.task:
         raise ValueError(f"the config {args.config!r} is for task {config.task!r}, not {args.task!r}")
     result = train(config, data=args.data, out_dir=args.out, resume=args.resume)
-    print(json.dumps(result, indent=2, default=str))
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 

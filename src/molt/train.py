@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
@@ -61,7 +62,7 @@ class LitAudioVisual(L.LightningModule):
             ids = batch.get("video_id")
             raise NonFiniteLossError(f"non-finite loss {loss.item()} at global step {self.global_step}, epoch "
                                      f"{self.current_epoch}, batch {batch_idx} (clips: {ids}); parts: "
-                                     f"{ {k: float(v) for k, v in parts.items()} }. Lower the learning rate or "
+                                     f"{ {k: float(v.detach()) for k, v in parts.items()} }. Lower the learning rate or "
                                      f"check the input data.")
         batch_size = len(batch["video_id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -134,6 +135,30 @@ class LitAudioVisual(L.LightningModule):
                              f"e.g. {missing[:3]}; was it trained with another config?")
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint under a temporary name and renames it, so a run killed while saving leaves the previous
+    ``last.ckpt`` intact instead of a truncated file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
+                        storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.partial")
+        super().save_checkpoint(checkpoint, temporary, storage_options)
+        os.replace(temporary, path)
+
+
+def check_checkpoint(path: str | os.PathLike) -> None:
+    """Raise a ``ValueError`` naming ``path`` if it cannot be read as a molt training checkpoint."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise ValueError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); resume "
+                         f"from another checkpoint (e.g. best.ckpt in the same folder) or start again") from None
+    if not isinstance(state, dict) or "molt_config" not in state or "state_dict" not in state:
+        raise ValueError(f"{path} is not a molt training checkpoint (no 'molt_config' / 'state_dict' entry)")
+
+
 def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     workers = config.trainer.num_workers
@@ -160,10 +185,12 @@ def _resolve_resume(resume: str | None, run_root: Path) -> tuple[str | None, str
     if resume != "last":
         if not Path(resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
+        check_checkpoint(resume)
         return resume, None
     candidates = sorted(run_root.glob("version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
     if not candidates:
         raise FileNotFoundError(f"--resume last: no last.ckpt under {run_root}")
+    check_checkpoint(candidates[-1])
     return str(candidates[-1]), candidates[-1].parent.parent.name
 
 
@@ -208,7 +235,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         log_every_n_steps=trainer_cfg.log_every_n_steps,
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
-        enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0)
+        enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()])
     trainer.fit(lit, _loader(train_set, config, True, seed), _loader(val_set, config, False, seed),
                 ckpt_path=resume_path)
     best_path = best.best_model_path or best.last_model_path

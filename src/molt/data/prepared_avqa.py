@@ -1,0 +1,371 @@
+"""Decode a MUSIC-AVQA-layout data set once into memory-mappable arrays, and a torch ``Dataset`` of its questions.
+
+Part of molt-av (Apache-2.0), an implementation of "Mixture of Layer-Wise Tokens for Efficient Audio-Visual
+Learning" (MoLT).
+
+Input layout (``root``): ``avqa-{train,val,test}.json`` (see :mod:`molt.data.music_avqa`; also found in
+``root/json_update`` etc.) and one ``{video_id}.mp4`` per video in ``root/MUSIC-AVQA-videos-Real``,
+``root/MUCIS-AVQA-videos-Synthetic`` (sic) or the other folders of :data:`molt.data.music_avqa.VIDEO_DIRS`.
+
+Segments. Each video is decoded **once** (however many questions it has) into ``T = 10`` one-second segments
+(one frame, resized bicubic to ``S x S``, and one second of mono audio at 32 kHz each) spread evenly over the
+whole clip: for a clip of ``n`` whole seconds, segment ``i`` is second ``floor(i * (n - 1) / (T - 1))``. Real
+MUSIC-AVQA clips last about a minute, and the peers likewise take 10 frames with ``linspace`` over the 1-fps
+frames of the whole clip (and 10 one-second audio windows); a 10-s clip gives seconds 0..9. The frame of a second
+is the decoded frame nearest its centre and its audio is that second's samples (:func:`molt.data.media.read_clip`).
+
+Prepared format (``out_dir``, format version 1)::
+
+    frames.npy   uint8 (V, T, S, S, 3)   RGB, one frame per segment
+    audio.npy    int16 (V, T, R)         mono PCM at ``sample_rate`` (R samples per segment); float = int16 / 32768
+    index.json   metadata: format, format_version, num_segments, image_size, sample_rate, question_vocab (from the
+                 training questions only), answers, question_types, max_question_length, videos (the id of each
+                 media row, null for a clip that was skipped), rows (one per question whose clip was stored:
+                 split, video_id, question_id, media_index, family, subtype, question, words, answer), dropped
+                 duplicate question ids per split
+    skipped.tsv  video_id, reason, detail, path of every clip that could not be used
+
+Crash safety as in :mod:`molt.data.prepared`: ``index.json`` is removed first, arrays are written as ``*.partial``
+and renamed when complete, and ``index.json`` is written last (atomically).
+
+:class:`PreparedAVQA` serves one item per question (frames and audio of its clip are shared through the memory
+map) with the question as padded token ids of the training vocabulary.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .media import decode_pcm16, worker_context
+from .music_avqa import (FAMILIES, SPLIT_FILES, SUBTYPES, VIDEO_DIRS, MusicAVQA, encode_question,
+                         find_annotation_dir, find_video, question_type_name)
+from .prepared import INDEX_FILE, SKIPPED_FILE, PrepareReport, _atomic_json
+
+__all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared_avqa", "segment_seconds", "FORMAT", "FORMAT_VERSION"]
+
+_logger = logging.getLogger(__name__)
+
+FORMAT = "molt-prepared-avqa"
+FORMAT_VERSION = 1
+_ARRAYS = ("frames.npy", "audio.npy")
+
+
+def segment_seconds(clip_seconds: int, num_segments: int = 10) -> list[int]:
+    """Which whole seconds of a clip of ``clip_seconds`` seconds become the ``num_segments`` segments (evenly
+    spread, first and last second included; a clip shorter than ``num_segments`` seconds repeats seconds)."""
+    if clip_seconds < 1 or num_segments < 1:
+        raise ValueError(f"expected clip_seconds >= 1 and num_segments >= 1, got {clip_seconds}, {num_segments}")
+    return np.linspace(0, clip_seconds - 1, num_segments).astype(np.int64).tolist()
+
+
+def _probe_seconds(path: str) -> float | None:
+    """Container duration of a media file in seconds, ``None`` when it cannot be read (the decoder then reports
+    why)."""
+    try:
+        with av.open(path) as container:
+            if container.duration:
+                return container.duration / av.time_base
+            durations = [float(s.duration * s.time_base) for s in container.streams if s.duration and s.time_base]
+            return max(durations) if durations else None
+    except Exception:  # any failure is diagnosed by the decoder itself
+        return None
+
+
+def _decode_spread(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str, Any, Any, str, str]:
+    """Worker: decode every whole second of a clip (:func:`molt.data.media.decode_pcm16`) and keep the
+    ``num_segments`` seconds of :func:`segment_seconds`."""
+    position, video_id, path, options = job
+    wanted = options["num_segments"]
+    seconds = _probe_seconds(path)
+    length = max(wanted, int(math.floor(seconds + 1e-6))) if seconds else wanted
+    result = decode_pcm16((position, video_id, path, {**options, "num_segments": length}))
+    if result[2] is None and result[4] == "too short" and length > wanted:  # tracks a little shorter than the file
+        length -= 1
+        result = decode_pcm16((position, video_id, path, {**options, "num_segments": length}))
+    if result[2] is None:
+        return result
+    keep = segment_seconds(length, wanted)
+    return position, video_id, result[2][keep], result[3][keep], result[4], result[5]
+
+
+def _run_jobs(jobs: Sequence[tuple[int, str, str, dict[str, Any]]], workers: int) -> Iterator[tuple]:
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_decode_spread, jobs)
+        return
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
+        yield from pool.map(_decode_spread, jobs, chunksize=2)
+
+
+def _write_skipped(path: Path, skipped: Sequence[tuple[str, str, str]], root: Path) -> None:
+    lines = ["video_id\treason\tdetail\tpath"]
+    for video_id, reason, detail in skipped:
+        found = find_video(root, video_id)
+        lines.append("\t".join((video_id, reason, " ".join(detail.split()), str(found) if found else "")))
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = 192, workers: int = 2,
+                 limit: int | None = None, num_segments: int = 10, sample_rate: int = 32000,
+                 duplicates: str = "first", show_progress: bool = True) -> PrepareReport:
+    """Decode every clip of the MUSIC-AVQA layout at ``root`` into the prepared format in ``out_dir``.
+
+    Args:
+        root: data set root (question files and video folders, see the module docstring).
+        out_dir: output directory (created; a previous prepared set there is replaced).
+        image_size: frame size ``S``.
+        workers: decoding processes (``<= 1``: decode in this process).
+        limit: only the first ``limit`` distinct videos (train, then val, then test order).
+        num_segments: segments per clip ``T``.
+        sample_rate: audio rate (32 kHz for HTS-AT).
+        duplicates: what to do with repeated question ids (see :meth:`molt.data.music_avqa.MusicAVQA.from_dir`).
+        show_progress: tqdm progress bar.
+
+    Returns:
+        a :class:`molt.data.prepared.PrepareReport` (``rows``: questions stored per split); unusable clips are
+        listed in it and in ``out_dir/skipped.tsv``.
+    """
+    started = time.time()
+    root = Path(root)
+    out = Path(out_dir)
+    data = MusicAVQA.from_dir(root, duplicates=duplicates)
+    video_ids = data.video_ids()
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"expected limit >= 1 or None, got {limit}")
+        video_ids = video_ids[:limit]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / INDEX_FILE).unlink(missing_ok=True)
+
+    report = PrepareReport(out_dir=out)
+    options = {"image_size": image_size, "sample_rate": sample_rate, "num_segments": num_segments}
+    jobs = []
+    for position, video_id in enumerate(video_ids):
+        path = find_video(root, video_id)
+        if path is None:
+            report.skipped.append((video_id, "missing file", f"no {video_id}.mp4 in {root} or its "
+                                                             f"{', '.join(VIDEO_DIRS)} folders"))
+        else:
+            jobs.append((position, video_id, str(path), options))
+
+    partial = {name: out / f"{name}.partial" for name in _ARRAYS}
+    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
+                                       shape=(len(video_ids), num_segments, image_size, image_size, 3))
+    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
+                                      shape=(len(video_ids), num_segments, sample_rate))
+    stored_at: dict[str, int] = {}
+
+    from tqdm.auto import tqdm
+
+    for position, video_id, clip_frames, clip_audio, status, detail in tqdm(
+            _run_jobs(jobs, workers), total=len(jobs), desc="prepare avqa", unit="clip", disable=not show_progress):
+        if clip_frames is None:
+            report.skipped.append((video_id, status, detail))
+            continue
+        frames[position], audio[position] = clip_frames, clip_audio
+        stored_at[video_id] = position
+        if status == "silent":
+            report.silent.append(video_id)
+    frames.flush()
+    audio.flush()
+    del frames, audio
+
+    rows = []
+    for split in data.splits:
+        for record in data.records(split):
+            if record.video_id in stored_at:
+                rows.append({"split": split, "video_id": record.video_id, "question_id": record.question_id,
+                             "media_index": stored_at[record.video_id], "family": record.family,
+                             "subtype": record.subtype, "question": record.question, "words": list(record.words),
+                             "answer": record.answer})
+        report.rows[split] = sum(row["split"] == split for row in rows)
+    order = {video_id: i for i, video_id in enumerate(video_ids)}
+    report.skipped.sort(key=lambda item: order[item[0]])
+    report.stored = [video_id for video_id in video_ids if video_id in stored_at]
+    _write_skipped(out / SKIPPED_FILE, report.skipped, root)
+    for name, path in partial.items():
+        os.replace(path, out / name)
+    report.seconds = time.time() - started
+    index = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),
+        "num_segments": num_segments, "segment_seconds": 1.0, "segment_selection": "evenly spread over the clip",
+        "image_size": image_size, "sample_rate": sample_rate, "question_vocab": data.question_vocab,
+        "answers": data.answers, "question_types": data.question_types,
+        "max_question_length": max((len(row["words"]) for row in rows), default=1),
+        "arrays": {"frames": {"file": "frames.npy", "dtype": "uint8", "layout": "(V, T, S, S, 3) RGB"},
+                   "audio": {"file": "audio.npy", "dtype": "int16", "layout": "(V, T, sample_rate) mono",
+                             "scale": 32768}},
+        "videos": [video_id if video_id in stored_at else None for video_id in video_ids],
+        "rows": rows, "splits": report.rows, "skipped": len(report.skipped), "silent": report.silent,
+        "dropped_duplicates": {split: [r.question_id for r in records] for split, records in data.dropped.items()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
+    }
+    _atomic_json(out / INDEX_FILE, index)
+    _logger.info(report.summary())
+    for video_id, reason, detail in report.skipped:
+        _logger.warning("skipped %s: %s%s", video_id, reason, f" ({detail})" if detail else "")
+    return report
+
+
+def _index_format(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def ensure_prepared_avqa(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
+                         workers: int = 2, show_progress: bool = True) -> Path:
+    """Return a prepared directory for ``data``, preparing it on first use.
+
+    ``data`` may be a prepared MUSIC-AVQA directory (its ``index.json`` has format ``molt-prepared-avqa``) or a
+    data set root (question files, see :func:`molt.data.music_avqa.find_annotation_dir`), whose prepared copy lives
+    in ``data/prepared``. ``image_size=None`` keeps an existing prepared copy whatever its size; for a new one it is
+    the synthetic generator's frame size (``synthetic_ground_truth.json``) or 192. MUSIC-AVQA has no settings:
+    ``setting`` must be ``None``.
+    """
+    if setting is not None:
+        raise ValueError(f"MUSIC-AVQA has no settings, got setting={setting!r}")
+    data = Path(data)
+    if (data / INDEX_FILE).is_file():
+        found = _index_format(data / INDEX_FILE)
+        if found != FORMAT:
+            raise ValueError(f"{data / INDEX_FILE} is a prepared {found!r} set, not MUSIC-AVQA ({FORMAT!r}); pass a "
+                             f"MUSIC-AVQA root or prepared directory")
+        return data
+    if find_annotation_dir(data) is None:
+        raise FileNotFoundError(f"{data} is neither a prepared MUSIC-AVQA directory ({INDEX_FILE}) nor a MUSIC-AVQA "
+                                f"root (avqa-train.json, avqa-val.json, avqa-test.json)")
+    out = data / "prepared"
+    if (out / INDEX_FILE).is_file():
+        existing = json.loads((out / INDEX_FILE).read_text())
+        if existing.get("format") != FORMAT:
+            raise ValueError(f"{out} holds a prepared {existing.get('format')!r} set; move it away or pass another "
+                             f"MUSIC-AVQA root")
+        if image_size is None or existing.get("image_size") == image_size:
+            return out
+    if image_size is None:
+        from .synthetic import GROUND_TRUTH_FILE
+
+        ground_truth = data / GROUND_TRUTH_FILE
+        image_size = 192
+        if ground_truth.is_file():
+            image_size = int(json.loads(ground_truth.read_text())["options"]["image_size"])
+    prepare_avqa(data, out, image_size=image_size, workers=workers, show_progress=show_progress)
+    return out
+
+
+class PreparedAVQA(Dataset):
+    """Questions of a prepared MUSIC-AVQA directory (see the module docstring), one item per question.
+
+    Args:
+        root: prepared directory (holds ``index.json``).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` for all questions.
+        question_vocab: encode questions with this vocabulary instead of the prepared one (e.g. a checkpoint's
+            ``task_options``); must start with ``<pad>``, ``<unk>``.
+        answers: answer vocabulary to use instead of the prepared one; an answer outside it gets index ``-1``.
+
+    Items are dicts:
+
+    * ``frames``: uint8 ``(T, 3, S, S)``; ``audio``: float32 ``(T, R)`` in ``[-1, 1)``, ``R = sample_rate``;
+    * ``question``: int64 ``(L,)`` token ids padded with ``<pad>`` (0), ``L`` = the longest question of the
+      prepared set; ``question_length``: int64, the number of words (at least 1, at most ``L``);
+    * ``answer``: int64 index into :attr:`answers`;
+    * ``family``: int64 index into :data:`molt.data.music_avqa.FAMILIES` (Audio, Visual, Audio-Visual);
+      ``subtype``: int64 index into :data:`molt.data.music_avqa.SUBTYPES`; ``question_type``: int64 index into
+      :attr:`question_types`;
+    * ``video_id``: str; ``question_id``: int64; ``index``: the row number within this split.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str | None = None, *,
+                 question_vocab: Sequence[str] | None = None, answers: Sequence[str] | None = None) -> None:
+        self.root = Path(root)
+        index_path = self.root / INDEX_FILE
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path} not found: not a prepared MUSIC-AVQA directory (run "
+                                    f"`molt prepare avqa`)")
+        meta = json.loads(index_path.read_text())
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{index_path}: expected format {FORMAT!r} version {FORMAT_VERSION}, got "
+                             f"{meta.get('format')!r} version {meta.get('format_version')!r}; prepare it again")
+        if split is not None and split not in SPLIT_FILES:
+            raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_FILES)} or None")
+        self.meta = meta
+        self.split = split
+        self.num_segments: int = meta["num_segments"]
+        self.image_size: int = meta["image_size"]
+        self.sample_rate: int = meta["sample_rate"]
+        self.max_question_length: int = meta["max_question_length"]
+        self.question_vocab: list[str] = list(question_vocab if question_vocab is not None else meta["question_vocab"])
+        self.answers: list[str] = list(answers if answers is not None else meta["answers"])
+        self.question_types: list[str] = list(meta["question_types"])
+        self._word_index = {word: i for i, word in enumerate(self.question_vocab)}
+        encode_question(["probe"], self._word_index, 1)   # checks <pad> / <unk>
+        self._answer_index = {answer: i for i, answer in enumerate(self.answers)}
+        self._type_index = {name: i for i, name in enumerate(self.question_types)}
+        self.rows = [row for row in meta["rows"] if split is None or row["split"] == split]
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _open(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = tuple(np.load(self.root / name, mmap_mode="r") for name in _ARRAYS)
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:  # memory maps are reopened in each worker
+        state = dict(self.__dict__)
+        state["_arrays"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def targets(self, row: dict[str, Any]) -> dict[str, int]:
+        """``answer``, ``family``, ``subtype`` and ``question_type`` indices of an index row."""
+        name = question_type_name(row["family"], row["subtype"])
+        return {"answer": self._answer_index.get(row["answer"], -1), "family": FAMILIES.index(row["family"]),
+                "subtype": SUBTYPES.index(row["subtype"]), "question_type": self._type_index.get(name, -1)}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} questions")
+        index = index % len(self)
+        frames, audio = self._open()
+        row = self.rows[index]
+        media = row["media_index"]
+        length = min(len(row["words"]), self.max_question_length)
+        item = {
+            "frames": torch.from_numpy(np.array(frames[media])).permute(0, 3, 1, 2),
+            "audio": torch.from_numpy(audio[media].astype(np.float32) / 32768.0),
+            "question": torch.tensor(encode_question(row["words"], self._word_index, self.max_question_length),
+                                     dtype=torch.int64),
+            "question_length": torch.tensor(length, dtype=torch.int64),
+            "video_id": row["video_id"], "question_id": torch.tensor(row["question_id"], dtype=torch.int64),
+            "index": index,
+        }
+        item.update({key: torch.tensor(value, dtype=torch.int64) for key, value in self.targets(row).items()})
+        return item
+
+    def labels(self) -> dict[str, torch.Tensor]:
+        """``answer``, ``family``, ``subtype`` and ``question_type`` of every question of the split, ``(N,)`` int64
+        each (without touching the media arrays; e.g. for the majority baseline)."""
+        keys = ("answer", "family", "subtype", "question_type")
+        values = [self.targets(row) for row in self.rows]
+        return {key: torch.tensor([v[key] for v in values], dtype=torch.int64) for key in keys}
+
+    def task_options(self) -> dict[str, Any]:
+        """What the data decides for the AVQA head: ``question_vocab`` (training questions only), ``answers`` and
+        ``question_types`` (``"Family/Sub-type"`` names)."""
+        return {"question_vocab": list(self.question_vocab), "answers": list(self.answers),
+                "question_types": list(self.question_types)}

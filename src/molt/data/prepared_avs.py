@@ -1,0 +1,284 @@
+"""Decode an AVSBench setting (S4 or MS3) once into memory-mappable arrays, and a torch ``Dataset`` over them.
+
+Part of molt-av (Apache-2.0), an implementation of "Mixture of Layer-Wise Tokens for Efficient Audio-Visual
+Learning" (MoLT). Input: any layout :class:`molt.data.avsbench.AVSBenchLayout` finds (AVSBench-object v1 or
+AVSBench-semantic, real or written by :func:`molt.data.synthetic_avs.generate_avs`).
+
+Prepared format (``out_dir``, format version 1), one media row per clip::
+
+    frames.npy   uint8 (V, 5, S, S, 3)   RGB frames resized (bicubic) to S = image_size
+    audio.npy    int16 (V, 5, R)         mono PCM at sample_rate (32 kHz, as for AVE), R = sample_rate per 1-s
+                                          segment; float = int16 / 32768
+    masks.npy    uint8 (V, 5, M, M)      binary ground truth (nearest resize to M = mask_size; zero where a frame
+                                          is not annotated)
+    index.json   format, format_version, setting, layout (kind, meta file), image_size, mask_size, sample_rate,
+                 num_segments, videos (name of each media row, null for a skipped clip) and rows (one per stored
+                 clip: video_id, split, media_index, category, objects, annotated = 0/1 per frame)
+    skipped.tsv  video_id, reason, detail of every clip that could not be used
+
+Masks are kept at their own size ``M`` because AVSBench scores them at the annotation resolution (224 x 224 in
+the release), whatever size the frames are fed to the backbone at. Crash safety is that of
+:mod:`molt.data.prepared`: arrays under ``*.partial`` names, ``index.json`` written last and atomically.
+
+:class:`PreparedAVS` items: ``frames`` uint8 ``(5, 3, S, S)``, ``audio`` float32 ``(5, R)``, ``masks`` float32
+``(5, M, M)`` in {0, 1}, ``mask_valid`` float32 ``(5,)`` (1 where annotated: S4 train only frame 0),
+``video_id`` and ``index``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .avsbench import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip
+from .media import worker_context
+from .prepared import INDEX_FILE, PrepareReport, _atomic_json
+
+__all__ = ["prepare_avs", "ensure_prepared_avs", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
+           "DEFAULT_MASK_SIZE", "DEFAULT_SAMPLE_RATE"]
+
+_logger = logging.getLogger(__name__)
+
+FORMAT = "molt-prepared-avs"
+FORMAT_VERSION = 1
+SKIPPED_FILE = "skipped.tsv"
+DEFAULT_IMAGE_SIZE = 192
+DEFAULT_MASK_SIZE = 224
+DEFAULT_SAMPLE_RATE = 32000
+_ARRAYS = ("frames.npy", "audio.npy", "masks.npy")
+_KEPT_STATUSES = ("ok", "silent", "short audio")
+
+
+def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting: str = "s4",
+                image_size: int = DEFAULT_IMAGE_SIZE, mask_size: int = DEFAULT_MASK_SIZE,
+                sample_rate: int = DEFAULT_SAMPLE_RATE, workers: int = 2, limit: int | None = None,
+                show_progress: bool = True) -> PrepareReport:
+    """Decode every clip of ``setting`` found under ``root`` into the prepared format in ``out_dir``.
+
+    Args:
+        root: AVSBench root (see :meth:`AVSBenchLayout.find` for where the metadata may be).
+        out_dir: output directory (created; a previous prepared set there is replaced).
+        setting: ``"s4"`` or ``"ms3"``.
+        image_size: frame size ``S``.
+        mask_size: mask size ``M`` (the resolution the metrics are computed at).
+        sample_rate: audio rate (32 kHz for HTS-AT).
+        workers: decoding processes (``<= 1``: in this process).
+        limit: only the first ``limit`` clips (metadata order).
+        show_progress: tqdm progress bar.
+
+    Returns:
+        a :class:`~molt.data.prepared.PrepareReport` (``silent`` also lists clips with tiled short audio).
+    """
+    start_time = time.time()
+    if image_size < 1 or mask_size < 1 or sample_rate < 1:
+        raise ValueError(f"expected positive image_size, mask_size and sample_rate, got {image_size}, {mask_size}, "
+                         f"{sample_rate}")
+    layout = AVSBenchLayout.find(root, setting)
+    records = list(layout.records)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"expected limit >= 1 or None, got {limit}")
+        records = records[:limit]
+    if not records:
+        raise ValueError(f"{layout.meta_path} lists no {setting.upper()} clip")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / INDEX_FILE).unlink(missing_ok=True)
+    options = {"image_size": image_size, "mask_size": mask_size, "sample_rate": sample_rate}
+    jobs = [(position, record.name, [str(p) for p in layout.frame_paths(record)],
+             [None if c is None else [str(p) for p in c] for c in layout.mask_paths(record)],
+             str(layout.audio_path(record)), options) for position, record in enumerate(records)]
+
+    count = len(records)
+    partial = {name: out / f"{name}.partial" for name in _ARRAYS}
+    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
+                                       shape=(count, NUM_FRAMES, image_size, image_size, 3))
+    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
+                                      shape=(count, NUM_FRAMES, sample_rate))
+    masks = np.lib.format.open_memmap(partial["masks.npy"], mode="w+", dtype=np.uint8,
+                                      shape=(count, NUM_FRAMES, mask_size, mask_size))
+    report = PrepareReport(out_dir=out)
+    stored: set[int] = set()
+
+    from tqdm.auto import tqdm
+
+    progress = tqdm(total=len(jobs), desc=f"prepare avs {setting}", unit="clip", disable=not show_progress)
+
+    def consume(result: tuple[int, str, Any, Any, Any, str, str]) -> None:
+        position, name, clip_frames, clip_audio, clip_masks, status, detail = result
+        if status not in _KEPT_STATUSES:
+            report.skipped.append((name, status, detail))
+        else:
+            frames[position], audio[position], masks[position] = clip_frames, clip_audio, clip_masks
+            stored.add(position)
+            if status != "ok":
+                report.silent.append(name)
+                _logger.debug("%s: %s %s", name, status, detail)
+        progress.update()
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            consume(decode_avs_clip(job))
+    else:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
+            for future in as_completed([pool.submit(decode_avs_clip, job) for job in jobs]):
+                consume(future.result())
+    progress.close()
+    for array in (frames, audio, masks):
+        array.flush()
+    del frames, audio, masks
+
+    rows = [{"video_id": record.name, "split": record.split, "media_index": position, "category": record.category,
+             "objects": list(record.objects), "line": record.line,
+             "annotated": [int(a) for a in annotated_frames(setting, record.split)]}
+            for position, record in enumerate(records) if position in stored]
+    report.rows = {split: sum(row["split"] == split for row in rows) for split in SPLITS}
+    order = {record.name: i for i, record in enumerate(records)}
+    report.skipped.sort(key=lambda item: order[item[0]])
+    report.stored = [row["video_id"] for row in rows]
+    skipped_tmp = out / f".{SKIPPED_FILE}.tmp"
+    with open(skipped_tmp, "w", encoding="utf-8") as handle:
+        handle.write("video_id\treason\tdetail\n")
+        for name, reason, detail in report.skipped:
+            handle.write(f"{name}\t{reason}\t{detail.replace(chr(9), ' ').replace(chr(10), ' ')}\n")
+    os.replace(skipped_tmp, out / SKIPPED_FILE)
+    for name, path in partial.items():
+        os.replace(path, out / name)
+    report.seconds = time.time() - start_time
+    index = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "setting": setting,
+        "layout": {"kind": layout.kind, "meta_file": str(layout.meta_path.resolve())},
+        "source_root": str(Path(root).resolve()), "num_segments": NUM_FRAMES, "segment_seconds": 1.0,
+        "image_size": image_size, "mask_size": mask_size, "sample_rate": sample_rate,
+        "arrays": {"frames": {"file": "frames.npy", "dtype": "uint8", "layout": "(V, T, S, S, 3) RGB"},
+                   "audio": {"file": "audio.npy", "dtype": "int16", "layout": "(V, T, sample_rate) mono",
+                             "scale": 32768},
+                   "masks": {"file": "masks.npy", "dtype": "uint8", "layout": "(V, T, M, M) in {0, 1}"}},
+        "videos": [record.name if position in stored else None for position, record in enumerate(records)],
+        "rows": rows, "splits": report.rows, "skipped": len(report.skipped), "kept_with_notes": report.silent,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
+    }
+    _atomic_json(out / INDEX_FILE, index)
+    _logger.info(report.summary())
+    for name, reason, detail in report.skipped:
+        _logger.warning("skipped %s: %s%s", name, reason, f" ({detail})" if detail else "")
+    return report
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is a {meta.get('format')!r} index, not a prepared AVSBench set ({FORMAT!r}); "
+                         f"prepare it with `molt prepare avs` or pass the AVSBench root")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {meta.get('format_version')} is not supported (expected "
+                         f"{FORMAT_VERSION}); prepare the data again")
+    return meta
+
+
+def ensure_prepared_avs(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
+                        workers: int = 2, show_progress: bool = True) -> Path:
+    """Return a prepared directory for ``data``, preparing it on first use.
+
+    ``data`` may be a prepared directory (holds ``index.json``) or an AVSBench root, whose prepared copy of a
+    setting lives in ``data/prepared_{setting}``. ``setting=None`` means S4 for a root, and whatever a prepared
+    directory holds. ``image_size=None`` keeps an existing prepared copy whatever its size; for a new one it is
+    the synthetic generator's frame size (frames and masks, from the ``synthetic_ground_truth.json`` beside the
+    meta file) or 192 for the frames and 224 for the masks (the release's annotation size).
+
+    Raises:
+        ValueError: a prepared directory of another setting than the one asked for, or of another format.
+        FileNotFoundError: ``data`` is neither a prepared directory nor an AVSBench root.
+    """
+    data = Path(data)
+    if setting is not None and setting not in SETTINGS:
+        raise ValueError(f"unknown AVSBench setting {setting!r}: expected one of {', '.join(SETTINGS)}")
+    if (data / INDEX_FILE).is_file():
+        meta = _read_index(data / INDEX_FILE)
+        if setting is not None and meta["setting"] != setting:
+            raise ValueError(f"{data} holds prepared {meta['setting'].upper()} data, not {setting.upper()}: pass the "
+                             f"AVSBench root or the prepared_{setting} directory")
+        return data
+    setting = setting or "s4"
+    out = data / f"prepared_{setting}"
+    if (out / INDEX_FILE).is_file():
+        existing = _read_index(out / INDEX_FILE)
+        if image_size is None or existing.get("image_size") == image_size:
+            return out
+    layout = AVSBenchLayout.find(data, setting)  # a clear FileNotFoundError before anything is written
+    from .synthetic import GROUND_TRUTH_FILE
+
+    mask_size = DEFAULT_MASK_SIZE
+    ground_truth = layout.meta_path.parent / GROUND_TRUTH_FILE
+    if ground_truth.is_file():
+        generated = int(json.loads(ground_truth.read_text())["options"]["image_size"])
+        mask_size = generated
+        image_size = generated if image_size is None else image_size
+    prepare_avs(data, out, setting=setting, image_size=image_size or DEFAULT_IMAGE_SIZE, mask_size=mask_size,
+                workers=workers, show_progress=show_progress)
+    return out
+
+
+class PreparedAVS(Dataset):
+    """Clips of a prepared AVSBench directory (see the module docstring), one item per clip of a split.
+
+    Args:
+        root: prepared directory (holds ``index.json``).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` for every clip.
+
+    Attributes:
+        setting, sample_rate, image_size, mask_size, num_segments (5).
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str | None = None) -> None:
+        self.root = Path(root)
+        index_path = self.root / INDEX_FILE
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path} not found: {self.root} is not a prepared AVSBench directory "
+                                    f"(run `molt prepare avs` first)")
+        meta = _read_index(index_path)
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)} or None")
+        self.split = split
+        self.setting: str = meta["setting"]
+        self.sample_rate: int = meta["sample_rate"]
+        self.image_size: int = meta["image_size"]
+        self.mask_size: int = meta["mask_size"]
+        self.num_segments: int = meta["num_segments"]
+        self.rows = [row for row in meta["rows"] if split is None or row["split"] == split]
+        self._arrays: tuple[np.ndarray, ...] | None = None
+
+    def _media(self) -> tuple[np.ndarray, ...]:
+        if self._arrays is None:  # opened lazily, once per process
+            self._arrays = tuple(np.load(self.root / name, mmap_mode="r") for name in _ARRAYS)
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": None}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} clips")
+        index %= len(self)
+        row = self.rows[index]
+        frames, audio, masks = (array[row["media_index"]] for array in self._media())
+        return {"frames": torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2),
+                "audio": torch.from_numpy(audio.astype(np.float32) / 32768.0),
+                "masks": torch.from_numpy(masks.astype(np.float32)),
+                "mask_valid": torch.tensor(row["annotated"], dtype=torch.float32),
+                "video_id": row["video_id"], "index": index}
+
+    def task_options(self) -> dict[str, Any]:
+        """What the data decides for the AVS head: the mask size ``M`` and the setting."""
+        return {"mask_size": self.mask_size, "setting": self.setting}

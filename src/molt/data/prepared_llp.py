@@ -1,0 +1,301 @@
+"""Decode an LLP-layout data set once into memory-mappable arrays, and a torch ``Dataset`` over them (task avvp).
+
+Part of molt-av (Apache-2.0), an implementation of "Mixture of Layer-Wise Tokens for Efficient Audio-Visual
+Learning" (MoLT).
+
+Input layout (``root``): the LLP csv files (see :mod:`molt.data.llp`) and one mp4 file per clip, looked up as
+``{YouTube id}.mp4`` (then ``{filename}.mp4``) in ``root/LLP_dataset/video/`` (where the authors' download
+script puts them), ``root/video/`` and ``root/``.
+
+Prepared format (``out_dir``, format version 1), decoded like AVE (:mod:`molt.data.media`: one frame per 1-s
+segment, nearest the segment's centre; mono audio resampled to ``sample_rate``; ``T = 10`` segments)::
+
+    frames.npy         uint8 (V, T, S, S, 3)   RGB frame per segment, S = image_size
+    audio.npy          int16 (V, T, R)         mono PCM, R = sample_rate samples per segment (value / 32768)
+    labels.npy         uint8 (N, C)            weak (video-level) multi-hot labels of each annotation row
+    audio_labels.npy   uint8 (N, T, C)         segment-level audio events (zero where label_valid is false)
+    visual_labels.npy  uint8 (N, T, C)         segment-level visual events (zero where label_valid is false)
+    index.json         metadata: format, format_version, categories, num_segments, image_size, sample_rate,
+                       videos (filename of each media row, null when skipped), rows (one per stored annotation
+                       line: filename, video_id, split, media_index, label_valid, line)
+    skipped.tsv        filename, reason, detail, path of every clip that could not be used
+
+``label_valid`` is true for val/test rows when the eval files exist (train rows never have segment labels). Media
+rows are per distinct filename (train, then val, then test order); crash safety as in
+:mod:`molt.data.prepared` (``index.json`` removed first, arrays renamed from ``*.partial``, ``index.json`` last).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .llp import SPLIT_FILES, LLPAnnotations, LLPRecord
+from .media import decode_pcm16
+from .prepared import INDEX_FILE, SKIPPED_FILE, PrepareReport, _atomic_json
+from .synthetic import GROUND_TRUTH_FILE
+from .synthetic_llp import VIDEO_SUBDIR, parallel_imap
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "find_llp_video", "prepare_llp", "ensure_prepared_llp", "PreparedLLP"]
+
+_logger = logging.getLogger(__name__)
+
+FORMAT = "molt-prepared-llp"
+FORMAT_VERSION = 1
+_MEDIA = ("frames.npy", "audio.npy")
+_LABELS = ("labels.npy", "audio_labels.npy", "visual_labels.npy")
+_DEFAULT_IMAGE_SIZE = 192
+
+
+def find_llp_video(root: str | os.PathLike, record: LLPRecord) -> Path | None:
+    """The mp4 file of ``record`` under ``root`` (see the module docstring for the places tried), or ``None``."""
+    root = Path(root)
+    for folder in (root / VIDEO_SUBDIR, root / "video", root):
+        for stem in (record.video_id, record.filename):
+            candidate = folder / f"{stem}.mp4"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _write_skipped(out: Path, skipped: list[tuple[str, str, str]], paths: dict[str, str]) -> None:
+    temporary = out / f".{SKIPPED_FILE}.tmp"
+    lines = ["filename\treason\tdetail\tpath"]
+    lines += ["\t".join((name, reason, " ".join(detail.split()), paths.get(name, ""))) for name, reason, detail
+              in skipped]
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temporary, out / SKIPPED_FILE)
+
+
+def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = _DEFAULT_IMAGE_SIZE,
+                workers: int = 2, limit: int | None = None, sample_rate: int = 32000,
+                show_progress: bool = True) -> PrepareReport:
+    """Decode every clip of the LLP layout at ``root`` into the prepared format in ``out_dir``.
+
+    Args:
+        root: LLP root (csv files and mp4 files, see the module docstring).
+        out_dir: output directory (created; a previous prepared set there is replaced).
+        image_size: frame size ``S``.
+        workers: decoding processes (``<= 1``: in this process).
+        limit: only the first ``limit`` distinct clips (train, then val, then test order).
+        sample_rate: audio rate (32 kHz for HTS-AT).
+        show_progress: tqdm progress bar.
+
+    Returns:
+        a :class:`~molt.data.prepared.PrepareReport` (its ``stored`` and ``skipped`` name filenames).
+    """
+    start_time = time.time()
+    root, out = Path(root), Path(out_dir)
+    annotations = LLPAnnotations.from_dir(root)
+    segments = annotations.num_segments
+    records = [record for split in SPLIT_FILES if split in annotations.splits for record in annotations.records(split)]
+    names = list(dict.fromkeys(record.filename for record in records))
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"expected limit >= 1 or None, got {limit}")
+        names = names[:limit]
+    first_record = {}
+    for record in records:
+        first_record.setdefault(record.filename, record)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / INDEX_FILE).unlink(missing_ok=True)
+
+    report = PrepareReport(out_dir=out)
+    options = {"num_segments": segments, "image_size": image_size, "sample_rate": sample_rate}
+    paths = {name: find_llp_video(root, first_record[name]) for name in names}
+    jobs = [(position, name, str(paths[name]), options) for position, name in enumerate(names) if paths[name]]
+    report.skipped += [(name, "missing file", f"no {first_record[name].video_id}.mp4 under {root}")
+                       for name in names if paths[name] is None]
+    partial = {name: out / f"{name}.partial" for name in _MEDIA + _LABELS}
+    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
+                                       shape=(len(names), segments, image_size, image_size, 3))
+    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
+                                      shape=(len(names), segments, sample_rate))
+    stored_at: dict[str, int] = {}
+
+    from tqdm.auto import tqdm
+
+    decoded = parallel_imap(decode_pcm16, jobs, workers)
+    for position, name, clip_frames, clip_audio, status, detail in tqdm(
+            decoded, total=len(jobs), desc="prepare avvp", unit="clip", disable=not show_progress):
+        if clip_frames is None:
+            report.skipped.append((name, status, detail))
+            continue
+        frames[position], audio[position] = clip_frames, clip_audio
+        stored_at[name] = position
+        if status == "silent":
+            report.silent.append(name)
+    frames.flush()
+    audio.flush()
+    del frames, audio
+
+    kept = [record for record in records if record.filename in stored_at]
+    shapes = {"labels.npy": (len(kept), annotations.num_classes),
+              "audio_labels.npy": (len(kept), segments, annotations.num_classes),
+              "visual_labels.npy": (len(kept), segments, annotations.num_classes)}
+    arrays = {name: np.lib.format.open_memmap(partial[name], mode="w+", dtype=np.uint8, shape=shape)
+              for name, shape in shapes.items()}
+    rows = []
+    for i, record in enumerate(kept):
+        arrays["labels.npy"][i] = annotations.weak_labels(record)
+        arrays["audio_labels.npy"][i], arrays["visual_labels.npy"][i] = annotations.segment_labels(record)
+        rows.append({"filename": record.filename, "video_id": record.video_id, "split": record.split,
+                     "media_index": stored_at[record.filename],
+                     "label_valid": annotations.has_segment_labels(record), "line": record.line})
+    for array in arrays.values():
+        array.flush()
+    del arrays
+    report.rows = {split: sum(row["split"] == split for row in rows) for split in annotations.splits}
+    report.stored = [name for name in names if name in stored_at]
+    order = {name: i for i, name in enumerate(names)}
+    report.skipped.sort(key=lambda item: order[item[0]])
+    _write_skipped(out, report.skipped, {name: str(path) for name, path in paths.items() if path})
+    for name, path in partial.items():
+        os.replace(path, out / name)
+    report.seconds = time.time() - start_time
+    index = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),
+        "categories": annotations.categories, "num_classes": annotations.num_classes, "num_segments": segments,
+        "segment_seconds": 1.0, "image_size": image_size, "sample_rate": sample_rate,
+        "has_segment_labels": annotations.has_eval,
+        "arrays": {"frames": {"file": "frames.npy", "dtype": "uint8", "layout": "(V, T, S, S, 3) RGB"},
+                   "audio": {"file": "audio.npy", "dtype": "int16", "layout": "(V, T, sample_rate) mono",
+                             "scale": 32768},
+                   "labels": {"file": "labels.npy", "dtype": "uint8", "layout": "(N, C) weak multi-hot"},
+                   "audio_labels": {"file": "audio_labels.npy", "dtype": "uint8", "layout": "(N, T, C)"},
+                   "visual_labels": {"file": "visual_labels.npy", "dtype": "uint8", "layout": "(N, T, C)"}},
+        "videos": [name if name in stored_at else None for name in names], "rows": rows, "splits": report.rows,
+        "skipped": len(report.skipped), "silent": report.silent, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": round(report.seconds, 2),
+    }
+    _atomic_json(out / INDEX_FILE, index)
+    _logger.info(report.summary())
+    for name, reason, detail in report.skipped:
+        _logger.warning("skipped %s: %s%s", name, reason, f" ({detail})" if detail else "")
+    return report
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: expected a prepared LLP set (format {FORMAT!r} version {FORMAT_VERSION}), got "
+                         f"format {meta.get('format')!r} version {meta.get('format_version')!r}; prepare it "
+                         f"again with `molt prepare avvp`")
+    return meta
+
+
+def ensure_prepared_llp(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
+                        workers: int = 2, show_progress: bool = True) -> Path:
+    """Return a prepared directory for ``data``, preparing it on first use.
+
+    ``data`` is a prepared directory (holds ``index.json``) or an LLP root (holds a split csv file), whose prepared
+    copy lives in ``data/prepared``. ``image_size=None`` keeps an existing prepared copy whatever its size; for a
+    new one it is the synthetic generator's frame size (``synthetic_ground_truth.json``) or 192. LLP has no
+    settings: ``setting`` must be ``None``.
+    """
+    if setting is not None:
+        raise ValueError(f"LLP (task avvp) has no settings, got setting={setting!r}")
+    data = Path(data)
+    if (data / INDEX_FILE).is_file():
+        _read_index(data / INDEX_FILE)
+        return data
+    if not any((data / name).is_file() for name in SPLIT_FILES.values()):
+        raise FileNotFoundError(f"{data} is neither a prepared LLP directory ({INDEX_FILE}) nor an LLP root "
+                                f"({', '.join(SPLIT_FILES.values())})")
+    out = data / "prepared"
+    if (out / INDEX_FILE).is_file():
+        existing = json.loads((out / INDEX_FILE).read_text())
+        if existing.get("format") == FORMAT and image_size in (None, existing.get("image_size")):
+            return out
+    if image_size is None:
+        ground_truth = data / GROUND_TRUTH_FILE
+        options = json.loads(ground_truth.read_text()).get("options", {}) if ground_truth.is_file() else {}
+        image_size = int(options.get("image_size", _DEFAULT_IMAGE_SIZE))
+    prepare_llp(data, out, image_size=image_size, workers=workers, show_progress=show_progress)
+    return out
+
+
+class PreparedLLP(Dataset):
+    """Clips of a prepared LLP directory, one item per annotation row of ``split``.
+
+    Args:
+        prepared_dir: prepared directory (holds ``index.json``).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``None`` for all rows.
+
+    Items are dicts:
+
+    * ``frames``: uint8 ``(T, 3, S, S)``; ``audio``: float32 ``(T, R)`` in ``[-1, 1)``, ``R = sample_rate``;
+    * ``labels``: float32 ``(C,)`` weak (video-level) multi-hot labels;
+    * ``audio_labels``, ``visual_labels``: float32 ``(T, C)`` segment-level events (zeros when not annotated);
+    * ``label_valid``: float32 scalar, 1 when the segment labels are annotated (val/test), else 0;
+    * ``video_id``: the LLP filename (``{YouTube id}_{start}_{end}``, unique per clip); ``index``: row number.
+    """
+
+    def __init__(self, prepared_dir: str | os.PathLike, split: str | None = None) -> None:
+        self.root = Path(prepared_dir)
+        index_path = self.root / INDEX_FILE
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path} not found: not a prepared LLP directory (run `molt prepare "
+                                    f"avvp`)")
+        meta = _read_index(index_path)
+        if split is not None and split not in SPLIT_FILES:
+            raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_FILES)} or None")
+        self.meta = meta
+        self.split = split
+        self.categories: list[str] = meta["categories"]
+        self.num_classes: int = meta["num_classes"]
+        self.num_segments: int = meta["num_segments"]
+        self.image_size: int = meta["image_size"]
+        self.sample_rate: int = meta["sample_rate"]
+        self.row_indices = [i for i, row in enumerate(meta["rows"]) if split is None or row["split"] == split]
+        self.rows = [meta["rows"][i] for i in self.row_indices]
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def _open(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = {name[:-4]: np.load(self.root / name, mmap_mode="r") for name in _MEDIA + _LABELS}
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:  # memory maps are reopened in each worker
+        return {**self.__dict__, "_arrays": None}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} rows")
+        index %= len(self)
+        arrays = self._open()
+        row, label_row = self.rows[index], self.row_indices[index]
+        media = row["media_index"]
+
+        def labels(name: str) -> torch.Tensor:
+            return torch.from_numpy(arrays[name][label_row].astype(np.float32))
+
+        return {"frames": torch.from_numpy(np.array(arrays["frames"][media])).permute(0, 3, 1, 2),
+                "audio": torch.from_numpy(arrays["audio"][media].astype(np.float32) / 32768.0),
+                "labels": labels("labels"), "audio_labels": labels("audio_labels"),
+                "visual_labels": labels("visual_labels"),
+                "label_valid": torch.tensor(float(row["label_valid"])), "video_id": row["filename"],
+                "index": index}
+
+    def targets(self) -> dict[str, torch.Tensor]:
+        """Every row's targets at once: ``labels (N, C)``, ``audio_labels`` / ``visual_labels (N, T, C)`` float32
+        and ``label_valid (N,)`` bool (for baselines and label statistics)."""
+        arrays = self._open()
+        result = {name: torch.from_numpy(np.asarray(arrays[name][self.row_indices], dtype=np.float32))
+                  for name in ("labels", "audio_labels", "visual_labels")}
+        result["label_valid"] = torch.tensor([bool(row["label_valid"]) for row in self.rows], dtype=torch.bool)
+        return result
+
+    def task_options(self) -> dict[str, Any]:
+        """What the data decides for the AVVP head: ``class_names`` (their number is ``C``)."""
+        return {"class_names": list(self.categories)}

@@ -1,0 +1,533 @@
+"""Audio-visual video parsing (AVVP, LLP): weakly supervised head, HAN-style MMIL pooling, the official F1 metrics.
+
+AVVP (Tian, Li and Xu, ECCV 2020): for each of the ``T = 10`` one-second segments of a clip, say which of the
+``C`` event classes (25 in LLP) are **heard** and which are **seen**, after training on video-level labels only
+(see :mod:`molt.data.llp` for the data).
+
+Head (input: fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)`` from the method), after the hybrid
+attention network + attentive multimodal multiple-instance-learning (MMIL) pooling of the paper:
+
+1. per modality and segment, pooling of the ``K`` tokens to one vector (``"attention"``: softmax over ``K`` of a
+   learned score that starts at zero, i.e. as the mean; or ``"mean"``), LayerNorm + Linear ``D -> H``; a learned
+   position embedding over segments and a learned embedding per stream are added. Two streams, *audio* and
+   *visual*, ``(B, T, H)`` each; with ``modalities="audio"`` (or ``"visual"``) both streams are built from that
+   modality's tokens (the other is never read) and differ only by the stream embedding;
+2. ``han_layers`` hybrid attention layers (shared by the two streams, as in HAN): each stream adds
+   self-attention over its segments and cross-modal attention to the other stream's segments, then a
+   feed-forward block (post-norm residuals, ``num_heads`` heads, FFN ``2H``);
+3. ``segment_logits (B, T, 2, C)`` = Linear ``H -> C`` (shared by the streams; stream 0 = audio, 1 = visual);
+   probabilities ``P = sigmoid(segment_logits)``;
+4. attentive MMIL pooling: per class, a temporal attention (softmax over ``T`` of Linear ``H -> C``) and a
+   modality attention (softmax over the two streams of another Linear ``H -> C``);
+   ``audio_prob (B, C)`` / ``visual_prob (B, C)`` = sum over ``T`` of temporal attention x ``P`` of the stream,
+   ``video_prob (B, C)`` = sum over ``T`` and streams of temporal attention x modality attention x ``P``,
+   with those products renormalised to sum to 1 over segments and streams. (Departure from HAN: there the
+   temporal attention is normalised per stream, so the sum can exceed 1 and is clamped before the loss, which
+   stops the gradient of a negative class once it reaches 1; here ``video_prob`` is a weighted mean of ``P``.)
+
+Loss (:meth:`AVVPTask.loss_terms`), with the weak labels ``y = batch["labels"] (B, C)`` and binary
+cross-entropy on probabilities clamped to ``[1e-7, 1 - 1e-7]`` (computed in float32, autocast off):
+
+* ``video``: BCE(``video_prob``, ``y``);
+* ``audio`` / ``visual`` (HAN's "individual guided learning"): BCE(``audio_prob``, ``s_a y + (1 - s_a) / 2``) and
+  BCE(``visual_prob``, ``s_v y + (1 - s_v) / 2``) with HAN's smoothing ``s_a = 1.0``, ``s_v = 0.9``;
+
+``loss = video + guided_weight * (audio + visual)`` (``guided_weight = 1`` is HAN's loss).
+
+Prediction (:meth:`AVVPTask.predict`), as in the official evaluation: class ``c`` is heard (seen) in segment ``t``
+when ``P >= threshold`` for the audio (visual) stream *and* ``video_prob[c] >= threshold`` (segment predictions
+are filtered by the predicted weak labels); ``threshold = 0.5``.
+
+Metrics (:func:`segment_level_f1`, :func:`event_level_f1`), exactly as ``utils/eval_metrics.py`` of the authors'
+repository (YapengTian/AVVP-ECCV20) computes them, on the segment labels of val/test clips:
+
+* per clip, per class ``c`` and per modality, binary rasters over the 10 segments of prediction and truth;
+  *audio-visual* rasters are the products (heard and seen) of the audio and visual rasters, for prediction and
+  truth alike;
+* **segment level**: ``TP``, ``FP``, ``FN`` counted over segments per class;
+* **event level**: an event is a maximal run of consecutive positive segments of one class; a predicted event is
+  a ``TP`` when some true event of the class overlaps it with IoU ``>= 0.5`` (intersection ``>= 0.5 x union`` in
+  segments), else an ``FP``; a true event matched by no predicted event (same criterion) is an ``FN``. (A
+  predicted event counts once however many true events it matches, and matches are not exclusive.);
+* per clip and modality, ``F1_c = 2 TP / (2 TP + FP + FN)`` for every class with ``TP + FP > 0`` or
+  ``TP + FN > 0``; the clip's F1 is the **mean over those classes** (a macro average), and **1.0** when there is
+  none (nothing predicted, nothing true);
+* **Event@AV** (``event_av``): the same per clip, with per-class counts ``TP_a + TP_v``, ``FP_a + FP_v``,
+  ``FN_a + FN_v`` (audio and visual events pooled);
+* the data-set figure is the **mean over clips** of the clip F1s; **Type@AV** (``type_av``) is the mean of the
+  audio, visual and audio-visual data-set figures.
+
+:meth:`AVVPTask.compute_metrics` gives ``{segment,event}_{audio,visual,av,type_av,event_av}_f1`` from per-clip
+sums (``nan`` when no clip with segment labels was seen) and ``video_f1``: the mean over all clips (segment labels
+or not) of the F1 of the predicted weak labels (``video_prob >= threshold``) against ``labels`` (1.0 for a clip
+with nothing predicted and nothing true). HAN selects its checkpoint on segment-level Type@AV; molt-av's
+registry monitors ``segment_av_f1``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Task
+
+__all__ = ["AVVPTask", "AVVP_NUM_SEGMENTS", "AVVP_MODALITIES", "METRIC_KINDS", "segment_level_f1",
+           "event_level_f1", "avvp_scores", "plot_parsing"]
+
+_logger = logging.getLogger(__name__)
+
+AVVP_NUM_SEGMENTS = 10
+AVVP_MODALITIES = ("both", "audio", "visual")
+#: per-clip F1 kinds of :func:`segment_level_f1` / :func:`event_level_f1` (Type@AV is derived from three of them).
+METRIC_KINDS = ("audio", "visual", "av", "event_av")
+_POOLING = ("attention", "mean")
+_EPS = 1e-7
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metrics
+
+def _check_rasters(*rasters: Any) -> list[torch.Tensor]:
+    tensors = [torch.as_tensor(r).detach().cpu() for r in rasters]
+    tensors = [t > 0.5 if t.is_floating_point() else t.bool() for t in tensors]
+    shape = tensors[0].shape
+    if len(shape) != 3 or any(t.shape != shape for t in tensors):
+        raise ValueError(f"expected prediction and target rasters of one shape (B, T, C), got "
+                         f"{[tuple(t.shape) for t in tensors]}")
+    return tensors
+
+
+def _clip_f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` counts -> ``(B,)`` mean F1 over the classes with any count (1.0 where none has)."""
+    tp, fp, fn = tp.double(), fp.double(), fn.double()
+    active = (tp + fp + fn) > 0
+    f1 = torch.where(active, 2 * tp / (2 * tp + fp + fn).clamp_min(1.0), torch.zeros_like(tp))
+    classes = active.sum(dim=-1)
+    return torch.where(classes > 0, f1.sum(dim=-1) / classes.clamp_min(1), torch.ones_like(f1[:, 0]))
+
+
+def _scores(counts: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    pooled = tuple(a + v for a, v in zip(counts["audio"], counts["visual"]))
+    return {"audio": _clip_f1(*counts["audio"]), "visual": _clip_f1(*counts["visual"]),
+            "av": _clip_f1(*counts["av"]), "event_av": _clip_f1(*pooled)}
+
+
+def _segment_counts(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return ((pred & target).sum(dim=1), (pred & ~target).sum(dim=1), (~pred & target).sum(dim=1))
+
+
+def segment_level_f1(pred_audio: Any, pred_visual: Any, target_audio: Any,
+                     target_visual: Any) -> dict[str, torch.Tensor]:
+    """Per-clip segment-level F1 ``(B,)`` float64 for ``audio``, ``visual``, ``av`` and ``event_av``.
+
+    Args:
+        pred_audio, pred_visual, target_audio, target_visual: rasters ``(B, T, C)`` (bool, integers, or floats
+            thresholded at 0.5): class ``c`` heard / seen in segment ``t``.
+    """
+    pa, pv, ta, tv = _check_rasters(pred_audio, pred_visual, target_audio, target_visual)
+    return _scores({"audio": _segment_counts(pa, ta), "visual": _segment_counts(pv, tv),
+                    "av": _segment_counts(pa & pv, ta & tv)})
+
+
+def _runs(rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Start and (exclusive) end of every run of ``True`` in each row of ``rows (N, T)``."""
+    edges = np.diff(np.pad(rows.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    return [(np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)) for edge in edges]
+
+
+def _event_counts(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch, _, classes = pred.shape
+    counts = np.zeros((3, batch, classes), dtype=np.int64)
+    p = pred.permute(0, 2, 1).reshape(batch * classes, -1).numpy()
+    g = target.permute(0, 2, 1).reshape(batch * classes, -1).numpy()
+    busy = np.flatnonzero(p.any(axis=1) | g.any(axis=1))
+    for row, (p_runs, g_runs) in zip(busy, zip(_runs(p[busy]), _runs(g[busy]))):
+        (p_start, p_end), (g_start, g_end) = p_runs, g_runs
+        overlap = np.clip(np.minimum(p_end[:, None], g_end[None]) - np.maximum(p_start[:, None], g_start[None]),
+                          0, None)
+        union = (p_end - p_start)[:, None] + (g_end - g_start)[None] - overlap
+        match = overlap >= 0.5 * union                            # (predicted events, true events)
+        tp = int(match.any(axis=1).sum())
+        counts[:, row // classes, row % classes] = (tp, len(p_start) - tp, int((~match.any(axis=0)).sum()))
+    tp, fp, fn = torch.from_numpy(counts)
+    return tp, fp, fn
+
+
+def event_level_f1(pred_audio: Any, pred_visual: Any, target_audio: Any,
+                   target_visual: Any) -> dict[str, torch.Tensor]:
+    """Per-clip event-level F1 ``(B,)`` float64 for ``audio``, ``visual``, ``av`` and ``event_av`` (events = runs
+    of consecutive positive segments, matched at IoU >= 0.5; see the module docstring).
+
+    Args: as :func:`segment_level_f1`.
+    """
+    pa, pv, ta, tv = _check_rasters(pred_audio, pred_visual, target_audio, target_visual)
+    return _scores({"audio": _event_counts(pa, ta), "visual": _event_counts(pv, tv),
+                    "av": _event_counts(pa & pv, ta & tv)})
+
+
+def avvp_scores(pred_audio: Any, pred_visual: Any, target_audio: Any, target_visual: Any) -> dict[str, float]:
+    """The ten data-set figures ``{segment,event}_{audio,visual,av,type_av,event_av}_f1`` (means over clips) of
+    rasters ``(B, T, C)``; see :func:`segment_level_f1`."""
+    rasters = (pred_audio, pred_visual, target_audio, target_visual)
+    result = {}
+    for level, function in (("segment", segment_level_f1), ("event", event_level_f1)):
+        means = {kind: float(values.mean()) for kind, values in function(*rasters).items()}
+        result.update({f"{level}_{kind}_f1": value for kind, value in means.items()})
+        result[f"{level}_type_av_f1"] = (means["audio"] + means["visual"] + means["av"]) / 3
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# head
+
+class _TokenPool(nn.Module):
+    """``(N, K, D) -> (N, D)``: attention over the ``K`` tokens (score starts at zero = the mean) or the mean."""
+
+    def __init__(self, dim: int, mode: str) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, 1) if mode == "attention" else None
+        if self.score is not None:
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.score is None:
+            return tokens.mean(dim=1)
+        return torch.einsum("nk,nkd->nd", self.score(tokens).squeeze(-1).softmax(dim=-1), tokens)
+
+
+class _HybridAttentionLayer(nn.Module):
+    """HAN layer: ``x + SelfAttn(x) + CrossAttn(x, other)`` -> norm -> ``+ FFN`` -> norm, over segments."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.cross_attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.feed_forward = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Dropout(dropout),
+                                          nn.Linear(2 * dim, dim))
+        self.norm_attention = nn.LayerNorm(dim)
+        self.norm_output = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        own = self.self_attention(query, query, query, need_weights=False)[0]
+        cross = self.cross_attention(query, other, other, need_weights=False)[0]
+        hidden = self.norm_attention(query + self.dropout(own) + self.dropout(cross))
+        return self.norm_output(hidden + self.dropout(self.feed_forward(hidden)))
+
+
+class AVVPTask(Task):
+    """AVVP head (HAN-style streams + attentive MMIL pooling), weak-label loss and the official F1 metrics.
+
+    See the module docstring for the architecture, the loss, the prediction rule and the metrics.
+
+    Args:
+        dim: width ``D`` of the method's fused tokens.
+        num_classes: event classes ``C`` (25 in LLP); may be left out when ``class_names`` is given.
+        class_names: names of the ``C`` classes (from the data's ``task_options``).
+        hidden_dim: width ``H`` of the head (default: ``dim``).
+        num_heads: attention heads of the hybrid attention layers (must divide ``hidden_dim``).
+        num_segments: maximal number of segments per clip ``T`` (size of the position embedding; LLP: 10).
+        modalities: ``"both"``, ``"audio"`` or ``"visual"``: which modality's tokens the head reads.
+        pooling: ``"attention"`` or ``"mean"`` pooling of the ``K`` tokens of a segment.
+        han_layers: hybrid attention layers (0: none).
+        dropout: dropout in the hybrid attention layers.
+        threshold: probability threshold of segment and video predictions.
+        guided_weight: weight of the per-stream ("individual guided") loss terms.
+        audio_smoothing, visual_smoothing: label smoothing ``s`` of those terms (target ``s y + (1 - s) / 2``).
+
+    Outputs of :meth:`forward`: ``segment_logits (B, T, 2, C)`` (stream 0 audio, 1 visual), ``video_prob``,
+    ``audio_prob``, ``visual_prob`` ``(B, C)``.
+    """
+
+    name = "avvp"
+
+    def __init__(self, *, dim: int, num_classes: int | None = None, class_names: Sequence[str] | None = None,
+                 hidden_dim: int | None = None, num_heads: int = 4, num_segments: int = AVVP_NUM_SEGMENTS,
+                 modalities: str = "both", pooling: str = "attention", han_layers: int = 1, dropout: float = 0.1,
+                 threshold: float = 0.5, guided_weight: float = 1.0, audio_smoothing: float = 1.0,
+                 visual_smoothing: float = 0.9) -> None:
+        super().__init__()
+        if num_classes is None:
+            if class_names is None:
+                raise ValueError("AVVPTask needs num_classes or class_names (the data's task_options)")
+            num_classes = len(class_names)
+        hidden_dim = dim if hidden_dim is None else hidden_dim
+        if dim <= 0 or hidden_dim <= 0 or num_segments <= 0 or num_classes < 1:
+            raise ValueError(f"dim, hidden_dim, num_segments and num_classes must be positive, got {dim}, "
+                             f"{hidden_dim}, {num_segments}, {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names must name the {num_classes} classes, got {len(class_names)} names")
+        if modalities not in AVVP_MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(AVVP_MODALITIES)}, got {modalities!r}")
+        if pooling not in _POOLING:
+            raise ValueError(f"pooling must be one of {', '.join(_POOLING)}, got {pooling!r}")
+        if han_layers < 0:
+            raise ValueError(f"han_layers must be >= 0, got {han_layers}")
+        if han_layers and hidden_dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide hidden_dim ({hidden_dim})")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+        if not (0.0 <= audio_smoothing <= 1.0 and 0.0 <= visual_smoothing <= 1.0) or guided_weight < 0:
+            raise ValueError(f"expected smoothing in [0, 1] and guided_weight >= 0, got {audio_smoothing}, "
+                             f"{visual_smoothing}, {guided_weight}")
+        self.dim = dim
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else None
+        self.hidden_dim = hidden_dim
+        self.num_segments = num_segments
+        self.modalities = modalities
+        self.threshold = threshold
+        self.guided_weight = guided_weight
+        self.smoothing = {"audio": audio_smoothing, "visual": visual_smoothing}
+
+        self.active = ["audio", "visual"] if modalities == "both" else [modalities]
+        self.pool = nn.ModuleDict({m: _TokenPool(dim, pooling) for m in self.active})
+        self.project = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
+                                      for m in self.active})
+        self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim))
+        self.stream = nn.Parameter(torch.zeros(2, hidden_dim))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        nn.init.trunc_normal_(self.stream, std=0.02)
+        self.layers = nn.ModuleList(_HybridAttentionLayer(hidden_dim, num_heads, dropout) for _ in range(han_layers))
+        self.classifier = nn.Linear(hidden_dim, num_classes)
+        self.time_attention = nn.Linear(hidden_dim, num_classes)
+        self.modality_attention = nn.Linear(hidden_dim, num_classes)
+        self.reset_metrics()
+
+    def _segments_per_clip(self, rows: int, batch: Mapping[str, Any] | None) -> int:
+        segments = None
+        for key in ("audio_labels", "visual_labels", "frames", "audio"):
+            value = batch.get(key) if batch is not None else None
+            if isinstance(value, torch.Tensor) and value.ndim >= 2:
+                segments = value.shape[1]
+                break
+        segments = self.num_segments if segments is None else segments
+        if segments > self.num_segments:
+            raise ValueError(f"clips have {segments} segments, more than the head's num_segments "
+                             f"({self.num_segments})")
+        if rows % segments:
+            raise ValueError(f"expected B*T token rows with T = {segments} segments per clip, got {rows} rows")
+        return segments
+
+    def _pooled(self, modality: str, tokens: torch.Tensor | None) -> torch.Tensor:
+        if tokens is None or tokens.ndim != 3 or tokens.shape[-1] != self.dim:
+            shape = None if tokens is None else tuple(tokens.shape)
+            raise ValueError(f"expected {modality} tokens (B*T, K, {self.dim}), got {shape}")
+        return self.project[modality](self.pool[modality](tokens))
+
+    def forward(self, visual: torch.Tensor | None, audio: torch.Tensor | None,
+                batch: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+        """Segment logits and MMIL-pooled probabilities for fused tokens ``visual (B*T, K_v, D)`` and
+        ``audio (B*T, K_a, D)``.
+
+        Only the tokens of :attr:`modalities` are read (the other may be ``None``). ``T`` is read from the batch
+        (``audio_labels``, ``frames`` or ``audio`` ``(B, T, ...)``) when it has one, else ``num_segments``.
+
+        Returns:
+            ``segment_logits (B, T, 2, C)``, ``video_prob``, ``audio_prob``, ``visual_prob`` ``(B, C)``.
+        """
+        tokens = {"visual": visual, "audio": audio}
+        pooled = {m: self._pooled(m, tokens[m]) for m in self.active}
+        rows = {m: p.shape[0] for m, p in pooled.items()}
+        if len(set(rows.values())) > 1:
+            raise ValueError(f"visual and audio tokens must have the same number of rows (B*T), got {rows}")
+        segments = self._segments_per_clip(next(iter(rows.values())), batch)
+        sources = [pooled["audio" if "audio" in pooled else self.active[0]],
+                   pooled["visual" if "visual" in pooled else self.active[0]]]
+        streams = [source.reshape(-1, segments, self.hidden_dim) + self.position[:, :segments] + self.stream[i]
+                   for i, source in enumerate(sources)]
+        for layer in self.layers:
+            streams = [layer(streams[0], streams[1]), layer(streams[1], streams[0])]
+        hidden = torch.stack(streams, dim=2)                                       # (B, T, 2, H)
+        segment_logits = self.classifier(hidden)
+        probabilities = torch.sigmoid(segment_logits)
+        time_weights = self.time_attention(hidden).softmax(dim=1)
+        weighted = time_weights * probabilities
+        mixture = time_weights * self.modality_attention(hidden).softmax(dim=2)
+        mixture = mixture / mixture.sum(dim=(1, 2), keepdim=True)
+        video_prob = (mixture * probabilities).sum(dim=(1, 2))
+        return {"segment_logits": segment_logits, "video_prob": video_prob,
+                "audio_prob": weighted[:, :, 0].sum(dim=1), "visual_prob": weighted[:, :, 1].sum(dim=1)}
+
+    def loss_terms(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Unweighted ``video``, ``audio`` and ``visual`` BCE terms against the weak labels (see the module
+        docstring)."""
+        video_prob = outputs["video_prob"]
+        labels = torch.as_tensor(batch["labels"]).to(video_prob.device, torch.float32)
+        if labels.shape != video_prob.shape:
+            raise ValueError(f"expected weak labels (B, C) = {tuple(video_prob.shape)}, got {tuple(labels.shape)}")
+        with torch.autocast(device_type=video_prob.device.type, enabled=False):
+            def bce(probabilities: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+                return F.binary_cross_entropy(probabilities.float().clamp(_EPS, 1 - _EPS), target)
+
+            terms = {"video": bce(video_prob, labels)}
+            for stream in ("audio", "visual"):
+                smoothing = self.smoothing[stream]
+                terms[stream] = bce(outputs[f"{stream}_prob"], smoothing * labels + (1 - smoothing) * 0.5)
+        return terms
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        """``video + guided_weight * (audio + visual)`` (see :meth:`loss_terms`)."""
+        terms = self.loss_terms(outputs, batch)
+        return terms["video"] + self.guided_weight * (terms["audio"] + terms["visual"])
+
+    def predict(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Segment predictions ``(B, T, 2, C)`` int64 0/1 (stream 0 heard, 1 seen): ``sigmoid(segment_logits)`` and
+        ``video_prob`` both at least ``threshold``."""
+        segment = torch.sigmoid(outputs["segment_logits"]) >= self.threshold
+        video = (outputs["video_prob"] >= self.threshold)[:, None, None, :]
+        return (segment & video).long()
+
+    @torch.no_grad()
+    def update_metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> None:
+        """Add per-clip F1s: ``video_f1`` for every clip, the segment/event F1s for clips with ``label_valid``
+        (every clip when the batch has segment labels but no ``label_valid``)."""
+        labels = torch.as_tensor(batch["labels"]).detach().cpu() > 0.5
+        predicted_labels = outputs["video_prob"].detach().cpu() >= self.threshold
+        if labels.shape != predicted_labels.shape:
+            raise ValueError(f"expected weak labels (B, C) = {tuple(predicted_labels.shape)}, got "
+                             f"{tuple(labels.shape)}")
+        tp, fp, fn = (counts.sum(dim=-1).double() for counts in _segment_counts(predicted_labels[:, None],
+                                                                                 labels[:, None]))
+        video_f1 = torch.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1.0), torch.ones_like(tp))
+        self.accumulate("video_f1_sum", video_f1.sum())
+        self.accumulate("videos", labels.shape[0])
+        if batch.get("audio_labels") is None or batch.get("visual_labels") is None:
+            return
+        valid = batch.get("label_valid")
+        valid = (torch.ones(labels.shape[0], dtype=torch.bool) if valid is None
+                 else torch.as_tensor(valid).detach().cpu().reshape(-1) > 0.5)
+        if not bool(valid.any()):
+            return
+        predictions = self.predict(outputs).detach().cpu().bool()[valid]
+        rasters = (predictions[:, :, 0], predictions[:, :, 1], torch.as_tensor(batch["audio_labels"])[valid],
+                   torch.as_tensor(batch["visual_labels"])[valid])
+        for level, function in (("segment", segment_level_f1), ("event", event_level_f1)):
+            for kind, values in function(*rasters).items():
+                self.accumulate(f"{level}_{kind}_f1_sum", values.sum())
+        self.accumulate("parsed_videos", int(valid.sum()))
+
+    def compute_metrics(self) -> dict[str, float]:
+        """``video_f1`` and ``{segment,event}_{audio,visual,av,type_av,event_av}_f1`` (``nan`` where no clip was
+        counted)."""
+        state = self.metric_state
+        videos = float(state.get("videos", 0.0))
+        parsed = float(state.get("parsed_videos", 0.0))
+        if videos == 0:
+            _logger.warning("AVVP metrics computed before any batch was added; returning nan")
+        elif parsed == 0:
+            _logger.warning("AVVP: no clip with segment labels (label_valid) was evaluated; the segment and event "
+                            "F1s are nan")
+        metrics = {"video_f1": float(state["video_f1_sum"]) / videos if videos else float("nan")}
+        for level in ("segment", "event"):
+            for kind in METRIC_KINDS:
+                key = f"{level}_{kind}_f1"
+                metrics[key] = float(state[f"{key}_sum"]) / parsed if parsed else float("nan")
+            metrics[f"{level}_type_av_f1"] = sum(metrics[f"{level}_{k}_f1"] for k in ("audio", "visual", "av")) / 3
+        return metrics
+
+    def save_figures(self, samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], out_dir: Path,
+                     task_options: Mapping[str, Any]) -> list[Path]:
+        """``parsing.png``: per-second audio and visual predictions against the truth for the first clips with
+        segment labels (see :func:`plot_parsing`)."""
+        predictions, targets, names = [], [], []
+        for outputs, batch in samples:
+            if batch.get("audio_labels") is None:
+                continue
+            valid = batch.get("label_valid")
+            valid = (torch.ones(len(batch["video_id"]), dtype=torch.bool) if valid is None
+                     else torch.as_tensor(valid).reshape(-1) > 0.5)
+            predictions.append(self.predict(outputs).cpu()[valid])
+            targets.append(torch.stack([torch.as_tensor(batch["audio_labels"]),
+                                        torch.as_tensor(batch["visual_labels"])], dim=2)[valid])
+            names += [name for name, keep in zip(batch["video_id"], valid.tolist()) if keep]
+        if not names:
+            _logger.info("AVVP: no evaluated clip has segment labels; no parsing picture written")
+            return []
+        class_names = task_options.get("class_names") or self.class_names
+        return [plot_parsing(torch.cat(predictions), torch.cat(targets), names, class_names,
+                             Path(out_dir) / "parsing.png")]
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, modalities={self.modalities!r}, threshold={self.threshold}, "
+                f"guided_weight={self.guided_weight}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# picture
+
+_CELL_COLOURS = {"hit": (0.20, 0.63, 0.17), "missed": (0.99, 0.55, 0.15), "false alarm": (0.12, 0.47, 0.71),
+                 "absent": (0.93, 0.93, 0.93)}
+
+
+def plot_parsing(predictions: Any, targets: Any, video_ids: Sequence[str], class_names: Sequence[str] | None,
+                 path: str | os.PathLike, max_clips: int = 4) -> Path:
+    """Write a PNG of per-second predictions against the truth, one row of two panels (heard, seen) per clip.
+
+    Each panel is a raster of the classes that are true or predicted in the clip (rows) over the ``T`` segments
+    (columns); a cell is a hit, a miss, a false alarm or absent. Rendered with matplotlib's Agg canvas.
+
+    Args:
+        predictions, targets: ``(N, T, 2, C)`` 0/1 (stream 0 audio, 1 visual).
+        video_ids: ``N`` clip names.
+        class_names: names of the ``C`` classes (``None``: ``class i``).
+        path: output file (parent directories are created).
+        max_clips: how many clips to draw.
+
+    Returns:
+        the written path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    predictions = torch.as_tensor(predictions).cpu() > 0
+    targets = torch.as_tensor(targets).cpu() > 0.5
+    if predictions.ndim != 4 or predictions.shape[2] != 2 or predictions.shape != targets.shape:
+        raise ValueError(f"expected predictions and targets of one shape (N, T, 2, C), got "
+                         f"{tuple(predictions.shape)} and {tuple(targets.shape)}")
+    if len(video_ids) != predictions.shape[0] or predictions.shape[0] == 0:
+        raise ValueError(f"expected one video id per clip (at least one clip), got {len(video_ids)} ids for "
+                         f"{predictions.shape[0]} clips")
+    if max_clips < 1:
+        raise ValueError(f"max_clips must be >= 1, got {max_clips}")
+    classes = predictions.shape[-1]
+    names = list(class_names) if class_names is not None else [f"class {i}" for i in range(classes)]
+    count = min(max_clips, predictions.shape[0])
+    shown = [torch.nonzero((predictions[i] | targets[i]).any(dim=0).any(dim=0)).flatten().tolist() or [0]
+             for i in range(count)]
+    heights = [len(rows) + 1.2 for rows in shown]
+    figure = Figure(figsize=(11.0, 0.32 * sum(heights) + 1.0))
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(count, 2, height_ratios=heights, hspace=0.9, wspace=0.45)
+    palette = {name: np.array(colour) for name, colour in _CELL_COLOURS.items()}
+    for i, rows in enumerate(shown):
+        for stream, title in enumerate(("heard (audio)", "seen (visual)")):
+            pred = predictions[i, :, stream][:, rows].T.numpy()
+            true = targets[i, :, stream][:, rows].T.numpy()
+            image = np.empty(pred.shape + (3,))
+            image[:] = palette["absent"]
+            image[pred & true] = palette["hit"]
+            image[~pred & true] = palette["missed"]
+            image[pred & ~true] = palette["false alarm"]
+            axis = figure.add_subplot(grid[i, stream])
+            axis.imshow(image, aspect="auto", interpolation="nearest")
+            axis.set_yticks(range(len(rows)), [names[r] for r in rows], fontsize=7)
+            axis.set_xticks(range(pred.shape[1]), [str(t) for t in range(pred.shape[1])], fontsize=7)
+            axis.set_xticks(np.arange(pred.shape[1] + 1) - 0.5, minor=True)
+            axis.grid(which="minor", axis="x", color="white", linewidth=1.0)
+            axis.tick_params(which="minor", length=0)
+            axis.set_title(f"{video_ids[i]}: {title}", fontsize=8)
+    figure.legend(handles=[Patch(color=colour, label=name) for name, colour in _CELL_COLOURS.items()],
+                  loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path
