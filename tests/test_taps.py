@@ -33,3 +33,11 @@ def test_resolve_blocks_rejects_bad_selection(selection):
 def test_mid_empty_for_short_backbone_is_an_error():
     with pytest.raises(ValueError, match="no 'mid' blocks"):
         resolve_blocks("mid", 6)
+
+
+def test_stage_names_joined_with_plus_give_their_union():
+    assert resolve_blocks("early+late", 24) == [0, 1, 2, 3, 22, 23]
+    assert resolve_blocks("early+mid+late", 8) == list(range(8))
+    assert resolve_blocks("mid + late", 12) == list(range(4, 12))
+    with pytest.raises(ValueError, match="'middle'"):
+        resolve_blocks("early+middle", 24)

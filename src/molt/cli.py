@@ -180,6 +180,18 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ablate(args: argparse.Namespace) -> int:
+    from .ablate import run_ablation
+
+    out = args.out or f"ablations/{args.task}"
+    result = run_ablation(args.task, args.table, data=args.data, out_dir=out, config=args.config,
+                          backbone=args.backbone or "tiny", setting=args.setting,
+                          overrides=_experiment_overrides(args))
+    print(result.markdown())
+    print(f"\nwrote {out}/tab{args.table}_{args.task}*.md and .json")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -289,6 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--split", help="split to sample (default: all for layers, test for tokens)")
     analyze.add_argument("--early", type=int, help="fix the number of early blocks instead of reading the curve")
     analyze.add_argument("--late", type=int, default=2, help="number of late blocks (paper: 2)")
+
+    ablate = verb("ablate", "train the variants of one of the paper's ablation tables (4: adaptation position, "
+                  "5: tokens, 6: adapters, 7: fusion, 8: TOR) and write it as markdown", _cmd_ablate,
+                  "molt ablate --task ave --table 7 --data data/synth --epochs 10",
+                  "molt ablate --task avs --setting s4 --table 5 --data data/avs_synth --out ablations/avs")
+    ablate.add_argument("--task", required=True, choices=tasks)
+    ablate.add_argument("--table", required=True, type=int, choices=[4, 5, 6, 7, 8])
+    ablate.add_argument("--data", required=True, help="dataset root (prepared automatically) or prepared directory")
+    ablate.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs")
+    ablate.add_argument("--out", help="output directory (default: ablations/TASK)")
+    _add_experiment_options(ablate)
 
     params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
                   _cmd_params, "molt params ave_molt_paper", "molt params --all", "molt params --list")

@@ -9,6 +9,7 @@ A selection resolves to a sorted list of block indices, with timm's ``indices`` 
 * ``"early"``: the first ``EARLY_BLOCKS`` blocks (paper: the first four layers).
 * ``"mid"``: every block between early and late.
 * ``"all"``: every block.
+* names joined with ``+`` (``"early+late"``): the union of those stages (paper Tab. 4's combinations).
 * a string of comma-separated ints (``"-2,-1"`` or ``"20,21"``), as written on a command line.
 """
 from __future__ import annotations
@@ -47,6 +48,13 @@ def resolve_blocks(selection: BlockSelection, num_blocks: int) -> list[int]:
         name = selection.strip().lower()
         if name in NAMED_SELECTIONS:
             return _named(name, num_blocks)
+        if "+" in name:
+            parts = [part.strip() for part in name.split("+")]
+            unknown = [part for part in parts if part not in NAMED_SELECTIONS]
+            if unknown:
+                raise ValueError(f"unknown stage name(s) {', '.join(map(repr, unknown))} in {selection!r}; "
+                                 f"join names from {', '.join(NAMED_SELECTIONS)} with '+'")
+            return sorted({index for part in parts for index in _named(part, num_blocks)})
         try:
             selection = [int(part) for part in name.split(",") if part.strip()]
         except ValueError:

@@ -491,7 +491,7 @@ def _storage_rows(taps: Any, manifest: FeatureManifest, indices: list[int]) -> d
             if manifest.dtype != "float16" and not bool(torch.isfinite(tap).all()):
                 raise ValueError(f"{group} block {block} of clips {indices[0]}..{indices[-1]}: the backbone "
                                  f"produced NaN or inf")
-            array = stored.reshape(segments, count, tokens, dim).transpose(0, 1).contiguous().cpu().numpy()
+            array = stored.reshape(count, segments, tokens, dim).cpu().numpy()
             rows[_file_name(group, block)] = array.view(DTYPES[manifest.dtype])  # bfloat16: int16 -> uint16 bits
     return rows
 

@@ -1,0 +1,601 @@
+"""Audio-visual question answering (MUSIC-AVQA): head, loss, per-type accuracy, majority baseline, table, figures.
+
+MUSIC-AVQA (Li et al., CVPR 2022): a question about a clip of ``T = 10`` one-second segments is answered with one
+of ``A`` answers (42 in the real data set). Questions come in three families, audio (AQ), visual (VQ) and
+audio-visual (AVQ), split into the sub-types of :data:`molt.data.music_avqa.QUESTION_TYPES`; the metric is answer
+accuracy overall, per family and per sub-type.
+
+The head follows the spatio-temporal grounding network that the setups MoLT reports against use on MUSIC-AVQA
+(AVST of Li et al., as used by LAVisH, DG-SCT and AVMoE), on MoLT's fused tokens ``visual (B*T, K, D)`` and
+``audio (B*T, K, D)``:
+
+1. **question encoder**: word embedding (``<pad>`` = 0) -> tanh -> LSTM over the real words (packed by
+   ``question_length``) -> ``[h_n, c_n]`` of the last layer -> tanh -> Linear to ``q (B, H)``;
+2. per segment, LayerNorm + Linear ``D -> H`` of every token; the audio tokens are averaged into one vector
+   ``a_t (B, T, H)``;
+3. **audio-guided spatial grounding**: softmax over the ``K`` visual tokens of ``s * cos(v_tk, a_t)`` (``s`` a
+   learned scale, starting at 10), weighted sum ``g_t``; ``v_t = tanh(Linear([g_t, mean_k v_tk]))``;
+4. **audio-visual matching** (auxiliary): a two-layer MLP on ``[a_t, v_t]`` -> 2 logits (matched / not matched)
+   per segment, for the clip's own visual tokens (positive) and for those of another clip of the batch grounded
+   with this clip's audio (negative);
+5. **question-guided temporal attention**: per modality, multi-head attention (``num_heads``) with query ``q`` over
+   the ``T`` segment vectors, then a residual feed-forward block and LayerNorm, plus the mean over ``T``;
+6. **fusion and answer**: ``f = tanh(Linear([a, v]))``, ``tanh(f * q)`` -> Dropout -> Linear to ``A`` logits.
+
+Loss: ``CE(answer) + match_weight * CE(match)`` (``match_weight`` 0.5 as in the peers), the match term over the
+positive and negative pairs of every clip that has a negative (balanced, one of each per segment).
+
+Departures from the peers (documented choices):
+
+* **Spatial set.** The peers ground the audio over a 6x6 grid of Swin-V2 patch features (14x14 ResNet features in
+  AVST). MoLT hands the head ``K`` fused latent tokens per segment and no grid, so the grounding attends over the
+  ``K`` visual tokens. A learned scale ``s`` sharpens the cosine softmax, which over a handful of tokens would stay
+  almost uniform.
+* **Negatives.** The peers' dataloader draws a frame of another video per segment (``visual_nega``), an extra
+  backbone pass. Here the negative of clip ``b`` pairs its audio with the visual tokens of the next clip of the
+  same batch from *another* video (cyclically); several questions of one video in a batch are never paired with
+  each other, and a batch holding a single video has no negative (match term 0). The negatives cost nothing and
+  only change the auxiliary loss: predictions and metrics never depend on the batch composition.
+* **Segment order.** A learned position embedding per segment is added before the temporal attention (the peers
+  have none; MoLT's per-segment tokens carry no time information, and "which instrument sounds first" needs it).
+  ``temporal_layers`` (default 0 = the peers' design) adds pre-norm Transformer encoder layers over the segments
+  of each modality.
+* Single-modality heads (``modalities="audio"`` / ``"visual"``) skip the grounding (visual: mean of the tokens)
+  and the matching term and never read the other modality's tokens.
+
+Metrics (:meth:`AVQATask.compute_metrics`), from counts summed over the whole split (any batch size gives the same
+figures): ``accuracy`` (overall), ``AQ/accuracy``, ``VQ/accuracy``, ``AVQ/accuracy`` (summed correct / summed
+count of the family) and ``AQ/Counting/accuracy``-style keys per sub-type, for the families and sub-types seen.
+:func:`format_avqa_table` prints them like the paper's Tab. 1 (with the sub-type columns of the MUSIC-AVQA paper).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from ..data.music_avqa import FAMILIES, FAMILY_ABBREVIATIONS, QUESTION_TYPES, SUBTYPES, question_type_name
+from .base import Task
+
+__all__ = ["AVQATask", "HEAD_MODALITIES", "avqa_metrics", "metrics_from_counts", "majority_baseline",
+           "format_avqa_table", "plot_type_accuracy", "negative_partners"]
+
+_logger = logging.getLogger(__name__)
+
+HEAD_MODALITIES = ("both", "audio", "visual")
+_NUM_CELLS = len(FAMILIES) * len(SUBTYPES)
+
+
+def _cells(family: torch.Tensor, subtype: torch.Tensor) -> torch.Tensor:
+    family, subtype = torch.as_tensor(family).long().reshape(-1), torch.as_tensor(subtype).long().reshape(-1)
+    if family.numel() and (int(family.min()) < 0 or int(family.max()) >= len(FAMILIES)
+                           or int(subtype.min()) < 0 or int(subtype.max()) >= len(SUBTYPES)):
+        raise ValueError(f"family indices must lie in [0, {len(FAMILIES)}) and subtype indices in "
+                         f"[0, {len(SUBTYPES)}) (see molt.data.music_avqa.FAMILIES / SUBTYPES)")
+    return family * len(SUBTYPES) + subtype
+
+
+def _counts(correct: torch.Tensor, family: torch.Tensor, subtype: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correct and total counts per (family, sub-type), both float64 ``(F, S)``."""
+    cells = _cells(family, subtype)
+    correct = torch.as_tensor(correct).reshape(-1).to(torch.float64)
+    if correct.numel() != cells.numel():
+        raise ValueError(f"got {correct.numel()} answers but {cells.numel()} family / subtype labels")
+    shape = (len(FAMILIES), len(SUBTYPES))
+    hits = torch.bincount(cells, weights=correct, minlength=_NUM_CELLS).to(torch.float64).reshape(shape)
+    totals = torch.bincount(cells, minlength=_NUM_CELLS).to(torch.float64).reshape(shape)
+    return hits, totals
+
+
+def metrics_from_counts(correct: torch.Tensor, total: torch.Tensor) -> dict[str, float]:
+    """Accuracies from correct / total counts per (family, sub-type), ``(3, 5)`` each (see the module docstring).
+
+    ``accuracy`` is ``nan`` when nothing was counted; families and sub-types without questions are left out.
+    """
+    correct, total = torch.as_tensor(correct, dtype=torch.float64), torch.as_tensor(total, dtype=torch.float64)
+    all_total = float(total.sum())
+    metrics = {"accuracy": float(correct.sum()) / all_total if all_total else float("nan")}
+    for f, family in enumerate(FAMILIES):
+        abbreviation = FAMILY_ABBREVIATIONS[family]
+        if float(total[f].sum()):
+            metrics[f"{abbreviation}/accuracy"] = float(correct[f].sum() / total[f].sum())
+        for s, subtype in enumerate(SUBTYPES):
+            if float(total[f, s]):
+                metrics[f"{abbreviation}/{subtype}/accuracy"] = float(correct[f, s] / total[f, s])
+    return metrics
+
+
+def avqa_metrics(predictions: Any, answers: Any, family: Any, subtype: Any) -> dict[str, float]:
+    """Accuracy overall, per family and per sub-type of predicted answer indices against the true ones (``(N,)``
+    each; ``family`` / ``subtype`` index :data:`FAMILIES` / :data:`SUBTYPES`)."""
+    predictions, answers = torch.as_tensor(predictions).reshape(-1), torch.as_tensor(answers).reshape(-1)
+    if predictions.shape != answers.shape:
+        raise ValueError(f"got {predictions.numel()} predictions for {answers.numel()} answers")
+    return metrics_from_counts(*_counts(predictions == answers, family, subtype))
+
+
+def majority_baseline(train: Mapping[str, Any], evaluation: Mapping[str, Any]) -> dict[str, float]:
+    """Metrics of answering every question with the most frequent training answer of its (family, sub-type).
+
+    Args:
+        train, evaluation: dicts with ``answer``, ``family`` and ``subtype`` index tensors ``(N,)``, as
+            :meth:`molt.data.prepared_avqa.PreparedAVQA.labels` gives. A type unseen in training is answered with
+            the overall most frequent training answer. Ties go to the lowest answer index.
+    """
+    answers = torch.as_tensor(train["answer"]).long().reshape(-1)
+    cells = _cells(train["family"], train["subtype"])
+    if answers.numel() == 0:
+        raise ValueError("majority_baseline needs at least one training question")
+    valid = answers >= 0
+    overall = int(torch.bincount(answers[valid]).argmax())
+    majority = torch.full((_NUM_CELLS,), overall, dtype=torch.long)
+    for cell in cells.unique().tolist():
+        chosen = answers[(cells == cell) & valid]
+        if chosen.numel():
+            majority[cell] = int(torch.bincount(chosen).argmax())
+    predictions = majority[_cells(evaluation["family"], evaluation["subtype"])]
+    return avqa_metrics(predictions, evaluation["answer"], evaluation["family"], evaluation["subtype"])
+
+
+def negative_partners(video_ids: Sequence[str] | None, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each clip of a batch, the next clip (cyclically) from another video, and whether one exists.
+
+    Returns:
+        ``partner (B,)`` int64 (the clip itself when there is none) and ``valid (B,)`` bool.
+    """
+    ids = list(video_ids) if video_ids is not None else [str(i) for i in range(batch_size)]
+    if len(ids) != batch_size:
+        raise ValueError(f"got {len(ids)} video ids for a batch of {batch_size}")
+    partner, valid = list(range(batch_size)), [False] * batch_size
+    for b in range(batch_size):
+        for step in range(1, batch_size):
+            other = (b + step) % batch_size
+            if ids[other] != ids[b]:
+                partner[b], valid[b] = other, True
+                break
+    return torch.tensor(partner, dtype=torch.long), torch.tensor(valid, dtype=torch.bool)
+
+
+class _QuestionEncoder(nn.Module):
+    """``(B, L)`` token ids + lengths -> ``(B, H)``: embedding -> tanh -> LSTM -> ``[h_n, c_n]`` -> tanh -> Linear."""
+
+    def __init__(self, vocab_size: int, word_dim: int, hidden_dim: int, num_layers: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=0)
+        self.lstm = nn.LSTM(word_dim, hidden_dim, num_layers=num_layers, batch_first=True)
+        self.out = nn.Linear(2 * hidden_dim, hidden_dim)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        words = torch.tanh(self.embed(tokens))
+        packed = pack_padded_sequence(words, lengths.clamp(1, tokens.shape[1]).cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        _, (hidden, cell) = self.lstm(packed)
+        return self.out(torch.tanh(torch.cat([hidden[-1], cell[-1]], dim=-1)))
+
+
+class _QuestionAttention(nn.Module):
+    """Question-guided temporal attention over ``(B, T, H)``: attention with query ``q``, residual FFN, LayerNorm,
+    plus the mean over ``T``. Returns ``(B, H)`` and the attention weights ``(B, T)``."""
+
+    def __init__(self, hidden_dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(hidden_dim, num_heads, dropout=dropout, batch_first=True)
+        self.ffn = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden_dim, hidden_dim))
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden_dim)
+
+    def forward(self, question: torch.Tensor, sequence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attended, weights = self.attention(question[:, None], sequence, sequence, need_weights=True)
+        attended = attended[:, 0]
+        attended = self.norm(attended + self.dropout(self.ffn(attended)))
+        return attended + sequence.mean(dim=1), weights[:, 0]
+
+
+class AVQATask(Task):
+    """MUSIC-AVQA head (question LSTM, audio-guided grounding, question-guided temporal attention), loss and
+    per-type accuracy. See the module docstring for the architecture, the loss and the departures from the peers.
+
+    Args:
+        dim: width ``D`` of the method's fused tokens.
+        question_vocab: question words (``<pad>`` first, id 0), from the training questions; its size sets the
+            embedding table.
+        answers: the answer vocabulary; its size ``A`` sets the classifier.
+        question_types: ``"Family/Sub-type"`` names (kept for reports and pictures; default: the nine MUSIC-AVQA
+            types).
+        modalities: ``"both"``, ``"audio"`` or ``"visual"``.
+        hidden_dim: width ``H`` of the head (default: ``dim``).
+        word_dim: word embedding width (default: ``H``).
+        lstm_layers: LSTM layers of the question encoder.
+        num_heads: heads of the question-guided temporal attention (must divide ``H``).
+        num_segments: most segments per clip ``T`` (size of the position embedding; MUSIC-AVQA: 10).
+        temporal_layers: Transformer encoder layers over the segments of each modality (0: the peers' design).
+        position_embedding: add a learned embedding per segment before the temporal attention.
+        grounding_scale: initial scale ``s`` of the grounding cosine similarities (learned).
+        dropout: dropout in the attention blocks and before the answer classifier.
+        match_weight: weight of the audio-visual matching loss (0 disables it).
+
+    Batches hold ``question (B, L)`` int64 token ids and ``question_length (B,)`` (optional: counted from the
+    non-``<pad>`` ids), and for the loss and metrics ``answer (B,)`` (``-1``: unknown answer, ignored by the loss
+    and counted as wrong), ``family (B,)`` and ``subtype (B,)``; ``video_id`` picks the negatives.
+
+    Outputs of :meth:`forward`: ``answer_logits (B, A)``; with both modalities also ``match_logits (B, T, 2)`` and
+    ``negative_match_logits (B, T, 2)`` (class 1 = matched), ``negative_valid (B,)`` and ``spatial_attention
+    (B, T, K)``; ``temporal_attention_audio`` / ``temporal_attention_visual (B, T)`` for the modalities read.
+    """
+
+    name = "avqa"
+
+    def __init__(self, *, dim: int, question_vocab: Sequence[str], answers: Sequence[str],
+                 question_types: Sequence[str] | None = None, modalities: str = "both",
+                 hidden_dim: int | None = None, word_dim: int | None = None, lstm_layers: int = 1,
+                 num_heads: int = 4, num_segments: int = 10, temporal_layers: int = 0,
+                 position_embedding: bool = True, grounding_scale: float = 10.0, dropout: float = 0.1,
+                 match_weight: float = 0.5) -> None:
+        super().__init__()
+        hidden_dim = dim if hidden_dim is None else hidden_dim
+        word_dim = hidden_dim if word_dim is None else word_dim
+        if min(dim, hidden_dim, word_dim, num_segments, lstm_layers) <= 0:
+            raise ValueError(f"dim, hidden_dim, word_dim, num_segments and lstm_layers must be positive, got {dim}, "
+                             f"{hidden_dim}, {word_dim}, {num_segments}, {lstm_layers}")
+        if modalities not in HEAD_MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(HEAD_MODALITIES)}, got {modalities!r}")
+        if hidden_dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide hidden_dim ({hidden_dim})")
+        if len(question_vocab) < 2 or question_vocab[0] != "<pad>":
+            raise ValueError(f"question_vocab must start with '<pad>' (id 0) and hold at least one more word, got "
+                             f"{list(question_vocab[:3])}... ({len(question_vocab)} words); take it from the data "
+                             f"(PreparedAVQA.task_options())")
+        if len(answers) < 1 or len(set(answers)) != len(answers):
+            raise ValueError(f"answers must be a non-empty list of distinct strings, got {len(answers)} answers")
+        if temporal_layers < 0 or grounding_scale <= 0 or match_weight < 0:
+            raise ValueError(f"expected temporal_layers >= 0, grounding_scale > 0 and match_weight >= 0, got "
+                             f"{temporal_layers}, {grounding_scale}, {match_weight}")
+        names = list(question_types) if question_types is not None else [question_type_name(*t)
+                                                                         for t in QUESTION_TYPES]
+        for name in names:
+            family, _, subtype = name.partition("/")
+            if family not in FAMILIES or subtype not in SUBTYPES:
+                raise ValueError(f"question type {name!r} is not 'Family/Sub-type' with a family of {FAMILIES} and "
+                                 f"a sub-type of {SUBTYPES}")
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.num_segments = num_segments
+        self.modalities = modalities
+        self.match_weight = match_weight
+        self.question_vocab = list(question_vocab)
+        self.answers = list(answers)
+        self.question_types = names
+        self.active = ["audio", "visual"] if modalities == "both" else [modalities]
+
+        self.question = _QuestionEncoder(len(question_vocab), word_dim, hidden_dim, lstm_layers)
+        self.project = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
+                                      for m in self.active})
+        if "visual" in self.active:
+            self.visual_segment = nn.Linear(2 * hidden_dim, hidden_dim)
+        if modalities == "both":
+            self.log_scale = nn.Parameter(torch.tensor(math.log(grounding_scale)))
+            self.match = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 2))
+        self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim)) if position_embedding else None
+        if self.position is not None:
+            nn.init.trunc_normal_(self.position, std=0.02)
+        self.temporal = nn.ModuleDict({m: nn.ModuleList(
+            nn.TransformerEncoderLayer(hidden_dim, num_heads, dim_feedforward=2 * hidden_dim, dropout=dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(temporal_layers)) for m in self.active})
+        self.attend = nn.ModuleDict({m: _QuestionAttention(hidden_dim, num_heads, dropout) for m in self.active})
+        self.fuse = nn.Linear(len(self.active) * hidden_dim, hidden_dim)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, len(answers)))
+        self.reset_metrics()
+
+    @property
+    def num_answers(self) -> int:
+        return len(self.answers)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # forward
+
+    def _tokens(self, modality: str, tokens: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        """``(B*T, K, D)`` -> projected ``(B, T, K, H)``."""
+        if tokens is None or tokens.ndim != 3 or tokens.shape[-1] != self.dim:
+            shape = None if tokens is None else tuple(tokens.shape)
+            raise ValueError(f"expected {modality} tokens (B*T, K, {self.dim}), got {shape}")
+        if tokens.shape[0] % batch_size:
+            raise ValueError(f"expected B*T {modality} token rows for B = {batch_size} questions, got "
+                             f"{tokens.shape[0]} rows")
+        segments = tokens.shape[0] // batch_size
+        if segments > self.num_segments:
+            raise ValueError(f"clips have {segments} segments, more than the head's num_segments "
+                             f"({self.num_segments})")
+        return self.project[modality](tokens).reshape(batch_size, segments, tokens.shape[1], self.hidden_dim)
+
+    def _ground(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio-guided spatial grounding: ``audio (B, T, H)``, ``visual (B, T, K, H)`` -> segment vectors
+        ``(B, T, H)`` and the attention over the ``K`` tokens ``(B, T, K)``."""
+        similarity = torch.einsum("btkh,bth->btk", F.normalize(visual, dim=-1), F.normalize(audio, dim=-1))
+        weights = (self.log_scale.exp() * similarity).softmax(dim=-1)
+        grounded = torch.einsum("btk,btkh->bth", weights, visual)
+        return torch.tanh(self.visual_segment(torch.cat([grounded, visual.mean(dim=2)], dim=-1))), weights
+
+    def _sequence(self, modality: str, sequence: torch.Tensor) -> torch.Tensor:
+        if self.position is not None:
+            sequence = sequence + self.position[:, :sequence.shape[1]]
+        for layer in self.temporal[modality]:
+            sequence = layer(sequence)
+        return sequence
+
+    def forward(self, visual: torch.Tensor | None, audio: torch.Tensor | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Answer logits for fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)`` and the questions of
+        ``batch`` (``question (B, L)``, ``question_length (B,)``; ``video_id`` for the negatives).
+
+        Only the tokens of :attr:`modalities` are read (the other may be ``None``).
+        """
+        tokens = torch.as_tensor(batch["question"]).long()
+        if tokens.ndim != 2:
+            raise ValueError(f"expected question token ids (B, L), got {tuple(tokens.shape)}")
+        lengths = batch.get("question_length")
+        lengths = (tokens != 0).sum(dim=1) if lengths is None else torch.as_tensor(lengths).long().reshape(-1)
+        batch_size = tokens.shape[0]
+        device = next(self.parameters()).device
+        question = self.question(tokens.to(device), lengths)
+        outputs: dict[str, torch.Tensor] = {}
+        sequences: dict[str, torch.Tensor] = {}
+        if "audio" in self.active:
+            sequences["audio"] = self._tokens("audio", audio, batch_size).mean(dim=2)
+        if "visual" in self.active:
+            projected = self._tokens("visual", visual, batch_size)
+            if self.modalities == "both":
+                if projected.shape[1] != sequences["audio"].shape[1]:
+                    raise ValueError(f"visual and audio tokens must have the same number of rows (B*T), got "
+                                     f"{visual.shape[0]} and {audio.shape[0]}")
+                sequences["visual"], outputs["spatial_attention"] = self._ground(sequences["audio"], projected)
+                outputs.update(self._match(sequences["audio"], sequences["visual"], projected, batch))
+            else:
+                mean = projected.mean(dim=2)
+                sequences["visual"] = torch.tanh(self.visual_segment(torch.cat([mean, mean], dim=-1)))
+        pooled = []
+        for modality in self.active:
+            vector, weights = self.attend[modality](question, self._sequence(modality, sequences[modality]))
+            outputs[f"temporal_attention_{modality}"] = weights
+            pooled.append(vector)
+        fused = torch.tanh(self.fuse(torch.cat(pooled, dim=-1)))
+        outputs["answer_logits"] = self.classifier(torch.tanh(fused * question))
+        return outputs
+
+    def _match(self, audio: torch.Tensor, visual_segments: torch.Tensor, visual_tokens: torch.Tensor,
+               batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        batch_size = audio.shape[0]
+        video_ids = batch.get("video_id") if hasattr(batch, "get") else None
+        partner, valid = negative_partners(video_ids, batch_size)
+        partner = partner.to(audio.device)
+        negative, _ = self._ground(audio, visual_tokens[partner])
+        return {"match_logits": self.match(torch.cat([audio, visual_segments], dim=-1)),
+                "negative_match_logits": self.match(torch.cat([audio, negative], dim=-1)),
+                "negative_valid": valid.to(audio.device)}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # loss, predictions, metrics
+
+    def _answers(self, batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
+        answers = torch.as_tensor(batch["answer"]).long().reshape(-1).to(device)
+        if answers.numel() and int(answers.max()) >= self.num_answers:
+            raise ValueError(f"answer index {int(answers.max())} is out of range for {self.num_answers} answers; "
+                             f"the head and the data must share one answer vocabulary")
+        return answers
+
+    def loss_terms(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Unweighted ``answer`` (cross-entropy, unknown answers ignored) and ``match`` (cross-entropy over the
+        positive and negative pairs of the clips that have a negative; 0 when none has) losses."""
+        logits = outputs["answer_logits"]
+        answers = self._answers(batch, logits.device)
+        if answers.shape[0] != logits.shape[0]:
+            raise ValueError(f"got {answers.shape[0]} answers for {logits.shape[0]} questions")
+        known = answers >= 0
+        answer = F.cross_entropy(logits[known], answers[known]) if bool(known.any()) else logits.sum() * 0.0
+        terms = {"answer": answer}
+        if "match_logits" in outputs:
+            valid = outputs["negative_valid"]
+            positive, negative = outputs["match_logits"][valid], outputs["negative_match_logits"][valid]
+            if positive.numel():
+                pairs = torch.cat([positive, negative]).reshape(-1, 2)
+                labels = torch.cat([torch.ones(positive.shape[:2]), torch.zeros(negative.shape[:2])])
+                terms["match"] = F.cross_entropy(pairs, labels.reshape(-1).long().to(pairs.device))
+            else:
+                terms["match"] = outputs["match_logits"].sum() * 0.0
+        return terms
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        """``answer + match_weight * match`` (see :meth:`loss_terms`)."""
+        terms = self.loss_terms(outputs, batch)
+        return terms["answer"] + self.match_weight * terms.get("match", terms["answer"] * 0.0)
+
+    def predict(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Answer indices ``(B,)`` int64."""
+        return outputs["answer_logits"].argmax(dim=-1)
+
+    @torch.no_grad()
+    def update_metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> None:
+        predictions = self.predict(outputs).cpu()
+        answers = self._answers(batch, torch.device("cpu"))
+        if answers.shape != predictions.shape:
+            raise ValueError(f"got {answers.numel()} answers for {predictions.numel()} questions")
+        correct, total = _counts(predictions == answers, batch["family"], batch["subtype"])
+        self.accumulate("correct", correct)
+        self.accumulate("total", total)
+
+    def compute_metrics(self) -> dict[str, float]:
+        """``accuracy`` and the per-family and per-sub-type accuracies (see the module docstring)."""
+        state = self.__dict__.get("metric_state", {})
+        if "total" not in state or not float(state["total"].sum()):
+            _logger.warning("AVQA metrics computed before any question was added; returning nan")
+            return {"accuracy": float("nan")}
+        return metrics_from_counts(state["correct"], state["total"])
+
+    def extra_repr(self) -> str:
+        return (f"answers={self.num_answers}, question_vocab={len(self.question_vocab)}, "
+                f"modalities={self.modalities!r}")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # pictures
+
+    def save_figures(self, samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], out_dir: Path,
+                     task_options: Mapping[str, Any]) -> list[Path]:
+        """``avqa_accuracy_by_type.png`` (accuracy per sub-type, from the evaluated split's counts when there are
+        any, else from ``samples``) and ``avqa_temporal_attention.png`` (question-guided attention over the
+        segments for the first sample questions)."""
+        out_dir = Path(out_dir)
+        state = self.__dict__.get("metric_state", {})
+        if "total" in state and float(state["total"].sum()):
+            metrics = metrics_from_counts(state["correct"], state["total"])
+        elif samples:
+            metrics = avqa_metrics(torch.cat([self.predict(o).cpu() for o, _ in samples]),
+                                   *(torch.cat([torch.as_tensor(b[k]).reshape(-1) for _, b in samples])
+                                     for k in ("answer", "family", "subtype")))
+        else:
+            return []
+        paths = [plot_type_accuracy(metrics, out_dir / "avqa_accuracy_by_type.png")]
+        if samples and any(key.startswith("temporal_attention_") for key in samples[0][0]):
+            vocab = list(task_options.get("question_vocab", self.question_vocab))
+            answers = list(task_options.get("answers", self.answers))
+            paths.append(_plot_attention(samples, vocab, answers, out_dir / "avqa_temporal_attention.png"))
+        return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reports
+
+_TABLE_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Audio", ("Counting", "Comparative")),
+    ("Visual", ("Counting", "Location")),
+    ("Audio-Visual", ("Existential", "Counting", "Location", "Comparative", "Temporal")),
+)
+_SHORT = {"Counting": "Count", "Comparative": "Comp", "Existential": "Exist", "Location": "Loc", "Temporal": "Temp"}
+
+
+def format_avqa_table(metrics: Mapping[str, Any], *, name: str = "MoLT") -> str:
+    """Accuracies (in %) as a text table shaped like the paper's Tab. 1: the AQ, VQ and AVQ averages and the overall
+    average, preceded within each family by its sub-types (the columns of the MUSIC-AVQA paper).
+
+    Args:
+        metrics: one result (keys of :meth:`AVQATask.compute_metrics`) or several, as ``{row name: metrics}``.
+        name: the row name of a single result.
+
+    Missing figures print as ``-``.
+    """
+    rows = dict(metrics) if metrics and all(isinstance(v, Mapping) for v in metrics.values()) else {name: metrics}
+    header_top, header, keys = ["Method"], [""], []
+    for family, subtypes in _TABLE_COLUMNS:
+        abbreviation = FAMILY_ABBREVIATIONS[family]
+        header_top.append(f"{family} ({abbreviation})")
+        header += [_SHORT[s] for s in subtypes] + [abbreviation]
+        keys += [f"{abbreviation}/{s}/accuracy" for s in subtypes] + [f"{abbreviation}/accuracy"]
+    header.append("Avg.")
+    keys.append("accuracy")
+    width = max(6, *(len(h) for h in header))
+    first = max(len("Method"), *(len(str(r)) for r in rows))
+    spans = [len(subtypes) + 1 for _, subtypes in _TABLE_COLUMNS]
+
+    def cell(value: Any) -> str:
+        if value is None or not isinstance(value, (int, float)) or math.isnan(value):
+            return "-".rjust(width)
+        return f"{100.0 * value:.1f}".rjust(width)
+
+    groups = [title.center(span * (width + 1) - 1) for title, span in zip(header_top[1:], spans)]
+    lines = [" " * first + " | " + " | ".join(groups) + " | " + " " * width,
+             "Method".ljust(first) + " | " + " | ".join(
+                 " ".join(h.rjust(width) for h in header[1 + sum(spans[:i]):1 + sum(spans[:i + 1])])
+                 for i in range(len(spans))) + " | " + header[-1].rjust(width)]
+    lines.append("-" * len(lines[1]))
+    for row_name, values in rows.items():
+        cells = [cell(values.get(key)) for key in keys]
+        parts, start = [], 0
+        for span in spans:
+            parts.append(" ".join(cells[start:start + span]))
+            start += span
+        lines.append(str(row_name).ljust(first) + " | " + " | ".join(parts) + " | " + cells[-1])
+    return "\n".join(lines)
+
+
+def _family_colour(family: str) -> str:
+    return {"Audio": "#4c72b0", "Visual": "#55a868", "Audio-Visual": "#c44e52"}[family]
+
+
+def plot_type_accuracy(metrics: Mapping[str, float], path: str | Path) -> Path:
+    """PNG bar chart of the accuracy per sub-type (coloured by family), with the family averages and the overall
+    accuracy as horizontal lines. Rendered with matplotlib's Agg canvas. Returns the written path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    bars = [(family, subtype, metrics[f"{FAMILY_ABBREVIATIONS[family]}/{subtype}/accuracy"])
+            for family, subtypes in _TABLE_COLUMNS for subtype in subtypes
+            if f"{FAMILY_ABBREVIATIONS[family]}/{subtype}/accuracy" in metrics]
+    if not bars:
+        raise ValueError("plot_type_accuracy needs at least one per-sub-type accuracy (e.g. 'AQ/Counting/accuracy')")
+    figure = Figure(figsize=(max(5.0, 0.75 * len(bars) + 2.0), 3.6))
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
+    positions = range(len(bars))
+    axis.bar(positions, [100 * value for _, _, value in bars], color=[_family_colour(f) for f, _, _ in bars])
+    for x, (family, _, value) in zip(positions, bars):
+        axis.text(x, 100 * value + 1, f"{100 * value:.1f}", ha="center", fontsize=7)
+    axis.set_xticks(list(positions), [f"{FAMILY_ABBREVIATIONS[f]}\n{_SHORT[s]}" for f, s, _ in bars], fontsize=8)
+    for family, _ in _TABLE_COLUMNS:
+        key = f"{FAMILY_ABBREVIATIONS[family]}/accuracy"
+        if key in metrics:
+            axis.axhline(100 * metrics[key], color=_family_colour(family), linestyle=":", linewidth=1,
+                         label=f"{FAMILY_ABBREVIATIONS[family]} {100 * metrics[key]:.1f}")
+    if not math.isnan(metrics.get("accuracy", float("nan"))):
+        axis.axhline(100 * metrics["accuracy"], color="black", linestyle="--", linewidth=1,
+                     label=f"all {100 * metrics['accuracy']:.1f}")
+    axis.set_ylim(0, 105)
+    axis.set_ylabel("accuracy (%)")
+    axis.legend(fontsize=7, loc="lower right", ncol=2)
+    axis.set_title("MUSIC-AVQA accuracy per question type", fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def _plot_attention(samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], vocab: Sequence[str],
+                    answers: Sequence[str], path: Path, max_questions: int = 6) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = []
+    for outputs, batch in samples:
+        predicted = outputs["answer_logits"].argmax(dim=-1)
+        for b in range(predicted.shape[0]):
+            if len(rows) == max_questions:
+                break
+            ids = torch.as_tensor(batch["question"])[b].tolist()
+            words = [vocab[i] if 0 <= i < len(vocab) else "?" for i in ids if i != 0]
+            truth = int(torch.as_tensor(batch["answer"]).reshape(-1)[b])
+            maps = {m: outputs[f"temporal_attention_{m}"][b].float().cpu() for m in ("audio", "visual")
+                    if f"temporal_attention_{m}" in outputs}
+            rows.append((" ".join(words), answers[int(predicted[b])], answers[truth] if truth >= 0 else "?", maps))
+    figure = Figure(figsize=(7.0, 1.15 * len(rows) + 0.4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for axis, (text, predicted, truth, maps) in zip(axes, rows):
+        names = list(maps)
+        image = torch.stack([maps[m] for m in names]).numpy()
+        axis.imshow(image, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(float(image.max()), 1e-6))
+        axis.set_yticks(range(len(names)), names, fontsize=7)
+        axis.set_xticks(range(image.shape[1]))
+        axis.tick_params(axis="x", labelsize=6)
+        mark = "ok" if predicted == truth else "wrong"
+        axis.set_title(f"{text}?  predicted: {predicted}, true: {truth} ({mark})", fontsize=7, loc="left")
+    axes[-1].set_xlabel("segment (s)", fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
