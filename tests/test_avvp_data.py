@@ -131,6 +131,8 @@ def test_plan_is_deterministic_and_consistent():
         for event in plan["events"]:
             assert (event["audio"] is None) == (event["kind"] == "visual")
             assert (event["visual"] is None) == (event["kind"] == "audio")
+        first = plan["events"][0]
+        assert first["kind"] == "audio_visual" and first["audio"] == first["visual"]
         heard = {k for segment in plan["audio"] for k in segment}
         seen = {k for segment in plan["visual"] for k in segment}
         assert heard | seen == {e["class_index"] for e in plan["events"]}

@@ -3,6 +3,10 @@ kill, detection of corrupt chunks, and the dataset wrapper."""
 import json
 import os
 import pickle
+import runpy
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,7 +18,7 @@ from molt.data.feature_cache import (DONE_FILE, CachedDataset, FeatureCache, Fea
                                      data_fingerprint, extract_features)
 
 NUM_CLIPS, SEGMENTS, BLOCKS = 7, 2, "late"
-QUIET = dict(show_progress=False)
+QUIET = {"show_progress": False}
 
 
 class Clips(Dataset):
@@ -104,7 +108,7 @@ def _assert_matches(cache, online, **tolerance):
 
 
 def test_manifest_describes_backbones_and_round_trips_json(setup, tmp_path):
-    visual, audio, manifest, _, _ = setup
+    _visual, _audio, manifest, _, _ = setup
     spec = manifest.groups["visual_taps"]
     assert spec.backbone == "swinv2_tiny_test" and spec.blocks == [6, 7] and spec.token_shapes == [(4, 192)] * 2
     assert spec.weights_hash is None and spec.weights_tag == "" and spec.init_seed == 0  # random init: seed kept
@@ -161,6 +165,9 @@ def test_batch_of_one_is_bit_exact_and_half_precision_is_close(setup, tmp_path):
         assert cache.manifest.dtype == dtype
         _assert_matches(cache, online, rtol=tolerance, atol=tolerance * 4)
         assert cache.verify() == []
+    as_half = FeatureCache(tmp_path / "float16", "val", dtype=torch.float16)[5]["audio_taps"][1]
+    assert as_half.dtype == torch.float16
+    assert torch.equal(as_half.float(), FeatureCache(tmp_path / "float16", "val")[5]["audio_taps"][1])
     half = (tmp_path / "float16" / "val" / "chunk_00000" / "visual_taps_7.npy").stat().st_size
     single = (tmp_path / "f32" / "val" / "chunk_00000" / "visual_taps_7.npy").stat().st_size
     assert half < 0.6 * single
@@ -273,3 +280,81 @@ def test_bad_taps_overflow_and_full_disk_are_clear_errors(setup, tmp_path, monke
     monkeypatch.setattr(feature_cache.shutil, "disk_usage", lambda path: type("U", (), {"free": 10})())
     with pytest.raises(OSError, match="GB free"):
         extract_features(clips, constant(0.0), tmp_path / "e", manifest, split="train", **QUIET)
+
+
+KILL_SCRIPT = '''
+import os, signal, sys, time
+import torch
+from molt.data.feature_cache import FeatureManifest, TapGroupSpec, extract_features
+
+SHAPES = [(3, 4), (5, 2)]
+MANIFEST = FeatureManifest(task="ave", num_segments=2, chunk_size=2, groups={"visual_taps": TapGroupSpec(
+    backbone="synthetic", blocks=[0, 1], token_shapes=SHAPES)})
+
+
+class Clips(torch.utils.data.Dataset):
+    def __len__(self):
+        return 7
+
+    def __getitem__(self, index):
+        return {"frames": torch.arange(2 * 3, dtype=torch.float32).view(2, 3) + 10 * index}
+
+
+class Compute:
+    def __init__(self, kill_at=None):
+        self.kill_at, self.calls = kill_at, 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.calls == self.kill_at:
+            time.sleep(0.5)  # let the writer finish the chunks already handed to it
+            os.kill(os.getpid(), signal.SIGKILL)
+        rows = batch["frames"].flatten(0, 1)  # (B*T, 3)
+        return {"visual_taps": [rows.sum(1)[:, None, None] + torch.arange(n * d).view(1, n, d).float()
+                                for n, d in SHAPES]}
+
+
+if __name__ == "__main__":
+    extract_features(Clips(), Compute(kill_at=int(sys.argv[2])), sys.argv[1], MANIFEST, split="train",
+                     batch_size=1, show_progress=False)
+'''
+
+
+def test_resume_after_a_real_sigkill(tmp_path, one_thread):
+    script = tmp_path / "extract_and_die.py"
+    script.write_text(KILL_SCRIPT)
+    out = tmp_path / "cache"
+    # batch_size=1, chunks of 2 clips: call 6 is the second clip of the third chunk
+    result = subprocess.run([sys.executable, str(script), str(out), "6"], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    done = sorted(path.parent.name for path in (out / "train").glob(f"chunk_*/{DONE_FILE}"))
+    assert done == ["chunk_00000", "chunk_00001"]
+    assert list((out / "train" / "chunk_00002").glob("*.partial"))  # the killed chunk, never read
+    namespace = runpy.run_path(str(script))
+    compute = namespace["Compute"]()
+    report = extract_features(namespace["Clips"](), compute, out, namespace["MANIFEST"], split="train",
+                              batch_size=1, **QUIET)
+    assert compute.calls == 3 and (report.chunks_skipped, report.chunks_written) == (2, 2)
+    cache = FeatureCache(out, "train")
+    assert cache.verify() == []
+    reference = namespace["Compute"]()
+    for index in range(7):
+        expected = reference({"frames": namespace["Clips"]()[index]["frames"][None]})["visual_taps"]
+        assert all(torch.equal(a, b) for a, b in zip(cache[index]["visual_taps"], expected))
+
+
+def test_write_errors_reach_the_caller_and_keep_finished_chunks(setup, tmp_path, monkeypatch):
+    visual, audio, manifest, clips, _ = setup
+    original = feature_cache._ChunkWriter.write
+
+    def failing(self, rows):
+        if self.start >= 3:
+            raise OSError(28, "No space left on device")
+        original(self, rows)
+
+    monkeypatch.setattr(feature_cache._ChunkWriter, "write", failing)
+    with pytest.raises(OSError, match="No space left"):
+        extract_features(clips, Taps(visual, audio), tmp_path, manifest, split="train", batch_size=3, **QUIET)
+    assert (tmp_path / "train" / "chunk_00000" / DONE_FILE).is_file()
+    assert not (tmp_path / "train" / "chunk_00001" / DONE_FILE).exists()

@@ -85,3 +85,36 @@ def test_non_finite_loss_stops_the_run_naming_the_step(prepared, tmp_path):
                                            "optim": {"lr": float("inf"), "head_lr": float("inf")}})
     with pytest.raises(NonFiniteLossError, match=r"global step \d+, epoch 0, batch \d+ \(clips: \["):
         train(config, data=prepared, out_dir=tmp_path, enable_progress_bar=False)
+
+
+def test_training_from_a_feature_cache_matches_online_training(prepared, tmp_path):
+    from molt.cli import main
+
+    cache = tmp_path / "cache"
+    assert main(["extract", "--task", "ave", "--data", str(prepared), "--out", str(cache), "--dtype", "float32"]) == 0
+    config = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 2, "batch_size": 8, "seed": 5}})
+    online = train(config, data=prepared, out_dir=tmp_path / "online", enable_progress_bar=False)
+    cached = train(config, data=prepared, out_dir=tmp_path / "cached", enable_progress_bar=False, features=cache)
+    assert cached["global_step"] == online["global_step"] == 8
+    assert cached["test"]["loss"] == pytest.approx(online["test"]["loss"], rel=1e-4)
+    assert cached["test"]["accuracy"] == pytest.approx(online["test"]["accuracy"], abs=1e-6)
+    # the adapters trained from the cache work on raw clips, with the frozen backbones loaded
+    evaluated = evaluate(cached["adapters"], data=prepared, split="test")
+    assert evaluated["accuracy"] == pytest.approx(cached["test"]["accuracy"], abs=1e-6)
+
+
+def test_a_cache_for_other_blocks_or_lavish_is_refused(prepared, tmp_path):
+    from molt.cli import main
+
+    cache = tmp_path / "cache"
+    assert main(["extract", "--task", "ave", "--data", str(prepared), "--out", str(cache), "--splits",
+                 "train,val,test", "--blocks", "late"]) == 0
+    mid = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 1},
+                                        "method_config": {"blocks_visual": "mid", "blocks_audio": "mid"}})
+    with pytest.raises(ValueError, match=r"blocks: cache has \[6, 7\], expected \[4, 5\]"):
+        train(mid, data=prepared, out_dir=tmp_path, enable_progress_bar=False, features=cache)
+    from molt.config import switch_method
+
+    lavish = switch_method(load_config("ave_molt_tiny", {"trainer": {"max_epochs": 1}}), "lavish")
+    with pytest.raises(ValueError, match="LAVisH cannot train from a feature cache"):
+        train(lavish, data=prepared, out_dir=tmp_path, enable_progress_bar=False, features=cache)

@@ -53,7 +53,8 @@ METRIC_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "ave": [("Acc.", "accuracy")],
     "avs": [("M_J", "mIoU"), ("M_F", "F_score")],
     "avqa": [("AQ", "AQ/accuracy"), ("VQ", "VQ/accuracy"), ("AVQ", "AVQ/accuracy"), ("Avg.", "accuracy")],
-    "avvp": [("Seg. AV F1", "segment_av_f1"), ("Event AV F1", "event_av_f1")],
+    "avvp": [("Seg. Type@AV", "segment_type_av_f1"), ("Seg. Event@AV", "segment_event_av_f1"),
+             ("Event Type@AV", "event_type_av_f1"), ("Event Event@AV", "event_event_av_f1")],
 }
 
 

@@ -119,9 +119,30 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = switch_method(config, args.method)
     if config.task != args.task:
         raise ValueError(f"the config {args.config!r} is for task {config.task!r}, not {args.task!r}")
-    result = train(config, data=args.data, out_dir=args.out, resume=args.resume)
+    result = train(config, data=args.data, out_dir=args.out, resume=args.resume, features=args.features)
     if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
         print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from .config import load_config, switch_method
+    from .extract import extract
+
+    overrides = _experiment_overrides(args)
+    if args.blocks:
+        overrides.setdefault("method_config", {}).update(blocks_visual=args.blocks, blocks_audio=args.blocks)
+    config = load_config(args.config or _default_preset(args.task, args.backbone), overrides)
+    if args.method:
+        config = switch_method(config, args.method)
+    splits = tuple(split for split in args.splits.split(",") if split)
+    reports = extract(config, data=args.data, out_dir=args.out, splits=splits, dtype=args.dtype,
+                      batch_size=args.batch_size or 8, chunk_size=args.chunk_size, device=args.device,
+                      verify_existing=args.verify)
+    for split, report in reports.items():
+        print(f"{split}: {report.summary()}")
+    print(f"train from it with: molt train {args.task} --data {args.data} --features {args.out}"
+          + (f" --config {args.config}" if args.config else ""))
     return 0
 
 
@@ -254,7 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="dataset root (prepared automatically) or prepared directory")
     train.add_argument("--out", default="runs", help="run directory root (default: runs/)")
     train.add_argument("--resume", help="checkpoint to resume from, or 'last' for the run's last checkpoint")
+    train.add_argument("--features", help="feature cache written by `molt extract` for this setup: train without "
+                                           "running (or loading) the frozen backbones")
     _add_experiment_options(train)
+
+    extract = verb("extract", "run the frozen backbones once and cache the taps MoLT / Mettle read (resumable)",
+                   _cmd_extract, "molt extract --task ave --data data/synth --out cache/ave_tiny",
+                   "molt extract --task ave --data /data/AVE --config ave_molt_paper --blocks late --dtype float16 "
+                   "--visual-weights swin.safetensors --audio-weights HTSAT_AudioSet_Saved_1.ckpt --out cache/ave")
+    extract.add_argument("--task", required=True, choices=tasks)
+    extract.add_argument("--data", required=True, help="dataset root (prepared automatically) or prepared directory")
+    extract.add_argument("--out", required=True, help="cache directory (resumes what is already there)")
+    extract.add_argument("--blocks", help="block selection of both backbones (default: the config's), e.g. late")
+    extract.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    extract.add_argument("--splits", default="train,val,test", help="comma-separated splits to extract")
+    extract.add_argument("--chunk-size", type=int, default=256, help="clips per chunk file (unit of resume)")
+    extract.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    extract.add_argument("--verify", action="store_true", help="re-check the checksums of chunks already written")
+    extract.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs")
+    _add_experiment_options(extract)
 
     evaluate = verb("eval", "evaluate a trained checkpoint: metrics as JSON and pictures", _cmd_eval,
                     "molt eval ave --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")

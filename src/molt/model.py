@@ -101,13 +101,27 @@ class AudioVisualModel(nn.Module):
         return adapter_state_dict(self)
 
 
-def build_model(config: ExperimentConfig, task_options: dict[str, Any]) -> AudioVisualModel:
+def build_model(config: ExperimentConfig, task_options: dict[str, Any], *,
+                backbones_on_meta: bool = False) -> AudioVisualModel:
     """Build backbones, method and head from an experiment config.
 
     ``task_options`` holds what the data decides (e.g. ``num_classes`` for AVE); it is merged into ``config.head``.
+    ``backbones_on_meta=True`` builds the frozen backbones on PyTorch's ``meta`` device (shapes only: no memory,
+    no weights read) for training from a feature cache, where batches carry the taps; they still report the
+    weights files of the config (``weights_hash``) so adapter files record what the cache was extracted with.
     """
-    visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,
-                                    audio_weights=config.audio_weights)
+    if backbones_on_meta:
+        if config.method == "lavish":
+            raise ValueError("LAVisH adapters run inside the backbone blocks, so LAVisH cannot train from a feature "
+                             "cache; drop --features or use molt / mettle")
+        with torch.device("meta"):
+            visual, audio = build_backbones(config.backbone)
+        visual.weights_path = config.visual_weights
+        if config.audio_weights is not None:
+            audio.weights_path = config.audio_weights
+    else:
+        visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,
+                                        audio_weights=config.audio_weights)
     method, visual_blocks, audio_blocks = build_method(config.method, config.method_config, visual, audio)
     features = features_class(config.method)(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks,
                                              audio_blocks=audio_blocks)

@@ -87,7 +87,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
         name="avvp", description="audio-visual video parsing (LLP): audio and visual events per second from "
                                  "video-level labels",
         dataset_ref="molt.data.prepared_llp:PreparedLLP", prepare_ref="molt.data.prepared_llp:ensure_prepared_llp",
-        synthesize_ref="molt.data.synthetic_llp:generate_llp", monitor="segment_av_f1"),
+        synthesize_ref="molt.data.synthetic_llp:generate_llp", monitor="segment_type_av_f1"),
 }
 
 

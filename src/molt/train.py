@@ -195,12 +195,13 @@ def _resolve_resume(resume: str | None, run_root: Path) -> tuple[str | None, str
 
 
 def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike = "runs",
-          resume: str | None = None, run_name: str | None = None,
-          enable_progress_bar: bool = True) -> dict[str, Any]:
+          resume: str | None = None, run_name: str | None = None, enable_progress_bar: bool = True,
+          features: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train on ``data`` (a dataset root of ``config.task``'s layout, prepared on first use, or a prepared directory).
 
     Model selection uses the task's monitor metric on the validation split; the returned figures are on the test
-    split.
+    split. With ``features`` (a cache written by ``molt extract`` for the same setup), batches carry the cached taps
+    and the frozen backbones are never run nor loaded (they are built on the ``meta`` device).
     Returns a dict with the run directory, adapter directory, best validation and test metrics, parameter counts,
     peak memory and wall time.
     """
@@ -213,7 +214,13 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     prepared = spec.prepare(data, setting=spec.check_setting(config.setting))
     train_set, val_set, test_set = (open_split(spec, prepared, split) for split in ("train", "val", "test"))
     task_options = train_set.task_options()
-    model = build_model(config, task_options)
+    model = build_model(config, task_options, backbones_on_meta=features is not None)
+    if features is not None:
+        from .extract import cached_splits
+
+        cached = cached_splits(config, model, prepared, {"train": train_set, "val": val_set, "test": test_set},
+                               features)
+        train_set, val_set, test_set = cached["train"], cached["val"], cached["test"]
     if model.audio is not None:
         check_sample_rate(train_set.sample_rate, model.audio.sample_rate, source=prepared)
     trainable, total = count_parameters(model)
@@ -257,6 +264,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "wall_time_s": round(time.time() - start, 1),
         "global_step": trainer.global_step,
+        "features": str(features) if features is not None else None,
     }
     if trainer.is_global_zero:
         with open(run_dir / "result.json", "w") as handle:

@@ -52,6 +52,18 @@ class TapBackbone(nn.Module):
         super().train(False)
         return self
 
+    @property
+    def is_meta(self) -> bool:
+        """Built on the ``meta`` device (shapes only), e.g. to train from a feature cache."""
+        return any(parameter.is_meta for parameter in self.parameters())
+
+    def _apply(self, fn, recurse: bool = True):
+        # a meta backbone has no data to move: .to(device) / .cpu() by a parent (Lightning moves the whole model)
+        # leaves it as it is instead of failing
+        if self.is_meta:
+            return self
+        return super()._apply(fn, recurse)
+
     def train(self, mode: bool = True) -> "TapBackbone":
         """Frozen backbones ignore ``train(True)``: dropout, drop-path, SpecAugment and BatchNorm statistics stay
         in inference behaviour even when a parent module is switched to training mode."""

@@ -30,11 +30,15 @@ Why a directory of chunked ``.npy`` files rather than HDF5, zarr or LMDB:
   page cache that every worker shares, with no decompression (float activations barely compress), no library
   lock (libhdf5 serialises threads and must be reopened per process) and no new dependency (neither h5py, zarr
   nor lmdb is a dependency of molt-av).
-* **Crash safety with a cheap unit of work.** A chunk (``chunk_size`` clips, 256 by default: about 0.8 GB for
-  the late blocks of Swin-V2-L + HTS-AT at float16 on AVE) is the unit of resume and of atomic commit: its files
-  are written under ``*.partial`` names, renamed when complete, and ``done.json`` is written last (atomically), so
-  a kill loses at most one chunk and a chunk without ``done.json`` is never read. A whole-dataset single file
-  (HDF5) can be left unreadable by a kill; one file per clip means hundreds of thousands of small files.
+* **Crash safety with a cheap unit of work.** A chunk (``chunk_size`` clips, 256 by default: about 1 GB for the
+  two late blocks of Swin-V2-L at 192 px + HTS-AT, float16, T = 10) is the unit of resume and of atomic commit:
+  its files are written under ``*.partial`` names, renamed when complete, and ``done.json`` is written last
+  (atomically), so a kill loses at most one chunk and a chunk without ``done.json`` is never read. A single
+  whole-dataset file (HDF5) can be left unreadable by a kill; one file per clip means hundreds of thousands of
+  small files.
+* **Writing costs little.** Files are written sequentially (plain appends, faster than a writable memory map) by
+  a background thread, overlapped with the next batch's loading and forward pass (file writes and ``zlib`` release
+  the GIL); :class:`ExtractReport` says how long extraction waited for it.
 * **Corruption is detected and named.** Every file's size and CRC-32 (``zlib``, computed while writing) are in
   ``done.json``: opening a chunk checks sizes and headers (a truncated file raises a ``ValueError`` naming it) and
   :meth:`FeatureCache.verify` recomputes the checksums.
@@ -42,6 +46,14 @@ Why a directory of chunked ``.npy`` files rather than HDF5, zarr or LMDB:
 Storage dtypes: ``float16`` (default; half the bytes, relative error about 5e-4), ``bfloat16`` (stored as ``uint16``
 bit patterns, numpy having no bfloat16; the range of float32) and ``float32`` (exact). A value that overflows float16
 is an error naming the tap, never a silent ``inf``. Taps are always read back as float32.
+
+Typical use::
+
+    manifest = FeatureManifest(task="ave", num_segments=10, data_fingerprint=data_fingerprint(prepared_dir),
+                               groups={"visual_taps": TapGroupSpec.from_backbone(visual, "late"),
+                                       "audio_taps": TapGroupSpec.from_backbone(audio, "late")})
+    extract_features(dataset, compute_taps, "cache/", manifest, split="train")   # resumable
+    train_set = CachedDataset(dataset, FeatureCache("cache/", "train", expected=manifest))
 
 Compatibility. A cache is refused (:meth:`FeatureManifest.check_compatible`, a ``ValueError`` listing every differing
 field) when the task, setting, prepared data (SHA-256 of its ``index.json``), number of segments, storage dtype,
@@ -54,24 +66,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
+import math
 import os
+import queue
 import re
 import shutil
+import threading
 import time
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-__all__ = ["FeatureManifest", "TapGroupSpec", "ExtractReport", "FeatureCache", "CachedDataset", "extract_features",
-           "data_fingerprint", "FORMAT", "FORMAT_VERSION", "MANIFEST_FILE", "DONE_FILE", "SPLIT_FILE", "DTYPES",
-           "MEDIA_KEYS"]
+__all__ = ["CachedDataset", "ExtractReport", "FeatureCache", "FeatureManifest", "TapGroupSpec", "data_fingerprint",
+           "extract_features", "DONE_FILE", "DTYPES", "FORMAT", "FORMAT_VERSION", "MANIFEST_FILE", "MEDIA_KEYS",
+           "SPLIT_FILE"]
 
 _logger = logging.getLogger(__name__)
 
@@ -84,6 +101,8 @@ SPLIT_FILE = "split.json"
 DTYPES: dict[str, np.dtype] = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(np.uint16),
                                "float32": np.dtype(np.float32)}
 MEDIA_KEYS = ("frames", "audio")
+_LIMITS = {"float16": torch.finfo(torch.float16).max, "bfloat16": torch.finfo(torch.bfloat16).max,
+           "float32": torch.finfo(torch.float32).max}
 # fields of a manifest that decide what the taps are (chunk_size and splits only describe the store)
 _IDENTITY_FIELDS = ("format", "format_version", "task", "setting", "data_fingerprint", "num_segments", "dtype")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -155,7 +174,7 @@ class TapGroupSpec:
 
     @classmethod
     def from_backbone(cls, backbone: Any, blocks: Any, *, init_seed: int | None = 0,
-                      preprocessing: Mapping[str, Any] | None = None) -> "TapGroupSpec":
+                      preprocessing: Mapping[str, Any] | None = None) -> TapGroupSpec:
         """Describe the taps of ``backbone`` (a :class:`~molt.backbones.base.TapBackbone`) at ``blocks``.
 
         ``blocks`` is any selection the backbone resolves (``"late"``, ``[22, 23]``, ...). Token shapes come
@@ -235,7 +254,7 @@ class FeatureManifest:
         return payload
 
     @classmethod
-    def from_dict(cls, payload: Mapping[str, Any], *, source: str = "feature manifest") -> "FeatureManifest":
+    def from_dict(cls, payload: Mapping[str, Any], *, source: str = "feature manifest") -> FeatureManifest:
         if payload.get("format") != FORMAT or payload.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{source}: expected format {FORMAT!r} version {FORMAT_VERSION}, got "
                              f"{payload.get('format')!r} version {payload.get('format_version')!r}; extract the "
@@ -253,7 +272,7 @@ class FeatureManifest:
         _write_json(Path(path), self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureManifest":
+    def load(cls, path: str | os.PathLike) -> FeatureManifest:
         path = Path(path)
         if path.is_dir():
             path = path / MANIFEST_FILE
@@ -268,7 +287,7 @@ class FeatureManifest:
         names = self.groups if groups is None else groups
         return sum(self.num_segments * n * d * itemsize for name in names for n, d in self.groups[name].token_shapes)
 
-    def differences(self, expected: "FeatureManifest") -> list[str]:
+    def differences(self, expected: FeatureManifest) -> list[str]:
         """Every field where this (cache) manifest differs from ``expected``, as ``"field: cache has A, expected
         B"`` lines. Only the groups of ``expected`` are compared (a cache may hold more); ``chunk_size`` and
         ``splits`` describe the store, not the taps, and are ignored; ``data_fingerprint`` is compared only when
@@ -290,7 +309,7 @@ class FeatureManifest:
                                     f"expected {value!r}")
         return problems
 
-    def check_compatible(self, expected: "FeatureManifest", *, source: str = "the feature cache") -> None:
+    def check_compatible(self, expected: FeatureManifest, *, source: str = "the feature cache") -> None:
         """Raise a ``ValueError`` listing every difference (see :meth:`differences`) and how to fix it."""
         problems = self.differences(expected)
         if problems:
@@ -310,8 +329,9 @@ class ExtractReport:
         chunks_written / chunks_skipped: chunks computed now / found complete (resume).
         items_computed: clips computed now.
         bytes_written: bytes of tap files written now.
-        seconds: wall time; compute_seconds: time in ``compute_taps`` and the copy to the CPU;
-            write_seconds: time writing, checksumming and committing chunks (the rest is data loading).
+        seconds: wall time; compute_seconds: time in ``compute_taps`` and the copy to the CPU.
+        write_seconds: time the background writer spent writing, checksumming and committing chunks (overlapped
+            with computing); wait_seconds: time the extraction waited for the writer (the visible cost of storing).
     """
 
     out_dir: Path
@@ -325,6 +345,7 @@ class ExtractReport:
     seconds: float = 0.0
     compute_seconds: float = 0.0
     write_seconds: float = 0.0
+    wait_seconds: float = 0.0
 
     @property
     def clips_per_second(self) -> float:
@@ -335,7 +356,8 @@ class ExtractReport:
         return (f"extracted {self.items_computed} clip(s) of split {self.split!r} into {self.out_dir} "
                 f"({self.chunks_written} chunk(s) written, {self.chunks_skipped} already complete, "
                 f"{self.bytes_written / 1e6:.1f} MB) in {self.seconds:.1f} s ({self.clips_per_second:.2f} clips/s; "
-                f"compute {self.compute_seconds:.1f} s, write {self.write_seconds:.1f} s)")
+                f"compute {self.compute_seconds:.1f} s, write {self.write_seconds:.1f} s of which "
+                f"{self.wait_seconds:.1f} s not overlapped)")
 
 
 # ---------------------------------------------------------------------------------------------------------- chunks
@@ -379,8 +401,10 @@ def _chunk_problems(chunk_dir: Path, expected: Mapping[str, tuple[str, int, tupl
         return [f"{chunk_dir}: not complete (no {DONE_FILE})"]
     try:
         files = json.loads(done.read_text())["files"]
+        if not isinstance(files, dict):
+            raise TypeError(f"'files' is a {type(files).__name__}")
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return [f"{done}: unreadable ({error})"]
+        return [f"{done}: unreadable ({error!r})"]
     problems = []
     for name, (_, _, shape) in expected.items():
         path = chunk_dir / name
@@ -408,16 +432,20 @@ def _to_storage(tap: torch.Tensor, dtype: str) -> torch.Tensor:
     return tap.bfloat16().view(torch.int16)
 
 
-def _from_storage(array: np.ndarray, dtype: str) -> torch.Tensor:
-    """A stored array (any shape) -> float32 tensor (copied, so the memory map is never handed out)."""
+def _from_storage(array: np.ndarray, dtype: str, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A stored array (any shape) -> tensor of ``out_dtype`` (copied, so the memory map is never handed out)."""
     if dtype == "bfloat16":
-        return torch.from_numpy(np.array(array).view(np.int16)).view(torch.bfloat16).float()
-    return torch.from_numpy(np.array(array)).float()
+        return torch.from_numpy(np.array(array).view(np.int16)).view(torch.bfloat16).to(out_dtype)
+    return torch.from_numpy(np.array(array)).to(out_dtype)
 
 
 class _ChunkWriter:
-    """Writes one chunk: memory-mapped ``*.partial`` files filled batch by batch (in order, so the CRC-32 of each
-    file is computed on the fly), then renamed, then ``done.json``."""
+    """Writes one chunk: ``*.partial`` files appended batch by batch (in clip order, so the CRC-32 of each file is
+    computed on the fly from the bytes written), then renamed, then ``done.json``.
+
+    Plain sequential writes rather than a writable memory map: about 2-3x faster on a CPU (no page faults, no
+    ``msync``), and a full disk raises ``OSError`` instead of killing the process with SIGBUS.
+    """
 
     def __init__(self, chunk_dir: Path, start: int, stop: int, manifest: FeatureManifest) -> None:
         if chunk_dir.exists():
@@ -425,15 +453,20 @@ class _ChunkWriter:
         chunk_dir.mkdir(parents=True)
         self.chunk_dir, self.start, self.stop, self.dtype = chunk_dir, start, stop, manifest.dtype
         self.filled = 0
-        self.files = _expected_files(manifest, stop - start)
-        self.arrays: dict[str, np.memmap] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.handles: dict[str, Any] = {}
         self.crcs: dict[str, int] = {}
-        for name, (_, _, shape) in self.files.items():
-            partial = chunk_dir / f"{name}.partial"
-            self.arrays[name] = np.lib.format.open_memmap(partial, mode="w+", dtype=DTYPES[manifest.dtype],
-                                                          shape=shape)
-            with open(partial, "rb") as handle:  # the .npy header precedes the data in the CRC
-                self.crcs[name] = zlib.crc32(handle.read(self.arrays[name].offset))
+        self.sizes: dict[str, int] = {}
+        storage = DTYPES[manifest.dtype]
+        for name, (_, _, shape) in _expected_files(manifest, stop - start).items():
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(storage),
+                                                          "fortran_order": False, "shape": shape})
+            self.shapes[name] = shape
+            self.handles[name] = open(chunk_dir / f"{name}.partial", "wb")  # noqa: SIM115 - closed in commit()
+            self.handles[name].write(header.getvalue())
+            self.crcs[name] = zlib.crc32(header.getvalue())
+            self.sizes[name] = len(header.getvalue()) + int(np.prod(shape)) * storage.itemsize
 
     @property
     def full(self) -> bool:
@@ -441,26 +474,91 @@ class _ChunkWriter:
 
     def write(self, rows: Mapping[str, np.ndarray]) -> None:
         """Append ``(b, T, N, D)`` arrays (one per file) of the next ``b`` clips."""
-        count = len(next(iter(rows.values())))
         for name, values in rows.items():
-            self.arrays[name][self.filled:self.filled + count] = values
-            self.crcs[name] = zlib.crc32(memoryview(np.ascontiguousarray(values)).cast("B"), self.crcs[name])
-        self.filled += count
+            data = memoryview(np.ascontiguousarray(values)).cast("B")
+            self.handles[name].write(data)
+            self.crcs[name] = zlib.crc32(data, self.crcs[name])
+        self.filled += len(next(iter(rows.values())))
 
     def commit(self) -> int:
-        """Flush, rename, write ``done.json``; returns the bytes written."""
-        total = 0
+        """Close, check sizes, rename, write ``done.json``; returns the bytes written."""
         record: dict[str, Any] = {}
-        for name, array in self.arrays.items():
-            array.flush()
-            path = self.chunk_dir / name
-            os.replace(self.chunk_dir / f"{name}.partial", path)
-            size = path.stat().st_size
-            total += size
-            record[name] = {"bytes": size, "shape": list(array.shape), "dtype": self.dtype, "crc32": self.crcs[name]}
-        self.arrays.clear()
+        for name, handle in self.handles.items():
+            handle.close()
+            partial = self.chunk_dir / f"{name}.partial"
+            if partial.stat().st_size != self.sizes[name]:
+                raise OSError(f"{partial}: wrote {partial.stat().st_size} bytes, expected {self.sizes[name]}")
+            os.replace(partial, self.chunk_dir / name)
+            record[name] = {"bytes": self.sizes[name], "shape": list(self.shapes[name]), "dtype": self.dtype,
+                            "crc32": self.crcs[name]}
+        self.handles.clear()
         _write_json(self.chunk_dir / DONE_FILE, {"start": self.start, "stop": self.stop, "files": record})
-        return total
+        return sum(self.sizes.values())
+
+    def abandon(self) -> None:
+        """Close the files of an unfinished chunk (left as ``*.partial``, as a kill would leave them)."""
+        for handle in self.handles.values():
+            handle.close()
+        self.handles.clear()
+
+
+class _ChunkSink:
+    """Hands batches to a background thread that writes them into their chunks, in order.
+
+    File writes and ``zlib.crc32`` release the GIL, so storing overlaps with the next batch's data loading and
+    backbone forward. At most ``max_pending`` batches wait in the queue (bounded memory). An error in the thread is
+    raised in the caller at the next :meth:`put` or at :meth:`close`.
+    """
+
+    def __init__(self, split_dir: Path, manifest: FeatureManifest, ranges: list[tuple[int, int]],
+                 report: ExtractReport, max_pending: int = 4) -> None:
+        self.split_dir, self.manifest, self.ranges, self.report = split_dir, manifest, ranges, report
+        self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.error: BaseException | None = None
+        self.writer: _ChunkWriter | None = None
+        self.thread = threading.Thread(target=self._run, name="feature-cache-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, chunk: int, rows: Mapping[str, np.ndarray]) -> None:
+        if self.error is not None:
+            raise self.error
+        tic = time.perf_counter()
+        self.queue.put((chunk, rows))
+        self.report.wait_seconds += time.perf_counter() - tic
+
+    def _run(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is None:
+                return
+            if self.error is None:  # after an error, only drain the queue
+                try:
+                    self._write(*job)
+                except BaseException as error:  # noqa: BLE001 - handed to the caller
+                    self.error = error
+
+    def _write(self, chunk: int, rows: Mapping[str, np.ndarray]) -> None:
+        tic = time.perf_counter()
+        if self.writer is None:
+            self.writer = _ChunkWriter(_chunk_dir(self.split_dir, chunk), *self.ranges[chunk], self.manifest)
+        self.writer.write(rows)
+        if self.writer.full:
+            self.report.bytes_written += self.writer.commit()
+            self.report.chunks_written += 1
+            self.writer = None
+        self.report.write_seconds += time.perf_counter() - tic
+
+    def close(self, *, raise_errors: bool = True) -> None:
+        """Wait until every queued batch is written (finished chunks are committed even after a failure)."""
+        tic = time.perf_counter()
+        self.queue.put(None)
+        self.thread.join()
+        self.report.wait_seconds += time.perf_counter() - tic
+        if self.writer is not None:
+            self.writer.abandon()
+            self.writer = None
+        if raise_errors and self.error is not None:
+            raise self.error
 
 
 def _storage_rows(taps: Any, manifest: FeatureManifest, indices: list[int]) -> dict[str, np.ndarray]:
@@ -482,15 +580,15 @@ def _storage_rows(taps: Any, manifest: FeatureManifest, indices: list[int]) -> d
                 raise ValueError(f"{group} block {block}: expected taps of shape (B*T, N, D) = "
                                  f"({count}*{segments}, {tokens}, {dim}), got {tuple(tap.shape)}; the manifest does "
                                  f"not describe this backbone / input (check the blocks and the input size)")
-            stored = _to_storage(tap.detach(), manifest.dtype)
-            if manifest.dtype == "float16" and not bool(torch.isfinite(stored).all()):
-                finite = bool(torch.isfinite(tap).all())
-                raise ValueError(f"{group} block {block} of clips {indices[0]}..{indices[-1]}: "
-                                 + (f"values up to {tap.abs().max().item():.3g} overflow float16; extract with "
-                                    f"dtype bfloat16 or float32" if finite else "the backbone produced NaN or inf"))
-            if manifest.dtype != "float16" and not bool(torch.isfinite(tap).all()):
-                raise ValueError(f"{group} block {block} of clips {indices[0]}..{indices[-1]}: the backbone "
-                                 f"produced NaN or inf")
+            tap = tap.detach()
+            peak = tap.abs().amax().item() if tap.numel() else 0.0  # one reduction: NaN, inf and overflow
+            if not peak <= _LIMITS[manifest.dtype]:
+                where = f"{group} block {block} of clips {indices[0]}..{indices[-1]}"
+                if math.isfinite(peak):
+                    raise ValueError(f"{where}: values up to {peak:.3g} overflow {manifest.dtype}; extract with "
+                                     f"dtype bfloat16 or float32")
+                raise ValueError(f"{where}: the backbone produced NaN or inf")
+            stored = _to_storage(tap, manifest.dtype)
             array = stored.reshape(count, segments, tokens, dim).cpu().numpy()
             rows[_file_name(group, block)] = array.view(DTYPES[manifest.dtype])  # bfloat16: int16 -> uint16 bits
     return rows
@@ -554,7 +652,7 @@ def extract_features(dataset: Dataset, compute_taps: Callable[[Any], Mapping[str
     Raises:
         ValueError: mismatched cache, bad split name, empty dataset, taps that do not match the manifest or
             overflow float16. OSError: not enough free disk space for the chunks left to write (checked first:
-            a full disk under a memory map would kill the process with SIGBUS).
+            better than failing hours later).
     """
     start_time = time.perf_counter()
     manifest = dataclasses.replace(manifest, chunk_size=chunk_size or manifest.chunk_size,
@@ -615,24 +713,21 @@ def _extract_chunks(dataset: Dataset, compute_taps: Callable[[Any], Any], split_
 
     progress = tqdm(total=report.num_items, initial=report.num_items - sum(len(i) for _, i in batches),
                     desc=f"extract {split_dir.name}", unit="clip", disable=not show_progress)
-    writer: _ChunkWriter | None = None
+    sink = _ChunkSink(split_dir, manifest, ranges, report)
     try:
         for (chunk, indices), batch in zip(batches, loader):
-            if writer is None:
-                writer = _ChunkWriter(_chunk_dir(split_dir, chunk), *ranges[chunk], manifest)
             tic = time.perf_counter()
             with torch.no_grad():
                 rows = _storage_rows(compute_taps(batch), manifest, indices)
-            toc = time.perf_counter()
-            writer.write(rows)
-            if writer.full:
-                report.bytes_written += writer.commit()
-                report.chunks_written += 1
-                writer = None
-            report.compute_seconds += toc - tic
-            report.write_seconds += time.perf_counter() - toc
+            report.compute_seconds += time.perf_counter() - tic
+            sink.put(chunk, rows)
             report.items_computed += len(indices)
             progress.update(len(indices))
+    except BaseException:
+        sink.close(raise_errors=False)  # keep the chunks finished before the failure
+        raise
+    else:
+        sink.close()
     finally:
         progress.close()
 
@@ -647,16 +742,19 @@ class FeatureCache(Dataset):
         expected: the manifest the run expects; a cache built for another setup is refused with a ``ValueError``
             listing the differences (see :meth:`FeatureManifest.check_compatible`).
         groups: tap groups to read (default: those of ``expected``, else all).
+        dtype: dtype of the tensors read back (float32 by default; ``torch.float16`` / ``torch.bfloat16`` halve
+            what DataLoader workers pass to the main process, the model then casts on its device).
 
-    ``cache[i]`` is ``{group: [Tensor float32 (T, N_l, D_l) per block]}`` for clip ``i``. Chunk files are
+    ``cache[i]`` is ``{group: [Tensor (T, N_l, D_l) per block]}`` for clip ``i``. Chunk files are
     memory-mapped lazily on first use in each process (memory maps are not pickled: DataLoader workers reopen
     them). Opening a chunk checks its file sizes and headers; a truncated or unreadable file raises a
     ``ValueError`` naming it. :meth:`verify` recomputes the checksums.
     """
 
     def __init__(self, out_dir: str | os.PathLike, split: str, *, expected: FeatureManifest | None = None,
-                 groups: Sequence[str] | None = None) -> None:
+                 groups: Sequence[str] | None = None, dtype: torch.dtype = torch.float32) -> None:
         self.root = Path(out_dir)
+        self.dtype = dtype
         self.manifest = FeatureManifest.load(self.root)
         if expected is not None:
             self.manifest.check_compatible(expected, source=f"the feature cache {self.root}")
@@ -721,7 +819,7 @@ class FeatureCache(Dataset):
         index %= self.num_items
         chunk, offset = divmod(index, self.manifest.chunk_size)
         arrays = self._open(chunk)
-        return {group: [_from_storage(arrays[_file_name(group, block)][offset], self.manifest.dtype)
+        return {group: [_from_storage(arrays[_file_name(group, block)][offset], self.manifest.dtype, self.dtype)
                         for block in self.manifest.groups[group].blocks] for group in self.groups}
 
     def verify(self, *, repair: bool = False) -> list[str]:

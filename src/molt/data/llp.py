@@ -38,10 +38,10 @@ Quirks of the real files and how they are handled (on purpose):
   official evaluation fills the slice ``onset:offset``, i.e. nothing. They are kept and mark no segment.
 * **Repeated lines and overlapping events** of one category (the same line twice, or ``0-2`` and ``2-6``) just
   set the same segments again (a union).
-* **Eval lines of unknown clips.** The eval files hold lines whose ``filename`` matches no line of the split
-  files (e.g. ``P7x4FV4lg_570_580``, whose id has 9 characters, is not in ``AVVP_test_pd.csv``). The official
-  evaluation looks eval lines up by the full filename of each val/test clip, so they are never used; here too
-  (their number is logged).
+* **Eval lines of unknown clips.** The eval files hold lines whose ``filename`` is in neither
+  ``AVVP_val_pd.csv`` nor ``AVVP_test_pd.csv`` (e.g. ``P7x4FV4lg_570_580``, whose id has 9 characters). The
+  official evaluation looks eval lines up by the full filename of each val/test clip, so they are never used;
+  here too (their number is logged).
 * **Repeated weak labels** on one line (``Clapping,Clapping`` in ``AVVP_test_pd.csv``) count once.
 * A weak label may have no segment-level line (a category heard or seen too briefly to be annotated), and a
   clip of val/test without any eval line has all-negative segment labels, as in the official evaluation.

@@ -341,15 +341,22 @@ class PreparedAVE(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} rows")
         index = index % len(self)
-        frames, audio, labels = self._open()
-        row = self.rows[index]
-        media = row["media_index"]
+        frames, audio, _ = self._open()
+        media = self.rows[index]["media_index"]
         clip_frames = torch.from_numpy(np.array(frames[media])).permute(0, 3, 1, 2)
         clip_audio = torch.from_numpy(audio[media].astype(np.float32) / 32768.0)
+        return {"frames": clip_frames, "audio": clip_audio, **self.item_without_media(index)}
+
+    def item_without_media(self, index: int) -> dict[str, Any]:
+        """Item ``index`` without ``frames`` and ``audio`` (targets and ids only): what training from a feature
+        cache reads, without touching the decoded media."""
+        index = index % len(self)
+        labels = self._open()[2]
+        row = self.rows[index]
         row_labels = torch.from_numpy(labels[self.row_indices[index]].astype(np.float32))
         valid = np.max(labels[self._siblings[index]], axis=0).astype(np.float32)
-        return {"frames": clip_frames, "audio": clip_audio, "labels": row_labels,
-                "valid_labels": torch.from_numpy(valid), "video_id": row["video_id"], "index": index}
+        return {"labels": row_labels, "valid_labels": torch.from_numpy(valid), "video_id": row["video_id"],
+                "index": index}
 
     def segment_labels(self) -> torch.Tensor:
         """Class index of every segment of every row, ``(N, T)`` int64 (background = ``num_classes``)."""

@@ -13,6 +13,10 @@ Design
   ``[onset, offset)`` of whole seconds (2 to 8 s by default). An audio-visual event reuses its audio window for
   the picture half of the time and draws another window otherwise, so its audio-visual part (the overlap of
   the two, as in the LLP evaluation) may be shorter than either, or empty.
+* The first event of every clip is audio-visual with one window for both modalities, so every clip has
+  something heard, seen, and both. (This keeps the metrics honest: in the official evaluation a clip where
+  nothing is true and nothing is predicted scores 1.0, so on clips without, say, an audio-visual event an
+  empty prediction would be perfect.) The kinds of the other events follow ``event_kinds``.
 * Several events may overlap in time: a segment can show several patterns and mix several sounds. The weak
   label of a clip is the set of its event classes; the segment labels (eval csv files, written for val and
   test only, as in LLP) say which class is heard and which is seen in each second.
@@ -35,7 +39,6 @@ Layout written under ``out_dir`` (the layout of the authors' ``data/`` directory
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -90,7 +93,8 @@ def plan_llp_videos(num_videos: int, seed: int, *, num_classes: int = 6, num_seg
                     events_per_video: tuple[int, int] = (1, 3), event_length: tuple[int, int] = (2, 8),
                     event_kinds: dict[str, float] | None = None,
                     split_fractions: Sequence[float] = (0.7, 0.15, 0.15)) -> list[dict[str, Any]]:
-    """Decide everything about every clip except its pixels and samples.
+    """Decide everything about every clip except its pixels and samples (the first event of a clip is
+    audio-visual with one window for both modalities, the others follow ``event_kinds``).
 
     Returns one dict per clip: ``video_id``, ``filename``, ``index``, ``split``, ``labels`` (class names of the
     weak label), ``events`` (``class_index``, ``label``, ``kind``, ``audio`` / ``visual`` window
@@ -116,7 +120,7 @@ def plan_llp_videos(num_videos: int, seed: int, *, num_classes: int = 6, num_seg
 
     rng = np.random.default_rng(seed)
     ids = _video_ids(rng, num_videos)
-    n_train, n_val, n_test = _split_sizes(num_videos, split_fractions)
+    _, n_val, n_test = _split_sizes(num_videos, split_fractions)
     order = rng.permutation(num_videos)
     split_of = {int(index): "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
                 for rank, index in enumerate(order)}
@@ -124,11 +128,11 @@ def plan_llp_videos(num_videos: int, seed: int, *, num_classes: int = 6, num_seg
     for index in range(num_videos):
         classes = rng.choice(num_classes, size=int(rng.integers(low, high + 1)), replace=False)
         events = []
-        for cls in classes:
-            kind = kinds[int(rng.choice(len(kinds), p=weights))]
+        for position, cls in enumerate(classes):
+            kind = "audio_visual" if position == 0 else kinds[int(rng.choice(len(kinds), p=weights))]
             audio = _window(rng, event_length, num_segments) if kind != "visual" else None
             visual = _window(rng, event_length, num_segments) if kind != "audio" else None
-            if kind == "audio_visual" and rng.random() < 0.5:
+            if position == 0 or (kind == "audio_visual" and rng.random() < 0.5):
                 visual = list(audio)
             events.append({"class_index": int(cls), "label": names[cls], "kind": kind, "audio": audio,
                            "visual": visual})

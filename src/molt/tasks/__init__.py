@@ -9,11 +9,12 @@ import inspect
 from typing import Any
 
 from .ave import AVETask, majority_accuracy, majority_class, plot_timelines
+from .avvp import AVVPTask
 from .base import Task
 
-__all__ = ["Task", "AVETask", "TASKS", "build_task", "majority_accuracy", "majority_class", "plot_timelines"]
+__all__ = ["Task", "AVETask", "AVVPTask", "TASKS", "build_task", "majority_accuracy", "majority_class", "plot_timelines"]
 
-TASKS: dict[str, type[Task]] = {"ave": AVETask}
+TASKS: dict[str, type[Task]] = {"ave": AVETask, "avvp": AVVPTask}
 
 
 def build_task(name: str, **options: Any) -> Task:

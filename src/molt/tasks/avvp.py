@@ -55,7 +55,13 @@ repository (YapengTian/AVVP-ECCV20) computes them, on the segment labels of val/
 * **Event@AV** (``event_av``): the same per clip, with per-class counts ``TP_a + TP_v``, ``FP_a + FP_v``,
   ``FN_a + FN_v`` (audio and visual events pooled);
 * the data-set figure is the **mean over clips** of the clip F1s; **Type@AV** (``type_av``) is the mean of the
-  audio, visual and audio-visual data-set figures.
+  audio, visual and audio-visual data-set figures (the official script prints these as "Audio / Visual /
+  Audio-Visual Event Detection", "Type@Avg." and "Event@Avg.", segment- and event-level).
+
+A consequence worth knowing: on a clip where nothing of a kind is true (say, nothing both heard and seen),
+predicting nothing of that kind scores 1.0, so on a set where many clips have no audio-visual event an empty
+prediction gets a high audio-visual F1 by itself; Type@AV, which also needs the audio and visual figures, is
+harder to game that way.
 
 :meth:`AVVPTask.compute_metrics` gives ``{segment,event}_{audio,visual,av,type_av,event_av}_f1`` from per-clip
 sums (``nan`` when no clip with segment labels was seen) and ``video_f1``: the mean over all clips (segment labels
@@ -399,20 +405,30 @@ class AVVPTask(Task):
         video_f1 = torch.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1.0), torch.ones_like(tp))
         self.accumulate("video_f1_sum", video_f1.sum())
         self.accumulate("videos", labels.shape[0])
-        if batch.get("audio_labels") is None or batch.get("visual_labels") is None:
-            return
-        valid = batch.get("label_valid")
-        valid = (torch.ones(labels.shape[0], dtype=torch.bool) if valid is None
-                 else torch.as_tensor(valid).detach().cpu().reshape(-1) > 0.5)
-        if not bool(valid.any()):
-            return
-        predictions = self.predict(outputs).detach().cpu().bool()[valid]
-        rasters = (predictions[:, :, 0], predictions[:, :, 1], torch.as_tensor(batch["audio_labels"])[valid],
-                   torch.as_tensor(batch["visual_labels"])[valid])
-        for level, function in (("segment", segment_level_f1), ("event", event_level_f1)):
-            for kind, values in function(*rasters).items():
-                self.accumulate(f"{level}_{kind}_f1_sum", values.sum())
+        valid = self._label_valid(batch, labels.shape[0])
+        sums = {f"{level}_{kind}_f1_sum": 0.0 for level in ("segment", "event") for kind in METRIC_KINDS}
+        if bool(valid.any()):
+            predictions = self.predict(outputs).detach().cpu().bool()[valid]
+            rasters = (predictions[:, :, 0], predictions[:, :, 1],
+                       torch.as_tensor(batch["audio_labels"]).detach().cpu()[valid],
+                       torch.as_tensor(batch["visual_labels"]).detach().cpu()[valid])
+            for level, function in (("segment", segment_level_f1), ("event", event_level_f1)):
+                sums.update({f"{level}_{kind}_f1_sum": values.sum() for kind, values in function(*rasters).items()})
+        # every key in every call, so that DDP processes hold the same state keys to add up
+        for name, value in sums.items():
+            self.accumulate(name, value)
         self.accumulate("parsed_videos", int(valid.sum()))
+
+    @staticmethod
+    def _label_valid(batch: Mapping[str, Any], clips: int) -> torch.Tensor:
+        """``(B,)`` bool: clips whose segment labels count (``label_valid``; all clips of a batch that has
+        segment labels but no ``label_valid``; none without segment labels)."""
+        if batch.get("audio_labels") is None or batch.get("visual_labels") is None:
+            return torch.zeros(clips, dtype=torch.bool)
+        valid = batch.get("label_valid")
+        if valid is None:
+            return torch.ones(clips, dtype=torch.bool)
+        return torch.as_tensor(valid).detach().cpu().reshape(-1) > 0.5
 
     def compute_metrics(self) -> dict[str, float]:
         """``video_f1`` and ``{segment,event}_{audio,visual,av,type_av,event_av}_f1`` (``nan`` where no clip was
@@ -423,8 +439,8 @@ class AVVPTask(Task):
         if videos == 0:
             _logger.warning("AVVP metrics computed before any batch was added; returning nan")
         elif parsed == 0:
-            _logger.warning("AVVP: no clip with segment labels (label_valid) was evaluated; the segment and event "
-                            "F1s are nan")
+            _logger.info("AVVP: no clip with segment labels (label_valid) was evaluated; the segment and event F1s "
+                         "are nan")
         metrics = {"video_f1": float(state["video_f1_sum"]) / videos if videos else float("nan")}
         for level in ("segment", "event"):
             for kind in METRIC_KINDS:
@@ -439,14 +455,12 @@ class AVVPTask(Task):
         segment labels (see :func:`plot_parsing`)."""
         predictions, targets, names = [], [], []
         for outputs, batch in samples:
-            if batch.get("audio_labels") is None:
+            valid = self._label_valid(batch, len(batch["video_id"]))
+            if not bool(valid.any()):
                 continue
-            valid = batch.get("label_valid")
-            valid = (torch.ones(len(batch["video_id"]), dtype=torch.bool) if valid is None
-                     else torch.as_tensor(valid).reshape(-1) > 0.5)
             predictions.append(self.predict(outputs).cpu()[valid])
-            targets.append(torch.stack([torch.as_tensor(batch["audio_labels"]),
-                                        torch.as_tensor(batch["visual_labels"])], dim=2)[valid])
+            targets.append(torch.stack([torch.as_tensor(batch["audio_labels"]).cpu(),
+                                        torch.as_tensor(batch["visual_labels"]).cpu()], dim=2)[valid])
             names += [name for name, keep in zip(batch["video_id"], valid.tolist()) if keep]
         if not names:
             _logger.info("AVVP: no evaluated clip has segment labels; no parsing picture written")
