@@ -1,0 +1,138 @@
+"""Issue G benchmark: training from a feature cache vs online, and extraction vs bare backbone inference.
+
+    python benchmarks/cache_speed.py [--presets tiny,paper] [--clips 16] [--device cpu] [--out benchmarks/results]
+
+For each backbone preset (``tiny``: the test backbones; ``paper``: Swin-V2-L + HTS-AT at full size with random
+weights) on the same synthetic AVE clips (prepared at the preset's input size), one run measures:
+
+* **bare inference**: clips/s of the frozen backbones computing the taps MoLT reads (``compute_inputs``), nothing
+  stored;
+* **extraction**: clips/s of ``molt extract`` (the same computation, plus float16 conversion and writing chunks);
+* **online epoch**: one training epoch of MoLT + the AVE head over the train clips, backbones run every batch;
+* **cached epoch**: the same epoch with the taps read from the cache (backbones on the ``meta`` device).
+
+Both epochs use the same plain PyTorch loop (forward, loss, backward, Adam step), batch size and order; the first
+batch of each is a warm-up and not timed. Writes ``cache_speed.json`` and ``cache_speed.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from molt.config import load_config
+from molt.data.prepared import PreparedAVE, ensure_prepared
+from molt.data.synthetic import generate_ave
+from molt.extract import cached_splits, extract
+from molt.model import build_model
+
+
+def _epoch_seconds(model, loader, device: str) -> tuple[float, int]:
+    """Seconds of one training epoch after a warm-up batch, and the number of timed batches."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=1e-4)
+    model.train()
+    timed, start = 0, None
+    for position, batch in enumerate(loader):
+        batch = {k: ([t.to(device) for t in v] if isinstance(v, list) and v and torch.is_tensor(v[0])
+                     else v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        if position == 1:
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        output = model(batch)
+        loss = model.task.loss(output.predictions, batch) + sum(output.method.aux_losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        timed += position >= 1
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    if start is None:
+        raise ValueError("need at least two batches to time an epoch")
+    return time.perf_counter() - start, timed
+
+
+@torch.no_grad()
+def _bare_clips_per_second(model, dataset, batch_size: int, device: str) -> float:
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    clips, start = 0, None
+    for position, batch in enumerate(loader):
+        if position == 1:
+            start = time.perf_counter()
+        model.compute_inputs({"frames": batch["frames"].to(device), "audio": batch["audio"].to(device)})
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        clips += len(batch["video_id"]) if position >= 1 else 0
+    return clips / (time.perf_counter() - start)
+
+
+def measure(preset: str, data_dir: Path, batch_size: int, device: str, workdir: Path) -> dict:
+    config = load_config(f"ave_molt_{preset}", {"trainer": {"batch_size": batch_size}})
+    model = build_model(config, {"num_classes": 8}).to(device)
+    prepared = ensure_prepared(data_dir, image_size=model.visual.input_size[0], show_progress=False)
+    train_set = PreparedAVE(prepared, "train")
+    model = build_model(config, train_set.task_options()).to(device)
+    bare = _bare_clips_per_second(model, train_set, batch_size, device)
+    cache = workdir / f"cache_{preset}"
+    report = extract(config, data=prepared, out_dir=cache, splits=("train",), batch_size=batch_size,
+                     device=device, show_progress=False)["train"]
+    torch.manual_seed(0)
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=False)
+    online_s, batches = _epoch_seconds(model, loader, device)
+    del model
+    cached_model = build_model(config, train_set.task_options(), backbones_on_meta=True).to(device)
+    cached_set = cached_splits(config, cached_model, prepared, {"train": train_set}, cache)["train"]
+    cached_s, _ = _epoch_seconds(cached_model, DataLoader(cached_set, batch_size=batch_size, shuffle=False), device)
+    return {"preset": preset, "device": device, "clips": len(train_set), "batch_size": batch_size,
+            "timed_batches": batches, "bare_clips_per_s": bare, "extract_clips_per_s": report.clips_per_second,
+            "extract_vs_bare": report.clips_per_second / bare, "online_epoch_s": online_s,
+            "cached_epoch_s": cached_s, "speedup": online_s / cached_s,
+            "cache_mb": report.bytes_written / 2 ** 20}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| preset | device | train clips | bare inference (clips/s) | extraction (clips/s) | extraction / bare "
+             "| online epoch (s) | cached epoch (s) | cached speed-up | cache (MB, float16) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['preset']} | {row['device']} | {row['clips']} | {row['bare_clips_per_s']:.2f} | "
+                     f"{row['extract_clips_per_s']:.2f} | {100 * row['extract_vs_bare']:.0f} % | "
+                     f"{row['online_epoch_s']:.2f} | {row['cached_epoch_s']:.3f} | {row['speedup']:.0f}x | "
+                     f"{row['cache_mb']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="tiny,paper")
+    parser.add_argument("--clips", type=int, default=20, help="synthetic videos (80 %% of them are train clips)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="molt_cache_speed_") as tmp:
+        workdir = Path(tmp)
+        data_dir = workdir / "data"
+        generate_ave(data_dir, num_videos=args.clips, seed=0, fps=4, show_progress=False)
+        for preset in [p for p in args.presets.split(",") if p]:
+            rows.append(measure(preset, data_dir, args.batch_size, args.device, workdir))
+            print(markdown(rows[-1:]), flush=True)
+    table = markdown(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cache_speed.json").write_text(json.dumps(rows, indent=2))
+    (args.out / "cache_speed.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
