@@ -184,7 +184,7 @@ def test_build_task_and_validation():
     task = build_task("ave", dim=DIM, num_classes=C, hidden_dim=32, class_names=[f"c{i}" for i in range(C)])
     assert isinstance(task, AVETask) and task.background_index == C
     with pytest.raises(ValueError, match="unknown task"):
-        build_task("avs", dim=DIM, num_classes=C)
+        build_task("segmentation", dim=DIM, num_classes=C)
     with pytest.raises(ValueError, match="hidden_size"):
         build_task("ave", dim=DIM, num_classes=C, hidden_size=32)
     with pytest.raises(ValueError, match="modalities"):

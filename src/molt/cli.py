@@ -150,8 +150,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .train import evaluate
 
     result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task)
+    table = result.pop("table")
     print(json.dumps(result, indent=2, default=str))
-    print(result["table"])
+    print(table)
     return 0
 
 

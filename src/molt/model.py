@@ -13,9 +13,9 @@ from torch import nn
 from .backbones import build_backbones
 from .config import ExperimentConfig
 from .methods import MethodOutput, MoLTModel, adapter_state_dict, build_method, features_class
-from .tasks import Task, build_task
+from .tasks import TASKS, Task, build_task
 
-__all__ = ["AudioVisualModel", "ModelOutput", "build_model", "TAP_KEYS"]
+__all__ = ["AudioVisualModel", "ModelOutput", "build_model", "head_options", "TAP_KEYS"]
 
 TAP_KEYS = ("visual_taps", "audio_taps", "visual_stages")
 
@@ -101,6 +101,17 @@ class AudioVisualModel(nn.Module):
         return adapter_state_dict(self)
 
 
+def head_options(config: ExperimentConfig, method: nn.Module, visual: nn.Module | None,
+                 task_options: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of the task head: the method's modalities, what the backbone decides (the widths of the
+    stage features a dense head reads), the config's ``head`` section and what the data decides."""
+    options: dict[str, Any] = {"modalities": method.config.modalities}
+    head_class = TASKS.get(config.task)
+    if head_class is not None and head_class.needs_visual_stages and visual is not None:
+        options["stage_dims"] = [visual.block_dims[i] for i in visual.stage_end_blocks]
+    return {**options, **config.head, **task_options}
+
+
 def build_model(config: ExperimentConfig, task_options: dict[str, Any], *,
                 backbones_on_meta: bool = False) -> AudioVisualModel:
     """Build backbones, method and head from an experiment config.
@@ -126,6 +137,5 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *,
     features = features_class(config.method)(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks,
                                              audio_blocks=audio_blocks)
     # the head reads the modalities the method produces unless the config says otherwise
-    head_options = {"modalities": method.config.modalities, **config.head, **task_options}
-    task = build_task(config.task, dim=method.output_dim, **head_options)
+    task = build_task(config.task, dim=method.output_dim, **head_options(config, method, visual, task_options))
     return AudioVisualModel(features=features, task=task)

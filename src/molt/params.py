@@ -12,12 +12,14 @@ import torch
 from .backbones import build_backbones
 from .config import load_config
 from .methods import build_method, count_parameters
+from .model import head_options
 from .tasks import TASKS, build_task
 
 __all__ = ["ParameterCount", "count_preset", "parameter_table", "PAPER_FIGURES"]
 
 # what the real datasets decide for each head (the paper's datasets)
-DATASET_TASK_OPTIONS: dict[str, dict] = {"ave": {"num_classes": 28}}
+DATASET_TASK_OPTIONS: dict[str, dict] = {"ave": {"num_classes": 28}, "avs": {"mask_size": 224, "setting": "s4"},
+                                         "avvp": {"num_classes": 25}}
 
 # (task, backbone preset) -> (trainable %, total M) reported for MoLT in the paper (Tabs. 1-3).
 PAPER_FIGURES: dict[tuple[str, str], tuple[float, float]] = {
@@ -53,8 +55,7 @@ def count_preset(name: str) -> ParameterCount:
         method, _, _ = build_method(config.method, config.method_config, visual, audio)
         head = None
         if config.task in TASKS:
-            options = {"modalities": method.config.modalities, **config.head,
-                       **DATASET_TASK_OPTIONS.get(config.task, {})}
+            options = head_options(config, method, visual, DATASET_TASK_OPTIONS.get(config.task, {}))
             head = build_task(config.task, dim=method.output_dim, **options)
     backbones = torch.nn.ModuleList([visual, audio])
     _, backbone_total = count_parameters(backbones)

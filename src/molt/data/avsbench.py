@@ -48,8 +48,8 @@ Quirks of the real ``metadata.csv`` (11,356 rows, no final newline) and how they
 * one v1s row names its object ``h orse``: read as ``horse`` (logged at INFO);
 * 27 v2 rows have ``a_obj = off-the-screen``, not a class of ``label2idx.json``: kept as an object name (v2 is not
   used by S4 / MS3; :func:`unknown_objects` lists such names);
-* MS3 rows carry a ``_k`` suffix on ``vid`` and have ``uid == vid``; S4 / v2 ``uid`` are
-  ``{vid}_{start_ms}_{end_ms}``;
+* MS3 rows have ``uid == vid``: 398 of the 424 are a YouTube id with a ``_k`` suffix, 25 a bare 11-character id
+  and one is ``baby_dog_2_1``; names are used as they are. S4 / v2 ``uid`` are ``{vid}_{start_ms}_{end_ms}``;
 * one v2 row writes its start as ``s_min=1, s_sec=60`` (= 120 s, as its uid says): the start is
   ``60 * s_min + s_sec`` without range checks on ``s_sec``.
 
@@ -62,15 +62,16 @@ import csv
 import json
 import logging
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 __all__ = ["AVSRecord", "AVSBenchLayout", "SETTINGS", "SPLITS", "NUM_FRAMES", "SEMANTIC_HEADER", "SEMANTIC_LABELS",
            "OBJECT_META_FILES", "OBJECT_SUBSETS", "annotated_frames", "read_object_meta", "read_semantic_meta",
-           "read_label2idx", "unknown_objects", "read_frame", "read_mask", "read_audio", "decode_avs_clip"]
+           "read_label2idx", "unknown_objects", "read_frame", "read_mask", "read_audio", "decode_avs_clip", "run_jobs"]
 
 _logger = logging.getLogger(__name__)
 
@@ -412,11 +413,13 @@ def read_mask(path: str | os.PathLike, size: int) -> np.ndarray:
     from PIL import Image
 
     image = _open_image(Path(path))
+    if image.mode == "LA":
+        image = image.convert("L")
+    elif image.mode not in ("1", "L", "P", "I", "I;16", "F"):
+        image = image.convert("RGB")      # colour labels (alpha and other colour spaces dropped)
     values = np.asarray(image)
-    if image.mode == "P":  # palette: index 0 is background whatever its colour
-        binary = values != 0
-    else:
-        binary = values != 0 if values.ndim == 2 else (values[..., :3] != 0).any(axis=-1)
+    # palette images: index 0 is background whatever its colour; grey / index / colour images: any non-zero value
+    binary = values != 0 if values.ndim == 2 else (values != 0).any(axis=-1)
     mask = Image.fromarray(binary.astype(np.uint8) * 255)
     if mask.size != (size, size):
         mask = mask.resize((size, size), Image.Resampling.NEAREST)
@@ -505,3 +508,17 @@ def decode_avs_clip(job: tuple[int, str, list[str], list[list[str] | None], str,
     else:
         status, detail = "ok", ""
     return position, name, frames, pcm, masks, status, detail
+
+
+def run_jobs(function: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> Iterator[Any]:
+    """Results of ``function(job)`` for every job, in completion order: in this process when ``workers <= 1`` (or
+    there is a single job), else in a pool of ``workers`` processes (:func:`molt.data.media.worker_context`)."""
+    from .media import worker_context
+
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(function, jobs)
+        return
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
+        futures = [pool.submit(function, job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .avsbench import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip
-from .media import worker_context
+from .avsbench import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip, run_jobs
 from .prepared import INDEX_FILE, PrepareReport, _atomic_json
 
 __all__ = ["prepare_avs", "ensure_prepared_avs", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
@@ -99,12 +97,11 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
 
     count = len(records)
     partial = {name: out / f"{name}.partial" for name in _ARRAYS}
-    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
-                                       shape=(count, NUM_FRAMES, image_size, image_size, 3))
-    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
-                                      shape=(count, NUM_FRAMES, sample_rate))
-    masks = np.lib.format.open_memmap(partial["masks.npy"], mode="w+", dtype=np.uint8,
-                                      shape=(count, NUM_FRAMES, mask_size, mask_size))
+    shapes = {"frames.npy": (np.uint8, (count, NUM_FRAMES, image_size, image_size, 3)),
+              "audio.npy": (np.int16, (count, NUM_FRAMES, sample_rate)),
+              "masks.npy": (np.uint8, (count, NUM_FRAMES, mask_size, mask_size))}
+    arrays = [np.lib.format.open_memmap(partial[name], mode="w+", dtype=dtype, shape=shape)
+              for name, (dtype, shape) in shapes.items()]
     report = PrepareReport(out_dir=out)
     stored: set[int] = set()
 
@@ -117,24 +114,20 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
         if status not in _KEPT_STATUSES:
             report.skipped.append((name, status, detail))
         else:
-            frames[position], audio[position], masks[position] = clip_frames, clip_audio, clip_masks
+            for array, value in zip(arrays, (clip_frames, clip_audio, clip_masks)):
+                array[position] = value
             stored.add(position)
             if status != "ok":
                 report.silent.append(name)
                 _logger.debug("%s: %s %s", name, status, detail)
         progress.update()
 
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            consume(decode_avs_clip(job))
-    else:
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
-            for future in as_completed([pool.submit(decode_avs_clip, job) for job in jobs]):
-                consume(future.result())
+    for result in run_jobs(decode_avs_clip, jobs, workers):
+        consume(result)
     progress.close()
-    for array in (frames, audio, masks):
+    for array in arrays:
         array.flush()
-    del frames, audio, masks
+    arrays.clear()   # close the memory maps before the files are renamed
 
     rows = [{"video_id": record.name, "split": record.split, "media_index": position, "category": record.category,
              "objects": list(record.objects), "line": record.line,

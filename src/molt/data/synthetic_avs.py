@@ -39,14 +39,12 @@ import os
 import re
 import time
 import wave
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .avsbench import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS
-from .media import worker_context
+from .avsbench import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS, run_jobs
 from .synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, _class_sound, _shape_mask, _split_sizes, _video_ids, \
     _write_text
 
@@ -121,6 +119,14 @@ def _place(rng: np.random.Generator, radii: list[float], size: int) -> list[np.n
     return centres
 
 
+def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A dark random colour with a linear gradient of random direction: float ``(S, S, 3)``."""
+    angle = rng.uniform(0, 2 * np.pi)
+    colour, slope = rng.uniform(20, 110, size=3), rng.uniform(-40, 40, size=3)
+    position = np.cos(angle) * x + np.sin(angle) * y
+    return colour + position[..., None] * slope
+
+
 def render_avs_clip(plan: dict[str, Any], seed: int, *, image_size: int = 64, sample_rate: int = 16000
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pixels, masks and samples of one planned clip.
@@ -132,11 +138,7 @@ def render_avs_clip(plan: dict[str, Any], seed: int, *, image_size: int = 64, sa
     rng = np.random.default_rng([seed, plan["index"]])
     size = image_size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    base = rng.uniform(20, 110, size=3)
-    tilt = rng.uniform(-40, 40, size=3)
-    direction = rng.uniform(0, 2 * np.pi)
-    ramp = ((np.cos(direction) * xx + np.sin(direction) * yy) / size)[..., None]
-    background = base[None, None, :] + tilt[None, None, :] * ramp
+    background = _background(rng, xx / size, yy / size)
     pixel_noise = rng.uniform(3.0, 8.0)
 
     specs = [CLASS_SPECS[c] for c in plan["classes"]]
@@ -258,15 +260,9 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
 
     progress = tqdm(total=len(jobs), desc=f"synth avs {setting}", unit="clip", disable=not show_progress)
     foreground = []
-    if workers <= 1:
-        for job in jobs:
-            foreground.append(_render_and_write(job))
-            progress.update()
-    else:
-        with ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
-            for future in as_completed([pool.submit(_render_and_write, job) for job in jobs]):
-                foreground.append(future.result())
-                progress.update()
+    for fraction in run_jobs(_render_and_write, jobs, workers):
+        foreground.append(fraction)
+        progress.update()
     progress.close()
 
     class_names = [spec.name for spec in CLASS_SPECS[:num_classes]]

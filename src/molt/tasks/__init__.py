@@ -9,12 +9,13 @@ import inspect
 from typing import Any
 
 from .ave import AVETask, majority_accuracy, majority_class, plot_timelines
+from .avs import AVSTask
 from .avvp import AVVPTask
 from .base import Task
 
-__all__ = ["Task", "AVETask", "AVVPTask", "TASKS", "build_task", "majority_accuracy", "majority_class", "plot_timelines"]
+__all__ = ["Task", "AVETask", "AVSTask", "AVVPTask", "TASKS", "build_task", "majority_accuracy", "majority_class", "plot_timelines"]
 
-TASKS: dict[str, type[Task]] = {"ave": AVETask, "avvp": AVVPTask}
+TASKS: dict[str, type[Task]] = {"ave": AVETask, "avs": AVSTask, "avvp": AVVPTask}
 
 
 def build_task(name: str, **options: Any) -> Task:

@@ -81,7 +81,7 @@ from torch import nn
 
 from .base import Task
 
-__all__ = ["AVSTask", "AVS_NUM_FRAMES", "F_BETA2", "F_NUM_THRESHOLDS", "METRIC_VARIANTS", "HEAD_MODALITIES",
+__all__ = ["AVSTask", "TPAVI", "AVS_NUM_FRAMES", "F_BETA2", "F_NUM_THRESHOLDS", "METRIC_VARIANTS", "HEAD_MODALITIES",
            "frame_iou", "mask_iou", "f_thresholds", "f_curves", "f_measure", "plot_masks"]
 
 _logger = logging.getLogger(__name__)
@@ -514,12 +514,17 @@ class AVSTask(Task):
 
     def save_figures(self, samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], out_dir: Path,
                      task_options: Mapping[str, Any]) -> list[Path]:
-        """``masks.png``: frames of the first clips with true (green) and predicted (red) masks overlaid."""
+        """``masks.png``: frames of the first clips (grey without frames in the batch) with true (green) and
+        predicted (red) masks overlaid."""
         frames, predicted, truth, ids = [], [], [], []
         for outputs, batch in samples:
-            frames.append(torch.as_tensor(batch["frames"]).cpu())
+            masks = torch.as_tensor(batch["masks"]).cpu()
+            if "frames" in batch:
+                frames.append(torch.as_tensor(batch["frames"]).cpu())
+            else:   # batches of cached taps carry no frames: draw the masks on grey
+                frames.append(torch.full((*masks.shape[:2], 3, *masks.shape[2:]), 128, dtype=torch.uint8))
             predicted.append(self.predict(outputs).cpu())
-            truth.append(torch.as_tensor(batch["masks"]).cpu())
+            truth.append(masks)
             ids.extend(str(v) for v in batch.get("video_id", [f"clip {len(ids) + i}" for i in
                                                                range(frames[-1].shape[0])]))
         if not frames:
