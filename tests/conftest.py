@@ -1,5 +1,6 @@
 """Shared pytest configuration: paper-scale checks run only with ``--runslow``."""
 import pytest
+import torch
 
 
 def pytest_addoption(parser):
@@ -14,3 +15,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """The tests' tiny models are latency-bound: one intra-op thread is as fast on an idle CPU and much faster on a
+    shared one (OpenMP threads spin waiting for each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

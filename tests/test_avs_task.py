@@ -14,15 +14,6 @@ DIM, B, T, M = 16, 2, 5, 32
 TINY_STAGES = [(16, 24), (8, 48), (4, 96), (2, 192)]   # tiny Swin-V2 at 64 px: (grid, channels) per stage
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions on a shared CPU run far faster single-threaded (no spinning worker threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def stages(batch: int = B, seed: int = 0, spec=TINY_STAGES):
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(batch * T, grid * grid, channels, generator=generator) for grid, channels in spec]

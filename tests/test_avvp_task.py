@@ -12,15 +12,6 @@ DIM, C, T = 16, 5, 10
 NAMES = [f"class {i}" for i in range(C)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: intra-op threads only add overhead (a lot of it on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_task(**kwargs) -> AVVPTask:
     torch.manual_seed(0)
     options = {"dim": DIM, "class_names": NAMES, "hidden_dim": 32, "num_heads": 4, "dropout": 0.0}

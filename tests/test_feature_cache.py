@@ -68,15 +68,6 @@ class Taps:
                 "audio_taps": self.audio.forward_taps(audio, BLOCKS)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny backbones are latency-bound: on a shared CPU, OpenMP threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, one_thread):
     visual, audio = build_backbones("tiny")
