@@ -58,6 +58,7 @@ class ExperimentConfig:
     backbone: str = "tiny"
     visual_weights: str | None = None
     audio_weights: str | None = None
+    audio_clip_seconds: int | None = None
     method_config: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)

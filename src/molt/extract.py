@@ -38,8 +38,10 @@ def expected_manifest(config: ExperimentConfig, model: AudioVisualModel, prepare
         groups["visual_taps"] = TapGroupSpec.from_backbone(model.visual, features.visual_blocks,
                                                            init_seed=INIT_SEED, preprocessing=preprocessing)
     if "audio" in modalities:
+        audio_config = getattr(model.audio, "config", None)
+        audio_preprocessing = {**preprocessing, "clip_seconds": getattr(audio_config, "clip_seconds", None)}
         groups["audio_taps"] = TapGroupSpec.from_backbone(model.audio, features.audio_blocks,
-                                                          init_seed=INIT_SEED, preprocessing=preprocessing)
+                                                          init_seed=INIT_SEED, preprocessing=audio_preprocessing)
     if model.stage_blocks:
         groups["visual_stages"] = TapGroupSpec.from_backbone(model.visual, model.stage_blocks, init_seed=INIT_SEED,
                                                              preprocessing=preprocessing)

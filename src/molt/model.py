@@ -126,13 +126,14 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *,
             raise ValueError("LAVisH adapters run inside the backbone blocks, so LAVisH cannot train from a feature "
                              "cache; drop --features or use molt / mettle")
         with torch.device("meta"):
-            visual, audio = build_backbones(config.backbone)
+            visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds)
         visual.weights_path = config.visual_weights
         if config.audio_weights is not None:
             audio.weights_path = config.audio_weights
     else:
         visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,
-                                        audio_weights=config.audio_weights)
+                                        audio_weights=config.audio_weights,
+                                        audio_clip_seconds=config.audio_clip_seconds)
     method, visual_blocks, audio_blocks = build_method(config.method, config.method_config, visual, audio)
     features = features_class(config.method)(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks,
                                              audio_blocks=audio_blocks)

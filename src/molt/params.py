@@ -51,7 +51,7 @@ def count_preset(name: str) -> ParameterCount:
     """Build a preset on the meta device and count frozen backbone, method and head parameters."""
     config = load_config(name)
     with torch.device("meta"):
-        visual, audio = build_backbones(config.backbone)
+        visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds)
         method, _, _ = build_method(config.method, config.method_config, visual, audio)
         head = None
         if config.task in TASKS:

@@ -28,7 +28,8 @@ BACKBONE_PAIRS: dict[str, tuple[str, str]] = {
 
 def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike | None = None,
                     audio_weights: str | os.PathLike | None = None,
-                    pretrained: bool = False, init_seed: int = 0) -> tuple[TapBackbone, TapBackbone]:
+                    pretrained: bool = False, init_seed: int = 0,
+                    audio_clip_seconds: int | None = None) -> tuple[TapBackbone, TapBackbone]:
     """Frozen ``(visual, audio)`` backbones of a preset (see :data:`BACKBONE_PAIRS`).
 
     ``visual_weights`` / ``audio_weights`` are local files; ``pretrained=True`` fetches the visual hub weights
@@ -37,7 +38,8 @@ def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike 
 
     Parameters not loaded from a file are initialised from ``init_seed`` (without touching the global RNG), so the
     random-weight presets used by tests and the demo are the same backbone in every process: adapters trained on
-    them can be evaluated later.
+    them can be evaluated later. ``audio_clip_seconds`` overrides the length HTS-AT tiles each 1-s segment to
+    (the peers use 10 s for AVE / AVQA and 5 s for AVS); the shared presets have no HTS-AT and ignore it.
     """
     if preset not in BACKBONE_PAIRS:
         raise ValueError(f"unknown backbone preset {preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
@@ -49,5 +51,9 @@ def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike 
         torch.manual_seed(init_seed)
         visual = build_swin_v2(visual_name, weights=visual_weights,
                                pretrained=pretrained and visual_weights is None)
-        audio = SpectrogramSwin(visual) if audio_name == "shared" else build_htsat(audio_name, weights=audio_weights)
+        if audio_name == "shared":
+            audio = SpectrogramSwin(visual)
+        else:
+            overrides = {"clip_seconds": audio_clip_seconds} if audio_clip_seconds is not None else {}
+            audio = build_htsat(audio_name, weights=audio_weights, **overrides)
     return visual, audio
