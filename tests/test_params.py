@@ -21,6 +21,8 @@ def test_paper_presets_are_counted_without_allocating(capsys):
     shared = count_preset("ave_molt_shared")
     assert shared.backbone_params < count.backbone_params  # the shared Swin is counted once
     table = parameter_table(["ave_molt_paper", "avs_molt_paper"])
-    assert "6.2 / 290.3" in table and "n/a" in table  # paper figures beside ours; AVS head not built yet
+    assert "6.2 / 290.3" in table and "6.3 / 339.5" in table  # the paper's figures beside ours
+    avs = count_preset("avs_molt_paper")   # the AVS decoder reads the four Swin-V2-L stage widths
+    assert avs.head_params is not None and avs.head_params > 1e6 and f"{avs.head_params / 1e6:.2f}" in table
     assert main(["params", "ave_molt_tiny"]) == 0
     assert "ave_molt_tiny" in capsys.readouterr().out
