@@ -1,7 +1,6 @@
 """Runs that survive the real world: DDP on two CPU processes, SIGKILL then resume, corrupt checkpoints,
 mixed precision, non-finite losses."""
 import json
-import os
 import signal
 import subprocess
 import sys

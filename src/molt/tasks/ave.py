@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Task
+from .base import Task, TokenPool, segments_per_clip
 
 __all__ = ["AVETask", "AVE_NUM_SEGMENTS", "HEAD_MODALITIES", "POOLING_MODES", "segment_targets", "clip_targets",
            "majority_class", "majority_accuracy", "plot_timelines"]
@@ -99,28 +99,6 @@ def clip_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     counts = F.one_hot(targets, num_classes + 1)[..., :num_classes].sum(dim=1)
     categories = counts.argmax(dim=-1)
     return torch.where(counts.sum(dim=-1) > 0, categories, torch.full_like(categories, _NO_CATEGORY))
-
-
-class _AttentionPool(nn.Module):
-    """``(N, K, D) -> (N, D)``: softmax over ``K`` of a learned linear score per token, weighted sum.
-
-    The score layer starts at zero, so the pool starts as the mean of the ``K`` tokens.
-    """
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.score = nn.Linear(dim, 1)
-        nn.init.zeros_(self.score.weight)
-        nn.init.zeros_(self.score.bias)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        weights = self.score(tokens).softmax(dim=1)
-        return (weights * tokens).sum(dim=1)
-
-
-class _MeanPool(nn.Module):
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens.mean(dim=1)
 
 
 class AVETask(Task):
@@ -182,7 +160,7 @@ class AVETask(Task):
         self.class_names = list(class_names) if class_names is not None else None
 
         self.active = ["visual", "audio"] if modalities == "both" else [modalities]
-        self.pool = nn.ModuleDict({m: _AttentionPool(dim) if pooling == "attention" else _MeanPool()
+        self.pool = nn.ModuleDict({m: TokenPool(dim, pooling)
                                    for m in self.active})
         self.project = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
                                       for m in self.active})
@@ -202,21 +180,6 @@ class AVETask(Task):
     @property
     def background_index(self) -> int:
         return self.num_classes
-
-    def _segments_per_clip(self, rows: int, batch: Mapping[str, Any] | None) -> int:
-        segments = None
-        for key in ("labels", "frames", "audio"):
-            value = batch.get(key) if batch is not None else None
-            if isinstance(value, torch.Tensor) and value.ndim >= 2:
-                segments = value.shape[1]
-                break
-        segments = self.num_segments if segments is None else segments
-        if segments > self.num_segments:
-            raise ValueError(f"clips have {segments} segments, more than the head's num_segments "
-                             f"({self.num_segments})")
-        if rows % segments:
-            raise ValueError(f"expected B*T token rows with T = {segments} segments per clip, got {rows} rows")
-        return segments
 
     def _pooled(self, modality: str, tokens: torch.Tensor | None) -> torch.Tensor:
         if tokens is None or tokens.ndim != 3 or tokens.shape[-1] != self.dim:
@@ -244,7 +207,7 @@ class AVETask(Task):
         else:
             fused = pooled[self.modalities]
         fused = self.fuse(fused)
-        segments = self._segments_per_clip(fused.shape[0], batch)
+        segments = segments_per_clip(fused.shape[0], batch, self.num_segments, ("labels", "frames", "audio"))
         hidden = fused.reshape(-1, segments, self.hidden_dim) + self.position[:, :segments]
         for layer in self.temporal:
             hidden = layer(hidden)

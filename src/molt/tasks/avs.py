@@ -79,7 +79,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Task
+from .base import Task, TokenPool
 
 __all__ = ["AVSTask", "TPAVI", "AVS_NUM_FRAMES", "F_BETA2", "F_NUM_THRESHOLDS", "METRIC_VARIANTS", "HEAD_MODALITIES",
            "frame_iou", "mask_iou", "f_thresholds", "f_curves", "f_measure", "plot_masks"]
@@ -186,19 +186,6 @@ def f_measure(logits: torch.Tensor, target: torch.Tensor, *, num_thresholds: int
 
 # ----------------------------------------------------------------------------------------------------------------
 # head
-
-class _TokenPool(nn.Module):
-    """``(N, K, D) -> (N, D)``: softmax-weighted sum over ``K`` with a learned score (starts as the mean)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.score = nn.Linear(dim, 1)
-        nn.init.zeros_(self.score.weight)
-        nn.init.zeros_(self.score.bias)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return (self.score(tokens).softmax(dim=1) * tokens).sum(dim=1)
-
 
 class _DilatedProjection(nn.Module):
     """Sum of 3x3 convolutions with the given dilations (AVSBench's per-stage ``Classifier_Module``)."""
@@ -336,7 +323,7 @@ class AVSTask(Task):
         self.inject = visual_injection and modalities in ("both", "visual")
 
         pooled = sorted({self.guide, "visual"} if self.inject else {self.guide})
-        self.pool = nn.ModuleDict({m: _TokenPool(dim) for m in pooled})
+        self.pool = nn.ModuleDict({m: TokenPool(dim) for m in pooled})
         self.guide_norm = nn.LayerNorm(dim)
         self.project = nn.ModuleList(_DilatedProjection(c, channels, projection_dilations) for c in stage_dims)
         if self.inject:

@@ -81,7 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Task
+from .base import Task, TokenPool, segments_per_clip
 
 __all__ = ["AVVPTask", "AVVP_NUM_SEGMENTS", "AVVP_MODALITIES", "METRIC_KINDS", "segment_level_f1",
            "event_level_f1", "avvp_scores", "plot_parsing"]
@@ -192,22 +192,6 @@ def avvp_scores(pred_audio: Any, pred_visual: Any, target_audio: Any, target_vis
 # ----------------------------------------------------------------------------------------------------------------
 # head
 
-class _TokenPool(nn.Module):
-    """``(N, K, D) -> (N, D)``: attention over the ``K`` tokens (score starts at zero = the mean) or the mean."""
-
-    def __init__(self, dim: int, mode: str) -> None:
-        super().__init__()
-        self.score = nn.Linear(dim, 1) if mode == "attention" else None
-        if self.score is not None:
-            nn.init.zeros_(self.score.weight)
-            nn.init.zeros_(self.score.bias)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.score is None:
-            return tokens.mean(dim=1)
-        return torch.einsum("nk,nkd->nd", self.score(tokens).squeeze(-1).softmax(dim=-1), tokens)
-
-
 class _HybridAttentionLayer(nn.Module):
     """HAN layer: ``x + SelfAttn(x) + CrossAttn(x, other)`` -> norm -> ``+ FFN`` -> norm, over segments."""
 
@@ -294,7 +278,7 @@ class AVVPTask(Task):
         self.smoothing = {"audio": audio_smoothing, "visual": visual_smoothing}
 
         self.active = ["audio", "visual"] if modalities == "both" else [modalities]
-        self.pool = nn.ModuleDict({m: _TokenPool(dim, pooling) for m in self.active})
+        self.pool = nn.ModuleDict({m: TokenPool(dim, pooling) for m in self.active})
         self.project = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
                                       for m in self.active})
         self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim))
@@ -306,21 +290,6 @@ class AVVPTask(Task):
         self.time_attention = nn.Linear(hidden_dim, num_classes)
         self.modality_attention = nn.Linear(hidden_dim, num_classes)
         self.reset_metrics()
-
-    def _segments_per_clip(self, rows: int, batch: Mapping[str, Any] | None) -> int:
-        segments = None
-        for key in ("audio_labels", "visual_labels", "frames", "audio"):
-            value = batch.get(key) if batch is not None else None
-            if isinstance(value, torch.Tensor) and value.ndim >= 2:
-                segments = value.shape[1]
-                break
-        segments = self.num_segments if segments is None else segments
-        if segments > self.num_segments:
-            raise ValueError(f"clips have {segments} segments, more than the head's num_segments "
-                             f"({self.num_segments})")
-        if rows % segments:
-            raise ValueError(f"expected B*T token rows with T = {segments} segments per clip, got {rows} rows")
-        return segments
 
     def _pooled(self, modality: str, tokens: torch.Tensor | None) -> torch.Tensor:
         if tokens is None or tokens.ndim != 3 or tokens.shape[-1] != self.dim:
@@ -344,7 +313,8 @@ class AVVPTask(Task):
         rows = {m: p.shape[0] for m, p in pooled.items()}
         if len(set(rows.values())) > 1:
             raise ValueError(f"visual and audio tokens must have the same number of rows (B*T), got {rows}")
-        segments = self._segments_per_clip(next(iter(rows.values())), batch)
+        segments = segments_per_clip(next(iter(rows.values())), batch, self.num_segments,
+                                     ("audio_labels", "visual_labels", "frames", "audio"))
         sources = [pooled["audio" if "audio" in pooled else self.active[0]],
                    pooled["visual" if "visual" in pooled else self.active[0]]]
         streams = [source.reshape(-1, segments, self.hidden_dim) + self.position[:, :segments] + self.stream[i]

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-__all__ = ["Task"]
+__all__ = ["Task", "TokenPool", "segments_per_clip"]
 
 
 class Task(nn.Module):
@@ -90,3 +90,43 @@ class Task(nn.Module):
     def reset_metrics(self) -> None:
         """Forget the running metric sums."""
         self.__dict__["metric_state"] = {}
+
+
+class TokenPool(nn.Module):
+    """``(N, K, D) -> (N, D)``: one vector per row of fused tokens.
+
+    ``mode="attention"``: softmax over ``K`` of a learned linear score per token, weighted sum; the score layer
+    starts at zero, so the pool starts as the mean. ``mode="mean"``: the mean of the ``K`` tokens.
+    """
+
+    def __init__(self, dim: int, mode: str = "attention") -> None:
+        super().__init__()
+        if mode not in ("attention", "mean"):
+            raise ValueError(f"token pooling must be 'attention' or 'mean', got {mode!r}")
+        self.score = nn.Linear(dim, 1) if mode == "attention" else None
+        if self.score is not None:
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.score is None:
+            return tokens.mean(dim=1)
+        return (self.score(tokens).softmax(dim=1) * tokens).sum(dim=1)
+
+
+def segments_per_clip(rows: int, batch: Mapping[str, Any] | None, max_segments: int,
+                      keys: tuple[str, ...]) -> int:
+    """``T`` of a batch whose token rows are ``B*T``: the second dimension of the first tensor among ``keys`` in
+    ``batch`` (``max_segments`` when none is there), checked against ``rows`` and the head's ``max_segments``."""
+    segments = None
+    for key in keys:
+        value = batch.get(key) if batch is not None else None
+        if isinstance(value, torch.Tensor) and value.ndim >= 2:
+            segments = value.shape[1]
+            break
+    segments = max_segments if segments is None else segments
+    if segments > max_segments:
+        raise ValueError(f"clips have {segments} segments, more than the head's num_segments ({max_segments})")
+    if rows % segments:
+        raise ValueError(f"expected B*T token rows with T = {segments} segments per clip, got {rows} rows")
+    return segments
