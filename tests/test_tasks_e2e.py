@@ -100,3 +100,25 @@ def test_eval_refuses_a_checkpoint_of_another_task(tmp_path):
         from molt.train import evaluate
 
         evaluate(result["adapters"], data=data, task="avs")
+
+
+def test_avqa_pipeline_reports_every_family_and_type(tmp_path, capsys):
+    from molt.data.music_avqa import QUESTION_TYPES
+
+    data = tmp_path / "avqa"
+    assert main(["synth", "avqa", "--out", str(data), "--videos", "20", "--seed", "3"]) == 0
+    config = load_config("avqa_molt_tiny", {"trainer": {"max_epochs": 2, "batch_size": 16}})
+    result = train(config, data=data, out_dir=tmp_path / "runs", enable_progress_bar=False)
+    assert result["monitor"] == "val/accuracy" and result["global_step"] > 0
+    for family in ("AQ", "VQ", "AVQ"):
+        assert 0.0 <= result["test"][f"{family}/accuracy"] <= 1.0
+
+    out = tmp_path / "eval"
+    capsys.readouterr()
+    assert main(["eval", "avqa", "--data", str(data), "--checkpoint", result["adapters"], "--out", str(out),
+                 "--split", "test"]) == 0
+    printed = capsys.readouterr().out
+    assert "AQ" in printed and "AVQ" in printed and "Avg" in printed        # the paper's Tab. 1 shape
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(result["test"]["accuracy"], abs=1e-6)
+    assert len(QUESTION_TYPES) == 9 and all(path.endswith(".png") for path in metrics["figures"])

@@ -19,7 +19,10 @@ __all__ = ["ParameterCount", "count_preset", "parameter_table", "PAPER_FIGURES"]
 
 # what the real datasets decide for each head (the paper's datasets)
 DATASET_TASK_OPTIONS: dict[str, dict] = {"ave": {"num_classes": 28}, "avs": {"mask_size": 224, "setting": "s4"},
-                                         "avvp": {"num_classes": 25}}
+                                         "avvp": {"num_classes": 25},
+                                         # MUSIC-AVQA: about 93 question words (peers), 42 answers
+                                         "avqa": {"question_vocab": ["<pad>", "<unk>"] + [f"w{i}" for i in range(91)],
+                                                  "answers": [f"a{i}" for i in range(42)]}}
 
 # (task, backbone preset) -> (trainable %, total M) reported for MoLT in the paper (Tabs. 1-3).
 PAPER_FIGURES: dict[tuple[str, str], tuple[float, float]] = {

@@ -33,6 +33,7 @@ map) with the question as padded token ids of the training vocabulary.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -48,11 +49,22 @@ import torch
 from torch.utils.data import Dataset
 
 from .media import decode_pcm16, worker_context
-from .music_avqa import (FAMILIES, SPLIT_FILES, SUBTYPES, VIDEO_DIRS, MusicAVQA, encode_question,
-                         find_annotation_dir, find_video, question_type_name)
+from .music_avqa import (
+    FAMILIES,
+    SPLIT_FILES,
+    SUBTYPES,
+    VIDEO_DIRS,
+    MusicAVQA,
+    encode_question,
+    find_annotation_dir,
+    find_video,
+    question_type_name,
+)
 from .prepared import INDEX_FILE, SKIPPED_FILE, PrepareReport, _atomic_json
+from .synthetic import GROUND_TRUTH_FILE
 
-__all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared_avqa", "segment_seconds", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared_avqa", "segment_seconds", "decode_to_memmaps", "FORMAT",
+           "FORMAT_VERSION"]
 
 _logger = logging.getLogger(__name__)
 
@@ -78,7 +90,7 @@ def _probe_seconds(path: str) -> float | None:
                 return container.duration / av.time_base
             durations = [float(s.duration * s.time_base) for s in container.streams if s.duration and s.time_base]
             return max(durations) if durations else None
-    except Exception:  # any failure is diagnosed by the decoder itself
+    except (av.FFmpegError, OSError, ValueError):  # the decoder diagnoses the file itself
         return None
 
 
@@ -88,7 +100,7 @@ def _decode_spread(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str,
     position, video_id, path, options = job
     wanted = options["num_segments"]
     seconds = _probe_seconds(path)
-    length = max(wanted, int(math.floor(seconds + 1e-6))) if seconds else wanted
+    length = max(wanted, math.floor(seconds + 1e-6)) if seconds else wanted
     result = decode_pcm16((position, video_id, path, {**options, "num_segments": length}))
     if result[2] is None and result[4] == "too short" and length > wanted:  # tracks a little shorter than the file
         length -= 1
@@ -99,19 +111,67 @@ def _decode_spread(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str,
     return position, video_id, result[2][keep], result[3][keep], result[4], result[5]
 
 
-def _run_jobs(jobs: Sequence[tuple[int, str, str, dict[str, Any]]], workers: int) -> Iterator[tuple]:
+def _run_jobs(decode: Callable[[Any], tuple], jobs: Sequence[tuple], workers: int) -> Iterator[tuple]:
     if workers <= 1 or len(jobs) <= 1:
-        yield from map(_decode_spread, jobs)
+        yield from map(decode, jobs)
         return
     with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
-        yield from pool.map(_decode_spread, jobs, chunksize=2)
+        yield from pool.map(decode, jobs, chunksize=2)
 
 
-def _write_skipped(path: Path, skipped: Sequence[tuple[str, str, str]], root: Path) -> None:
+def decode_to_memmaps(out: Path, paths: dict[str, Path | None], report: PrepareReport, *,
+                      options: dict[str, Any], decode: Callable[[Any], tuple] = decode_pcm16, workers: int = 2,
+                      show_progress: bool = True, missing: str = "not found") -> dict[str, int]:
+    """Decode each clip once into ``out/frames.npy`` uint8 ``(V, T, S, S, 3)`` and ``out/audio.npy`` int16
+    ``(V, T, R)`` (written as ``*.partial`` and renamed when complete; rows of unusable clips stay zero).
+
+    Args:
+        out: output directory.
+        paths: media file of each clip id (``None``: missing), in media-row order.
+        report: receives ``skipped`` (missing and undecodable clips) and ``silent`` ids.
+        options: ``read_clip`` keyword arguments; ``num_segments``, ``image_size`` and ``sample_rate`` are required.
+        decode: worker with the contract of :func:`molt.data.media.decode_pcm16`.
+        workers: decoding processes (``<= 1``: in this process).
+        show_progress: tqdm progress bar.
+        missing: detail recorded for a missing file (after ``"no {id}.mp4 "``).
+
+    Returns:
+        the media row of every stored clip id.
+    """
+    from tqdm.auto import tqdm
+
+    segments, size, rate = options["num_segments"], options["image_size"], options["sample_rate"]
+    jobs = [(row, clip, str(path), options) for row, (clip, path) in enumerate(paths.items()) if path is not None]
+    report.skipped += [(clip, "missing file", f"no {clip}.mp4 {missing}") for clip, path in paths.items()
+                       if path is None]
+    partial = {name: out / f"{name}.partial" for name in _ARRAYS}
+    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
+                                       shape=(len(paths), segments, size, size, 3))
+    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
+                                      shape=(len(paths), segments, rate))
+    stored_at: dict[str, int] = {}
+    decoded = tqdm(_run_jobs(decode, jobs, workers), total=len(jobs), unit="clip", disable=not show_progress,
+                   desc=f"decode {out.name}")
+    for row, clip, clip_frames, clip_audio, status, detail in decoded:
+        if clip_frames is None:
+            report.skipped.append((clip, status, detail))
+            continue
+        frames[row], audio[row] = clip_frames, clip_audio
+        stored_at[clip] = row
+        if status == "silent":
+            report.silent.append(clip)
+    frames.flush()
+    audio.flush()
+    del frames, audio
+    for name, path in partial.items():
+        os.replace(path, out / name)
+    return stored_at
+
+
+def _write_skipped(path: Path, skipped: Sequence[tuple[str, str, str]], paths: dict[str, Path | None]) -> None:
     lines = ["video_id\treason\tdetail\tpath"]
-    for video_id, reason, detail in skipped:
-        found = find_video(root, video_id)
-        lines.append("\t".join((video_id, reason, " ".join(detail.split()), str(found) if found else "")))
+    lines += ["\t".join((video_id, reason, " ".join(detail.split()), str(paths.get(video_id) or "")))
+              for video_id, reason, detail in skipped]
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
     os.replace(temporary, path)
@@ -142,61 +202,31 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
     out = Path(out_dir)
     data = MusicAVQA.from_dir(root, duplicates=duplicates)
     video_ids = data.video_ids()
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"expected limit >= 1 or None, got {limit}")
-        video_ids = video_ids[:limit]
+    if limit is not None and limit < 1:
+        raise ValueError(f"expected limit >= 1 or None, got {limit}")
+    video_ids = video_ids[:limit]
     out.mkdir(parents=True, exist_ok=True)
     (out / INDEX_FILE).unlink(missing_ok=True)
-
     report = PrepareReport(out_dir=out)
-    options = {"image_size": image_size, "sample_rate": sample_rate, "num_segments": num_segments}
-    jobs = []
-    for position, video_id in enumerate(video_ids):
-        path = find_video(root, video_id)
-        if path is None:
-            report.skipped.append((video_id, "missing file", f"no {video_id}.mp4 in {root} or its "
-                                                             f"{', '.join(VIDEO_DIRS)} folders"))
-        else:
-            jobs.append((position, video_id, str(path), options))
-
-    partial = {name: out / f"{name}.partial" for name in _ARRAYS}
-    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
-                                       shape=(len(video_ids), num_segments, image_size, image_size, 3))
-    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
-                                      shape=(len(video_ids), num_segments, sample_rate))
-    stored_at: dict[str, int] = {}
-
-    from tqdm.auto import tqdm
-
-    for position, video_id, clip_frames, clip_audio, status, detail in tqdm(
-            _run_jobs(jobs, workers), total=len(jobs), desc="prepare avqa", unit="clip", disable=not show_progress):
-        if clip_frames is None:
-            report.skipped.append((video_id, status, detail))
-            continue
-        frames[position], audio[position] = clip_frames, clip_audio
-        stored_at[video_id] = position
-        if status == "silent":
-            report.silent.append(video_id)
-    frames.flush()
-    audio.flush()
-    del frames, audio
+    paths = {video_id: find_video(root, video_id) for video_id in video_ids}
+    stored_at = decode_to_memmaps(out, paths, report,
+                                  decode=_decode_spread, workers=workers, show_progress=show_progress,
+                                  options={"image_size": image_size, "sample_rate": sample_rate,
+                                           "num_segments": num_segments},
+                                  missing=f"not in {root} or its {', '.join(VIDEO_DIRS)} folders")
 
     rows = []
     for split in data.splits:
-        for record in data.records(split):
-            if record.video_id in stored_at:
-                rows.append({"split": split, "video_id": record.video_id, "question_id": record.question_id,
-                             "media_index": stored_at[record.video_id], "family": record.family,
-                             "subtype": record.subtype, "question": record.question, "words": list(record.words),
-                             "answer": record.answer})
-        report.rows[split] = sum(row["split"] == split for row in rows)
+        kept = [record for record in data.records(split) if record.video_id in stored_at]
+        rows += [{"split": split, "video_id": record.video_id, "question_id": record.question_id,
+                  "media_index": stored_at[record.video_id], "family": record.family, "subtype": record.subtype,
+                  "question": record.question, "words": list(record.words), "answer": record.answer}
+                 for record in kept]
+        report.rows[split] = len(kept)
     order = {video_id: i for i, video_id in enumerate(video_ids)}
     report.skipped.sort(key=lambda item: order[item[0]])
     report.stored = [video_id for video_id in video_ids if video_id in stored_at]
-    _write_skipped(out / SKIPPED_FILE, report.skipped, root)
-    for name, path in partial.items():
-        os.replace(path, out / name)
+    _write_skipped(out / SKIPPED_FILE, report.skipped, paths)
     report.seconds = time.time() - started
     index = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),
@@ -256,15 +286,15 @@ def ensure_prepared_avqa(data: str | os.PathLike, *, setting: str | None = None,
                              f"MUSIC-AVQA root")
         if image_size is None or existing.get("image_size") == image_size:
             return out
-    if image_size is None:
-        from .synthetic import GROUND_TRUTH_FILE
-
-        ground_truth = data / GROUND_TRUTH_FILE
-        image_size = 192
-        if ground_truth.is_file():
-            image_size = int(json.loads(ground_truth.read_text())["options"]["image_size"])
-    prepare_avqa(data, out, image_size=image_size, workers=workers, show_progress=show_progress)
+    prepare_avqa(data, out, image_size=image_size or _generated_image_size(data) or 192, workers=workers,
+                 show_progress=show_progress)
     return out
+
+
+def _generated_image_size(root: Path) -> int | None:
+    """Frame size of a synthetic set (its ``synthetic_ground_truth.json``), ``None`` for other data."""
+    path = root / GROUND_TRUTH_FILE
+    return int(json.loads(path.read_text())["options"]["image_size"]) if path.is_file() else None
 
 
 class PreparedAVQA(Dataset):
@@ -302,7 +332,7 @@ class PreparedAVQA(Dataset):
                              f"{meta.get('format')!r} version {meta.get('format_version')!r}; prepare it again")
         if split is not None and split not in SPLIT_FILES:
             raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_FILES)} or None")
-        self.meta = meta
+        self.meta = {key: value for key, value in meta.items() if key != "rows"}
         self.split = split
         self.num_segments: int = meta["num_segments"]
         self.image_size: int = meta["image_size"]
@@ -316,17 +346,14 @@ class PreparedAVQA(Dataset):
         self._answer_index = {answer: i for i, answer in enumerate(self.answers)}
         self._type_index = {name: i for i, name in enumerate(self.question_types)}
         self.rows = [row for row in meta["rows"] if split is None or row["split"] == split]
-        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _open(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = tuple(np.load(self.root / name, mmap_mode="r") for name in _ARRAYS)
-        return self._arrays
+    @functools.cached_property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        """``frames`` and ``audio`` memory maps, opened on first use (in each DataLoader worker)."""
+        return tuple(np.load(self.root / name, mmap_mode="r") for name in _ARRAYS)
 
-    def __getstate__(self) -> dict[str, Any]:  # memory maps are reopened in each worker
-        state = dict(self.__dict__)
-        state["_arrays"] = None
-        return state
+    def __getstate__(self) -> dict[str, Any]:  # memory maps are not pickled: each worker reopens them
+        return {key: value for key, value in self.__dict__.items() if key != "_arrays"}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -341,7 +368,7 @@ class PreparedAVQA(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} questions")
         index = index % len(self)
-        frames, audio = self._open()
+        frames, audio = self._arrays
         row = self.rows[index]
         media = row["media_index"]
         length = min(len(row["words"]), self.max_question_length)

@@ -37,8 +37,9 @@ Questions (at most one per type and video; a type is skipped for a video where i
 * ``Audio-Visual/Temporal`` -- "Where is the <FL> sounding instrument?" (<FL>: first / last): left/right, the
   instrument on stage that starts playing first (last); the off-screen one does not count.
 
-Yes/no parameters are drawn so that both answers are about equally frequent; :func:`majority_by_type` gives the
-accuracy of always answering each type's most frequent training answer, the baseline a model must beat.
+Yes/no parameters are drawn so that both answers are about equally frequent where the scene allows both, so that
+always answering each type's most frequent training answer (:func:`molt.tasks.avqa.majority_baseline`, the
+baseline a model must beat) scores about 50 %.
 
 Determinism: the plan (scenes, splits and questions) is drawn from ``numpy.random.default_rng(seed)``, each clip's
 pixels and samples from ``(seed, video index)``, so the files do not depend on the number of worker processes.
@@ -65,8 +66,7 @@ from .media import worker_context, write_clip
 from .music_avqa import SPLIT_FILES, VIDEO_DIRS
 from .synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, _class_sound, _shape_mask, _split_sizes
 
-__all__ = ["INSTRUMENTS", "TEMPLATES", "generate_avqa", "plan_avqa_videos", "render_avqa_video",
-           "majority_by_type", "VIDEO_SUBDIR"]
+__all__ = ["INSTRUMENTS", "TEMPLATES", "generate_avqa", "plan_avqa_videos", "render_avqa_video", "VIDEO_SUBDIR"]
 
 _logger = logging.getLogger(__name__)
 
@@ -276,34 +276,6 @@ def _records(plans: Sequence[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]
     return out
 
 
-def majority_by_type(train: Sequence[dict[str, Any]], evaluation: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Accuracy on ``evaluation`` of answering each question type with its most frequent ``train`` answer.
-
-    Args:
-        train, evaluation: MUSIC-AVQA records (``type`` as written in the files and ``anser``).
-
-    Returns:
-        ``{"accuracy": overall, "Family/Sub-type": per type, ...}`` (types absent from ``evaluation`` left out).
-    """
-    def kind(record: dict[str, Any]) -> str:
-        value = record["type"]
-        return "/".join(json.loads(value) if isinstance(value, str) else value)
-
-    counts: dict[str, dict[str, int]] = {}
-    for record in train:
-        bucket = counts.setdefault(kind(record), {})
-        bucket[record["anser"]] = bucket.get(record["anser"], 0) + 1
-    majority = {name: max(sorted(bucket), key=bucket.get) for name, bucket in counts.items()}
-    hits: dict[str, list[int]] = {}
-    for record in evaluation:
-        name = kind(record)
-        hits.setdefault(name, []).append(int(majority.get(name) == record["anser"]))
-    total = [hit for values in hits.values() for hit in values]
-    result = {"accuracy": float(np.mean(total)) if total else float("nan")}
-    result.update({name: float(np.mean(values)) for name, values in sorted(hits.items())})
-    return result
-
-
 def _write_json(path: Path, payload: Any, *, indent: int | None = 1, final_newline: bool = True) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(payload, indent=indent, ensure_ascii=False) + ("\n" if final_newline else ""),
@@ -333,8 +305,8 @@ def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int =
         show_progress: show a tqdm progress bar.
 
     Returns:
-        a summary dict: output directory, videos and questions per split, questions per type, the majority-answer
-        baseline on val and test (:func:`majority_by_type`) and the wall time.
+        a summary dict: output directory, videos and questions per split, questions and answer counts per type, and
+        the wall time.
     """
     if setting is not None:
         raise ValueError(f"MUSIC-AVQA has no settings, got setting={setting!r}")
@@ -346,6 +318,7 @@ def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int =
     out = Path(out_dir)
     folder = out / VIDEO_SUBDIR
     folder.mkdir(parents=True, exist_ok=True)
+    (out / SPLIT_FILES["train"]).unlink(missing_ok=True)      # written last: its presence marks a complete set
     plans = plan_avqa_videos(num_videos, seed, num_instruments=num_instruments, sound_probability=sound_probability,
                              offscreen_probability=offscreen_probability, split_fractions=split_fractions)
     options = {"image_size": image_size, "fps": fps, "sample_rate": sample_rate}
@@ -374,15 +347,14 @@ def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int =
     _write_json(out / GROUND_TRUTH_FILE, ground_truth)
     for split in ("val", "test", "train"):
         _write_json(out / SPLIT_FILES[split], by_split[split], indent=2, final_newline=False)
-    per_type: dict[str, int] = {}
+    answers: dict[str, dict[str, int]] = {}
     for _, record in records:
-        name = "/".join(json.loads(record["type"]))
-        per_type[name] = per_type.get(name, 0) + 1
+        counts = answers.setdefault("/".join(json.loads(record["type"])), {})
+        counts[record["anser"]] = counts.get(record["anser"], 0) + 1
     summary = {
         "out_dir": str(out), "videos": {s: sum(p["split"] == s for p in plans) for s in SPLIT_FILES},
-        "questions": {s: len(rows) for s, rows in by_split.items()}, "per_type": per_type,
-        "majority_baseline": {s: majority_by_type(by_split["train"], by_split[s]) for s in ("val", "test")
-                              if by_split[s]},
+        "questions": {s: len(rows) for s, rows in by_split.items()},
+        "per_type": {name: sum(counts.values()) for name, counts in answers.items()}, "answers_per_type": answers,
         "seconds": round(time.time() - started, 2),
     }
     _logger.info("wrote %d synthetic MUSIC-AVQA clips (%d questions) to %s in %.1f s", num_videos, len(records), out,

@@ -1,6 +1,6 @@
 """Task heads: what turns a method's fused tokens into predictions, a loss and metrics.
 
-One module per task (``ave``; AVS, AVQA and AVVP follow the same :class:`Task` interface). No task imports another,
+One module per task (``ave``, ``avs``, ``avqa``, ``avvp``, all following the :class:`Task` interface). No task imports another,
 and the trainer only talks to :class:`Task`.
 """
 from __future__ import annotations
@@ -9,13 +9,14 @@ import inspect
 from typing import Any
 
 from .ave import AVETask, majority_accuracy, majority_class, plot_timelines
+from .avqa import AVQATask, format_avqa_table
 from .avs import AVSTask
 from .avvp import AVVPTask
 from .base import Task
 
-__all__ = ["Task", "AVETask", "AVSTask", "AVVPTask", "TASKS", "build_task", "majority_accuracy", "majority_class", "plot_timelines"]
+__all__ = ["Task", "AVETask", "AVQATask", "AVSTask", "AVVPTask", "format_avqa_table", "TASKS", "build_task", "majority_accuracy", "majority_class", "plot_timelines"]
 
-TASKS: dict[str, type[Task]] = {"ave": AVETask, "avs": AVSTask, "avvp": AVVPTask}
+TASKS: dict[str, type[Task]] = {"ave": AVETask, "avqa": AVQATask, "avs": AVSTask, "avvp": AVVPTask}
 
 
 def build_task(name: str, **options: Any) -> Task:

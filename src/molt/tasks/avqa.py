@@ -11,8 +11,8 @@ The head follows the spatio-temporal grounding network that the setups MoLT repo
 
 1. **question encoder**: word embedding (``<pad>`` = 0) -> tanh -> LSTM over the real words (packed by
    ``question_length``) -> ``[h_n, c_n]`` of the last layer -> tanh -> Linear to ``q (B, H)``;
-2. per segment, LayerNorm + Linear ``D -> H`` of every token; the audio tokens are averaged into one vector
-   ``a_t (B, T, H)``;
+2. per segment, feature standardisation (BatchNorm over all tokens, see below) + Linear ``D -> H`` of every token;
+   the audio tokens are averaged into one vector ``a_t (B, T, H)``;
 3. **audio-guided spatial grounding**: softmax over the ``K`` visual tokens of ``s * cos(v_tk, a_t)`` (``s`` a
    learned scale, starting at 10), weighted sum ``g_t``; ``v_t = tanh(Linear([g_t, mean_k v_tk]))``;
 4. **audio-visual matching** (auxiliary): a two-layer MLP on ``[a_t, v_t]`` -> 2 logits (matched / not matched)
@@ -35,11 +35,17 @@ Departures from the peers (documented choices):
   backbone pass. Here the negative of clip ``b`` pairs its audio with the visual tokens of the next clip of the
   same batch from *another* video (cyclically); several questions of one video in a batch are never paired with
   each other, and a batch holding a single video has no negative (match term 0). The negatives cost nothing and
-  only change the auxiliary loss: predictions and metrics never depend on the batch composition.
+  only change the auxiliary loss: in evaluation, predictions and metrics never depend on the batch composition.
 * **Segment order.** A learned position embedding per segment is added before the temporal attention (the peers
   have none; MoLT's per-segment tokens carry no time information, and "which instrument sounds first" needs it).
   ``temporal_layers`` (default 0 = the peers' design) adds pre-norm Transformer encoder layers over the segments
   of each modality.
+* **Input standardisation.** Each token feature is standardised with BatchNorm statistics (over all tokens of
+  the batch; running statistics in evaluation) before the projection; ``input_norm="layer"`` uses a LayerNorm per
+  token instead. Frozen-backbone tokens share a large common component across clips, and a per-token LayerNorm
+  keeps it: trained alone on the tiny backbones' taps of the synthetic MUSIC-AVQA set, the head with LayerNorm
+  stayed at the per-type answer prior for 12 epochs and with BatchNorm reached 62 % validation accuracy in 8
+  (the AVST head reads ResNet/VGGish features through plain linear layers).
 * Single-modality heads (``modalities="audio"`` / ``"visual"``) skip the grounding (visual: mean of the tokens)
   and the matching term and never read the other modality's tokens.
 
@@ -179,6 +185,17 @@ class _QuestionEncoder(nn.Module):
         return self.out(torch.tanh(torch.cat([hidden[-1], cell[-1]], dim=-1)))
 
 
+class _TokenBatchNorm(nn.BatchNorm1d):
+    """BatchNorm over the last dimension of tokens ``(..., D)``: every feature is standardised with statistics over
+    all tokens of the batch (running statistics in evaluation)."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return super().forward(tokens.reshape(-1, tokens.shape[-1])).reshape(tokens.shape)
+
+
+INPUT_NORMS = ("batch", "layer")
+
+
 class _QuestionAttention(nn.Module):
     """Question-guided temporal attention over ``(B, T, H)``: attention with query ``q``, residual FFN, LayerNorm,
     plus the mean over ``T``. Returns ``(B, H)`` and the attention weights ``(B, T)``."""
@@ -220,6 +237,8 @@ class AVQATask(Task):
         grounding_scale: initial scale ``s`` of the grounding cosine similarities (learned).
         dropout: dropout in the attention blocks and before the answer classifier.
         match_weight: weight of the audio-visual matching loss (0 disables it).
+        input_norm: ``"batch"`` (standardise every token feature over the batch, running statistics in evaluation)
+            or ``"layer"`` (LayerNorm per token) before the projection ``D -> H``.
 
     Batches hold ``question (B, L)`` int64 token ids and ``question_length (B,)`` (optional: counted from the
     non-``<pad>`` ids), and for the loss and metrics ``answer (B,)`` (``-1``: unknown answer, ignored by the loss
@@ -237,7 +256,7 @@ class AVQATask(Task):
                  hidden_dim: int | None = None, word_dim: int | None = None, lstm_layers: int = 1,
                  num_heads: int = 4, num_segments: int = 10, temporal_layers: int = 0,
                  position_embedding: bool = True, grounding_scale: float = 10.0, dropout: float = 0.1,
-                 match_weight: float = 0.5) -> None:
+                 match_weight: float = 0.5, input_norm: str = "batch") -> None:
         super().__init__()
         hidden_dim = dim if hidden_dim is None else hidden_dim
         word_dim = hidden_dim if word_dim is None else word_dim
@@ -248,6 +267,8 @@ class AVQATask(Task):
             raise ValueError(f"modalities must be one of {', '.join(HEAD_MODALITIES)}, got {modalities!r}")
         if hidden_dim % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide hidden_dim ({hidden_dim})")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
         if len(question_vocab) < 2 or question_vocab[0] != "<pad>":
             raise ValueError(f"question_vocab must start with '<pad>' (id 0) and hold at least one more word, got "
                              f"{list(question_vocab[:3])}... ({len(question_vocab)} words); take it from the data "
@@ -275,8 +296,8 @@ class AVQATask(Task):
         self.active = ["audio", "visual"] if modalities == "both" else [modalities]
 
         self.question = _QuestionEncoder(len(question_vocab), word_dim, hidden_dim, lstm_layers)
-        self.project = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
-                                      for m in self.active})
+        norm = _TokenBatchNorm if input_norm == "batch" else nn.LayerNorm
+        self.project = nn.ModuleDict({m: nn.Sequential(norm(dim), nn.Linear(dim, hidden_dim)) for m in self.active})
         if "visual" in self.active:
             self.visual_segment = nn.Linear(2 * hidden_dim, hidden_dim)
         if modalities == "both":
@@ -426,7 +447,8 @@ class AVQATask(Task):
         answers = self._answers(batch, torch.device("cpu"))
         if answers.shape != predictions.shape:
             raise ValueError(f"got {answers.numel()} answers for {predictions.numel()} questions")
-        correct, total = _counts(predictions == answers, batch["family"], batch["subtype"])
+        correct, total = _counts(predictions == answers, torch.as_tensor(batch["family"]).cpu(),
+                                 torch.as_tensor(batch["subtype"]).cpu())
         self.accumulate("correct", correct)
         self.accumulate("total", total)
 
@@ -444,6 +466,10 @@ class AVQATask(Task):
 
     # ------------------------------------------------------------------------------------------------------------
     # pictures
+
+    def format_metrics(self, metrics: Mapping[str, float]) -> str:
+        """Accuracy per question family and type, shaped like the paper's Tab. 1."""
+        return format_avqa_table(metrics)
 
     def save_figures(self, samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], out_dir: Path,
                      task_options: Mapping[str, Any]) -> list[Path]:
@@ -579,7 +605,7 @@ def _plot_attention(samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]
             ids = torch.as_tensor(batch["question"])[b].tolist()
             words = [vocab[i] if 0 <= i < len(vocab) else "?" for i in ids if i != 0]
             truth = int(torch.as_tensor(batch["answer"]).reshape(-1)[b])
-            maps = {m: outputs[f"temporal_attention_{m}"][b].float().cpu() for m in ("audio", "visual")
+            maps = {m: outputs[f"temporal_attention_{m}"][b].detach().float().cpu() for m in ("audio", "visual")
                     if f"temporal_attention_{m}" in outputs}
             rows.append((" ".join(words), answers[int(predicted[b])], answers[truth] if truth >= 0 else "?", maps))
     figure = Figure(figsize=(7.0, 1.15 * len(rows) + 0.4))
@@ -588,13 +614,13 @@ def _plot_attention(samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]
     for axis, (text, predicted, truth, maps) in zip(axes, rows):
         names = list(maps)
         image = torch.stack([maps[m] for m in names]).numpy()
-        axis.imshow(image, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(float(image.max()), 1e-6))
+        axis.imshow(image, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)   # uniform = 1/T: dark
         axis.set_yticks(range(len(names)), names, fontsize=7)
         axis.set_xticks(range(image.shape[1]))
         axis.tick_params(axis="x", labelsize=6)
         mark = "ok" if predicted == truth else "wrong"
         axis.set_title(f"{text}?  predicted: {predicted}, true: {truth} ({mark})", fontsize=7, loc="left")
-    axes[-1].set_xlabel("segment (s)", fontsize=7)
+    axes[-1].set_xlabel("segment (s); colour: question-guided attention weight, 0 (dark) to 1 (bright)", fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
