@@ -22,6 +22,14 @@ def _trivial_scores(task_head, dataset, key: str, value_of) -> float:
     return task_head.compute_metrics()[key]
 
 
+def _check_items_without_media(dataset) -> None:
+    """What training from a feature cache reads is the item minus its media, never decoded."""
+    full, light = dataset[1], dataset.item_without_media(1)
+    assert set(light) == set(full) - {"frames", "audio"}
+    for key, value in light.items():
+        assert torch.equal(value, full[key]) if torch.is_tensor(value) else value == full[key]
+
+
 def test_avs_s4_beats_all_background_and_all_foreground(tmp_path):
     from molt.data.prepared_avs import PreparedAVS, ensure_prepared_avs
 
@@ -36,6 +44,7 @@ def test_avs_s4_beats_all_background_and_all_foreground(tmp_path):
     head = load_trained(result["adapters"])[0].task
     test_set = PreparedAVS(ensure_prepared_avs(data, setting="s4"), "test")
     size = test_set.task_options()["mask_size"]
+    _check_items_without_media(test_set)
 
     def constant(logit):
         return lambda batch: {"mask_logits": torch.full((len(batch["video_id"]), 5, size, size), logit)}
@@ -68,6 +77,7 @@ def test_avvp_beats_trivial_parsers(tmp_path):
     head = load_trained(result["adapters"])[0].task
     test_set = PreparedLLP(ensure_prepared_llp(data), "test")
     classes = len(test_set.task_options()["class_names"])
+    _check_items_without_media(test_set)
 
     def everywhere(batch):
         count = len(batch["video_id"])
@@ -112,6 +122,9 @@ def test_avqa_pipeline_reports_every_family_and_type(tmp_path, capsys):
     assert result["monitor"] == "val/accuracy" and result["global_step"] > 0
     for family in ("AQ", "VQ", "AVQ"):
         assert 0.0 <= result["test"][f"{family}/accuracy"] <= 1.0
+    from molt.data.prepared_avqa import PreparedAVQA, ensure_prepared_avqa
+
+    _check_items_without_media(PreparedAVQA(ensure_prepared_avqa(data), "train"))
 
     out = tmp_path / "eval"
     capsys.readouterr()

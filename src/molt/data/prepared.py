@@ -50,7 +50,7 @@ from torch.utils.data import Dataset
 from .ave import SPLIT_FILES, AVEAnnotations
 from .media import decode_pcm16, worker_context
 
-__all__ = ["PrepareReport", "prepare_ave", "PreparedAVE", "ensure_prepared", "find_video", "normalize_frames",
+__all__ = ["PrepareReport", "prepare_ave", "PreparedClips", "PreparedAVE", "ensure_prepared", "find_video", "normalize_frames",
            "FORMAT", "FORMAT_VERSION", "INDEX_FILE"]
 
 _logger = logging.getLogger(__name__)
@@ -281,7 +281,45 @@ def normalize_frames(frames: torch.Tensor, mean: tuple[float, float, float] = IM
     return (frames.float() / 255.0 - mean_t) / std_t
 
 
-class PreparedAVE(Dataset):
+class PreparedClips(Dataset):
+    """Base of the prepared data sets of every task: ``rows`` (one item each) over memory-mapped arrays.
+
+    Subclasses set ``root``, ``rows`` (dicts with a ``media_index``) and :attr:`array_files`. The arrays are opened
+    with ``numpy.load(mmap_mode="r")`` on first use in each process (memory maps are not pickled: DataLoader workers
+    reopen them), keyed by file stem.
+    """
+
+    array_files: tuple[str, ...] = ("frames.npy", "audio.npy")
+    root: Path
+    rows: list[dict[str, Any]]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        opened = self.__dict__.get("_memmaps")
+        if opened is None:
+            opened = {name.removesuffix(".npy"): np.load(self.root / name, mmap_mode="r") for name in self.array_files}
+            self.__dict__["_memmaps"] = opened
+        return opened
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {key: value for key, value in self.__dict__.items() if key != "_memmaps"}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def checked_index(self, index: int) -> int:
+        """``index`` in ``[0, len)`` (negative values count from the end); ``IndexError`` outside."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items of {self.root}")
+        return index % len(self)
+
+    def clip(self, media_index: int) -> dict[str, torch.Tensor]:
+        """``frames`` uint8 ``(T, 3, S, S)`` and ``audio`` float32 ``(T, R)`` in ``[-1, 1)`` of one media row."""
+        arrays = self.arrays()
+        return {"frames": torch.from_numpy(np.array(arrays["frames"][media_index])).permute(0, 3, 1, 2),
+                "audio": torch.from_numpy(arrays["audio"][media_index].astype(np.float32) / 32768.0)}
+
+
+class PreparedAVE(PreparedClips):
     """Clips of a prepared AVE directory (see the module docstring), one item per annotation row.
 
     Args:
@@ -322,36 +360,18 @@ class PreparedAVE(Dataset):
         for i, row in enumerate(meta["rows"]):
             groups.setdefault((row["split"], row["video_id"]), []).append(i)
         self._siblings = [groups[(row["split"], row["video_id"])] for row in self.rows]
-        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def _open(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = tuple(np.load(self.root / name, mmap_mode="r") for name in _ARRAYS)
-        return self._arrays
-
-    def __getstate__(self) -> dict[str, Any]:  # memory maps are reopened in each worker
-        state = dict(self.__dict__)
-        state["_arrays"] = None
-        return state
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    array_files = _ARRAYS
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} rows")
-        index = index % len(self)
-        frames, audio, _ = self._open()
-        media = self.rows[index]["media_index"]
-        clip_frames = torch.from_numpy(np.array(frames[media])).permute(0, 3, 1, 2)
-        clip_audio = torch.from_numpy(audio[media].astype(np.float32) / 32768.0)
-        return {"frames": clip_frames, "audio": clip_audio, **self.item_without_media(index)}
+        index = self.checked_index(index)
+        return {**self.clip(self.rows[index]["media_index"]), **self.item_without_media(index)}
 
     def item_without_media(self, index: int) -> dict[str, Any]:
         """Item ``index`` without ``frames`` and ``audio`` (targets and ids only): what training from a feature
         cache reads, without touching the decoded media."""
         index = index % len(self)
-        labels = self._open()[2]
+        labels = self.arrays()["labels"]
         row = self.rows[index]
         row_labels = torch.from_numpy(labels[self.row_indices[index]].astype(np.float32))
         valid = np.max(labels[self._siblings[index]], axis=0).astype(np.float32)
@@ -360,7 +380,7 @@ class PreparedAVE(Dataset):
 
     def segment_labels(self) -> torch.Tensor:
         """Class index of every segment of every row, ``(N, T)`` int64 (background = ``num_classes``)."""
-        labels = self._open()[2]
+        labels = self.arrays()["labels"]
         if not self.row_indices:
             return torch.zeros(0, self.num_segments, dtype=torch.long)
         return torch.from_numpy(np.asarray(labels[self.row_indices]).argmax(-1).astype(np.int64))

@@ -33,7 +33,6 @@ map) with the question as padded token ids of the training vocabulary.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -46,7 +45,6 @@ from typing import Any, Callable, Iterator, Sequence
 import av
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .media import decode_pcm16, worker_context
 from .music_avqa import (
@@ -60,7 +58,7 @@ from .music_avqa import (
     find_video,
     question_type_name,
 )
-from .prepared import INDEX_FILE, SKIPPED_FILE, PrepareReport, _atomic_json
+from .prepared import INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, _atomic_json
 from .synthetic import GROUND_TRUTH_FILE
 
 __all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared_avqa", "segment_seconds", "decode_to_memmaps", "FORMAT",
@@ -297,7 +295,7 @@ def _generated_image_size(root: Path) -> int | None:
     return int(json.loads(path.read_text())["options"]["image_size"]) if path.is_file() else None
 
 
-class PreparedAVQA(Dataset):
+class PreparedAVQA(PreparedClips):
     """Questions of a prepared MUSIC-AVQA directory (see the module docstring), one item per question.
 
     Args:
@@ -347,16 +345,7 @@ class PreparedAVQA(Dataset):
         self._type_index = {name: i for i, name in enumerate(self.question_types)}
         self.rows = [row for row in meta["rows"] if split is None or row["split"] == split]
 
-    @functools.cached_property
-    def _arrays(self) -> tuple[np.ndarray, ...]:
-        """``frames`` and ``audio`` memory maps, opened on first use (in each DataLoader worker)."""
-        return tuple(np.load(self.root / name, mmap_mode="r") for name in _ARRAYS)
-
-    def __getstate__(self) -> dict[str, Any]:  # memory maps are not pickled: each worker reopens them
-        return {key: value for key, value in self.__dict__.items() if key != "_arrays"}
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    array_files = _ARRAYS
 
     def targets(self, row: dict[str, Any]) -> dict[str, int]:
         """``answer``, ``family``, ``subtype`` and ``question_type`` indices of an index row."""
@@ -365,16 +354,15 @@ class PreparedAVQA(Dataset):
                 "subtype": SUBTYPES.index(row["subtype"]), "question_type": self._type_index.get(name, -1)}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} questions")
-        index = index % len(self)
-        frames, audio = self._arrays
+        index = self.checked_index(index)
+        return {**self.clip(self.rows[index]["media_index"]), **self.item_without_media(index)}
+
+    def item_without_media(self, index: int) -> dict[str, Any]:
+        """Item ``index`` without ``frames`` and ``audio`` (what training from a feature cache reads)."""
+        index = self.checked_index(index)
         row = self.rows[index]
-        media = row["media_index"]
         length = min(len(row["words"]), self.max_question_length)
         item = {
-            "frames": torch.from_numpy(np.array(frames[media])).permute(0, 3, 1, 2),
-            "audio": torch.from_numpy(audio[media].astype(np.float32) / 32768.0),
             "question": torch.tensor(encode_question(row["words"], self._word_index, self.max_question_length),
                                      dtype=torch.int64),
             "question_length": torch.tensor(length, dtype=torch.int64),

@@ -35,10 +35,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .avsbench import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip, run_jobs
-from .prepared import INDEX_FILE, PrepareReport, _atomic_json
+from .prepared import INDEX_FILE, PreparedClips, PrepareReport, _atomic_json
 
 __all__ = ["prepare_avs", "ensure_prepared_avs", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
            "DEFAULT_MASK_SIZE", "DEFAULT_SAMPLE_RATE"]
@@ -220,7 +219,7 @@ def ensure_prepared_avs(data: str | os.PathLike, *, setting: str | None = None, 
     return out
 
 
-class PreparedAVS(Dataset):
+class PreparedAVS(PreparedClips):
     """Clips of a prepared AVSBench directory (see the module docstring), one item per clip of a split.
 
     Args:
@@ -247,28 +246,19 @@ class PreparedAVS(Dataset):
         self.mask_size: int = meta["mask_size"]
         self.num_segments: int = meta["num_segments"]
         self.rows = [row for row in meta["rows"] if split is None or row["split"] == split]
-        self._arrays: tuple[np.ndarray, ...] | None = None
 
-    def _media(self) -> tuple[np.ndarray, ...]:
-        if self._arrays is None:  # opened lazily, once per process
-            self._arrays = tuple(np.load(self.root / name, mmap_mode="r") for name in _ARRAYS)
-        return self._arrays
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_arrays": None}
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    array_files = _ARRAYS
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} clips")
-        index %= len(self)
+        index = self.checked_index(index)
+        return {**self.clip(self.rows[index]["media_index"]), **self.item_without_media(index)}
+
+    def item_without_media(self, index: int) -> dict[str, Any]:
+        """Item ``index`` without ``frames`` and ``audio`` (what training from a feature cache reads)."""
+        index = self.checked_index(index)
         row = self.rows[index]
-        frames, audio, masks = (array[row["media_index"]] for array in self._media())
-        return {"frames": torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2),
-                "audio": torch.from_numpy(audio.astype(np.float32) / 32768.0),
-                "masks": torch.from_numpy(masks.astype(np.float32)),
+        masks = self.arrays()["masks"][row["media_index"]]
+        return {"masks": torch.from_numpy(masks.astype(np.float32)),
                 "mask_valid": torch.tensor(row["annotated"], dtype=torch.float32),
                 "video_id": row["video_id"], "index": index}
 

@@ -35,11 +35,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .llp import SPLIT_FILES, LLPAnnotations, LLPRecord
 from .media import decode_pcm16
-from .prepared import INDEX_FILE, SKIPPED_FILE, PrepareReport, _atomic_json
+from .prepared import INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, _atomic_json
 from .synthetic import GROUND_TRUTH_FILE
 from .synthetic_llp import VIDEO_SUBDIR, parallel_imap
 
@@ -222,7 +221,7 @@ def ensure_prepared_llp(data: str | os.PathLike, *, setting: str | None = None, 
     return out
 
 
-class PreparedLLP(Dataset):
+class PreparedLLP(PreparedClips):
     """Clips of a prepared LLP directory, one item per annotation row of ``split``.
 
     Args:
@@ -256,33 +255,23 @@ class PreparedLLP(Dataset):
         self.sample_rate: int = meta["sample_rate"]
         self.row_indices = [i for i, row in enumerate(meta["rows"]) if split is None or row["split"] == split]
         self.rows = [meta["rows"][i] for i in self.row_indices]
-        self._arrays: dict[str, np.ndarray] | None = None
 
-    def _open(self) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = {name[:-4]: np.load(self.root / name, mmap_mode="r") for name in _MEDIA + _LABELS}
-        return self._arrays
-
-    def __getstate__(self) -> dict[str, Any]:  # memory maps are reopened in each worker
-        return {**self.__dict__, "_arrays": None}
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    array_files = _MEDIA + _LABELS
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} rows")
-        index %= len(self)
-        arrays = self._open()
+        index = self.checked_index(index)
+        return {**self.clip(self.rows[index]["media_index"]), **self.item_without_media(index)}
+
+    def item_without_media(self, index: int) -> dict[str, Any]:
+        """Item ``index`` without ``frames`` and ``audio`` (what training from a feature cache reads)."""
+        index = self.checked_index(index)
+        arrays = self.arrays()
         row, label_row = self.rows[index], self.row_indices[index]
-        media = row["media_index"]
 
         def labels(name: str) -> torch.Tensor:
             return torch.from_numpy(arrays[name][label_row].astype(np.float32))
 
-        return {"frames": torch.from_numpy(np.array(arrays["frames"][media])).permute(0, 3, 1, 2),
-                "audio": torch.from_numpy(arrays["audio"][media].astype(np.float32) / 32768.0),
-                "labels": labels("labels"), "audio_labels": labels("audio_labels"),
+        return {"labels": labels("labels"), "audio_labels": labels("audio_labels"),
                 "visual_labels": labels("visual_labels"),
                 "label_valid": torch.tensor(float(row["label_valid"])), "video_id": row["filename"],
                 "index": index}
@@ -290,7 +279,7 @@ class PreparedLLP(Dataset):
     def targets(self) -> dict[str, torch.Tensor]:
         """Every row's targets at once: ``labels (N, C)``, ``audio_labels`` / ``visual_labels (N, T, C)`` float32
         and ``label_valid (N,)`` bool (for baselines and label statistics)."""
-        arrays = self._open()
+        arrays = self.arrays()
         result = {name: torch.from_numpy(np.asarray(arrays[name][self.row_indices], dtype=np.float32))
                   for name in ("labels", "audio_labels", "visual_labels")}
         result["label_valid"] = torch.tensor([bool(row["label_valid"]) for row in self.rows], dtype=torch.bool)
