@@ -290,8 +290,36 @@ class PreparedClips(Dataset):
     """
 
     array_files: tuple[str, ...] = ("frames.npy", "audio.npy")
+    prepared_format: str = ""
+    prepared_version: int = 1
+    dataset_name: str = ""
+    prepare_command: str = "molt prepare"
+    splits: tuple[str, ...] = ("train", "val", "test")
     root: Path
     rows: list[dict[str, Any]]
+
+    def _load_index(self, root: str | os.PathLike, split: str | None) -> dict[str, Any]:
+        """Read ``root/index.json``, check its format and ``split``, and set ``root``, ``split``, ``num_segments``,
+        ``image_size``, ``sample_rate``, ``rows`` (those of ``split``, all for ``None``) and ``row_indices``."""
+        self.root = Path(root)
+        index_path = self.root / INDEX_FILE
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path} not found: {self.root} is not a prepared {self.dataset_name} "
+                                    f"directory (run `{self.prepare_command}`)")
+        meta = json.loads(index_path.read_text())
+        if meta.get("format") != self.prepared_format or meta.get("format_version") != self.prepared_version:
+            raise ValueError(f"{index_path}: expected format {self.prepared_format!r} version "
+                             f"{self.prepared_version}, got {meta.get('format')!r} version "
+                             f"{meta.get('format_version')!r}; prepare it again (`{self.prepare_command}`)")
+        if split is not None and split not in self.splits:
+            raise ValueError(f"unknown split {split!r}; expected one of {list(self.splits)} or None")
+        self.split = split
+        self.num_segments: int = meta["num_segments"]
+        self.image_size: int = meta["image_size"]
+        self.sample_rate: int = meta["sample_rate"]
+        self.row_indices = [i for i, row in enumerate(meta["rows"]) if split is None or row["split"] == split]
+        self.rows = [meta["rows"][i] for i in self.row_indices]
+        return meta
 
     def arrays(self) -> dict[str, np.ndarray]:
         opened = self.__dict__.get("_memmaps")
@@ -336,26 +364,17 @@ class PreparedAVE(PreparedClips):
     * ``video_id``: str; ``index``: the row number within this split.
     """
 
+    prepared_format = FORMAT
+    prepared_version = FORMAT_VERSION
+    dataset_name = "AVE"
+    prepare_command = "molt prepare ave"
+    splits = tuple(SPLIT_FILES)
+
     def __init__(self, root: str | os.PathLike, split: str | None = None) -> None:
-        self.root = Path(root)
-        index_path = self.root / INDEX_FILE
-        if not index_path.is_file():
-            raise FileNotFoundError(f"{index_path} not found: not a prepared AVE directory (run `molt prepare ave`)")
-        meta = json.loads(index_path.read_text())
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{index_path}: expected format {FORMAT!r} version {FORMAT_VERSION}, got "
-                             f"{meta.get('format')!r} version {meta.get('format_version')!r}; prepare it again")
-        if split is not None and split not in SPLIT_FILES:
-            raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_FILES)} or None")
+        meta = self._load_index(root, split)
         self.meta = meta
-        self.split = split
         self.categories: list[str] = meta["categories"]
         self.num_classes: int = meta["num_classes"]
-        self.num_segments: int = meta["num_segments"]
-        self.image_size: int = meta["image_size"]
-        self.sample_rate: int = meta["sample_rate"]
-        self.row_indices = [i for i, row in enumerate(meta["rows"]) if split is None or row["split"] == split]
-        self.rows = [meta["rows"][i] for i in self.row_indices]
         groups: dict[tuple[str, str], list[int]] = {}
         for i, row in enumerate(meta["rows"]):
             groups.setdefault((row["split"], row["video_id"]), []).append(i)

@@ -317,24 +317,16 @@ class PreparedAVQA(PreparedClips):
     * ``video_id``: str; ``question_id``: int64; ``index``: the row number within this split.
     """
 
+    prepared_format = FORMAT
+    prepared_version = FORMAT_VERSION
+    dataset_name = "MUSIC-AVQA"
+    prepare_command = "molt prepare avqa"
+    splits = tuple(SPLIT_FILES)
+
     def __init__(self, root: str | os.PathLike, split: str | None = None, *,
                  question_vocab: Sequence[str] | None = None, answers: Sequence[str] | None = None) -> None:
-        self.root = Path(root)
-        index_path = self.root / INDEX_FILE
-        if not index_path.is_file():
-            raise FileNotFoundError(f"{index_path} not found: not a prepared MUSIC-AVQA directory (run "
-                                    f"`molt prepare avqa`)")
-        meta = json.loads(index_path.read_text())
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{index_path}: expected format {FORMAT!r} version {FORMAT_VERSION}, got "
-                             f"{meta.get('format')!r} version {meta.get('format_version')!r}; prepare it again")
-        if split is not None and split not in SPLIT_FILES:
-            raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_FILES)} or None")
+        meta = self._load_index(root, split)
         self.meta = {key: value for key, value in meta.items() if key != "rows"}
-        self.split = split
-        self.num_segments: int = meta["num_segments"]
-        self.image_size: int = meta["image_size"]
-        self.sample_rate: int = meta["sample_rate"]
         self.max_question_length: int = meta["max_question_length"]
         self.question_vocab: list[str] = list(question_vocab if question_vocab is not None else meta["question_vocab"])
         self.answers: list[str] = list(answers if answers is not None else meta["answers"])
@@ -343,7 +335,6 @@ class PreparedAVQA(PreparedClips):
         encode_question(["probe"], self._word_index, 1)   # checks <pad> / <unk>
         self._answer_index = {answer: i for i, answer in enumerate(self.answers)}
         self._type_index = {name: i for i, name in enumerate(self.question_types)}
-        self.rows = [row for row in meta["rows"] if split is None or row["split"] == split]
 
     array_files = _ARRAYS
 

@@ -230,22 +230,16 @@ class PreparedAVS(PreparedClips):
         setting, sample_rate, image_size, mask_size, num_segments (5).
     """
 
+    prepared_format = FORMAT
+    prepared_version = FORMAT_VERSION
+    dataset_name = "AVSBench"
+    prepare_command = "molt prepare avs"
+    splits = tuple(SPLITS)
+
     def __init__(self, root: str | os.PathLike, split: str | None = None) -> None:
-        self.root = Path(root)
-        index_path = self.root / INDEX_FILE
-        if not index_path.is_file():
-            raise FileNotFoundError(f"{index_path} not found: {self.root} is not a prepared AVSBench directory "
-                                    f"(run `molt prepare avs` first)")
-        meta = _read_index(index_path)
-        if split is not None and split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)} or None")
-        self.split = split
+        meta = self._load_index(root, split)
         self.setting: str = meta["setting"]
-        self.sample_rate: int = meta["sample_rate"]
-        self.image_size: int = meta["image_size"]
         self.mask_size: int = meta["mask_size"]
-        self.num_segments: int = meta["num_segments"]
-        self.rows = [row for row in meta["rows"] if split is None or row["split"] == split]
 
     array_files = _ARRAYS
 

@@ -237,24 +237,17 @@ class PreparedLLP(PreparedClips):
     * ``video_id``: the LLP filename (``{YouTube id}_{start}_{end}``, unique per clip); ``index``: row number.
     """
 
+    prepared_format = FORMAT
+    prepared_version = FORMAT_VERSION
+    dataset_name = "LLP"
+    prepare_command = "molt prepare avvp"
+    splits = tuple(SPLIT_FILES)
+
     def __init__(self, prepared_dir: str | os.PathLike, split: str | None = None) -> None:
-        self.root = Path(prepared_dir)
-        index_path = self.root / INDEX_FILE
-        if not index_path.is_file():
-            raise FileNotFoundError(f"{index_path} not found: not a prepared LLP directory (run `molt prepare "
-                                    f"avvp`)")
-        meta = _read_index(index_path)
-        if split is not None and split not in SPLIT_FILES:
-            raise ValueError(f"unknown split {split!r}; expected one of {list(SPLIT_FILES)} or None")
+        meta = self._load_index(prepared_dir, split)
         self.meta = meta
-        self.split = split
         self.categories: list[str] = meta["categories"]
         self.num_classes: int = meta["num_classes"]
-        self.num_segments: int = meta["num_segments"]
-        self.image_size: int = meta["image_size"]
-        self.sample_rate: int = meta["sample_rate"]
-        self.row_indices = [i for i, row in enumerate(meta["rows"]) if split is None or row["split"] == split]
-        self.rows = [meta["rows"][i] for i in self.row_indices]
 
     array_files = _MEDIA + _LABELS
 
