@@ -62,8 +62,8 @@ class LitAudioVisual(L.LightningModule):
             ids = batch.get("video_id")
             raise NonFiniteLossError(f"non-finite loss {loss.item()} at global step {self.global_step}, epoch "
                                      f"{self.current_epoch}, batch {batch_idx} (clips: {ids}); parts: "
-                                     f"{ {k: float(v.detach()) for k, v in parts.items()} }. Lower the learning rate or "
-                                     f"check the input data.")
+                                     f"{ {k: float(v.detach()) for k, v in parts.items()} }. Lower the learning "
+                                     f"rate or check the input data.")
         batch_size = len(batch["video_id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in parts.items():

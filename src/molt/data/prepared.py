@@ -50,7 +50,8 @@ from torch.utils.data import Dataset
 from .ave import SPLIT_FILES, AVEAnnotations
 from .media import decode_pcm16, worker_context
 
-__all__ = ["PrepareReport", "prepare_ave", "PreparedClips", "PreparedAVE", "ensure_prepared", "find_video", "normalize_frames",
+__all__ = ["PrepareReport", "prepare_ave", "PreparedClips", "read_prepared_index", "PreparedAVE", "ensure_prepared",
+           "find_video", "normalize_frames",
            "FORMAT", "FORMAT_VERSION", "INDEX_FILE"]
 
 _logger = logging.getLogger(__name__)
@@ -273,6 +274,19 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
     return out
 
 
+def read_prepared_index(path: Path, *, expected_format: str, version: int, dataset_name: str,
+                        prepare_command: str) -> dict[str, Any]:
+    """``index.json`` of a prepared directory, after checking it is of ``expected_format`` and ``version``."""
+    meta = json.loads(Path(path).read_text())
+    if meta.get("format") != expected_format:
+        raise ValueError(f"{path} is a {meta.get('format')!r} index, not a prepared {dataset_name} set "
+                         f"({expected_format!r}); prepare it with `{prepare_command}` or pass the dataset root")
+    if meta.get("format_version") != version:
+        raise ValueError(f"{path}: format version {meta.get('format_version')} is not supported (expected "
+                         f"{version}); prepare the data again (`{prepare_command}`)")
+    return meta
+
+
 def normalize_frames(frames: torch.Tensor, mean: tuple[float, float, float] = IMAGENET_MEAN,
                      std: tuple[float, float, float] = IMAGENET_STD) -> torch.Tensor:
     """uint8 frames ``(..., 3, H, W)`` -> float32 normalised with ``mean`` and ``std`` (ImageNet by default)."""
@@ -306,11 +320,8 @@ class PreparedClips(Dataset):
         if not index_path.is_file():
             raise FileNotFoundError(f"{index_path} not found: {self.root} is not a prepared {self.dataset_name} "
                                     f"directory (run `{self.prepare_command}`)")
-        meta = json.loads(index_path.read_text())
-        if meta.get("format") != self.prepared_format or meta.get("format_version") != self.prepared_version:
-            raise ValueError(f"{index_path}: expected format {self.prepared_format!r} version "
-                             f"{self.prepared_version}, got {meta.get('format')!r} version "
-                             f"{meta.get('format_version')!r}; prepare it again (`{self.prepare_command}`)")
+        meta = read_prepared_index(index_path, expected_format=self.prepared_format, version=self.prepared_version,
+                                   dataset_name=self.dataset_name, prepare_command=self.prepare_command)
         if split is not None and split not in self.splits:
             raise ValueError(f"unknown split {split!r}; expected one of {list(self.splits)} or None")
         self.split = split
@@ -339,6 +350,15 @@ class PreparedClips(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items of {self.root}")
         return index % len(self)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self.checked_index(index)
+        return {**self.clip(self.rows[index]["media_index"]), **self.item_without_media(index)}
+
+    def item_without_media(self, index: int) -> dict[str, Any]:
+        """Item ``index`` without ``frames`` and ``audio`` (targets and ids only): what training from a feature
+        cache reads, without touching the decoded media."""
+        raise NotImplementedError
 
     def clip(self, media_index: int) -> dict[str, torch.Tensor]:
         """``frames`` uint8 ``(T, 3, S, S)`` and ``audio`` float32 ``(T, R)`` in ``[-1, 1)`` of one media row."""
@@ -381,10 +401,6 @@ class PreparedAVE(PreparedClips):
         self._siblings = [groups[(row["split"], row["video_id"])] for row in self.rows]
 
     array_files = _ARRAYS
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = self.checked_index(index)
-        return {**self.clip(self.rows[index]["media_index"]), **self.item_without_media(index)}
 
     def item_without_media(self, index: int) -> dict[str, Any]:
         """Item ``index`` without ``frames`` and ``audio`` (targets and ids only): what training from a feature

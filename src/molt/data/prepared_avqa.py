@@ -344,10 +344,6 @@ class PreparedAVQA(PreparedClips):
         return {"answer": self._answer_index.get(row["answer"], -1), "family": FAMILIES.index(row["family"]),
                 "subtype": SUBTYPES.index(row["subtype"]), "question_type": self._type_index.get(name, -1)}
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = self.checked_index(index)
-        return {**self.clip(self.rows[index]["media_index"]), **self.item_without_media(index)}
-
     def item_without_media(self, index: int) -> dict[str, Any]:
         """Item ``index`` without ``frames`` and ``audio`` (what training from a feature cache reads)."""
         index = self.checked_index(index)

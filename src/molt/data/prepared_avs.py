@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .avsbench import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip, run_jobs
-from .prepared import INDEX_FILE, PreparedClips, PrepareReport, _atomic_json
+from .prepared import INDEX_FILE, PreparedClips, PrepareReport, _atomic_json, read_prepared_index
 
 __all__ = ["prepare_avs", "ensure_prepared_avs", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
            "DEFAULT_MASK_SIZE", "DEFAULT_SAMPLE_RATE"]
@@ -166,14 +166,8 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
 
 
 def _read_index(path: Path) -> dict[str, Any]:
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is a {meta.get('format')!r} index, not a prepared AVSBench set ({FORMAT!r}); "
-                         f"prepare it with `molt prepare avs` or pass the AVSBench root")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {meta.get('format_version')} is not supported (expected "
-                         f"{FORMAT_VERSION}); prepare the data again")
-    return meta
+    return read_prepared_index(path, expected_format=FORMAT, version=FORMAT_VERSION, dataset_name="AVSBench",
+                               prepare_command="molt prepare avs")
 
 
 def ensure_prepared_avs(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
@@ -242,10 +236,6 @@ class PreparedAVS(PreparedClips):
         self.mask_size: int = meta["mask_size"]
 
     array_files = _ARRAYS
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = self.checked_index(index)
-        return {**self.clip(self.rows[index]["media_index"]), **self.item_without_media(index)}
 
     def item_without_media(self, index: int) -> dict[str, Any]:
         """Item ``index`` without ``frames`` and ``audio`` (what training from a feature cache reads)."""

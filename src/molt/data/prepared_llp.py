@@ -38,7 +38,8 @@ import torch
 
 from .llp import SPLIT_FILES, LLPAnnotations, LLPRecord
 from .media import decode_pcm16
-from .prepared import INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, _atomic_json
+from .prepared import (INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, _atomic_json,
+                       read_prepared_index)
 from .synthetic import GROUND_TRUTH_FILE
 from .synthetic_llp import VIDEO_SUBDIR, parallel_imap
 
@@ -182,12 +183,8 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
 
 
 def _read_index(path: Path) -> dict[str, Any]:
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: expected a prepared LLP set (format {FORMAT!r} version {FORMAT_VERSION}), got "
-                         f"format {meta.get('format')!r} version {meta.get('format_version')!r}; prepare it "
-                         f"again with `molt prepare avvp`")
-    return meta
+    return read_prepared_index(path, expected_format=FORMAT, version=FORMAT_VERSION, dataset_name="LLP",
+                               prepare_command="molt prepare avvp")
 
 
 def ensure_prepared_llp(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
@@ -250,10 +247,6 @@ class PreparedLLP(PreparedClips):
         self.num_classes: int = meta["num_classes"]
 
     array_files = _MEDIA + _LABELS
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = self.checked_index(index)
-        return {**self.clip(self.rows[index]["media_index"]), **self.item_without_media(index)}
 
     def item_without_media(self, index: int) -> dict[str, Any]:
         """Item ``index`` without ``frames`` and ``audio`` (what training from a feature cache reads)."""

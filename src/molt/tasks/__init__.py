@@ -1,7 +1,7 @@
 """Task heads: what turns a method's fused tokens into predictions, a loss and metrics.
 
-One module per task (``ave``, ``avs``, ``avqa``, ``avvp``, all following the :class:`Task` interface). No task imports another,
-and the trainer only talks to :class:`Task`.
+One module per task (``ave``, ``avs``, ``avqa``, ``avvp``), all following the :class:`Task` interface and sharing
+only :mod:`.base`. No task imports another, and the trainer only talks to :class:`Task`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from .avs import AVSTask
 from .avvp import AVVPTask
 from .base import Task
 
-__all__ = ["Task", "AVETask", "AVQATask", "AVSTask", "AVVPTask", "format_avqa_table", "TASKS", "build_task", "majority_accuracy", "majority_class", "plot_timelines"]
+__all__ = ["Task", "AVETask", "AVQATask", "AVSTask", "AVVPTask", "TASKS", "build_task", "format_avqa_table",
+           "majority_accuracy", "majority_class", "plot_timelines"]
 
 TASKS: dict[str, type[Task]] = {"ave": AVETask, "avqa": AVQATask, "avs": AVSTask, "avvp": AVVPTask}
 
