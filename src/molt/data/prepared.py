@@ -234,10 +234,16 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
         "rows": rows, "splits": report.rows, "skipped": len(report.skipped), "silent": report.silent,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
     }
+    return commit_index(out, index, report)
+
+
+def commit_index(out: Path, index: dict[str, Any], report: PrepareReport) -> PrepareReport:
+    """Write ``index.json`` last and atomically (a directory without it is never taken as complete), then log the
+    report and every skipped clip."""
     _atomic_json(out / INDEX_FILE, index)
     _logger.info(report.summary())
-    for video_id, reason, detail in report.skipped:
-        _logger.warning("skipped %s: %s%s", video_id, reason, f" ({detail})" if detail else "")
+    for name, reason, detail in report.skipped:
+        _logger.warning("skipped %s: %s%s", name, reason, f" ({detail})" if detail else "")
     return report
 
 

@@ -58,7 +58,7 @@ from .music_avqa import (
     find_video,
     question_type_name,
 )
-from .prepared import INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, _atomic_json
+from .prepared import INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, commit_index
 from .synthetic import GROUND_TRUTH_FILE
 
 __all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared_avqa", "segment_seconds", "decode_to_memmaps", "FORMAT",
@@ -240,11 +240,7 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
         "dropped_duplicates": {split: [r.question_id for r in records] for split, records in data.dropped.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
     }
-    _atomic_json(out / INDEX_FILE, index)
-    _logger.info(report.summary())
-    for video_id, reason, detail in report.skipped:
-        _logger.warning("skipped %s: %s%s", video_id, reason, f" ({detail})" if detail else "")
-    return report
+    return commit_index(out, index, report)
 
 
 def _index_format(path: Path) -> str | None:

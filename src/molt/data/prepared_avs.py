@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from .avsbench import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip, run_jobs
-from .prepared import INDEX_FILE, PreparedClips, PrepareReport, _atomic_json, read_prepared_index
+from .prepared import INDEX_FILE, PreparedClips, PrepareReport, commit_index, read_prepared_index
 
 __all__ = ["prepare_avs", "ensure_prepared_avs", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
            "DEFAULT_MASK_SIZE", "DEFAULT_SAMPLE_RATE"]
@@ -158,11 +158,7 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
         "rows": rows, "splits": report.rows, "skipped": len(report.skipped), "kept_with_notes": report.silent,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
     }
-    _atomic_json(out / INDEX_FILE, index)
-    _logger.info(report.summary())
-    for name, reason, detail in report.skipped:
-        _logger.warning("skipped %s: %s%s", name, reason, f" ({detail})" if detail else "")
-    return report
+    return commit_index(out, index, report)
 
 
 def _read_index(path: Path) -> dict[str, Any]:

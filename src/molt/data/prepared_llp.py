@@ -38,7 +38,7 @@ import torch
 
 from .llp import SPLIT_FILES, LLPAnnotations, LLPRecord
 from .media import decode_pcm16
-from .prepared import (INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, _atomic_json,
+from .prepared import (INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, commit_index,
                        read_prepared_index)
 from .synthetic import GROUND_TRUTH_FILE
 from .synthetic_llp import VIDEO_SUBDIR, parallel_imap
@@ -175,11 +175,7 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
         "skipped": len(report.skipped), "silent": report.silent, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(report.seconds, 2),
     }
-    _atomic_json(out / INDEX_FILE, index)
-    _logger.info(report.summary())
-    for name, reason, detail in report.skipped:
-        _logger.warning("skipped %s: %s%s", name, reason, f" ({detail})" if detail else "")
-    return report
+    return commit_index(out, index, report)
 
 
 def _read_index(path: Path) -> dict[str, Any]:
