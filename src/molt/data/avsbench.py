@@ -62,16 +62,15 @@ import csv
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 __all__ = ["AVSRecord", "AVSBenchLayout", "SETTINGS", "SPLITS", "NUM_FRAMES", "SEMANTIC_HEADER", "SEMANTIC_LABELS",
            "OBJECT_META_FILES", "OBJECT_SUBSETS", "annotated_frames", "read_object_meta", "read_semantic_meta",
-           "read_label2idx", "unknown_objects", "read_frame", "read_mask", "read_audio", "decode_avs_clip", "run_jobs"]
+           "read_label2idx", "unknown_objects", "read_frame", "read_mask", "read_audio", "decode_avs_clip"]
 
 _logger = logging.getLogger(__name__)
 
@@ -508,17 +507,3 @@ def decode_avs_clip(job: tuple[int, str, list[str], list[list[str] | None], str,
     else:
         status, detail = "ok", ""
     return position, name, frames, pcm, masks, status, detail
-
-
-def run_jobs(function: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> Iterator[Any]:
-    """Results of ``function(job)`` for every job, in completion order: in this process when ``workers <= 1`` (or
-    there is a single job), else in a pool of ``workers`` processes (:func:`molt.data.media.worker_context`)."""
-    from .media import worker_context
-
-    if workers <= 1 or len(jobs) <= 1:
-        yield from map(function, jobs)
-        return
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
-        futures = [pool.submit(function, job) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()

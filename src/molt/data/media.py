@@ -33,13 +33,14 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Callable, Iterator, Sequence
 
 import av
 import numpy as np
 
 __all__ = ["Clip", "MediaError", "read_clip", "write_clip", "is_silent", "rms_dbfs", "decode_pcm16",
-           "worker_context"]
+           "worker_context", "parallel_map"]
 
 PathLike = str | os.PathLike
 
@@ -223,6 +224,17 @@ def worker_context() -> multiprocessing.context.BaseContext:
     ``__main__``, even ``python -``), else ``spawn``. Workers only run numpy and PyAV code."""
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def parallel_map(function: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> Iterator[Any]:
+    """``function(job)`` for every job, in job order: in this process when ``workers <= 1`` (or there is a single
+    job), else in a pool of ``workers`` processes (:func:`worker_context`); ``function`` must be picklable. Every
+    decoder and generator of the package runs its clips through it."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(function, jobs)
+        return
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
+        yield from pool.map(function, jobs)
 
 
 def decode_pcm16(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str, Any, Any, str, str]:

@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .ave import SPLIT_FILES, AVEAnnotations
-from .media import decode_pcm16, worker_context
+from .media import decode_pcm16, parallel_map
 
 __all__ = ["PrepareReport", "prepare_ave", "PreparedClips", "read_prepared_index", "PreparedAVE", "ensure_prepared",
            "find_video", "normalize_frames",
@@ -180,13 +179,8 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
                 report.silent.append(video_id)
         progress.update()
 
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            consume(decode_pcm16(job))
-    else:
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
-            for future in as_completed([pool.submit(decode_pcm16, job) for job in jobs]):
-                consume(future.result())
+    for result in parallel_map(decode_pcm16, jobs, workers):
+        consume(result)
     progress.close()
     frames.flush()
     audio.flush()

@@ -38,15 +38,14 @@ import logging
 import math
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import av
 import numpy as np
 import torch
 
-from .media import decode_pcm16, worker_context
+from .media import decode_pcm16, parallel_map
 from .music_avqa import (
     FAMILIES,
     SPLIT_FILES,
@@ -109,14 +108,6 @@ def _decode_spread(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str,
     return position, video_id, result[2][keep], result[3][keep], result[4], result[5]
 
 
-def _run_jobs(decode: Callable[[Any], tuple], jobs: Sequence[tuple], workers: int) -> Iterator[tuple]:
-    if workers <= 1 or len(jobs) <= 1:
-        yield from map(decode, jobs)
-        return
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
-        yield from pool.map(decode, jobs, chunksize=2)
-
-
 def decode_to_memmaps(out: Path, paths: dict[str, Path | None], report: PrepareReport, *,
                       options: dict[str, Any], decode: Callable[[Any], tuple] = decode_pcm16, workers: int = 2,
                       show_progress: bool = True, missing: str = "not found") -> dict[str, int]:
@@ -148,7 +139,7 @@ def decode_to_memmaps(out: Path, paths: dict[str, Path | None], report: PrepareR
     audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
                                       shape=(len(paths), segments, rate))
     stored_at: dict[str, int] = {}
-    decoded = tqdm(_run_jobs(decode, jobs, workers), total=len(jobs), unit="clip", disable=not show_progress,
+    decoded = tqdm(parallel_map(decode, jobs, workers), total=len(jobs), unit="clip", disable=not show_progress,
                    desc=f"decode {out.name}")
     for row, clip, clip_frames, clip_audio, status, detail in decoded:
         if clip_frames is None:

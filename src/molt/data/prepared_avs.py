@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .avsbench import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip, run_jobs
+from .avsbench import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip
+from .media import parallel_map
 from .prepared import INDEX_FILE, PreparedClips, PrepareReport, commit_index, read_prepared_index
 
 __all__ = ["prepare_avs", "ensure_prepared_avs", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
@@ -121,7 +122,7 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
                 _logger.debug("%s: %s %s", name, status, detail)
         progress.update()
 
-    for result in run_jobs(decode_avs_clip, jobs, workers):
+    for result in parallel_map(decode_avs_clip, jobs, workers):
         consume(result)
     progress.close()
     for array in arrays:

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 
 from .llp import SPLIT_FILES, LLPAnnotations, LLPRecord
-from .media import decode_pcm16
+from .media import decode_pcm16, parallel_map
 from .prepared import (INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, commit_index,
                        read_prepared_index)
 from .synthetic import GROUND_TRUTH_FILE
-from .synthetic_llp import VIDEO_SUBDIR, parallel_imap
+from .synthetic_llp import VIDEO_SUBDIR
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "find_llp_video", "prepare_llp", "ensure_prepared_llp", "PreparedLLP"]
 
@@ -122,7 +122,7 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
 
     from tqdm.auto import tqdm
 
-    decoded = parallel_imap(decode_pcm16, jobs, workers)
+    decoded = parallel_map(decode_pcm16, jobs, workers)
     for position, name, clip_frames, clip_audio, status, detail in tqdm(
             decoded, total=len(jobs), desc="prepare avvp", unit="clip", disable=not show_progress):
         if clip_frames is None:

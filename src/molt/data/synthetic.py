@@ -39,14 +39,13 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .media import worker_context, write_clip
+from .media import parallel_map, write_clip
 
 __all__ = ["ClassSpec", "CLASS_SPECS", "BACKGROUND_TYPES", "generate_ave", "plan_videos", "render_video",
            "single_modality_oracle", "GROUND_TRUTH_FILE"]
@@ -393,15 +392,8 @@ def generate_ave(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
     from tqdm.auto import tqdm
 
     progress = tqdm(total=len(jobs), desc="synth ave", unit="clip", disable=not show_progress)
-    if workers <= 1:
-        for job in jobs:
-            _render_and_write(job)
-            progress.update()
-    else:
-        with ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
-            for future in as_completed([pool.submit(_render_and_write, job) for job in jobs]):
-                future.result()
-                progress.update()
+    for _ in parallel_map(_render_and_write, jobs, workers):
+        progress.update()
     progress.close()
 
     categories = [spec.name for spec in CLASS_SPECS[:num_classes]]

@@ -56,13 +56,12 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .media import worker_context, write_clip
+from .media import parallel_map, write_clip
 from .music_avqa import SPLIT_FILES, VIDEO_DIRS
 from .synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, _class_sound, _shape_mask, _split_sizes
 
@@ -327,13 +326,8 @@ def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int =
     from tqdm.auto import tqdm
 
     with tqdm(total=len(jobs), desc="synth avqa", unit="clip", disable=not show_progress) as progress:
-        if workers <= 1:
-            for job in jobs:
-                progress.update(bool(_encode_one(job)))
-        else:
-            with ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
-                for _ in pool.map(_encode_one, jobs, chunksize=4):
-                    progress.update()
+        for _ in parallel_map(_encode_one, jobs, workers):
+            progress.update()
 
     records = _records(plans)
     by_split = {split: [record for s, record in records if s == split] for split in SPLIT_FILES}

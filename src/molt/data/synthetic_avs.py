@@ -44,7 +44,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .avsbench import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS, run_jobs
+from .avsbench import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS
+from .media import parallel_map
 from .synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, _class_sound, _shape_mask, _split_sizes, _video_ids, \
     _write_text
 
@@ -260,7 +261,7 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
 
     progress = tqdm(total=len(jobs), desc=f"synth avs {setting}", unit="clip", disable=not show_progress)
     foreground = []
-    for fraction in run_jobs(_render_and_write, jobs, workers):
+    for fraction in parallel_map(_render_and_write, jobs, workers):
         foreground.append(fraction)
         progress.update()
     progress.close()

@@ -43,19 +43,18 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from .llp import CATEGORIES_FILE, EVAL_FILES, SPLIT_FILES
-from .media import worker_context, write_clip
+from .media import parallel_map, write_clip
 from .synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, _chirp, _class_sound, _object_track, _shape_mask,
                         _split_sizes, _video_ids)
 
 __all__ = ["EVENT_KINDS", "generate_llp", "plan_llp_videos", "render_llp_video", "llp_class_names",
-           "parallel_imap", "VIDEO_SUBDIR", "FULL_FILE"]
+           "VIDEO_SUBDIR", "FULL_FILE"]
 
 _logger = logging.getLogger(__name__)
 
@@ -69,18 +68,6 @@ FORMAT_VERSION = 1
 def llp_class_names(num_classes: int) -> list[str]:
     """LLP-style names (no spaces or commas) of the first ``num_classes`` synthetic classes."""
     return [spec.name.replace(",", "").replace(" ", "_") for spec in CLASS_SPECS[:num_classes]]
-
-
-def parallel_imap(function: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> Iterator[Any]:
-    """``function(job)`` for every job, in order, in ``workers`` processes (``<= 1``: in this process).
-
-    Workers are started with :func:`molt.data.media.worker_context`; ``function`` must be picklable.
-    """
-    if workers <= 1 or len(jobs) <= 1:
-        yield from map(function, jobs)
-        return
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
-        yield from pool.map(function, jobs)
 
 
 def _window(rng: np.random.Generator, length: tuple[int, int], num_segments: int) -> list[int]:
@@ -253,7 +240,7 @@ def generate_llp(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
 
     from tqdm.auto import tqdm
 
-    for _ in tqdm(parallel_imap(_render_and_write, jobs, workers), total=len(jobs), desc="synth avvp",
+    for _ in tqdm(parallel_map(_render_and_write, jobs, workers), total=len(jobs), desc="synth avvp",
                   unit="clip", disable=not show_progress):
         pass
 
