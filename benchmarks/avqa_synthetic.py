@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from molt.config import load_config
-from molt.data.prepared_avqa import PreparedAVQA, ensure_prepared_avqa
-from molt.data.synthetic_avqa import generate_avqa
+from molt.tasks.avqa.prepared import PreparedAVQA, ensure_prepared
+from molt.tasks.avqa.synthetic import generate_avqa
 from molt.tasks.avqa import format_avqa_table, majority_baseline
 from molt.train import train
 
@@ -36,7 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="molt_avqa_") as tmp:
         data = Path(tmp) / "avqa"
         generate_avqa(data, num_videos=args.videos, seed=args.seed, show_progress=False)
-        prepared = ensure_prepared_avqa(data, show_progress=False)
+        prepared = ensure_prepared(data, show_progress=False)
         config = load_config("avqa_molt_tiny", {"trainer": {"max_epochs": args.epochs, "seed": args.seed}})
         result = train(config, data=prepared, out_dir=Path(tmp) / "runs", enable_progress_bar=False)
         baseline = majority_baseline(PreparedAVQA(prepared, "train").labels(), PreparedAVQA(prepared, "test").labels())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from molt.data.ave import HEADER, AVEAnnotations, read_records
+from molt.tasks.ave.reader import HEADER, AVEAnnotations, read_records
 from molt.data.media import read_clip
 from molt.data.prepared import PreparedAVE, ensure_prepared, prepare_ave
 from molt.data.synthetic import GROUND_TRUTH_FILE, generate_ave
@@ -71,7 +71,7 @@ def test_real_label_matrices(real):
 
 @needs_real
 def test_zero_length_event_is_kept_as_background(caplog):
-    with caplog.at_level(logging.WARNING, logger="molt.data.ave"):
+    with caplog.at_level(logging.WARNING, logger="molt.tasks.ave.reader"):
         annotations = AVEAnnotations.from_dir(REAL)
     assert any("VWi2ENBuTbw" in message for message in caplog.messages)
     record = next(r for r in annotations.records("train") if r.video_id == "VWi2ENBuTbw")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from molt.data.media import read_clip, write_clip
-from molt.data.music_avqa import (
+from molt.tasks.avqa.reader import (
     PAD,
     QUESTION_TYPES,
     UNK,
@@ -22,8 +22,8 @@ from molt.data.music_avqa import (
     read_questions,
     tokenize,
 )
-from molt.data.prepared_avqa import PreparedAVQA, ensure_prepared_avqa, prepare_avqa, segment_seconds
-from molt.data.synthetic_avqa import TEMPLATES, generate_avqa, plan_avqa_videos
+from molt.tasks.avqa.prepared import PreparedAVQA, ensure_prepared, prepare_avqa, segment_seconds
+from molt.tasks.avqa.synthetic import TEMPLATES, generate_avqa, plan_avqa_videos
 from molt.tasks.avqa import majority_baseline
 
 
@@ -115,7 +115,7 @@ def test_duplicated_question_ids(tmp_path, caplog):
     repeated = dict(val[5])
     conflicting = dict(val[7], anser="yes" if val[7]["anser"] != "yes" else "no")
     (tmp_path / "avqa-val.json").write_text(json.dumps(val[:20] + [repeated, conflicting] + val[20:40]))
-    with caplog.at_level(logging.WARNING, logger="molt.data.music_avqa"):
+    with caplog.at_level(logging.WARNING, logger="molt.tasks.avqa.reader"):
         data = MusicAVQA.from_dir(tmp_path)
     assert len(data.records("val")) == 40
     assert [r.question_id for r in data.dropped["val"]] == [val[5]["question_id"], val[7]["question_id"]]
@@ -259,9 +259,9 @@ def test_prepared_dataset_items(synthetic, tmp_path):
     broken = data.video_ids("test")[0]
     shutil.copytree(root, tmp_path / "root")
     (tmp_path / "root" / "MUSIC-AVQA-videos-Real" / f"{broken}.mp4").unlink()
-    prepared = ensure_prepared_avqa(tmp_path / "root", workers=2, show_progress=False)
-    assert prepared == tmp_path / "root" / "prepared" and ensure_prepared_avqa(prepared) == prepared
-    assert ensure_prepared_avqa(tmp_path / "root") == prepared          # reused
+    prepared = ensure_prepared(tmp_path / "root", workers=2, show_progress=False)
+    assert prepared == tmp_path / "root" / "prepared" and ensure_prepared(prepared) == prepared
+    assert ensure_prepared(tmp_path / "root") == prepared          # reused
     skipped = (prepared / "skipped.tsv").read_text().splitlines()
     assert skipped[1].split("\t")[:2] == [broken, "missing file"]
     train, test = PreparedAVQA(prepared, "train"), PreparedAVQA(prepared, "test")
@@ -301,4 +301,4 @@ def test_prepared_dataset_items(synthetic, tmp_path):
     with pytest.raises(FileNotFoundError, match="index.json"):
         PreparedAVQA(tmp_path)
     with pytest.raises(ValueError, match="no settings"):
-        ensure_prepared_avqa(prepared, setting="s4")
+        ensure_prepared(prepared, setting="s4")

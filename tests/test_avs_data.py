@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from molt.data.avsbench import (AVSBenchLayout, annotated_frames, read_label2idx, read_object_meta,
+from molt.tasks.avs.reader import (AVSBenchLayout, annotated_frames, read_label2idx, read_object_meta,
                                 read_semantic_meta, unknown_objects)
-from molt.data.prepared_avs import PreparedAVS, ensure_prepared_avs, prepare_avs
+from molt.tasks.avs.prepared import PreparedAVS, ensure_prepared, prepare_avs
 from molt.data.synthetic import GROUND_TRUTH_FILE
-from molt.data.synthetic_avs import generate_avs, plan_avs_videos, render_avs_clip
+from molt.tasks.avs.synthetic import generate_avs, plan_avs_videos, render_avs_clip
 
 
 def _fixture_dir() -> Path | None:
@@ -57,7 +57,7 @@ def test_real_semantic_counts(semantic):
 
 @needs_real
 def test_real_semantic_quirks(semantic, caplog):
-    with caplog.at_level(logging.INFO, logger="molt.data.avsbench"):
+    with caplog.at_level(logging.INFO, logger="molt.tasks.avs.reader"):
         records = read_semantic_meta(REAL / "metadata.csv")
     assert any("h orse" in message for message in caplog.messages)
     horse = next(r for r in records if r.name == "zVfLHhs9uv8_3000_8000")
@@ -199,8 +199,8 @@ def test_generator_is_deterministic_across_workers(tmp_path):
 
 def test_prepare_s4_and_dataset_items(s4_root):
     root, _ = s4_root
-    prepared = ensure_prepared_avs(root, show_progress=False)
-    assert prepared == root / "prepared_s4" and ensure_prepared_avs(prepared) == prepared
+    prepared = ensure_prepared(root, show_progress=False)
+    assert prepared == root / "prepared_s4" and ensure_prepared(prepared) == prepared
     train, test = PreparedAVS(prepared, "train"), PreparedAVS(prepared, "test")
     assert (len(train), len(test)) == (6, 2)
     assert (train.sample_rate, train.image_size, train.mask_size, train.num_segments) == (32000, 32, 32, 5)
@@ -222,7 +222,7 @@ def test_prepare_s4_and_dataset_items(s4_root):
     batch = next(iter(torch.utils.data.DataLoader(train, batch_size=3)))
     assert batch["masks"].shape == (3, 5, 32, 32) and batch["mask_valid"].shape == (3, 5)
     with pytest.raises(ValueError, match="not MS3"):
-        ensure_prepared_avs(prepared, setting="ms3")
+        ensure_prepared(prepared, setting="ms3")
 
 
 def _write_clip(folder: Path, colour=(200, 10, 10), sample_rate: int = 16000, seconds: float = 5.0) -> None:
@@ -271,11 +271,11 @@ def test_prepare_semantic_layout_with_missing_and_short_clips(tmp_path):
 
 def test_ensure_prepared_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no AVSBench S4 metadata"):
-        ensure_prepared_avs(tmp_path)
+        ensure_prepared(tmp_path)
     with pytest.raises(ValueError, match="unknown AVSBench setting"):
-        ensure_prepared_avs(tmp_path, setting="s5")
+        ensure_prepared(tmp_path, setting="s5")
     (tmp_path / "index.json").write_text(json.dumps({"format": "molt-prepared-ave", "format_version": 1}))
     with pytest.raises(ValueError, match="not a prepared AVSBench set"):
-        ensure_prepared_avs(tmp_path)
+        ensure_prepared(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a prepared AVSBench directory"):
         PreparedAVS(tmp_path / "missing")

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from molt.data.llp import (EVAL_FILES, LLP_CATEGORIES, SPLIT_FILES, LLPAnnotations, parse_filename,
+from molt.tasks.avvp.reader import (EVAL_FILES, LLP_CATEGORIES, SPLIT_FILES, LLPAnnotations, parse_filename,
                            read_segment_events, read_weak_labels)
-from molt.data.prepared_llp import PreparedLLP, ensure_prepared_llp
+from molt.tasks.avvp.prepared import PreparedLLP, ensure_prepared
 from molt.data.synthetic import GROUND_TRUTH_FILE
-from molt.data.synthetic_llp import VIDEO_SUBDIR, generate_llp, plan_llp_videos
+from molt.tasks.avvp.synthetic import VIDEO_SUBDIR, generate_llp, plan_llp_videos
 
 # lines in the format of the authors' data/ files (tab-separated, header first); most are real lines, chosen for
 # their quirks: ids holding '_', a repeated weak label, empty (onset == offset) and repeated eval lines, and eval
@@ -168,8 +168,8 @@ def test_synthetic_layout_reads_back(synthetic):
 
 def test_prepare_round_trip(synthetic, tmp_path):
     root, summary = synthetic
-    prepared = ensure_prepared_llp(root, workers=1, show_progress=False)
-    assert ensure_prepared_llp(root) == prepared and ensure_prepared_llp(prepared) == prepared
+    prepared = ensure_prepared(root, workers=1, show_progress=False)
+    assert ensure_prepared(root) == prepared and ensure_prepared(prepared) == prepared
     plans = {p["filename"]: p for p in json.loads((root / GROUND_TRUTH_FILE).read_text())["videos"]}
     train, test = PreparedLLP(prepared, "train"), PreparedLLP(prepared, "test")
     assert (len(train), len(test), len(PreparedLLP(prepared))) == (4, 2, 8)
@@ -212,10 +212,10 @@ def test_prepare_skips_missing_clips(synthetic, tmp_path):
     records = LLPAnnotations.from_dir(copy).records("test")
     kept = records[0]
     (copy / f"{kept.filename}.mp4").write_bytes((root / VIDEO_SUBDIR / f"{kept.video_id}.mp4").read_bytes())
-    prepared = ensure_prepared_llp(copy, image_size=32, workers=1, show_progress=False)
+    prepared = ensure_prepared(copy, image_size=32, workers=1, show_progress=False)
     assert [row["filename"] for row in json.loads((prepared / "index.json").read_text())["rows"]] == [kept.filename]
     skipped = (prepared / "skipped.tsv").read_text().splitlines()
     assert skipped[0].startswith("filename\treason") and len(skipped) == 8
     assert all("missing file" in line for line in skipped[1:])
     with pytest.raises(ValueError, match="no settings"):
-        ensure_prepared_llp(copy, setting="ms3")
+        ensure_prepared(copy, setting="ms3")

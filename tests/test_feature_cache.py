@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from molt.backbones import build_backbones
 from molt.data import feature_cache
-from molt.data.feature_cache import (DONE_FILE, CachedDataset, FeatureCache, FeatureManifest, TapGroupSpec,
+from molt.features.store import (DONE_FILE, CachedDataset, FeatureCache, FeatureManifest, TapGroupSpec,
                                      data_fingerprint, extract_features)
 
 NUM_CLIPS, SEGMENTS, BLOCKS = 7, 2, "late"
@@ -276,7 +276,7 @@ def test_bad_taps_overflow_and_full_disk_are_clear_errors(setup, tmp_path, monke
 KILL_SCRIPT = '''
 import os, signal, sys, time
 import torch
-from molt.data.feature_cache import FeatureManifest, TapGroupSpec, extract_features
+from molt.features.store import FeatureManifest, TapGroupSpec, extract_features
 
 SHAPES = [(3, 4), (5, 2)]
 MANIFEST = FeatureManifest(task="ave", num_segments=2, chunk_size=2, groups={"visual_taps": TapGroupSpec(

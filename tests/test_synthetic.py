@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from molt.data.ave import AVEAnnotations
+from molt.tasks.ave.reader import AVEAnnotations
 from molt.data.media import read_clip
 from molt.data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, NONE, generate_ave, plan_videos,
                                  single_modality_oracle)

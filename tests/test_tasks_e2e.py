@@ -31,7 +31,7 @@ def _check_items_without_media(dataset) -> None:
 
 
 def test_avs_s4_beats_all_background_and_all_foreground(tmp_path):
-    from molt.data.prepared_avs import PreparedAVS, ensure_prepared_avs
+    from molt.tasks.avs.prepared import PreparedAVS, ensure_prepared
 
     data = tmp_path / "avs"
     assert main(["synth", "avs", "--setting", "s4", "--out", str(data), "--videos", "64", "--seed", "1"]) == 0
@@ -42,7 +42,7 @@ def test_avs_s4_beats_all_background_and_all_foreground(tmp_path):
     from molt.train import load_trained
 
     head = load_trained(result["adapters"])[0].task
-    test_set = PreparedAVS(ensure_prepared_avs(data, setting="s4"), "test")
+    test_set = PreparedAVS(ensure_prepared(data, setting="s4"), "test")
     size = test_set.task_options()["mask_size"]
     _check_items_without_media(test_set)
 
@@ -63,7 +63,7 @@ def test_avs_s4_beats_all_background_and_all_foreground(tmp_path):
 
 
 def test_avvp_beats_trivial_parsers(tmp_path):
-    from molt.data.prepared_llp import PreparedLLP, ensure_prepared_llp
+    from molt.tasks.avvp.prepared import PreparedLLP, ensure_prepared
 
     data = tmp_path / "llp"
     assert main(["synth", "avvp", "--out", str(data), "--videos", "120", "--seed", "2"]) == 0
@@ -75,7 +75,7 @@ def test_avvp_beats_trivial_parsers(tmp_path):
     from molt.train import load_trained
 
     head = load_trained(result["adapters"])[0].task
-    test_set = PreparedLLP(ensure_prepared_llp(data), "test")
+    test_set = PreparedLLP(ensure_prepared(data), "test")
     classes = len(test_set.task_options()["class_names"])
     _check_items_without_media(test_set)
 
@@ -113,7 +113,7 @@ def test_eval_refuses_a_checkpoint_of_another_task(tmp_path):
 
 
 def test_avqa_pipeline_reports_every_family_and_type(tmp_path, capsys):
-    from molt.data.music_avqa import QUESTION_TYPES
+    from molt.tasks.avqa.reader import QUESTION_TYPES
 
     data = tmp_path / "avqa"
     assert main(["synth", "avqa", "--out", str(data), "--videos", "20", "--seed", "3"]) == 0
@@ -122,9 +122,9 @@ def test_avqa_pipeline_reports_every_family_and_type(tmp_path, capsys):
     assert result["monitor"] == "val/accuracy" and result["global_step"] > 0
     for family in ("AQ", "VQ", "AVQ"):
         assert 0.0 <= result["test"][f"{family}/accuracy"] <= 1.0
-    from molt.data.prepared_avqa import PreparedAVQA, ensure_prepared_avqa
+    from molt.tasks.avqa.prepared import PreparedAVQA, ensure_prepared
 
-    _check_items_without_media(PreparedAVQA(ensure_prepared_avqa(data), "train"))
+    _check_items_without_media(PreparedAVQA(ensure_prepared(data), "train"))
 
     out = tmp_path / "eval"
     capsys.readouterr()

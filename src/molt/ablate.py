@@ -31,7 +31,7 @@ import torch
 
 from .config import ExperimentConfig, load_config
 
-__all__ = ["ABLATION_TABLES", "AblationTable", "ablation_variants", "run_ablation", "METRIC_COLUMNS"]
+__all__ = ["ABLATION_TABLES", "AblationTable", "ablation_variants", "run_ablation"]
 
 _logger = logging.getLogger(__name__)
 
@@ -48,16 +48,6 @@ ABLATION_TABLES: dict[int, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
     8: ("Token orthogonality regularisation", [("w/o TOR", {"tor_weight": 0.0}), ("w TOR", {})]),
 }
 
-# (column title, metric key of the task head) for each task, in the paper's column order
-METRIC_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "ave": [("Acc.", "accuracy")],
-    "avs": [("M_J", "mIoU"), ("M_F", "F_score")],
-    "avqa": [("AQ", "AQ/accuracy"), ("VQ", "VQ/accuracy"), ("AVQ", "AVQ/accuracy"), ("Avg.", "accuracy")],
-    "avvp": [("Seg. Type@AV", "segment_type_av_f1"), ("Seg. Event@AV", "segment_event_av_f1"),
-             ("Event Type@AV", "event_type_av_f1"), ("Event Event@AV", "event_event_av_f1")],
-}
-
-
 @dataclass
 class AblationTable:
     """Numbers of one ablation table on one task."""
@@ -70,7 +60,9 @@ class AblationTable:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def markdown(self) -> str:
-        columns = METRIC_COLUMNS.get(self.task, [])
+        from .tasks import get_task
+
+        columns = get_task(self.task).metric_columns
         task_name = self.task.upper() + (f"-{self.setting.upper()}" if self.setting else "")
         header = (f"| {self.title} | Param. (M) | Act. mem. (MB) | "
                   + " | ".join(f"{task_name} {title}" for title, _ in columns) + " |")
@@ -131,16 +123,16 @@ def run_ablation(task: str, table: int, *, data: str | os.PathLike, out_dir: str
     from torch.utils.data import DataLoader
 
     from .model import build_model
-    from .task_registry import get_task_spec
-    from .train import open_split, train
+    from .tasks import get_task
+    from .train import train
 
-    preset = config or f"{task}_molt_{'tiny' if backbone.startswith('tiny') else backbone}"
+    spec = get_task(task)
+    preset = config or spec.default_preset(backbone)
     base = load_config(preset, {**(overrides or {}), **({"setting": setting} if setting else {})})
     if base.task != task:
         raise ValueError(f"config {preset!r} is for task {base.task!r}, not {task!r}")
-    spec = get_task_spec(task)
     prepared = spec.prepare(data, setting=spec.check_setting(base.setting))
-    train_set = open_split(spec, prepared, "train")
+    train_set = spec.open_split(prepared, "train")
     probe_batch = next(iter(DataLoader(train_set, batch_size=base.trainer.batch_size, shuffle=False)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

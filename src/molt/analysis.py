@@ -554,15 +554,15 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
                    visual_weights: str | os.PathLike | None = None, audio_weights: str | os.PathLike | None = None,
                    pretrained: bool = False, clips: int = 16, segments_per_clip: int | None = None,
                    split: str | None = None, batch_size: int = 16, early: int | None = None,
-                   late: int = LATE_BLOCKS) -> LayerAnalysis:
-    """Per-block input/output similarity of both frozen backbones on a sample of a prepared AVE set (paper Fig. 4).
+                   late: int = LATE_BLOCKS, task: str = "ave", setting: str | None = None) -> LayerAnalysis:
+    """Per-block input/output similarity of both frozen backbones on a sample of a task's data (paper Fig. 4).
 
     Frames go through the visual backbone (after its ``preprocess``), the 1-s audio segments through the audio
     backbone; every block's similarity is measured with :func:`layer_similarity` and a split is suggested with
     :func:`suggest_split`.
 
     Args:
-        data_dir: an AVE root (prepared on first use) or a prepared directory.
+        data_dir: a dataset root of ``task``'s layout (prepared on first use) or a prepared directory.
         out_dir: where ``layer_similarity.csv``, ``layer_similarity.png`` and ``layer_similarity.json`` go.
         backbone_preset: ``tiny``, ``tiny-shared``, ``paper`` or ``shared`` (see :data:`molt.backbones.BACKBONE_PAIRS`).
         visual: a timm model name replacing the preset's visual backbone (any timm model exposing its blocks), or
@@ -576,17 +576,19 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
         split: ``train``, ``val``, ``test`` or ``None`` (all rows).
         batch_size: samples per forward pass.
         early, late: passed to :func:`suggest_split` (``early=None``: data-driven).
+        task, setting: the registered task whose data is read (any task: only frames and audio are used).
     """
     from .backbones.audio_frontend import check_sample_rate
-    from .data.prepared import PreparedAVE, ensure_prepared
+    from .tasks import get_task
 
     start = time.time()
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
     if segments_per_clip is not None and segments_per_clip < 1:
         raise ValueError(f"segments_per_clip must be >= 1 or None, got {segments_per_clip}")
-    prepared = ensure_prepared(data_dir, show_progress=False)
-    dataset = PreparedAVE(prepared, split)
+    spec = get_task(task)
+    prepared = spec.prepare(data_dir, setting=spec.check_setting(setting), show_progress=False)
+    dataset = spec.dataset(prepared, split)
     backbones = _build_layer_backbones(backbone_preset, visual, audio, visual_weights=visual_weights,
                                        audio_weights=audio_weights, pretrained=pretrained)
     if "audio" in backbones:
@@ -625,7 +627,7 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
         suptitle=f"Block input/output cosine similarity ({len(rows)} clips x {count} segments, {weights_note})")
     json_path = out / "layer_similarity.json"
     payload = {
-        "data": os.fspath(prepared), "split": split, "backbone_preset": backbone_preset, "visual": visual,
+        "task": task, "data": os.fspath(prepared), "split": split, "backbone_preset": backbone_preset, "visual": visual,
         "audio": audio, "weights": weights_note, "clips": [dataset.rows[r]["video_id"] for r in rows],
         "segments": segments,
         "backbones": {m: {"name": results[m].name, "similarity": results[m].similarity, "std": results[m].std,
@@ -737,7 +739,8 @@ def _safe_name(text: str) -> str:
 
 @torch.no_grad()
 def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *, out_dir: str | os.PathLike,
-                   split: str = "test", clips: int = 4, segment: int | None = None) -> dict[str, Any]:
+                   split: str = "test", clips: int = 4, segment: int | None = None,
+                   task: str | None = None) -> dict[str, Any]:
     """Token similarity maps and TFM weights of a trained MoLT model on a few clips (paper Fig. 5).
 
     Each clip's ``T`` segments go through the model as one batch; per modality, :func:`token_diagnostics` gives the
@@ -747,26 +750,30 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
     clips (mean off-diagonal similarity, mean weights, mean normalised entropy).
 
     Args:
-        checkpoint: an adapter directory or a Lightning checkpoint (see :func:`molt.train.load_trained`).
-        data_dir: an AVE root or prepared directory.
+        checkpoint: an adapter directory or a training checkpoint (see :func:`molt.evaluate.load_trained`).
+        data_dir: a dataset root or prepared directory of the task the model was trained for.
         out_dir: output directory.
         split: which split to sample clips from.
         clips: number of distinct videos, evenly spread over the split.
         segment: one segment index instead of the mean over segments.
+        task: when given, the task the checkpoint must have been trained for.
 
     Returns:
         the JSON payload, with the written files under ``"files"``.
     """
     from .backbones.audio_frontend import check_sample_rate
-    from .data.prepared import PreparedAVE, ensure_prepared
-    from .train import load_trained
+    from .evaluate import load_trained
+    from .tasks import get_task
 
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
     model, config, _ = load_trained(checkpoint)
+    if task is not None and task != config.task:
+        raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
     model.eval()
-    prepared = ensure_prepared(data_dir, show_progress=False)
-    dataset = PreparedAVE(prepared, split)
+    spec = get_task(config.task)
+    prepared = spec.prepare(data_dir, setting=spec.check_setting(config.setting), show_progress=False)
+    dataset = spec.dataset(prepared, split)
     if model.audio is not None:
         check_sample_rate(dataset.sample_rate, model.audio.sample_rate, source=prepared)
     features = model.features
@@ -795,7 +802,7 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
             "mean_fusion_weights": np.mean([e["fusion_weights"] for e in entries], axis=0).tolist(),
             "mean_weights_entropy": float(np.mean([e["weights_entropy"] for e in entries])),
         }
-    payload = {"checkpoint": os.fspath(checkpoint), "data": os.fspath(prepared), "split": split,
+    payload = {"checkpoint": os.fspath(checkpoint), "task": config.task, "data": os.fspath(prepared), "split": split,
                "segment": segment, "method": config.method,
                "tor_weight": getattr(getattr(features, "config", None), "tor_weight", None),
                "summary": summary, "clips": records}

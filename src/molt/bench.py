@@ -38,24 +38,23 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-__all__ = ["SavedTensorCounter", "EfficiencyTable", "PAPER_AVE_FIGURES", "BENCH_METHODS", "bench_config",
+__all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "bench_config", "bench_task_names",
            "measure_training_step", "run_efficiency", "write_efficiency", "main"]
 
 _logger = logging.getLogger(__name__)
 
+# the methods compared by default (any registered method can be asked for)
 BENCH_METHODS = ("molt", "mettle", "lavish")
 GB = 1024 ** 3
-# (backbone preset, method) -> (trainable %, total params M, training memory GB) from the paper's Tab. 3 (AVE).
-PAPER_AVE_FIGURES: dict[tuple[str, str], tuple[float, float, float]] = {
-    ("paper", "molt"): (6.2, 290.3, 0.7), ("paper", "mettle"): (23.0, 338.0, 1.5),
-    ("paper", "lavish"): (30.6, 374.9, 11.9),
-    ("shared", "molt"): (3.0, 248.5, 0.6), ("shared", "mettle"): (37.2, 364.4, 1.8),
-    ("shared", "lavish"): (2.7, 238.8, 15.4),
-}
 _NUM_SEGMENTS = 10
-_NUM_CLASSES = {"ave": 28}
 _BACKBONE_NAMES = {"paper": ("Swin-V2-L", "HTS-AT"), "shared": ("Swin-V2-L", "(shared)"),
                    "tiny": ("Swin-V2 tiny", "HTS-AT tiny"), "tiny-shared": ("Swin-V2 tiny", "(shared)")}
+
+
+def _paper_efficiency(task: str) -> dict[tuple[str, str], tuple[float, float, float]]:
+    from .tasks import get_task
+
+    return dict(get_task(task).paper_efficiency)
 
 
 class SavedTensorCounter:
@@ -99,23 +98,38 @@ class SavedTensorCounter:
         self._hooks.__exit__(*exc)
 
 
+def bench_task_names() -> list[str]:
+    """Tasks whose spec gives random training targets (``TaskSpec.bench_targets``)."""
+    from .tasks import registered_tasks
+
+    return [spec.name for spec in registered_tasks() if spec.bench_targets is not None]
+
+
+def _bench_spec(task: str):
+    from .tasks import get_task
+
+    spec = get_task(task)
+    if spec.bench_targets is None:
+        raise ValueError(f"task {task!r} has no efficiency benchmark yet (its TaskSpec has no bench_targets): "
+                         f"expected one of {', '.join(bench_task_names())}")
+    return spec
+
+
 def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt"):
     """The :class:`~molt.config.ExperimentConfig` benchmarked for one method.
 
-    MoLT uses the task's preset (``ave_molt_paper``, ``ave_molt_shared``, ``ave_molt_tiny``); Mettle and LAVisH
+    MoLT uses the task's preset for the backbone (``TaskSpec.presets``, e.g. ``ave_molt_paper``); the other methods
     use the same backbone, head, output width ``D``, heads and tokens per modality ``K``, with their own defaults
     otherwise (Mettle: every block; LAVisH: adapters in every block).
     """
     from .config import load_config, switch_method
+    from .methods import get_method
 
-    if method not in BENCH_METHODS:
-        raise ValueError(f"unknown method {method!r}: expected one of {', '.join(BENCH_METHODS)}")
-    if task not in _NUM_CLASSES:
-        raise ValueError(f"task {task!r} has no efficiency benchmark yet: expected one of {', '.join(_NUM_CLASSES)}")
+    get_method(method)
+    spec = _bench_spec(task)
     if backbone not in _BACKBONE_NAMES:
         raise ValueError(f"unknown backbone preset {backbone!r}: expected one of {', '.join(_BACKBONE_NAMES)}")
-    preset = f"{task}_molt_{'tiny' if backbone.startswith('tiny') else backbone}"
-    return switch_method(load_config(preset, overrides={"backbone": backbone}), method)
+    return switch_method(load_config(spec.default_preset(backbone), overrides={"backbone": backbone}), method)
 
 
 def _current_rss_bytes() -> int | None:
@@ -144,9 +158,11 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
         raise ValueError(f"batch_clips must be at least 1, got {batch_clips}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     config = bench_config(task, backbone, method)
+    spec = _bench_spec(task)
+    task_options = dict(spec.paper_task_options)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    model = build_model(config, {"num_classes": _NUM_CLASSES[task]}).to(device)
+    model = build_model(config, task_options).to(device)
     model.train()
     build_s = time.perf_counter() - start
     trainable, total = count_parameters(model)
@@ -157,7 +173,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
         "frames": torch.randint(0, 256, (batch_clips, _NUM_SEGMENTS, 3, height, width), dtype=torch.uint8,
                                 generator=generator).to(device),
         "audio": (0.1 * torch.randn(batch_clips, _NUM_SEGMENTS, samples, generator=generator)).to(device),
-        "labels": torch.randint(0, _NUM_CLASSES[task] + 1, (batch_clips, _NUM_SEGMENTS), generator=generator),
+        **spec.bench_targets(batch_clips, _NUM_SEGMENTS, task_options, generator),
     }
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=1e-4)
@@ -218,8 +234,8 @@ class EfficiencyTable:
         return {"task": self.task, "backbone": self.backbone, "rows": self.rows,
                 "activation_ratio_vs_molt": self.ratios(),
                 "paper": {method: dict(zip(("trainable_percent", "total_params_m", "memory_gb"), figures))
-                          for (backbone, method), figures in PAPER_AVE_FIGURES.items()
-                          if backbone == self.backbone and self.task == "ave"}}
+                          for (backbone, method), figures in _paper_efficiency(self.task).items()
+                          if backbone == self.backbone}}
 
     def markdown(self) -> str:
         names = {"molt": "MoLT", "mettle": "Mettle", "lavish": "LAVisH"}
@@ -232,7 +248,7 @@ class EfficiencyTable:
                  "Paper: trainable % / total M / memory GB |",
                  "|---|---|---|---|---|---|---|---|---|"]
         for row in self.rows:
-            paper = PAPER_AVE_FIGURES.get((self.backbone, row["method"])) if self.task == "ave" else None
+            paper = _paper_efficiency(self.task).get((self.backbone, row["method"]))
             lines.append(
                 f"| {names.get(row['method'], row['method'])} | {row['visual_encoder']} | {row['audio_encoder']} | "
                 f"{row['trainable_percent']:.1f} | {row['total_params'] / 1e6:.1f} | "
@@ -272,8 +288,8 @@ def write_efficiency(table: EfficiencyTable, out_dir: str | os.PathLike) -> dict
         bars = axis.bar(methods, values, color=["tab:green", "tab:orange", "tab:red", "tab:gray"][:len(values)])
         axis.bar_label(bars, fmt="%.3g")
         axis.set_ylabel(label)
-    paper = [PAPER_AVE_FIGURES.get((table.backbone, method)) for method in methods]
-    if table.task == "ave" and all(paper):
+    paper = [_paper_efficiency(table.task).get((table.backbone, method)) for method in methods]
+    if paper and all(paper):
         axes[1].scatter(methods, [figures[2] for figures in paper], color="black", marker="x", zorder=3,
                         label="paper (GPU training memory)")
         axes[1].legend(fontsize="small")
@@ -290,9 +306,9 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
     """Run one training step of each method, each in a fresh ``python -m molt.bench worker`` process.
 
     Args:
-        task: ``"ave"``.
+        task: a task with ``bench_targets`` in its spec (:func:`bench_task_names`; ``"ave"`` today).
         backbone: backbone preset (``"paper"``, ``"shared"``, ``"tiny"``, ``"tiny-shared"``).
-        methods: any of ``"molt"``, ``"mettle"``, ``"lavish"``, in the order wanted in the table.
+        methods: registered method names (``"molt"``, ``"mettle"``, ``"lavish"``), in the table's order.
         batch_clips: clips per batch (10 one-second segments each).
         out_dir: if given, :func:`write_efficiency` writes the JSON, Markdown and PNG files there.
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
@@ -339,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--device")
     efficiency.add_argument("--methods", default=",".join(BENCH_METHODS), help="comma-separated, e.g. molt,lavish")
     efficiency.add_argument("--out", help="directory for efficiency.json, efficiency.md, efficiency.png")
-    worker.add_argument("--method", required=True, choices=BENCH_METHODS)
+    worker.add_argument("--method", required=True, help="a registered method name")
     worker.add_argument("--result", required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.command == "worker":

@@ -1,6 +1,9 @@
-"""``molt`` command-line entry point.
+"""``molt`` command-line entry point: ``molt VERB TASK --data DIR ...`` for every task-specific verb.
 
-Every verb imports its implementation lazily, so ``molt --help`` is instant and needs no Lightning.
+Every verb imports its implementation lazily, so ``molt --help`` is instant; only ``molt train``, ``molt ablate`` and
+``molt demo`` import Lightning. Task names and everything task-specific (settings, presets) come from the task
+registry (:mod:`molt.tasks`). Errors a user can fix (bad file, bad key, unknown name) are one line on stderr and
+exit code 2.
 """
 from __future__ import annotations
 
@@ -15,29 +18,108 @@ __all__ = ["main", "build_parser"]
 
 _logger = logging.getLogger("molt")
 
+_BACKBONES = ("tiny", "tiny-shared", "paper", "shared")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and shows every non-empty default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" not in text and action.option_strings and action.default not in (None, False)
+                and action.default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
 
 def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def _add_experiment_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="preset name (see `molt params --list`) or path to a YAML file "
-                                         "(default: TASK_molt_BACKBONE, e.g. ave_molt_tiny)")
-    parser.add_argument("--method", help="molt (default), mettle or lavish")
-    parser.add_argument("--backbone", help="tiny | tiny-shared | paper | shared")
-    parser.add_argument("--visual-weights", help="local Swin-V2 checkpoint file (timm or original format)")
-    parser.add_argument("--audio-weights", help="local HTS-AT checkpoint, e.g. HTSAT_AudioSet_Saved_1.ckpt")
-    parser.add_argument("--modalities", choices=["both", "audio", "visual"],
-                        help="train on both senses (default) or one only (ablation)")
-    parser.add_argument("--epochs", type=int, help="maximum number of epochs")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, help="learning rate of the adapters")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--workers", type=int, help="DataLoader worker processes")
-    parser.add_argument("--accelerator", help="cpu | gpu | auto")
-    parser.add_argument("--devices", help="number of devices")
-    parser.add_argument("--strategy", help="auto | ddp (several devices; on CPU with --accelerator cpu it uses gloo)")
-    parser.add_argument("--precision", help="32-true | bf16-mixed | 16-mixed")
+def _deprecated(old: str, new: str) -> None:
+    _logger.warning("deprecated: %s; use %s (the old spelling goes away in the next release)", old, new)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# shared options
+
+def _add_task(parser: argparse.ArgumentParser, tasks: list[str], *, legacy_flag: bool = False) -> None:
+    """The positional ``TASK``; ``legacy_flag`` also accepts the old ``--task NAME`` (with a warning)."""
+    if legacy_flag:
+        parser.add_argument("task", nargs="?", choices=tasks, metavar="TASK",
+                            help=f"the task: {', '.join(tasks)}")
+        parser.add_argument("--task", dest="task_flag", choices=tasks, help=argparse.SUPPRESS)
+    else:
+        parser.add_argument("task", choices=tasks, metavar="TASK", help=f"the task: {', '.join(tasks)}")
+
+
+def _task_of(args: argparse.Namespace, verb: str, *, default: str | None = None) -> str:
+    """The task of a verb that also took ``--task`` (deprecated), or ``default`` (deprecated) when none is given."""
+    flag = getattr(args, "task_flag", None)
+    if flag is not None:
+        if args.task is not None and args.task != flag:
+            raise ValueError(f"molt {verb}: TASK {args.task!r} and --task {flag!r} disagree; give the task once")
+        _deprecated(f"molt {verb} --task {flag}", f"molt {verb} {flag}")
+        return flag
+    if args.task is None:
+        if default is None:
+            raise ValueError(f"molt {verb}: name the task, e.g. molt {verb} ave")
+        _deprecated(f"molt {verb} without a task", f"molt {verb} {default}")
+        return default
+    return args.task
+
+
+def _add_data(parser: argparse.ArgumentParser, *, what: str = "dataset root (prepared on first use) or prepared "
+                                                               "directory", legacy_root: bool = False) -> None:
+    parser.add_argument("--data", required=not legacy_root, help=what)
+    if legacy_root:
+        parser.add_argument("--root", help=argparse.SUPPRESS)
+
+
+def _data_of(args: argparse.Namespace, verb: str) -> str:
+    if getattr(args, "root", None) is not None:
+        if args.data is not None:
+            raise ValueError(f"molt {verb}: give the data root once (--data)")
+        _deprecated(f"molt {verb} --root DIR", f"molt {verb} TASK --data DIR")
+        return args.root
+    if args.data is None:
+        raise ValueError(f"molt {verb}: --data DIR is required (the dataset root)")
+    return args.data
+
+
+def _add_setting(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs (default: the task's or the "
+                                          "preset's)")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """What builds the model: preset, method, backbones, weights, modalities."""
+    from .methods import method_names
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--config", help="preset name (see `molt params --list`) or path to a YAML file "
+                                        "(default: the task's MoLT preset for --backbone, e.g. ave_molt_tiny)")
+    group.add_argument("--method", choices=method_names(),
+                       help="method on the frozen backbones (default: the preset's, molt)")
+    group.add_argument("--backbone", choices=_BACKBONES, help="backbone preset (default: the preset's, tiny)")
+    group.add_argument("--visual-weights", help="local Swin-V2 checkpoint file (timm or original format)")
+    group.add_argument("--audio-weights", help="local HTS-AT checkpoint, e.g. HTSAT_AudioSet_Saved_1.ckpt")
+    group.add_argument("--modalities", choices=["both", "audio", "visual"],
+                       help="train on both senses (default) or one only (ablation)")
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    """How to train: epochs, batch, optimiser, devices, precision."""
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, help="maximum number of epochs (default: the preset's)")
+    group.add_argument("--batch-size", type=int, help="clips per batch (default: the preset's)")
+    group.add_argument("--lr", type=float, help="learning rate of the adapters (default: the preset's)")
+    group.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dropout (default: 0)")
+    group.add_argument("--workers", type=int, help="DataLoader worker processes (default: 0)")
+    group.add_argument("--accelerator", help="cpu | gpu | auto (default: auto)")
+    group.add_argument("--devices", help="number of devices (default: 1)")
+    group.add_argument("--strategy", help="auto | ddp (several devices; on CPU with --accelerator cpu it uses gloo)")
+    group.add_argument("--precision", help="32-true | bf16-mixed | 16-mixed (default: 32-true)")
 
 
 def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -61,22 +143,39 @@ def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _cmd_params(args: argparse.Namespace) -> int:
-    from .config import preset_names
-    from .params import parameter_table
+def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] | None = None):
+    """The experiment config of a verb: ``--config`` (or the task's preset for ``--backbone``), the overrides of
+    the command line, and ``--method``."""
+    from .config import load_config, switch_method
+    from .tasks import get_task
 
-    if args.list:
-        print("\n".join(preset_names()))
-        return 0
-    names = preset_names() if args.all or not args.preset else [args.preset]
-    print(parameter_table(names))
+    preset = args.config or get_task(task).default_preset(args.backbone)
+    config = load_config(preset, {**_experiment_overrides(args), **(overrides or {})})
+    if args.method:
+        config = switch_method(config, args.method)
+    if config.task != task:
+        raise ValueError(f"the config {preset!r} is for task {config.task!r}, not {task!r}")
+    return config
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# verbs
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    print(run_demo(workdir=args.workdir, videos=args.videos, epochs=args.epochs, seed=args.seed))
     return 0
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .task_registry import get_task_spec
+    from .tasks import get_task
 
-    spec = get_task_spec(args.task)
+    spec = get_task(args.task)
     options = {"image_size": args.image_size, "workers": args.workers}
     if args.setting is not None:
         options["setting"] = spec.check_setting(args.setting)
@@ -86,70 +185,48 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    if args.task == "ave":
-        from .data.prepared import prepare_ave
+    from .tasks import get_task
 
-        report = prepare_ave(args.root, args.out or f"{args.root.rstrip('/')}/prepared",
-                             image_size=args.image_size or 192, workers=args.workers, limit=args.limit)
-        print(report.summary())
-        return 0
-    from .task_registry import get_task_spec
-
-    if args.out or args.limit:
-        raise ValueError(f"--out and --limit are AVE-only; {args.task} data is prepared inside ROOT")
-    spec = get_task_spec(args.task)
-    prepared = spec.prepare(args.root, setting=spec.check_setting(args.setting), image_size=args.image_size,
-                            workers=args.workers)
+    spec = get_task(args.task)
+    prepared = spec.prepare(_data_of(args, "prepare"), setting=spec.check_setting(args.setting),
+                            image_size=args.image_size, workers=args.workers, out_dir=args.out, limit=args.limit,
+                            force=True)
     print(f"prepared {args.task} data in {prepared}")
     return 0
 
 
-def _default_preset(task: str, backbone: str | None) -> str:
-    """Without ``--config``: the task's MoLT preset for the chosen backbone (``ave_molt_tiny`` by default)."""
-    backbone = backbone or "tiny"
-    return f"{task}_molt_{'tiny' if backbone.startswith('tiny') else backbone}"
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config, switch_method
     from .train import train
 
-    config = load_config(args.config or _default_preset(args.task, args.backbone), _experiment_overrides(args))
-    if args.method:
-        config = switch_method(config, args.method)
-    if config.task != args.task:
-        raise ValueError(f"the config {args.config!r} is for task {config.task!r}, not {args.task!r}")
-    result = train(config, data=args.data, out_dir=args.out, resume=args.resume, features=args.features)
-    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+    result = train(_experiment(args, args.task), data=args.data, out_dir=args.out, resume=args.resume,
+                   features=args.features)
+    if _is_main_process():
         print(json.dumps(result, indent=2, default=str))
     return 0
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from .config import load_config, switch_method
     from .extract import extract
 
-    overrides = _experiment_overrides(args)
-    if args.blocks:
-        overrides.setdefault("method_config", {}).update(blocks_visual=args.blocks, blocks_audio=args.blocks)
-    config = load_config(args.config or _default_preset(args.task, args.backbone), overrides)
-    if args.method:
-        config = switch_method(config, args.method)
+    task = _task_of(args, "extract")
+    overrides = {"method_config": {"blocks_visual": args.blocks, "blocks_audio": args.blocks}} if args.blocks else {}
+    config = _experiment(args, task, overrides)
     splits = tuple(split for split in args.splits.split(",") if split)
     reports = extract(config, data=args.data, out_dir=args.out, splits=splits, dtype=args.dtype,
-                      batch_size=args.batch_size or 8, chunk_size=args.chunk_size, device=args.device,
+                      batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
                       verify_existing=args.verify)
     for split, report in reports.items():
         print(f"{split}: {report.summary()}")
-    print(f"train from it with: molt train {args.task} --data {args.data} --features {args.out}"
+    print(f"train from it with: molt train {task} --data {args.data} --features {args.out}"
           + (f" --config {args.config}" if args.config else ""))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .train import evaluate
+    from .evaluate import evaluate
 
-    result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task)
+    result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task,
+                      batch_size=args.batch_size)
     table = result.pop("table")
     print(json.dumps(result, indent=2, default=str))
     print(table)
@@ -157,13 +234,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .train import predict_video
+    from .evaluate import predict
 
-    result = predict_video(args.checkpoint, args.video)
-    print(f"{result['video']}: {result['clip_category']} (p={result['clip_category_probability']:.2f})")
-    for segment in result["segments"]:
-        print(f"  {segment['second']:2d}-{segment['second'] + 1:2d} s  {segment['label']:<32s} "
-              f"event p={segment['event_probability']:.2f}")
+    result = predict(args.checkpoint, args.video, task=args.task)
+    if "segments" in result and "clip_category" in result:
+        print(f"{result['video']}: {result['clip_category']} (p={result['clip_category_probability']:.2f})")
+        for segment in result["segments"]:
+            print(f"  {segment['second']:2d}-{segment['second'] + 1:2d} s  {segment['label']:<32s} "
+                  f"event p={segment['event_probability']:.2f}")
+    else:
+        print(json.dumps(result, indent=2, default=str))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)
@@ -173,8 +253,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_efficiency
 
+    task = _task_of(args, "bench efficiency", default="ave")
     methods = [m for m in args.methods.split(",") if m]
-    table = run_efficiency(args.task, args.backbone, methods, args.batch_clips, args.out, device=args.device)
+    table = run_efficiency(task, args.backbone, methods, args.batch_clips, args.out, device=args.device)
     print(table.markdown())
     return 0
 
@@ -183,21 +264,23 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from . import analysis
-    from .data.prepared import ensure_prepared
 
-    data = ensure_prepared(args.data)
     if args.what == "layers":
+        task = _task_of(args, "analyze layers", default="ave")
+        out = args.out or Path(args.data) / "analysis"
         result = analysis.analyze_layers(
-            data, out_dir=args.out or Path(data) / "analysis", backbone_preset=args.backbone, visual=args.visual,
-            audio=args.audio, visual_weights=args.visual_weights, audio_weights=args.audio_weights,
-            clips=args.clips, split=args.split, early=args.early, late=args.late)
+            args.data, out_dir=out, backbone_preset=args.backbone, visual=args.visual, audio=args.audio,
+            visual_weights=args.visual_weights, audio_weights=args.audio_weights, clips=args.clips,
+            split=args.split, early=args.early, late=args.late, task=task, setting=args.setting)
         print(result.summary())
         print(f"wrote {result.csv_path} and {result.png_path}")
         return 0
     if not args.checkpoint:
-        raise ValueError("molt analyze tokens needs --checkpoint (an adapter directory or Lightning checkpoint)")
-    payload = analysis.analyze_tokens(args.checkpoint, data, out_dir=args.out or Path(args.checkpoint) / "tokens",
-                                      split=args.split or "test", clips=args.clips)
+        raise ValueError("molt analyze tokens needs --checkpoint (an adapter directory or training checkpoint)")
+    task = args.task if args.task is not None else _task_of(args, "analyze tokens", default=None) \
+        if getattr(args, "task_flag", None) else None  # None: the checkpoint's own task
+    payload = analysis.analyze_tokens(args.checkpoint, args.data, out_dir=args.out or Path(args.checkpoint) / "tokens",
+                                      split=args.split or "test", clips=args.clips, task=task)
     print("\n".join(str(path) for path in payload["files"]))
     return 0
 
@@ -205,138 +288,160 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .ablate import run_ablation
 
-    out = args.out or f"ablations/{args.task}"
-    result = run_ablation(args.task, args.table, data=args.data, out_dir=out, config=args.config,
+    task = _task_of(args, "ablate")
+    out = args.out or f"ablations/{task}"
+    result = run_ablation(task, args.table, data=args.data, out_dir=out, config=args.config,
                           backbone=args.backbone or "tiny", setting=args.setting,
                           overrides=_experiment_overrides(args))
     print(result.markdown())
-    print(f"\nwrote {out}/tab{args.table}_{args.task}*.md and .json")
+    print(f"\nwrote {out}/tab{args.table}_{task}*.md and .json")
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _cmd_params(args: argparse.Namespace) -> int:
+    from .config import preset_names
+    from .params import parameter_table, resolve_preset_names
 
-    table = run_demo(workdir=args.workdir, videos=args.videos, epochs=args.epochs, seed=args.seed)
-    print(table)
+    if args.list:
+        print("\n".join(preset_names()))
+        return 0
+    print(parameter_table(resolve_preset_names(None if args.all else args.name)))
     return 0
 
+
+# ------------------------------------------------------------------------------------------------------------------
+# parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from .task_registry import task_names
+    from .tasks import task_names
 
     tasks = task_names()
     parser = argparse.ArgumentParser(
-        prog="molt", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="MoLT: memory-efficient audio-visual learning on frozen transformers.",
+        prog="molt", formatter_class=_HelpFormatter,
+        description="MoLT: memory-efficient audio-visual learning on frozen transformers. Task-specific verbs take "
+                    f"the task first: molt VERB TASK --data DIR ... (tasks: {', '.join(tasks)}).",
         epilog=_examples("molt demo", "molt synth ave --out data/synth --videos 200",
-                         "molt train ave --data data/synth --backbone tiny", "molt params --all"))
+                         "molt train ave --data data/synth --backbone tiny", "molt eval ave --data data/synth "
+                         "--checkpoint runs/ave_molt_tiny/version_0/adapters/best", "molt params --all"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     def verb(name: str, help_text: str, handler: Callable[[argparse.Namespace], int], *examples: str):
         sub = verbs.add_parser(name, help=help_text, description=help_text, epilog=_examples(*examples),
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+                               formatter_class=_HelpFormatter)
         sub.set_defaults(handler=handler)
         return sub
 
     demo = verb("demo", "generate a small synthetic AVE set, train MoLT on tiny backbones, evaluate (CPU, minutes)",
                 _cmd_demo, "molt demo", "molt demo --workdir /tmp/molt-demo --epochs 5")
     demo.add_argument("--workdir", help="where data and runs go (default: ~/.cache/molt/demo)")
-    demo.add_argument("--videos", type=int, default=320)
-    demo.add_argument("--epochs", type=int, default=15)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--videos", type=int, default=320, help="synthetic clips to generate")
+    demo.add_argument("--epochs", type=int, default=15, help="training epochs")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
 
     synth = verb("synth", "write procedural audio-visual clips in a real dataset's on-disk layout", _cmd_synth,
-                 "molt synth ave --out data/synth --videos 200 --seed 0")
-    synth.add_argument("task", choices=tasks)
-    synth.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs")
-    synth.add_argument("--out", required=True, help="output directory")
-    synth.add_argument("--videos", type=int, default=200)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--image-size", type=int, default=64)
-    synth.add_argument("--workers", type=int, default=2)
+                 "molt synth ave --out data/synth --videos 200 --seed 0",
+                 "molt synth avs --setting ms3 --out data/avs_ms3 --videos 120")
+    _add_task(synth, tasks)
+    _add_setting(synth)
+    synth.add_argument("--out", required=True, help="output directory (the dataset root to train on)")
+    synth.add_argument("--videos", type=int, default=200, help="number of clips")
+    synth.add_argument("--seed", type=int, default=0, help="seed of everything generated")
+    synth.add_argument("--image-size", type=int, default=64, help="frame size in pixels")
+    synth.add_argument("--workers", type=int, default=2, help="encoding processes")
 
-    prepare = verb("prepare", "decode a dataset's videos into the memory-mapped training format", _cmd_prepare,
-                   "molt prepare ave --root /data/AVE --out /data/AVE/prepared --workers 8")
-    prepare.add_argument("task", choices=tasks)
-    prepare.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs")
-    prepare.add_argument("--root", required=True, help="dataset root (annotation files, mp4 files)")
-    prepare.add_argument("--out", help="output directory (default: ROOT/prepared)")
+    prepare = verb("prepare", "decode a dataset's videos into the memory-mapped training format (again, if it "
+                   "was already prepared)", _cmd_prepare,
+                   "molt prepare ave --data /data/AVE --workers 8",
+                   "molt prepare avs --setting ms3 --data /data/AVSBench --out /scratch/avs_ms3")
+    _add_task(prepare, tasks)
+    _add_data(prepare, what="dataset root in the task's real layout (annotation files, videos)", legacy_root=True)
+    _add_setting(prepare)
+    prepare.add_argument("--out", help="output directory (default: the task's place inside the root, e.g. "
+                                       "ROOT/prepared)")
     prepare.add_argument("--image-size", type=int,
                          help="frame size (default: the generator's size for synthetic data, else 192)")
-    prepare.add_argument("--workers", type=int, default=2)
-    prepare.add_argument("--limit", type=int, help="only the first N clips (for a quick look)")
+    prepare.add_argument("--workers", type=int, default=2, help="decoding processes")
+    prepare.add_argument("--limit", type=int, help="only the first N videos (for a quick look)")
 
     train = verb("train", "train adapters and a task head on frozen backbones", _cmd_train,
                  "molt train ave --data data/synth --backbone tiny --epochs 10",
-                 "molt train ave --data /data/AVE --config ave_molt_paper --audio-weights HTSAT_AudioSet_Saved_1.ckpt")
-    train.add_argument("task", choices=tasks)
-    train.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs (default: the preset's)")
-    train.add_argument("--data", required=True, help="dataset root (prepared automatically) or prepared directory")
-    train.add_argument("--out", default="runs", help="run directory root (default: runs/)")
+                 "molt train ave --data /data/AVE --config ave_molt_paper --audio-weights HTSAT_AudioSet_Saved_1.ckpt",
+                 "molt train ave --data data/synth --features cache/ave_tiny")
+    _add_task(train, tasks)
+    _add_data(train)
+    _add_setting(train)
+    train.add_argument("--out", default="runs", help="run directory root")
     train.add_argument("--resume", help="checkpoint to resume from, or 'last' for the run's last checkpoint")
     train.add_argument("--features", help="feature cache written by `molt extract` for this setup: train without "
-                                           "running (or loading) the frozen backbones")
-    _add_experiment_options(train)
+                                          "running (or loading) the frozen backbones")
+    _add_model_options(train)
+    _add_training_options(train)
 
     extract = verb("extract", "run the frozen backbones once and cache the taps MoLT / Mettle read (resumable)",
-                   _cmd_extract, "molt extract --task ave --data data/synth --out cache/ave_tiny",
-                   "molt extract --task ave --data /data/AVE --config ave_molt_paper --blocks late --dtype float16 "
+                   _cmd_extract, "molt extract ave --data data/synth --out cache/ave_tiny",
+                   "molt extract ave --data /data/AVE --config ave_molt_paper --blocks late --dtype float16 "
                    "--visual-weights swin.safetensors --audio-weights HTSAT_AudioSet_Saved_1.ckpt --out cache/ave")
-    extract.add_argument("--task", required=True, choices=tasks)
-    extract.add_argument("--data", required=True, help="dataset root (prepared automatically) or prepared directory")
+    _add_task(extract, tasks, legacy_flag=True)
+    _add_data(extract)
+    _add_setting(extract)
     extract.add_argument("--out", required=True, help="cache directory (resumes what is already there)")
     extract.add_argument("--blocks", help="block selection of both backbones (default: the config's), e.g. late")
-    extract.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    extract.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
+                         help="storage dtype of the taps")
     extract.add_argument("--splits", default="train,val,test", help="comma-separated splits to extract")
+    extract.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
     extract.add_argument("--chunk-size", type=int, default=256, help="clips per chunk file (unit of resume)")
     extract.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     extract.add_argument("--verify", action="store_true", help="re-check the checksums of chunks already written")
-    extract.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs")
-    _add_experiment_options(extract)
+    _add_model_options(extract)
 
     evaluate = verb("eval", "evaluate a trained checkpoint: metrics as JSON and pictures", _cmd_eval,
                     "molt eval ave --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
-    evaluate.add_argument("task", choices=tasks)
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--checkpoint", required=True, help="adapter directory or Lightning checkpoint")
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"])
+    _add_task(evaluate, tasks)
+    _add_data(evaluate)
+    evaluate.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
     evaluate.add_argument("--out", help="where metrics.json and PNGs go (default: next to the checkpoint)")
 
-    predict = verb("predict", "per-second event predictions for one video file with a trained checkpoint",
-                   _cmd_predict, "molt predict ave --checkpoint runs/ave_molt_tiny/version_0/adapters/best "
-                   "--video clip.mp4")
-    predict.add_argument("task", choices=["ave"])
-    predict.add_argument("--checkpoint", required=True, help="adapter directory or Lightning checkpoint")
+    predict = verb("predict", "predictions of a trained checkpoint for one video file", _cmd_predict,
+                   "molt predict ave --checkpoint runs/ave_molt_tiny/version_0/adapters/best --video clip.mp4")
+    _add_task(predict, tasks)
+    predict.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
     predict.add_argument("--video", required=True, help="a video file with an audio track (mp4, mkv, ...)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")
 
+    from .methods import method_names
+
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
-                 "molt bench efficiency --task ave --backbone tiny --methods molt,mettle,lavish",
-                 "molt bench efficiency --backbone paper --out benchmarks/results/efficiency_paper")
-    bench.add_argument("what", choices=["efficiency"])
-    bench.add_argument("--task", default="ave", choices=["ave"])
-    bench.add_argument("--backbone", default="tiny", choices=["tiny", "tiny-shared", "paper", "shared"])
-    bench.add_argument("--methods", default="molt,mettle,lavish", help="comma-separated: molt, mettle, lavish")
+                 "molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish",
+                 "molt bench efficiency ave --backbone paper --out benchmarks/results/efficiency_paper")
+    bench.add_argument("what", choices=["efficiency"], help="what to benchmark")
+    _add_task(bench, tasks, legacy_flag=True)
+    bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="backbone preset")
+    bench.add_argument("--methods", default="molt,mettle,lavish",
+                       help=f"comma-separated methods ({', '.join(method_names())})")
     bench.add_argument("--batch-clips", type=int, default=1, help="clips per training step (10 segments each)")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     bench.add_argument("--out", help="directory for efficiency.json, efficiency.md and efficiency.png")
 
     analyze = verb("analyze", "where to adapt: per-block input/output similarity (Fig. 4); token maps and fusion "
                    "weights of a trained model (Fig. 5)", _cmd_analyze,
-                   "molt analyze layers --data data/synth --backbone paper --visual-weights swin.safetensors "
+                   "molt analyze layers ave --data data/synth --backbone paper --visual-weights swin.safetensors "
                    "--audio-weights HTSAT_AudioSet_Saved_1.ckpt",
-                   "molt analyze tokens --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
-    analyze.add_argument("what", choices=["layers", "tokens"])
-    analyze.add_argument("--data", required=True, help="AVE root or prepared directory")
-    analyze.add_argument("--out", help="output directory")
+                   "molt analyze tokens ave --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
+    analyze.add_argument("what", choices=["layers", "tokens"], help="layers (Fig. 4) or tokens (Fig. 5)")
+    _add_task(analyze, tasks, legacy_flag=True)
+    _add_data(analyze)
+    _add_setting(analyze)
+    analyze.add_argument("--out", help="output directory (default: DATA/analysis, or CHECKPOINT/tokens)")
     analyze.add_argument("--checkpoint", help="trained model (tokens)")
-    analyze.add_argument("--backbone", default="tiny", help="backbone preset (layers): tiny | paper | shared | ...")
+    analyze.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="backbone preset (layers)")
     analyze.add_argument("--visual", help="any timm model name instead of the preset's visual backbone, or 'none'")
     analyze.add_argument("--audio", help="an HTS-AT preset instead of the preset's audio backbone, or 'none'")
-    analyze.add_argument("--visual-weights")
-    analyze.add_argument("--audio-weights")
+    analyze.add_argument("--visual-weights", help="local weights of the visual backbone (layers)")
+    analyze.add_argument("--audio-weights", help="local weights of the audio backbone (layers)")
     analyze.add_argument("--clips", type=int, default=16, help="clips to sample")
     analyze.add_argument("--split", help="split to sample (default: all for layers, test for tokens)")
     analyze.add_argument("--early", type=int, help="fix the number of early blocks instead of reading the curve")
@@ -344,18 +449,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablate = verb("ablate", "train the variants of one of the paper's ablation tables (4: adaptation position, "
                   "5: tokens, 6: adapters, 7: fusion, 8: TOR) and write it as markdown", _cmd_ablate,
-                  "molt ablate --task ave --table 7 --data data/synth --epochs 10",
-                  "molt ablate --task avs --setting s4 --table 5 --data data/avs_synth --out ablations/avs")
-    ablate.add_argument("--task", required=True, choices=tasks)
-    ablate.add_argument("--table", required=True, type=int, choices=[4, 5, 6, 7, 8])
-    ablate.add_argument("--data", required=True, help="dataset root (prepared automatically) or prepared directory")
-    ablate.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs")
+                  "molt ablate ave --table 7 --data data/synth --epochs 10",
+                  "molt ablate avs --setting s4 --table 5 --data data/avs_synth --out ablations/avs")
+    _add_task(ablate, tasks, legacy_flag=True)
+    ablate.add_argument("--table", required=True, type=int, choices=[4, 5, 6, 7, 8], help="the paper's table")
+    _add_data(ablate)
+    _add_setting(ablate)
     ablate.add_argument("--out", help="output directory (default: ablations/TASK)")
-    _add_experiment_options(ablate)
+    _add_model_options(ablate)
+    _add_training_options(ablate)
 
     params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
-                  _cmd_params, "molt params ave_molt_paper", "molt params --all", "molt params --list")
-    params.add_argument("preset", nargs="?")
+                  _cmd_params, "molt params ave", "molt params ave_molt_paper", "molt params --all",
+                  "molt params --list")
+    params.add_argument("name", nargs="?", metavar="TASK|PRESET",
+                        help="a task (all its presets) or one preset (default: every preset)")
     params.add_argument("--all", action="store_true", help="one table for every preset")
     params.add_argument("--list", action="store_true", help="list preset names")
     return parser

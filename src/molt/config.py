@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .methods import get_method
 from .methods.base import check_known_keys
 
 __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
@@ -113,13 +114,15 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | None = None, *,
+                source: str | None = None) -> ExperimentConfig:
     """Load a preset name or YAML path (or the defaults) and apply nested ``overrides``.
 
-    A YAML file may name a ``base`` preset that it extends.
+    A YAML file may name a ``base`` preset that it extends. ``source`` names where ``overrides`` come from in error
+    messages (e.g. an ``adapter_config.json``) when no preset or file is given.
     """
     data: dict[str, Any] = {}
-    source = "defaults"
+    source = source or "defaults"
     if name_or_path:
         path = _preset_path(name_or_path)
         source = str(path)
@@ -140,7 +143,7 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | Non
 
 
 def switch_method(config: ExperimentConfig, method: str) -> ExperimentConfig:
-    """The same experiment with another method (``molt``, ``mettle``, ``lavish``) on an equal footing.
+    """The same experiment with another registered method (``molt``, ``mettle``, ``lavish``) on an equal footing.
 
     A preset's ``method_config`` belongs to its method; the new method keeps what they have in common (output
     width ``dim``, tokens per modality, attention heads, single-modality switch) and its own defaults otherwise,
@@ -150,6 +153,7 @@ def switch_method(config: ExperimentConfig, method: str) -> ExperimentConfig:
         return config
     old = config.method_config
     common = {key: old[key] for key in ("dim", "num_tokens", "num_tokens_audio", "modalities") if key in old}
-    if "num_heads" in old:
-        common["out_heads" if method == "lavish" else "num_heads"] = old["num_heads"]
+    old_heads = get_method(config.method).heads_option
+    if old_heads in old:
+        common[get_method(method).heads_option] = old[old_heads]
     return dataclasses.replace(config, method=method, method_config=common)

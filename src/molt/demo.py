@@ -27,10 +27,9 @@ def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 320, epo
              config: str = "ave_molt_tiny", enable_progress_bar: bool = True) -> str:
     """Run the demo and return the printed summary table (also written to ``workdir/demo.json``)."""
     from .config import load_config
-    from .data.prepared import PreparedAVE, ensure_prepared
-    from .data.synthetic import generate_ave
-    from .tasks.ave import majority_accuracy
-    from .train import evaluate, train
+    from .evaluate import evaluate
+    from .tasks.ave import PreparedAVE, ensure_prepared, generate_ave, majority_accuracy
+    from .train import train
 
     start = time.time()
     workdir = Path(workdir) if workdir else default_workdir()

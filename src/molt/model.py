@@ -1,19 +1,25 @@
 """The full audio-visual model: frozen backbones -> taps -> method (MoLT, ...) -> task head.
 
-Plain PyTorch. The trainer (``molt.train``) wraps it; evaluation and prediction use it directly.
+Plain PyTorch. The trainer (``molt.train``) wraps it; evaluation and prediction use it directly. A trained model is
+saved PEFT style with :meth:`AudioVisualModel.save_pretrained` (an ``adapter_model.safetensors`` of the trainable
+tensors next to an ``adapter_config.json`` that rebuilds the model) and rebuilt with
+:meth:`AudioVisualModel.from_pretrained`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .backbones import build_backbones
-from .config import ExperimentConfig
-from .methods import MethodOutput, MoLTModel, adapter_state_dict, build_method, features_class
-from .tasks import TASKS, Task, build_task
+from .config import ExperimentConfig, load_config
+from .methods import (ADAPTER_CONFIG_NAME, MethodOutput, adapter_state_dict, build_method, features_class,
+                      get_method, load_adapters, read_adapter_config, save_adapters)
+from .tasks import Task, get_task
 
 __all__ = ["AudioVisualModel", "ModelOutput", "build_model", "head_options", "TAP_KEYS"]
 
@@ -34,17 +40,21 @@ class ModelOutput:
 
 
 class AudioVisualModel(nn.Module):
-    """Frozen backbones + trainable method (``features``, a :class:`~molt.methods.MoLTModel`) + trainable task head.
+    """Frozen backbones + trainable method (``features``, e.g. a :class:`~molt.methods.MoLTModel`) + task head.
 
     Batches are dicts with ``frames`` uint8 ``(B, T, 3, H, W)`` and ``audio`` float ``(B, T, S)`` (one entry per
     1-s segment), or with precomputed ``visual_taps`` / ``audio_taps`` (and ``visual_stages`` for a head that reads
     them) lists of ``(B, T, N_l, D_l)`` or ``(B*T, N_l, D_l)`` tensors, e.g. from a feature cache.
     """
 
-    def __init__(self, *, features: MoLTModel, task: Task) -> None:
+    def __init__(self, *, features: nn.Module, task: Task, config: ExperimentConfig | None = None,
+                 task_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.features = features
         self.task = task
+        # what rebuilds this model (save_pretrained writes both; plain data, not modules)
+        self.experiment_config = config
+        self.task_options = dict(task_options or {})
 
     @property
     def visual(self) -> nn.Module | None:
@@ -56,7 +66,7 @@ class AudioVisualModel(nn.Module):
 
     @property
     def method(self) -> nn.Module:
-        return self.features.molt
+        return self.features.method
 
     @property
     def stage_blocks(self) -> list[int]:
@@ -100,14 +110,46 @@ class AudioVisualModel(nn.Module):
         """Only the trainable tensors (method + head): what checkpoints and adapter files hold."""
         return adapter_state_dict(self)
 
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write the trainable tensors (``adapter_model.safetensors``) and what rebuilds the model
+        (``adapter_config.json``: experiment config, task options, method config, backbones) into ``directory``."""
+        if self.experiment_config is None:
+            raise ValueError("this model has no experiment config to save (build it with build_model)")
+        return save_adapters(self, directory, extra_config={"experiment": self.experiment_config.to_dict(),
+                                                            "task_options": self.task_options})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, *,
+                        backbones_on_meta: bool = False) -> "AudioVisualModel":
+        """Rebuild a model saved with :meth:`save_pretrained` (frozen backbones from the weights files its config
+        names) and load its trainable tensors; adapter files of an older format are read with their tensor names
+        mapped (see :data:`molt.methods.adapters_io.KEY_MAPS`).
+
+        Raises:
+            FileNotFoundError: ``directory`` or one of its two files is missing.
+            ValueError: a damaged file, or adapters made for another model (every difference listed).
+        """
+        path = Path(directory)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path} is not an adapter directory (expected {ADAPTER_CONFIG_NAME} and the "
+                                    f"safetensors file written by save_pretrained)")
+        saved = read_adapter_config(path)
+        extra = saved.get("extra_config") or {}
+        if "experiment" not in extra or "task_options" not in extra:
+            raise ValueError(f"{path / ADAPTER_CONFIG_NAME}: no experiment config in 'extra_config'; this directory "
+                             f"was not written by AudioVisualModel.save_pretrained")
+        config = load_config(overrides=extra["experiment"], source=str(path / ADAPTER_CONFIG_NAME))
+        model = build_model(config, extra["task_options"], backbones_on_meta=backbones_on_meta)
+        load_adapters(model, path)
+        return model
+
 
 def head_options(config: ExperimentConfig, method: nn.Module, visual: nn.Module | None,
                  task_options: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of the task head: the method's modalities, what the backbone decides (the widths of the
     stage features a dense head reads), the config's ``head`` section and what the data decides."""
     options: dict[str, Any] = {"modalities": method.config.modalities}
-    head_class = TASKS.get(config.task)
-    if head_class is not None and head_class.needs_visual_stages and visual is not None:
+    if get_task(config.task).head.needs_visual_stages and visual is not None:
         options["stage_dims"] = [visual.block_dims[i] for i in visual.stage_end_blocks]
     return {**options, **config.head, **task_options}
 
@@ -122,9 +164,9 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *,
     weights files of the config (``weights_hash``) so adapter files record what the cache was extracted with.
     """
     if backbones_on_meta:
-        if config.method == "lavish":
-            raise ValueError("LAVisH adapters run inside the backbone blocks, so LAVisH cannot train from a feature "
-                             "cache; drop --features or use molt / mettle")
+        if not get_method(config.method).reads_taps:
+            raise ValueError(f"{config.method} adapters run inside the backbone blocks, so {config.method} cannot "
+                             f"train from a feature cache; drop --features or use a tap-reading method (molt, mettle)")
         with torch.device("meta"):
             visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds)
         visual.weights_path = config.visual_weights
@@ -135,8 +177,9 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *,
                                         audio_weights=config.audio_weights,
                                         audio_clip_seconds=config.audio_clip_seconds)
     method, visual_blocks, audio_blocks = build_method(config.method, config.method_config, visual, audio)
-    features = features_class(config.method)(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks,
-                                             audio_blocks=audio_blocks)
+    features = features_class(config.method)(visual=visual, audio=audio, method=method,
+                                             visual_blocks=visual_blocks, audio_blocks=audio_blocks)
     # the head reads the modalities the method produces unless the config says otherwise
-    task = build_task(config.task, dim=method.output_dim, **head_options(config, method, visual, task_options))
-    return AudioVisualModel(features=features, task=task)
+    task = get_task(config.task).build_head(dim=method.output_dim,
+                                            **head_options(config, method, visual, task_options))
+    return AudioVisualModel(features=features, task=task, config=config, task_options=task_options)

@@ -10,26 +10,12 @@ from dataclasses import dataclass
 import torch
 
 from .backbones import build_backbones
-from .config import load_config
+from .config import load_config, preset_names
 from .methods import build_method, count_parameters
 from .model import head_options
-from .tasks import TASKS, build_task
+from .tasks import get_task, task_names
 
-__all__ = ["ParameterCount", "count_preset", "parameter_table", "PAPER_FIGURES"]
-
-# what the real datasets decide for each head (the paper's datasets)
-DATASET_TASK_OPTIONS: dict[str, dict] = {"ave": {"num_classes": 28}, "avs": {"mask_size": 224, "setting": "s4"},
-                                         "avvp": {"num_classes": 25},
-                                         # MUSIC-AVQA: about 93 question words (peers), 42 answers
-                                         "avqa": {"question_vocab": ["<pad>", "<unk>"] + [f"w{i}" for i in range(91)],
-                                                  "answers": [f"a{i}" for i in range(42)]}}
-
-# (task, backbone preset) -> (trainable %, total M) reported for MoLT in the paper (Tabs. 1-3).
-PAPER_FIGURES: dict[tuple[str, str], tuple[float, float]] = {
-    ("avqa", "shared"): (19.5, 366.2), ("avqa", "paper"): (25.9, 441.4),
-    ("avs", "shared"): (8.3, 313.1), ("avs", "paper"): (6.3, 339.5),
-    ("ave", "shared"): (3.0, 248.5), ("ave", "paper"): (6.2, 290.3),
-}
+__all__ = ["ParameterCount", "count_preset", "parameter_table", "presets_of_task", "resolve_preset_names"]
 
 
 @dataclass
@@ -39,11 +25,11 @@ class ParameterCount:
     backbone: str
     backbone_params: int
     method_params: int
-    head_params: int | None
+    head_params: int
 
     @property
     def trainable(self) -> int:
-        return self.method_params + (self.head_params or 0)
+        return self.method_params + self.head_params
 
     @property
     def total(self) -> int:
@@ -51,20 +37,37 @@ class ParameterCount:
 
 
 def count_preset(name: str) -> ParameterCount:
-    """Build a preset on the meta device and count frozen backbone, method and head parameters."""
+    """Build a preset on the meta device and count frozen backbone, method and head parameters; the head gets what
+    the task's real dataset decides (``TaskSpec.paper_task_options``: class counts, vocabularies)."""
     config = load_config(name)
+    spec = get_task(config.task)
     with torch.device("meta"):
         visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds)
         method, _, _ = build_method(config.method, config.method_config, visual, audio)
-        head = None
-        if config.task in TASKS:
-            options = head_options(config, method, visual, DATASET_TASK_OPTIONS.get(config.task, {}))
-            head = build_task(config.task, dim=method.output_dim, **options)
+        options = head_options(config, method, visual, dict(spec.paper_task_options))
+        head = spec.build_head(dim=method.output_dim, **options)
     backbones = torch.nn.ModuleList([visual, audio])
     _, backbone_total = count_parameters(backbones)
     method_trainable, _ = count_parameters(method)
-    head_trainable = count_parameters(head)[0] if head is not None else None
+    head_trainable, _ = count_parameters(head)
     return ParameterCount(name, config.task, config.backbone, backbone_total, method_trainable, head_trainable)
+
+
+def presets_of_task(task: str) -> list[str]:
+    """The shipped presets whose ``task:`` is ``task`` (its MoLT presets first, in the spec's order)."""
+    spec = get_task(task)
+    own = [name for name in spec.presets.values() if name in preset_names()]
+    others = [name for name in preset_names() if name not in own and load_config(name).task == task]
+    return own + others
+
+
+def resolve_preset_names(name: str | None) -> list[str]:
+    """``molt params`` arguments: a task name (its presets), a preset name, or ``None`` (every preset)."""
+    if name is None:
+        return preset_names()
+    if name in task_names():
+        return presets_of_task(name)
+    return [name]
 
 
 def parameter_table(names: list[str]) -> str:
@@ -74,8 +77,8 @@ def parameter_table(names: list[str]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         count = count_preset(name)
-        paper = PAPER_FIGURES.get((count.task, count.backbone))
-        head = f"{count.head_params / 1e6:.2f}" if count.head_params is not None else "n/a"
+        paper = get_task(count.task).paper_parameters.get(count.backbone)
+        head = f"{count.head_params / 1e6:.2f}"
         lines.append(
             f"| {name} | {count.task} | {count.backbone} | {count.backbone_params / 1e6:.1f} | "
             f"{count.method_params / 1e6:.2f} | {head} | {count.trainable / 1e6:.2f} | {count.total / 1e6:.1f} | "

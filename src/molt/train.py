@@ -1,8 +1,10 @@
-"""Lightning at the edge: one thin LightningModule and the ``train`` / ``evaluate`` entry points.
+"""Lightning at the edge: the one LightningModule of molt-av and the ``train`` entry point (``Trainer`` wiring).
 
-Everything task-specific lives in the task (head, loss, metrics); everything method-specific in the method.
-Checkpoints (``best.ckpt``, ``last.ckpt``) hold only the trainable tensors plus optimiser state, so they stay
-small and resumable; the best model is also exported as an adapter directory (safetensors + JSON config).
+Everything task-specific lives in the task's :class:`~molt.tasks.TaskSpec` (data, head, loss, metrics, monitor);
+everything method-specific in the method. Checkpoints (``best.ckpt``, ``last.ckpt``) hold only the trainable
+tensors plus optimiser state, so they stay small and resumable; the best model is also exported as an adapter
+directory (:meth:`~molt.model.AudioVisualModel.save_pretrained`). Evaluation and prediction are plain PyTorch
+(:mod:`molt.evaluate`); this is the only module that imports Lightning.
 """
 from __future__ import annotations
 
@@ -22,12 +24,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from .backbones.audio_frontend import check_sample_rate
-from .config import ExperimentConfig, load_config
-from .methods import count_parameters, load_adapters, save_adapters
+from .config import ExperimentConfig
+from .features.extract import cached_splits
+from .methods import count_parameters
 from .model import AudioVisualModel, build_model
-from .task_registry import TaskSpec, get_task_spec
+from .tasks import get_task
 
-__all__ = ["LitAudioVisual", "train", "evaluate", "load_trained", "open_split", "NonFiniteLossError"]
+__all__ = ["LitAudioVisual", "train", "check_checkpoint", "NonFiniteLossError"]
 
 _logger = logging.getLogger(__name__)
 
@@ -166,12 +169,6 @@ def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int) -> Data
                       generator=generator, persistent_workers=workers > 0, drop_last=False)
 
 
-def _export_adapters(model: AudioVisualModel, config: ExperimentConfig, task_options: dict[str, Any],
-                     path: Path) -> None:
-    save_adapters(model, path,
-                  extra_config={"experiment": config.to_dict(), "task_options": task_options})
-
-
 def _peak_rss_mb() -> float:
     import resource
 
@@ -210,16 +207,14 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     seed = config.trainer.seed
     L.seed_everything(seed, workers=True)
-    spec = get_task_spec(config.task)
+    spec = get_task(config.task)
     prepared = spec.prepare(data, setting=spec.check_setting(config.setting))
-    train_set, val_set, test_set = (open_split(spec, prepared, split) for split in ("train", "val", "test"))
+    train_set, val_set, test_set = (spec.open_split(prepared, split) for split in ("train", "val", "test"))
     task_options = train_set.task_options()
     model = build_model(config, task_options, backbones_on_meta=features is not None)
     if features is not None:
-        from .extract import cached_splits
-
-        cached = cached_splits(config, model, prepared, {"train": train_set, "val": val_set, "test": test_set},
-                               features)
+        cached = cached_splits(model, {"train": train_set, "val": val_set, "test": test_set}, features,
+                               task=config.task, setting=config.setting, prepared=prepared)
         train_set, val_set, test_set = cached["train"], cached["val"], cached["test"]
     if model.audio is not None:
         check_sample_rate(train_set.sample_rate, model.audio.sample_rate, source=prepared)
@@ -251,7 +246,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
                                 verbose=False)[0]
     adapter_dir = run_dir / "adapters" / "best"
     if trainer.is_global_zero:
-        _export_adapters(model, config, task_options, adapter_dir)
+        model.save_pretrained(adapter_dir)
     result = {
         "run_dir": str(run_dir),
         "adapters": str(adapter_dir),
@@ -270,115 +265,3 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         with open(run_dir / "result.json", "w") as handle:
             json.dump(result, handle, indent=2)
     return result
-
-
-def load_trained(checkpoint: str | os.PathLike) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
-    """Rebuild a model from an adapter directory (``adapter_config.json`` + safetensors) or a Lightning ckpt."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        config_file = path / "adapter_config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} is not an adapter directory: {config_file.name} is missing")
-        with open(config_file) as handle:
-            saved = json.load(handle)
-        extra = saved.get("extra_config", saved)
-        config = load_config(overrides=extra["experiment"])
-        task_options = extra["task_options"]
-        model = build_model(config, task_options)
-        load_adapters(model, path)
-        return model, config, task_options
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if "molt_config" not in state:
-        raise ValueError(f"{path} is not a molt training checkpoint (no 'molt_config' entry)")
-    config = load_config(overrides=state["molt_config"])
-    task_options = state["molt_task_options"]
-    model = build_model(config, task_options)
-    prefix = "model."
-    trainable = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    missing = sorted(set(model.trainable_state_dict()) - set(trainable))
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} trainable tensor(s) missing, e.g. {missing[:3]}")
-    model.load_state_dict(trainable, strict=False)
-    return model, config, task_options
-
-
-def open_split(spec: TaskSpec, prepared: Path, split: str):
-    """The task's dataset over one split of a prepared directory, with the split named in errors."""
-    dataset = spec.dataset(prepared, split)
-    if len(dataset) == 0:
-        raise ValueError(f"{prepared}: the {split!r} split of this {spec.name} data set is empty; check the split "
-                         f"files of the data set (or see skipped.tsv there for clips that could not be decoded)")
-    return dataset
-
-
-@torch.no_grad()
-def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
-             out_dir: str | os.PathLike | None = None, batch_size: int = 8, figure_batches: int = 2,
-             task: str | None = None) -> dict[str, Any]:
-    """Metrics of a trained model on one split, written as ``metrics.json``, plus the task's pictures of results
-    (e.g. AVE timelines, AVS mask overlays) for the first ``figure_batches`` batches.
-
-    ``task``, when given, must be the task the checkpoint was trained for. The result holds the metrics, the
-    figure paths and ``table``, the metrics as the task prints them.
-    """
-    model, config, task_options = load_trained(checkpoint)
-    if task is not None and task != config.task:
-        raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
-    model.eval()
-    spec = get_task_spec(config.task)
-    dataset = open_split(spec, spec.prepare(data, setting=spec.check_setting(config.setting)), split)
-    source = Path(checkpoint)
-    out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / f"eval_{split}"
-    out.mkdir(parents=True, exist_ok=True)
-    head = model.task
-    head.reset_metrics()
-    samples = []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        output = model(batch)
-        head.update_metrics(output.predictions, batch)
-        if len(samples) < figure_batches:
-            samples.append(({k: v.detach().cpu() for k, v in output.predictions.items()}, batch))
-    metrics = {k: float(v) for k, v in head.compute_metrics().items()}
-    result = {"task": config.task, "setting": config.setting, "split": split, "items": len(dataset), **metrics,
-              "checkpoint": str(checkpoint)}
-    result["figures"] = [str(path) for path in head.save_figures(samples, out, task_options)]
-    with open(out / "metrics.json", "w") as handle:
-        json.dump(result, handle, indent=2)
-    result["table"] = head.format_metrics(metrics)
-    return result
-
-
-@torch.no_grad()
-def predict_video(checkpoint: str | os.PathLike, video: str | os.PathLike) -> dict[str, Any]:
-    """Per-second AVE predictions for one video file (decoded with PyAV like ``molt prepare``).
-
-    Returns the video path, the clip's most likely event category with its probability, and per segment the
-    predicted label and the event probability ``sigmoid(is_event)``.
-    """
-    from .data.media import read_clip
-
-    model, config, task_options = load_trained(checkpoint)
-    if config.task != "ave":
-        raise ValueError(f"molt predict reads AVE checkpoints; {checkpoint} was trained for {config.task!r} "
-                         f"(use molt eval for it)")
-    model.eval()
-    image_size = model.visual.input_size[0] if model.visual is not None else 192
-    sample_rate = model.audio.sample_rate if model.audio is not None else 32000
-    clip = read_clip(video, num_segments=model.task.num_segments, image_size=image_size, sample_rate=sample_rate)
-    batch = {"frames": torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None],
-             "audio": torch.from_numpy(clip.audio)[None]}
-    predictions = model(batch).predictions
-    labels = model.task.predict(predictions)[0].tolist()
-    names = list(task_options.get("class_names") or range(task_options["num_classes"])) + ["background"]
-    event_probability = torch.sigmoid(predictions["event_logits"][0]).tolist()
-    class_probability = torch.softmax(predictions["class_logits"][0], dim=-1)
-    best = int(class_probability.argmax())
-    return {
-        "video": str(video),
-        "clip_category": str(names[best]),
-        "clip_category_probability": round(float(class_probability[best]), 4),
-        "segments": [{"second": t, "label": str(names[label]), "event_probability": round(p, 4)}
-                     for t, (label, p) in enumerate(zip(labels, event_probability))],
-    }

@@ -26,14 +26,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = ["save_adapters", "load_adapters", "read_adapter_config", "adapter_state_dict", "describe_backbones",
-           "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_FORMAT_VERSION"]
+           "upgrade_tensor_names", "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_FORMAT_VERSION", "KEY_MAPS"]
 
 _logger = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_FORMAT_VERSION = 1
+ADAPTER_FORMAT_VERSION = 2
 _MAX_LISTED = 10
+# Tensor-name prefixes renamed since a format version: files of an older version are read with the new names.
+# Version 2: ``AudioVisualModel.features.molt`` became ``features.method`` (it holds Mettle or LAVisH too).
+KEY_MAPS: dict[int, tuple[tuple[str, str], ...]] = {1: (("features.molt.", "features.method."),)}
 
 
 def _frozen_module_names(model: nn.Module) -> list[str]:
@@ -184,6 +187,19 @@ def _backbone_differences(saved: dict[str, Any], current: dict[str, Any]) -> lis
     return differences
 
 
+def upgrade_tensor_names(names: list[str], format_version: int) -> dict[str, str]:
+    """Old name -> current name of every tensor of a file written with ``format_version`` (see :data:`KEY_MAPS`)."""
+    mapping = {}
+    for name in names:
+        current = name
+        for version in range(int(format_version), ADAPTER_FORMAT_VERSION):
+            for old, new in KEY_MAPS.get(version, ()):
+                if current.startswith(old):
+                    current = new + current[len(old):]
+        mapping[name] = current
+    return mapping
+
+
 def _listed(items: list[str]) -> str:
     shown = ", ".join(items[:_MAX_LISTED])
     return shown + (f" (and {len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
@@ -209,7 +225,16 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, backbone_info: d
     if extra_config is not None:
         differences += _dict_differences(config.get("extra_config"), _jsonable(extra_config), "extra_config")
     state = adapter_state_dict(model)
-    tensors = load_file(str(weights_file), device="cpu")
+    try:
+        stored = load_file(str(weights_file), device="cpu")
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise ValueError(f"{weights_file} cannot be read ({type(error).__name__}: {error}); the file is damaged or "
+                         f"truncated: copy it again or export the adapters again") from None
+    renamed = upgrade_tensor_names(list(stored), config["format_version"])
+    tensors = {renamed[name]: tensor for name, tensor in stored.items()}
+    if config["format_version"] < ADAPTER_FORMAT_VERSION:
+        _logger.info("%s: adapter format %d read with the tensor names of format %d", directory,
+                     config["format_version"], ADAPTER_FORMAT_VERSION)
     missing = sorted(set(state) - set(tensors))
     unexpected = sorted(set(tensors) - set(state))
     if missing:

@@ -59,6 +59,7 @@ from torch import nn
 from .base import MethodConfigMixin
 from .mettle import LayerCentricDistillation
 from .molt import MODALITIES, MethodOutput, MoLTModel
+from .registry import MethodSpec, register_method
 from .token_distillation import TokenAttention, TokenDistillation
 
 __all__ = ["LavishConfig", "LavishAdapter", "Lavish", "LavishModel", "pair_blocks", "build_lavish_method"]
@@ -305,12 +306,12 @@ class LavishModel(MoLTModel):
         backbones = {"visual": self.visual, "audio": self.audio}
         raw = {"visual": frames, "audio": waveform}
         inputs = {}
-        for name in self.molt.modalities:
+        for name in self.method.modalities:
             if raw[name] is None or backbones[name] is None:
                 raise ValueError(f"LAVisH with {name} input needs a {name} backbone and input, got None")
             preprocess = getattr(backbones[name], "preprocess", None)
             inputs[name] = preprocess(raw[name]) if callable(preprocess) else raw[name]
-        final = self.molt.run_backbones(backbones, inputs)
+        final = self.method.run_backbones(backbones, inputs)
         return ([final["visual"]] if "visual" in final else None), ([final["audio"]] if "audio" in final else None)
 
 
@@ -342,3 +343,8 @@ def build_lavish_method(config: LavishConfig, visual: nn.Module | None,
                     audio_tokens=audio_tokens)
     last = {name: [len(method.dims[name]) - 1] if name in config.active_modalities else [] for name in backbones}
     return method, last["visual"], last["audio"]
+
+
+register_method(MethodSpec("lavish", LavishConfig, build_lavish_method, LavishModel, reads_taps=False,
+                           heads_option="out_heads",
+                           description="LAVisH: latent-token adapters inside the frozen blocks (not cacheable)"))

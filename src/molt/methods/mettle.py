@@ -40,7 +40,8 @@ from torch import nn
 from ..backbones.taps import BlockSelection
 from .base import MethodConfigMixin, check_method_taps
 from .distillation_adapters import UniModalDistillationAdapter
-from .molt import MethodOutput
+from .molt import MethodOutput, MoLTModel
+from .registry import MethodSpec, register_method
 from .token_fusion import TokenFusion
 
 __all__ = ["MettleConfig", "LayerCentricDistillation", "Mettle", "build_mettle_method"]
@@ -168,3 +169,7 @@ def build_mettle_method(config: MettleConfig, visual: nn.Module | None,
         blocks[name] = backbone.resolve_blocks(selections[name])
         dims[name] = [backbone.block_dims[index] for index in blocks[name]]
     return Mettle(config, dims["visual"], dims["audio"]), blocks["visual"], blocks["audio"]
+
+
+register_method(MethodSpec("mettle", MettleConfig, build_mettle_method, MoLTModel, reads_taps=True,
+                           description="Mettle: layer-centric distillation of meta-tokens from every block"))

@@ -41,6 +41,7 @@ from ..backbones.taps import BlockSelection
 from .base import MODALITIES, MethodConfigMixin, check_method_taps
 from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
 from .orthogonality import token_orthogonality_loss
+from .registry import MethodSpec, register_method
 from .router import Router, mix_experts
 from .token_fusion import FUSION_MODES, TokenFusion
 
@@ -50,7 +51,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -321,24 +321,24 @@ class MoLTModel(nn.Module):
     Args:
         visual, audio: frozen :class:`~molt.backbones.base.TapBackbone` objects (may share parameters, or be the
             same object, in the shared-Swin setting); the absent one may be ``None`` in a single-modality variant.
-        molt: the :class:`MoLT` side modules.
+        method: the trainable side modules (:class:`MoLT`, or another tap-reading method such as Mettle).
         visual_blocks, audio_blocks: resolved block indices the taps are read from.
 
     Each backbone's ``preprocess`` (when it has one) is applied to its input before ``forward_taps``.
     """
 
-    def __init__(self, *, visual: nn.Module | None, audio: nn.Module | None, molt: MoLT,
+    def __init__(self, *, visual: nn.Module | None, audio: nn.Module | None, method: nn.Module,
                  visual_blocks: list[int], audio_blocks: list[int]) -> None:
         super().__init__()
         self.visual = visual
         self.audio = audio
-        self.molt = molt
+        self.method = method
         self.visual_blocks = list(visual_blocks)
         self.audio_blocks = list(audio_blocks)
 
     @property
-    def config(self) -> MoLTConfig:
-        return self.molt.config
+    def config(self) -> Any:
+        return self.method.config
 
     @staticmethod
     def _taps(backbone: nn.Module, x: torch.Tensor, blocks: list[int]) -> list[torch.Tensor]:
@@ -350,7 +350,7 @@ class MoLTModel(nn.Module):
     def compute_taps(self, frames: torch.Tensor | None,
                      waveform: torch.Tensor | None) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
         """Taps of the selected blocks of each active modality (``None`` for an absent one)."""
-        modalities = self.molt.modalities
+        modalities = self.method.modalities
         visual_taps = audio_taps = None
         if "visual" in modalities:
             if frames is None:
@@ -374,11 +374,11 @@ class MoLTModel(nn.Module):
             return {"visual_taps": visual_taps, "audio_taps": audio_taps, "visual_stages": None}
         if frames is None or self.visual is None:
             raise ValueError("the task needs visual stage features, so frames and a visual backbone are required")
-        visual_used = "visual" in self.molt.modalities
+        visual_used = "visual" in self.method.modalities
         wanted = sorted(set(stage_blocks) | (set(self.visual_blocks) if visual_used else set()))
         by_block = dict(zip(wanted, self._taps(self.visual, frames, wanted)))
         audio_taps = None
-        if "audio" in self.molt.modalities:
+        if "audio" in self.method.modalities:
             if waveform is None:
                 raise ValueError("MoLT with audio input needs a waveform (B', S), got None")
             audio_taps = self._taps(self.audio, waveform, self.audio_blocks)
@@ -387,12 +387,12 @@ class MoLTModel(nn.Module):
 
     def forward(self, frames: torch.Tensor | None, waveform: torch.Tensor | None) -> MethodOutput:
         """``frames`` ``(B', 3, H, W)``, ``waveform`` ``(B', S)`` -> fused tokens and aux losses."""
-        return self.molt(*self.compute_taps(frames, waveform))
+        return self.method(*self.compute_taps(frames, waveform))
 
     def forward_from_taps(self, visual_taps: Sequence[torch.Tensor] | None,
                           audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
         """Same as :meth:`forward` from precomputed (e.g. cached) taps."""
-        return self.molt(visual_taps, audio_taps)
+        return self.method(visual_taps, audio_taps)
 
     def count_parameters(self) -> tuple[int, int]:
         return count_parameters(self)
@@ -409,8 +409,9 @@ def build_molt(visual: nn.Module | None, audio: nn.Module | None,
         config = MoLTConfig()
     elif isinstance(config, dict):
         config = MoLTConfig.from_dict(config)
-    molt, visual_blocks, audio_blocks = build_molt_method(config, visual, audio)
-    return MoLTModel(visual=visual, audio=audio, molt=molt, visual_blocks=visual_blocks, audio_blocks=audio_blocks)
+    method, visual_blocks, audio_blocks = build_molt_method(config, visual, audio)
+    return MoLTModel(visual=visual, audio=audio, method=method, visual_blocks=visual_blocks,
+                     audio_blocks=audio_blocks)
 
 
 def build_molt_method(config: MoLTConfig, visual: nn.Module | None,
@@ -431,3 +432,7 @@ def build_molt_method(config: MoLTConfig, visual: nn.Module | None,
                          f"blocks_visual={config.blocks_visual!r} -> {blocks['visual']}, "
                          f"blocks_audio={config.blocks_audio!r} -> {blocks['audio']}")
     return MoLT(config, dims["visual"], dims["audio"]), blocks["visual"], blocks["audio"]
+
+
+register_method(MethodSpec("molt", MoLTConfig, build_molt_method, MoLTModel, reads_taps=True,
+                           description="MoLT: layer-wise tokens of the late blocks, router of UDA/CDA adapters, TFM"))

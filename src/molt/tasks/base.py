@@ -10,7 +10,7 @@ tensors filled with :meth:`Task.accumulate`; :meth:`Task.compute_metrics` reads 
 adds every process's state (an all-reduce of each tensor) before computing the figures. They are not buffers: they
 never enter a ``state_dict`` or a checkpoint.
 
-Contract with the data (see :mod:`molt.task_registry`): every batch holds ``frames`` uint8 ``(B, T, 3, S, S)``,
+Contract with the data (see :class:`molt.tasks.spec.TaskSpec`): every batch holds ``frames`` uint8 ``(B, T, 3, S, S)``,
 ``audio`` float ``(B, T, R)`` (or cached taps instead of both) and ``video_id`` (``B`` strings), plus the task's
 targets. A head whose class attribute :attr:`Task.needs_visual_stages` is true also receives
 ``batch["visual_stages"]``: the visual backbone's output at the end of each stage, ``[(B*T, N_s, C_s), ...]``

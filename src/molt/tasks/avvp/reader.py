@@ -60,7 +60,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["LLP_CATEGORIES", "SPLIT_FILES", "EVAL_FILES", "CATEGORIES_FILE", "LLP_NUM_SEGMENTS", "LLPRecord",
+__all__ = ["LLP_CATEGORIES", "SPLIT_FILES", "EVAL_FILES", "CATEGORIES_FILE", "VIDEO_SUBDIR", "LLP_NUM_SEGMENTS", "LLPRecord",
            "LLPEvent", "LLPAnnotations", "parse_filename", "read_weak_labels", "read_segment_events"]
 
 _logger = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ LLP_CATEGORIES: tuple[str, ...] = (
 SPLIT_FILES = {"train": "AVVP_train.csv", "val": "AVVP_val_pd.csv", "test": "AVVP_test_pd.csv"}
 EVAL_FILES = {"audio": "AVVP_eval_audio.csv", "visual": "AVVP_eval_visual.csv"}
 CATEGORIES_FILE = "categories.txt"
+#: where the authors' download script puts the videos (also looked up in ``video/`` and the root)
+VIDEO_SUBDIR = Path("LLP_dataset") / "video"
 LLP_NUM_SEGMENTS = 10
 _WEAK_COLUMNS = ("filename", "event_labels")
 _EVENT_COLUMNS = ("filename", "onset", "offset", "event_labels")

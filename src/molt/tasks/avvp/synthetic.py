@@ -1,6 +1,6 @@
 """Procedural clips in the LLP on-disk layout: audio-visual video parsing with events heard, seen, or both.
 
-Part of molt-av (Apache-2.0). LLP (see :mod:`molt.data.llp`) cannot be downloaded in a sandbox, so
+Part of molt-av (Apache-2.0). LLP (see :mod:`molt.tasks.avvp.reader`) cannot be downloaded in a sandbox, so
 :func:`generate_llp` writes real mp4 files (H.264 + AAC) and the LLP csv files; the real pipeline (read,
 prepare, train, evaluate) then runs on them unchanged.
 
@@ -48,19 +48,18 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .llp import CATEGORIES_FILE, EVAL_FILES, SPLIT_FILES
-from .media import parallel_map, write_clip
-from .synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, _chirp, _class_sound, _object_track, _shape_mask,
-                        _split_sizes, _video_ids)
+from ...data.media import parallel_map, write_clip
+from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, chirp, class_sound, object_track, shape_mask,
+                               split_sizes, video_ids)
+from .reader import CATEGORIES_FILE, EVAL_FILES, SPLIT_FILES, VIDEO_SUBDIR
 
 __all__ = ["EVENT_KINDS", "generate_llp", "plan_llp_videos", "render_llp_video", "llp_class_names",
-           "VIDEO_SUBDIR", "FULL_FILE"]
+           "FULL_FILE"]
 
 _logger = logging.getLogger(__name__)
 
 #: Default probabilities of the event kinds.
 EVENT_KINDS: dict[str, float] = {"audio_visual": 0.4, "audio": 0.3, "visual": 0.3}
-VIDEO_SUBDIR = Path("LLP_dataset") / "video"
 FULL_FILE = "AVVP_dataset_full.csv"
 FORMAT_VERSION = 1
 
@@ -106,8 +105,8 @@ def plan_llp_videos(num_videos: int, seed: int, *, num_classes: int = 6, num_seg
     names = llp_class_names(num_classes)
 
     rng = np.random.default_rng(seed)
-    ids = _video_ids(rng, num_videos)
-    _, n_val, n_test = _split_sizes(num_videos, split_fractions)
+    ids = video_ids(rng, num_videos)
+    _, n_val, n_test = split_sizes(num_videos, split_fractions)
     order = rng.permutation(num_videos)
     split_of = {int(index): "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
                 for rank, index in enumerate(order)}
@@ -162,20 +161,20 @@ def render_llp_video(plan: dict[str, Any], seed: int, *, image_size: int = 64, f
                    for k in plan["visual"][segment]]
         if rng.random() < 0.4:
             objects.insert(0, ("blob", "drift", np.clip(rng.uniform(90, 160) + rng.uniform(-12, 12, 3), 0, 255)))
-        tracks = [(shape, colour, _object_track(rng, motion, size, frame_times))
+        tracks = [(shape, colour, object_track(rng, motion, size, frame_times))
                   for shape, motion, colour in objects]
         block = background[None] + rng.normal(0.0, pixel_noise, size=(fps, size, size, 3))
         for shape, colour, (xs, ys, radii) in tracks:
             for k, image in enumerate(block):
-                inside = _shape_mask(shape, xx - xs[k], yy - ys[k], radii[k])
+                inside = shape_mask(shape, xx - xs[k], yy - ys[k], radii[k])
                 image[inside] = colour + rng.normal(0.0, pixel_noise / 2, size=(int(inside.sum()), 3))
         frames.append(np.clip(block, 0, 255).astype(np.uint8))
 
         sound = rng.normal(0.0, noise_level, size=sample_rate)
         for k in plan["audio"][segment]:
-            sound += rng.uniform(0.15, 0.3) * fade * _class_sound(CLASS_SPECS[k], rng, t)
+            sound += rng.uniform(0.15, 0.3) * fade * class_sound(CLASS_SPECS[k], rng, t)
         if rng.random() < 0.3:
-            sound += rng.uniform(0.03, 0.1) * fade * _chirp(rng, t)
+            sound += rng.uniform(0.03, 0.1) * fade * chirp(rng, t)
         peak = float(np.abs(sound).max())
         waves.append(sound * (0.9 / peak if peak > 0.9 else 1.0))
     return np.concatenate(frames), np.concatenate(waves).astype(np.float32)
@@ -245,7 +244,7 @@ def generate_llp(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
         pass
 
     categories = llp_class_names(num_classes)
-    ground_truth = {"format_version": FORMAT_VERSION, "generator": "molt.data.synthetic_llp.generate_llp",
+    ground_truth = {"format_version": FORMAT_VERSION, "generator": "molt.tasks.avvp.synthetic.generate_llp",
                     "seed": seed, "num_videos": num_videos, "categories": categories, "options": options,
                     "events_per_video": list(events_per_video), "event_length": list(event_length),
                     "event_kinds": event_kinds or EVENT_KINDS, "videos": plans}

@@ -2,7 +2,7 @@
 
 MUSIC-AVQA (Li et al., CVPR 2022): a question about a clip of ``T = 10`` one-second segments is answered with one
 of ``A`` answers (42 in the real data set). Questions come in three families, audio (AQ), visual (VQ) and
-audio-visual (AVQ), split into the sub-types of :data:`molt.data.music_avqa.QUESTION_TYPES`; the metric is answer
+audio-visual (AVQ), split into the sub-types of :data:`molt.tasks.avqa.reader.QUESTION_TYPES`; the metric is answer
 accuracy overall, per family and per sub-type.
 
 The head follows the spatio-temporal grounding network that the setups MoLT reports against use on MUSIC-AVQA
@@ -66,87 +66,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..data.music_avqa import FAMILIES, FAMILY_ABBREVIATIONS, QUESTION_TYPES, SUBTYPES, question_type_name
-from .base import Task
+from ..base import Task
+from .figures import plot_attention, plot_type_accuracy
+from .metrics import avqa_metrics, cell_counts, format_avqa_table, metrics_from_counts
+from .reader import FAMILIES, QUESTION_TYPES, SUBTYPES, question_type_name
 
-__all__ = ["AVQATask", "HEAD_MODALITIES", "avqa_metrics", "metrics_from_counts", "majority_baseline",
-           "format_avqa_table", "plot_type_accuracy", "negative_partners"]
+__all__ = ["AVQATask", "HEAD_MODALITIES", "negative_partners"]
 
 _logger = logging.getLogger(__name__)
 
 HEAD_MODALITIES = ("both", "audio", "visual")
-_NUM_CELLS = len(FAMILIES) * len(SUBTYPES)
-
-
-def _cells(family: torch.Tensor, subtype: torch.Tensor) -> torch.Tensor:
-    family, subtype = torch.as_tensor(family).long().reshape(-1), torch.as_tensor(subtype).long().reshape(-1)
-    if family.numel() and (int(family.min()) < 0 or int(family.max()) >= len(FAMILIES)
-                           or int(subtype.min()) < 0 or int(subtype.max()) >= len(SUBTYPES)):
-        raise ValueError(f"family indices must lie in [0, {len(FAMILIES)}) and subtype indices in "
-                         f"[0, {len(SUBTYPES)}) (see molt.data.music_avqa.FAMILIES / SUBTYPES)")
-    return family * len(SUBTYPES) + subtype
-
-
-def _counts(correct: torch.Tensor, family: torch.Tensor, subtype: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Correct and total counts per (family, sub-type), both float64 ``(F, S)``."""
-    cells = _cells(family, subtype)
-    correct = torch.as_tensor(correct).reshape(-1).to(torch.float64)
-    if correct.numel() != cells.numel():
-        raise ValueError(f"got {correct.numel()} answers but {cells.numel()} family / subtype labels")
-    shape = (len(FAMILIES), len(SUBTYPES))
-    hits = torch.bincount(cells, weights=correct, minlength=_NUM_CELLS).to(torch.float64).reshape(shape)
-    totals = torch.bincount(cells, minlength=_NUM_CELLS).to(torch.float64).reshape(shape)
-    return hits, totals
-
-
-def metrics_from_counts(correct: torch.Tensor, total: torch.Tensor) -> dict[str, float]:
-    """Accuracies from correct / total counts per (family, sub-type), ``(3, 5)`` each (see the module docstring).
-
-    ``accuracy`` is ``nan`` when nothing was counted; families and sub-types without questions are left out.
-    """
-    correct, total = torch.as_tensor(correct, dtype=torch.float64), torch.as_tensor(total, dtype=torch.float64)
-    all_total = float(total.sum())
-    metrics = {"accuracy": float(correct.sum()) / all_total if all_total else float("nan")}
-    for f, family in enumerate(FAMILIES):
-        abbreviation = FAMILY_ABBREVIATIONS[family]
-        if float(total[f].sum()):
-            metrics[f"{abbreviation}/accuracy"] = float(correct[f].sum() / total[f].sum())
-        for s, subtype in enumerate(SUBTYPES):
-            if float(total[f, s]):
-                metrics[f"{abbreviation}/{subtype}/accuracy"] = float(correct[f, s] / total[f, s])
-    return metrics
-
-
-def avqa_metrics(predictions: Any, answers: Any, family: Any, subtype: Any) -> dict[str, float]:
-    """Accuracy overall, per family and per sub-type of predicted answer indices against the true ones (``(N,)``
-    each; ``family`` / ``subtype`` index :data:`FAMILIES` / :data:`SUBTYPES`)."""
-    predictions, answers = torch.as_tensor(predictions).reshape(-1), torch.as_tensor(answers).reshape(-1)
-    if predictions.shape != answers.shape:
-        raise ValueError(f"got {predictions.numel()} predictions for {answers.numel()} answers")
-    return metrics_from_counts(*_counts(predictions == answers, family, subtype))
-
-
-def majority_baseline(train: Mapping[str, Any], evaluation: Mapping[str, Any]) -> dict[str, float]:
-    """Metrics of answering every question with the most frequent training answer of its (family, sub-type).
-
-    Args:
-        train, evaluation: dicts with ``answer``, ``family`` and ``subtype`` index tensors ``(N,)``, as
-            :meth:`molt.data.prepared_avqa.PreparedAVQA.labels` gives. A type unseen in training is answered with
-            the overall most frequent training answer. Ties go to the lowest answer index.
-    """
-    answers = torch.as_tensor(train["answer"]).long().reshape(-1)
-    cells = _cells(train["family"], train["subtype"])
-    if answers.numel() == 0:
-        raise ValueError("majority_baseline needs at least one training question")
-    valid = answers >= 0
-    overall = int(torch.bincount(answers[valid]).argmax())
-    majority = torch.full((_NUM_CELLS,), overall, dtype=torch.long)
-    for cell in cells.unique().tolist():
-        chosen = answers[(cells == cell) & valid]
-        if chosen.numel():
-            majority[cell] = int(torch.bincount(chosen).argmax())
-    predictions = majority[_cells(evaluation["family"], evaluation["subtype"])]
-    return avqa_metrics(predictions, evaluation["answer"], evaluation["family"], evaluation["subtype"])
 
 
 def negative_partners(video_ids: Sequence[str] | None, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -447,7 +376,7 @@ class AVQATask(Task):
         answers = self._answers(batch, torch.device("cpu"))
         if answers.shape != predictions.shape:
             raise ValueError(f"got {answers.numel()} answers for {predictions.numel()} questions")
-        correct, total = _counts(predictions == answers, torch.as_tensor(batch["family"]).cpu(),
+        correct, total = cell_counts(predictions == answers, torch.as_tensor(batch["family"]).cpu(),
                                  torch.as_tensor(batch["subtype"]).cpu())
         self.accumulate("correct", correct)
         self.accumulate("total", total)
@@ -490,138 +419,5 @@ class AVQATask(Task):
         if samples and any(key.startswith("temporal_attention_") for key in samples[0][0]):
             vocab = list(task_options.get("question_vocab", self.question_vocab))
             answers = list(task_options.get("answers", self.answers))
-            paths.append(_plot_attention(samples, vocab, answers, out_dir / "avqa_temporal_attention.png"))
+            paths.append(plot_attention(samples, vocab, answers, out_dir / "avqa_temporal_attention.png"))
         return paths
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# reports
-
-_TABLE_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Audio", ("Counting", "Comparative")),
-    ("Visual", ("Counting", "Location")),
-    ("Audio-Visual", ("Existential", "Counting", "Location", "Comparative", "Temporal")),
-)
-_SHORT = {"Counting": "Count", "Comparative": "Comp", "Existential": "Exist", "Location": "Loc", "Temporal": "Temp"}
-
-
-def format_avqa_table(metrics: Mapping[str, Any], *, name: str = "MoLT") -> str:
-    """Accuracies (in %) as a text table shaped like the paper's Tab. 1: the AQ, VQ and AVQ averages and the overall
-    average, preceded within each family by its sub-types (the columns of the MUSIC-AVQA paper).
-
-    Args:
-        metrics: one result (keys of :meth:`AVQATask.compute_metrics`) or several, as ``{row name: metrics}``.
-        name: the row name of a single result.
-
-    Missing figures print as ``-``.
-    """
-    rows = dict(metrics) if metrics and all(isinstance(v, Mapping) for v in metrics.values()) else {name: metrics}
-    header_top, header, keys = ["Method"], [""], []
-    for family, subtypes in _TABLE_COLUMNS:
-        abbreviation = FAMILY_ABBREVIATIONS[family]
-        header_top.append(f"{family} ({abbreviation})")
-        header += [_SHORT[s] for s in subtypes] + [abbreviation]
-        keys += [f"{abbreviation}/{s}/accuracy" for s in subtypes] + [f"{abbreviation}/accuracy"]
-    header.append("Avg.")
-    keys.append("accuracy")
-    width = max(6, *(len(h) for h in header))
-    first = max(len("Method"), *(len(str(r)) for r in rows))
-    spans = [len(subtypes) + 1 for _, subtypes in _TABLE_COLUMNS]
-
-    def cell(value: Any) -> str:
-        if value is None or not isinstance(value, (int, float)) or math.isnan(value):
-            return "-".rjust(width)
-        return f"{100.0 * value:.1f}".rjust(width)
-
-    groups = [title.center(span * (width + 1) - 1) for title, span in zip(header_top[1:], spans)]
-    lines = [" " * first + " | " + " | ".join(groups) + " | " + " " * width,
-             "Method".ljust(first) + " | " + " | ".join(
-                 " ".join(h.rjust(width) for h in header[1 + sum(spans[:i]):1 + sum(spans[:i + 1])])
-                 for i in range(len(spans))) + " | " + header[-1].rjust(width)]
-    lines.append("-" * len(lines[1]))
-    for row_name, values in rows.items():
-        cells = [cell(values.get(key)) for key in keys]
-        parts, start = [], 0
-        for span in spans:
-            parts.append(" ".join(cells[start:start + span]))
-            start += span
-        lines.append(str(row_name).ljust(first) + " | " + " | ".join(parts) + " | " + cells[-1])
-    return "\n".join(lines)
-
-
-def _family_colour(family: str) -> str:
-    return {"Audio": "#4c72b0", "Visual": "#55a868", "Audio-Visual": "#c44e52"}[family]
-
-
-def plot_type_accuracy(metrics: Mapping[str, float], path: str | Path) -> Path:
-    """PNG bar chart of the accuracy per sub-type (coloured by family), with the family averages and the overall
-    accuracy as horizontal lines. Rendered with matplotlib's Agg canvas. Returns the written path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    bars = [(family, subtype, metrics[f"{FAMILY_ABBREVIATIONS[family]}/{subtype}/accuracy"])
-            for family, subtypes in _TABLE_COLUMNS for subtype in subtypes
-            if f"{FAMILY_ABBREVIATIONS[family]}/{subtype}/accuracy" in metrics]
-    if not bars:
-        raise ValueError("plot_type_accuracy needs at least one per-sub-type accuracy (e.g. 'AQ/Counting/accuracy')")
-    figure = Figure(figsize=(max(5.0, 0.75 * len(bars) + 2.0), 3.6))
-    FigureCanvasAgg(figure)
-    axis = figure.subplots()
-    positions = range(len(bars))
-    axis.bar(positions, [100 * value for _, _, value in bars], color=[_family_colour(f) for f, _, _ in bars])
-    for x, (family, _, value) in zip(positions, bars):
-        axis.text(x, 100 * value + 1, f"{100 * value:.1f}", ha="center", fontsize=7)
-    axis.set_xticks(list(positions), [f"{FAMILY_ABBREVIATIONS[f]}\n{_SHORT[s]}" for f, s, _ in bars], fontsize=8)
-    for family, _ in _TABLE_COLUMNS:
-        key = f"{FAMILY_ABBREVIATIONS[family]}/accuracy"
-        if key in metrics:
-            axis.axhline(100 * metrics[key], color=_family_colour(family), linestyle=":", linewidth=1,
-                         label=f"{FAMILY_ABBREVIATIONS[family]} {100 * metrics[key]:.1f}")
-    if not math.isnan(metrics.get("accuracy", float("nan"))):
-        axis.axhline(100 * metrics["accuracy"], color="black", linestyle="--", linewidth=1,
-                     label=f"all {100 * metrics['accuracy']:.1f}")
-    axis.set_ylim(0, 105)
-    axis.set_ylabel("accuracy (%)")
-    axis.legend(fontsize=7, loc="lower right", ncol=2)
-    axis.set_title("MUSIC-AVQA accuracy per question type", fontsize=9)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    return path
-
-
-def _plot_attention(samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], vocab: Sequence[str],
-                    answers: Sequence[str], path: Path, max_questions: int = 6) -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = []
-    for outputs, batch in samples:
-        predicted = outputs["answer_logits"].argmax(dim=-1)
-        for b in range(predicted.shape[0]):
-            if len(rows) == max_questions:
-                break
-            ids = torch.as_tensor(batch["question"])[b].tolist()
-            words = [vocab[i] if 0 <= i < len(vocab) else "?" for i in ids if i != 0]
-            truth = int(torch.as_tensor(batch["answer"]).reshape(-1)[b])
-            maps = {m: outputs[f"temporal_attention_{m}"][b].detach().float().cpu() for m in ("audio", "visual")
-                    if f"temporal_attention_{m}" in outputs}
-            rows.append((" ".join(words), answers[int(predicted[b])], answers[truth] if truth >= 0 else "?", maps))
-    figure = Figure(figsize=(7.0, 1.15 * len(rows) + 0.4))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(len(rows), 1, squeeze=False)[:, 0]
-    for axis, (text, predicted, truth, maps) in zip(axes, rows):
-        names = list(maps)
-        image = torch.stack([maps[m] for m in names]).numpy()
-        axis.imshow(image, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)   # uniform = 1/T: dark
-        axis.set_yticks(range(len(names)), names, fontsize=7)
-        axis.set_xticks(range(image.shape[1]))
-        axis.tick_params(axis="x", labelsize=6)
-        mark = "ok" if predicted == truth else "wrong"
-        axis.set_title(f"{text}?  predicted: {predicted}, true: {truth} ({mark})", fontsize=7, loc="left")
-    axes[-1].set_xlabel("segment (s); colour: question-guided attention weight, 0 (dark) to 1 (bright)", fontsize=7)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    return path

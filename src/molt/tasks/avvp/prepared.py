@@ -3,7 +3,7 @@
 Part of molt-av (Apache-2.0), an implementation of "Mixture of Layer-Wise Tokens for Efficient Audio-Visual
 Learning" (MoLT).
 
-Input layout (``root``): the LLP csv files (see :mod:`molt.data.llp`) and one mp4 file per clip, looked up as
+Input layout (``root``): the LLP csv files (see :mod:`molt.tasks.avvp.reader`) and one mp4 file per clip, looked up as
 ``{YouTube id}.mp4`` (then ``{filename}.mp4``) in ``root/LLP_dataset/video/`` (where the authors' download
 script puts them), ``root/video/`` and ``root/``.
 
@@ -36,14 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .llp import SPLIT_FILES, LLPAnnotations, LLPRecord
-from .media import decode_pcm16, parallel_map
-from .prepared import (INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, commit_index,
-                       read_prepared_index)
-from .synthetic import GROUND_TRUTH_FILE
-from .synthetic_llp import VIDEO_SUBDIR
+from ...data.media import decode_pcm16, parallel_map
+from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
+                              read_prepared_index, write_skipped)
+from .reader import SPLIT_FILES, VIDEO_SUBDIR, LLPAnnotations, LLPRecord
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "find_llp_video", "prepare_llp", "ensure_prepared_llp", "PreparedLLP"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "find_llp_video", "prepare_llp", "ensure_prepared", "PreparedLLP"]
 
 _logger = logging.getLogger(__name__)
 
@@ -63,15 +61,6 @@ def find_llp_video(root: str | os.PathLike, record: LLPRecord) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
-
-
-def _write_skipped(out: Path, skipped: list[tuple[str, str, str]], paths: dict[str, str]) -> None:
-    temporary = out / f".{SKIPPED_FILE}.tmp"
-    lines = ["filename\treason\tdetail\tpath"]
-    lines += ["\t".join((name, reason, " ".join(detail.split()), paths.get(name, ""))) for name, reason, detail
-              in skipped]
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temporary, out / SKIPPED_FILE)
 
 
 def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = _DEFAULT_IMAGE_SIZE,
@@ -156,7 +145,7 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
     report.stored = [name for name in names if name in stored_at]
     order = {name: i for i, name in enumerate(names)}
     report.skipped.sort(key=lambda item: order[item[0]])
-    _write_skipped(out, report.skipped, {name: str(path) for name, path in paths.items() if path})
+    write_skipped(out, report.skipped, paths, name_column="filename")
     for name, path in partial.items():
         os.replace(path, out / name)
     report.seconds = time.time() - start_time
@@ -183,14 +172,19 @@ def _read_index(path: Path) -> dict[str, Any]:
                                prepare_command="molt prepare avvp")
 
 
-def ensure_prepared_llp(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
-                        workers: int = 2, show_progress: bool = True) -> Path:
+def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
+                        workers: int = 2, show_progress: bool = True,
+                        out_dir: str | os.PathLike | None = None, limit: int | None = None,
+                        force: bool = False) -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` is a prepared directory (holds ``index.json``) or an LLP root (holds a split csv file), whose prepared
     copy lives in ``data/prepared``. ``image_size=None`` keeps an existing prepared copy whatever its size; for a
     new one it is the synthetic generator's frame size (``synthetic_ground_truth.json``) or 192. LLP has no
     settings: ``setting`` must be ``None``.
+
+    ``out_dir`` puts a new prepared copy elsewhere; ``force=True`` (or a ``limit``: only the first ``limit``
+    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does).
     """
     if setting is not None:
         raise ValueError(f"LLP (task avvp) has no settings, got setting={setting!r}")
@@ -201,16 +195,14 @@ def ensure_prepared_llp(data: str | os.PathLike, *, setting: str | None = None, 
     if not any((data / name).is_file() for name in SPLIT_FILES.values()):
         raise FileNotFoundError(f"{data} is neither a prepared LLP directory ({INDEX_FILE}) nor an LLP root "
                                 f"({', '.join(SPLIT_FILES.values())})")
-    out = data / "prepared"
-    if (out / INDEX_FILE).is_file():
+    out = Path(out_dir) if out_dir is not None else data / "prepared"
+    if not force and limit is None and (out / INDEX_FILE).is_file():
         existing = json.loads((out / INDEX_FILE).read_text())
         if existing.get("format") == FORMAT and image_size in (None, existing.get("image_size")):
             return out
     if image_size is None:
-        ground_truth = data / GROUND_TRUTH_FILE
-        options = json.loads(ground_truth.read_text()).get("options", {}) if ground_truth.is_file() else {}
-        image_size = int(options.get("image_size", _DEFAULT_IMAGE_SIZE))
-    prepare_llp(data, out, image_size=image_size, workers=workers, show_progress=show_progress)
+        image_size = generated_image_size(data) or _DEFAULT_IMAGE_SIZE
+    prepare_llp(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit)
     return out
 
 

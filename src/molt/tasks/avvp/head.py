@@ -2,7 +2,7 @@
 
 AVVP (Tian, Li and Xu, ECCV 2020): for each of the ``T = 10`` one-second segments of a clip, say which of the
 ``C`` event classes (25 in LLP) are **heard** and which are **seen**, after training on video-level labels only
-(see :mod:`molt.data.llp` for the data).
+(see :mod:`molt.tasks.avvp.reader` for the data).
 
 Head (input: fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)`` from the method), after the hybrid
 attention network + attentive multimodal multiple-instance-learning (MMIL) pooling of the paper:
@@ -72,121 +72,24 @@ registry monitors ``segment_av_f1``.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Task, TokenPool, segments_per_clip
+from ..base import Task, TokenPool, segments_per_clip
+from .figures import plot_parsing
+from .metrics import EPS, METRIC_KINDS, event_level_f1, segment_counts, segment_level_f1
 
-__all__ = ["AVVPTask", "AVVP_NUM_SEGMENTS", "AVVP_MODALITIES", "METRIC_KINDS", "segment_level_f1",
-           "event_level_f1", "avvp_scores", "plot_parsing"]
+__all__ = ["AVVPTask", "AVVP_NUM_SEGMENTS", "AVVP_MODALITIES"]
 
 _logger = logging.getLogger(__name__)
 
 AVVP_NUM_SEGMENTS = 10
 AVVP_MODALITIES = ("both", "audio", "visual")
-#: per-clip F1 kinds of :func:`segment_level_f1` / :func:`event_level_f1` (Type@AV is derived from three of them).
-METRIC_KINDS = ("audio", "visual", "av", "event_av")
 _POOLING = ("attention", "mean")
-_EPS = 1e-7
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# metrics
-
-def _check_rasters(*rasters: Any) -> list[torch.Tensor]:
-    tensors = [torch.as_tensor(r).detach().cpu() for r in rasters]
-    tensors = [t > 0.5 if t.is_floating_point() else t.bool() for t in tensors]
-    shape = tensors[0].shape
-    if len(shape) != 3 or any(t.shape != shape for t in tensors):
-        raise ValueError(f"expected prediction and target rasters of one shape (B, T, C), got "
-                         f"{[tuple(t.shape) for t in tensors]}")
-    return tensors
-
-
-def _clip_f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
-    """``(B, C)`` counts -> ``(B,)`` mean F1 over the classes with any count (1.0 where none has)."""
-    tp, fp, fn = tp.double(), fp.double(), fn.double()
-    active = (tp + fp + fn) > 0
-    f1 = torch.where(active, 2 * tp / (2 * tp + fp + fn).clamp_min(1.0), torch.zeros_like(tp))
-    classes = active.sum(dim=-1)
-    return torch.where(classes > 0, f1.sum(dim=-1) / classes.clamp_min(1), torch.ones_like(f1[:, 0]))
-
-
-def _scores(counts: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    pooled = tuple(a + v for a, v in zip(counts["audio"], counts["visual"]))
-    return {"audio": _clip_f1(*counts["audio"]), "visual": _clip_f1(*counts["visual"]),
-            "av": _clip_f1(*counts["av"]), "event_av": _clip_f1(*pooled)}
-
-
-def _segment_counts(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return ((pred & target).sum(dim=1), (pred & ~target).sum(dim=1), (~pred & target).sum(dim=1))
-
-
-def segment_level_f1(pred_audio: Any, pred_visual: Any, target_audio: Any,
-                     target_visual: Any) -> dict[str, torch.Tensor]:
-    """Per-clip segment-level F1 ``(B,)`` float64 for ``audio``, ``visual``, ``av`` and ``event_av``.
-
-    Args:
-        pred_audio, pred_visual, target_audio, target_visual: rasters ``(B, T, C)`` (bool, integers, or floats
-            thresholded at 0.5): class ``c`` heard / seen in segment ``t``.
-    """
-    pa, pv, ta, tv = _check_rasters(pred_audio, pred_visual, target_audio, target_visual)
-    return _scores({"audio": _segment_counts(pa, ta), "visual": _segment_counts(pv, tv),
-                    "av": _segment_counts(pa & pv, ta & tv)})
-
-
-def _runs(rows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Start and (exclusive) end of every run of ``True`` in each row of ``rows (N, T)``."""
-    edges = np.diff(np.pad(rows.astype(np.int8), ((0, 0), (1, 1))), axis=1)
-    return [(np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)) for edge in edges]
-
-
-def _event_counts(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    batch, _, classes = pred.shape
-    counts = np.zeros((3, batch, classes), dtype=np.int64)
-    p = pred.permute(0, 2, 1).reshape(batch * classes, -1).numpy()
-    g = target.permute(0, 2, 1).reshape(batch * classes, -1).numpy()
-    busy = np.flatnonzero(p.any(axis=1) | g.any(axis=1))
-    for row, (p_runs, g_runs) in zip(busy, zip(_runs(p[busy]), _runs(g[busy]))):
-        (p_start, p_end), (g_start, g_end) = p_runs, g_runs
-        overlap = np.clip(np.minimum(p_end[:, None], g_end[None]) - np.maximum(p_start[:, None], g_start[None]),
-                          0, None)
-        union = (p_end - p_start)[:, None] + (g_end - g_start)[None] - overlap
-        match = overlap >= 0.5 * union                            # (predicted events, true events)
-        tp = int(match.any(axis=1).sum())
-        counts[:, row // classes, row % classes] = (tp, len(p_start) - tp, int((~match.any(axis=0)).sum()))
-    tp, fp, fn = torch.from_numpy(counts)
-    return tp, fp, fn
-
-
-def event_level_f1(pred_audio: Any, pred_visual: Any, target_audio: Any,
-                   target_visual: Any) -> dict[str, torch.Tensor]:
-    """Per-clip event-level F1 ``(B,)`` float64 for ``audio``, ``visual``, ``av`` and ``event_av`` (events = runs
-    of consecutive positive segments, matched at IoU >= 0.5; see the module docstring).
-
-    Args: as :func:`segment_level_f1`.
-    """
-    pa, pv, ta, tv = _check_rasters(pred_audio, pred_visual, target_audio, target_visual)
-    return _scores({"audio": _event_counts(pa, ta), "visual": _event_counts(pv, tv),
-                    "av": _event_counts(pa & pv, ta & tv)})
-
-
-def avvp_scores(pred_audio: Any, pred_visual: Any, target_audio: Any, target_visual: Any) -> dict[str, float]:
-    """The ten data-set figures ``{segment,event}_{audio,visual,av,type_av,event_av}_f1`` (means over clips) of
-    rasters ``(B, T, C)``; see :func:`segment_level_f1`."""
-    rasters = (pred_audio, pred_visual, target_audio, target_visual)
-    result = {}
-    for level, function in (("segment", segment_level_f1), ("event", event_level_f1)):
-        means = {kind: float(values.mean()) for kind, values in function(*rasters).items()}
-        result.update({f"{level}_{kind}_f1": value for kind, value in means.items()})
-        result[f"{level}_type_av_f1"] = (means["audio"] + means["visual"] + means["av"]) / 3
-    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,7 +244,7 @@ class AVVPTask(Task):
             raise ValueError(f"expected weak labels (B, C) = {tuple(video_prob.shape)}, got {tuple(labels.shape)}")
         with torch.autocast(device_type=video_prob.device.type, enabled=False):
             def bce(probabilities: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-                return F.binary_cross_entropy(probabilities.float().clamp(_EPS, 1 - _EPS), target)
+                return F.binary_cross_entropy(probabilities.float().clamp(EPS, 1 - EPS), target)
 
             terms = {"video": bce(video_prob, labels)}
             for stream in ("audio", "visual"):
@@ -370,7 +273,7 @@ class AVVPTask(Task):
         if labels.shape != predicted_labels.shape:
             raise ValueError(f"expected weak labels (B, C) = {tuple(predicted_labels.shape)}, got "
                              f"{tuple(labels.shape)}")
-        tp, fp, fn = (counts.sum(dim=-1).double() for counts in _segment_counts(predicted_labels[:, None],
+        tp, fp, fn = (counts.sum(dim=-1).double() for counts in segment_counts(predicted_labels[:, None],
                                                                                  labels[:, None]))
         video_f1 = torch.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1.0), torch.ones_like(tp))
         self.accumulate("video_f1_sum", video_f1.sum())
@@ -442,76 +345,3 @@ class AVVPTask(Task):
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, modalities={self.modalities!r}, threshold={self.threshold}, "
                 f"guided_weight={self.guided_weight}")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# picture
-
-_CELL_COLOURS = {"hit": (0.20, 0.63, 0.17), "missed": (0.99, 0.55, 0.15), "false alarm": (0.12, 0.47, 0.71),
-                 "absent": (0.93, 0.93, 0.93)}
-
-
-def plot_parsing(predictions: Any, targets: Any, video_ids: Sequence[str], class_names: Sequence[str] | None,
-                 path: str | os.PathLike, max_clips: int = 4) -> Path:
-    """Write a PNG of per-second predictions against the truth, one row of two panels (heard, seen) per clip.
-
-    Each panel is a raster of the classes that are true or predicted in the clip (rows) over the ``T`` segments
-    (columns); a cell is a hit, a miss, a false alarm or absent. Rendered with matplotlib's Agg canvas.
-
-    Args:
-        predictions, targets: ``(N, T, 2, C)`` 0/1 (stream 0 audio, 1 visual).
-        video_ids: ``N`` clip names.
-        class_names: names of the ``C`` classes (``None``: ``class i``).
-        path: output file (parent directories are created).
-        max_clips: how many clips to draw.
-
-    Returns:
-        the written path.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    predictions = torch.as_tensor(predictions).cpu() > 0
-    targets = torch.as_tensor(targets).cpu() > 0.5
-    if predictions.ndim != 4 or predictions.shape[2] != 2 or predictions.shape != targets.shape:
-        raise ValueError(f"expected predictions and targets of one shape (N, T, 2, C), got "
-                         f"{tuple(predictions.shape)} and {tuple(targets.shape)}")
-    if len(video_ids) != predictions.shape[0] or predictions.shape[0] == 0:
-        raise ValueError(f"expected one video id per clip (at least one clip), got {len(video_ids)} ids for "
-                         f"{predictions.shape[0]} clips")
-    if max_clips < 1:
-        raise ValueError(f"max_clips must be >= 1, got {max_clips}")
-    classes = predictions.shape[-1]
-    names = list(class_names) if class_names is not None else [f"class {i}" for i in range(classes)]
-    count = min(max_clips, predictions.shape[0])
-    shown = [torch.nonzero((predictions[i] | targets[i]).any(dim=0).any(dim=0)).flatten().tolist() or [0]
-             for i in range(count)]
-    heights = [len(rows) + 1.2 for rows in shown]
-    figure = Figure(figsize=(11.0, 0.32 * sum(heights) + 1.0))
-    FigureCanvasAgg(figure)
-    grid = figure.add_gridspec(count, 2, height_ratios=heights, hspace=0.9, wspace=0.45)
-    palette = {name: np.array(colour) for name, colour in _CELL_COLOURS.items()}
-    for i, rows in enumerate(shown):
-        for stream, title in enumerate(("heard (audio)", "seen (visual)")):
-            pred = predictions[i, :, stream][:, rows].T.numpy()
-            true = targets[i, :, stream][:, rows].T.numpy()
-            image = np.empty(pred.shape + (3,))
-            image[:] = palette["absent"]
-            image[pred & true] = palette["hit"]
-            image[~pred & true] = palette["missed"]
-            image[pred & ~true] = palette["false alarm"]
-            axis = figure.add_subplot(grid[i, stream])
-            axis.imshow(image, aspect="auto", interpolation="nearest")
-            axis.set_yticks(range(len(rows)), [names[r] for r in rows], fontsize=7)
-            axis.set_xticks(range(pred.shape[1]), [str(t) for t in range(pred.shape[1])], fontsize=7)
-            axis.set_xticks(np.arange(pred.shape[1] + 1) - 0.5, minor=True)
-            axis.grid(which="minor", axis="x", color="white", linewidth=1.0)
-            axis.tick_params(which="minor", length=0)
-            axis.set_title(f"{video_ids[i]}: {title}", fontsize=8)
-    figure.legend(handles=[Patch(color=colour, label=name) for name, colour in _CELL_COLOURS.items()],
-                  loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    return path

@@ -3,9 +3,9 @@
 Part of molt-av (Apache-2.0), an implementation of "Mixture of Layer-Wise Tokens for Efficient Audio-Visual
 Learning" (MoLT).
 
-Input layout (``root``): ``avqa-{train,val,test}.json`` (see :mod:`molt.data.music_avqa`; also found in
+Input layout (``root``): ``avqa-{train,val,test}.json`` (see :mod:`molt.tasks.avqa.reader`; also found in
 ``root/json_update`` etc.) and one ``{video_id}.mp4`` per video in ``root/MUSIC-AVQA-videos-Real``,
-``root/MUCIS-AVQA-videos-Synthetic`` (sic) or the other folders of :data:`molt.data.music_avqa.VIDEO_DIRS`.
+``root/MUCIS-AVQA-videos-Synthetic`` (sic) or the other folders of :data:`molt.tasks.avqa.reader.VIDEO_DIRS`.
 
 Segments. Each video is decoded **once** (however many questions it has) into ``T = 10`` one-second segments
 (one frame, resized bicubic to ``S x S``, and one second of mono audio at 32 kHz each) spread evenly over the
@@ -45,22 +45,13 @@ import av
 import numpy as np
 import torch
 
-from .media import decode_pcm16, parallel_map
-from .music_avqa import (
-    FAMILIES,
-    SPLIT_FILES,
-    SUBTYPES,
-    VIDEO_DIRS,
-    MusicAVQA,
-    encode_question,
-    find_annotation_dir,
-    find_video,
-    question_type_name,
-)
-from .prepared import INDEX_FILE, SKIPPED_FILE, PreparedClips, PrepareReport, commit_index
-from .synthetic import GROUND_TRUTH_FILE
+from ...data.media import decode_pcm16, parallel_map
+from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
+                              write_skipped)
+from .reader import (FAMILIES, SPLIT_FILES, SUBTYPES, VIDEO_DIRS, MusicAVQA, encode_question, find_annotation_dir,
+                     find_video, question_type_name)
 
-__all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared_avqa", "segment_seconds", "decode_to_memmaps", "FORMAT",
+__all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared", "segment_seconds", "decode_to_memmaps", "FORMAT",
            "FORMAT_VERSION"]
 
 _logger = logging.getLogger(__name__)
@@ -157,15 +148,6 @@ def decode_to_memmaps(out: Path, paths: dict[str, Path | None], report: PrepareR
     return stored_at
 
 
-def _write_skipped(path: Path, skipped: Sequence[tuple[str, str, str]], paths: dict[str, Path | None]) -> None:
-    lines = ["video_id\treason\tdetail\tpath"]
-    lines += ["\t".join((video_id, reason, " ".join(detail.split()), str(paths.get(video_id) or "")))
-              for video_id, reason, detail in skipped]
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = 192, workers: int = 2,
                  limit: int | None = None, num_segments: int = 10, sample_rate: int = 32000,
                  duplicates: str = "first", show_progress: bool = True) -> PrepareReport:
@@ -179,7 +161,7 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
         limit: only the first ``limit`` distinct videos (train, then val, then test order).
         num_segments: segments per clip ``T``.
         sample_rate: audio rate (32 kHz for HTS-AT).
-        duplicates: what to do with repeated question ids (see :meth:`molt.data.music_avqa.MusicAVQA.from_dir`).
+        duplicates: what to do with repeated question ids (see :meth:`molt.tasks.avqa.reader.MusicAVQA.from_dir`).
         show_progress: tqdm progress bar.
 
     Returns:
@@ -215,7 +197,7 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
     order = {video_id: i for i, video_id in enumerate(video_ids)}
     report.skipped.sort(key=lambda item: order[item[0]])
     report.stored = [video_id for video_id in video_ids if video_id in stored_at]
-    _write_skipped(out / SKIPPED_FILE, report.skipped, paths)
+    write_skipped(out, report.skipped, paths)
     report.seconds = time.time() - started
     index = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),
@@ -241,15 +223,20 @@ def _index_format(path: Path) -> str | None:
         return None
 
 
-def ensure_prepared_avqa(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
-                         workers: int = 2, show_progress: bool = True) -> Path:
+def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
+                         workers: int = 2, show_progress: bool = True,
+                         out_dir: str | os.PathLike | None = None, limit: int | None = None,
+                         force: bool = False) -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` may be a prepared MUSIC-AVQA directory (its ``index.json`` has format ``molt-prepared-avqa``) or a
-    data set root (question files, see :func:`molt.data.music_avqa.find_annotation_dir`), whose prepared copy lives
+    data set root (question files, see :func:`molt.tasks.avqa.reader.find_annotation_dir`), whose prepared copy lives
     in ``data/prepared``. ``image_size=None`` keeps an existing prepared copy whatever its size; for a new one it is
     the synthetic generator's frame size (``synthetic_ground_truth.json``) or 192. MUSIC-AVQA has no settings:
     ``setting`` must be ``None``.
+
+    ``out_dir`` puts a new prepared copy elsewhere; ``force=True`` (or a ``limit``: only the first ``limit``
+    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does).
     """
     if setting is not None:
         raise ValueError(f"MUSIC-AVQA has no settings, got setting={setting!r}")
@@ -263,23 +250,17 @@ def ensure_prepared_avqa(data: str | os.PathLike, *, setting: str | None = None,
     if find_annotation_dir(data) is None:
         raise FileNotFoundError(f"{data} is neither a prepared MUSIC-AVQA directory ({INDEX_FILE}) nor a MUSIC-AVQA "
                                 f"root (avqa-train.json, avqa-val.json, avqa-test.json)")
-    out = data / "prepared"
-    if (out / INDEX_FILE).is_file():
+    out = Path(out_dir) if out_dir is not None else data / "prepared"
+    if not force and limit is None and (out / INDEX_FILE).is_file():
         existing = json.loads((out / INDEX_FILE).read_text())
         if existing.get("format") != FORMAT:
             raise ValueError(f"{out} holds a prepared {existing.get('format')!r} set; move it away or pass another "
                              f"MUSIC-AVQA root")
         if image_size is None or existing.get("image_size") == image_size:
             return out
-    prepare_avqa(data, out, image_size=image_size or _generated_image_size(data) or 192, workers=workers,
-                 show_progress=show_progress)
+    prepare_avqa(data, out, image_size=image_size or generated_image_size(data) or 192, workers=workers,
+                 show_progress=show_progress, limit=limit)
     return out
-
-
-def _generated_image_size(root: Path) -> int | None:
-    """Frame size of a synthetic set (its ``synthetic_ground_truth.json``), ``None`` for other data."""
-    path = root / GROUND_TRUTH_FILE
-    return int(json.loads(path.read_text())["options"]["image_size"]) if path.is_file() else None
 
 
 class PreparedAVQA(PreparedClips):
@@ -298,8 +279,8 @@ class PreparedAVQA(PreparedClips):
     * ``question``: int64 ``(L,)`` token ids padded with ``<pad>`` (0), ``L`` = the longest question of the
       prepared set; ``question_length``: int64, the number of words (at least 1, at most ``L``);
     * ``answer``: int64 index into :attr:`answers`;
-    * ``family``: int64 index into :data:`molt.data.music_avqa.FAMILIES` (Audio, Visual, Audio-Visual);
-      ``subtype``: int64 index into :data:`molt.data.music_avqa.SUBTYPES`; ``question_type``: int64 index into
+    * ``family``: int64 index into :data:`molt.tasks.avqa.reader.FAMILIES` (Audio, Visual, Audio-Visual);
+      ``subtype``: int64 index into :data:`molt.tasks.avqa.reader.SUBTYPES`; ``question_type``: int64 index into
       :attr:`question_types`;
     * ``video_id``: str; ``question_id``: int64; ``index``: the row number within this split.
     """

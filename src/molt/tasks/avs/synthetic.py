@@ -17,7 +17,7 @@ Design
 * Determinism: the plan is drawn from ``numpy.random.default_rng(seed)`` and each clip's pixels and samples from
   ``default_rng([seed, index])``, so the output does not depend on the number of workers.
 
-Layout written under ``out_dir`` (that of the release, see :mod:`molt.data.avsbench`)::
+Layout written under ``out_dir`` (that of the release, see :mod:`molt.tasks.avs.reader`)::
 
     Single-source/s4_meta_data.csv              name,start_time,category,split (written last)
     Single-source/s4_data/visual_frames/{split}/{category}/{name}/{name}_{1..5}.png
@@ -44,10 +44,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .avsbench import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS
-from .media import parallel_map
-from .synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, _class_sound, _shape_mask, _split_sizes, _video_ids, \
-    _write_text
+from ...data.media import parallel_map
+from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, class_sound, shape_mask, split_sizes, video_ids,
+                               write_text)
+from .reader import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS
 
 __all__ = ["generate_avs", "plan_avs_videos", "render_avs_clip", "category_slug"]
 
@@ -82,8 +82,8 @@ def plan_avs_videos(num_videos: int, seed: int, *, setting: str = "s4", num_clas
         raise ValueError(f"expected 1 <= objects_per_clip[0] <= objects_per_clip[1] <= num_classes "
                          f"({num_classes}), got {objects_per_clip}")
     rng = np.random.default_rng(seed)
-    ids = _video_ids(rng, num_videos)
-    n_train, n_val, _ = _split_sizes(num_videos, split_fractions)
+    ids = video_ids(rng, num_videos)
+    n_train, n_val, _ = split_sizes(num_videos, split_fractions)
     order = rng.permutation(num_videos)
     split_of = {int(i): "train" if p < n_train else "val" if p < n_train + n_val else "test"
                 for p, i in enumerate(order)}
@@ -156,7 +156,7 @@ def render_avs_clip(plan: dict[str, Any], seed: int, *, image_size: int = 64, sa
         owner = np.full((size, size), -1, dtype=np.int64)
         for j, (spec, radius) in enumerate(zip(specs, radii)):
             cx, cy = np.clip(centres[j] + velocities[j] * (t - 2), radius, size - 1 - radius)
-            inside = _shape_mask(spec.shape, xx - cx, yy - cy, radius)
+            inside = shape_mask(spec.shape, xx - cx, yy - cy, radius)
             image[inside] = colours[j] + rng.normal(0.0, pixel_noise / 2, size=(int(inside.sum()), 3))
             owner[inside] = j
         frames[t] = np.clip(image, 0, 255).astype(np.uint8)
@@ -166,7 +166,7 @@ def render_avs_clip(plan: dict[str, Any], seed: int, *, image_size: int = 64, sa
     audio = rng.normal(0.0, rng.uniform(0.005, 0.02), size=t.size)
     gain = 1.0 / np.sqrt(len(sounding))
     for j in sorted(sounding):
-        audio += gain * rng.uniform(0.2, 0.35) * _class_sound(specs[j], rng, t)
+        audio += gain * rng.uniform(0.2, 0.35) * class_sound(specs[j], rng, t)
     return frames, masks, np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
@@ -268,7 +268,7 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
 
     class_names = [spec.name for spec in CLASS_SPECS[:num_classes]]
     ground_truth = {
-        "format_version": FORMAT_VERSION, "generator": "molt.data.synthetic_avs.generate_avs", "seed": seed,
+        "format_version": FORMAT_VERSION, "generator": "molt.tasks.avs.synthetic.generate_avs", "seed": seed,
         "setting": setting, "num_videos": num_videos, "classes": class_names,
         "options": {**options, "objects_per_clip": list(objects_per_clip)},
         "videos": [{key: plan[key] for key in ("name", "split", "classes", "sounding", "category")}
@@ -283,7 +283,7 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
                                                      for p in plans]
     else:
         lines = ["name,split"] + [f"{p['name']},{p['split']}" for p in plans]
-    _write_text(meta_path, lines)
+    write_text(meta_path, lines)
     summary = {"out_dir": str(out_dir), "meta_file": str(meta_path), "setting": setting, "videos": num_videos,
                "seed": seed, "splits": {s: sum(p["split"] == s for p in plans) for s in ("train", "val", "test")},
                "foreground_fraction": round(float(np.mean(foreground)), 4),

@@ -25,7 +25,7 @@ list (one tensor per block, in block order) of float32 ``(T, N_l, D_l)``.
 Why a directory of chunked ``.npy`` files rather than HDF5, zarr or LMDB:
 
 * **Tens of GB, random access, many DataLoader workers.** Each worker memory-maps the chunk files it touches
-  (``numpy.load(mmap_mode="r")``, opened lazily after the fork, like :class:`~molt.data.prepared.PreparedAVE`);
+  (``numpy.load(mmap_mode="r")``, opened lazily after the fork, like :class:`~molt.data.prepared.PreparedClips`);
   one clip of one block is a single contiguous slice of one file, so a read is a few page faults served by the OS
   page cache that every worker shares, with no decompression (float activations barely compress), no library
   lock (libhdf5 serialises threads and must be reopened per process) and no new dependency (neither h5py, zarr

@@ -61,9 +61,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .media import parallel_map, write_clip
-from .music_avqa import SPLIT_FILES, VIDEO_DIRS
-from .synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, _class_sound, _shape_mask, _split_sizes
+from ...data.media import parallel_map, write_clip
+from ...data.synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, class_sound, shape_mask, split_sizes
+from .reader import SPLIT_FILES, VIDEO_DIRS
 
 __all__ = ["INSTRUMENTS", "TEMPLATES", "generate_avqa", "plan_avqa_videos", "render_avqa_video", "VIDEO_SUBDIR"]
 
@@ -185,7 +185,7 @@ def plan_avqa_videos(num_videos: int, seed: int, *, num_instruments: int = 5, nu
     for name, value in (("sound_probability", sound_probability), ("offscreen_probability", offscreen_probability)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    n_train, n_val, _ = _split_sizes(num_videos, split_fractions)
+    n_train, n_val, _ = split_sizes(num_videos, split_fractions)
     rng = np.random.default_rng(seed)
     order = rng.permutation(num_videos)
     split_of = {int(v): "train" if p < n_train else "val" if p < n_train + n_val else "test"
@@ -242,14 +242,14 @@ def render_avqa_video(plan: dict[str, Any], seed: int, *, image_size: int = 64, 
             image = backdrop + rng.normal(0.0, noise_sd, size=(size, size, 3))
             for shape, centre_x, centre_y, radius, tint in placed:
                 jitter_x, jitter_y = rng.normal(0.0, 0.5, size=2)
-                mask = _shape_mask(shape, grid_x - centre_x - jitter_x, grid_y - centre_y - jitter_y, radius)
+                mask = shape_mask(shape, grid_x - centre_x - jitter_x, grid_y - centre_y - jitter_y, radius)
                 image[mask] = tint
             frames[segment * fps + k] = np.clip(image, 0, 255).astype(np.uint8)
         wave = rng.normal(0.0, hiss, size=sample_rate)
         for source in sources:
             window = source["window"]
             if window is not None and window[0] <= segment < window[1]:
-                wave += source["amplitude"] * ramp * _class_sound(CLASS_SPECS[source["instrument"]], rng, t)
+                wave += source["amplitude"] * ramp * class_sound(CLASS_SPECS[source["instrument"]], rng, t)
         samples[segment * sample_rate:(segment + 1) * sample_rate] = wave
     return frames, np.clip(samples, -1.0, 1.0)
 
@@ -332,7 +332,7 @@ def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int =
     records = _records(plans)
     by_split = {split: [record for s, record in records if s == split] for split in SPLIT_FILES}
     ground_truth = {
-        "format_version": FORMAT_VERSION, "generator": "molt.data.synthetic_avqa.generate_avqa", "seed": seed,
+        "format_version": FORMAT_VERSION, "generator": "molt.tasks.avqa.synthetic.generate_avqa", "seed": seed,
         "num_videos": num_videos, "options": options, "instruments": list(INSTRUMENTS[:num_instruments]),
         "sound_probability": sound_probability, "offscreen_probability": offscreen_probability,
         "videos": [{k: plan[k] for k in ("video_id", "split", "objects", "offscreen", "questions")}

@@ -54,7 +54,7 @@ Quirks of the real ``metadata.csv`` (11,356 rows, no final newline) and how they
   ``60 * s_min + s_sec`` without range checks on ``s_sec``.
 
 Decoding (torch-free, so that worker processes stay light): :func:`read_frame`, :func:`read_mask`,
-:func:`read_audio` and :func:`decode_avs_clip`, the worker entry point of :mod:`molt.data.prepared_avs`.
+:func:`read_audio` and :func:`decode_avs_clip`, the worker entry point of :mod:`molt.tasks.avs.prepared`.
 """
 from __future__ import annotations
 
@@ -469,7 +469,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int, *, num_segments: int =
 
 def decode_avs_clip(job: tuple[int, str, list[str], list[list[str] | None], str, dict[str, Any]]
                     ) -> tuple[int, str, Any, Any, Any, str, str]:
-    """Worker entry point of :func:`molt.data.prepared_avs.prepare_avs`.
+    """Worker entry point of :func:`molt.tasks.avs.prepared.prepare_avs`.
 
     Args:
         job: ``(position, name, frame paths, mask candidates per frame (None = not annotated), audio path,
@@ -481,7 +481,7 @@ def decode_avs_clip(job: tuple[int, str, list[str], list[list[str] | None], str,
         failure reason (``"missing file"``, ``"empty file"``, ``"undecodable"``, ``"no audio track"``,
         ``"too short"``) with its detail.
     """
-    from .media import is_silent
+    from ...data.media import is_silent
 
     position, name, frame_paths, mask_paths, audio_path, options = job
     size, mask_size = options["image_size"], options["mask_size"]

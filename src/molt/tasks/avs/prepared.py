@@ -1,8 +1,8 @@
 """Decode an AVSBench setting (S4 or MS3) once into memory-mappable arrays, and a torch ``Dataset`` over them.
 
 Part of molt-av (Apache-2.0), an implementation of "Mixture of Layer-Wise Tokens for Efficient Audio-Visual
-Learning" (MoLT). Input: any layout :class:`molt.data.avsbench.AVSBenchLayout` finds (AVSBench-object v1 or
-AVSBench-semantic, real or written by :func:`molt.data.synthetic_avs.generate_avs`).
+Learning" (MoLT). Input: any layout :class:`molt.tasks.avs.reader.AVSBenchLayout` finds (AVSBench-object v1 or
+AVSBench-semantic, real or written by :func:`molt.tasks.avs.synthetic.generate_avs`).
 
 Prepared format (``out_dir``, format version 1), one media row per clip::
 
@@ -26,7 +26,6 @@ the release), whatever size the frames are fed to the backbone at. Crash safety 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -36,11 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .avsbench import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip
-from .media import parallel_map
-from .prepared import INDEX_FILE, PreparedClips, PrepareReport, commit_index, read_prepared_index
+from ...data.media import parallel_map
+from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
+                              read_prepared_index)
+from .reader import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip
 
-__all__ = ["prepare_avs", "ensure_prepared_avs", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
+__all__ = ["prepare_avs", "ensure_prepared", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
            "DEFAULT_MASK_SIZE", "DEFAULT_SAMPLE_RATE"]
 
 _logger = logging.getLogger(__name__)
@@ -167,8 +167,10 @@ def _read_index(path: Path) -> dict[str, Any]:
                                prepare_command="molt prepare avs")
 
 
-def ensure_prepared_avs(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
-                        workers: int = 2, show_progress: bool = True) -> Path:
+def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
+                        workers: int = 2, show_progress: bool = True,
+                        out_dir: str | os.PathLike | None = None, limit: int | None = None,
+                        force: bool = False) -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` may be a prepared directory (holds ``index.json``) or an AVSBench root, whose prepared copy of a
@@ -176,6 +178,9 @@ def ensure_prepared_avs(data: str | os.PathLike, *, setting: str | None = None, 
     directory holds. ``image_size=None`` keeps an existing prepared copy whatever its size; for a new one it is
     the synthetic generator's frame size (frames and masks, from the ``synthetic_ground_truth.json`` beside the
     meta file) or 192 for the frames and 224 for the masks (the release's annotation size).
+
+    ``out_dir`` puts a new prepared copy elsewhere; ``force=True`` (or a ``limit``: only the first ``limit``
+    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does).
 
     Raises:
         ValueError: a prepared directory of another setting than the one asked for, or of another format.
@@ -191,22 +196,19 @@ def ensure_prepared_avs(data: str | os.PathLike, *, setting: str | None = None, 
                              f"AVSBench root or the prepared_{setting} directory")
         return data
     setting = setting or "s4"
-    out = data / f"prepared_{setting}"
-    if (out / INDEX_FILE).is_file():
+    out = Path(out_dir) if out_dir is not None else data / f"prepared_{setting}"
+    if not force and limit is None and (out / INDEX_FILE).is_file():
         existing = _read_index(out / INDEX_FILE)
         if image_size is None or existing.get("image_size") == image_size:
             return out
     layout = AVSBenchLayout.find(data, setting)  # a clear FileNotFoundError before anything is written
-    from .synthetic import GROUND_TRUTH_FILE
-
     mask_size = DEFAULT_MASK_SIZE
-    ground_truth = layout.meta_path.parent / GROUND_TRUTH_FILE
-    if ground_truth.is_file():
-        generated = int(json.loads(ground_truth.read_text())["options"]["image_size"])
+    generated = generated_image_size(layout.meta_path.parent)
+    if generated is not None:
         mask_size = generated
         image_size = generated if image_size is None else image_size
     prepare_avs(data, out, setting=setting, image_size=image_size or DEFAULT_IMAGE_SIZE, mask_size=mask_size,
-                workers=workers, show_progress=show_progress)
+                workers=workers, show_progress=show_progress, limit=limit)
     return out
 
 

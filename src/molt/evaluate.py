@@ -1,0 +1,110 @@
+"""Plain-PyTorch evaluation and prediction of trained models, for any registered task.
+
+Part of molt-av (Apache-2.0). ``molt eval`` and ``molt predict`` run here, without Lightning: a model is rebuilt
+with :func:`load_trained` (an adapter directory through :meth:`AudioVisualModel.from_pretrained`, or a training
+checkpoint ``best.ckpt`` / ``last.ckpt``), evaluated on a split of the task's prepared data with the task head's
+metric sums, and drawn with the task's pictures.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .config import ExperimentConfig, load_config
+from .model import AudioVisualModel, build_model
+from .tasks import get_task
+
+__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict"]
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> AudioVisualModel:
+    """Rebuild a model from a training checkpoint of ``molt train`` (``best.ckpt``, ``last.ckpt``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be read, is not a molt checkpoint, or lacks trainable tensors of its model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise ValueError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); use another "
+                         f"checkpoint (e.g. the adapters/best directory of the run) or train again") from None
+    if not isinstance(state, dict) or "molt_config" not in state or "state_dict" not in state:
+        raise ValueError(f"{path} is not a molt training checkpoint (no 'molt_config' / 'state_dict' entry)")
+    config = load_config(overrides=state["molt_config"], source=str(path))
+    model = build_model(config, state["molt_task_options"])
+    prefix = "model."
+    trainable = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    missing = sorted(set(model.trainable_state_dict()) - set(trainable))
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} trainable tensor(s) missing, e.g. {missing[:3]}")
+    model.load_state_dict(trainable, strict=False)
+    return model
+
+
+def load_trained(checkpoint: str | os.PathLike) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
+    """``(model, experiment config, task options)`` from an adapter directory or a training checkpoint file."""
+    path = Path(checkpoint)
+    model = AudioVisualModel.from_pretrained(path) if path.is_dir() else load_training_checkpoint(path)
+    return model, model.experiment_config, model.task_options
+
+
+@torch.no_grad()
+def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
+             out_dir: str | os.PathLike | None = None, batch_size: int = 8, figure_batches: int = 2,
+             task: str | None = None) -> dict[str, Any]:
+    """Metrics of a trained model on one split, written as ``metrics.json``, plus the task's pictures of results
+    (e.g. AVE timelines, AVS mask overlays) for the first ``figure_batches`` batches.
+
+    ``task``, when given, must be the task the checkpoint was trained for. The result holds the metrics, the
+    figure paths and ``table``, the metrics as the task prints them.
+    """
+    model, config, task_options = load_trained(checkpoint)
+    if task is not None and task != config.task:
+        raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
+    model.eval()
+    spec = get_task(config.task)
+    dataset = spec.open_split(spec.prepare(data, setting=spec.check_setting(config.setting)), split)
+    source = Path(checkpoint)
+    out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / f"eval_{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    head = model.task
+    head.reset_metrics()
+    samples = []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        output = model(batch)
+        head.update_metrics(output.predictions, batch)
+        if len(samples) < figure_batches:
+            samples.append(({k: v.detach().cpu() for k, v in output.predictions.items()}, batch))
+    metrics = {k: float(v) for k, v in head.compute_metrics().items()}
+    result = {"task": config.task, "setting": config.setting, "split": split, "items": len(dataset), **metrics,
+              "checkpoint": str(checkpoint)}
+    result["figures"] = [str(path) for path in head.save_figures(samples, out, task_options)]
+    with open(out / "metrics.json", "w") as handle:
+        json.dump(result, handle, indent=2)
+    result["table"] = head.format_metrics(metrics)
+    return result
+
+
+def predict(checkpoint: str | os.PathLike, video: str | os.PathLike, *, task: str | None = None) -> dict[str, Any]:
+    """The task's predictions of a trained model for one user video (see ``TaskSpec.predict``).
+
+    ``task``, when given, must be the task the checkpoint was trained for.
+    """
+    model, config, task_options = load_trained(checkpoint)
+    if task is not None and task != config.task:
+        raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
+    spec = get_task(config.task)
+    if spec.predict is None:
+        raise NotImplementedError(f"task {config.task!r} has no predictor for single videos yet; use molt eval on "
+                                  f"a prepared data set")
+    model.eval()
+    return spec.predict(model, task_options, video)

@@ -1,0 +1,79 @@
+"""The method registry: one entry per method (name -> config class, builder, wrapper), registered in its own file.
+
+Part of molt-av (Apache-2.0). Like PEFT's ``register_peft_method``, a method's module ends with one
+:func:`register_method` call; the model builder, the feature cache, the efficiency benchmark and the CLI read
+everything method-specific from the :class:`MethodSpec` instead of comparing method names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+__all__ = ["MethodSpec", "register_method", "get_method", "method_names", "build_method", "features_class"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What the framework needs to know about one method.
+
+    Attributes:
+        name: the ``method:`` value of a config (``--method``).
+        config_class: dataclass of its hyper-parameters (``method_config:``), with ``from_dict(data, source=...)``.
+        build: ``(config, visual, audio) -> (trainable module, visual block indices, audio block indices)``.
+        wrapper: the ``nn.Module`` class that runs the trainable module on the frozen backbones
+            (``visual=, audio=, method=, visual_blocks=, audio_blocks=`` keyword arguments).
+        reads_taps: ``True`` when the method only reads block outputs (its taps can be cached with
+            ``molt extract``); ``False`` for in-block adapters that change what the backbone computes.
+        heads_option: the ``method_config`` key of its attention heads, kept by ``switch_method``.
+        description: one line for ``--help``.
+    """
+
+    name: str
+    config_class: type
+    build: Callable[[Any, nn.Module | None, nn.Module | None], tuple[nn.Module, list[int], list[int]]]
+    wrapper: type[nn.Module]
+    reads_taps: bool = True
+    heads_option: str = "num_heads"
+    description: str = ""
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add ``spec`` to the registry; a second method of the same name is refused with a ``ValueError``."""
+    if spec.name in _METHODS:
+        raise ValueError(f"a method named {spec.name!r} is already registered "
+                         f"({_METHODS[spec.name].config_class.__name__}); pick another name")
+    _METHODS[spec.name] = spec
+    return spec
+
+
+def method_names() -> list[str]:
+    """Registered method names, in registration order (``molt`` first)."""
+    return list(_METHODS)
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registry entry of ``name``; a ``ValueError`` listing the known methods otherwise."""
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}: expected one of {', '.join(method_names())}")
+    return _METHODS[name]
+
+
+def build_method(name: str, method_config: dict[str, Any] | None, visual: nn.Module | None,
+                 audio: nn.Module | None) -> tuple[nn.Module, list[int], list[int]]:
+    """A method's trainable side modules for these backbones, with the resolved visual and audio block indices.
+
+    ``method_config`` holds the method's hyper-parameters (the fields of its ``config_class``).
+    """
+    spec = get_method(name)
+    config = spec.config_class.from_dict(dict(method_config or {}), source="method_config")
+    return spec.build(config, visual, audio)
+
+
+def features_class(name: str) -> type[nn.Module]:
+    """The wrapper that runs method ``name`` on the frozen backbones (see :attr:`MethodSpec.wrapper`)."""
+    return get_method(name).wrapper

@@ -1,0 +1,46 @@
+"""AVE: audio-visual event localization (Tian et al., ECCV 2018): a category or background for every second.
+
+Part of molt-av (Apache-2.0). ``reader`` reads the release's annotation files, ``prepared`` decodes its mp4 files
+into memory-mapped arrays, ``synthetic`` writes procedural clips in the same layout, ``head`` is the event head
+and its loss, ``metrics`` the baselines, ``figures`` the timelines picture and ``predict`` runs a trained model
+on one video. The metric is the official segment accuracy.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..spec import TaskSpec, register_task
+from .figures import plot_timelines
+from .head import AVE_NUM_SEGMENTS, AVETask
+from .metrics import majority_accuracy, majority_class
+from .predict import predict_video
+from .prepared import PreparedAVE, ensure_prepared, prepare_ave
+from .reader import AVEAnnotations
+from .synthetic import generate_ave
+
+__all__ = ["SPEC", "AVETask", "AVEAnnotations", "PreparedAVE", "ensure_prepared", "prepare_ave", "generate_ave",
+           "majority_accuracy", "majority_class", "plot_timelines", "predict_video", "AVE_NUM_SEGMENTS"]
+
+
+def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random segment labels ``(B, T)`` in ``[0, C]`` (``C`` = background) for one benchmark step."""
+    return {"labels": torch.randint(0, task_options["num_classes"] + 1, (batch_clips, num_segments),
+                                    generator=generator)}
+
+
+SPEC = register_task(TaskSpec(
+    name="ave", description="audio-visual event localization (AVE): a class or background per second",
+    dataset_name="AVE", reader=AVEAnnotations, prepare=ensure_prepared, dataset=PreparedAVE,
+    synthesize=generate_ave, head=AVETask, monitor="accuracy", metric_columns=(("Acc.", "accuracy"),),
+    figures=plot_timelines,
+    presets={"tiny": "ave_molt_tiny", "paper": "ave_molt_paper", "shared": "ave_molt_shared"},
+    paper_task_options={"num_classes": 28},
+    paper_parameters={"paper": (6.2, 290.3), "shared": (3.0, 248.5)},
+    predict=predict_video, bench_targets=bench_targets,
+    # MoLT's Tab. 3 (AVE): trainable %, total params (M), GPU training memory (GB)
+    paper_efficiency={("paper", "molt"): (6.2, 290.3, 0.7), ("paper", "mettle"): (23.0, 338.0, 1.5),
+                      ("paper", "lavish"): (30.6, 374.9, 11.9), ("shared", "molt"): (3.0, 248.5, 0.6),
+                      ("shared", "mettle"): (37.2, 364.4, 1.8), ("shared", "lavish"): (2.7, 238.8, 15.4)}))

@@ -1,0 +1,33 @@
+"""MUSIC-AVQA: audio-visual question answering (Li et al., CVPR 2022), accuracy per question family and type.
+
+Part of molt-av (Apache-2.0). ``reader`` reads the release's question files and vocabularies, ``prepared``
+decodes the videos into memory-mapped arrays (one media row per video, one item per question), ``synthetic``
+writes procedural music scenes with templated questions, ``head`` is the question-grounded answer head and its
+loss, ``metrics`` the per-type accuracy, majority baseline and Tab.-1 table, ``figures`` the pictures.
+"""
+from __future__ import annotations
+
+from ..spec import TaskSpec, register_task
+from .figures import plot_attention, plot_type_accuracy
+from .head import AVQATask, negative_partners
+from .metrics import avqa_metrics, format_avqa_table, majority_baseline, metrics_from_counts
+from .prepared import PreparedAVQA, ensure_prepared, prepare_avqa
+from .reader import QUESTION_TYPES, MusicAVQA
+from .synthetic import generate_avqa
+
+__all__ = ["SPEC", "AVQATask", "MusicAVQA", "PreparedAVQA", "ensure_prepared", "prepare_avqa", "generate_avqa",
+           "avqa_metrics", "metrics_from_counts", "majority_baseline", "format_avqa_table", "plot_type_accuracy",
+           "plot_attention", "negative_partners", "QUESTION_TYPES"]
+
+# MUSIC-AVQA: about 93 question words (as the peers build the vocabulary) and 42 answers
+_PAPER_VOCABULARY = ["<pad>", "<unk>"] + [f"w{i}" for i in range(91)]
+
+SPEC = register_task(TaskSpec(
+    name="avqa", description="audio-visual question answering (MUSIC-AVQA): one of the answers per question",
+    dataset_name="MUSIC-AVQA", reader=MusicAVQA, prepare=ensure_prepared, dataset=PreparedAVQA,
+    synthesize=generate_avqa, head=AVQATask, monitor="accuracy",
+    metric_columns=(("AQ", "AQ/accuracy"), ("VQ", "VQ/accuracy"), ("AVQ", "AVQ/accuracy"), ("Avg.", "accuracy")),
+    figures=plot_type_accuracy,
+    presets={"tiny": "avqa_molt_tiny", "paper": "avqa_molt_paper", "shared": "avqa_molt_shared"},
+    paper_task_options={"question_vocab": _PAPER_VOCABULARY, "answers": [f"a{i}" for i in range(42)]},
+    paper_parameters={"paper": (25.9, 441.4), "shared": (19.5, 366.2)}))

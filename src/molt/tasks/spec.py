@@ -1,0 +1,165 @@
+"""What a task brings to the framework (:class:`TaskSpec`), and the registry of tasks.
+
+Part of molt-av (Apache-2.0). A task is one package under ``molt/tasks/`` that ends its ``__init__.py`` with one
+:func:`register_task` call, like timm's ``@register_model`` or PEFT's ``register_peft_method``. The trainer, the
+evaluator, the CLI, ``molt ablate``, ``molt params``, ``molt bench`` and ``molt analyze`` read everything
+task-specific from the spec; none of them names a task. ``docs/adding_a_task.md`` lists the pieces.
+
+Contracts (every task follows them; ``ave`` is the reference):
+
+* ``prepare(data, *, setting=None, image_size=None, workers=2, show_progress=True, out_dir=None, limit=None,
+  force=False) -> Path``: ``data`` is either a prepared directory (returned as is) or a dataset root in the real
+  on-disk layout, prepared on first use (into ``out_dir``, by default a sub-directory of the root) and reused
+  afterwards; ``force`` or ``limit`` prepares it again.
+* ``dataset(prepared_dir, split)``: a ``torch.utils.data.Dataset`` with attributes ``sample_rate``, ``image_size``,
+  ``num_segments``, a method ``task_options() -> dict`` (JSON-serialisable keyword arguments of the head that the
+  data decides: class names, vocabularies, ...) and ``item_without_media(index)``. Items are dicts with ``frames``
+  uint8 ``(T, 3, S, S)``, ``audio`` float32 ``(T, R)``, ``video_id`` and the task's targets, collatable by the
+  default collate function.
+* ``synthesize(out_dir, num_videos=..., seed=..., *, image_size=64, workers=2, setting=None)``: writes procedural
+  clips in the task's real layout (settings-free tasks take no ``setting``).
+* ``monitor``: the validation metric (a key of the head's ``compute_metrics``) that picks the best checkpoint.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .base import Task
+
+__all__ = ["TaskSpec", "register_task", "get_task", "task_names", "registered_tasks"]
+
+_TASKS: dict[str, "TaskSpec"] = {}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything task-specific, as real objects (no import strings).
+
+    Attributes:
+        name: the ``TASK`` of every ``molt VERB TASK`` command and the ``task:`` of a config.
+        description: one line for ``--help``.
+        dataset_name: the real dataset's name in messages (``AVE``, ``AVSBench``, ...).
+        reader: the class that reads the real release's annotation files (its on-disk layout).
+        prepare: prepared directory for a dataset root or prepared directory (see the module docstring).
+        dataset: the ``Dataset`` class over a prepared directory.
+        synthesize: the procedural generator writing clips in the real layout.
+        head: the :class:`~molt.tasks.base.Task` subclass (head + loss + metrics).
+        monitor: validation metric that selects the best checkpoint; ``monitor_mode`` ``max`` or ``min``.
+        metric_columns: ``(column title, metric key)`` of the paper's tables, in their order (ablation tables).
+        figures: the function drawing the task's pictures of results (called by the head's ``save_figures``).
+        presets: backbone preset (``tiny``, ``paper``, ``shared``) -> name of the task's MoLT config preset.
+        paper_task_options: what the real dataset decides for the head (class counts, vocabularies), for counting
+            parameters at paper scale without the data (``molt params``).
+        paper_parameters: backbone preset -> (trainable %, total M) the paper reports for MoLT on this task.
+        settings: task variants (``s4``, ``ms3`` for AVSBench); ``default_setting`` when none is given.
+        predict: ``(model, task_options, video) -> dict`` predictions for one user video (``molt predict``), or
+            ``None`` when the task has no predictor yet.
+        bench_targets: ``(batch_clips, num_segments, task_options, generator) -> dict`` random targets of one
+            training batch for ``molt bench efficiency``, or ``None`` when the task is not benchmarked.
+        paper_efficiency: ``(backbone preset, method) -> (trainable %, total M, training memory GB)`` of the
+            paper's efficiency columns for this task, printed beside ``molt bench efficiency``.
+        splits: the split names of the dataset.
+    """
+
+    name: str
+    description: str
+    dataset_name: str
+    reader: type
+    prepare: Callable[..., Path]
+    dataset: Callable[..., Any]
+    synthesize: Callable[..., Any]
+    head: type[Task]
+    monitor: str
+    metric_columns: tuple[tuple[str, str], ...]
+    figures: Callable[..., Any]
+    presets: Mapping[str, str]
+    paper_task_options: Mapping[str, Any]
+    paper_parameters: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    monitor_mode: str = "max"
+    settings: tuple[str, ...] = ()
+    default_setting: str | None = None
+    predict: Callable[..., dict[str, Any]] | None = None
+    bench_targets: Callable[..., dict[str, Any]] | None = None
+    paper_efficiency: Mapping[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
+    splits: tuple[str, ...] = ("train", "val", "test")
+
+    def __post_init__(self) -> None:
+        if self.monitor not in {key for _, key in self.metric_columns}:
+            raise ValueError(f"task {self.name!r}: the monitor metric {self.monitor!r} is not one of its metric "
+                             f"columns {[key for _, key in self.metric_columns]}")
+        if self.monitor_mode not in ("max", "min"):
+            raise ValueError(f"task {self.name!r}: monitor_mode must be 'max' or 'min', got {self.monitor_mode!r}")
+        if self.default_setting is not None and self.default_setting not in self.settings:
+            raise ValueError(f"task {self.name!r}: default setting {self.default_setting!r} is not one of "
+                             f"{self.settings}")
+        if "tiny" not in self.presets:
+            raise ValueError(f"task {self.name!r} needs a 'tiny' preset (the CPU default of molt train)")
+
+    def check_setting(self, setting: str | None) -> str | None:
+        """``setting`` if this task knows it (``None`` -> the default), else a ``ValueError`` naming the choices."""
+        if setting is None:
+            return self.default_setting
+        if setting not in self.settings:
+            choices = ", ".join(self.settings) if self.settings else "none (this task has no settings)"
+            raise ValueError(f"task {self.name!r} has no setting {setting!r}; choices: {choices}")
+        return setting
+
+    def open_split(self, prepared: str | os.PathLike, split: str):
+        """The task's dataset over one split of a prepared directory, refusing an empty split with the fix."""
+        dataset = self.dataset(Path(prepared), split)
+        if len(dataset) == 0:
+            raise ValueError(f"{prepared}: the {split!r} split of this {self.dataset_name} data set is empty; check "
+                             f"the split files of the data set (or see skipped.tsv there for clips that could not "
+                             f"be decoded)")
+        return dataset
+
+    def default_preset(self, backbone: str | None = None) -> str:
+        """The task's MoLT preset for a backbone preset (``tiny`` and ``tiny-shared`` -> the tiny preset)."""
+        key = "tiny" if backbone is None or backbone.startswith("tiny") else backbone
+        if key not in self.presets:
+            raise ValueError(f"task {self.name!r} has no preset for backbone {backbone!r} (presets: "
+                             f"{', '.join(f'{b}: {p}' for b, p in self.presets.items())}); pass --config")
+        return self.presets[key]
+
+    def head_option_names(self) -> list[str]:
+        """Keyword arguments the head's constructor takes (the ``head:`` section of a config)."""
+        return [name for name in inspect.signature(self.head.__init__).parameters if name != "self"]
+
+    def build_head(self, **options: Any) -> Task:
+        """The head built from keyword options (``dim``, ``num_classes``, ...); unknown options are refused."""
+        accepted = self.head_option_names()
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(f"unknown option(s) {', '.join(unknown)} for the {self.name} head; accepted: "
+                             f"{', '.join(accepted)}")
+        return self.head(**options)
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add ``spec`` to the registry; a second task of the same name is refused with a ``ValueError``."""
+    if spec.name in _TASKS:
+        raise ValueError(f"a task named {spec.name!r} is already registered ({_TASKS[spec.name].description}); "
+                         f"pick another name")
+    _TASKS[spec.name] = spec
+    return spec
+
+
+def task_names() -> list[str]:
+    """Registered task names, sorted."""
+    return sorted(_TASKS)
+
+
+def registered_tasks() -> list[TaskSpec]:
+    """Every registered spec, sorted by name."""
+    return [_TASKS[name] for name in task_names()]
+
+
+def get_task(name: str) -> TaskSpec:
+    """The registry entry of ``name``; a ``ValueError`` listing the known tasks otherwise."""
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}: expected one of {', '.join(task_names())}")
+    return _TASKS[name]
