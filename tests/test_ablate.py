@@ -6,7 +6,7 @@ import pytest
 from molt.ablate import ABLATION_TABLES, ablation_variants
 from molt.cli import main
 from molt.config import load_config
-from molt.data.synthetic import generate_ave
+from molt.tasks.ave.synthetic import generate_ave
 from molt.model import build_model
 
 

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from molt.methods import (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, MoLTConfig, build_molt, load_adapters,
+from molt.methods import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME, MoLTConfig, build_molt, load_adapters,
                           read_adapter_config, save_adapters)
 from test_molt_core import SMALL, FakeAudio, FakeVisual, _inputs
 
@@ -21,7 +21,7 @@ def _model(seed, **overrides):
 def test_round_trip_restores_identical_outputs(tmp_path):
     source = _model(seed=1)
     with torch.no_grad():  # move away from the initialisation, as training would
-        for parameter in source.molt.parameters():
+        for parameter in source.method.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)
     directory = save_adapters(source, tmp_path / "adapters", extra_config={"task": "ave", "num_classes": 29})
     target = _model(seed=2)
@@ -44,11 +44,11 @@ def test_file_holds_only_trainable_tensors(tmp_path):
     assert set(tensors) == trainable
     assert not any(name.startswith(("visual.", "audio.")) for name in tensors)
     stored = sum(t.numel() for t in tensors.values())
-    assert stored == sum(p.numel() for p in model.molt.parameters())
+    assert stored == sum(p.numel() for p in model.method.parameters())
     size = (tmp_path / ADAPTER_WEIGHTS_NAME).stat().st_size
     assert stored * 4 <= size < stored * 4 + 64 * 1024  # float32 payload plus a small header
     config = json.loads((tmp_path / ADAPTER_CONFIG_NAME).read_text())
-    assert config["format_version"] == 1
+    assert config["format_version"] == ADAPTER_FORMAT_VERSION == 2
     assert config["method"]["class"] == "MoLTConfig"
     assert config["backbones"]["visual"] == {"class": "FakeVisual", "name": "fake-visual", "tag": "random",
                                              "weights_sha256": None, "num_blocks": 4, "blocks": [2, 3]}
@@ -58,11 +58,11 @@ def test_file_holds_only_trainable_tensors(tmp_path):
 def test_load_refuses_another_config(tmp_path):
     save_adapters(_model(seed=1), tmp_path)
     other = _model(seed=1, num_tokens=4)
-    before = {name: p.clone() for name, p in other.molt.named_parameters()}
+    before = {name: p.clone() for name, p in other.method.named_parameters()}
     with pytest.raises(ValueError, match=r"method\.config\.num_tokens: file has 3, model has 4") as error:
         load_adapters(other, tmp_path)
     assert "shape mismatches" in str(error.value)
-    assert all(torch.equal(before[name], p) for name, p in other.molt.named_parameters())  # untouched
+    assert all(torch.equal(before[name], p) for name, p in other.method.named_parameters())  # untouched
 
 
 def test_load_refuses_another_backbone(tmp_path):

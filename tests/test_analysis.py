@@ -20,8 +20,8 @@ from molt.analysis import (
 )
 from molt.backbones import build_backbones
 from molt.config import load_config
-from molt.data.prepared import ensure_prepared
-from molt.data.synthetic import generate_ave
+from molt.tasks.ave.prepared import ensure_prepared
+from molt.tasks.ave.synthetic import generate_ave
 from molt.train import train
 
 

@@ -11,8 +11,9 @@ import torch
 
 from molt.tasks.ave.reader import HEADER, AVEAnnotations, read_records
 from molt.data.media import read_clip
-from molt.data.prepared import PreparedAVE, ensure_prepared, prepare_ave
-from molt.data.synthetic import GROUND_TRUTH_FILE, generate_ave
+from molt.tasks.ave.prepared import PreparedAVE, ensure_prepared, prepare_ave
+from molt.data.synthetic import GROUND_TRUTH_FILE
+from molt.tasks.ave.synthetic import generate_ave
 
 
 def _fixture_dir() -> Path | None:

@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from molt.tasks import AVETask, Task, build_task, majority_accuracy, majority_class, plot_timelines
-from molt.tasks.ave import clip_targets, segment_targets
+from molt.tasks import Task, build_task
+from molt.tasks.ave import AVETask, majority_accuracy, majority_class, plot_timelines
+from molt.tasks.ave.head import clip_targets, segment_targets
 
 DIM, C, T = 16, 5, 10
 

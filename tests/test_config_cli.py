@@ -58,9 +58,12 @@ def test_switch_method_keeps_the_common_footing():
 
 
 def test_train_without_config_uses_the_backbone_preset():
-    from molt.cli import _default_preset
+    from molt.tasks import get_task
 
-    assert _default_preset("ave", None) == "ave_molt_tiny"
-    assert _default_preset("ave", "tiny-shared") == "ave_molt_tiny"
-    assert _default_preset("ave", "paper") == "ave_molt_paper"
-    assert load_config(_default_preset("ave", "shared")).backbone == "shared"
+    spec = get_task("ave")
+    assert spec.default_preset(None) == "ave_molt_tiny"
+    assert spec.default_preset("tiny-shared") == "ave_molt_tiny"
+    assert spec.default_preset("paper") == "ave_molt_paper"
+    assert load_config(spec.default_preset("shared")).backbone == "shared"
+    with pytest.raises(ValueError, match="no preset for backbone 'paper'.*pass --config"):
+        get_task("avvp").default_preset("paper")

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from molt.backbones import build_backbones
-from molt.data import feature_cache
+from molt.features import store as feature_cache
 from molt.features.store import (DONE_FILE, CachedDataset, FeatureCache, FeatureManifest, TapGroupSpec,
                                      data_fingerprint, extract_features)
 

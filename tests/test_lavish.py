@@ -25,7 +25,7 @@ def _model(backbones, **overrides):
     visual, audio = backbones
     torch.manual_seed(0)
     method, visual_blocks, audio_blocks = build_method("lavish", {**CONFIG, **overrides}, visual, audio)
-    return LavishModel(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks,
+    return LavishModel(visual=visual, audio=audio, method=method, visual_blocks=visual_blocks,
                        audio_blocks=audio_blocks)
 
 
@@ -43,24 +43,24 @@ def test_gradients_flow_through_frozen_blocks(backbones, inputs):
     model = _model(backbones, gate_init=0.1)
     out = model(*inputs)
     (out.visual.square().mean() + out.audio.square().mean()).backward()
-    for name, parameter in model.molt.named_parameters():
+    for name, parameter in model.method.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     # the first blocks' adapters are reached only through every later frozen block
-    assert model.molt.adapters["visual"][0].down.weight.grad.abs().sum() > 0
+    assert model.method.adapters["visual"][0].down.weight.grad.abs().sum() > 0
     for backbone in backbones:
         assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
 
 
 def test_a_step_with_open_gates_changes_outputs(backbones, inputs):
     model = _model(backbones)
-    optimizer = torch.optim.Adam(model.molt.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.method.parameters(), lr=1e-2)
     before = model.compute_taps(*inputs)[0][0].detach()
     for _ in range(2):  # step 1 opens the gates (only they get gradient at 0), step 2 moves the adapters too
         optimizer.zero_grad()
         out = model(*inputs)
         (out.visual.square().mean() + out.audio.square().mean()).backward()
         optimizer.step()
-    assert all(adapter.gate.abs().item() > 0 for adapter in model.molt.adapters["visual"])
+    assert all(adapter.gate.abs().item() > 0 for adapter in model.method.adapters["visual"])
     assert not torch.allclose(model.compute_taps(*inputs)[0][0], before)
 
 

@@ -26,7 +26,7 @@ def inputs(backbones):
 def _model(backbones, **overrides):
     visual, audio = backbones
     method, visual_blocks, audio_blocks = build_method("mettle", {**CONFIG, **overrides}, visual, audio)
-    return MoLTModel(visual=visual, audio=audio, molt=method, visual_blocks=visual_blocks, audio_blocks=audio_blocks)
+    return MoLTModel(visual=visual, audio=audio, method=method, visual_blocks=visual_blocks, audio_blocks=audio_blocks)
 
 
 def test_every_block_distilled_and_shapes(backbones, inputs):
@@ -45,7 +45,7 @@ def test_fusion_is_mean_of_layer_tokens(backbones, inputs):
     model = _model(backbones)
     visual_taps, audio_taps = model.compute_taps(*inputs)
     out = model.forward_from_taps(visual_taps, audio_taps)
-    by_hand = torch.stack([lcd(tap) for lcd, tap in zip(model.molt.lcds["visual"], visual_taps)]).mean(0)
+    by_hand = torch.stack([lcd(tap) for lcd, tap in zip(model.method.lcds["visual"], visual_taps)]).mean(0)
     torch.testing.assert_close(out.visual, by_hand, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out.audio, out.extras["layer_tokens"]["audio"].mean(1), rtol=1e-5, atol=1e-6)
 
@@ -62,7 +62,7 @@ def test_gradients_reach_every_mettle_parameter_and_no_backbone(backbones, input
     before = [tap.clone() for tap in backbones[0].forward_taps(model.visual.preprocess(inputs[0]), "all")]
     out = model(*inputs)
     (out.visual.square().mean() + out.audio.square().mean()).backward()
-    for name, parameter in model.molt.named_parameters():
+    for name, parameter in model.method.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     for backbone in backbones:
         assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())

@@ -275,7 +275,7 @@ def test_layers_of_different_widths_are_projected_to_dim():
     # visual blocks 1 and 3 (widths 8 and 16) paired with audio blocks 0 and 2 (widths 6 and 12)
     model = build_molt(FakeVisual(), FakeAudio(), MoLTConfig(**SMALL, blocks_visual=[1, 3], blocks_audio=[0, -1]))
     assert model.visual_blocks == [1, 3] and model.audio_blocks == [0, 2]
-    assert model.molt.visual_dims == [8, 16] and model.molt.audio_dims == [6, 12]
+    assert model.method.visual_dims == [8, 16] and model.method.audio_dims == [6, 12]
     out = model(*_inputs())
     assert out.visual.shape == (3, 3, 8) and out.audio.shape == (3, 3, 8)
 
@@ -301,7 +301,7 @@ def test_gradient_reaches_every_trainable_parameter_and_no_backbone_parameter():
     loss = out.visual.pow(2).sum() + out.audio.pow(2).sum() + out.aux_losses["tor"]
     loss.backward()
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all(name.startswith("molt.") for name, _ in trainable)
+    assert trainable and all(name.startswith("method.") for name, _ in trainable)
     for name, parameter in trainable:
         assert parameter.grad is not None, f"no gradient reaches {name}"
         assert parameter.grad.abs().sum() > 0, f"zero gradient at {name}"
@@ -336,7 +336,7 @@ def test_single_modality_variant(modality):
     backbones = {"visual": FakeVisual() if modality == "visual" else None,
                  "audio": FakeAudio() if modality == "audio" else None}
     model = build_molt(backbones["visual"], backbones["audio"], config)
-    assert len(model.molt.fdms[0].cdas) == 0  # CDAs need both senses
+    assert len(model.method.fdms[0].cdas) == 0  # CDAs need both senses
     frames, waveform = _inputs()
     out = model(frames if modality == "visual" else None, waveform if modality == "audio" else None)
     other = "audio" if modality == "visual" else "visual"
@@ -377,9 +377,9 @@ def test_parameter_counting_dedupes_shared_backbone_and_works_on_meta():
     shared = FakeVisual(dims=(8, 8, 16, 16))
     model = build_molt(shared, shared, MoLTConfig(**SMALL))
     backbone_total = sum(p.numel() for p in shared.parameters())
-    molt_total = sum(p.numel() for p in model.molt.parameters())
+    molt_total = sum(p.numel() for p in model.method.parameters())
     assert count_parameters(model) == (molt_total, molt_total + backbone_total)
-    assert count_parameters(model.molt, shared, shared) == (molt_total, molt_total + backbone_total)
+    assert count_parameters(model.method, shared, shared) == (molt_total, molt_total + backbone_total)
     line = print_trainable_parameters(model)
     assert line.startswith(f"trainable params: {molt_total:,} || all params: {molt_total + backbone_total:,}")
     assert "trainable%: " in line

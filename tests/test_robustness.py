@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from molt.config import load_config
-from molt.data.prepared import ensure_prepared
-from molt.data.synthetic import generate_ave
-from molt.train import NonFiniteLossError, evaluate, train
+from molt.tasks.ave.prepared import ensure_prepared
+from molt.tasks.ave.synthetic import generate_ave
+from molt.evaluate import evaluate
+from molt.train import NonFiniteLossError, train
 
 
 @pytest.fixture(scope="module")
@@ -115,5 +116,5 @@ def test_a_cache_for_other_blocks_or_lavish_is_refused(prepared, tmp_path):
     from molt.config import switch_method
 
     lavish = switch_method(load_config("ave_molt_tiny", {"trainer": {"max_epochs": 1}}), "lavish")
-    with pytest.raises(ValueError, match="LAVisH cannot train from a feature cache"):
+    with pytest.raises(ValueError, match="lavish cannot train from a feature cache"):
         train(lavish, data=prepared, out_dir=tmp_path, enable_progress_bar=False, features=cache)

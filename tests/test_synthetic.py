@@ -7,8 +7,8 @@ import pytest
 
 from molt.tasks.ave.reader import AVEAnnotations
 from molt.data.media import read_clip
-from molt.data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, NONE, generate_ave, plan_videos,
-                                 single_modality_oracle)
+from molt.data.synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, NONE
+from molt.tasks.ave.synthetic import generate_ave, plan_videos, single_modality_oracle
 
 ANNOTATION_FILES = ("Annotations.txt", "trainSet.txt", "valSet.txt", "testSet.txt")
 SMALL = dict(image_size=32, fps=2, num_classes=4, show_progress=False)

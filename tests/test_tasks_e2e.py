@@ -39,7 +39,7 @@ def test_avs_s4_beats_all_background_and_all_foreground(tmp_path):
     result = train(config, data=data, out_dir=tmp_path / "runs", enable_progress_bar=False)
     assert result["monitor"] == "val/mIoU"
 
-    from molt.train import load_trained
+    from molt.evaluate import load_trained
 
     head = load_trained(result["adapters"])[0].task
     test_set = PreparedAVS(ensure_prepared(data, setting="s4"), "test")
@@ -72,7 +72,7 @@ def test_avvp_beats_trivial_parsers(tmp_path):
     result = train(config, data=data, out_dir=tmp_path / "runs", enable_progress_bar=False)
     assert result["monitor"] == "val/segment_type_av_f1"
 
-    from molt.train import load_trained
+    from molt.evaluate import load_trained
 
     head = load_trained(result["adapters"])[0].task
     test_set = PreparedLLP(ensure_prepared(data), "test")
@@ -99,7 +99,7 @@ def test_avvp_beats_trivial_parsers(tmp_path):
 
 
 def test_eval_refuses_a_checkpoint_of_another_task(tmp_path):
-    from molt.data.synthetic import generate_ave
+    from molt.tasks.ave.synthetic import generate_ave
 
     data = tmp_path / "ave"
     generate_ave(data, num_videos=16, seed=0, image_size=64, fps=4, workers=1, show_progress=False)
@@ -107,7 +107,7 @@ def test_eval_refuses_a_checkpoint_of_another_task(tmp_path):
     result = train(config, data=data, out_dir=tmp_path / "runs", enable_progress_bar=False)
     assert main(["eval", "avs", "--data", str(data), "--checkpoint", result["adapters"]]) == 2
     with pytest.raises(ValueError, match="trained for task 'ave', not 'avs'"):
-        from molt.train import evaluate
+        from molt.evaluate import evaluate
 
         evaluate(result["adapters"], data=data, task="avs")
 

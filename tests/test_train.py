@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from molt.config import load_config
-from molt.data.prepared import PreparedAVE, ensure_prepared
-from molt.data.synthetic import generate_ave
+from molt.tasks.ave.prepared import PreparedAVE, ensure_prepared
+from molt.tasks.ave.synthetic import generate_ave
 from molt.tasks.ave import majority_accuracy
-from molt.train import evaluate, load_trained, train
+from molt.evaluate import evaluate, load_trained
+from molt.train import train
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_checkpoints_hold_only_trainable_weights(trained):
     result, _ = trained
     state = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
     keys = set(state["state_dict"])
-    assert keys and all(k.startswith(("model.features.molt.", "model.task.")) for k in keys)
+    assert keys and all(k.startswith(("model.features.method.", "model.task.")) for k in keys)
     assert not any(k.startswith(("model.features.visual.", "model.features.audio.")) for k in keys)
 
 

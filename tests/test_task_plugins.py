@@ -1,0 +1,353 @@
+"""Tasks and methods are plugins: every registered task has every piece, the layering holds, the CLI has one shape,
+the library verbs run without Lightning, and adapters of the previous format still load."""
+import ast
+import dataclasses
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from molt.cli import build_parser, main
+from molt.config import load_config, preset_names
+from molt.methods import MethodSpec, get_method, method_names, register_method
+from molt.model import AudioVisualModel
+from molt.tasks import Task, TaskSpec, get_task, register_task, registered_tasks, task_names
+from molt.tasks import spec as spec_module
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "molt"
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "adapters_v1"
+TASK_FILES = ("__init__.py", "reader.py", "prepared.py", "synthetic.py", "head.py", "metrics.py", "figures.py")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# every task has every piece
+
+def test_the_four_tasks_are_registered():
+    assert task_names() == ["ave", "avqa", "avs", "avvp"]
+
+
+@pytest.mark.parametrize("name", task_names())
+def test_every_registered_task_has_every_piece(name):
+    spec = get_task(name)
+    folder = SRC / "tasks" / name
+    for file in TASK_FILES:
+        assert (folder / file).is_file(), f"task {name} has no {file}"
+    assert inspect.isclass(spec.reader) and spec.reader.__module__ == f"molt.tasks.{name}.reader"
+    assert spec.prepare.__module__ == spec.dataset.__module__ == f"molt.tasks.{name}.prepared"
+    assert spec.synthesize.__module__ == f"molt.tasks.{name}.synthetic"
+    assert issubclass(spec.head, Task) and spec.head.__module__ == f"molt.tasks.{name}.head"
+    assert spec.figures.__module__ == f"molt.tasks.{name}.figures"
+    assert spec.monitor in [key for _, key in spec.metric_columns]
+    assert "tiny" in spec.presets
+    for backbone, preset in spec.presets.items():
+        assert preset in preset_names(), f"{name}: preset {preset} is not shipped"
+        config = load_config(preset)
+        assert config.task == name and config.backbone == backbone
+    assert set(spec.paper_parameters) <= set(spec.presets)
+    # the head accepts what the real dataset decides (what molt params counts at paper scale)
+    from molt.params import count_preset
+
+    count = count_preset(spec.presets["tiny"])
+    assert count.task == name and count.head_params > 0
+
+
+def test_the_guide_lists_every_spec_field():
+    guide = (ROOT / "docs" / "adding_a_task.md").read_text()
+    for field in dataclasses.fields(TaskSpec):
+        assert f"`{field.name}`" in guide, f"docs/adding_a_task.md does not describe TaskSpec.{field.name}"
+    for file in TASK_FILES:
+        assert f"`{file}`" in guide
+
+
+def test_a_spec_is_checked_when_it_is_made():
+    ave = get_task("ave")
+    with pytest.raises(ValueError, match="monitor metric 'mIoU' is not one of its metric columns"):
+        dataclasses.replace(ave, monitor="mIoU")
+    with pytest.raises(ValueError, match="needs a 'tiny' preset"):
+        dataclasses.replace(ave, presets={"paper": "ave_molt_paper"})
+    with pytest.raises(ValueError, match="default setting 'ms3'"):
+        dataclasses.replace(ave, default_setting="ms3")
+
+
+def test_duplicate_names_are_refused():
+    with pytest.raises(ValueError, match="a task named 'ave' is already registered"):
+        register_task(dataclasses.replace(get_task("ave"), description="another AVE"))
+    with pytest.raises(ValueError, match="a method named 'molt' is already registered"):
+        register_method(dataclasses.replace(get_method("molt")))
+    assert method_names()[:3] == ["molt", "mettle", "lavish"]
+    with pytest.raises(ValueError, match="unknown method 'nope'.*molt, mettle, lavish"):
+        get_method("nope")
+    with pytest.raises(ValueError, match="unknown task 'nope'.*ave, avqa, avs, avvp"):
+        get_task("nope")
+
+
+def test_a_new_task_is_one_registration(monkeypatch):
+    """A registered task appears in every verb's TASK choices and drives the ablation table's columns."""
+    toy = dataclasses.replace(get_task("ave"), name="toy", metric_columns=(("Acc.", "accuracy"), ("Loss", "loss")))
+    monkeypatch.setitem(spec_module._TASKS, "toy", toy)
+    assert "toy" in task_names()
+    parser = build_parser()
+    for argv in (["synth", "toy", "--out", "x"], ["train", "toy", "--data", "x"], ["eval", "toy", "--data", "x",
+                 "--checkpoint", "c"], ["extract", "toy", "--data", "x", "--out", "y"], ["prepare", "toy", "--data", "x"],
+                 ["ablate", "toy", "--table", "7", "--data", "x"], ["analyze", "layers", "toy", "--data", "x"]):
+        assert parser.parse_args(argv).task == "toy"
+    from molt.ablate import AblationTable
+
+    table = AblationTable(table=7, title="Fusion", task="toy", setting=None, base_config="ave_molt_tiny",
+                          rows=[{"variant": "MLP", "test": {"accuracy": 0.5, "loss": 0.25}, "trainable_params": 10,
+                                 "activation_bytes": 2 ** 20}])
+    assert "| TOY Acc. | TOY Loss |" in table.markdown() and "| 50.0 | 25.0 |" in table.markdown()
+
+
+def test_a_method_spec_decides_caching_and_heads():
+    assert get_method("molt").reads_taps and get_method("mettle").reads_taps and not get_method("lavish").reads_taps
+    assert isinstance(get_method("lavish"), MethodSpec) and get_method("lavish").heads_option == "out_heads"
+    from molt.config import switch_method
+
+    lavish = switch_method(load_config("ave_molt_tiny"), "lavish")
+    assert lavish.method_config["out_heads"] == load_config("ave_molt_tiny").method_config["num_heads"]
+    back = switch_method(lavish, "mettle")
+    assert back.method_config["num_heads"] == lavish.method_config["out_heads"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# layering
+
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(relative.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    modules = {_module_name(path): path for path in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = name.split(".") if is_package else name.split(".")[:-1]
+                    parts = parts[:len(parts) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules and not target.startswith(("lightning", "pytorch_lightning")):
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    imported.add(target)
+        graph[name] = imported
+    return graph
+
+
+def test_no_import_cycle_anywhere():
+    graph = {name: {d for d in deps if d.startswith("molt") and not d.startswith(name + ".")}
+             for name, deps in _import_graph().items()}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_arrows_point_down():
+    graph = _import_graph()
+    for name, deps in graph.items():
+        lightning = {d for d in deps if d.startswith(("lightning", "pytorch_lightning"))}
+        assert not lightning or name == "molt.train", f"{name} imports Lightning"
+        if name.startswith(("molt.data", "molt.methods", "molt.features", "molt.backbones")):
+            upward = {d for d in deps if d.startswith(("molt.tasks", "molt.model", "molt.train", "molt.evaluate",
+                                                       "molt.cli"))}
+            assert not upward, f"{name} imports {sorted(upward)}"
+        if name.startswith("molt.tasks."):
+            own = ".".join(name.split(".")[:3])
+            others = {d for d in deps if d.startswith("molt.tasks.") and not d.startswith(own)
+                      and d not in ("molt.tasks.base", "molt.tasks.spec")}
+            assert not others, f"{name} imports another task: {sorted(others)}"
+            assert not {d for d in deps if d.startswith(("molt.model", "molt.train", "molt.cli"))}, name
+        if name.endswith(".prepared") or name.endswith(".reader"):
+            assert not {d for d in deps if d.endswith(".synthetic") and d != "molt.data.synthetic"}, \
+                f"{name} (real data) imports a generator"
+            assert "molt.data.synthetic" not in deps, f"{name} (real data) imports the generator's primitives"
+
+
+def test_the_old_registry_module_is_only_a_shim():
+    import molt.task_registry as shim
+
+    with pytest.warns(DeprecationWarning, match="use molt.tasks"):
+        assert shim.get_task_spec is get_task
+    with pytest.warns(DeprecationWarning):
+        assert set(shim.TASK_SPECS) == set(task_names())
+    users = [path for path in SRC.rglob("*.py") if path.name != "task_registry.py"
+             and ("task_registry" in path.read_text() or "TASK_SPECS" in path.read_text())]
+    assert users == []
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# one CLI shape
+
+def _subparsers(parser):
+    action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return action.choices
+
+
+def test_every_flag_has_help_and_task_verbs_take_the_task_first():
+    verbs = _subparsers(build_parser())
+    for name, sub in verbs.items():
+        for action in sub._actions:
+            if action.dest == "help" or action.help == "==SUPPRESS==":
+                continue
+            assert action.help, f"molt {name}: {action.option_strings or action.dest} has no help text"
+    for name in ("prepare", "train", "eval", "predict", "extract", "ablate", "analyze", "bench", "synth"):
+        positional = [a.dest for a in verbs[name]._actions if not a.option_strings and a.dest != "help"]
+        assert "task" in positional, f"molt {name} takes no TASK"
+    for name in ("prepare", "train", "eval", "extract", "ablate", "analyze"):
+        assert "--data" in verbs[name]._option_string_actions
+
+
+def test_each_verb_shows_only_its_own_flags_with_defaults():
+    verbs = _subparsers(build_parser())
+    extract_help = verbs["extract"].format_help()
+    for training_only in ("--epochs", "--lr", "--strategy", "--precision", "--accelerator", "--resume"):
+        assert training_only not in extract_help
+    assert "(default: float16)" in extract_help and "(default: 256)" in extract_help
+    assert "--epochs" in verbs["train"].format_help() and "--epochs" in verbs["ablate"].format_help()
+    assert "(default: runs)" in verbs["train"].format_help()
+    assert "--root" not in verbs["prepare"].format_help() and "--task " not in verbs["extract"].format_help()
+
+
+def test_old_spellings_work_with_a_deprecation_warning(tmp_path, caplog, monkeypatch):
+    from molt import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "_cmd_extract", lambda args: seen.setdefault("extract", cli._task_of(args, "extract")))
+    parser = cli.build_parser()
+    args = parser.parse_args(["extract", "--task", "avs", "--data", "d", "--out", "o"])
+    assert cli._task_of(args, "extract") == "avs"
+    assert "deprecated: molt extract --task avs; use molt extract avs" in caplog.text
+    args = parser.parse_args(["bench", "efficiency", "--backbone", "tiny"])
+    assert cli._task_of(args, "bench efficiency", default="ave") == "ave"
+    assert "deprecated: molt bench efficiency without a task" in caplog.text
+    args = parser.parse_args(["prepare", "ave", "--root", "r"])
+    assert cli._data_of(args, "prepare") == "r" and "molt prepare TASK --data DIR" in caplog.text
+    args = parser.parse_args(["ablate", "ave", "--task", "avs", "--table", "7", "--data", "d"])
+    with pytest.raises(ValueError, match="disagree"):
+        cli._task_of(args, "ablate")
+    assert main(["prepare", "ave"]) == 2 and "--data DIR is required" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# adapters of the previous format
+
+def test_adapters_of_format_1_load_and_reproduce_their_outputs(tmp_path):
+    saved = json.loads((FIXTURE_V1 / "adapter_config.json").read_text())
+    assert saved["format_version"] == 1 and all(name.startswith(("features.molt.", "task."))
+                                                for name in saved["tensors"])
+    model = AudioVisualModel.from_pretrained(FIXTURE_V1).eval()
+    reference = json.loads((FIXTURE_V1 / "reference_outputs.json").read_text())
+    generator = torch.Generator().manual_seed(1)
+    batch = {"frames": torch.randint(0, 256, (1, 10, 3, 64, 64), dtype=torch.uint8, generator=generator),
+             "audio": 0.1 * torch.randn(1, 10, 32000, generator=generator)}
+    with torch.no_grad():
+        predictions = model(batch).predictions
+    for key, values in reference["predictions"].items():
+        torch.testing.assert_close(predictions[key], torch.tensor(values), rtol=1e-4, atol=1e-5)
+    # saved again, it is a format-2 directory with the new names, and it loads to the same tensors
+    model.save_pretrained(tmp_path / "v2")
+    upgraded = json.loads((tmp_path / "v2" / "adapter_config.json").read_text())
+    assert upgraded["format_version"] == 2
+    assert any(name.startswith("features.method.") for name in upgraded["tensors"])
+    assert not any(name.startswith("features.molt.") for name in upgraded["tensors"])
+    again = AudioVisualModel.from_pretrained(tmp_path / "v2")
+    for name, tensor in model.trainable_state_dict().items():
+        assert torch.equal(tensor, again.trainable_state_dict()[name]), name
+
+
+def test_a_damaged_adapter_directory_is_named(tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(FIXTURE_V1, broken)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"{weights}.*damaged or truncated"):
+        AudioVisualModel.from_pretrained(broken)
+    with pytest.raises(FileNotFoundError, match="is not an adapter directory"):
+        AudioVisualModel.from_pretrained(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the library verbs run without Lightning
+
+def test_eval_predict_extract_analyze_params_do_not_import_lightning(tmp_path):
+    """One process runs each library verb for real (on the format-1 fixture model and generated clips) and then
+    checks that Lightning was never imported."""
+    script = textwrap.dedent(f"""
+        import sys
+        from molt.cli import main
+        from molt.tasks.ave import generate_ave
+        data = {str(tmp_path / "ave")!r}
+        generate_ave(data, num_videos=6, seed=0, num_classes=3, workers=1, show_progress=False)
+        checkpoint = {str(FIXTURE_V1)!r}
+        video = next(__import__("pathlib").Path(data, "AVE").glob("*.mp4"))
+        steps = [
+            ["prepare", "ave", "--data", data, "--workers", "1"],
+            ["eval", "ave", "--data", data, "--checkpoint", checkpoint, "--out", {str(tmp_path / "eval")!r}],
+            ["predict", "ave", "--checkpoint", checkpoint, "--video", str(video)],
+            ["extract", "ave", "--data", data, "--out", {str(tmp_path / "cache")!r}, "--splits", "test",
+             "--device", "cpu"],
+            ["analyze", "layers", "ave", "--data", data, "--clips", "2", "--out", {str(tmp_path / "layers")!r}],
+            ["analyze", "tokens", "ave", "--data", data, "--checkpoint", checkpoint, "--clips", "1",
+             "--out", {str(tmp_path / "tokens")!r}],
+            ["params", "avvp"],
+        ]
+        for argv in steps:
+            code = main(argv)
+            assert code == 0, (argv, code)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning"))
+        assert not loaded, loaded[:5]
+        print("OK")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stdout[-2000:] + done.stderr[-4000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["task"] == "ave" and 0.0 <= metrics["accuracy"] <= 1.0 and metrics["figures"]
+    assert (tmp_path / "layers" / "layer_similarity.png").is_file()
+    assert (tmp_path / "cache" / "test" / "split.json").is_file()
+
+
+def test_prepare_takes_out_and_limit_for_every_task(tmp_path, caplog):
+    """``molt prepare TASK --data ROOT --out DIR --limit N`` is the same verb for every task."""
+    from molt.tasks.avvp import generate_llp
+
+    root = tmp_path / "llp"
+    generate_llp(root, num_videos=12, seed=0, workers=1, show_progress=False)
+    assert main(["prepare", "avvp", "--data", str(root), "--out", str(tmp_path / "few"), "--limit", "4",
+                 "--workers", "1"]) == 0
+    index = json.loads((tmp_path / "few" / "index.json").read_text())
+    assert sum(index["splits"].values()) <= 4 and len([v for v in index["videos"] if v]) == 4
+    assert not (root / "prepared").exists()
