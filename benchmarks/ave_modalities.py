@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 
 from molt.config import load_config
-from molt.data.prepared import PreparedAVE, ensure_prepared
-from molt.data.synthetic import generate_ave
 from molt.demo import default_workdir
-from molt.tasks.ave import majority_accuracy
+from molt.tasks.ave import PreparedAVE, ensure_prepared, generate_ave, majority_accuracy
 from molt.train import train
 
 

@@ -17,9 +17,7 @@ from pathlib import Path
 import torch
 
 from molt.config import load_config
-from molt.tasks.avqa.prepared import PreparedAVQA, ensure_prepared
-from molt.tasks.avqa.synthetic import generate_avqa
-from molt.tasks.avqa import format_avqa_table, majority_baseline
+from molt.tasks.avqa import PreparedAVQA, ensure_prepared, format_avqa_table, generate_avqa, majority_baseline
 from molt.train import train
 
 

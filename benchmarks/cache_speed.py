@@ -27,9 +27,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from molt.config import load_config
-from molt.data.prepared import PreparedAVE, ensure_prepared
-from molt.data.synthetic import generate_ave
-from molt.extract import cached_splits, extract
+from molt.extract import extract
+from molt.features.extract import cached_splits
+from molt.tasks.ave import PreparedAVE, ensure_prepared, generate_ave
 from molt.model import build_model
 
 
@@ -89,7 +89,8 @@ def measure(preset: str, data_dir: Path, batch_size: int, device: str, workdir: 
     online_s, batches = _epoch_seconds(model, loader, device)
     del model
     cached_model = build_model(config, train_set.task_options(), backbones_on_meta=True).to(device)
-    cached_set = cached_splits(config, cached_model, prepared, {"train": train_set}, cache)["train"]
+    cached_set = cached_splits(cached_model, {"train": train_set}, cache, task=config.task,
+                               setting=config.setting, prepared=prepared)["train"]
     cached_s, _ = _epoch_seconds(cached_model, DataLoader(cached_set, batch_size=batch_size, shuffle=False), device)
     return {"preset": preset, "device": device, "clips": len(train_set), "batch_size": batch_size,
             "timed_batches": batches, "bare_clips_per_s": bare, "extract_clips_per_s": report.clips_per_second,

@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from molt.methods import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME, MoLTConfig, build_molt, load_adapters,
-                          read_adapter_config, save_adapters)
+from molt.methods import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME, MoLTConfig, build_molt,
+                          load_adapters, read_adapter_config, save_adapters)
 from test_molt_core import SMALL, FakeAudio, FakeVisual, _inputs
 
 

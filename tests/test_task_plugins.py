@@ -16,7 +16,7 @@ from molt.cli import build_parser, main
 from molt.config import load_config, preset_names
 from molt.methods import MethodSpec, get_method, method_names, register_method
 from molt.model import AudioVisualModel
-from molt.tasks import Task, TaskSpec, get_task, register_task, registered_tasks, task_names
+from molt.tasks import Task, TaskSpec, get_task, register_task, task_names
 from molt.tasks import spec as spec_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,9 +93,10 @@ def test_a_new_task_is_one_registration(monkeypatch):
     monkeypatch.setitem(spec_module._TASKS, "toy", toy)
     assert "toy" in task_names()
     parser = build_parser()
-    for argv in (["synth", "toy", "--out", "x"], ["train", "toy", "--data", "x"], ["eval", "toy", "--data", "x",
-                 "--checkpoint", "c"], ["extract", "toy", "--data", "x", "--out", "y"], ["prepare", "toy", "--data", "x"],
-                 ["ablate", "toy", "--table", "7", "--data", "x"], ["analyze", "layers", "toy", "--data", "x"]):
+    for argv in (["synth", "toy", "--out", "x"], ["train", "toy", "--data", "x"],
+                 ["eval", "toy", "--data", "x", "--checkpoint", "c"], ["extract", "toy", "--data", "x", "--out", "y"],
+                 ["prepare", "toy", "--data", "x"], ["ablate", "toy", "--table", "7", "--data", "x"],
+                 ["analyze", "layers", "toy", "--data", "x"]):
         assert parser.parse_args(argv).task == "toy"
     from molt.ablate import AblationTable
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-__all__ = ["TaskSpec", "TASK_SPECS", "get_task_spec", "task_names"]
+__all__ = ["TaskSpec", "TASK_SPECS", "get_task_spec", "task_names"]  # noqa: F822 - provided by __getattr__
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +17,7 @@ def __getattr__(name: str) -> Any:
                     "TASK_SPECS": {spec.name: spec for spec in tasks.registered_tasks()}}
     if name not in replacements:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(f"molt.task_registry.{name} is deprecated; use molt.tasks ({'get_task' if name == 'get_task_spec' else name}"
-                  f" or registered_tasks())", DeprecationWarning, stacklevel=2)
+    new_name = "get_task" if name == "get_task_spec" else name
+    warnings.warn(f"molt.task_registry.{name} is deprecated; use molt.tasks ({new_name} or registered_tasks())",
+                  DeprecationWarning, stacklevel=2)
     return replacements[name]

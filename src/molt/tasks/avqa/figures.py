@@ -38,7 +38,8 @@ def plot_type_accuracy(metrics: Mapping[str, float], path: str | Path) -> Path:
     axis.bar(positions, [100 * value for _, _, value in bars], color=[_family_colour(f) for f, _, _ in bars])
     for x, (family, _, value) in zip(positions, bars):
         axis.text(x, 100 * value + 1, f"{100 * value:.1f}", ha="center", fontsize=7)
-    axis.set_xticks(list(positions), [f"{FAMILY_ABBREVIATIONS[f]}\n{TYPE_SHORT_NAMES[s]}" for f, s, _ in bars], fontsize=8)
+    axis.set_xticks(list(positions), [f"{FAMILY_ABBREVIATIONS[f]}\n{TYPE_SHORT_NAMES[s]}" for f, s, _ in bars],
+                    fontsize=8)
     for family, _ in TABLE_COLUMNS:
         key = f"{FAMILY_ABBREVIATIONS[family]}/accuracy"
         if key in metrics:

@@ -25,7 +25,8 @@ def _cells(family: torch.Tensor, subtype: torch.Tensor) -> torch.Tensor:
     return family * len(SUBTYPES) + subtype
 
 
-def cell_counts(correct: torch.Tensor, family: torch.Tensor, subtype: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cell_counts(correct: torch.Tensor, family: torch.Tensor,
+                subtype: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Correct and total counts per (family, sub-type), both float64 ``(F, S)``."""
     cells = _cells(family, subtype)
     correct = torch.as_tensor(correct).reshape(-1).to(torch.float64)
@@ -96,7 +97,8 @@ TABLE_COLUMNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Visual", ("Counting", "Location")),
     ("Audio-Visual", ("Existential", "Counting", "Location", "Comparative", "Temporal")),
 )
-TYPE_SHORT_NAMES = {"Counting": "Count", "Comparative": "Comp", "Existential": "Exist", "Location": "Loc", "Temporal": "Temp"}
+TYPE_SHORT_NAMES = {"Counting": "Count", "Comparative": "Comp", "Existential": "Exist", "Location": "Loc",
+                    "Temporal": "Temp"}
 
 
 def format_avqa_table(metrics: Mapping[str, Any], *, name: str = "MoLT") -> str:

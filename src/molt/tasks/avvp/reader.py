@@ -60,8 +60,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["LLP_CATEGORIES", "SPLIT_FILES", "EVAL_FILES", "CATEGORIES_FILE", "VIDEO_SUBDIR", "LLP_NUM_SEGMENTS", "LLPRecord",
-           "LLPEvent", "LLPAnnotations", "parse_filename", "read_weak_labels", "read_segment_events"]
+__all__ = ["LLP_CATEGORIES", "SPLIT_FILES", "EVAL_FILES", "CATEGORIES_FILE", "VIDEO_SUBDIR", "LLP_NUM_SEGMENTS",
+           "LLPRecord", "LLPEvent", "LLPAnnotations", "parse_filename", "read_weak_labels", "read_segment_events"]
 
 _logger = logging.getLogger(__name__)
 
