@@ -88,8 +88,10 @@ def _data_of(args: argparse.Namespace, verb: str) -> str:
 
 
 def _add_setting(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--setting", help="task variant, e.g. s4 | ms3 for avs (default: the task's or the "
-                                          "preset's)")
+    from .tasks import registered_tasks
+
+    variants = "; ".join(f"{spec.name}: {' | '.join(spec.settings)}" for spec in registered_tasks() if spec.settings)
+    parser.add_argument("--setting", help=f"task variant ({variants}; default: the task's or the preset's)")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:

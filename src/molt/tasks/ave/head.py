@@ -1,4 +1,5 @@
-"""Audio-Visual Event localisation (AVE): head, loss, segment accuracy, majority baseline, timeline picture.
+"""Audio-Visual Event localisation (AVE): the head, its loss and the segment accuracy it sums (baselines in
+:mod:`.metrics`, the timeline picture in :mod:`.figures`).
 
 AVE (Tian et al., ECCV 2018): 10-s clips cut into ``T = 10`` one-second segments; each segment is one of ``C``
 event categories (28 in the real dataset) or background (index ``C``). The metric is segment-level accuracy.

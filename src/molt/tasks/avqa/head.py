@@ -1,4 +1,5 @@
-"""Audio-visual question answering (MUSIC-AVQA): head, loss, per-type accuracy, majority baseline, table, figures.
+"""Audio-visual question answering (MUSIC-AVQA): the head and its loss (per-type accuracy, majority baseline and
+table in :mod:`.metrics`, pictures in :mod:`.figures`).
 
 MUSIC-AVQA (Li et al., CVPR 2022): a question about a clip of ``T = 10`` one-second segments is answered with one
 of ``A`` answers (42 in the real data set). Questions come in three families, audio (AQ), visual (VQ) and

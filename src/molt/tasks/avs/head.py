@@ -1,4 +1,5 @@
-"""Audio-visual segmentation (AVSBench S4 / MS3): TPAVI + FPN head, masked BCE loss, M_J and M_F, overlays.
+"""Audio-visual segmentation (AVSBench S4 / MS3): TPAVI + FPN head, masked BCE loss, M_J and M_F sums (the metric
+functions in :mod:`.metrics`, the overlays in :mod:`.figures`).
 
 AVSBench (Zhou et al., ECCV 2022): 5-s clips, ``T = 5`` frames (one per second); the target is the binary mask of
 the *sounding* objects in each frame. S4 train annotates only the first frame; S4 val / test and MS3 all five
@@ -44,7 +45,7 @@ features are read from the frozen backbone rather than fine-tuned.
 Loss: binary cross-entropy with logits per pixel, averaged over the pixels of the *annotated* frames only
 (``mask_valid``; S4 train: frame 0, as in AVSBench's S4 training).
 
-Metrics (pure functions below, accumulated as sums by :class:`AVSTask`):
+Metrics (pure functions in :mod:`.metrics`, accumulated as sums by :class:`AVSTask`):
 
 * **M_J** (:func:`frame_iou`): ``(sigmoid(logit) > 0.5)`` against the ground truth, IoU = intersection /
   (union + 1e-7); a frame whose ground truth is all black scores true negatives / all pixels;

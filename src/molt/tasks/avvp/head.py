@@ -1,4 +1,5 @@
-"""Audio-visual video parsing (AVVP, LLP): weakly supervised head, HAN-style MMIL pooling, the official F1 metrics.
+"""Audio-visual video parsing (AVVP, LLP): weakly supervised head, HAN-style MMIL pooling (the official F1 metrics
+in :mod:`.metrics`, the picture in :mod:`.figures`).
 
 AVVP (Tian, Li and Xu, ECCV 2020): for each of the ``T = 10`` one-second segments of a clip, say which of the
 ``C`` event classes (25 in LLP) are **heard** and which are **seen**, after training on video-level labels only
