@@ -25,3 +25,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def shared_fixture_dir(name: str, marker: str, environment: str | None = None):
+    """A folder of real annotation files: ``$environment``, ``tests/fixtures/<name>`` or ``../shared/fixtures/<name>``
+    (the first holding ``marker``), or ``None``."""
+    import os
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    candidates = [os.environ.get(environment) if environment else None, here / "fixtures" / name,
+                  here.parent.parent / "shared" / "fixtures" / name]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / marker).is_file():
+            return Path(candidate)
+    return None

@@ -39,6 +39,8 @@ INDEX_FILE = "index.json"
 SKIPPED_FILE = "skipped.tsv"
 # where a procedural generator records its ground truth and options; preparation reads the frame size from it
 GROUND_TRUTH_FILE = "synthetic_ground_truth.json"
+# a partial download can miss thousands of clips: the log names the first ones, skipped.tsv all of them
+LOGGED_SKIPS = 20
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -85,11 +87,14 @@ def atomic_json(path: Path, payload: dict[str, Any]) -> None:
 
 def commit_index(out: Path, index: dict[str, Any], report: PrepareReport) -> PrepareReport:
     """Write ``index.json`` last and atomically (a directory without it is never taken as complete), then log the
-    report and every skipped clip."""
+    report and the first :data:`LOGGED_SKIPS` skipped clips (all of them are in ``skipped.tsv``)."""
     atomic_json(out / INDEX_FILE, index)
     _logger.info(report.summary())
-    for name, reason, detail in report.skipped:
+    for name, reason, detail in report.skipped[:LOGGED_SKIPS]:
         _logger.warning("skipped %s: %s%s", name, reason, f" ({detail})" if detail else "")
+    if len(report.skipped) > LOGGED_SKIPS:
+        _logger.warning("... and %d more skipped clip(s), listed in %s", len(report.skipped) - LOGGED_SKIPS,
+                        out / SKIPPED_FILE)
     return report
 
 

@@ -99,14 +99,16 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
     report = PrepareReport(out_dir=out)
     options = {"num_segments": segments, "image_size": image_size, "sample_rate": sample_rate}
     paths = {name: find_llp_video(root, first_record[name]) for name in names}
-    jobs = [(position, name, str(paths[name]), options) for position, name in enumerate(names) if paths[name]]
+    # media rows for the clips found only: a partial download (YouTube clips go missing) stays small on disk
+    found = [name for name in names if paths[name] is not None]
+    jobs = [(position, name, str(paths[name]), options) for position, name in enumerate(found)]
     report.skipped += [(name, "missing file", f"no {first_record[name].video_id}.mp4 under {root}")
                        for name in names if paths[name] is None]
     partial = {name: out / f"{name}.partial" for name in _MEDIA + _LABELS}
     frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
-                                       shape=(len(names), segments, image_size, image_size, 3))
+                                       shape=(len(found), segments, image_size, image_size, 3))
     audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
-                                      shape=(len(names), segments, sample_rate))
+                                      shape=(len(found), segments, sample_rate))
     stored_at: dict[str, int] = {}
 
     from tqdm.auto import tqdm
@@ -160,7 +162,7 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
                    "labels": {"file": "labels.npy", "dtype": "uint8", "layout": "(N, C) weak multi-hot"},
                    "audio_labels": {"file": "audio_labels.npy", "dtype": "uint8", "layout": "(N, T, C)"},
                    "visual_labels": {"file": "visual_labels.npy", "dtype": "uint8", "layout": "(N, T, C)"}},
-        "videos": [name if name in stored_at else None for name in names], "rows": rows, "splits": report.rows,
+        "videos": [name if name in stored_at else None for name in found], "rows": rows, "splits": report.rows,
         "skipped": len(report.skipped), "silent": report.silent, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(report.seconds, 2),
     }

@@ -20,10 +20,11 @@ header line:
   one category, whole-second ``onset`` and ``offset`` (exclusive) in ``0..10``. A clip has as many lines as
   events, and none for a modality where nothing of the 25 categories happens. Segment ``t`` of the clip is
   positive for the line's category when ``onset <= t < offset``.
-* ``filename`` is ``{YouTube id}_{start}_{end}`` with the clip's start and end second in the source video
-  (e.g. ``BjCEufrlXm4_20_30``). Ids may contain ``_`` and ``-`` (``J_Z8OiW9z_E_430_440``), so the id is what
-  precedes the last two ``_``-separated fields; the authors' loaders take the first 11 characters, which is the
-  same for 11-character ids. The authors' download script stores each trimmed 10-s clip as
+* ``filename`` is ``{YouTube id}_{start}_{end}`` with the clip's start and end time in the source video
+  (e.g. ``BjCEufrlXm4_20_30``); five training clips have fractional times (``AP0061o0Nvk_101.8_111.8``, line
+  3,274 of ``AVVP_train.csv``), so both are read as floats. Ids may contain ``_`` and ``-``
+  (``J_Z8OiW9z_E_430_440``), so the id is what precedes the last two ``_``-separated fields; in every file of the
+  release that is the first 11 characters, which is what the authors' loaders take (a test checks all 11,849). The authors' download script stores each trimmed 10-s clip as
   ``LLP_dataset/video/{YouTube id}.mp4`` beside the csv files.
 
 Categories, in the order of the authors' label encoding (index = position): Speech, Car, Cheering, Dog, Cat,
@@ -34,8 +35,10 @@ Telephone_bell_ringing, Baby_cry_infant_cry, Blender, Clapping (:data:`LLP_CATEG
 
 Quirks of the real files and how they are handled (on purpose):
 
-* **Empty events.** Some eval lines have ``onset == offset`` (e.g. ``H5WcJwyjxIg_2_12 0 0``, ``... 9 9``); the
-  official evaluation fills the slice ``onset:offset``, i.e. nothing. They are kept and mark no segment.
+* **Empty events.** Some eval lines have ``onset == offset`` (e.g. ``H5WcJwyjxIg_2_12 0 0``, ``... 9 9``) and one
+  has ``onset > offset`` (``8DF2PxdT5tE_390_400 9 0 Cheering``, line 3,770 of ``AVVP_eval_audio.csv``, a val
+  clip); the official evaluation (``eval_metrics.py``) fills the slice ``onset:offset``, i.e. nothing. They are
+  kept and mark no segment; lines with ``onset > offset`` are logged once per file with their line numbers.
 * **Repeated lines and overlapping events** of one category (the same line twice, or ``0-2`` and ``2-6``) just
   set the same segments again (a union).
 * **Eval lines of unknown clips.** The eval files hold lines whose ``filename`` is in neither
@@ -53,6 +56,7 @@ then defined for every val and test clip (see :meth:`LLPAnnotations.has_segment_
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +99,8 @@ class LLPRecord:
 
     filename: str
     video_id: str
-    start: int
-    end: int
+    start: float
+    end: float
     labels: tuple[str, ...]
     split: str | None
     line: int
@@ -114,17 +118,28 @@ class LLPEvent:
     line: int
 
 
-def parse_filename(filename: str) -> tuple[str, int, int]:
-    """``"{id}_{start}_{end}"`` -> ``(id, start, end)``.
+def _time(text: str) -> float | None:
+    """A non-negative number of seconds (``20``, ``101.8``), ``None`` for anything else."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def parse_filename(filename: str) -> tuple[str, float, float]:
+    """``"{id}_{start}_{end}"`` -> ``(id, start, end)``, times in seconds (``AP0061o0Nvk_101.8_111.8`` has
+    fractional ones).
 
     Raises:
-        ValueError: no two trailing ``_``-separated whole numbers.
+        ValueError: no two trailing ``_``-separated non-negative numbers.
     """
     parts = filename.rsplit("_", 2)
-    if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
+    times = [_time(part) for part in parts[1:]]
+    if len(parts) != 3 or not parts[0] or None in times:
         raise ValueError(f"expected an LLP filename '{{YouTube id}}_{{start}}_{{end}}' (e.g. BjCEufrlXm4_20_30), "
                          f"got {filename!r}")
-    return parts[0], int(parts[1]), int(parts[2])
+    return parts[0], times[0], times[1]
 
 
 def _read_table(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -200,23 +215,32 @@ def read_segment_events(path: str | os.PathLike, modality: str, *, categories: S
                         num_segments: int = LLP_NUM_SEGMENTS) -> list[LLPEvent]:
     """Parse an eval file (``filename``, ``onset``, ``offset``, ``event_labels``; one category per line).
 
+    A line with ``onset > offset`` is kept and marks no segment, as the official evaluation's slice
+    ``onset:offset`` marks nothing; such lines are logged once for the file, with their numbers.
+
     Raises:
-        ValueError: a bad header, field count, time (not whole, negative, beyond ``num_segments`` or
-            ``offset < onset``) or label, naming the file and line.
+        ValueError: a bad header, field count, time (not whole, negative or beyond ``num_segments``) or label,
+            naming the file and line.
     """
     path = Path(path)
     if modality not in EVAL_FILES:
         raise ValueError(f"modality must be one of {', '.join(EVAL_FILES)}, got {modality!r}")
     known = set(categories) if categories is not None else None
     events = []
+    reversed_lines = []
     for number, row in _read_table(path, _EVENT_COLUMNS):
         onset = _whole_second(row["onset"], "onset", path, number)
         offset = _whole_second(row["offset"], "offset", path, number)
-        if not 0 <= onset <= offset <= num_segments:
-            raise ValueError(f"{path}:{number}: expected 0 <= onset <= offset <= {num_segments}, got {onset} "
+        if not (0 <= onset <= num_segments and 0 <= offset <= num_segments):
+            raise ValueError(f"{path}:{number}: expected onset and offset in 0..{num_segments}, got {onset} "
                              f"and {offset}")
+        if onset > offset:
+            reversed_lines.append(number)
         _check_label(row["event_labels"], known, path, number)
         events.append(LLPEvent(row["filename"], onset, offset, row["event_labels"], modality, number))
+    if reversed_lines:
+        _logger.warning("%s: %d line(s) with onset > offset mark no segment, as in the official evaluation "
+                        "(line %s)", path, len(reversed_lines), ", ".join(map(str, reversed_lines)))
     return events
 
 
