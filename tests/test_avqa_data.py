@@ -60,7 +60,8 @@ def real():
 
 @needs_real
 def test_real_counts_per_split_and_type(real):
-    assert {split: len(real.records(split)) for split in real.splits} == {"val": 4568, "test": 9129}
+    assert {split: len(real.records(split)) for split in real.splits} == {"val": 4568, "test": 9129,
+                                                                           "test_original": 9185}
     assert real.type_counts("val") == VAL_TYPES
     assert real.type_counts("test") == TEST_TYPES
     assert set(real.type_counts()) == set(QUESTION_TYPES)
@@ -70,6 +71,24 @@ def test_real_counts_per_split_and_type(real):
     assert len(real.answers) == 42 and real.answers[:5] == ["two", "cello", "congas", "zero", "no"]
     assert Counter(r.answer for r in real.records("val"))["yes"] == 1191
     assert "ten" in real.answers and all(r.answer != "ten" for r in real.records())
+
+
+@needs_real
+def test_both_test_files_the_original_with_its_repeated_ids(real):
+    """The first release's test file (LAVisH / DG-SCT evaluate on it) is split ``test_original``, every record kept;
+    its per-type counts are those of the raw file, counted here without the reader."""
+    raw = json.loads((REAL / "original" / "avqa-test.json").read_text())
+    raw_types = Counter(tuple(json.loads(record["type"])) for record in raw)
+    assert len(raw) == 9185 and len(raw) - len({record["question_id"] for record in raw}) == 55
+    original = real.records("test_original")
+    assert len(original) == 9185 and len({r.question_id for r in original}) == 9185 - 55
+    assert real.type_counts("test_original") == dict(raw_types)
+    assert sum(raw_types.values()) - sum(TEST_TYPES.values()) == 56  # the update removed 56 records
+    assert real.files["test_original"] == REAL / "original" / "avqa-test.json"
+    assert real.files["test"] == REAL / "avqa-test.json"
+    # a root holding only the first release reads it as the test split (duplicates dropped) and has no variant
+    only = MusicAVQA.from_dir(REAL / "original")
+    assert set(only.splits) == {"test"} and len(only.records("test")) == 9185 - 55
 
 
 @needs_real

@@ -117,6 +117,10 @@ def test_avqa_pipeline_reports_every_family_and_type(tmp_path, capsys):
 
     data = tmp_path / "avqa"
     assert main(["synth", "avqa", "--out", str(data), "--videos", "20", "--seed", "3"]) == 0
+    # the first release's test file beside the corrected one: here the same questions, one of them repeated
+    questions = json.loads((data / "avqa-test.json").read_text())
+    (data / "original").mkdir()
+    (data / "original" / "avqa-test.json").write_text(json.dumps(questions + questions[:1]))
     config = load_config("avqa_molt_tiny", {"trainer": {"max_epochs": 2, "batch_size": 16}})
     result = train(config, data=data, out_dir=tmp_path / "runs", enable_progress_bar=False)
     assert result["monitor"] == "val/accuracy" and result["global_step"] > 0
@@ -135,3 +139,11 @@ def test_avqa_pipeline_reports_every_family_and_type(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(result["test"]["accuracy"], abs=1e-6)
     assert len(QUESTION_TYPES) == 9 and all(path.endswith(".png") for path in metrics["figures"])
+    assert printed.count("test (corrected test file) split") == 1
+
+    assert main(["eval", "avqa", "--data", str(data), "--checkpoint", result["adapters"], "--out",
+                 str(tmp_path / "eval_original"), "--test-json", "original"]) == 0
+    printed = capsys.readouterr().out
+    assert f"test_original (original test file) split, {len(questions) + 1} items" in printed
+    original = json.loads((tmp_path / "eval_original" / "metrics.json").read_text())
+    assert original["split"] == "test_original" and original["items"] == metrics["items"] + 1

@@ -228,7 +228,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, test_file=args.test_json)
     table = result.pop("table")
     print(json.dumps(result, indent=2, default=str))
     print(table)
@@ -315,7 +315,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 # parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from .tasks import task_names
+    from .tasks import registered_tasks, task_names
 
     tasks = task_names()
     parser = argparse.ArgumentParser(
@@ -403,7 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task(evaluate, tasks)
     _add_data(evaluate)
     evaluate.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
-    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate")
+    evaluate.add_argument("--split", default="test", help="split to evaluate (train, val, test, or another split "
+                                                          "of the task)")
+    variants = {spec.name: list(spec.test_variants) for spec in registered_tasks() if spec.test_variants}
+    evaluate.add_argument("--test-json", choices=sorted({v for names in variants.values() for v in names}),
+                          help="which test file, for a task whose release has several ("
+                               + "; ".join(f"{name}: {' | '.join(names)}" for name, names in variants.items())
+                               + "; default: the first)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
     evaluate.add_argument("--out", help="where metrics.json and PNGs go (default: next to the checkpoint)")
 

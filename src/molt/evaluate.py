@@ -60,19 +60,32 @@ def load_trained(checkpoint: str | os.PathLike) -> tuple[AudioVisualModel, Exper
 @torch.no_grad()
 def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
              out_dir: str | os.PathLike | None = None, batch_size: int = 8, figure_batches: int = 2,
-             task: str | None = None) -> dict[str, Any]:
+             task: str | None = None, test_file: str | None = None) -> dict[str, Any]:
     """Metrics of a trained model on one split, written as ``metrics.json``, plus the task's pictures of results
     (e.g. AVE timelines, AVS mask overlays) for the first ``figure_batches`` batches.
 
-    ``task``, when given, must be the task the checkpoint was trained for. The result holds the metrics, the
-    figure paths and ``table``, the metrics as the task prints them.
+    ``task``, when given, must be the task the checkpoint was trained for. ``test_file`` picks one of the task's
+    test files (``TaskSpec.test_variants``, e.g. ``"original"`` for MUSIC-AVQA) instead of ``split="test"``. The
+    result holds the metrics, the figure paths and ``table``, the metrics as the task prints them under a title
+    naming the split (and test file).
     """
     model, config, task_options = load_trained(checkpoint)
     if task is not None and task != config.task:
         raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
     model.eval()
     spec = get_task(config.task)
-    dataset = spec.open_split(spec.prepare(data, setting=spec.check_setting(config.setting)), split)
+    if test_file is not None:
+        if split != "test":
+            raise ValueError(f"--test-json picks a test file; it cannot be combined with --split {split}")
+        split = spec.test_split(test_file)
+    if split not in spec.splits:
+        raise ValueError(f"task {spec.name!r} has no split {split!r}; choices: {', '.join(spec.splits)}")
+    prepared = spec.prepare(data, setting=spec.check_setting(config.setting))
+    if test_file is not None and len(spec.dataset(prepared, split)) == 0:
+        raise ValueError(f"{prepared} holds no {test_file} test file (split {split!r}); put that file in the data "
+                         f"root (see the {spec.dataset_name} reader) and prepare it again with `molt prepare "
+                         f"{spec.name} --data ROOT`")
+    dataset = spec.open_split(prepared, split)
     source = Path(checkpoint)
     out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +103,8 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
     result["figures"] = [str(path) for path in head.save_figures(samples, out, task_options)]
     with open(out / "metrics.json", "w") as handle:
         json.dump(result, handle, indent=2)
-    result["table"] = head.format_metrics(metrics)
+    title = f"{spec.dataset_name}, {spec.split_title(split)} split, {len(dataset):,} items"
+    result["table"] = f"{title}\n{head.format_metrics(metrics)}"
     return result
 
 

@@ -62,7 +62,9 @@ class TaskSpec:
             training batch for ``molt bench efficiency``, or ``None`` when the task is not benchmarked.
         paper_efficiency: ``(backbone preset, method) -> (trainable %, total M, training memory GB)`` of the
             paper's efficiency columns for this task, printed beside ``molt bench efficiency``.
-        splits: the split names of the dataset.
+        test_variants: test files of a task whose release has several, ``name -> split`` (the first is the
+            default), chosen with ``molt eval TASK --test-json NAME``.
+        splits: the split names of the dataset (``molt eval --split`` takes any of them).
     """
 
     name: str
@@ -85,6 +87,7 @@ class TaskSpec:
     predict: Callable[..., dict[str, Any]] | None = None
     bench_targets: Callable[..., dict[str, Any]] | None = None
     paper_efficiency: Mapping[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
+    test_variants: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ("train", "val", "test")
 
     def __post_init__(self) -> None:
@@ -96,6 +99,9 @@ class TaskSpec:
         if self.default_setting is not None and self.default_setting not in self.settings:
             raise ValueError(f"task {self.name!r}: default setting {self.default_setting!r} is not one of "
                              f"{self.settings}")
+        if not set(self.test_variants.values()) <= set(self.splits):
+            raise ValueError(f"task {self.name!r}: test variants {dict(self.test_variants)} name splits outside "
+                             f"{self.splits}")
         if "tiny" not in self.presets:
             raise ValueError(f"task {self.name!r} needs a 'tiny' preset (the CPU default of molt train)")
 
@@ -116,6 +122,20 @@ class TaskSpec:
                              f"the split files of the data set (or see skipped.tsv there for clips that could not "
                              f"be decoded)")
         return dataset
+
+    def test_split(self, variant: str | None) -> str:
+        """The split of test file ``variant`` (``None``: ``test``), a ``ValueError`` naming the choices otherwise."""
+        if variant is None:
+            return "test"
+        if variant not in self.test_variants:
+            choices = ", ".join(self.test_variants) or "none (its release has one test file)"
+            raise ValueError(f"task {self.name!r} has no test file {variant!r}; choices: {choices}")
+        return self.test_variants[variant]
+
+    def split_title(self, split: str) -> str:
+        """``split``, and which test file it is when the task has several (``test (corrected test file)``)."""
+        variant = next((name for name, value in self.test_variants.items() if value == split), None)
+        return f"{split} ({variant} test file)" if variant else split
 
     def default_preset(self, backbone: str | None = None) -> str:
         """The task's MoLT preset for a backbone preset (``tiny`` and ``tiny-shared`` -> the tiny preset)."""

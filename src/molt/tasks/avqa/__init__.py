@@ -12,7 +12,7 @@ from .figures import plot_attention, plot_type_accuracy
 from .head import AVQATask, negative_partners
 from .metrics import avqa_metrics, format_avqa_table, majority_baseline, metrics_from_counts
 from .prepared import PreparedAVQA, ensure_prepared, prepare_avqa
-from .reader import QUESTION_TYPES, MusicAVQA
+from .reader import ORIGINAL_TEST_SPLIT, QUESTION_TYPES, SPLIT_FILES, MusicAVQA
 from .synthetic import generate_avqa
 
 __all__ = ["SPEC", "AVQATask", "MusicAVQA", "PreparedAVQA", "ensure_prepared", "prepare_avqa", "generate_avqa",
@@ -30,4 +30,7 @@ SPEC = register_task(TaskSpec(
     figures=plot_type_accuracy,
     presets={"tiny": "avqa_molt_tiny", "paper": "avqa_molt_paper", "shared": "avqa_molt_shared"},
     paper_task_options={"question_vocab": _PAPER_VOCABULARY, "answers": [f"a{i}" for i in range(42)]},
-    paper_parameters={"paper": (25.9, 441.4), "shared": (19.5, 366.2)}))
+    paper_parameters={"paper": (25.9, 441.4), "shared": (19.5, 366.2)},
+    # the corrected json_update file (default) or the first release's, which LAVisH and DG-SCT report on
+    test_variants={"corrected": "test", "original": ORIGINAL_TEST_SPLIT},
+    splits=(*SPLIT_FILES, ORIGINAL_TEST_SPLIT)))

@@ -48,8 +48,8 @@ import torch
 from ...data.media import decode_pcm16, parallel_map
 from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
                               write_skipped)
-from .reader import (FAMILIES, SPLIT_FILES, SUBTYPES, VIDEO_DIRS, MusicAVQA, encode_question, find_annotation_dir,
-                     find_video, question_type_name)
+from .reader import (FAMILIES, ORIGINAL_TEST_SPLIT, SPLIT_FILES, SUBTYPES, VIDEO_DIRS, MusicAVQA, encode_question,
+                     find_annotation_dir, find_video, question_type_name)
 
 __all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared", "segment_seconds", "decode_to_memmaps", "FORMAT",
            "FORMAT_VERSION"]
@@ -211,6 +211,7 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
         "videos": [video_id if video_id in stored_at else None for video_id in video_ids],
         "rows": rows, "splits": report.rows, "skipped": len(report.skipped), "silent": report.silent,
         "dropped_duplicates": {split: [r.question_id for r in records] for split, records in data.dropped.items()},
+        "split_files": {split: str(path) for split, path in data.files.items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
     }
     return commit_index(out, index, report)
@@ -289,7 +290,7 @@ class PreparedAVQA(PreparedClips):
     prepared_version = FORMAT_VERSION
     dataset_name = "MUSIC-AVQA"
     prepare_command = "molt prepare avqa"
-    splits = tuple(SPLIT_FILES)
+    splits = (*SPLIT_FILES, ORIGINAL_TEST_SPLIT)
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, *,
                  question_vocab: Sequence[str] | None = None, answers: Sequence[str] | None = None) -> None:

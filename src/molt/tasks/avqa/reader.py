@@ -40,6 +40,11 @@ Quirks of the real files and how they are handled (on purpose):
   update's choice) and logs how many were dropped and how many of those disagreed on the answer
   (``duplicates="keep"`` keeps every record, ``"error"`` refuses the file). What was dropped is in
   :attr:`MusicAVQA.dropped`.
+* **Two test files.** The published peers (LAVisH, DG-SCT) evaluate on the first release's ``data/json/avqa-test.json``
+  (9,185 records, 55 question ids repeated), the update's ``data/json_update/avqa-test.json`` has 9,129. When a root
+  holds both, the corrected one is split ``test`` and the original one, read with its repeated ids **kept** (as the
+  peers count them), split ``test_original`` (:data:`ORIGINAL_TEST_SPLIT`, found by :func:`find_original_test`);
+  ``molt eval avqa --test-json original`` evaluates on it.
 * ``question_deleted``: always 0 in the released files; a record with another value is dropped (logged).
 * The number of placeholders must equal the number of ``templ_values``, or the file and question id are named in a
   ``ValueError`` (the released files have no such record).
@@ -58,7 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["AVQARecord", "MusicAVQA", "FAMILIES", "FAMILY_ABBREVIATIONS", "SUBTYPES", "QUESTION_TYPES",
+__all__ = ["AVQARecord", "MusicAVQA", "ORIGINAL_TEST_SPLIT", "ORIGINAL_TEST_DIRS", "find_original_test", "FAMILIES", "FAMILY_ABBREVIATIONS", "SUBTYPES", "QUESTION_TYPES",
            "SPLIT_FILES", "ANSWER_VOCAB_FILE", "PAD", "UNK", "VIDEO_DIRS", "read_questions", "fill_placeholders",
            "tokenize", "question_vocabulary", "answer_vocabulary", "encode_question", "find_video",
            "find_annotation_dir", "question_type_name"]
@@ -83,6 +88,9 @@ VIDEO_DIRS = ("MUSIC-AVQA-videos-Real", "MUCIS-AVQA-videos-Synthetic", "MUSIC-AV
               "videos")
 #: Where the json files may sit below a data set root (the updated release first).
 ANNOTATION_DIRS = (".", "json_update", "data/json_update", "json", "data/json")
+#: The first release's test file, read beside the corrected one: its split name and the folders searched for it.
+ORIGINAL_TEST_SPLIT = "test_original"
+ORIGINAL_TEST_DIRS = ("original", "json", "data/json")
 _KEYS = ("video_id", "question_id", "type", "question_content", "templ_values", "question_deleted", "anser")
 _PLACEHOLDER = re.compile(r"<[^<>\s]+>")
 _WORD = re.compile(r"[a-z0-9_]+")
@@ -265,6 +273,21 @@ def find_annotation_dir(root: str | os.PathLike) -> Path | None:
     return None
 
 
+def find_original_test(root: str | os.PathLike, annotation_dir: str | os.PathLike | None = None) -> Path | None:
+    """The first release's ``avqa-test.json`` below ``root`` (in one of :data:`ORIGINAL_TEST_DIRS`, or in ``json/``
+    beside ``annotation_dir``), unless it is the test file of ``annotation_dir`` itself; ``None`` if absent."""
+    root = Path(root)
+    name = SPLIT_FILES["test"]
+    candidates = [root / folder / name for folder in ORIGINAL_TEST_DIRS]
+    if annotation_dir is not None:
+        candidates.append(Path(annotation_dir).parent / "json" / name)
+    main_test = (Path(annotation_dir) / name).resolve() if annotation_dir is not None else None
+    for candidate in candidates:
+        if candidate.is_file() and candidate.resolve() != main_test:
+            return candidate
+    return None
+
+
 class MusicAVQA:
     """The MUSIC-AVQA questions of a data set root, with vocabularies and question types.
 
@@ -278,10 +301,12 @@ class MusicAVQA:
 
     def __init__(self, *, splits: dict[str, list[AVQARecord]], answers: Sequence[str] | None = None,
                  source: str = "MUSIC-AVQA") -> None:
-        unknown = sorted(set(splits) - set(SPLIT_FILES))
+        known = [*SPLIT_FILES, ORIGINAL_TEST_SPLIT]
+        unknown = sorted(set(splits) - set(known))
         if unknown:
-            raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLIT_FILES)}")
-        self.splits = {name: list(splits[name]) for name in SPLIT_FILES if name in splits}
+            raise ValueError(f"unknown split(s) {unknown}; expected some of {known}")
+        self.splits = {name: list(splits[name]) for name in known if name in splits}
+        self.files: dict[str, Path] = {}
         self.source = source
         self.dropped: dict[str, list[AVQARecord]] = {}
         train = self.splits.get("train", [])
@@ -309,8 +334,9 @@ class MusicAVQA:
 
     @classmethod
     def from_dir(cls, root: str | os.PathLike, *, duplicates: str = "first") -> "MusicAVQA":
-        """Read the ``avqa-{train,val,test}.json`` files that exist (see :func:`find_annotation_dir`) and the
-        optional ``ans_vocab.txt`` beside them.
+        """Read the ``avqa-{train,val,test}.json`` files that exist (see :func:`find_annotation_dir`), the optional
+        ``ans_vocab.txt`` beside them and, when the root also holds the first release's test file
+        (:func:`find_original_test`), that file as split ``test_original`` with every record kept.
 
         Args:
             root: data set root (or the folder holding the json files).
@@ -325,6 +351,7 @@ class MusicAVQA:
                                     f"or its {', '.join(d for d in ANNOTATION_DIRS if d != '.')} folders")
         splits: dict[str, list[AVQARecord]] = {}
         dropped: dict[str, list[AVQARecord]] = {}
+        files: dict[str, Path] = {}
         for split, name in SPLIT_FILES.items():
             path = folder / name
             if not path.is_file():
@@ -333,17 +360,27 @@ class MusicAVQA:
             if deleted:
                 _logger.warning("%s: dropped %d record(s) marked question_deleted", path, deleted)
             splits[split], dropped[split] = _handle_duplicates(records, path, duplicates)
+            files[split] = path
+        original = find_original_test(root, folder)
+        if original is not None:
+            records, deleted = read_questions(original, ORIGINAL_TEST_SPLIT)
+            repeated = len(records) - len({record.question_id for record in records})
+            _logger.info("%s: the first release's test file, read as split %r: %d questions, %d repeated question "
+                         "ids kept (as the peers count them)", original, ORIGINAL_TEST_SPLIT, len(records), repeated)
+            splits[ORIGINAL_TEST_SPLIT] = records
+            files[ORIGINAL_TEST_SPLIT] = original
         answers = None
         vocab_path = folder / ANSWER_VOCAB_FILE
         if vocab_path.is_file():
             answers = [line.strip() for line in vocab_path.read_text(encoding="utf-8").splitlines() if line.strip()]
         result = cls(splits=splits, answers=answers, source=str(folder))
+        result.files = files
         result.dropped = {split: records for split, records in dropped.items() if records}
         result._log_overlaps()
         return result
 
     def _log_overlaps(self) -> None:
-        names = list(self.splits)
+        names = [name for name in self.splits if name != ORIGINAL_TEST_SPLIT]  # the same questions as test, by design
         for i, first in enumerate(names):
             ids = {r.question_id for r in self.splits[first]}
             for second in names[i + 1:]:
