@@ -1,5 +1,6 @@
 import argparse
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -115,13 +116,53 @@ def test_official_weights_do_not_fit_tiny(official, tmp_path):
         build_htsat("htsat_tiny", weights=path)
 
 
-def test_untrusted_pickle_refused_then_trusted(tiny, tmp_path):
-    path = tmp_path / "with_hparams.ckpt"
-    torch.save({"state_dict": random_state(tiny, seed=3), "hparams": argparse.Namespace(lr=1e-3)}, path)
-    with pytest.raises(ValueError, match="trust_checkpoint=True"):
-        build_htsat("htsat_tiny", weights=path)
-    model = build_htsat("htsat_tiny", weights=path, trust_checkpoint=True)
+def _lightning_1x_checkpoint(state: dict) -> dict:
+    """What a Lightning 1.x training checkpoint (like HTSAT_AudioSet_Saved_1.ckpt) holds beside its state dict."""
+    import numpy as np
+    from lightning.fabric.utilities.data import AttributeDict
+
+    weights = {f"sed_model.{name}": value for name, value in state.items()}
+    return {"epoch": 41, "global_step": 123456, "pytorch-lightning_version": "1.5.10", "state_dict": weights,
+            "callbacks": {"ModelCheckpoint{'monitor': 'mAP', 'mode': 'max'}": {
+                "monitor": "mAP", "best_model_score": torch.tensor(0.471), "best_model_path": "/ckpt/l.ckpt",
+                "current_score": np.float64(0.468), "kth_value": np.array([0.47, 0.46])}},
+            "optimizer_states": [{"state": {0: {"step": 7, "exp_avg": torch.zeros(3)}},
+                                  "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0]}]}],
+            "lr_schedulers": [{"last_epoch": 41, "_last_lr": [1e-3], "lr_lambdas": [None]}],
+            "hparams_name": "config", "hyper_parameters": AttributeDict(sample_rate=32000, lr=1e-3),
+            "args": argparse.Namespace(lr=1e-3, seed=970131)}
+
+
+class _RunsCode:
+    """Unpickling this calls a function: what weights_only=True exists to refuse."""
+
+    def __reduce__(self):
+        return (os.path.join, ("unpickled", "code"))
+
+
+def test_a_lightning_1x_checkpoint_loads_without_trust(tiny, tmp_path, caplog):
+    path = tmp_path / "HTSAT_like_Saved.ckpt"
+    torch.save(_lightning_1x_checkpoint(random_state(tiny, seed=3)), path)
+    with caplog.at_level("INFO"):
+        model = build_htsat("htsat_tiny", weights=path)   # optimiser, callbacks, numpy, hparams: all allow-listed
     assert torch.equal(model.norm.weight, random_state(tiny, seed=3)["norm.weight"])
+    assert "Lightning 1.5.10 checkpoint" in caplog.text
+
+
+def test_an_arbitrary_pickled_object_needs_trust(tiny, tmp_path, caplog):
+    path = tmp_path / "with_code.ckpt"
+    payload = _lightning_1x_checkpoint(random_state(tiny, seed=4))
+    payload["hyper_parameters"] = {"callback": _RunsCode()}
+    torch.save(payload, path)
+    with pytest.raises(ValueError) as error:
+        build_htsat("htsat_tiny", weights=path)
+    message = str(error.value)
+    assert "with_code.ckpt" in message and "Unsupported global: GLOBAL posixpath.join" in message
+    assert "--trust-checkpoint" in message and "loading it could run code" in message
+    with caplog.at_level("WARNING"):
+        model = build_htsat("htsat_tiny", weights=path, trust_checkpoint=True)
+    assert torch.equal(model.norm.weight, random_state(tiny, seed=4)["norm.weight"])
+    assert "with_code.ckpt: reading with torch.load(weights_only=False)" in caplog.text
 
 
 def test_missing_file_is_reported(tmp_path):

@@ -112,13 +112,15 @@ def _activation_bytes(model: torch.nn.Module, batch: dict[str, Any]) -> int:
 
 def run_ablation(task: str, table: int, *, data: str | os.PathLike, out_dir: str | os.PathLike,
                  config: str | None = None, backbone: str = "tiny", setting: str | None = None,
-                 overrides: dict[str, Any] | None = None, enable_progress_bar: bool = False) -> AblationTable:
+                 overrides: dict[str, Any] | None = None, enable_progress_bar: bool = False,
+                 trust_checkpoint: bool = False) -> AblationTable:
     """Train every variant of paper table ``table`` for ``task`` on ``data`` and write ``tab{table}_{task}.md`` and
     ``.json`` into ``out_dir``.
 
     Args:
         config: base preset or YAML (default: the task's MoLT preset for ``backbone``).
         overrides: nested config overrides applied to the base (epochs, batch size, seed, ...).
+        trust_checkpoint: let an audio weights file pickle more than tensors (``--trust-checkpoint``).
     """
     from torch.utils.data import DataLoader
 
@@ -142,9 +144,10 @@ def run_ablation(task: str, table: int, *, data: str | os.PathLike, out_dir: str
         start = time.time()
         _logger.info("Tab. %d, %s: training", table, name)
         run = train(variant, data=prepared, out_dir=out / "runs", run_name=f"tab{table}_{_slug(name)}",
-                    enable_progress_bar=enable_progress_bar)
+                    enable_progress_bar=enable_progress_bar, trust_checkpoint=trust_checkpoint)
         torch.manual_seed(variant.trainer.seed)
-        activation = _activation_bytes(build_model(variant, train_set.task_options()), probe_batch)
+        model = build_model(variant, train_set.task_options(), trust_checkpoint=trust_checkpoint)
+        activation = _activation_bytes(model, probe_batch)
         result.rows.append({"variant": name, "method_config": variant.method_config, "test": run["test"],
                             "monitor": run["monitor"], "trainable_params": run["trainable_params"],
                             "total_params": run["total_params"], "activation_bytes": activation,

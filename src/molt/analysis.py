@@ -519,7 +519,7 @@ def _sample_clips(dataset: Any, clips: int) -> list[int]:
 
 def _build_layer_backbones(backbone_preset: str, visual: str | None, audio: str | None, *,
                            visual_weights: str | os.PathLike | None, audio_weights: str | os.PathLike | None,
-                           pretrained: bool) -> dict[str, nn.Module]:
+                           pretrained: bool, trust_checkpoint: bool = False) -> dict[str, nn.Module]:
     from .backbones import BACKBONE_PAIRS, build_backbones, build_htsat
 
     if backbone_preset not in BACKBONE_PAIRS:
@@ -535,7 +535,7 @@ def _build_layer_backbones(backbone_preset: str, visual: str | None, audio: str 
         shared = BACKBONE_PAIRS[backbone_preset][1] == "shared"
         preset_visual, preset_audio = build_backbones(
             backbone_preset, visual_weights=visual_weights if visual is None else None,
-            audio_weights=None if shared or audio is not None else audio_weights,
+            audio_weights=None if shared or audio is not None else audio_weights, trust_checkpoint=trust_checkpoint,
             pretrained=pretrained and visual is None)
     backbones: dict[str, nn.Module] = {}
     if visual is None:
@@ -545,7 +545,7 @@ def _build_layer_backbones(backbone_preset: str, visual: str | None, audio: str 
     if audio is None:
         backbones["audio"] = preset_audio
     elif not audio_skip:
-        backbones["audio"] = build_htsat(audio, weights=audio_weights)
+        backbones["audio"] = build_htsat(audio, weights=audio_weights, trust_checkpoint=trust_checkpoint)
     return backbones
 
 
@@ -554,7 +554,8 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
                    visual_weights: str | os.PathLike | None = None, audio_weights: str | os.PathLike | None = None,
                    pretrained: bool = False, clips: int = 16, segments_per_clip: int | None = None,
                    split: str | None = None, batch_size: int = 16, early: int | None = None,
-                   late: int = LATE_BLOCKS, task: str = "ave", setting: str | None = None) -> LayerAnalysis:
+                   late: int = LATE_BLOCKS, task: str = "ave", setting: str | None = None,
+                   trust_checkpoint: bool = False) -> LayerAnalysis:
     """Per-block input/output similarity of both frozen backbones on a sample of a task's data (paper Fig. 4).
 
     Frames go through the visual backbone (after its ``preprocess``), the 1-s audio segments through the audio
@@ -577,6 +578,8 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
         batch_size: samples per forward pass.
         early, late: passed to :func:`suggest_split` (``early=None``: data-driven).
         task, setting: the registered task whose data is read (any task: only frames and audio are used).
+        trust_checkpoint: let an audio weights file pickle more than tensors (see
+            :func:`molt.backbones.build_backbones`).
     """
     from .backbones.audio_frontend import check_sample_rate
     from .tasks import get_task
@@ -590,7 +593,8 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
     prepared = spec.prepare(data_dir, setting=spec.check_setting(setting), show_progress=False)
     dataset = spec.dataset(prepared, split)
     backbones = _build_layer_backbones(backbone_preset, visual, audio, visual_weights=visual_weights,
-                                       audio_weights=audio_weights, pretrained=pretrained)
+                                       audio_weights=audio_weights, pretrained=pretrained,
+                                       trust_checkpoint=trust_checkpoint)
     if "audio" in backbones:
         check_sample_rate(dataset.sample_rate, getattr(backbones["audio"], "sample_rate", dataset.sample_rate),
                           source=prepared)
@@ -740,7 +744,7 @@ def _safe_name(text: str) -> str:
 @torch.no_grad()
 def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *, out_dir: str | os.PathLike,
                    split: str = "test", clips: int = 4, segment: int | None = None,
-                   task: str | None = None) -> dict[str, Any]:
+                   task: str | None = None, trust_checkpoint: bool = False) -> dict[str, Any]:
     """Token similarity maps and TFM weights of a trained MoLT model on a few clips (paper Fig. 5).
 
     Each clip's ``T`` segments go through the model as one batch; per modality, :func:`token_diagnostics` gives the
@@ -757,6 +761,7 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
         clips: number of distinct videos, evenly spread over the split.
         segment: one segment index instead of the mean over segments.
         task: when given, the task the checkpoint must have been trained for.
+        trust_checkpoint: as for :func:`analyze_layers`.
 
     Returns:
         the JSON payload, with the written files under ``"files"``.
@@ -767,7 +772,7 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
 
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
-    model, config, _ = load_trained(checkpoint)
+    model, config, _ = load_trained(checkpoint, trust_checkpoint=trust_checkpoint)
     if task is not None and task != config.task:
         raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
     model.eval()

@@ -108,6 +108,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--audio-weights", help="local HTS-AT checkpoint, e.g. HTSAT_AudioSet_Saved_1.ckpt")
     group.add_argument("--modalities", choices=["both", "audio", "visual"],
                        help="train on both senses (default) or one only (ablation)")
+    _add_trust(group)
+
+
+def _add_trust(parser) -> None:
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="read a weights file that pickles Python objects beyond tensors and the safe types of "
+                             "Lightning checkpoints (runs what it pickles: only for files from a trusted source)")
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -201,7 +208,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     result = train(_experiment(args, args.task), data=args.data, out_dir=args.out, resume=args.resume,
-                   features=args.features)
+                   features=args.features, trust_checkpoint=args.trust_checkpoint)
     if _is_main_process():
         print(json.dumps(result, indent=2, default=str))
     return 0
@@ -216,7 +223,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     splits = tuple(split for split in args.splits.split(",") if split)
     reports = extract(config, data=args.data, out_dir=args.out, splits=splits, dtype=args.dtype,
                       batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
-                      verify_existing=args.verify)
+                      verify_existing=args.verify, trust_checkpoint=args.trust_checkpoint)
     for split, report in reports.items():
         print(f"{split}: {report.summary()}")
     print(f"train from it with: molt train {task} --data {args.data} --features {args.out}"
@@ -228,7 +235,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task,
-                      batch_size=args.batch_size, test_file=args.test_json)
+                      batch_size=args.batch_size, test_file=args.test_json, trust_checkpoint=args.trust_checkpoint)
     table = result.pop("table")
     print(json.dumps(result, indent=2, default=str))
     print(table)
@@ -238,7 +245,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .evaluate import predict
 
-    result = predict(args.checkpoint, args.video, task=args.task)
+    result = predict(args.checkpoint, args.video, task=args.task, trust_checkpoint=args.trust_checkpoint)
     if "segments" in result and "clip_category" in result:
         print(f"{result['video']}: {result['clip_category']} (p={result['clip_category_probability']:.2f})")
         for segment in result["segments"]:
@@ -273,7 +280,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         result = analysis.analyze_layers(
             args.data, out_dir=out, backbone_preset=args.backbone, visual=args.visual, audio=args.audio,
             visual_weights=args.visual_weights, audio_weights=args.audio_weights, clips=args.clips,
-            split=args.split, early=args.early, late=args.late, task=task, setting=args.setting)
+            split=args.split, early=args.early, late=args.late, task=task, setting=args.setting,
+            trust_checkpoint=args.trust_checkpoint)
         print(result.summary())
         print(f"wrote {result.csv_path} and {result.png_path}")
         return 0
@@ -282,7 +290,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     task = args.task if args.task is not None else _task_of(args, "analyze tokens", default=None) \
         if getattr(args, "task_flag", None) else None  # None: the checkpoint's own task
     payload = analysis.analyze_tokens(args.checkpoint, args.data, out_dir=args.out or Path(args.checkpoint) / "tokens",
-                                      split=args.split or "test", clips=args.clips, task=task)
+                                      split=args.split or "test", clips=args.clips, task=task,
+                                      trust_checkpoint=args.trust_checkpoint)
     print("\n".join(str(path) for path in payload["files"]))
     return 0
 
@@ -294,7 +303,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     out = args.out or f"ablations/{task}"
     result = run_ablation(task, args.table, data=args.data, out_dir=out, config=args.config,
                           backbone=args.backbone or "tiny", setting=args.setting,
-                          overrides=_experiment_overrides(args))
+                          overrides=_experiment_overrides(args), trust_checkpoint=args.trust_checkpoint)
     print(result.markdown())
     print(f"\nwrote {out}/tab{args.table}_{task}*.md and .json")
     return 0
@@ -412,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                                + "; default: the first)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
     evaluate.add_argument("--out", help="where metrics.json and PNGs go (default: next to the checkpoint)")
+    _add_trust(evaluate)
 
     predict = verb("predict", "predictions of a trained checkpoint for one video file", _cmd_predict,
                    "molt predict ave --checkpoint runs/ave_molt_tiny/version_0/adapters/best --video clip.mp4")
@@ -419,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
     predict.add_argument("--video", required=True, help="a video file with an audio track (mp4, mkv, ...)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")
+    _add_trust(predict)
 
     from .methods import method_names
 
@@ -454,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--split", help="split to sample (default: all for layers, test for tokens)")
     analyze.add_argument("--early", type=int, help="fix the number of early blocks instead of reading the curve")
     analyze.add_argument("--late", type=int, default=2, help="number of late blocks (paper: 2)")
+    _add_trust(analyze)
 
     ablate = verb("ablate", "train the variants of one of the paper's ablation tables (4: adaptation position, "
                   "5: tokens, 6: adapters, 7: fusion, 8: TOR) and write it as markdown", _cmd_ablate,

@@ -22,7 +22,7 @@ from .tasks import get_task
 __all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict"]
 
 
-def load_training_checkpoint(path: str | os.PathLike) -> AudioVisualModel:
+def load_training_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> AudioVisualModel:
     """Rebuild a model from a training checkpoint of ``molt train`` (``best.ckpt``, ``last.ckpt``).
 
     Raises:
@@ -40,7 +40,7 @@ def load_training_checkpoint(path: str | os.PathLike) -> AudioVisualModel:
     if not isinstance(state, dict) or "molt_config" not in state or "state_dict" not in state:
         raise ValueError(f"{path} is not a molt training checkpoint (no 'molt_config' / 'state_dict' entry)")
     config = load_config(overrides=state["molt_config"], source=str(path))
-    model = build_model(config, state["molt_task_options"])
+    model = build_model(config, state["molt_task_options"], trust_checkpoint=trust_checkpoint)
     prefix = "model."
     trainable = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
     missing = sorted(set(model.trainable_state_dict()) - set(trainable))
@@ -50,17 +50,22 @@ def load_training_checkpoint(path: str | os.PathLike) -> AudioVisualModel:
     return model
 
 
-def load_trained(checkpoint: str | os.PathLike) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
-    """``(model, experiment config, task options)`` from an adapter directory or a training checkpoint file."""
+def load_trained(checkpoint: str | os.PathLike, *,
+                 trust_checkpoint: bool = False) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
+    """``(model, experiment config, task options)`` from an adapter directory or a training checkpoint file.
+
+    ``trust_checkpoint`` is passed to the backbones (an HTS-AT weights file that pickles more than tensors)."""
     path = Path(checkpoint)
-    model = AudioVisualModel.from_pretrained(path) if path.is_dir() else load_training_checkpoint(path)
+    model = (AudioVisualModel.from_pretrained(path, trust_checkpoint=trust_checkpoint) if path.is_dir()
+             else load_training_checkpoint(path, trust_checkpoint=trust_checkpoint))
     return model, model.experiment_config, model.task_options
 
 
 @torch.no_grad()
 def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
              out_dir: str | os.PathLike | None = None, batch_size: int = 8, figure_batches: int = 2,
-             task: str | None = None, test_file: str | None = None) -> dict[str, Any]:
+             task: str | None = None, test_file: str | None = None,
+             trust_checkpoint: bool = False) -> dict[str, Any]:
     """Metrics of a trained model on one split, written as ``metrics.json``, plus the task's pictures of results
     (e.g. AVE timelines, AVS mask overlays) for the first ``figure_batches`` batches.
 
@@ -69,7 +74,7 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
     result holds the metrics, the figure paths and ``table``, the metrics as the task prints them under a title
     naming the split (and test file).
     """
-    model, config, task_options = load_trained(checkpoint)
+    model, config, task_options = load_trained(checkpoint, trust_checkpoint=trust_checkpoint)
     if task is not None and task != config.task:
         raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
     model.eval()
@@ -108,12 +113,13 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
     return result
 
 
-def predict(checkpoint: str | os.PathLike, video: str | os.PathLike, *, task: str | None = None) -> dict[str, Any]:
+def predict(checkpoint: str | os.PathLike, video: str | os.PathLike, *, task: str | None = None,
+            trust_checkpoint: bool = False) -> dict[str, Any]:
     """The task's predictions of a trained model for one user video (see ``TaskSpec.predict``).
 
     ``task``, when given, must be the task the checkpoint was trained for.
     """
-    model, config, task_options = load_trained(checkpoint)
+    model, config, task_options = load_trained(checkpoint, trust_checkpoint=trust_checkpoint)
     if task is not None and task != config.task:
         raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
     spec = get_task(config.task)

@@ -20,7 +20,7 @@ __all__ = ["extract"]
 def extract(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike,
             splits: tuple[str, ...] = ("train", "val", "test"), dtype: str = "float16", batch_size: int = 8,
             chunk_size: int = 256, device: str | None = None, verify_existing: bool = False,
-            show_progress: bool = True) -> dict[str, ExtractReport]:
+            show_progress: bool = True, trust_checkpoint: bool = False) -> dict[str, ExtractReport]:
     """Run the frozen backbones of ``config`` once over each split of ``data`` and store the taps in ``out_dir``.
 
     Resumable: complete chunks of an earlier (killed) run are kept; a cache built for another setup is refused.
@@ -34,7 +34,7 @@ def extract(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str |
     setting = spec.check_setting(config.setting)
     prepared = spec.prepare(data, setting=setting)
     datasets = {split: spec.open_split(prepared, split) for split in splits}
-    model = build_model(config, next(iter(datasets.values())).task_options())
+    model = build_model(config, next(iter(datasets.values())).task_options(), trust_checkpoint=trust_checkpoint)
     return extract_splits(model, datasets, out_dir, task=config.task, setting=config.setting, prepared=prepared,
                           dtype=dtype, batch_size=batch_size, chunk_size=chunk_size, device=device,
                           verify_existing=verify_existing, show_progress=show_progress)

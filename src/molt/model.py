@@ -119,8 +119,8 @@ class AudioVisualModel(nn.Module):
                                                             "task_options": self.task_options})
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *,
-                        backbones_on_meta: bool = False) -> "AudioVisualModel":
+    def from_pretrained(cls, directory: str | os.PathLike, *, backbones_on_meta: bool = False,
+                        trust_checkpoint: bool = False) -> "AudioVisualModel":
         """Rebuild a model saved with :meth:`save_pretrained` (frozen backbones from the weights files its config
         names) and load its trainable tensors; adapter files of an older format are read with their tensor names
         mapped (see :data:`molt.methods.adapters_io.KEY_MAPS`).
@@ -139,7 +139,8 @@ class AudioVisualModel(nn.Module):
             raise ValueError(f"{path / ADAPTER_CONFIG_NAME}: no experiment config in 'extra_config'; this directory "
                              f"was not written by AudioVisualModel.save_pretrained")
         config = load_config(overrides=extra["experiment"], source=str(path / ADAPTER_CONFIG_NAME))
-        model = build_model(config, extra["task_options"], backbones_on_meta=backbones_on_meta)
+        model = build_model(config, extra["task_options"], backbones_on_meta=backbones_on_meta,
+                            trust_checkpoint=trust_checkpoint)
         load_adapters(model, path)
         return model
 
@@ -154,14 +155,15 @@ def head_options(config: ExperimentConfig, method: nn.Module, visual: nn.Module 
     return {**options, **config.head, **task_options}
 
 
-def build_model(config: ExperimentConfig, task_options: dict[str, Any], *,
-                backbones_on_meta: bool = False) -> AudioVisualModel:
+def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backbones_on_meta: bool = False,
+                trust_checkpoint: bool = False) -> AudioVisualModel:
     """Build backbones, method and head from an experiment config.
 
     ``task_options`` holds what the data decides (e.g. ``num_classes`` for AVE); it is merged into ``config.head``.
     ``backbones_on_meta=True`` builds the frozen backbones on PyTorch's ``meta`` device (shapes only: no memory,
     no weights read) for training from a feature cache, where batches carry the taps; they still report the
     weights files of the config (``weights_hash``) so adapter files record what the cache was extracted with.
+    ``trust_checkpoint`` lets the audio weights file pickle more than tensors (``--trust-checkpoint``).
     """
     if backbones_on_meta:
         if not get_method(config.method).reads_taps:
@@ -175,7 +177,8 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *,
     else:
         visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,
                                         audio_weights=config.audio_weights,
-                                        audio_clip_seconds=config.audio_clip_seconds)
+                                        audio_clip_seconds=config.audio_clip_seconds,
+                                        trust_checkpoint=trust_checkpoint)
     method, visual_blocks, audio_blocks = build_method(config.method, config.method_config, visual, audio)
     features = features_class(config.method)(visual=visual, audio=audio, method=method,
                                              visual_blocks=visual_blocks, audio_blocks=audio_blocks)

@@ -193,7 +193,7 @@ def _resolve_resume(resume: str | None, run_root: Path) -> tuple[str | None, str
 
 def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike = "runs",
           resume: str | None = None, run_name: str | None = None, enable_progress_bar: bool = True,
-          features: str | os.PathLike | None = None) -> dict[str, Any]:
+          features: str | os.PathLike | None = None, trust_checkpoint: bool = False) -> dict[str, Any]:
     """Train on ``data`` (a dataset root of ``config.task``'s layout, prepared on first use, or a prepared directory).
 
     Model selection uses the task's monitor metric on the validation split; the returned figures are on the test
@@ -211,7 +211,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     prepared = spec.prepare(data, setting=spec.check_setting(config.setting))
     train_set, val_set, test_set = (spec.open_split(prepared, split) for split in ("train", "val", "test"))
     task_options = train_set.task_options()
-    model = build_model(config, task_options, backbones_on_meta=features is not None)
+    model = build_model(config, task_options, backbones_on_meta=features is not None,
+                        trust_checkpoint=trust_checkpoint)
     if features is not None:
         cached = cached_splits(model, {"train": train_set, "val": val_set, "test": test_set}, features,
                                task=config.task, setting=config.setting, prepared=prepared)

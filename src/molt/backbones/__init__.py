@@ -28,8 +28,8 @@ BACKBONE_PAIRS: dict[str, tuple[str, str]] = {
 
 def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike | None = None,
                     audio_weights: str | os.PathLike | None = None,
-                    pretrained: bool = False, init_seed: int = 0,
-                    audio_clip_seconds: int | None = None) -> tuple[TapBackbone, TapBackbone]:
+                    pretrained: bool = False, init_seed: int = 0, audio_clip_seconds: int | None = None,
+                    trust_checkpoint: bool = False) -> tuple[TapBackbone, TapBackbone]:
     """Frozen ``(visual, audio)`` backbones of a preset (see :data:`BACKBONE_PAIRS`).
 
     ``visual_weights`` / ``audio_weights`` are local files; ``pretrained=True`` fetches the visual hub weights
@@ -40,6 +40,8 @@ def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike 
     random-weight presets used by tests and the demo are the same backbone in every process: adapters trained on
     them can be evaluated later. ``audio_clip_seconds`` overrides the length HTS-AT tiles each 1-s segment to
     (the peers use 10 s for AVE / AVQA and 5 s for AVS); the shared presets have no HTS-AT and ignore it.
+    ``trust_checkpoint`` lets an HTS-AT file that pickles more than the allow-list of Lightning checkpoints be read
+    (see :func:`molt.backbones.htsat.read_htsat_state_dict`).
     """
     if preset not in BACKBONE_PAIRS:
         raise ValueError(f"unknown backbone preset {preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
@@ -55,5 +57,5 @@ def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike 
             audio = SpectrogramSwin(visual)
         else:
             overrides = {"clip_seconds": audio_clip_seconds} if audio_clip_seconds is not None else {}
-            audio = build_htsat(audio_name, weights=audio_weights, **overrides)
+            audio = build_htsat(audio_name, weights=audio_weights, trust_checkpoint=trust_checkpoint, **overrides)
     return visual, audio

@@ -520,12 +520,46 @@ class HTSATBackbone(TapBackbone):
             return torch.sigmoid(logits)
 
 
+# Names a Lightning 1.x training checkpoint (like HTSAT_AudioSet_Saved_1.ckpt) pickles beside its tensors, mapped to
+# what torch.load(weights_only=True) may build for them: numpy scalars and arrays (metric values), argparse.Namespace
+# (hyper-parameters), Lightning's AttributeDict read as a plain dict, and callback classes used as dict keys read
+# as the ``str`` type. Nothing here can run code; anything else still needs trust_checkpoint.
+_LIGHTNING_CALLBACKS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+                        "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+                        "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor")
+_ATTRIBUTE_DICTS = ("pytorch_lightning.utilities.parsing.AttributeDict", "pytorch_lightning.utilities.AttributeDict",
+                    "lightning_fabric.utilities.data.AttributeDict", "lightning.fabric.utilities.data.AttributeDict")
+
+
+def lightning_checkpoint_safe_globals() -> list[Any]:
+    """The explicit allow-list for reading Lightning 1.x checkpoints with ``torch.load(weights_only=True)``."""
+    import argparse
+
+    import numpy as np
+
+    numpy_core = getattr(np, "_core", None) or np.core
+    allowed: list[Any] = [argparse.Namespace, np.dtype, np.ndarray, numpy_core.multiarray.scalar,
+                          numpy_core.multiarray._reconstruct]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed += [(numpy_core.multiarray.scalar, f"{module}.scalar"),
+                    (numpy_core.multiarray._reconstruct, f"{module}._reconstruct")]
+    for name in ("Float64DType", "Float32DType", "Float16DType", "Int64DType", "Int32DType", "BoolDType"):
+        dtype_class = getattr(getattr(np, "dtypes", None), name, None)
+        if dtype_class is not None:
+            allowed.append(dtype_class)
+    allowed += [(dict, name) for name in _ATTRIBUTE_DICTS] + [(str, name) for name in _LIGHTNING_CALLBACKS]
+    return allowed
+
+
 def read_htsat_state_dict(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
     """Read an HTS-AT state dict from a file, unwrapping Lightning checkpoints and stripping ``sed_model.``.
 
     Accepts ``.safetensors`` and torch files (``.ckpt``, ``.pt``, ``.pth``, ...) holding either a plain state
     dict or a dict with a ``state_dict`` (Lightning) or ``model`` entry. Torch files are read with
-    ``weights_only=True``; a file that needs arbitrary unpickling is refused unless ``trust_checkpoint``.
+    ``weights_only=True`` and the allow-list of :func:`lightning_checkpoint_safe_globals` (what a Lightning 1.x
+    checkpoint such as the official ``HTSAT_AudioSet_Saved_1.ckpt`` holds besides tensors: optimiser and
+    callback state, hyper-parameters, numpy scalars); a file that needs anything more is refused unless
+    ``trust_checkpoint`` (then read with ``weights_only=False``, with a warning naming the file).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -536,18 +570,25 @@ def read_htsat_state_dict(path: str | os.PathLike, *, trust_checkpoint: bool = F
         payload: Any = load_file(path, device="cpu")
     else:
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(lightning_checkpoint_safe_globals()):
+                payload = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             if not trust_checkpoint:
+                refused = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line
+                                or "WeightsUnpickler error" in line), str(error).splitlines()[0])
                 raise ValueError(
-                    f"{path}: this checkpoint holds Python objects that torch.load(weights_only=True) refuses "
-                    f"({error}). If the file comes from a trusted source (e.g. the official "
-                    f"HTSAT_AudioSet_Saved_1.ckpt), pass trust_checkpoint=True, or convert it once to a plain "
-                    f"state dict or .safetensors file") from None
-            _logger.warning("loading %s with weights_only=False (trust_checkpoint=True)", path)
+                    f"{path}: this checkpoint holds Python objects beyond tensors and the few safe types of "
+                    f"Lightning checkpoints ({refused}); loading it could run code. If the file comes from a "
+                    f"trusted source, pass --trust-checkpoint (or trust_checkpoint=True in Python), or convert it "
+                    f"once to a plain state dict or .safetensors file") from None
+            _logger.warning("%s: reading with torch.load(weights_only=False) because --trust-checkpoint was given; "
+                            "this runs whatever the file pickles", path)
             payload = torch.load(path, map_location="cpu", weights_only=False)
         except (RuntimeError, EOFError, OSError) as error:
             raise ValueError(f"{path}: not a readable torch checkpoint ({error})") from None
+    if isinstance(payload, Mapping) and "state_dict" in payload and "pytorch-lightning_version" in payload:
+        _logger.info("%s: Lightning %s checkpoint, %s entries besides the state dict ignored", path,
+                     payload["pytorch-lightning_version"], len(payload) - 1)
     if isinstance(payload, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(payload.get(key), Mapping):

@@ -63,7 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["AVQARecord", "MusicAVQA", "ORIGINAL_TEST_SPLIT", "ORIGINAL_TEST_DIRS", "find_original_test", "FAMILIES", "FAMILY_ABBREVIATIONS", "SUBTYPES", "QUESTION_TYPES",
+__all__ = ["AVQARecord", "MusicAVQA", "ORIGINAL_TEST_SPLIT", "ORIGINAL_TEST_DIRS", "find_original_test", "FAMILIES",
+           "FAMILY_ABBREVIATIONS", "SUBTYPES", "QUESTION_TYPES",
            "SPLIT_FILES", "ANSWER_VOCAB_FILE", "PAD", "UNK", "VIDEO_DIRS", "read_questions", "fill_placeholders",
            "tokenize", "question_vocabulary", "answer_vocabulary", "encode_question", "find_video",
            "find_annotation_dir", "question_type_name"]

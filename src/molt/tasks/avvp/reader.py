@@ -24,8 +24,9 @@ header line:
   (e.g. ``BjCEufrlXm4_20_30``); five training clips have fractional times (``AP0061o0Nvk_101.8_111.8``, line
   3,274 of ``AVVP_train.csv``), so both are read as floats. Ids may contain ``_`` and ``-``
   (``J_Z8OiW9z_E_430_440``), so the id is what precedes the last two ``_``-separated fields; in every file of the
-  release that is the first 11 characters, which is what the authors' loaders take (a test checks all 11,849). The authors' download script stores each trimmed 10-s clip as
-  ``LLP_dataset/video/{YouTube id}.mp4`` beside the csv files.
+  release that is the first 11 characters, which is what the authors' loaders take (a test checks all 11,849).
+  The authors' download script stores each trimmed 10-s clip as ``LLP_dataset/video/{YouTube id}.mp4`` beside the
+  csv files.
 
 Categories, in the order of the authors' label encoding (index = position): Speech, Car, Cheering, Dog, Cat,
 Frying_(food), Basketball_bounce, Fire_alarm, Chainsaw, Cello, Banjo, Singing, Chicken_rooster, Violin_fiddle,
