@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from conftest import SHARED_FIXTURES
 from molt.backbones.audio_frontend import LogMelSpectrogram, check_sample_rate, log_mel_spectrogram
 from molt.backbones.htsat import HTSAT_PRESETS, HTSATConfig, build_htsat, fold_spectrogram, load_htsat_checkpoint
 
-FIXTURE = Path("/work/shared/fixtures/htsat_state_dict_keys.tsv")
+FIXTURE = SHARED_FIXTURES / "htsat_state_dict_keys.tsv"
 if not FIXTURE.is_file():
     FIXTURE = Path(__file__).parent / "fixtures" / "htsat_state_dict_keys.tsv"
 

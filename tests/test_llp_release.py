@@ -1,20 +1,19 @@
 """The LLP release as users download it (the authors' csv files, byte for byte in ../shared/fixtures/llp)."""
 import json
 import logging
-import os
 import shutil
 
 import numpy as np
 import pytest
 
-from conftest import shared_fixture_dir
+from conftest import needs_shared_fixtures, shared_fixture_dir
 from molt.data.media import write_clip
-from molt.tasks.avvp.prepared import PreparedLLP, prepare_llp
+from molt.cli import main
+from molt.tasks.avvp.prepared import PreparedLLP
 from molt.tasks.avvp.reader import EVAL_FILES, SPLIT_FILES, LLPAnnotations, parse_filename
 
 REAL = shared_fixture_dir("llp", "AVVP_train.csv", "MOLT_LLP_FIXTURES")
-# CI always has shared/fixtures beside the checkout: there a missing fixture is a failure, not a skip
-pytestmark = pytest.mark.skipif(REAL is None and not os.environ.get("CI"), reason="real LLP csv files not found")
+pytestmark = needs_shared_fixtures(REAL, "the real LLP csv files")
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +82,12 @@ def test_prepare_reads_the_real_csv_files_with_a_handful_of_clips(real, tmp_path
         frames, audio, fps, rate = _clip(seed)
         write_clip(video_dir / f"{record.video_id}.mp4", frames, audio, fps=fps, sample_rate=rate)
     with caplog.at_level(logging.WARNING):
-        report = prepare_llp(root, tmp_path / "prepared", image_size=32, workers=1, show_progress=False)
-    assert sorted(report.stored) == sorted(r.filename for r in chosen)
-    assert len(report.skipped) == 11849 - 4 and {reason for _, reason, _ in report.skipped} == {"missing file"}
+        assert main(["prepare", "avvp", "--data", str(root), "--out", str(tmp_path / "prepared"), "--image-size",
+                     "32", "--workers", "1"]) == 0
+    index = json.loads((tmp_path / "prepared" / "index.json").read_text())
+    assert sorted(index["videos"]) == sorted(r.filename for r in chosen) and index["skipped"] == 11849 - 4
     assert sum("skipped" in message for message in caplog.messages) <= 21  # the first 20, then a count
     assert np.load(tmp_path / "prepared" / "frames.npy", mmap_mode="r").shape == (4, 10, 32, 32, 3)
-    index = json.loads((tmp_path / "prepared" / "index.json").read_text())
     assert index["splits"] == {"train": 1, "val": 2, "test": 1}
     by_name = {r.filename: r for r in chosen}
     for split in ("val", "test"):
@@ -101,3 +100,4 @@ def test_prepare_reads_the_real_csv_files_with_a_handful_of_clips(real, tmp_path
             assert item["frames"].shape == (10, 3, 32, 32)
     lines = (tmp_path / "prepared" / "skipped.tsv").read_text().splitlines()
     assert lines[0].startswith("filename\treason") and len(lines) == 1 + 11845
+    assert {line.split("\t")[1] for line in lines[1:]} == {"missing file"}
