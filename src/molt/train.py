@@ -25,12 +25,13 @@ from torch.utils.data import DataLoader
 
 from .backbones.audio_frontend import check_sample_rate
 from .config import ExperimentConfig
+from .evaluate import read_training_checkpoint
 from .features.extract import cached_splits
 from .methods import count_parameters
 from .model import AudioVisualModel, build_model
 from .tasks import get_task
 
-__all__ = ["LitAudioVisual", "train", "check_checkpoint", "NonFiniteLossError"]
+__all__ = ["LitAudioVisual", "train", "NonFiniteLossError"]
 
 _logger = logging.getLogger(__name__)
 
@@ -151,17 +152,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(temporary, path)
 
 
-def check_checkpoint(path: str | os.PathLike) -> None:
-    """Raise a ``ValueError`` naming ``path`` if it cannot be read as a molt training checkpoint."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise ValueError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); resume "
-                         f"from another checkpoint (e.g. best.ckpt in the same folder) or start again") from None
-    if not isinstance(state, dict) or "molt_config" not in state or "state_dict" not in state:
-        raise ValueError(f"{path} is not a molt training checkpoint (no 'molt_config' / 'state_dict' entry)")
-
-
 def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     workers = config.trainer.num_workers
@@ -182,12 +172,12 @@ def _resolve_resume(resume: str | None, run_root: Path) -> tuple[str | None, str
     if resume != "last":
         if not Path(resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
-        check_checkpoint(resume)
+        read_training_checkpoint(resume)
         return resume, None
     candidates = sorted(run_root.glob("version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
     if not candidates:
         raise FileNotFoundError(f"--resume last: no last.ckpt under {run_root}")
-    check_checkpoint(candidates[-1])
+    read_training_checkpoint(candidates[-1])
     return str(candidates[-1]), candidates[-1].parent.parent.name
 
 
@@ -229,22 +219,25 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     checkpoint_dir = run_dir / "checkpoints"
     monitor = f"val/{spec.monitor}"
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode=spec.monitor_mode,
-                           save_last=True, save_top_k=1, enable_version_counter=False)
+                           save_top_k=1, enable_version_counter=False)
+    # last.ckpt at the end of every epoch, whatever the validation score (a monitored callback with save_last
+    # rewrites it only when it saves a better top-k file)
+    last = ModelCheckpoint(dirpath=checkpoint_dir, save_top_k=0, save_last=True, enable_version_counter=False)
     trainer_cfg = config.trainer
     trainer = L.Trainer(
         max_epochs=trainer_cfg.max_epochs, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
         strategy=trainer_cfg.strategy, precision=trainer_cfg.precision, logger=logger,
-        callbacks=[best, TQDMProgressBar()] if enable_progress_bar else [best],
+        callbacks=[best, last, TQDMProgressBar()] if enable_progress_bar else [best, last],
         log_every_n_steps=trainer_cfg.log_every_n_steps,
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()])
     trainer.fit(lit, _loader(train_set, config, True, seed), _loader(val_set, config, False, seed),
-                ckpt_path=resume_path)
-    best_path = best.best_model_path or best.last_model_path
+                ckpt_path=resume_path, weights_only=True)
+    best_path = best.best_model_path or last.last_model_path
     test_metrics = trainer.test(lit, _loader(test_set, config, False, seed), ckpt_path=best_path,
-                                verbose=False)[0]
+                                verbose=False, weights_only=True)[0]
     adapter_dir = run_dir / "adapters" / "best"
     if trainer.is_global_zero:
         model.save_pretrained(adapter_dir)

@@ -1,0 +1,61 @@
+"""Training checkpoints: last.ckpt every epoch whatever the validation score, and no checkpoint that runs code."""
+import os
+
+import pytest
+import torch
+
+from molt.cli import main
+from molt.config import load_config
+from molt.evaluate import read_training_checkpoint
+from molt.tasks.ave.synthetic import generate_ave
+from molt.train import train
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory):
+    """Three epochs at learning rate 0: the validation score never improves after epoch 0."""
+    root = tmp_path_factory.mktemp("frozen")
+    data = root / "ave"
+    generate_ave(data, num_videos=16, seed=0, image_size=64, fps=4, workers=1, show_progress=False)
+    config = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 3, "batch_size": 8},
+                                           "optim": {"lr": 0.0, "head_lr": 0.0}})
+    result = train(config, data=data, out_dir=root / "runs", enable_progress_bar=False)
+    return data, result
+
+
+def test_last_checkpoint_is_written_every_epoch(frozen_run):
+    _, result = frozen_run
+    checkpoints = os.path.dirname(result["best_checkpoint"])
+    last = read_training_checkpoint(os.path.join(checkpoints, "last.ckpt"))
+    best = read_training_checkpoint(result["best_checkpoint"])
+    assert last["global_step"] == result["global_step"] == 6   # 3 epochs of 2 batches
+    assert best["global_step"] == 2                             # nothing better came after the first epoch
+
+
+class _MakesADirectory:
+    """Unpickling this creates a directory: the marker that code ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_a_checkpoint_that_pickles_code_is_refused_by_eval_predict_and_resume(frozen_run, tmp_path, caplog):
+    data, result = frozen_run
+    state = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=True)
+    marker = tmp_path / "code_ran"
+    state["molt_task_options"] = {**state["molt_task_options"], "hook": _MakesADirectory(str(marker))}
+    evil = tmp_path / "evil.ckpt"
+    torch.save(state, evil)
+    video = next((data / "AVE").glob("*.mp4"))
+    runs = tmp_path / "runs"
+    for argv in (["eval", "ave", "--data", str(data), "--checkpoint", str(evil)],
+                 ["predict", "ave", "--checkpoint", str(evil), "--video", str(video)],
+                 ["train", "ave", "--data", str(data), "--resume", str(evil), "--epochs", "1", "--out", str(runs)]):
+        caplog.clear()
+        assert main(argv) == 2, argv
+        assert f"{evil}: refused" in caplog.text and "could run code" in caplog.text, argv
+        assert not marker.exists(), argv
+    assert not runs.exists()           # the refused resume left no empty run directory
