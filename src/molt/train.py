@@ -220,9 +220,10 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     monitor = f"val/{spec.monitor}"
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode=spec.monitor_mode,
                            save_top_k=1, enable_version_counter=False)
-    # last.ckpt at the end of every epoch, whatever the validation score (a monitored callback with save_last
-    # rewrites it only when it saves a better top-k file)
-    last = ModelCheckpoint(dirpath=checkpoint_dir, save_top_k=0, save_last=True, enable_version_counter=False)
+    # last.ckpt at the end of every epoch, whatever the validation score: an unmonitored top-1 callback keeps the
+    # newest epoch (a monitored callback with save_last rewrites last.ckpt only when it saves a better top-k file)
+    last = ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1,
+                           enable_version_counter=False)
     trainer_cfg = config.trainer
     trainer = L.Trainer(
         max_epochs=trainer_cfg.max_epochs, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
@@ -235,7 +236,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         plugins=[AtomicCheckpointIO()])
     trainer.fit(lit, _loader(train_set, config, True, seed), _loader(val_set, config, False, seed),
                 ckpt_path=resume_path, weights_only=True)
-    best_path = best.best_model_path or last.last_model_path
+    best_path = best.best_model_path or last.best_model_path
     test_metrics = trainer.test(lit, _loader(test_set, config, False, seed), ckpt_path=best_path,
                                 verbose=False, weights_only=True)[0]
     adapter_dir = run_dir / "adapters" / "best"
