@@ -59,3 +59,17 @@ def test_a_checkpoint_that_pickles_code_is_refused_by_eval_predict_and_resume(fr
         assert f"{evil}: refused" in caplog.text and "could run code" in caplog.text, argv
         assert not marker.exists(), argv
     assert not runs.exists()           # the refused resume left no empty run directory
+
+
+def test_the_console_gets_one_line_per_event_and_no_progress_bar_off_a_terminal(frozen_run, tmp_path):
+    import subprocess
+    import sys
+
+    data, _ = frozen_run
+    done = subprocess.run([sys.executable, "-m", "molt", "train", "ave", "--data", str(data), "--epochs", "1",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    assert sum("GPU available" in line for line in lines) == 1      # Lightning's lines once, not twice
+    assert not any("Tip:" in line or "it/s" in line or "Warning" in line for line in lines), lines
+    assert len(lines) < 40, lines

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -159,6 +160,29 @@ def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int) -> Data
                       generator=generator, persistent_workers=workers > 0, drop_last=False)
 
 
+class _DropLightningTips(logging.Filter):
+    """Lightning advertises optional packages at every Trainer start; users did not ask for it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def _one_log_line_per_event() -> None:
+    """When the application configured logging (the CLI does), let Lightning's records reach its handlers once:
+    Lightning also installs a handler of its own on the ``lightning`` logger, which printed every line twice."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
+        library_logger = logging.getLogger(name)
+        for handler in list(library_logger.handlers):
+            if isinstance(handler, logging.StreamHandler):
+                library_logger.removeHandler(handler)
+        library_logger.propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropLightningTips())
+
+
 def _peak_rss_mb() -> float:
     import resource
 
@@ -190,11 +214,16 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     split. With ``features`` (a cache written by ``molt extract`` for the same setup), batches carry the cached taps
     and the frozen backbones are never run nor loaded (they are built on the ``meta`` device).
     Returns a dict with the run directory, adapter directory, best validation and test metrics, parameter counts,
-    peak memory and wall time.
+    peak memory and wall time. The progress bar is shown only on a terminal (one updating line; none in logs).
     """
     start = time.time()
+    _one_log_line_per_event()
+    enable_progress_bar = enable_progress_bar and sys.stdout.isatty()
     # frozen backbones stay in eval mode on purpose (see TapBackbone.train)
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # small data sets log less often than every 10 steps, as asked; and Lightning's own use of a deprecated torch API
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     seed = config.trainer.seed
     L.seed_everything(seed, workers=True)
     spec = get_task(config.task)
