@@ -30,6 +30,9 @@ def test_last_checkpoint_is_written_every_epoch(frozen_run):
     best = read_training_checkpoint(result["best_checkpoint"])
     assert last["global_step"] == result["global_step"] == 6   # 3 epochs of 2 batches
     assert best["global_step"] == 2                             # nothing better came after the first epoch
+    environment = result["environment"]       # what the figures depend on, recorded in result.json (and demo.json)
+    assert environment["torch"] == torch.__version__.split("+")[0] or environment["torch"] == torch.__version__
+    assert environment["torch_threads"] >= 1 and {"timm", "lightning", "av", "numpy", "python"} <= set(environment)
 
 
 class _MakesADirectory:

@@ -26,13 +26,14 @@ from torch.utils.data import DataLoader
 
 from .backbones.audio_frontend import check_sample_rate
 from .config import ExperimentConfig
+from .data.files import replace_durably
 from .evaluate import read_training_checkpoint
 from .features.extract import cached_splits
 from .methods import count_parameters
 from .model import AudioVisualModel, build_model
 from .tasks import get_task
 
-__all__ = ["LitAudioVisual", "train", "NonFiniteLossError"]
+__all__ = ["LitAudioVisual", "train", "software_environment", "NonFiniteLossError"]
 
 _logger = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.partial")
         super().save_checkpoint(checkpoint, temporary, storage_options)
-        os.replace(temporary, path)
+        replace_durably(temporary, path)
 
 
 def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int) -> DataLoader:
@@ -181,6 +182,20 @@ def _one_log_line_per_event() -> None:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningTips) for f in rank_zero.filters):
         rank_zero.addFilter(_DropLightningTips())
+
+
+def software_environment() -> dict[str, Any]:
+    """Versions of what the figures depend on (torch, timm, lightning, av, numpy, Python) and the thread count."""
+    from importlib import metadata
+
+    versions = {}
+    for package in ("torch", "timm", "lightning", "av", "numpy", "molt-av"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {**versions, "python": sys.version.split()[0], "torch_threads": torch.get_num_threads(),
+            "cuda": torch.version.cuda}
 
 
 def _peak_rss_mb() -> float:
@@ -284,6 +299,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         "wall_time_s": round(time.time() - start, 1),
         "global_step": trainer.global_step,
         "features": str(features) if features is not None else None,
+        "environment": software_environment(),
     }
     if trainer.is_global_zero:
         with open(run_dir / "result.json", "w") as handle:

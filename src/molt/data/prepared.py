@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .files import replace_durably
+
 __all__ = ["PrepareReport", "PreparedClips", "read_prepared_index", "commit_index", "write_skipped",
            "atomic_json", "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE",
            "GROUND_TRUTH_FILE", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -82,7 +84,7 @@ class PrepareReport:
 def atomic_json(path: Path, payload: dict[str, Any]) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(payload, indent=1))
-    os.replace(temporary, path)
+    replace_durably(temporary, path)
 
 
 def commit_index(out: Path, index: dict[str, Any], report: PrepareReport) -> PrepareReport:
@@ -108,7 +110,7 @@ def write_skipped(out: Path, skipped: Sequence[tuple[str, str, str]], paths: dic
             clean = " ".join(detail.split())
             path = paths.get(name)
             handle.write(f"{name}\t{reason}\t{clean}\t{path if path else ''}\n")
-    os.replace(temporary, out / SKIPPED_FILE)
+    replace_durably(temporary, out / SKIPPED_FILE)
 
 
 def generated_image_size(root: str | os.PathLike) -> int | None:

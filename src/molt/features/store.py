@@ -86,6 +86,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..data.files import replace_durably
+
 __all__ = ["CachedDataset", "ExtractReport", "FeatureCache", "FeatureManifest", "TapGroupSpec", "data_fingerprint",
            "extract_features", "DONE_FILE", "DTYPES", "FORMAT", "FORMAT_VERSION", "MANIFEST_FILE", "MEDIA_KEYS",
            "SPLIT_FILE"]
@@ -113,7 +115,7 @@ def _write_json(path: Path, payload: Mapping[str, Any]) -> None:
     """Write JSON atomically (temporary file in the same directory, then ``os.replace``)."""
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(payload, indent=1))
-    os.replace(temporary, path)
+    replace_durably(temporary, path)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -488,7 +490,7 @@ class _ChunkWriter:
             partial = self.chunk_dir / f"{name}.partial"
             if partial.stat().st_size != self.sizes[name]:
                 raise OSError(f"{partial}: wrote {partial.stat().st_size} bytes, expected {self.sizes[name]}")
-            os.replace(partial, self.chunk_dir / name)
+            replace_durably(partial, self.chunk_dir / name)
             record[name] = {"bytes": self.sizes[name], "shape": list(self.shapes[name]), "dtype": self.dtype,
                             "crc32": self.crcs[name]}
         self.handles.clear()

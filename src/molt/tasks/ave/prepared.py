@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...data.files import replace_durably
 from ...data.media import decode_pcm16, parallel_map
 from ...data.prepared import INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size, write_skipped
 from .reader import SPLIT_FILES, AVEAnnotations
@@ -159,7 +160,7 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
     report.stored = [video_id for video_id in video_ids if video_id in stored_at]
     write_skipped(out, report.skipped, {video_id: find_video(root, video_id) for video_id, _, _ in report.skipped})
     for name, path in partial.items():
-        os.replace(path, out / name)
+        replace_durably(path, out / name)
     report.seconds = time.time() - start_time
     index = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),

@@ -48,6 +48,7 @@ import av
 import numpy as np
 import torch
 
+from ...data.files import replace_durably
 from ...data.media import decode_pcm16, parallel_map
 from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
                               write_skipped)
@@ -147,7 +148,7 @@ def decode_to_memmaps(out: Path, paths: dict[str, Path | None], report: PrepareR
     audio.flush()
     del frames, audio
     for name, path in partial.items():
-        os.replace(path, out / name)
+        replace_durably(path, out / name)
     return stored_at
 
 

@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...data.files import replace_durably
 from ...data.media import parallel_map
 from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
-                              read_prepared_index)
+                              read_prepared_index, write_skipped)
 from .reader import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip
 
 __all__ = ["prepare_avs", "ensure_prepared", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
@@ -47,7 +48,6 @@ _logger = logging.getLogger(__name__)
 
 FORMAT = "molt-prepared-avs"
 FORMAT_VERSION = 1
-SKIPPED_FILE = "skipped.tsv"
 DEFAULT_IMAGE_SIZE = 192
 DEFAULT_MASK_SIZE = 224
 DEFAULT_SAMPLE_RATE = 32000
@@ -137,14 +137,9 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
     order = {record.name: i for i, record in enumerate(records)}
     report.skipped.sort(key=lambda item: order[item[0]])
     report.stored = [row["video_id"] for row in rows]
-    skipped_tmp = out / f".{SKIPPED_FILE}.tmp"
-    with open(skipped_tmp, "w", encoding="utf-8") as handle:
-        handle.write("video_id\treason\tdetail\n")
-        for name, reason, detail in report.skipped:
-            handle.write(f"{name}\t{reason}\t{detail.replace(chr(9), ' ').replace(chr(10), ' ')}\n")
-    os.replace(skipped_tmp, out / SKIPPED_FILE)
+    write_skipped(out, report.skipped, {})
     for name, path in partial.items():
-        os.replace(path, out / name)
+        replace_durably(path, out / name)
     report.seconds = time.time() - start_time
     index = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "setting": setting,

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...data.files import replace_durably
 from ...data.media import decode_pcm16, parallel_map
 from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
                               read_prepared_index, write_skipped)
@@ -149,7 +150,7 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
     report.skipped.sort(key=lambda item: order[item[0]])
     write_skipped(out, report.skipped, paths, name_column="filename")
     for name, path in partial.items():
-        os.replace(path, out / name)
+        replace_durably(path, out / name)
     report.seconds = time.time() - start_time
     index = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),

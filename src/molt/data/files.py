@@ -1,0 +1,32 @@
+"""Durable atomic writes: what was renamed into place survives a power loss, not just a killed process.
+
+Part of molt-av (Apache-2.0). Files are written under a temporary name and renamed (``os.replace``), so a reader
+never sees half a file; :func:`replace_durably` also flushes the file's data to disk before the rename and the
+directory entry after it (``fsync``), so a crash of the machine cannot leave the new name pointing at missing
+data. Used for training checkpoints, feature-cache chunks and prepared data sets.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["fsync_path", "replace_durably"]
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a directory's) data to disk; directories are skipped where the OS cannot open them."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except (IsADirectoryError, PermissionError):  # directories cannot be opened on some systems (Windows)
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def replace_durably(temporary: str | os.PathLike, path: str | os.PathLike) -> None:
+    """``fsync`` ``temporary``, rename it to ``path`` (atomic on POSIX), then ``fsync`` the directory."""
+    fsync_path(temporary)
+    os.replace(temporary, path)
+    fsync_path(Path(path).parent)
