@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import sys
 import time
 import warnings
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from .backbones.audio_frontend import check_sample_rate
 from .config import ExperimentConfig
@@ -132,6 +134,7 @@ class LitAudioVisual(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
         checkpoint["molt_config"] = self.config.to_dict()
         checkpoint["molt_task_options"] = self.task_options
+        checkpoint["molt_rng"] = random_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         expected = {f"model.{name}" for name in self.model.trainable_state_dict()}
@@ -139,6 +142,29 @@ class LitAudioVisual(L.LightningModule):
         if missing:
             raise ValueError(f"checkpoint does not match this model: {len(missing)} trainable tensor(s) missing, "
                              f"e.g. {missing[:3]}; was it trained with another config?")
+        if "molt_rng" in checkpoint and self.trainer.state.fn == "fit":
+            restore_random_states(checkpoint["molt_rng"])  # dropout continues where the saved run was
+
+
+def random_states() -> dict[str, Any]:
+    """The states of every random generator a training step draws from (torch CPU and CUDA, numpy, Python), as
+    tensors and plain data so that the checkpoint still loads with ``weights_only=True``."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
+
+
+def restore_random_states(states: dict[str, Any]) -> None:
+    """Set the generators to what :func:`random_states` returned."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -154,11 +180,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         replace_durably(temporary, path)
 
 
-def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int) -> DataLoader:
+def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int, world_size: int = 1) -> DataLoader:
+    """Training batches shuffled as a pure function of ``(seed, epoch)``, so a resumed run sees the order the
+    uninterrupted run saw: one process uses a one-replica ``DistributedSampler`` (Lightning sets its epoch); under
+    DDP Lightning puts its own, seeded the same way."""
     generator = torch.Generator().manual_seed(seed)
     workers = config.trainer.num_workers
-    return DataLoader(dataset, batch_size=config.trainer.batch_size, shuffle=shuffle, num_workers=workers,
-                      generator=generator, persistent_workers=workers > 0, drop_last=False)
+    sampler = None
+    if shuffle and world_size == 1:
+        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed, drop_last=False)
+    return DataLoader(dataset, batch_size=config.trainer.batch_size, shuffle=shuffle and sampler is None,
+                      sampler=sampler, num_workers=workers, generator=generator, persistent_workers=workers > 0,
+                      drop_last=False)
 
 
 class _DropLightningTips(logging.Filter):
@@ -258,7 +291,9 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
 
     run_name = run_name or f"{config.task}_{config.method}_{config.backbone}"
     resume_path, version = _resolve_resume(resume, Path(out_dir, run_name))
-    logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name, version=version)
+    # a resumed run drops what the killed one logged after its checkpoint, so no step appears twice in TensorBoard
+    purge = {"purge_step": read_training_checkpoint(resume_path)["global_step"]} if resume_path else {}
+    logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name, version=version, **purge)
     run_dir = Path(logger.log_dir)
     checkpoint_dir = run_dir / "checkpoints"
     monitor = f"val/{spec.monitor}"
@@ -278,7 +313,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()])
-    trainer.fit(lit, _loader(train_set, config, True, seed), _loader(val_set, config, False, seed),
+    trainer.fit(lit, _loader(train_set, config, True, seed, trainer.world_size), _loader(val_set, config, False, seed),
                 ckpt_path=resume_path, weights_only=True)
     best_path = best.best_model_path or last.best_model_path
     test_metrics = trainer.test(lit, _loader(test_set, config, False, seed), ckpt_path=best_path,

@@ -1,0 +1,81 @@
+"""A run killed and resumed with ``--resume last`` ends where the uninterrupted run with the same seed ends:
+the same adapter tensors, bit for bit, and the same metrics (CPU, tiny preset, one thread in every process)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from safetensors.torch import load_file
+
+from molt.evaluate import read_training_checkpoint
+from molt.tasks.ave.prepared import ensure_prepared
+from molt.tasks.ave.synthetic import generate_ave
+
+EPOCHS, BATCH = 3, 4   # 32 training clips -> 8 steps per epoch
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume_ave")
+    generate_ave(root, num_videos=40, seed=2, image_size=64, fps=4, workers=1, show_progress=False)
+    return ensure_prepared(root, show_progress=False)
+
+
+def _molt(data, out, *extra):
+    command = [sys.executable, "-m", "molt", "train", "ave", "--data", str(data), "--out", str(out), "--batch-size",
+               str(BATCH), "--seed", "5", *map(str, extra)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+
+
+def _finish(process) -> None:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+
+
+def _outcome(out):
+    run = out / "ave_molt_tiny" / "version_0"
+    result = json.loads((run / "result.json").read_text())
+    return load_file(str(run / "adapters" / "best" / "adapter_model.safetensors")), result
+
+
+def _assert_same(resumed, uninterrupted):
+    (tensors, result), (reference, expected) = resumed, uninterrupted
+    assert set(tensors) == set(reference)
+    different = [name for name in tensors if not (tensors[name] == reference[name]).all()]
+    assert different == [], f"{len(different)} of {len(tensors)} tensors differ, e.g. {different[:3]}"
+    assert result["test"] == expected["test"] and result["best_val_accuracy"] == expected["best_val_accuracy"]
+    assert result["global_step"] == expected["global_step"] == EPOCHS * 8
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    _finish(_molt(prepared, out, "--epochs", EPOCHS))
+    return _outcome(out)
+
+
+def test_killed_mid_epoch_then_resumed_ends_bitwise_identical(prepared, uninterrupted, tmp_path):
+    process = _molt(prepared, tmp_path, "--epochs", EPOCHS)
+    last = tmp_path / "ave_molt_tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)   # well into the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert read_training_checkpoint(last)["global_step"] < EPOCHS * 8
+    _finish(_molt(prepared, tmp_path, "--epochs", EPOCHS, "--resume", "last"))
+    _assert_same(_outcome(tmp_path), uninterrupted)
+
+
+def test_stopped_after_a_completed_epoch_then_resumed_ends_bitwise_identical(prepared, uninterrupted, tmp_path):
+    _finish(_molt(prepared, tmp_path, "--epochs", 1))
+    assert read_training_checkpoint(tmp_path / "ave_molt_tiny" / "version_0" / "checkpoints" /
+                                    "last.ckpt")["global_step"] == 8
+    _finish(_molt(prepared, tmp_path, "--epochs", EPOCHS, "--resume", "last"))
+    _assert_same(_outcome(tmp_path), uninterrupted)
