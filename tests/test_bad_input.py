@@ -1,0 +1,142 @@
+"""Bad input gets one line naming the file or key and what to do, exit code 2, no traceback, nothing left behind.
+
+One row per case: config files, checkpoints, adapter directories, data roots, media, caches and devices."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from molt.cli import main
+from molt.tasks.ave.synthetic import generate_ave
+
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "adapters_v1"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A small AVE root (8 classes), a 1-epoch run on it, and broken copies of its files."""
+    root = tmp_path_factory.mktemp("bad_input")
+    data = root / "ave"
+    generate_ave(data, num_videos=16, seed=0, image_size=64, fps=4, workers=1, show_progress=False)
+    assert main(["train", "ave", "--data", str(data), "--epochs", "1", "--out", str(root / "runs")]) == 0
+    run = root / "runs" / "ave_molt_tiny" / "version_0"
+    paths = {"data": data, "run": run, "root": root, "video": next((data / "AVE").glob("*.mp4"))}
+    ckpt = run / "checkpoints" / "last.ckpt"
+    paths["truncated_ckpt"] = root / "truncated.ckpt"
+    paths["truncated_ckpt"].write_bytes(ckpt.read_bytes()[:5000])
+    adapters = root / "adapters_bad_weights"
+    shutil.copytree(run / "adapters" / "best", adapters)
+    weights = adapters / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    paths["truncated_adapters"] = adapters
+    adapters = root / "adapters_bad_json"
+    shutil.copytree(run / "adapters" / "best", adapters)
+    (adapters / "adapter_config.json").write_text('{"format_version": ')
+    paths["corrupt_config_adapters"] = adapters
+    paths["not_a_video"] = root / "notes.mp4"
+    paths["not_a_video"].write_bytes(b"this is not a video" * 100)
+    configs = {
+        "wrong_type.yaml": "base: ave_molt_tiny\nmethod_config:\n  num_tokens: four\n",
+        "wrong_trainer_type.yaml": "base: ave_molt_tiny\ntrainer:\n  max_epochs: ten\n",
+        "unknown_method_key.yaml": "base: ave_molt_tiny\nmethod_config:\n  num_tokenz: 4\n",
+        "unknown_head_key.yaml": "base: ave_molt_tiny\nhead:\n  hiden_dim: 4\n",
+        "not_yaml.yaml": "task: ave\nmethod_config: [unclosed\n",
+        "other_tokens.yaml": "base: ave_molt_tiny\nmethod_config:\n  num_tokens: 2\n",
+    }
+    for name, text in configs.items():
+        (root / name).write_text(text)
+        paths[name] = root / name
+    return paths
+
+
+def _cases():
+    d = "{data}"
+    return [
+        ("config value of the wrong type", ["train", "ave", "--data", d, "--config", "{wrong_type.yaml}"],
+         ["{wrong_type.yaml}", "method_config: num_tokens must be int", "'four'"]),
+        ("trainer value of the wrong type", ["train", "ave", "--data", d, "--config", "{wrong_trainer_type.yaml}"],
+         ["{wrong_trainer_type.yaml}", "trainer: max_epochs must be int", "'ten'"]),
+        ("unknown key under method_config", ["train", "ave", "--data", d, "--config", "{unknown_method_key.yaml}"],
+         ["{unknown_method_key.yaml}: method_config", "num_tokenz", "valid keys"]),
+        ("unknown head option", ["train", "ave", "--data", d, "--config", "{unknown_head_key.yaml}"],
+         ["{unknown_head_key.yaml}: head", "hiden_dim", "accepted"]),
+        ("config that is not YAML", ["train", "ave", "--data", d, "--config", "{not_yaml.yaml}"],
+         ["{not_yaml.yaml}", "not valid YAML"]),
+        ("config file that does not exist", ["train", "ave", "--data", d, "--config", "{root}/missing.yaml"],
+         ["{root}/missing.yaml", "not found"]),
+        ("config preset that does not exist", ["train", "ave", "--data", d, "--config", "ave_molt_huge"],
+         ["ave_molt_huge", "available"]),
+        ("resume from a truncated checkpoint", ["train", "ave", "--data", d, "--out", "{root}/runs",
+                                                "--resume", "{truncated_ckpt}"],
+         ["{truncated_ckpt}", "corrupt or truncated"]),
+        ("resume from a missing checkpoint", ["train", "ave", "--data", d, "--resume", "{root}/nope.ckpt"],
+         ["{root}/nope.ckpt", "not found"]),
+        ("resume with another config", ["train", "ave", "--data", d, "--out", "{root}/runs", "--config",
+                                        "{other_tokens.yaml}", "--resume", "{run}/checkpoints/last.ckpt"],
+         ["{run}/checkpoints/last.ckpt", "method_config.num_tokens: checkpoint has 4, this run has 2"]),
+        ("eval of a truncated checkpoint", ["eval", "ave", "--data", d, "--checkpoint", "{truncated_ckpt}"],
+         ["{truncated_ckpt}", "corrupt or truncated"]),
+        ("eval of truncated adapter weights", ["eval", "ave", "--data", d, "--checkpoint", "{truncated_adapters}"],
+         ["{truncated_adapters}/adapter_model.safetensors", "damaged or truncated"]),
+        ("eval of a corrupt adapter config", ["eval", "ave", "--data", d, "--checkpoint",
+                                              "{corrupt_config_adapters}"],
+         ["{corrupt_config_adapters}/adapter_config.json", "not valid JSON"]),
+        ("eval on data with other classes", ["eval", "ave", "--data", d, "--checkpoint", str(FIXTURE_V1)],
+         [str(FIXTURE_V1), "num_classes", "model has 3", "data has 8"]),
+        ("eval of another task's model", ["eval", "avs", "--data", d, "--checkpoint", "{run}/adapters/best"],
+         ["{run}/adapters/best", "trained for task 'ave', not 'avs'"]),
+        ("eval with a test file the task lacks", ["eval", "ave", "--data", d, "--checkpoint", "{run}/adapters/best",
+                                                  "--test-json", "original"],
+         ["task 'ave' has no test file 'original'"]),
+        ("predict on a missing video", ["predict", "ave", "--checkpoint", "{run}/adapters/best", "--video",
+                                        "{root}/none.mp4"],
+         ["{root}/none.mp4"]),
+        ("predict on a file that is not a video", ["predict", "ave", "--checkpoint", "{run}/adapters/best",
+                                                   "--video", "{not_a_video}"],
+         ["{not_a_video}"]),
+        ("train on a missing data root", ["train", "ave", "--data", "{root}/nowhere"],
+         ["{root}/nowhere", "Annotations.txt"]),
+        ("train on a folder of another task", ["train", "avvp", "--data", d],
+         ["{data}", "LLP"]),
+        ("a GPU asked for on a machine without one", ["train", "ave", "--data", d, "--accelerator", "gpu",
+                                                      "--out", "{root}/gpu_runs"],
+         ["--accelerator gpu", "no CUDA GPU", "--accelerator cpu"]),
+        ("a feature cache that does not exist", ["train", "ave", "--data", d, "--features", "{root}/no_cache",
+                                                 "--out", "{root}/cache_runs"],
+         ["{root}/no_cache", "molt extract"]),
+        ("caching an in-block method", ["extract", "ave", "--data", d, "--out", "{root}/cache", "--method",
+                                        "lavish"],
+         ["lavish", "nothing to cache"]),
+        ("an unknown setting", ["prepare", "avs", "--data", d, "--setting", "s5"],
+         ["'s5'", "s4, ms3"]),
+        ("audio weights that do not exist", ["train", "ave", "--data", d, "--config", "ave_molt_paper",
+                                             "--audio-weights", "{root}/htsat.ckpt", "--out", "{root}/w_runs"],
+         ["{root}/htsat.ckpt"]),
+    ]
+
+
+@pytest.mark.parametrize("name, argv, expected", _cases(), ids=[case[0] for case in _cases()])
+def test_bad_input_is_one_line_naming_the_file(world, name, argv, expected, caplog, capfd):
+    fill = {key: str(value) for key, value in world.items()}
+    argv = [arg.format(**fill) for arg in argv]
+    runs_before = sorted(p.name for p in (world["root"] / "runs" / "ave_molt_tiny").iterdir())
+    caplog.clear()
+    assert main(argv) == 2, name
+    errors = [record for record in caplog.records if record.levelname == "ERROR" and record.name == "molt"]
+    assert len(errors) == 1, [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    message = errors[0].getMessage()
+    for part in expected:
+        assert part.format(**fill) in message, (name, message)
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    # nothing left behind: no new run version, no run folder for a run that never started
+    assert sorted(p.name for p in (world["root"] / "runs" / "ave_molt_tiny").iterdir()) == runs_before
+    for folder in ("gpu_runs", "cache_runs", "w_runs"):
+        assert not (world["root"] / folder).exists()
+
+
+def test_debug_shows_the_traceback(world, capfd):
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "train", "ave", "--data", str(world["root"] / "nowhere")])
+    assert json.dumps(str(world["root"]))  # the world fixture is still usable
