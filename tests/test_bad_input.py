@@ -46,23 +46,23 @@ def world(tmp_path_factory):
     }
     for name, text in configs.items():
         (root / name).write_text(text)
-        paths[name] = root / name
+        paths[name.removesuffix(".yaml")] = root / name
     return paths
 
 
 def _cases():
     d = "{data}"
     return [
-        ("config value of the wrong type", ["train", "ave", "--data", d, "--config", "{wrong_type.yaml}"],
-         ["{wrong_type.yaml}", "method_config: num_tokens must be int", "'four'"]),
-        ("trainer value of the wrong type", ["train", "ave", "--data", d, "--config", "{wrong_trainer_type.yaml}"],
-         ["{wrong_trainer_type.yaml}", "trainer: max_epochs must be int", "'ten'"]),
-        ("unknown key under method_config", ["train", "ave", "--data", d, "--config", "{unknown_method_key.yaml}"],
-         ["{unknown_method_key.yaml}: method_config", "num_tokenz", "valid keys"]),
-        ("unknown head option", ["train", "ave", "--data", d, "--config", "{unknown_head_key.yaml}"],
-         ["{unknown_head_key.yaml}: head", "hiden_dim", "accepted"]),
-        ("config that is not YAML", ["train", "ave", "--data", d, "--config", "{not_yaml.yaml}"],
-         ["{not_yaml.yaml}", "not valid YAML"]),
+        ("config value of the wrong type", ["train", "ave", "--data", d, "--config", "{wrong_type}"],
+         ["{wrong_type}", "method_config: num_tokens must be int", "'four'"]),
+        ("trainer value of the wrong type", ["train", "ave", "--data", d, "--config", "{wrong_trainer_type}"],
+         ["{wrong_trainer_type}", "trainer: max_epochs must be int", "'ten'"]),
+        ("unknown key under method_config", ["train", "ave", "--data", d, "--config", "{unknown_method_key}"],
+         ["{unknown_method_key}: method_config", "num_tokenz", "valid keys"]),
+        ("unknown head option", ["train", "ave", "--data", d, "--config", "{unknown_head_key}"],
+         ["{unknown_head_key}: head", "hiden_dim", "accepted"]),
+        ("config that is not YAML", ["train", "ave", "--data", d, "--config", "{not_yaml}"],
+         ["{not_yaml}", "not valid YAML"]),
         ("config file that does not exist", ["train", "ave", "--data", d, "--config", "{root}/missing.yaml"],
          ["{root}/missing.yaml", "not found"]),
         ("config preset that does not exist", ["train", "ave", "--data", d, "--config", "ave_molt_huge"],
@@ -73,7 +73,7 @@ def _cases():
         ("resume from a missing checkpoint", ["train", "ave", "--data", d, "--resume", "{root}/nope.ckpt"],
          ["{root}/nope.ckpt", "not found"]),
         ("resume with another config", ["train", "ave", "--data", d, "--out", "{root}/runs", "--config",
-                                        "{other_tokens.yaml}", "--resume", "{run}/checkpoints/last.ckpt"],
+                                        "{other_tokens}", "--resume", "{run}/checkpoints/last.ckpt"],
          ["{run}/checkpoints/last.ckpt", "method_config.num_tokens: checkpoint has 4, this run has 2"]),
         ("eval of a truncated checkpoint", ["eval", "ave", "--data", d, "--checkpoint", "{truncated_ckpt}"],
          ["{truncated_ckpt}", "corrupt or truncated"]),

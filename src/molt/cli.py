@@ -335,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "molt train ave --data data/synth --backbone tiny", "molt eval ave --data data/synth "
                          "--checkpoint runs/ave_molt_tiny/version_0/adapters/best", "molt params --all"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     def verb(name: str, help_text: str, handler: Callable[[argparse.Namespace], int], *examples: str):
@@ -500,7 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError, NotImplementedError) as error:
-        _logger.error("%s", error)
+        if args.debug:
+            raise
+        _logger.error("%s", str(error).replace("\n", " "))
         return 2
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .methods import get_method
-from .methods.base import check_known_keys
+from .methods.base import check_field_types, check_known_keys
 
 __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
            "BACKBONE_PRESETS"]
@@ -74,14 +74,26 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ExperimentConfig":
+        from .tasks import get_task
+
         data = dict(data)
         check_known_keys(cls, data, source)
+        check_field_types(cls, data, source)
         nested = {"optim": OptimConfig, "trainer": TrainerConfig}
         for key, kind in nested.items():
             if key in data:
                 value = data[key] or {}
                 check_known_keys(kind, value, f"{source}: {key}")
+                check_field_types(kind, value, f"{source}: {key}")
                 data[key] = kind(**value)
+        # the method's and the head's sections are checked here too, so their errors name this file
+        method = get_method(data.get("method", "molt"))
+        method.config_class.from_dict(dict(data.get("method_config") or {}), source=f"{source}: method_config")
+        spec = get_task(data.get("task", "ave"))
+        unknown = sorted(set(data.get("head") or {}) - set(spec.head_option_names()))
+        if unknown:
+            raise ValueError(f"{source}: head: unknown option(s) {', '.join(unknown)} for the {spec.name} head; "
+                             f"accepted: {', '.join(spec.head_option_names())}")
         return cls(**data)
 
 

@@ -8,6 +8,7 @@ metric sums, and drawn with the task's pictures.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -21,6 +22,8 @@ from .model import AudioVisualModel, build_model
 from .tasks import get_task
 
 __all__ = ["load_trained", "load_training_checkpoint", "read_training_checkpoint", "evaluate", "predict"]
+
+_logger = logging.getLogger(__name__)
 
 
 def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -112,6 +115,7 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
                          f"root (see the {spec.dataset_name} reader) and prepare it again with `molt prepare "
                          f"{spec.name} --data ROOT`")
     dataset = spec.open_split(prepared, split)
+    _check_same_data(checkpoint, task_options, dataset.task_options(), prepared)
     source = Path(checkpoint)
     out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)
@@ -132,6 +136,29 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
     title = f"{spec.dataset_name}, {spec.split_title(split)} split, {len(dataset):,} items"
     result["table"] = f"{title}\n{head.format_metrics(metrics)}"
     return result
+
+
+def _check_same_data(checkpoint: str | os.PathLike, trained: dict[str, Any], data: dict[str, Any],
+                     prepared: Path) -> None:
+    """Refuse, listing the differences, data whose classes or vocabularies do not fit the model (another count);
+    names that differ at the same count (relabelled classes) are only a warning."""
+    differences = []
+    for key in sorted(set(trained) & set(data)):
+        mine, theirs = trained[key], data[key]
+        if mine == theirs:
+            continue
+        if isinstance(mine, (list, tuple)) and isinstance(theirs, (list, tuple)):
+            text = (f"{key}: model has {len(mine)} ({', '.join(map(str, mine[:3]))}, ...), data has {len(theirs)} "
+                    f"({', '.join(map(str, theirs[:3]))}, ...)")
+            if len(mine) == len(theirs):
+                _logger.warning("%s: %s (same count: evaluated anyway)", checkpoint, text)
+                continue
+            differences.append(text)
+        else:
+            differences.append(f"{key}: model has {mine!r}, data has {theirs!r}")
+    if differences:
+        raise ValueError(f"{checkpoint} was trained on other data than {prepared} ({'; '.join(differences)}); "
+                         f"evaluate it on data of the same classes and vocabulary")
 
 
 def predict(checkpoint: str | os.PathLike, video: str | os.PathLike, *, task: str | None = None,

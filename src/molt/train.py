@@ -237,19 +237,41 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _resolve_resume(resume: str | None, run_root: Path) -> tuple[str | None, str | None]:
+# what builds the model: a checkpoint resumes only into the same
+_MODEL_KEYS = ("task", "setting", "method", "backbone", "audio_clip_seconds", "method_config", "head")
+
+
+def _setup_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [line for key in sorted(set(saved) | set(current), key=str)
+                for line in _setup_differences(saved.get(key), current.get(key), f"{prefix}{key}.")]
+    return [] if saved == current else [f"{prefix.rstrip('.')}: checkpoint has {saved!r}, this run has {current!r}"]
+
+
+def _check_resumable(path: str | os.PathLike, config: ExperimentConfig) -> None:
+    """Refuse, listing every difference, a checkpoint made for another model than ``config`` builds."""
+    saved = read_training_checkpoint(path)["molt_config"]
+    current = config.to_dict()
+    differences = _setup_differences({k: saved.get(k) for k in _MODEL_KEYS}, {k: current[k] for k in _MODEL_KEYS})
+    if differences:
+        raise ValueError(f"{path} was made for another setup ({'; '.join(differences)}); resume with the config it "
+                         f"was trained with, or start a new run without --resume")
+
+
+def _resolve_resume(resume: str | None, run_root: Path,
+                    config: ExperimentConfig) -> tuple[str | None, str | None]:
     """``(checkpoint to resume from, TensorBoard version to continue)`` for ``--resume last|PATH|None``."""
     if resume is None:
         return None, None
     if resume != "last":
         if not Path(resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
-        read_training_checkpoint(resume)
+        _check_resumable(resume, config)
         return resume, None
     candidates = sorted(run_root.glob("version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
     if not candidates:
         raise FileNotFoundError(f"--resume last: no last.ckpt under {run_root}")
-    read_training_checkpoint(candidates[-1])
+    _check_resumable(candidates[-1], config)
     return str(candidates[-1]), candidates[-1].parent.parent.name
 
 
@@ -265,6 +287,9 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     peak memory and wall time. The progress bar is shown only on a terminal (one updating line; none in logs).
     """
     start = time.time()
+    if str(config.trainer.accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--accelerator {config.trainer.accelerator}: no CUDA GPU is visible on this machine "
+                         f"(torch.cuda.is_available() is False); use --accelerator cpu (or auto)")
     _one_log_line_per_event()
     enable_progress_bar = enable_progress_bar and sys.stdout.isatty()
     # frozen backbones stay in eval mode on purpose (see TapBackbone.train)
@@ -290,7 +315,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     lit = LitAudioVisual(model, config, task_options)
 
     run_name = run_name or f"{config.task}_{config.method}_{config.backbone}"
-    resume_path, version = _resolve_resume(resume, Path(out_dir, run_name))
+    resume_path, version = _resolve_resume(resume, Path(out_dir, run_name), config)
     # a resumed run drops what the killed one logged after its checkpoint, so no step appears twice in TensorBoard
     purge = {"purge_step": read_training_checkpoint(resume_path)["global_step"]} if resume_path else {}
     logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name, version=version, **purge)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Sequence, TypeVar
+import types
+import typing
+from typing import Any, Sequence, TypeVar, Union
 
 import torch
 
-__all__ = ["MODALITIES", "MethodConfigMixin", "check_known_keys", "check_taps", "check_method_taps"]
+__all__ = ["MODALITIES", "MethodConfigMixin", "check_known_keys", "check_field_types", "check_taps",
+           "check_method_taps"]
 
 ConfigT = TypeVar("ConfigT", bound="MethodConfigMixin")
 
@@ -22,6 +25,49 @@ def check_known_keys(kind: type, data: Any, source: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+
+
+def _accepts(annotation: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits ``annotation`` (``None``: a type this check does not look into)."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        answers = [_accepts(argument, value) for argument in typing.get_args(annotation)]
+        return True if True in answers else (None if None in answers else False)
+    if annotation is type(None):
+        return value is None
+    if annotation is Any:
+        return True
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (list, tuple) or origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return " or ".join(_type_name(argument) for argument in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", None) or str(annotation)
+
+
+def check_field_types(kind: type, data: dict[str, Any], source: str) -> None:
+    """Raise a ``ValueError`` naming ``source``, the key, the expected type and the value when a value of ``data``
+    does not fit the annotation of ``kind``'s dataclass field (e.g. ``num_tokens: four``)."""
+    hints = typing.get_type_hints(kind)
+    for key, value in data.items():
+        if key in hints and _accepts(hints[key], value) is False:
+            raise ValueError(f"{source}: {key} must be {_type_name(hints[key])}, got {value!r} "
+                             f"({type(value).__name__}); correct it in {source.split(': ')[0]}")
 
 
 class MethodConfigMixin:
@@ -64,6 +110,7 @@ class MethodConfigMixin:
     @classmethod
     def from_dict(cls: type[ConfigT], data: dict[str, Any], source: str | None = None) -> ConfigT:
         check_known_keys(cls, data, source or cls.__name__)
+        check_field_types(cls, data, source or cls.__name__)
         return cls(**data)
 
     def to_json(self) -> str:

@@ -188,7 +188,7 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
                                   decode=_decode_spread, workers=workers, show_progress=show_progress,
                                   options={"image_size": image_size, "sample_rate": sample_rate,
                                            "num_segments": num_segments},
-                                  missing=f"not in {root} or its {', '.join(VIDEO_DIRS)} folders")
+                                  missing=f"in neither {root} nor its {', '.join(VIDEO_DIRS)} folders")
 
     rows = []
     for split in data.splits:
