@@ -237,7 +237,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-# what builds the model: a checkpoint resumes only into the same
+# the config sections that build the model: a checkpoint resumes only into a model built from the same ones
 _MODEL_KEYS = ("task", "setting", "method", "backbone", "audio_clip_seconds", "method_config", "head")
 
 
