@@ -45,13 +45,13 @@ def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike 
     """
     if preset not in BACKBONE_PAIRS:
         raise ValueError(f"unknown backbone preset {preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
-    for flag, weights in (("--visual-weights", visual_weights), ("--audio-weights", audio_weights)):
-        if weights is not None and not os.path.isfile(weights):  # before minutes of building a large backbone
-            raise FileNotFoundError(f"{flag}: weights file not found: {os.fspath(weights)}")
     visual_name, audio_name = BACKBONE_PAIRS[preset]
     if audio_name == "shared" and audio_weights is not None:
         raise ValueError(f"backbone preset {preset!r} shares the visual Swin-V2 with the audio branch: "
                          f"drop --audio-weights (or use a preset with a separate HTS-AT)")
+    for flag, weights in (("--visual-weights", visual_weights), ("--audio-weights", audio_weights)):
+        if weights is not None and not os.path.isfile(weights):  # before minutes of building a large backbone
+            raise FileNotFoundError(f"{flag}: weights file not found: {os.fspath(weights)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         visual = build_swin_v2(visual_name, weights=visual_weights,
