@@ -772,9 +772,7 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
 
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
-    model, config, _ = load_trained(checkpoint, trust_checkpoint=trust_checkpoint)
-    if task is not None and task != config.task:
-        raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
+    model, config, _ = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
     model.eval()
     spec = get_task(config.task)
     prepared = spec.prepare(data_dir, setting=spec.check_setting(config.setting), show_progress=False)

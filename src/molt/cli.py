@@ -287,8 +287,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         return 0
     if not args.checkpoint:
         raise ValueError("molt analyze tokens needs --checkpoint (an adapter directory or training checkpoint)")
-    task = args.task if args.task is not None else _task_of(args, "analyze tokens", default=None) \
-        if getattr(args, "task_flag", None) else None  # None: the checkpoint's own task
+    given = args.task is not None or args.task_flag is not None
+    task = _task_of(args, "analyze tokens") if given else None  # None: the checkpoint's own task
     payload = analysis.analyze_tokens(args.checkpoint, args.data, out_dir=args.out or Path(args.checkpoint) / "tokens",
                                       split=args.split or "test", clips=args.clips, task=task,
                                       trust_checkpoint=args.trust_checkpoint)

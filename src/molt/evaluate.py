@@ -74,14 +74,17 @@ def load_training_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool 
     return model
 
 
-def load_trained(checkpoint: str | os.PathLike, *,
+def load_trained(checkpoint: str | os.PathLike, *, task: str | None = None,
                  trust_checkpoint: bool = False) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
     """``(model, experiment config, task options)`` from an adapter directory or a training checkpoint file.
 
-    ``trust_checkpoint`` is passed to the backbones (an HTS-AT weights file that pickles more than tensors)."""
+    ``task``, when given, must be the task the checkpoint was trained for. ``trust_checkpoint`` is passed to the
+    backbones (an HTS-AT weights file that pickles more than tensors)."""
     path = Path(checkpoint)
     model = (AudioVisualModel.from_pretrained(path, trust_checkpoint=trust_checkpoint) if path.is_dir()
              else load_training_checkpoint(path, trust_checkpoint=trust_checkpoint))
+    if task is not None and task != model.experiment_config.task:
+        raise ValueError(f"{checkpoint} was trained for task {model.experiment_config.task!r}, not {task!r}")
     return model, model.experiment_config, model.task_options
 
 
@@ -98,9 +101,7 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
     result holds the metrics, the figure paths and ``table``, the metrics as the task prints them under a title
     naming the split (and test file).
     """
-    model, config, task_options = load_trained(checkpoint, trust_checkpoint=trust_checkpoint)
-    if task is not None and task != config.task:
-        raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
+    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
     model.eval()
     spec = get_task(config.task)
     if test_file is not None:
@@ -110,11 +111,14 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
     if split not in spec.splits:
         raise ValueError(f"task {spec.name!r} has no split {split!r}; choices: {', '.join(spec.splits)}")
     prepared = spec.prepare(data, setting=spec.check_setting(config.setting))
-    if test_file is not None and len(spec.dataset(prepared, split)) == 0:
-        raise ValueError(f"{prepared} holds no {test_file} test file (split {split!r}); put that file in the data "
-                         f"root (see the {spec.dataset_name} reader) and prepare it again with `molt prepare "
-                         f"{spec.name} --data ROOT`")
-    dataset = spec.open_split(prepared, split)
+    if test_file is None:
+        dataset = spec.open_split(prepared, split)
+    else:
+        dataset = spec.dataset(prepared, split)
+        if len(dataset) == 0:
+            raise ValueError(f"{prepared} holds no {test_file} test file (split {split!r}); put that file in the "
+                             f"data root (see the {spec.dataset_name} reader) and prepare it again with `molt "
+                             f"prepare {spec.name} --data ROOT`")
     _check_same_data(checkpoint, task_options, dataset.task_options(), prepared)
     source = Path(checkpoint)
     out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / f"eval_{split}"
@@ -167,9 +171,7 @@ def predict(checkpoint: str | os.PathLike, video: str | os.PathLike, *, task: st
 
     ``task``, when given, must be the task the checkpoint was trained for.
     """
-    model, config, task_options = load_trained(checkpoint, trust_checkpoint=trust_checkpoint)
-    if task is not None and task != config.task:
-        raise ValueError(f"{checkpoint} was trained for task {config.task!r}, not {task!r}")
+    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
     spec = get_task(config.task)
     if spec.predict is None:
         raise NotImplementedError(f"task {config.task!r} has no predictor for single videos yet; use molt eval on "

@@ -32,6 +32,7 @@ from .data.files import replace_durably
 from .evaluate import read_training_checkpoint
 from .features.extract import cached_splits
 from .methods import count_parameters
+from .methods.adapters_io import dict_differences
 from .model import AudioVisualModel, build_model
 from .tasks import get_task
 
@@ -241,38 +242,33 @@ def _peak_rss_mb() -> float:
 _MODEL_KEYS = ("task", "setting", "method", "backbone", "audio_clip_seconds", "method_config", "head")
 
 
-def _setup_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    if isinstance(saved, dict) and isinstance(current, dict):
-        return [line for key in sorted(set(saved) | set(current), key=str)
-                for line in _setup_differences(saved.get(key), current.get(key), f"{prefix}{key}.")]
-    return [] if saved == current else [f"{prefix.rstrip('.')}: checkpoint has {saved!r}, this run has {current!r}"]
-
-
-def _check_resumable(path: str | os.PathLike, config: ExperimentConfig) -> None:
-    """Refuse, listing every difference, a checkpoint made for another model than ``config`` builds."""
-    saved = read_training_checkpoint(path)["molt_config"]
-    current = config.to_dict()
-    differences = _setup_differences({k: saved.get(k) for k in _MODEL_KEYS}, {k: current[k] for k in _MODEL_KEYS})
+def _check_resumable(path: str | os.PathLike, config: ExperimentConfig) -> int:
+    """The checkpoint's global step; a ``ValueError`` listing every difference when it was made for another model
+    than ``config`` builds."""
+    state = read_training_checkpoint(path)
+    saved, current = state["molt_config"], config.to_dict()
+    differences = [line for key in _MODEL_KEYS
+                   for line in dict_differences(saved.get(key), current[key], key, ("checkpoint", "this run"))]
     if differences:
         raise ValueError(f"{path} was made for another setup ({'; '.join(differences)}); resume with the config it "
                          f"was trained with, or start a new run without --resume")
+    return int(state["global_step"])
 
 
 def _resolve_resume(resume: str | None, run_root: Path,
-                    config: ExperimentConfig) -> tuple[str | None, str | None]:
-    """``(checkpoint to resume from, TensorBoard version to continue)`` for ``--resume last|PATH|None``."""
+                    config: ExperimentConfig) -> tuple[str | None, str | None, int | None]:
+    """``(checkpoint to resume from, TensorBoard version to continue, its global step)`` for
+    ``--resume last|PATH|None``."""
     if resume is None:
-        return None, None
+        return None, None, None
     if resume != "last":
         if not Path(resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
-        _check_resumable(resume, config)
-        return resume, None
+        return resume, None, _check_resumable(resume, config)
     candidates = sorted(run_root.glob("version_*/checkpoints/last.ckpt"), key=os.path.getmtime)
     if not candidates:
         raise FileNotFoundError(f"--resume last: no last.ckpt under {run_root}")
-    _check_resumable(candidates[-1], config)
-    return str(candidates[-1]), candidates[-1].parent.parent.name
+    return str(candidates[-1]), candidates[-1].parent.parent.name, _check_resumable(candidates[-1], config)
 
 
 def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike = "runs",
@@ -315,9 +311,9 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     lit = LitAudioVisual(model, config, task_options)
 
     run_name = run_name or f"{config.task}_{config.method}_{config.backbone}"
-    resume_path, version = _resolve_resume(resume, Path(out_dir, run_name), config)
+    resume_path, version, resume_step = _resolve_resume(resume, Path(out_dir, run_name), config)
     # a resumed run drops what the killed one logged after its checkpoint, so no step appears twice in TensorBoard
-    purge = {"purge_step": read_training_checkpoint(resume_path)["global_step"]} if resume_path else {}
+    purge = {"purge_step": resume_step} if resume_path else {}
     logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name, version=version, **purge)
     run_dir = Path(logger.log_dir)
     checkpoint_dir = run_dir / "checkpoints"

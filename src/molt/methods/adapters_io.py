@@ -26,7 +26,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = ["save_adapters", "load_adapters", "read_adapter_config", "adapter_state_dict", "describe_backbones",
-           "upgrade_tensor_names", "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_FORMAT_VERSION", "KEY_MAPS"]
+           "upgrade_tensor_names", "dict_differences", "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME",
+           "ADAPTER_FORMAT_VERSION", "KEY_MAPS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -163,13 +164,14 @@ def read_adapter_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def _dict_differences(saved: Any, current: Any, prefix: str) -> list[str]:
+def dict_differences(saved: Any, current: Any, prefix: str, sides: tuple[str, str] = ("file", "model")) -> list[str]:
+    """``"prefix.key: <side 0> has X, <side 1> has Y"`` for every leaf where two nested dicts differ."""
     if isinstance(saved, dict) and isinstance(current, dict):
         differences = []
         for key in sorted(set(saved) | set(current), key=str):
-            differences += _dict_differences(saved.get(key), current.get(key), f"{prefix}.{key}")
+            differences += dict_differences(saved.get(key), current.get(key), f"{prefix}.{key}", sides)
         return differences
-    return [] if saved == current else [f"{prefix}: file has {saved!r}, model has {current!r}"]
+    return [] if saved == current else [f"{prefix}: {sides[0]} has {saved!r}, {sides[1]} has {current!r}"]
 
 
 def _backbone_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -219,11 +221,11 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, backbone_info: d
     if not weights_file.is_file():
         raise FileNotFoundError(f"adapter weights not found: {weights_file}")
     differences: list[str] = []
-    differences += _dict_differences(config.get("method"), _method_config(model), "method")
+    differences += dict_differences(config.get("method"), _method_config(model), "method")
     current_backbones = _jsonable(describe_backbones(model) if backbone_info is None else backbone_info)
     differences += _backbone_differences(config.get("backbones") or {}, current_backbones or {})
     if extra_config is not None:
-        differences += _dict_differences(config.get("extra_config"), _jsonable(extra_config), "extra_config")
+        differences += dict_differences(config.get("extra_config"), _jsonable(extra_config), "extra_config")
     state = adapter_state_dict(model)
     try:
         stored = load_file(str(weights_file), device="cpu")
