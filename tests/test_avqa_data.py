@@ -140,10 +140,23 @@ def test_duplicated_question_ids(tmp_path, caplog):
     assert [r.question_id for r in data.dropped["val"]] == [val[5]["question_id"], val[7]["question_id"]]
     kept = next(r for r in data.records("val") if r.question_id == val[7]["question_id"])
     assert kept.answer == val[7]["anser"]        # the first record wins
-    assert any("2 record(s) repeat a question_id (1 with another answer)" in m for m in caplog.messages)
+    ids = ", ".join(str(i) for i in sorted([val[5]["question_id"], val[7]["question_id"]]))
+    assert any(f"2 record(s) repeat 2 question_id(s) (1 with another answer): {ids}; kept the first" in m
+               for m in caplog.messages)
     assert len(MusicAVQA.from_dir(tmp_path, duplicates="keep").records("val")) == 42
-    with pytest.raises(ValueError, match="repeat a question_id"):
+    with pytest.raises(ValueError, match=f"repeat 2 question_id.*: {ids}; use the corrected"):
         MusicAVQA.from_dir(tmp_path, duplicates="error")
+
+
+@needs_real
+def test_duplicated_ids_listed_first_ten_and_a_count(tmp_path, caplog):
+    val = json.loads((REAL / "avqa-val.json").read_text())[:40]
+    (tmp_path / "avqa-val.json").write_text(json.dumps(val + val[:13]))
+    with caplog.at_level(logging.WARNING, logger="molt.tasks.avqa.reader"):
+        MusicAVQA.from_dir(tmp_path)
+    first_ten = ", ".join(str(i) for i in sorted(r["question_id"] for r in val[:13])[:10])
+    assert any(f"13 record(s) repeat 13 question_id(s) (0 with another answer): {first_ten} and 3 more" in m
+               for m in caplog.messages)
 
 
 def test_record_quirks_and_errors(tmp_path):
@@ -321,3 +334,23 @@ def test_prepared_dataset_items(synthetic, tmp_path):
         PreparedAVQA(tmp_path)
     with pytest.raises(ValueError, match="no settings"):
         ensure_prepared(prepared, setting="s4")
+
+
+def test_prepare_cli_duplicates_policy(synthetic, tmp_path, caplog):
+    from molt.cli import main
+
+    root = tmp_path / "root"
+    shutil.copytree(synthetic[0] / "a", root)
+    questions = json.loads((root / "avqa-train.json").read_text())
+    (root / "avqa-train.json").write_text(json.dumps(questions + questions[:2]))
+    repeated = ", ".join(str(i) for i in sorted(r["question_id"] for r in questions[:2]))
+    assert main(["prepare", "avqa", "--data", str(root), "--duplicates", "error", "--workers", "1"]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"{root / 'avqa-train.json'}: 2 record(s) repeat 2 question_id(s) (0 with another answer): "
+                      f"{repeated}; use the corrected json_update files, or --duplicates first (keep the first "
+                      f"record of each id) or keep"]
+    for policy, rows in (("keep", len(questions) + 2), ("first", len(questions))):
+        assert main(["prepare", "avqa", "--data", str(root), "--duplicates", policy, "--workers", "1"]) == 0
+        assert len(PreparedAVQA(root / "prepared", "train")) == rows
+    index = json.loads((root / "prepared" / "index.json").read_text())
+    assert sorted(index["dropped_duplicates"]["train"]) == sorted(r["question_id"] for r in questions[:2])

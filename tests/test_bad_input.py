@@ -110,6 +110,8 @@ def _cases():
          ["lavish", "nothing to cache"]),
         ("an unknown setting", ["prepare", "avs", "--data", d, "--setting", "s5"],
          ["'s5'", "s4, ms3"]),
+        ("a prepare option of another task", ["prepare", "ave", "--data", d, "--duplicates", "error"],
+         ["--duplicates applies to avqa only, not to ave"]),
         ("audio weights that do not exist", ["train", "ave", "--data", d, "--config", "ave_molt_paper",
                                              "--audio-weights", "{root}/htsat.ckpt", "--out", "{root}/w_runs"],
          ["{root}/htsat.ckpt"]),

@@ -94,6 +94,40 @@ def _add_setting(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setting", help=f"task variant ({variants}; default: the task's or the preset's)")
 
 
+def _task_option_owners() -> dict[str, list]:
+    """Keyword of each :class:`~molt.tasks.spec.TaskOption` -> ``(task name, option)`` of the tasks that have it."""
+    from .tasks import registered_tasks
+
+    owners: dict[str, list] = {}
+    for spec in registered_tasks():
+        for option in spec.prepare_options:
+            owners.setdefault(option.name, []).append((spec.name, option))
+    return owners
+
+
+def _add_task_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per task option of any task, its help naming the tasks that have it."""
+    for name, owners in _task_option_owners().items():
+        option = owners[0][1]
+        tasks = ", ".join(task for task, _ in owners)
+        parser.add_argument(option.flag, dest=name, choices=option.choices, default=None,
+                            help=f"{tasks} only: {option.help} (default: {option.default})")
+
+
+def _task_options(args: argparse.Namespace, spec) -> dict[str, str]:
+    """The task options given on the command line; one that ``spec``'s task does not have is refused."""
+    given = {}
+    for name, owners in _task_option_owners().items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if spec.name not in {task for task, _ in owners}:
+            raise ValueError(f"{owners[0][1].flag} applies to {', '.join(task for task, _ in owners)} only, not to "
+                             f"{spec.name}; drop it")
+        given[name] = value
+    return given
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """What builds the model: preset, method, backbones, weights, modalities."""
     from .methods import method_names
@@ -199,7 +233,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     spec = get_task(args.task)
     prepared = spec.prepare(_data_of(args, "prepare"), setting=spec.check_setting(args.setting),
                             image_size=args.image_size, workers=args.workers, out_dir=args.out, limit=args.limit,
-                            force=True)
+                            force=True, **_task_options(args, spec))
     print(f"prepared {args.task} data in {prepared}")
     return 0
 
@@ -375,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="frame size (default: the generator's size for synthetic data, else 192)")
     prepare.add_argument("--workers", type=int, default=2, help="decoding processes")
     prepare.add_argument("--limit", type=int, help="only the first N videos (for a quick look)")
+    _add_task_options(prepare)
 
     train = verb("train", "train adapters and a task head on frozen backbones", _cmd_train,
                  "molt train ave --data data/synth --backbone tiny --epochs 10",

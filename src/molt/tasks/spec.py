@@ -8,7 +8,7 @@ task-specific from the spec; none of them names a task. ``docs/adding_a_task.md`
 Contracts (every task follows them; ``ave`` is the reference):
 
 * ``prepare(data, *, setting=None, image_size=None, workers=2, show_progress=True, out_dir=None, limit=None,
-  force=False) -> Path``: ``data`` is either a prepared directory (returned as is) or a dataset root in the real
+  force=False, **options) -> Path``: ``options`` are the task's own :attr:`TaskSpec.prepare_options`; ``data`` is either a prepared directory (returned as is) or a dataset root in the real
   on-disk layout, prepared on first use (into ``out_dir``, by default a sub-directory of the root) and reused
   afterwards; ``force`` or ``limit`` prepares it again.
 * ``dataset(prepared_dir, split)``: a ``torch.utils.data.Dataset`` with attributes ``sample_rate``, ``image_size``,
@@ -30,9 +30,30 @@ from typing import Any, Callable, Mapping
 
 from .base import Task
 
-__all__ = ["TaskSpec", "register_task", "get_task", "task_names", "registered_tasks"]
+__all__ = ["TaskSpec", "TaskOption", "register_task", "get_task", "task_names", "registered_tasks"]
 
 _TASKS: dict[str, "TaskSpec"] = {}
+
+
+@dataclass(frozen=True)
+class TaskOption:
+    """A choice only one task's ``prepare`` has (``molt prepare avqa --duplicates first``).
+
+    Attributes:
+        name: keyword argument of the task's ``prepare`` (the flag is ``--name`` with ``-`` for ``_``).
+        help: one line for ``--help``.
+        choices: the accepted values.
+        default: the value when the flag is not given.
+    """
+
+    name: str
+    help: str
+    choices: tuple[str, ...]
+    default: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,7 @@ class TaskSpec:
         test_variants: test files of a task whose release has several, ``name -> split`` (the first is the
             default), chosen with ``molt eval TASK --test-json NAME``.
         splits: the split names of the dataset (``molt eval --split`` takes any of them).
+        prepare_options: keyword options of the task's ``prepare`` beyond the common ones (``molt prepare`` flags).
     """
 
     name: str
@@ -89,6 +111,7 @@ class TaskSpec:
     paper_efficiency: Mapping[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
     test_variants: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ("train", "val", "test")
+    prepare_options: tuple[TaskOption, ...] = ()
 
     def __post_init__(self) -> None:
         if self.monitor not in {key for _, key in self.metric_columns}:
@@ -102,6 +125,10 @@ class TaskSpec:
         if not set(self.test_variants.values()) <= set(self.splits):
             raise ValueError(f"task {self.name!r}: test variants {dict(self.test_variants)} name splits outside "
                              f"{self.splits}")
+        for option in self.prepare_options:
+            if option.default not in option.choices:
+                raise ValueError(f"task {self.name!r}: option {option.name!r} defaults to {option.default!r}, which "
+                                 f"is not one of {option.choices}")
         if "tiny" not in self.presets:
             raise ValueError(f"task {self.name!r} needs a 'tiny' preset (the CPU default of molt train)")
 

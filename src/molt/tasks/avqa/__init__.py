@@ -7,12 +7,12 @@ loss, ``metrics`` the per-type accuracy, majority baseline and Tab.-1 table, ``f
 """
 from __future__ import annotations
 
-from ..spec import TaskSpec, register_task
+from ..spec import TaskOption, TaskSpec, register_task
 from .figures import plot_attention, plot_type_accuracy
 from .head import AVQATask, negative_partners
 from .metrics import avqa_metrics, format_avqa_table, majority_baseline, metrics_from_counts
 from .prepared import PreparedAVQA, ensure_prepared, prepare_avqa
-from .reader import ORIGINAL_TEST_SPLIT, QUESTION_TYPES, SPLIT_FILES, MusicAVQA
+from .reader import DUPLICATE_POLICIES, ORIGINAL_TEST_SPLIT, QUESTION_TYPES, SPLIT_FILES, MusicAVQA
 from .synthetic import generate_avqa
 
 __all__ = ["SPEC", "AVQATask", "MusicAVQA", "PreparedAVQA", "ensure_prepared", "prepare_avqa", "generate_avqa",
@@ -33,4 +33,6 @@ SPEC = register_task(TaskSpec(
     paper_parameters={"paper": (25.9, 441.4), "shared": (19.5, 366.2)},
     # the corrected json_update file (default) or the first release's, which LAVisH and DG-SCT report on
     test_variants={"corrected": "test", "original": ORIGINAL_TEST_SPLIT},
-    splits=(*SPLIT_FILES, ORIGINAL_TEST_SPLIT)))
+    splits=(*SPLIT_FILES, ORIGINAL_TEST_SPLIT),
+    prepare_options=(TaskOption("duplicates", "question ids repeated within a question file: keep the first record "
+                                "of each, keep all, or refuse the file", DUPLICATE_POLICIES, "first"),)))

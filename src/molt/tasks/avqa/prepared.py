@@ -231,7 +231,7 @@ def _index_format(path: Path) -> str | None:
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
                          workers: int = 2, show_progress: bool = True,
                          out_dir: str | os.PathLike | None = None, limit: int | None = None,
-                         force: bool = False) -> Path:
+                         force: bool = False, duplicates: str = "first") -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` may be a prepared MUSIC-AVQA directory (its ``index.json`` has format ``molt-prepared-avqa``) or a
@@ -241,7 +241,9 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
     ``setting`` must be ``None``.
 
     ``out_dir`` puts a new prepared copy elsewhere; ``force=True`` (or a ``limit``: only the first ``limit``
-    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does).
+    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does). ``duplicates``
+    is the policy for repeated question ids (``molt prepare avqa --duplicates``, see
+    :meth:`molt.tasks.avqa.reader.MusicAVQA.from_dir`); it applies when the set is prepared.
     """
     if setting is not None:
         raise ValueError(f"MUSIC-AVQA has no settings, got setting={setting!r}")
@@ -264,7 +266,7 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         if image_size is None or existing.get("image_size") == image_size:
             return out
     prepare_avqa(data, out, image_size=image_size or generated_image_size(data) or 192, workers=workers,
-                 show_progress=show_progress, limit=limit)
+                 show_progress=show_progress, limit=limit, duplicates=duplicates)
     return out
 
 

@@ -441,14 +441,13 @@ def _handle_duplicates(records: list[AVQARecord], path: Path, policy: str) -> tu
         return records, []
     conflicting = sum(record.answer != first[record.question_id].answer for record in dropped)
     ids = sorted({record.question_id for record in dropped})
+    repeated = (f"{len(dropped)} record(s) repeat {len(ids)} question_id(s) ({conflicting} with another answer): "
+                f"{', '.join(map(str, ids[:10]))}" + (f" and {len(ids) - 10} more" if len(ids) > 10 else ""))
     if policy == "error":
-        shown = ", ".join(map(str, ids[:10])) + (", ..." if len(ids) > 10 else "")
-        raise ValueError(f"{path}: {len(dropped)} record(s) repeat a question_id ({shown}); use the corrected "
-                         f"json_update files or duplicates='first'")
+        raise ValueError(f"{path}: {repeated}; use the corrected json_update files, or --duplicates first (keep the "
+                         f"first record of each id) or keep")
     if policy == "keep":
-        _logger.warning("%s: %d record(s) repeat a question_id (%d with another answer); all kept", path,
-                        len(dropped), conflicting)
+        _logger.warning("%s: %s; all kept (--duplicates keep)", path, repeated)
         return records, []
-    _logger.warning("%s: %d record(s) repeat a question_id (%d with another answer); kept the first record of each "
-                    "of the %d id(s)", path, len(dropped), conflicting, len(ids))
+    _logger.warning("%s: %s; kept the first record of each (--duplicates first)", path, repeated)
     return kept, dropped
