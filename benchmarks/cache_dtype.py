@@ -59,7 +59,8 @@ def main() -> None:
             result = train(config, data=prepared, out_dir=workdir / "bench_runs", run_name=f"ave_{mode}_seed{seed}",
                            enable_progress_bar=False, features=caches.get(mode))
             runs.append({"mode": mode, "seed": seed, "test_accuracy": result["test"]["accuracy"],
-                         "best_val_accuracy": result["best_val_accuracy"], "wall_time_s": round(time.time() - start, 1)})
+                         "best_val_accuracy": result["best_val_accuracy"],
+                         "wall_time_s": round(time.time() - start, 1)})
             print(json.dumps(runs[-1]), flush=True)
     summary = {}
     for mode in MODES:

@@ -1,5 +1,7 @@
 """Training checkpoints: last.ckpt every epoch whatever the validation score, and no checkpoint that runs code."""
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,3 +78,16 @@ def test_the_console_gets_one_line_per_event_and_no_progress_bar_off_a_terminal(
     assert sum("GPU available" in line for line in lines) == 1      # Lightning's lines once, not twice
     assert not any("Tip:" in line or "it/s" in line or "Warning" in line for line in lines), lines
     assert len(lines) < 40, lines
+
+
+def test_quiet_prints_the_result_only(frozen_run, tmp_path):
+    import subprocess
+    import sys
+
+    data, _ = frozen_run
+    done = subprocess.run([sys.executable, "-m", "molt", "--quiet", "train", "ave", "--data", str(data), "--epochs",
+                           "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr == ""
+    result = json.loads(done.stdout)
+    assert Path(result["run_dir"], "result.json").is_file() and result["global_step"] > 0

@@ -211,7 +211,8 @@ def _is_main_process() -> bool:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    print(run_demo(workdir=args.workdir, videos=args.videos, epochs=args.epochs, seed=args.seed))
+    print(run_demo(workdir=args.workdir, videos=args.videos, epochs=args.epochs, seed=args.seed,
+                   enable_progress_bar=not args.quiet))
     return 0
 
 
@@ -222,7 +223,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     options = {"image_size": args.image_size, "workers": args.workers}
     if args.setting is not None:
         options["setting"] = spec.check_setting(args.setting)
-    summary = spec.synthesize(args.out, num_videos=args.videos, seed=args.seed, **options)
+    summary = spec.synthesize(args.out, num_videos=args.videos, seed=args.seed, show_progress=not args.quiet,
+                              **options)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -233,7 +235,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     spec = get_task(args.task)
     prepared = spec.prepare(_data_of(args, "prepare"), setting=spec.check_setting(args.setting),
                             image_size=args.image_size, workers=args.workers, out_dir=args.out, limit=args.limit,
-                            force=True, **_task_options(args, spec))
+                            force=True, show_progress=not args.quiet, **_task_options(args, spec))
     print(f"prepared {args.task} data in {prepared}")
     return 0
 
@@ -242,7 +244,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
     result = train(_experiment(args, args.task), data=args.data, out_dir=args.out, resume=args.resume,
-                   features=args.features, trust_checkpoint=args.trust_checkpoint)
+                   features=args.features, trust_checkpoint=args.trust_checkpoint, enable_progress_bar=not args.quiet)
     if _is_main_process():
         print(json.dumps(result, indent=2, default=str))
     return 0
@@ -257,7 +259,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     splits = tuple(split for split in args.splits.split(",") if split)
     reports = extract(config, data=args.data, out_dir=args.out, splits=splits, dtype=args.dtype,
                       batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
-                      verify_existing=args.verify, trust_checkpoint=args.trust_checkpoint)
+                      verify_existing=args.verify, trust_checkpoint=args.trust_checkpoint, show_progress=not args.quiet)
     for split, report in reports.items():
         print(f"{split}: {report.summary()}")
     print(f"train from it with: molt train {task} --data {args.data} --features {args.out}"
@@ -370,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "--checkpoint runs/ave_molt_tiny/version_0/adapters/best", "molt params --all"))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="for scripts: warnings and errors only, no progress bars (results are still printed)")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     def verb(name: str, help_text: str, handler: Callable[[argparse.Namespace], int], *examples: str):
@@ -528,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -36,8 +36,8 @@ def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 320, epo
     data_dir = workdir / f"synth_ave_{videos}_seed{seed}"
     if not (data_dir / "Annotations.txt").is_file():
         _logger.info("generating %d synthetic AVE clips into %s", videos, data_dir)
-        generate_ave(data_dir, num_videos=videos, seed=seed)
-    prepared = ensure_prepared(data_dir)
+        generate_ave(data_dir, num_videos=videos, seed=seed, show_progress=enable_progress_bar)
+    prepared = ensure_prepared(data_dir, show_progress=enable_progress_bar)
     experiment = load_config(config, {"trainer": {"max_epochs": epochs, "seed": seed}})
     result = train(experiment, data=prepared, out_dir=workdir / "runs", enable_progress_bar=enable_progress_bar)
     train_labels = PreparedAVE(prepared, "train").segment_labels()

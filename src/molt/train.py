@@ -203,8 +203,9 @@ class _DropLightningTips(logging.Filter):
 
 
 def _one_log_line_per_event() -> None:
-    """When the application configured logging (the CLI does), let Lightning's records reach its handlers once:
-    Lightning also installs a handler of its own on the ``lightning`` logger, which printed every line twice."""
+    """When the application configured logging (the CLI does), let Lightning's records reach its handlers once, at
+    its level: Lightning installs a handler of its own on the ``lightning`` logger (every line was printed twice) and
+    sets its loggers to INFO (``--quiet`` still printed them)."""
     if not logging.getLogger().handlers:
         return
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
@@ -213,6 +214,7 @@ def _one_log_line_per_event() -> None:
             if isinstance(handler, logging.StreamHandler):
                 library_logger.removeHandler(handler)
         library_logger.propagate = True
+        library_logger.setLevel(logging.NOTSET)
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningTips) for f in rank_zero.filters):
         rank_zero.addFilter(_DropLightningTips())
@@ -296,7 +298,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     seed = config.trainer.seed
     L.seed_everything(seed, workers=True)
     spec = get_task(config.task)
-    prepared = spec.prepare(data, setting=spec.check_setting(config.setting))
+    prepared = spec.prepare(data, setting=spec.check_setting(config.setting), show_progress=enable_progress_bar)
     train_set, val_set, test_set = (spec.open_split(prepared, split) for split in ("train", "val", "test"))
     task_options = train_set.task_options()
     model = build_model(config, task_options, backbones_on_meta=features is not None,

@@ -87,6 +87,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..data.files import replace_durably
+from ..progress import progress_bar
 
 __all__ = ["CachedDataset", "ExtractReport", "FeatureCache", "FeatureManifest", "TapGroupSpec", "data_fingerprint",
            "extract_features", "DONE_FILE", "DTYPES", "FORMAT", "FORMAT_VERSION", "MANIFEST_FILE", "MEDIA_KEYS",
@@ -711,10 +712,9 @@ def _extract_chunks(dataset: Dataset, compute_taps: Callable[[Any], Any], split_
                for chunk in todo for first in range(ranges[chunk][0], ranges[chunk][1], batch_size)]
     loader = DataLoader(dataset, batch_sampler=[indices for _, indices in batches], num_workers=num_workers,
                         collate_fn=collate_fn or default_collate)
-    from tqdm.auto import tqdm
 
-    progress = tqdm(total=report.num_items, initial=report.num_items - sum(len(i) for _, i in batches),
-                    desc=f"extract {split_dir.name}", unit="clip", disable=not show_progress)
+    progress = progress_bar(total=report.num_items, initial=report.num_items - sum(len(i) for _, i in batches),
+                            desc=f"extract {split_dir.name}", unit="clip", show=show_progress)
     sink = _ChunkSink(split_dir, manifest, ranges, report)
     try:
         for (chunk, indices), batch in zip(batches, loader):

@@ -8,7 +8,8 @@ task-specific from the spec; none of them names a task. ``docs/adding_a_task.md`
 Contracts (every task follows them; ``ave`` is the reference):
 
 * ``prepare(data, *, setting=None, image_size=None, workers=2, show_progress=True, out_dir=None, limit=None,
-  force=False, **options) -> Path``: ``options`` are the task's own :attr:`TaskSpec.prepare_options`; ``data`` is either a prepared directory (returned as is) or a dataset root in the real
+  force=False, **options) -> Path``: ``options`` are the task's own :attr:`TaskSpec.prepare_options`; ``data``
+  is either a prepared directory (returned as is) or a dataset root in the real
   on-disk layout, prepared on first use (into ``out_dir``, by default a sub-directory of the root) and reused
   afterwards; ``force`` or ``limit`` prepares it again.
 * ``dataset(prepared_dir, split)``: a ``torch.utils.data.Dataset`` with attributes ``sample_rate``, ``image_size``,

@@ -47,6 +47,7 @@ import torch
 from ...data.files import replace_durably
 from ...data.media import decode_pcm16, parallel_map
 from ...data.prepared import INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size, write_skipped
+from ...progress import progress_bar
 from .reader import SPLIT_FILES, AVEAnnotations
 
 __all__ = ["prepare_ave", "PreparedAVE", "ensure_prepared", "find_video", "FORMAT", "FORMAT_VERSION"]
@@ -116,9 +117,8 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
                                       shape=(count, num_segments, sample_rate))
     stored_at: dict[str, int] = {}
 
-    from tqdm.auto import tqdm
 
-    progress = tqdm(total=len(jobs), desc="prepare ave", unit="clip", disable=not show_progress)
+    progress = progress_bar(total=len(jobs), desc="prepare ave", unit="clip", show=show_progress)
 
     def consume(result: tuple[int, str, Any, Any, str, str]) -> None:
         position, video_id, clip_frames, clip_audio, status, detail = result

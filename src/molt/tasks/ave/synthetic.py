@@ -47,6 +47,7 @@ import numpy as np
 from ...data.media import parallel_map, write_clip
 from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, NONE, chirp, class_sound, object_track, shape_mask,
                                split_sizes, video_ids, write_text)
+from ...progress import progress_bar
 
 __all__ = ["BACKGROUND_TYPES", "generate_ave", "plan_videos", "render_video", "single_modality_oracle"]
 
@@ -234,9 +235,8 @@ def generate_ave(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
     options = {"image_size": image_size, "fps": fps, "sample_rate": sample_rate}
     jobs = [(plan, seed, options, str(video_dir)) for plan in plans]
 
-    from tqdm.auto import tqdm
 
-    progress = tqdm(total=len(jobs), desc="synth ave", unit="clip", disable=not show_progress)
+    progress = progress_bar(total=len(jobs), desc="synth ave", unit="clip", show=show_progress)
     for _ in parallel_map(_render_and_write, jobs, workers):
         progress.update()
     progress.close()

@@ -54,6 +54,7 @@ from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_i
                               write_skipped)
 from .reader import (FAMILIES, ORIGINAL_TEST_SPLIT, SPLIT_FILES, SUBTYPES, VIDEO_DIRS, MusicAVQA, encode_question,
                      find_annotation_dir, find_video, question_type_name)
+from ...progress import progress_bar
 
 __all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared", "segment_seconds", "decode_to_memmaps", "FORMAT",
            "FORMAT_VERSION"]
@@ -122,7 +123,6 @@ def decode_to_memmaps(out: Path, paths: dict[str, Path | None], report: PrepareR
     Returns:
         the media row of every stored clip id.
     """
-    from tqdm.auto import tqdm
 
     segments, size, rate = options["num_segments"], options["image_size"], options["sample_rate"]
     jobs = [(row, clip, str(path), options) for row, (clip, path) in enumerate(paths.items()) if path is not None]
@@ -134,8 +134,8 @@ def decode_to_memmaps(out: Path, paths: dict[str, Path | None], report: PrepareR
     audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
                                       shape=(len(paths), segments, rate))
     stored_at: dict[str, int] = {}
-    decoded = tqdm(parallel_map(decode, jobs, workers), total=len(jobs), unit="clip", disable=not show_progress,
-                   desc=f"decode {out.name}")
+    decoded = progress_bar(parallel_map(decode, jobs, workers), total=len(jobs), unit="clip", show=show_progress,
+                           desc=f"decode {out.name}")
     for row, clip, clip_frames, clip_audio, status, detail in decoded:
         if clip_frames is None:
             report.skipped.append((clip, status, detail))

@@ -64,6 +64,7 @@ import numpy as np
 from ...data.media import parallel_map, write_clip
 from ...data.synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, class_sound, shape_mask, split_sizes
 from .reader import SPLIT_FILES, VIDEO_DIRS
+from ...progress import progress_bar
 
 __all__ = ["INSTRUMENTS", "TEMPLATES", "generate_avqa", "plan_avqa_videos", "render_avqa_video", "VIDEO_SUBDIR"]
 
@@ -323,9 +324,8 @@ def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int =
     options = {"image_size": image_size, "fps": fps, "sample_rate": sample_rate}
     jobs = [(plan, seed, options, str(folder)) for plan in plans]
 
-    from tqdm.auto import tqdm
 
-    with tqdm(total=len(jobs), desc="synth avqa", unit="clip", disable=not show_progress) as progress:
+    with progress_bar(total=len(jobs), desc="synth avqa", unit="clip", show=show_progress) as progress:
         for _ in parallel_map(_encode_one, jobs, workers):
             progress.update()
 

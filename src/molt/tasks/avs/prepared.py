@@ -39,6 +39,7 @@ from ...data.files import replace_durably
 from ...data.media import parallel_map
 from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
                               read_prepared_index, write_skipped)
+from ...progress import progress_bar
 from .reader import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip
 
 __all__ = ["prepare_avs", "ensure_prepared", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
@@ -105,9 +106,8 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
     report = PrepareReport(out_dir=out)
     stored: set[int] = set()
 
-    from tqdm.auto import tqdm
 
-    progress = tqdm(total=len(jobs), desc=f"prepare avs {setting}", unit="clip", disable=not show_progress)
+    progress = progress_bar(total=len(jobs), desc=f"prepare avs {setting}", unit="clip", show=show_progress)
 
     def consume(result: tuple[int, str, Any, Any, Any, str, str]) -> None:
         position, name, clip_frames, clip_audio, clip_masks, status, detail = result

@@ -47,6 +47,7 @@ import numpy as np
 from ...data.media import parallel_map
 from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, class_sound, shape_mask, split_sizes, video_ids,
                                write_text)
+from ...progress import progress_bar
 from .reader import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS
 
 __all__ = ["generate_avs", "plan_avs_videos", "render_avs_clip", "category_slug"]
@@ -257,9 +258,8 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
     options = {"image_size": image_size, "sample_rate": sample_rate}
     jobs = [(plan, seed, options, str(data_dir), setting) for plan in plans]
 
-    from tqdm.auto import tqdm
 
-    progress = tqdm(total=len(jobs), desc=f"synth avs {setting}", unit="clip", disable=not show_progress)
+    progress = progress_bar(total=len(jobs), desc=f"synth avs {setting}", unit="clip", show=show_progress)
     foreground = []
     for fraction in parallel_map(_render_and_write, jobs, workers):
         foreground.append(fraction)

@@ -41,6 +41,7 @@ from ...data.media import decode_pcm16, parallel_map
 from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
                               read_prepared_index, write_skipped)
 from .reader import SPLIT_FILES, VIDEO_SUBDIR, LLPAnnotations, LLPRecord
+from ...progress import progress_bar
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "find_llp_video", "prepare_llp", "ensure_prepared", "PreparedLLP"]
 
@@ -112,11 +113,10 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
                                       shape=(len(found), segments, sample_rate))
     stored_at: dict[str, int] = {}
 
-    from tqdm.auto import tqdm
 
     decoded = parallel_map(decode_pcm16, jobs, workers)
-    for position, name, clip_frames, clip_audio, status, detail in tqdm(
-            decoded, total=len(jobs), desc="prepare avvp", unit="clip", disable=not show_progress):
+    for position, name, clip_frames, clip_audio, status, detail in progress_bar(
+            decoded, total=len(jobs), desc="prepare avvp", unit="clip", show=show_progress):
         if clip_frames is None:
             report.skipped.append((name, status, detail))
             continue

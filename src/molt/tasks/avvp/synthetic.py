@@ -52,6 +52,7 @@ from ...data.media import parallel_map, write_clip
 from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, chirp, class_sound, object_track, shape_mask,
                                split_sizes, video_ids)
 from .reader import CATEGORIES_FILE, EVAL_FILES, SPLIT_FILES, VIDEO_SUBDIR
+from ...progress import progress_bar
 
 __all__ = ["EVENT_KINDS", "generate_llp", "plan_llp_videos", "render_llp_video", "llp_class_names",
            "FULL_FILE"]
@@ -237,10 +238,9 @@ def generate_llp(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
     options = {"image_size": image_size, "fps": fps, "sample_rate": sample_rate}
     jobs = [(plan, seed, options, str(video_dir)) for plan in plans]
 
-    from tqdm.auto import tqdm
 
-    for _ in tqdm(parallel_map(_render_and_write, jobs, workers), total=len(jobs), desc="synth avvp",
-                  unit="clip", disable=not show_progress):
+    for _ in progress_bar(parallel_map(_render_and_write, jobs, workers), total=len(jobs), desc="synth avvp",
+                          unit="clip", show=show_progress):
         pass
 
     categories = llp_class_names(num_classes)
