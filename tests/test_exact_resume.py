@@ -36,14 +36,25 @@ def _finish(process) -> None:
     assert process.returncode == 0, output[-3000:]
 
 
+def _curves(run):
+    """``tag -> [(step, value), ...]`` of every scalar TensorBoard shows for the run (purged steps dropped)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def _outcome(out):
     run = out / "ave_molt_tiny" / "version_0"
     result = json.loads((run / "result.json").read_text())
-    return load_file(str(run / "adapters" / "best" / "adapter_model.safetensors")), result
+    return load_file(str(run / "adapters" / "best" / "adapter_model.safetensors")), result, _curves(run)
 
 
 def _assert_same(resumed, uninterrupted):
-    (tensors, result), (reference, expected) = resumed, uninterrupted
+    (tensors, result, curves), (reference, expected, reference_curves) = resumed, uninterrupted
+    assert curves == reference_curves           # the same curve: no step repeated, missing or different
+    assert "train/loss" in curves and "val/accuracy" in curves
     assert set(tensors) == set(reference)
     different = [name for name in tensors if not (tensors[name] == reference[name]).all()]
     assert different == [], f"{len(different)} of {len(tensors)} tensors differ, e.g. {different[:3]}"
@@ -78,4 +89,20 @@ def test_stopped_after_a_completed_epoch_then_resumed_ends_bitwise_identical(pre
     assert read_training_checkpoint(tmp_path / "ave_molt_tiny" / "version_0" / "checkpoints" /
                                     "last.ckpt")["global_step"] == 8
     _finish(_molt(prepared, tmp_path, "--epochs", EPOCHS, "--resume", "last"))
+    _assert_same(_outcome(tmp_path), uninterrupted)
+
+
+def test_killed_after_a_mid_epoch_checkpoint_resumes_mid_epoch_bitwise_identical(prepared, uninterrupted, tmp_path):
+    process = _molt(prepared, tmp_path, "--epochs", EPOCHS, "--checkpoint-every-n-steps", 3)
+    last = tmp_path / "ave_molt_tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)      # right after the first checkpoint: step 3 of the 8 of epoch 0
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    state = read_training_checkpoint(last)
+    assert state["global_step"] % 8 != 0, state["global_step"]
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches"] == state["global_step"] % 8
+    _finish(_molt(prepared, tmp_path, "--epochs", EPOCHS, "--checkpoint-every-n-steps", 3, "--resume", "last"))
     _assert_same(_outcome(tmp_path), uninterrupted)

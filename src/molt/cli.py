@@ -163,6 +163,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--devices", help="number of devices (default: 1)")
     group.add_argument("--strategy", help="auto | ddp (several devices; on CPU with --accelerator cpu it uses gloo)")
     group.add_argument("--precision", help="32-true | bf16-mixed | 16-mixed (default: 32-true)")
+    group.add_argument("--checkpoint-every-n-steps", type=int, metavar="N",
+                       help="also rewrite last.ckpt every N training steps, so --resume last continues mid-epoch "
+                            "(default: at the end of every epoch only)")
 
 
 def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,7 +178,7 @@ def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
     trainer = {name: getattr(args, attr) for attr, name in
                (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("seed", "seed"), ("workers", "num_workers"),
                 ("accelerator", "accelerator"), ("devices", "devices"), ("strategy", "strategy"),
-                ("precision", "precision"))
+                ("precision", "precision"), ("checkpoint_every_n_steps", "checkpoint_every_n_steps"))
                if getattr(args, attr, None) is not None}
     if trainer:
         if "devices" in trainer and str(trainer["devices"]).isdigit():

@@ -48,6 +48,7 @@ class TrainerConfig:
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = None
     log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int | None = None
     seed: int = 0
 
 

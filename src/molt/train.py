@@ -24,11 +24,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from .backbones.audio_frontend import check_sample_rate
 from .config import ExperimentConfig
 from .data.files import replace_durably
+from .data.sampling import ResumableLoader
 from .evaluate import read_training_checkpoint
 from .features.extract import cached_splits
 from .methods import count_parameters
@@ -181,17 +182,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         replace_durably(temporary, path)
 
 
-def _loader(dataset, config: ExperimentConfig, shuffle: bool, seed: int, world_size: int = 1) -> DataLoader:
-    """Training batches shuffled as a pure function of ``(seed, epoch)``, so a resumed run sees the order the
-    uninterrupted run saw: one process uses a one-replica ``DistributedSampler`` (Lightning sets its epoch); under
-    DDP Lightning puts its own, seeded the same way."""
-    generator = torch.Generator().manual_seed(seed)
+def _train_loader(dataset, config: ExperimentConfig, trainer: L.Trainer) -> ResumableLoader:
+    """Training batches shuffled as a pure function of ``(seed, epoch, rank, world size)``; Lightning stores the
+    loader's position in every checkpoint, so a run resumed from a mid-epoch ``last.ckpt`` continues the epoch at
+    the batch after it (see :mod:`molt.data.sampling`)."""
+    return ResumableLoader(dataset, batch_size=config.trainer.batch_size, seed=config.trainer.seed,
+                           num_workers=config.trainer.num_workers,
+                           replicas=lambda: (trainer.global_rank, trainer.world_size),
+                           consumed=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+
+def _eval_loader(dataset, config: ExperimentConfig) -> DataLoader:
+    """Validation / test batches in dataset order (Lightning shards them under DDP). Its own seeded generator keeps
+    each new iteration from drawing the workers' base seed from the global generator, which dropout uses."""
     workers = config.trainer.num_workers
-    sampler = None
-    if shuffle and world_size == 1:
-        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=seed, drop_last=False)
-    return DataLoader(dataset, batch_size=config.trainer.batch_size, shuffle=shuffle and sampler is None,
-                      sampler=sampler, num_workers=workers, generator=generator, persistent_workers=workers > 0,
+    return DataLoader(dataset, batch_size=config.trainer.batch_size, shuffle=False, num_workers=workers,
+                      generator=torch.Generator().manual_seed(config.trainer.seed), persistent_workers=workers > 0,
                       drop_last=False)
 
 
@@ -327,19 +333,29 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     last = ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
     trainer_cfg = config.trainer
+    callbacks = [best, last]
+    if trainer_cfg.checkpoint_every_n_steps:
+        if trainer_cfg.checkpoint_every_n_steps < 1:
+            raise ValueError(f"--checkpoint-every-n-steps must be at least 1, got "
+                             f"{trainer_cfg.checkpoint_every_n_steps}")
+        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1,
+                                         every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
+                                         enable_version_counter=False))
+    if enable_progress_bar:
+        callbacks.append(TQDMProgressBar())
     trainer = L.Trainer(
         max_epochs=trainer_cfg.max_epochs, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
         strategy=trainer_cfg.strategy, precision=trainer_cfg.precision, logger=logger,
-        callbacks=[best, last, TQDMProgressBar()] if enable_progress_bar else [best, last],
+        callbacks=callbacks,
         log_every_n_steps=trainer_cfg.log_every_n_steps,
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()])
-    trainer.fit(lit, _loader(train_set, config, True, seed, trainer.world_size), _loader(val_set, config, False, seed),
-                ckpt_path=resume_path, weights_only=True)
+    trainer.fit(lit, _train_loader(train_set, config, trainer), _eval_loader(val_set, config), ckpt_path=resume_path,
+                weights_only=True)
     best_path = best.best_model_path or last.best_model_path
-    test_metrics = trainer.test(lit, _loader(test_set, config, False, seed), ckpt_path=best_path,
+    test_metrics = trainer.test(lit, _eval_loader(test_set, config), ckpt_path=best_path,
                                 verbose=False, weights_only=True)[0]
     adapter_dir = run_dir / "adapters" / "best"
     if trainer.is_global_zero:
