@@ -42,3 +42,14 @@ def test_resume_skips_the_consumed_batches_of_that_epoch_once():
     other.load_state_dict(state)
     other.sampler.set_epoch(3)                                        # a later epoch starts at its beginning
     assert len([batch for batch in other]) == len(full) == len(other)
+
+
+def test_eval_shards_cover_every_clip_once_in_order():
+    from molt.data.sampling import EvalShard
+
+    for world in (1, 2, 3, 5):
+        shards = [list(EvalShard(DATA, replicas=lambda rank=rank, world=world: (rank, world))) for rank in range(world)]
+        assert sorted(i for shard in shards for i in shard) == list(range(23))
+        assert all(shard == sorted(shard) for shard in shards)
+        assert [len(EvalShard(DATA, replicas=lambda rank=rank, world=world: (rank, world))) for rank in range(world)] \
+            == [len(shard) for shard in shards]

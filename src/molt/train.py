@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from .backbones.audio_frontend import check_sample_rate
 from .config import ExperimentConfig
 from .data.files import replace_durably
-from .data.sampling import ResumableLoader
+from .data.sampling import EvalShard, ResumableLoader
 from .evaluate import read_training_checkpoint
 from .features.extract import cached_splits
 from .methods import count_parameters
@@ -101,7 +101,8 @@ class LitAudioVisual(L.LightningModule):
         metrics = self.model.task.compute_metrics()
         self.model.task.reset_metrics()
         for name, value in metrics.items():
-            self.log(f"{stage}/{name}", float(value), prog_bar=(stage == "val"), rank_zero_only=False)
+            # the same value on every rank (the sums were added): syncing averages equal numbers
+            self.log(f"{stage}/{name}", float(value), prog_bar=(stage == "val"), sync_dist=self.trainer.world_size > 1)
 
     def on_validation_epoch_start(self) -> None:
         self.model.task.reset_metrics()
@@ -192,11 +193,13 @@ def _train_loader(dataset, config: ExperimentConfig, trainer: L.Trainer) -> Resu
                            consumed=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
 
-def _eval_loader(dataset, config: ExperimentConfig) -> DataLoader:
-    """Validation / test batches in dataset order (Lightning shards them under DDP). Its own seeded generator keeps
-    each new iteration from drawing the workers' base seed from the global generator, which dropout uses."""
+def _eval_loader(dataset, config: ExperimentConfig, trainer: L.Trainer) -> DataLoader:
+    """Validation / test batches in dataset order; under DDP each rank takes every ``world size``-th clip, none twice
+    (the metric sums are added across ranks). Its own seeded generator keeps each new iteration from drawing the
+    workers' base seed from the global generator, which dropout uses."""
     workers = config.trainer.num_workers
-    return DataLoader(dataset, batch_size=config.trainer.batch_size, shuffle=False, num_workers=workers,
+    return DataLoader(dataset, batch_size=config.trainer.batch_size, num_workers=workers,
+                      sampler=EvalShard(dataset, replicas=lambda: (trainer.global_rank, trainer.world_size)),
                       generator=torch.Generator().manual_seed(config.trainer.seed), persistent_workers=workers > 0,
                       drop_last=False)
 
@@ -352,10 +355,10 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()])
-    trainer.fit(lit, _train_loader(train_set, config, trainer), _eval_loader(val_set, config), ckpt_path=resume_path,
+    trainer.fit(lit, _train_loader(train_set, config, trainer), _eval_loader(val_set, config, trainer), ckpt_path=resume_path,
                 weights_only=True)
     best_path = best.best_model_path or last.best_model_path
-    test_metrics = trainer.test(lit, _eval_loader(test_set, config), ckpt_path=best_path,
+    test_metrics = trainer.test(lit, _eval_loader(test_set, config, trainer), ckpt_path=best_path,
                                 verbose=False, weights_only=True)[0]
     adapter_dir = run_dir / "adapters" / "best"
     if trainer.is_global_zero:

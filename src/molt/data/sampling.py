@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["ResumableShuffle", "ResumableLoader"]
+__all__ = ["ResumableShuffle", "ResumableLoader", "EvalShard"]
 
 
 class ResumableShuffle(DistributedSampler):
@@ -57,6 +57,25 @@ class ResumableShuffle(DistributedSampler):
     def __len__(self) -> int:
         _, world = self._replicas()
         return math.ceil(len(self.dataset) / world)
+
+
+class EvalShard(DistributedSampler):
+    """Validation / test indices of one rank, in order and without padding: rank ``r`` of ``w`` takes
+    ``r, r + w, ...``, so the ranks together see every clip exactly once (``DistributedSampler`` repeats clips to
+    even out the ranks, which would count them twice in the metrics). Rank and world size are read per iteration,
+    as in :class:`ResumableShuffle`."""
+
+    def __init__(self, dataset: Dataset, *, replicas: Callable[[], tuple[int, int]] = lambda: (0, 1)) -> None:
+        super().__init__(dataset, num_replicas=1, rank=0, shuffle=False, drop_last=False)
+        self._replicas = replicas
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = self._replicas()
+        return iter(range(rank, len(self.dataset), world))
+
+    def __len__(self) -> int:
+        rank, world = self._replicas()
+        return len(range(rank, len(self.dataset), world))
 
 
 class ResumableLoader(DataLoader):
