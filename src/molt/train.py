@@ -230,7 +230,8 @@ def _one_log_line_per_event() -> None:
 
 
 def software_environment() -> dict[str, Any]:
-    """Versions of what the figures depend on (torch, timm, lightning, av, numpy, Python) and the thread count."""
+    """What the figures depend on: versions (torch, timm, lightning, av, numpy, Python), the thread count and the
+    CPU's vector instruction set."""
     from importlib import metadata
 
     versions = {}
@@ -240,7 +241,22 @@ def software_environment() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return {**versions, "python": sys.version.split()[0], "torch_threads": torch.get_num_threads(),
-            "cuda": torch.version.cuda}
+            "cuda": torch.version.cuda, "cpu": _cpu_model(),
+            # the vector instructions torch's CPU kernels use (AVX2 and AVX512 round differently)
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _peak_rss_mb() -> float:
@@ -304,6 +320,9 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     # small data sets log less often than every 10 steps, as asked; and Lightning's own use of a deprecated torch API
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # with a feature cache the backbones sit on the meta device; BatchNorm fills in a missing num_batches_tracked
+    # when Lightning loads a checkpoint (which holds trainable tensors only), and torch warns that it is a no-op
+    warnings.filterwarnings("ignore", message=r"for .*num_batches_tracked: copying from a non-meta parameter")
     seed = config.trainer.seed
     L.seed_everything(seed, workers=True)
     spec = get_task(config.task)
