@@ -94,30 +94,33 @@ def _add_setting(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setting", help=f"task variant ({variants}; default: the task's or the preset's)")
 
 
-def _task_option_owners() -> dict[str, list]:
-    """Keyword of each :class:`~molt.tasks.spec.TaskOption` -> ``(task name, option)`` of the tasks that have it."""
+def _task_option_owners(kind: str) -> dict[str, list]:
+    """Keyword of each :class:`~molt.tasks.spec.TaskOption` of ``kind`` (``prepare_options`` or
+    ``predict_options``) -> ``(task name, option)`` of the tasks that have it."""
     from .tasks import registered_tasks
 
     owners: dict[str, list] = {}
     for spec in registered_tasks():
-        for option in spec.prepare_options:
+        for option in getattr(spec, kind):
             owners.setdefault(option.name, []).append((spec.name, option))
     return owners
 
 
-def _add_task_options(parser: argparse.ArgumentParser) -> None:
+def _add_task_options(parser: argparse.ArgumentParser, kind: str) -> None:
     """One flag per task option of any task, its help naming the tasks that have it."""
-    for name, owners in _task_option_owners().items():
+    for name, owners in _task_option_owners(kind).items():
         option = owners[0][1]
         tasks = ", ".join(task for task, _ in owners)
+        default = f" (default: {option.default})" if option.default is not None else ""
         parser.add_argument(option.flag, dest=name, choices=option.choices, default=None,
-                            help=f"{tasks} only: {option.help} (default: {option.default})")
+                            help=f"{tasks}{' (required)' if option.required else ''}: {option.help}{default}")
 
 
-def _task_options(args: argparse.Namespace, spec) -> dict[str, str]:
-    """The task options given on the command line; one that ``spec``'s task does not have is refused."""
+def _task_options(args: argparse.Namespace, spec, kind: str) -> dict[str, str]:
+    """The task options given on the command line; one that ``spec``'s task does not have is refused, one it
+    requires must be there."""
     given = {}
-    for name, owners in _task_option_owners().items():
+    for name, owners in _task_option_owners(kind).items():
         value = getattr(args, name, None)
         if value is None:
             continue
@@ -125,6 +128,9 @@ def _task_options(args: argparse.Namespace, spec) -> dict[str, str]:
             raise ValueError(f"{owners[0][1].flag} applies to {', '.join(task for task, _ in owners)} only, not to "
                              f"{spec.name}; drop it")
         given[name] = value
+    for option in getattr(spec, kind):
+        if option.required and option.name not in given:
+            raise ValueError(f"{spec.name} needs {option.flag}: {option.help}")
     return given
 
 
@@ -238,7 +244,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     spec = get_task(args.task)
     prepared = spec.prepare(_data_of(args, "prepare"), setting=spec.check_setting(args.setting),
                             image_size=args.image_size, workers=args.workers, out_dir=args.out, limit=args.limit,
-                            force=True, show_progress=not args.quiet, **_task_options(args, spec))
+                            force=True, show_progress=not args.quiet, **_task_options(args, spec, "prepare_options"))
     print(f"prepared {args.task} data in {prepared}")
     return 0
 
@@ -284,14 +290,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .evaluate import predict
 
-    result = predict(args.checkpoint, args.video, task=args.task, trust_checkpoint=args.trust_checkpoint)
-    if "segments" in result and "clip_category" in result:
-        print(f"{result['video']}: {result['clip_category']} (p={result['clip_category_probability']:.2f})")
-        for segment in result["segments"]:
-            print(f"  {segment['second']:2d}-{segment['second'] + 1:2d} s  {segment['label']:<32s} "
-                  f"event p={segment['event_probability']:.2f}")
-    else:
-        print(json.dumps(result, indent=2, default=str))
+    from .tasks import get_task
+
+    options = _task_options(args, get_task(args.task), "predict_options")
+    result = predict(args.checkpoint, args.video, task=args.task, out_dir=args.out,
+                     trust_checkpoint=args.trust_checkpoint, **options)
+    print("\n".join(result.get("summary", [])) or json.dumps(result, indent=2, default=str))
+    print("wrote " + ", ".join(result["files"]))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)
@@ -416,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="frame size (default: the generator's size for synthetic data, else 192)")
     prepare.add_argument("--workers", type=int, default=2, help="decoding processes")
     prepare.add_argument("--limit", type=int, help="only the first N videos (for a quick look)")
-    _add_task_options(prepare)
+    _add_task_options(prepare, "prepare_options")
 
     train = verb("train", "train adapters and a task head on frozen backbones", _cmd_train,
                  "molt train ave --data data/synth --backbone tiny --epochs 10",
@@ -471,7 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task(predict, tasks)
     predict.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
     predict.add_argument("--video", required=True, help="a video file with an audio track (mp4, mkv, ...)")
+    predict.add_argument("--out", help="directory for predictions.json and the pictures (default: "
+                                       "predictions/<video name>)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")
+    _add_task_options(predict, "predict_options")
     _add_trust(predict)
 
     from .methods import method_names

@@ -40,7 +40,7 @@ import av
 import numpy as np
 
 __all__ = ["Clip", "MediaError", "read_clip", "write_clip", "is_silent", "rms_dbfs", "decode_pcm16",
-           "worker_context", "parallel_map"]
+           "worker_context", "parallel_map", "media_seconds", "whole_segments"]
 
 PathLike = str | os.PathLike
 
@@ -217,6 +217,58 @@ def read_clip(path: PathLike, *, num_segments: int = 10, segment_seconds: float 
     audio_segments = np.clip(waveform[:total], -1.0, 1.0).astype(np.float32).reshape(num_segments, segment_samples)
     return Clip(frames=frames, audio=audio_segments, sample_rate=sample_rate, video_seconds=video_seconds,
                 audio_seconds=audio_seconds)
+
+
+def media_seconds(path: PathLike) -> tuple[float, float]:
+    """``(video seconds, audio seconds)`` of a file, from its streams' durations, else the container's, else the
+    last packet's end (read without decoding).
+
+    Raises:
+        MediaError: missing, empty or undecodable file, or a missing track.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, UnicodeDecodeError) as error:
+        raise MediaError(path, "undecodable", str(error)) from None
+    try:
+        if not container.streams.video:
+            raise MediaError(path, "no video track")
+        if not container.streams.audio:
+            raise MediaError(path, "no audio track")
+        streams = (container.streams.video[0], container.streams.audio[0])
+        seconds = [float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+                   for stream in streams]
+        if None in seconds and container.duration:
+            seconds = [value if value is not None else container.duration / av.time_base for value in seconds]
+        if None in seconds:
+            ends = [0.0, 0.0]
+            try:
+                for packet in container.demux(*streams):
+                    if packet.pts is not None and packet.time_base:
+                        end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                        position = 0 if packet.stream is streams[0] else 1
+                        ends[position] = max(ends[position], end)
+            except av.FFmpegError as error:
+                raise MediaError(path, "undecodable", str(error)) from None
+            seconds = [value if value is not None else ends[i] for i, value in enumerate(seconds)]
+    finally:
+        container.close()
+    return seconds[0], seconds[1]
+
+
+def whole_segments(path: PathLike, *, minimum_seconds: float = 1.0, segment_seconds: float = 1.0,
+                   tolerance_seconds: float = 0.5) -> int:
+    """How many ``segment_seconds`` segments a file holds (the last may be up to ``tolerance_seconds`` short, as
+    :func:`read_clip` pads it); a :class:`MediaError` when its shorter track lasts less than ``minimum_seconds``."""
+    video_seconds, audio_seconds = media_seconds(path)
+    shortest = min(video_seconds, audio_seconds)
+    if shortest < minimum_seconds:
+        which = "video" if video_seconds <= audio_seconds else "audio"
+        raise MediaError(path, "too short", f"{which} lasts {shortest:.2f} s (video {video_seconds:.2f} s, audio "
+                                            f"{audio_seconds:.2f} s); at least {minimum_seconds:g} s are needed")
+    return max(1, int((shortest + tolerance_seconds) // segment_seconds))
 
 
 def worker_context() -> multiprocessing.context.BaseContext:

@@ -38,19 +38,22 @@ _TASKS: dict[str, "TaskSpec"] = {}
 
 @dataclass(frozen=True)
 class TaskOption:
-    """A choice only one task's ``prepare`` has (``molt prepare avqa --duplicates first``).
+    """An input only one task's ``prepare`` or ``predict`` takes (``molt prepare avqa --duplicates first``,
+    ``molt predict avqa --question "..."``).
 
     Attributes:
-        name: keyword argument of the task's ``prepare`` (the flag is ``--name`` with ``-`` for ``_``).
+        name: keyword argument of the task's function (the flag is ``--name`` with ``-`` for ``_``).
         help: one line for ``--help``.
-        choices: the accepted values.
-        default: the value when the flag is not given.
+        choices: the accepted values (``None``: any text).
+        default: the value when the flag is not given (``None``: the function's own default).
+        required: the task refuses to run without it.
     """
 
     name: str
     help: str
-    choices: tuple[str, ...]
-    default: str
+    choices: tuple[str, ...] | None = None
+    default: str | None = None
+    required: bool = False
 
     @property
     def flag(self) -> str:
@@ -78,8 +81,9 @@ class TaskSpec:
             parameters at paper scale without the data (``molt params``).
         paper_parameters: backbone preset -> (trainable %, total M) the paper reports for MoLT on this task.
         settings: task variants (``s4``, ``ms3`` for AVSBench); ``default_setting`` when none is given.
-        predict: ``(model, task_options, video) -> dict`` predictions for one user video (``molt predict``), or
-            ``None`` when the task has no predictor yet.
+        predict: ``(model, task_options, video, *, out_dir, **predict_options) -> dict`` predictions for one user
+            video (``molt predict``), JSON-serialisable, its pictures written into ``out_dir`` and listed under
+            ``"files"``; ``None`` when the task has no predictor yet.
         bench_targets: ``(batch_clips, num_segments, task_options, generator) -> dict`` random targets of one
             training batch for ``molt bench efficiency``, or ``None`` when the task is not benchmarked.
         paper_efficiency: ``(backbone preset, method) -> (trainable %, total M, training memory GB)`` of the
@@ -88,6 +92,7 @@ class TaskSpec:
             default), chosen with ``molt eval TASK --test-json NAME``.
         splits: the split names of the dataset (``molt eval --split`` takes any of them).
         prepare_options: keyword options of the task's ``prepare`` beyond the common ones (``molt prepare`` flags).
+        predict_options: keyword options of the task's ``predict`` beyond the video (``molt predict`` flags).
     """
 
     name: str
@@ -113,6 +118,7 @@ class TaskSpec:
     test_variants: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ("train", "val", "test")
     prepare_options: tuple[TaskOption, ...] = ()
+    predict_options: tuple[TaskOption, ...] = ()
 
     def __post_init__(self) -> None:
         if self.monitor not in {key for _, key in self.metric_columns}:
@@ -126,8 +132,8 @@ class TaskSpec:
         if not set(self.test_variants.values()) <= set(self.splits):
             raise ValueError(f"task {self.name!r}: test variants {dict(self.test_variants)} name splits outside "
                              f"{self.splits}")
-        for option in self.prepare_options:
-            if option.default not in option.choices:
+        for option in (*self.prepare_options, *self.predict_options):
+            if option.choices is not None and option.default is not None and option.default not in option.choices:
                 raise ValueError(f"task {self.name!r}: option {option.name!r} defaults to {option.default!r}, which "
                                  f"is not one of {option.choices}")
         if "tiny" not in self.presets:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["plot_timelines"]
+__all__ = ["plot_timelines", "plot_predicted_timeline"]
 
 _logger = logging.getLogger(__name__)
 
@@ -110,6 +110,59 @@ def plot_timelines(predictions: Any, targets: Any, video_ids: Sequence[str], cla
         figure.legend(handles=handles, loc="lower center", ncol=min(_LEGEND_COLUMNS, len(handles)), fontsize=7,
                       frameon=False)
     figure.tight_layout(rect=(0, legend_height / height, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def plot_predicted_timeline(labels: Sequence[int], event_probability: Sequence[float], names: Sequence[str],
+                            path: str | os.PathLike, title: str = "") -> Path:
+    """Write a PNG of one video's predicted timeline: a row of one-second cells coloured by the predicted class
+    (background grey, the last of ``names``) under the curve of the event probability.
+
+    Args:
+        labels: predicted class index per second (``len(names) - 1`` is background).
+        event_probability: ``P(event)`` per second.
+        names: class names, background last.
+        path: output file (parent directories are created).
+        title: figure title.
+
+    Returns:
+        the written path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    if len(labels) != len(event_probability) or not labels:
+        raise ValueError(f"expected one label and one probability per second (at least one), got {len(labels)} "
+                         f"and {len(event_probability)}")
+    background = len(names) - 1
+    seconds = len(labels)
+    shown = sorted(set(labels))
+    figure = Figure(figsize=(min(max(6.0, 0.35 * seconds + 2.0), 30.0), 2.9))
+    FigureCanvasAgg(figure)
+    curve, cells = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    curve.step(range(seconds + 1), list(event_probability) + [event_probability[-1]], where="post", color="black")
+    curve.axhline(0.5, color="grey", linewidth=0.6, linestyle="--")
+    curve.set_ylim(0, 1)
+    curve.set_ylabel("P(event)", fontsize=8)
+    curve.set_title(title, fontsize=9, loc="left")
+    grey = (0.82, 0.82, 0.82, 1.0)
+    for t, label in enumerate(labels):
+        colour = grey if label == background else _class_colour(label)
+        cells.broken_barh([(t, 1)], (0.08, 0.84), facecolors=colour, edgecolors="white", linewidth=1)
+    cells.set_xlim(0, seconds)
+    cells.set_ylim(0, 1)
+    cells.set_yticks([0.5], ["pred"], fontsize=8)
+    cells.set_xlabel("time (s)")
+    cells.tick_params(axis="x", labelsize=7)
+    handles = [Patch(facecolor=grey if label == background else _class_colour(label), label=names[label])
+               for label in shown]
+    figure.legend(handles=handles, loc="lower center", ncol=min(_LEGEND_COLUMNS, len(handles)), fontsize=7,
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -1,43 +1,74 @@
-"""``molt predict ave``: per-second event predictions for one user video.
+"""``molt predict ave``: a per-second event timeline for one user video of any length (at least 1 s).
 
 Part of molt-av (Apache-2.0). The video is decoded with PyAV like ``molt prepare`` decodes AVE clips (one frame
-and one second of audio per segment) and run through a trained :class:`~molt.model.AudioVisualModel`.
+and one second of audio per segment) and run through a trained :class:`~molt.model.AudioVisualModel` in
+consecutive windows of ``T = 10`` segments, the model's clip length: a clip shorter than 10 s is one window of the
+seconds it has (the head reads any ``T`` up to 10), a longer one is cut into 10-s windows and a last, shorter one;
+the windows' per-second predictions are stitched into one timeline. Each window also has its clip-level event
+category; the video's is the one with the highest mean probability over its seconds.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from ...data.media import read_clip
+from ...data.media import read_clip, whole_segments
+from .figures import plot_predicted_timeline
 
-__all__ = ["predict_video"]
+__all__ = ["predict_video", "MIN_SECONDS"]
+
+MIN_SECONDS = 1.0
 
 
 @torch.no_grad()
-def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str | os.PathLike) -> dict[str, Any]:
-    """Per-second AVE predictions of ``model`` (in eval mode) for one video file.
+def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str | os.PathLike, *,
+                  out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Per-second AVE predictions of ``model`` (in eval mode) for one video file, and their timeline picture.
 
-    Returns the video path, the clip's most likely event category with its probability, and per segment the
-    predicted label and the event probability ``sigmoid(is_event)``.
+    Returns the video path, its length in whole seconds, the most likely event category with its probability,
+    the windows the model read (start, end, category), and per second the predicted label and the event
+    probability ``sigmoid(is_event)``; ``files`` lists ``timeline.png`` in ``out_dir``.
+
+    Raises:
+        molt.data.media.MediaError: unreadable file, a missing track, or shorter than :data:`MIN_SECONDS`.
     """
     image_size = model.visual.input_size[0] if model.visual is not None else 192
     sample_rate = model.audio.sample_rate if model.audio is not None else 32000
-    clip = read_clip(video, num_segments=model.task.num_segments, image_size=image_size, sample_rate=sample_rate)
-    batch = {"frames": torch.from_numpy(clip.frames).permute(0, 3, 1, 2)[None],
-             "audio": torch.from_numpy(clip.audio)[None]}
-    predictions = model(batch).predictions
-    labels = model.task.predict(predictions)[0].tolist()
-    names = list(task_options.get("class_names") or range(task_options["num_classes"])) + ["background"]
-    event_probability = torch.sigmoid(predictions["event_logits"][0]).tolist()
-    class_probability = torch.softmax(predictions["class_logits"][0], dim=-1)
+    seconds = whole_segments(video, minimum_seconds=MIN_SECONDS)
+    clip = read_clip(video, num_segments=seconds, image_size=image_size, sample_rate=sample_rate)
+    frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)
+    audio = torch.from_numpy(clip.audio)
+    names = [str(name) for name in (task_options.get("class_names") or range(task_options["num_classes"]))]
+    names.append("background")
+    window = model.task.num_segments
+    labels: list[int] = []
+    event_probability: list[float] = []
+    class_probability = torch.zeros(len(names) - 1)
+    windows = []
+    for start in range(0, seconds, window):
+        end = min(start + window, seconds)
+        predictions = model({"frames": frames[None, start:end], "audio": audio[None, start:end]}).predictions
+        labels += model.task.predict(predictions)[0].tolist()
+        event_probability += torch.sigmoid(predictions["event_logits"][0]).tolist()
+        probabilities = torch.softmax(predictions["class_logits"][0], dim=-1)
+        class_probability += probabilities * (end - start)
+        best = int(probabilities.argmax())
+        windows.append({"start": start, "end": end, "category": names[best],
+                        "probability": round(float(probabilities[best]), 4)})
+    class_probability /= seconds
     best = int(class_probability.argmax())
-    return {
-        "video": str(video),
-        "clip_category": str(names[best]),
-        "clip_category_probability": round(float(class_probability[best]), 4),
-        "segments": [{"second": t, "label": str(names[label]), "event_probability": round(p, 4)}
-                     for t, (label, p) in enumerate(zip(labels, event_probability))],
-    }
+    segments = [{"second": t, "label": names[label], "event_probability": round(p, 4)}
+                for t, (label, p) in enumerate(zip(labels, event_probability))]
+    picture = plot_predicted_timeline(labels, event_probability, names, Path(out_dir) / "timeline.png",
+                                      title=f"{Path(video).name}: {names[best]}")
+    summary = [f"{video}: {names[best]} (p={float(class_probability[best]):.2f}), {seconds} s in "
+               f"{len(windows)} window(s) of up to {window} s"]
+    summary += [f"  {s['second']:3d}-{s['second'] + 1:3d} s  {s['label']:<32s} event p={s['event_probability']:.2f}"
+                for s in segments]
+    return {"video": str(video), "seconds": seconds, "clip_category": names[best],
+            "clip_category_probability": round(float(class_probability[best]), 4), "windows": windows,
+            "segments": segments, "summary": summary, "files": [str(picture)]}
