@@ -16,7 +16,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ...data.media import read_clip, whole_segments
+from ...data.media import whole_segments
+from ..predicting import decode_video, windows
 from .figures import plot_predicted_timeline
 
 __all__ = ["predict_video", "MIN_SECONDS"]
@@ -36,28 +37,23 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     Raises:
         molt.data.media.MediaError: unreadable file, a missing track, or shorter than :data:`MIN_SECONDS`.
     """
-    image_size = model.visual.input_size[0] if model.visual is not None else 192
-    sample_rate = model.audio.sample_rate if model.audio is not None else 32000
     seconds = whole_segments(video, minimum_seconds=MIN_SECONDS)
-    clip = read_clip(video, num_segments=seconds, image_size=image_size, sample_rate=sample_rate)
-    frames = torch.from_numpy(clip.frames).permute(0, 3, 1, 2)
-    audio = torch.from_numpy(clip.audio)
+    media = decode_video(model, video, seconds)
     names = [str(name) for name in (task_options.get("class_names") or range(task_options["num_classes"]))]
     names.append("background")
     window = model.task.num_segments
     labels: list[int] = []
     event_probability: list[float] = []
     class_probability = torch.zeros(len(names) - 1)
-    windows = []
-    for start in range(0, seconds, window):
-        end = min(start + window, seconds)
-        predictions = model({"frames": frames[None, start:end], "audio": audio[None, start:end]}).predictions
+    read = []
+    for start, end in windows(seconds, window):
+        predictions = model({key: value[None, start:end] for key, value in media.items()}).predictions
         labels += model.task.predict(predictions)[0].tolist()
         event_probability += torch.sigmoid(predictions["event_logits"][0]).tolist()
         probabilities = torch.softmax(predictions["class_logits"][0], dim=-1)
         class_probability += probabilities * (end - start)
         best = int(probabilities.argmax())
-        windows.append({"start": start, "end": end, "category": names[best],
+        read.append({"start": start, "end": end, "category": names[best],
                         "probability": round(float(probabilities[best]), 4)})
     class_probability /= seconds
     best = int(class_probability.argmax())
@@ -66,9 +62,9 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     picture = plot_predicted_timeline(labels, event_probability, names, Path(out_dir) / "timeline.png",
                                       title=f"{Path(video).name}: {names[best]}")
     summary = [f"{video}: {names[best]} (p={float(class_probability[best]):.2f}), {seconds} s in "
-               f"{len(windows)} window(s) of up to {window} s"]
+               f"{len(read)} window(s) of up to {window} s"]
     summary += [f"  {s['second']:3d}-{s['second'] + 1:3d} s  {s['label']:<32s} event p={s['event_probability']:.2f}"
                 for s in segments]
     return {"video": str(video), "seconds": seconds, "clip_category": names[best],
-            "clip_category_probability": round(float(class_probability[best]), 4), "windows": windows,
+            "clip_category_probability": round(float(class_probability[best]), 4), "windows": read,
             "segments": segments, "summary": summary, "files": [str(picture)]}

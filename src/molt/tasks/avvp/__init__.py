@@ -12,12 +12,13 @@ from ..spec import TaskSpec, register_task
 from .figures import plot_parsing
 from .head import AVVP_NUM_SEGMENTS, AVVPTask
 from .metrics import avvp_scores, event_level_f1, segment_level_f1
+from .predict import predict_video
 from .prepared import PreparedLLP, ensure_prepared, prepare_llp
 from .reader import LLPAnnotations
 from .synthetic import generate_llp
 
 __all__ = ["SPEC", "AVVPTask", "LLPAnnotations", "PreparedLLP", "ensure_prepared", "prepare_llp", "generate_llp",
-           "avvp_scores", "segment_level_f1", "event_level_f1", "plot_parsing", "AVVP_NUM_SEGMENTS"]
+           "avvp_scores", "segment_level_f1", "event_level_f1", "plot_parsing", "predict_video", "AVVP_NUM_SEGMENTS"]
 
 SPEC = register_task(TaskSpec(
     name="avvp", description="audio-visual video parsing (LLP): audio and visual events per second from "
@@ -26,4 +27,5 @@ SPEC = register_task(TaskSpec(
     synthesize=generate_llp, head=AVVPTask, monitor="segment_type_av_f1",
     metric_columns=(("Seg. Type@AV", "segment_type_av_f1"), ("Seg. Event@AV", "segment_event_av_f1"),
                     ("Event Type@AV", "event_type_av_f1"), ("Event Event@AV", "event_event_av_f1")),
-    figures=plot_parsing, presets={"tiny": "avvp_molt_tiny"}, paper_task_options={"num_classes": 25}))
+    figures=plot_parsing, presets={"tiny": "avvp_molt_tiny"}, paper_task_options={"num_classes": 25},
+    predict=predict_video))

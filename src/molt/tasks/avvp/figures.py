@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["plot_parsing"]
+__all__ = ["plot_parsing", "plot_predicted_events"]
 
 _CELL_COLOURS = {"hit": (0.20, 0.63, 0.17), "missed": (0.99, 0.55, 0.15), "false alarm": (0.12, 0.47, 0.71),
                  "absent": (0.93, 0.93, 0.93)}
@@ -80,4 +80,54 @@ def plot_parsing(predictions: Any, targets: Any, video_ids: Sequence[str], class
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def plot_predicted_events(probabilities: Any, predicted: Any, class_names: Sequence[str], path: str | os.PathLike,
+                          title: str = "", max_rows: int = 12) -> Path:
+    """Write a PNG of one video's predicted events: two panels (heard, seen) of classes (rows) over seconds
+    (columns), each cell shaded by its segment probability, predicted cells outlined.
+
+    Args:
+        probabilities: ``(T, 2, C)`` segment probabilities (stream 0 audio, 1 visual).
+        predicted: ``(T, 2, C)`` 0/1 predictions.
+        class_names: the ``C`` class names.
+        path: output file (parent directories are created).
+        title: figure title.
+        max_rows: at most this many classes: the predicted ones, then the most probable others.
+
+    Returns:
+        the written path.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    probabilities = torch.as_tensor(probabilities).float().cpu()
+    predicted = torch.as_tensor(predicted).cpu() > 0
+    if probabilities.ndim != 3 or probabilities.shape[1] != 2 or probabilities.shape != predicted.shape:
+        raise ValueError(f"expected probabilities and predictions of one shape (T, 2, C), got "
+                         f"{tuple(probabilities.shape)} and {tuple(predicted.shape)}")
+    seconds, _, classes = probabilities.shape
+    order = sorted(range(classes), key=lambda c: (not bool(predicted[:, :, c].any()),
+                                                  -float(probabilities[:, :, c].max())))
+    rows = order[:max_rows]
+    figure = Figure(figsize=(min(max(7.0, 0.3 * seconds + 3.5), 30.0), 0.28 * len(rows) * 2 + 1.6))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, 1, sharex=True)
+    for s, (axis, stream) in enumerate(zip(axes, ("heard (audio)", "seen (visual)"))):
+        image = probabilities[:, s, rows].T.numpy()
+        axis.imshow(image, aspect="auto", cmap="Greens", vmin=0.0, vmax=1.0, extent=(0, seconds, len(rows), 0),
+                    interpolation="nearest")
+        for r, c in enumerate(rows):
+            for t in torch.nonzero(predicted[:, s, c]).flatten().tolist():
+                axis.add_patch(Rectangle((t, r), 1, 1, fill=False, edgecolor="black", linewidth=1.2))
+        axis.set_yticks(np.arange(len(rows)) + 0.5, [class_names[c] for c in rows], fontsize=7)
+        axis.set_title(stream, fontsize=8, loc="left")
+    axes[0].set_title(title, fontsize=9, loc="right")
+    axes[-1].set_xlabel("time (s); shade: segment probability, outlined: predicted")
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
     return path

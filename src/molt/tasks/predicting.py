@@ -1,0 +1,52 @@
+"""What every task's ``molt predict`` shares: a user's video decoded exactly as ``molt prepare`` stores clips.
+
+Part of molt-av (Apache-2.0). Prepared data keep frames as uint8 and audio as 16-bit PCM; a predictor that fed
+the model float audio straight from the decoder would see slightly other input than ``molt eval`` does, so
+:func:`decode_video` quantises the same way and returns the tensors a prepared dataset item holds.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data.media import MediaError, decode_pcm16
+
+__all__ = ["model_input", "decode_video", "as_model_tensors", "windows"]
+
+
+def model_input(model: nn.Module) -> dict[str, int]:
+    """``image_size`` and ``sample_rate`` the model's backbones read (192 px and 32 kHz without a backbone)."""
+    return {"image_size": model.visual.input_size[0] if model.visual is not None else 192,
+            "sample_rate": model.audio.sample_rate if model.audio is not None else 32000}
+
+
+def as_model_tensors(frames: np.ndarray, pcm: np.ndarray) -> dict[str, torch.Tensor]:
+    """A prepared item's media from uint8 frames ``(T, S, S, 3)`` and int16 audio ``(T, R)``: ``frames`` uint8
+    ``(T, 3, S, S)`` and ``audio`` float32 ``(T, R)``."""
+    return {"frames": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2),
+            "audio": torch.from_numpy(pcm.astype(np.float32) / 32768.0)}
+
+
+def decode_video(model: nn.Module, video: str | os.PathLike, num_segments: int, **options: Any
+                 ) -> dict[str, torch.Tensor]:
+    """The first ``num_segments`` one-second segments of ``video`` as the model reads them (see
+    :func:`as_model_tensors`); ``options`` go to :func:`molt.data.media.read_clip`.
+
+    Raises:
+        MediaError: the file cannot be used (missing, undecodable, a missing track, too short).
+    """
+    _, _, frames, pcm, status, detail = decode_pcm16((0, str(video), str(video),
+                                                      {**model_input(model), "num_segments": num_segments,
+                                                       **options}))
+    if frames is None:
+        raise MediaError(video, status, detail)
+    return as_model_tensors(frames, pcm)
+
+
+def windows(length: int, size: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, end)`` windows of at most ``size`` segments covering ``length`` segments."""
+    return [(start, min(start + size, length)) for start in range(0, length, size)]
