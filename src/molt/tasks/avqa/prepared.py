@@ -56,8 +56,8 @@ from .reader import (FAMILIES, ORIGINAL_TEST_SPLIT, SPLIT_FILES, SUBTYPES, VIDEO
                      find_annotation_dir, find_video, question_type_name)
 from ...progress import progress_bar
 
-__all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared", "segment_seconds", "decode_to_memmaps", "FORMAT",
-           "FORMAT_VERSION"]
+__all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared", "segment_seconds", "decode_spread", "decode_to_memmaps",
+           "FORMAT", "FORMAT_VERSION"]
 
 _logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _probe_seconds(path: str) -> float | None:
         return None
 
 
-def _decode_spread(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str, Any, Any, str, str]:
+def decode_spread(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str, Any, Any, str, str]:
     """Worker: decode every whole second of a clip (:func:`molt.data.media.decode_pcm16`) and keep the
     ``num_segments`` seconds of :func:`segment_seconds`."""
     position, video_id, path, options = job
@@ -185,7 +185,7 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
     report = PrepareReport(out_dir=out)
     paths = {video_id: find_video(root, video_id) for video_id in video_ids}
     stored_at = decode_to_memmaps(out, paths, report,
-                                  decode=_decode_spread, workers=workers, show_progress=show_progress,
+                                  decode=decode_spread, workers=workers, show_progress=show_progress,
                                   options={"image_size": image_size, "sample_rate": sample_rate,
                                            "num_segments": num_segments},
                                   missing=f"in neither {root} nor its {', '.join(VIDEO_DIRS)} folders")
