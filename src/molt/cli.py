@@ -472,10 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust(evaluate)
 
     predict = verb("predict", "predictions of a trained checkpoint for one video file", _cmd_predict,
-                   "molt predict ave --checkpoint runs/ave_molt_tiny/version_0/adapters/best --video clip.mp4")
+                   "molt predict ave --checkpoint runs/ave_molt_tiny/version_0/adapters/best --video clip.mp4",
+                   "molt predict avs --checkpoint ADAPTERS --frames v1s/UID/frames --audio v1s/UID/audio.wav",
+                   "molt predict avqa --checkpoint ADAPTERS --video 00000086.mp4 --question \"Is the violin playing "
+                   "longer than the piano?\"",
+                   "molt predict avvp --checkpoint ADAPTERS --video party.mp4 --out predictions/party")
     _add_task(predict, tasks)
     predict.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
-    predict.add_argument("--video", required=True, help="a video file with an audio track (mp4, mkv, ...)")
+    predict.add_argument("--video", help="a video file with an audio track (mp4, mkv, ...)")
     predict.add_argument("--out", help="directory for predictions.json and the pictures (default: "
                                        "predictions/<video name>)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")

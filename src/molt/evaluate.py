@@ -165,26 +165,28 @@ def _check_same_data(checkpoint: str | os.PathLike, trained: dict[str, Any], dat
                          f"evaluate it on data of the same classes and vocabulary")
 
 
-def predict(checkpoint: str | os.PathLike, video: str | os.PathLike, *, task: str | None = None,
+def predict(checkpoint: str | os.PathLike, video: str | os.PathLike | None, *, task: str | None = None,
             out_dir: str | os.PathLike | None = None, trust_checkpoint: bool = False,
             **options: Any) -> dict[str, Any]:
     """The task's predictions of a trained model for one user video (see ``TaskSpec.predict``).
 
     ``task``, when given, must be the task the checkpoint was trained for; ``options`` are the task's
-    ``predict_options`` (e.g. ``question`` for MUSIC-AVQA). The predictions are written as ``predictions.json``
-    into ``out_dir`` (default ``predictions/<video name>``) beside the task's pictures, whose paths are listed
-    under ``"files"``.
+    ``predict_options`` (e.g. ``question`` for MUSIC-AVQA, ``frames`` and ``audio`` instead of a video for
+    AVSBench). The predictions are written as ``predictions.json`` into ``out_dir`` (default
+    ``predictions/<video name>``) beside the task's pictures, whose paths are listed under ``"files"``.
     """
-    video = Path(video)
-    if not video.is_file():
-        raise FileNotFoundError(f"{video}: no such video file; pass --video with the path of a video that has an "
-                                f"audio track")
+    if video is not None:
+        video = Path(video)
+        if not video.is_file():
+            raise FileNotFoundError(f"{video}: no such video file; pass --video with the path of a video that has "
+                                    f"an audio track")
     model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
     spec = get_task(config.task)
     if spec.predict is None:
         raise NotImplementedError(f"task {config.task!r} has no predictor for single videos yet; use molt eval on "
                                   f"a prepared data set")
-    out = Path(out_dir) if out_dir is not None else Path("predictions") / video.stem
+    name = video.stem if video is not None else Path(str(options.get("frames") or "clip")).name
+    out = Path(out_dir) if out_dir is not None else Path("predictions") / name
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     result = spec.predict(model, task_options, video, out_dir=out, **options)

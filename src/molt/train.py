@@ -374,8 +374,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()])
-    trainer.fit(lit, _train_loader(train_set, config, trainer), _eval_loader(val_set, config, trainer), ckpt_path=resume_path,
-                weights_only=True)
+    trainer.fit(lit, _train_loader(train_set, config, trainer), _eval_loader(val_set, config, trainer),
+                ckpt_path=resume_path, weights_only=True)
     best_path = best.best_model_path or last.best_model_path
     test_metrics = trainer.test(lit, _eval_loader(test_set, config, trainer), ckpt_path=best_path,
                                 verbose=False, weights_only=True)[0]

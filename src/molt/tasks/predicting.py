@@ -15,7 +15,7 @@ from torch import nn
 
 from ..data.media import MediaError, decode_pcm16
 
-__all__ = ["model_input", "decode_video", "as_model_tensors", "windows"]
+__all__ = ["model_input", "decode_video", "as_model_tensors", "windows", "require_video"]
 
 
 def model_input(model: nn.Module) -> dict[str, int]:
@@ -45,6 +45,13 @@ def decode_video(model: nn.Module, video: str | os.PathLike, num_segments: int, 
     if frames is None:
         raise MediaError(video, status, detail)
     return as_model_tensors(frames, pcm)
+
+
+def require_video(video: str | os.PathLike | None, task: str) -> str | os.PathLike:
+    """``video``, or a ``ValueError`` saying that ``molt predict TASK`` needs one."""
+    if video is None:
+        raise ValueError(f"molt predict {task} needs --video FILE (a video with an audio track)")
+    return video
 
 
 def windows(length: int, size: int) -> list[tuple[int, int]]:

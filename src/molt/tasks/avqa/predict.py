@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ...data.media import MediaError
-from ..predicting import as_model_tensors, model_input
+from ..predicting import as_model_tensors, model_input, require_video
 from .prepared import decode_spread, segment_seconds
 from .reader import encode_question, tokenize
 from .templates import recognise_question
@@ -38,6 +38,7 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
         ValueError: an empty question (no word).
         molt.data.media.MediaError: the video cannot be used.
     """
+    require_video(video, "avqa")
     words = tokenize(question)
     if not words:
         raise ValueError(f"--question {question!r} has no word; type a question about the video")

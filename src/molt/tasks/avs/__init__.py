@@ -6,10 +6,11 @@ TPAVI + FPN mask decoder and its loss, ``metrics`` the official M_J (mIoU) and M
 """
 from __future__ import annotations
 
-from ..spec import TaskSpec, register_task
+from ..spec import TaskOption, TaskSpec, register_task
 from .figures import plot_masks
 from .head import AVS_NUM_FRAMES, TPAVI, AVSTask
 from .metrics import f_curves, f_measure, f_thresholds, frame_iou, mask_iou
+from .predict import predict_video
 from .prepared import PreparedAVS, ensure_prepared, prepare_avs
 from .reader import SETTINGS, AVSBenchLayout
 from .synthetic import generate_avs
@@ -26,4 +27,8 @@ SPEC = register_task(TaskSpec(
     presets={"tiny": "avs_molt_tiny", "paper": "avs_molt_paper", "shared": "avs_molt_shared"},
     paper_task_options={"mask_size": 224, "setting": "s4"},
     paper_parameters={"paper": (6.3, 339.5), "shared": (8.3, 313.1)},
-    settings=tuple(SETTINGS), default_setting="s4"))
+    settings=tuple(SETTINGS), default_setting="s4", predict=predict_video,
+    predict_options=(TaskOption("frames", "instead of --video: a folder of the clip's 5 frames (AVSBench layout)"),
+                     TaskOption("audio", "with --frames: the clip's WAV file"),
+                     TaskOption("overlay_video", "also write overlay.mp4 (tinted frames with the audio)", ("no", "yes"),
+                                "no"))))

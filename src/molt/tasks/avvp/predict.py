@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ...data.media import whole_segments
-from ..predicting import decode_video, windows
+from ..predicting import decode_video, require_video, windows
 from .figures import plot_predicted_events
 
 __all__ = ["predict_video", "MIN_SECONDS"]
@@ -37,7 +37,7 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     Raises:
         molt.data.media.MediaError: unreadable file, a missing track, or shorter than :data:`MIN_SECONDS`.
     """
-    seconds = whole_segments(video, minimum_seconds=MIN_SECONDS)
+    seconds = whole_segments(require_video(video, "avvp"), minimum_seconds=MIN_SECONDS)
     media = decode_video(model, video, seconds)
     names = [str(name) for name in task_options.get("class_names") or range(task_options["num_classes"])]
     probabilities, predicted, video_probability = [], [], torch.zeros(len(names))
