@@ -5,9 +5,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from molt.cli import main
+from molt.data.media import write_clip
 from molt.tasks.ave.synthetic import generate_ave
 
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "adapters_v1"
@@ -34,6 +36,10 @@ def world(tmp_path_factory):
     shutil.copytree(run / "adapters" / "best", adapters)
     (adapters / "adapter_config.json").write_text('{"format_version": ')
     paths["corrupt_config_adapters"] = adapters
+    paths["silent_film"] = _video_without_audio(root / "silent_film.mp4")
+    paths["blink"] = root / "blink.mp4"
+    write_clip(paths["blink"], np.zeros((3, 32, 32, 3), dtype=np.uint8), np.zeros(8000, dtype=np.float32), fps=5,
+               sample_rate=16000)
     paths["not_a_video"] = root / "notes.mp4"
     paths["not_a_video"].write_bytes(b"this is not a video" * 100)
     configs = {
@@ -48,6 +54,22 @@ def world(tmp_path_factory):
         (root / name).write_text(text)
         paths[name.removesuffix(".yaml")] = root / name
     return paths
+
+
+def _video_without_audio(path):
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=4)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for _ in range(8):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 def _cases():
@@ -95,6 +117,18 @@ def _cases():
         ("predict on a file that is not a video", ["predict", "ave", "--checkpoint", "{run}/adapters/best",
                                                    "--video", "{not_a_video}"],
          ["{not_a_video}"]),
+        ("predict on a video without an audio track", ["predict", "ave", "--checkpoint", "{run}/adapters/best",
+                                                       "--video", "{silent_film}"],
+         ["{silent_film}", "no audio track"]),
+        ("predict on a clip shorter than 1 s", ["predict", "ave", "--checkpoint", "{run}/adapters/best", "--video",
+                                                "{blink}"],
+         ["{blink}", "too short", "at least 1 s"]),
+        ("a question without its task", ["predict", "ave", "--checkpoint", "{run}/adapters/best", "--video",
+                                         "{video}", "--question", "Where is the performance?"],
+         ["--question applies to avqa only, not to ave"]),
+        ("a question answering model asked nothing", ["predict", "avqa", "--checkpoint", "{run}/adapters/best",
+                                                      "--video", "{video}"],
+         ["avqa needs --question"]),
         ("train on a missing data root", ["train", "ave", "--data", "{root}/nowhere"],
          ["{root}/nowhere", "Annotations.txt"]),
         ("train on a folder of another task", ["train", "avvp", "--data", d],
@@ -119,7 +153,8 @@ def _cases():
 
 
 @pytest.mark.parametrize("name, argv, expected", _cases(), ids=[case[0] for case in _cases()])
-def test_bad_input_is_one_line_naming_the_file(world, name, argv, expected, caplog, capfd):
+def test_bad_input_is_one_line_naming_the_file(world, name, argv, expected, caplog, capfd, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)      # where molt predict would put predictions/ by default
     fill = {key: str(value) for key, value in world.items()}
     argv = [arg.format(**fill) for arg in argv]
     runs_before = sorted(p.name for p in (world["root"] / "runs" / "ave_molt_tiny").iterdir())
@@ -136,6 +171,7 @@ def test_bad_input_is_one_line_naming_the_file(world, name, argv, expected, capl
     assert sorted(p.name for p in (world["root"] / "runs" / "ave_molt_tiny").iterdir()) == runs_before
     for folder in ("gpu_runs", "cache_runs", "w_runs"):
         assert not (world["root"] / folder).exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_debug_shows_the_traceback(world, capfd):

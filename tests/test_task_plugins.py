@@ -318,7 +318,7 @@ def test_eval_predict_extract_analyze_params_do_not_import_lightning(tmp_path):
         steps = [
             ["prepare", "ave", "--data", data, "--workers", "1"],
             ["eval", "ave", "--data", data, "--checkpoint", checkpoint, "--out", {str(tmp_path / "eval")!r}],
-            ["predict", "ave", "--checkpoint", checkpoint, "--video", str(video)],
+            ["predict", "ave", "--checkpoint", checkpoint, "--video", str(video), "--out", {str(tmp_path / "p")!r}],
             ["extract", "ave", "--data", data, "--out", {str(tmp_path / "cache")!r}, "--splits", "test",
              "--device", "cpu"],
             ["analyze", "layers", "ave", "--data", data, "--clips", "2", "--out", {str(tmp_path / "layers")!r}],
@@ -338,6 +338,7 @@ def test_eval_predict_extract_analyze_params_do_not_import_lightning(tmp_path):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["task"] == "ave" and 0.0 <= metrics["accuracy"] <= 1.0 and metrics["figures"]
     assert (tmp_path / "layers" / "layer_similarity.png").is_file()
+    assert (tmp_path / "p" / "timeline.png").is_file() and (tmp_path / "p" / "predictions.json").is_file()
     assert (tmp_path / "cache" / "test" / "split.json").is_file()
 
 

@@ -90,7 +90,8 @@ def test_predict_one_video_file(trained, prepared, tmp_path):
     result, _ = trained
     video = sorted((prepared.parent / "AVE").glob("*.mp4"))[0]
     out = tmp_path / "pred.json"
-    assert main(["predict", "ave", "--checkpoint", result["adapters"], "--video", str(video), "--json", str(out)]) == 0
+    assert main(["predict", "ave", "--checkpoint", result["adapters"], "--video", str(video), "--json", str(out),
+                 "--out", str(tmp_path / "pictures")]) == 0
     prediction = json.loads(out.read_text())
     assert len(prediction["segments"]) == 10
     names = set(PreparedAVE(prepared, "test").categories) | {"background"}

@@ -187,9 +187,9 @@ def predict(checkpoint: str | os.PathLike, video: str | os.PathLike | None, *, t
                                   f"a prepared data set")
     name = video.stem if video is not None else Path(str(options.get("frames") or "clip")).name
     out = Path(out_dir) if out_dir is not None else Path("predictions") / name
-    out.mkdir(parents=True, exist_ok=True)
     model.eval()
     result = spec.predict(model, task_options, video, out_dir=out, **options)
+    out.mkdir(parents=True, exist_ok=True)
     result["files"] = [str(path) for path in result.get("files", [])] + [str(out / "predictions.json")]
     (out / "predictions.json").write_text(json.dumps(result, indent=2))
     return result
