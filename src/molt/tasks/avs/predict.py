@@ -4,8 +4,8 @@ Part of molt-av (Apache-2.0). AVSBench clips are five frames, one per second, an
 input is either a video file (its first five seconds, decoded as AVE clips are: the frame nearest each second's
 centre) or, in the AVSBench layout, a folder of frames (the first five images in name order) and a WAV file,
 decoded exactly as ``molt prepare avs`` decodes the release. Writes ``mask_<i>.png`` (the binary mask of frame
-``i`` at the model's mask size, 0 / 255), ``overlay.png`` (the five frames with their masks tinted) and, when
-asked, ``overlay.mp4`` (the tinted frames at 1 fps with the clip's audio).
+``i`` at the model's mask size, 0 / 255), ``overlay.png`` (the five frames above the same frames with their masks
+tinted) and, when asked, ``overlay.mp4`` (the tinted frames at 1 fps with the clip's audio).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .reader import NUM_FRAMES, decode_avs_clip
 __all__ = ["predict_video", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-_TINT = np.array([230, 40, 40], dtype=np.float32)
+_TINT = np.array([255, 235, 0], dtype=np.float32)
 
 
 def _from_frames(model: nn.Module, task_options: Mapping[str, Any], frames: str | os.PathLike,
@@ -47,12 +47,22 @@ def _from_frames(model: nn.Module, task_options: Mapping[str, Any], frames: str 
 
 
 def _overlay(frames: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
-    """uint8 ``(T, S, S, 3)``: each frame with its mask (nearest-upsampled) tinted red."""
+    """uint8 ``(T, S, S, 3)``: each frame with its mask (nearest-upsampled) tinted yellow."""
     pictures = frames.permute(0, 2, 3, 1).numpy().astype(np.float32)
     size = pictures.shape[1]
     upsampled = torch.nn.functional.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")
     alpha = 0.55 * upsampled[:, 0, :, :, None].numpy()
     return (pictures * (1 - alpha) + _TINT * alpha).clip(0, 255).astype(np.uint8)
+
+
+def _picture(frames: np.ndarray, overlay: np.ndarray, size: int = 192):
+    """The frames (top row) above the frames with their masks (bottom row), each enlarged to ``size`` pixels."""
+    from PIL import Image
+
+    rows = [np.concatenate([np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.NEAREST))
+                            for image in images], axis=1) for images in (frames, overlay)]
+    gap = np.full((4, rows[0].shape[1], 3), 255, dtype=np.uint8)
+    return Image.fromarray(np.concatenate([rows[0], gap, rows[1]], axis=0))
 
 
 @torch.no_grad()
@@ -92,7 +102,7 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
                      "mean_probability": round(float(probabilities[index].mean()), 4), "mask": str(path)})
     overlay = _overlay(media["frames"], masks)
     picture = out / "overlay.png"
-    Image.fromarray(np.concatenate(list(overlay), axis=1)).save(picture)
+    _picture(media["frames"].permute(0, 2, 3, 1).numpy(), overlay).save(picture)
     files.append(picture)
     if overlay_video == "yes":
         movie = out / "overlay.mp4"
