@@ -26,3 +26,14 @@ def test_paper_presets_are_counted_without_allocating(capsys):
     assert avs.head_params is not None and avs.head_params > 1e6 and f"{avs.head_params / 1e6:.2f}" in table
     assert main(["params", "ave_molt_tiny"]) == 0
     assert "ave_molt_tiny" in capsys.readouterr().out
+
+
+def test_params_all_has_every_task_at_paper_scale(capsys):
+    from molt.cli import main
+    from molt.tasks import task_names
+
+    assert main(["params", "--all"]) == 0
+    out = capsys.readouterr().out
+    for task in task_names():
+        for backbone in ("paper", "shared"):
+            assert f"| {task}_molt_{backbone} | {task} | {backbone} |" in out, (task, backbone)

@@ -1,6 +1,7 @@
 """`molt predict TASK` on a user's video for every task: after one epoch on a few generated clips, the predictions
 written for one of the generated videos are the model's predictions for that clip in the prepared data (what
-`molt eval` scores), and the pictures are written. AVE also on clips of 6 s and 20 s."""
+`molt eval` scores), and the pictures are written. AVE also on clips of 6, 20 and 23.4 s. `molt analyze` on the
+same models and data, for the tasks other than AVE (tests/test_analysis.py has AVE)."""
 import json
 import shutil
 import subprocess
@@ -39,6 +40,16 @@ def _predict(adapters, task, out, *inputs):
     result = json.loads((out / "predictions.json").read_text())
     assert all(Path(path).is_file() for path in result["files"]), result["files"]
     return result
+
+
+def _analyze(task, data, adapters, out):
+    """`molt analyze layers|tokens TASK` on the task's data: the similarity table and the token maps are written."""
+    assert main(["--quiet", "analyze", "layers", task, "--data", str(data), "--clips", "2", "--out",
+                 str(out / "layers")]) == 0
+    assert (out / "layers" / "layer_similarity.png").is_file() and list((out / "layers").glob("*.csv"))
+    assert main(["--quiet", "analyze", "tokens", task, "--data", str(data), "--checkpoint", str(adapters),
+                 "--clips", "1", "--out", str(out / "tokens")]) == 0
+    assert (out / "tokens" / "tokens.json").is_file() and list((out / "tokens").glob("tokens_*.png"))
 
 
 def _index_of(prepared, task, split, video_id_start):
@@ -130,6 +141,7 @@ def test_avvp_prediction_is_the_models_on_the_prepared_clip(tmp_path):
         for s, stream in enumerate(("audio", "visual")):
             assert [e["event"] for e in row[stream]] == [names[c] for c in torch.nonzero(predicted[t, s]).flatten()]
     assert (tmp_path / "out" / "events.png").stat().st_size > 1000
+    _analyze("avvp", tmp_path / "data", adapters, tmp_path)
 
 
 def test_avs_prediction_from_frames_and_wav_is_the_models_on_the_prepared_clip(tmp_path):
@@ -150,6 +162,7 @@ def test_avs_prediction_from_frames_and_wav_is_the_models_on_the_prepared_clip(t
         np.testing.assert_array_equal(np.asarray(Image.open(row["mask"])) > 0, mask > 0)
     assert [row["foreground"] for row in result["frames"]] == pytest.approx(masks.mean(axis=(1, 2)), abs=1e-4)
     assert (tmp_path / "out" / "overlay.png").is_file() and (tmp_path / "out" / "overlay.mp4").stat().st_size > 0
+    _analyze("avs", tmp_path / "data", adapters, tmp_path)
 
 
 def test_avqa_answer_is_the_models_for_that_question(tmp_path):
@@ -178,3 +191,4 @@ def test_avqa_answer_is_the_models_for_that_question(tmp_path):
                        "Is the banjo playing longer than the theremin?")
     assert unknown["unknown_words"] == ["banjo", "theremin"]
     assert unknown["question_type"]["template"] == "Is the <Object> playing longer than the <Object>?"
+    _analyze("avqa", tmp_path / "data", adapters, tmp_path)
