@@ -65,5 +65,9 @@ def test_train_without_config_uses_the_backbone_preset():
     assert spec.default_preset("tiny-shared") == "ave_molt_tiny"
     assert spec.default_preset("paper") == "ave_molt_paper"
     assert load_config(spec.default_preset("shared")).backbone == "shared"
+    assert get_task("avvp").default_preset("paper") == "avvp_molt_paper"
+    from dataclasses import replace
+
+    tiny_only = replace(get_task("avvp"), presets={"tiny": "avvp_molt_tiny"})
     with pytest.raises(ValueError, match="no preset for backbone 'paper'.*pass --config"):
-        get_task("avvp").default_preset("paper")
+        tiny_only.default_preset("paper")
