@@ -24,6 +24,7 @@ shell; :func:`run_efficiency` is the API (``molt bench efficiency`` on the comma
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -115,12 +116,13 @@ def _bench_spec(task: str):
     return spec
 
 
-def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt"):
+def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt", backbone_dtype: str = "float32"):
     """The :class:`~molt.config.ExperimentConfig` benchmarked for one method.
 
     MoLT uses the task's preset for the backbone (``TaskSpec.presets``, e.g. ``ave_molt_paper``); the other methods
     use the same backbone, head, output width ``D``, heads and tokens per modality ``K``, with their own defaults
-    otherwise (Mettle: every block; LAVisH: adapters in every block).
+    otherwise (Mettle: every block; LAVisH: adapters in every block). ``backbone_dtype`` stores and runs the
+    frozen backbones in that dtype (tap-reading methods only).
     """
     from .config import load_config, switch_method
     from .methods import get_method
@@ -129,7 +131,8 @@ def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt"
     spec = _bench_spec(task)
     if backbone not in _BACKBONE_NAMES:
         raise ValueError(f"unknown backbone preset {backbone!r}: expected one of {', '.join(_BACKBONE_NAMES)}")
-    return switch_method(load_config(spec.default_preset(backbone), overrides={"backbone": backbone}), method)
+    config = switch_method(load_config(spec.default_preset(backbone), overrides={"backbone": backbone}), method)
+    return dataclasses.replace(config, backbone_dtype=backbone_dtype)
 
 
 def _current_rss_bytes() -> int | None:
@@ -146,7 +149,8 @@ def _peak_rss_bytes() -> int:
 
 
 def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str = "molt", *, batch_clips: int = 1,
-                          device: str | None = None, seed: int = 0) -> dict[str, Any]:
+                          device: str | None = None, seed: int = 0,
+                          backbone_dtype: str = "float32") -> dict[str, Any]:
     """Build the model and run one training step in *this* process; return the measurements as a dict.
 
     Prefer :func:`run_efficiency`, which runs each method in a fresh process.
@@ -157,7 +161,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
     if batch_clips < 1:
         raise ValueError(f"batch_clips must be at least 1, got {batch_clips}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    config = bench_config(task, backbone, method)
+    config = bench_config(task, backbone, method, backbone_dtype)
     spec = _bench_spec(task)
     task_options = dict(spec.paper_task_options)
     torch.manual_seed(seed)
@@ -206,7 +210,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
         "peak_bytes": int(peak), "peak_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss",
         "rss_before_step_bytes": None if cuda else rss_before,
         "forward_s": forward_s, "step_s": step_s, "build_s": build_s, "loss": float(loss.detach()),
-        "torch": torch.__version__, "method_config": config.method_config,
+        "torch": torch.__version__, "method_config": config.method_config, "backbone_dtype": backbone_dtype,
     }
 
 
@@ -302,7 +306,7 @@ def write_efficiency(table: EfficiencyTable, out_dir: str | os.PathLike) -> dict
 
 def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[str] = BENCH_METHODS,
                    batch_clips: int = 1, out_dir: str | os.PathLike | None = None, *, device: str | None = None,
-                   timeout: float | None = None) -> EfficiencyTable:
+                   timeout: float | None = None, backbone_dtype: str = "float32") -> EfficiencyTable:
     """Run one training step of each method, each in a fresh ``python -m molt.bench worker`` process.
 
     Args:
@@ -313,6 +317,7 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
         out_dir: if given, :func:`write_efficiency` writes the JSON, Markdown and PNG files there.
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         timeout: seconds allowed per method.
+        backbone_dtype: dtype of the frozen backbones' weights and compute (``float32``, ``bfloat16``, ``float16``).
 
     Raises:
         ValueError: unknown task, backbone or method.
@@ -320,13 +325,14 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
     for method in methods:
-        bench_config(task, backbone, method)  # validates every name before the slow part
+        bench_config(task, backbone, method, backbone_dtype)  # validates every name before the slow part
     table = EfficiencyTable(task=task, backbone=backbone)
     for method in methods:
         with tempfile.TemporaryDirectory() as scratch:
             result = Path(scratch) / "result.json"
             command = [sys.executable, "-m", "molt.bench", "worker", "--task", task, "--backbone", backbone,
-                       "--method", method, "--batch-clips", str(batch_clips), "--result", str(result)]
+                       "--method", method, "--batch-clips", str(batch_clips), "--result", str(result),
+                       "--backbone-dtype", backbone_dtype]
             if device:
                 command += ["--device", device]
             _logger.info("efficiency: %s on %s (%s)", method, backbone, " ".join(command))
@@ -353,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--backbone", default="tiny", choices=sorted(_BACKBONE_NAMES))
         sub.add_argument("--batch-clips", type=int, default=1)
         sub.add_argument("--device")
+        sub.add_argument("--backbone-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     efficiency.add_argument("--methods", default=",".join(BENCH_METHODS), help="comma-separated, e.g. molt,lavish")
     efficiency.add_argument("--out", help="directory for efficiency.json, efficiency.md, efficiency.png")
     worker.add_argument("--method", required=True, help="a registered method name")
@@ -360,11 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "worker":
         row = measure_training_step(args.task, args.backbone, args.method, batch_clips=args.batch_clips,
-                                    device=args.device)
+                                    device=args.device, backbone_dtype=args.backbone_dtype)
         Path(args.result).write_text(json.dumps(row, default=str))
         return 0
     table = run_efficiency(args.task, args.backbone, [m for m in args.methods.split(",") if m],
-                           args.batch_clips, args.out, device=args.device)
+                           args.batch_clips, args.out, device=args.device, backbone_dtype=args.backbone_dtype)
     sys.stdout.write(table.markdown())
     return 0
 

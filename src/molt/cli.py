@@ -146,6 +146,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backbone", choices=_BACKBONES, help="backbone preset (default: the preset's, tiny)")
     group.add_argument("--visual-weights", help="local Swin-V2 checkpoint file (timm or original format)")
     group.add_argument("--audio-weights", help="local HTS-AT checkpoint, e.g. HTSAT_AudioSet_Saved_1.ckpt")
+    group.add_argument("--backbone-dtype", choices=["float32", "bfloat16", "float16"],
+                       help="store and run the frozen backbones in this dtype (adapters and head stay float32; "
+                            "default: the preset's, float32)")
     group.add_argument("--modalities", choices=["both", "audio", "visual"],
                        help="train on both senses (default) or one only (ablation)")
     _add_trust(group)
@@ -176,7 +179,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
-    for key in ("backbone", "visual_weights", "audio_weights", "setting"):
+    for key in ("backbone", "visual_weights", "audio_weights", "setting", "backbone_dtype"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     if getattr(args, "modalities", None):
@@ -308,7 +311,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     task = _task_of(args, "bench efficiency", default="ave")
     methods = [m for m in args.methods.split(",") if m]
-    table = run_efficiency(task, args.backbone, methods, args.batch_clips, args.out, device=args.device)
+    table = run_efficiency(task, args.backbone, methods, args.batch_clips, args.out, device=args.device,
+                           backbone_dtype=args.backbone_dtype)
     print(table.markdown())
     return 0
 
@@ -498,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"comma-separated methods ({', '.join(method_names())})")
     bench.add_argument("--batch-clips", type=int, default=1, help="clips per training step (10 segments each)")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    bench.add_argument("--backbone-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                       help="dtype the frozen backbones are stored and run in (tap-reading methods)")
     bench.add_argument("--out", help="directory for efficiency.json, efficiency.md and efficiency.png")
 
     analyze = verb("analyze", "where to adapt: per-block input/output similarity (Fig. 4); token maps and fusion "

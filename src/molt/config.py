@@ -61,12 +61,15 @@ class ExperimentConfig:
     visual_weights: str | None = None
     audio_weights: str | None = None
     audio_clip_seconds: int | None = None
+    backbone_dtype: str = "float32"
     method_config: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
+        if self.backbone_dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"backbone_dtype must be float32, bfloat16 or float16, got {self.backbone_dtype!r}")
         if self.backbone not in BACKBONE_PRESETS:
             raise ValueError(f"unknown backbone preset {self.backbone!r}: expected one of {', '.join(BACKBONE_PRESETS)}")
 

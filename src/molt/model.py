@@ -164,6 +164,8 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backb
     no weights read) for training from a feature cache, where batches carry the taps; they still report the
     weights files of the config (``weights_hash``) so adapter files record what the cache was extracted with.
     ``trust_checkpoint`` lets the audio weights file pickle more than tensors (``--trust-checkpoint``).
+    ``config.backbone_dtype`` other than float32 stores and runs the frozen backbones in that dtype
+    (:meth:`~molt.backbones.base.TapBackbone.set_compute_dtype`); adapters and head stay float32.
     """
     if backbones_on_meta:
         if not get_method(config.method).reads_taps:
@@ -179,6 +181,13 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backb
                                         audio_weights=config.audio_weights,
                                         audio_clip_seconds=config.audio_clip_seconds,
                                         trust_checkpoint=trust_checkpoint)
+    if config.backbone_dtype != "float32":
+        if not get_method(config.method).reads_taps:
+            raise ValueError(f"backbone_dtype {config.backbone_dtype}: {config.method} adapters run inside the "
+                             f"backbone blocks in float32; use backbone_dtype float32 (or --precision bf16-mixed) "
+                             f"with {config.method}, or a tap-reading method (molt, mettle)")
+        for backbone in {id(b): b for b in (visual, audio) if b is not None}.values():
+            backbone.set_compute_dtype(config.backbone_dtype)
     method, visual_blocks, audio_blocks = build_method(config.method, config.method_config, visual, audio)
     features = features_class(config.method)(visual=visual, audio=audio, method=method,
                                              visual_blocks=visual_blocks, audio_blocks=audio_blocks)

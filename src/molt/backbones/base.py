@@ -12,14 +12,29 @@ with gradients enabled; MoLT and Mettle only call :meth:`forward_taps`, which ne
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from .taps import BlockSelection, resolve_blocks
 
-__all__ = ["TapBackbone"]
+__all__ = ["TapBackbone", "BACKBONE_DTYPES"]
+
+#: ``backbone_dtype`` names -> the dtype the frozen weights are stored and run in
+BACKBONE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                                           "float16": torch.float16}
+
+
+def _cast_inputs(dtype: torch.dtype):
+    """A forward pre-hook giving a module its floating inputs in ``dtype``."""
+    def cast(value: Any) -> Any:
+        return value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() and value.dtype != dtype \
+            else value
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return tuple(cast(a) for a in args), {key: cast(v) for key, v in kwargs.items()}
+    return hook
 
 
 class TapBackbone(nn.Module):
@@ -32,6 +47,10 @@ class TapBackbone(nn.Module):
 
     block_dims: list[int]
     block_tokens: list[int]
+    #: submodules (attribute names) that stay float32 whatever :attr:`compute_dtype` is: signal front ends whose
+    #: operations (STFT, log, BatchNorm over mel bins) need it
+    float32_modules: tuple[str, ...] = ()
+    compute_dtype: torch.dtype = torch.float32
 
     @property
     def num_blocks(self) -> int:
@@ -63,6 +82,35 @@ class TapBackbone(nn.Module):
         if self.is_meta:
             return self
         return super()._apply(fn, recurse)
+
+    def set_compute_dtype(self, dtype: torch.dtype | str) -> "TapBackbone":
+        """Store and run the frozen backbone in ``dtype`` (``float32``, ``bfloat16``, ``float16``), except its
+        :attr:`float32_modules`. Every module holding tensors casts its floating inputs to its own dtype (forward
+        pre-hooks), so activations change dtype where the weights do; taps leave :meth:`forward_taps` in float32.
+        The backbone's own buffers (input normalisation) stay float32."""
+        dtype = BACKBONE_DTYPES[dtype] if isinstance(dtype, str) else dtype
+        if dtype not in BACKBONE_DTYPES.values():
+            raise ValueError(f"backbone dtype must be one of {', '.join(BACKBONE_DTYPES)}, got {dtype}")
+        kept = {id(m) for name in self.float32_modules for m in getattr(self, name).modules()}
+        for module in self.modules():
+            if isinstance(module, TapBackbone):      # this one, or a wrapped one: their input normalisation
+                continue
+            target = torch.float32 if id(module) in kept else dtype
+            own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+            floating = [(name, tensor) for name, tensor in own if tensor.is_floating_point()]
+            if not floating:
+                continue
+            for name, tensor in floating:
+                if name in module._parameters:
+                    tensor.data = tensor.data.to(target)
+                else:
+                    module._buffers[name] = tensor.to(target)
+            previous = getattr(module, "_molt_cast_hook", None)
+            if previous is not None:
+                previous.remove()
+            module._molt_cast_hook = module.register_forward_pre_hook(_cast_inputs(target), with_kwargs=True)
+        self.compute_dtype = dtype
+        return self
 
     def train(self, mode: bool = True) -> "TapBackbone":
         """Frozen backbones ignore ``train(True)``: dropout, drop-path, SpecAugment and BatchNorm statistics stay
@@ -96,6 +144,8 @@ class TapBackbone(nn.Module):
                 tokens = self.run_block(index, tokens)
                 if index in wanted:
                     taps.append(self.to_sequence(tokens))
+        if self.compute_dtype != torch.float32:
+            taps = [tap.float() for tap in taps]
         return taps
 
     def forward(self, x: torch.Tensor, blocks: BlockSelection | Sequence[int] = "all") -> list[torch.Tensor]:

@@ -394,6 +394,8 @@ class HTSATBackbone(TapBackbone):
     ``S`` either one 1-s segment (tiled by repetition to ``clip_seconds``) or ``clip_seconds`` seconds.
     """
 
+    float32_modules = ("spectrogram_extractor", "logmel_extractor", "bn0")
+
     def __init__(self, config: HTSATConfig | str = "htsat_audioset", *, weights: str | os.PathLike | None = None,
                  trust_checkpoint: bool = False) -> None:
         super().__init__()

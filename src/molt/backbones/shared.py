@@ -35,6 +35,8 @@ class SpectrogramSwin(TapBackbone):
         n_mels: mel bins of the spectrogram image.
     """
 
+    float32_modules = ("frontend",)
+
     def __init__(self, swin: SwinV2Backbone, *, sample_rate: int = 32000, segment_samples: int = 32000,
                  n_mels: int = 128, db_min: float = -100.0, db_max: float = 20.0) -> None:
         super().__init__()

@@ -194,6 +194,9 @@ class TapGroupSpec:
             derived["input_size"] = [int(size) for size in backbone.input_size]
         if getattr(backbone, "sample_rate", None) is not None:
             derived["sample_rate"] = int(backbone.sample_rate)
+        compute_dtype = str(getattr(backbone, "compute_dtype", "torch.float32")).removeprefix("torch.")
+        if compute_dtype != "float32":       # taps of a half-precision backbone are other taps
+            derived["compute_dtype"] = compute_dtype
         derived.update(preprocessing or {})
         return cls(backbone=str(getattr(backbone, "name", type(backbone).__name__)), blocks=indices,
                    token_shapes=[(backbone.block_tokens[i], backbone.block_dims[i]) for i in indices],

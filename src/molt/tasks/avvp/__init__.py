@@ -27,5 +27,6 @@ SPEC = register_task(TaskSpec(
     synthesize=generate_llp, head=AVVPTask, monitor="segment_type_av_f1",
     metric_columns=(("Seg. Type@AV", "segment_type_av_f1"), ("Seg. Event@AV", "segment_event_av_f1"),
                     ("Event Type@AV", "event_type_av_f1"), ("Event Event@AV", "event_event_av_f1")),
-    figures=plot_parsing, presets={"tiny": "avvp_molt_tiny", "paper": "avvp_molt_paper", "shared": "avvp_molt_shared"}, paper_task_options={"num_classes": 25},
-    predict=predict_video))
+    figures=plot_parsing,
+    presets={"tiny": "avvp_molt_tiny", "paper": "avvp_molt_paper", "shared": "avvp_molt_shared"},
+    paper_task_options={"num_classes": 25}, predict=predict_video))
