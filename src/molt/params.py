@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from .backbones import build_backbones
-from .config import load_config, preset_names
+from .config import ExperimentConfig, load_config, preset_names
 from .methods import build_method, count_parameters
 from .model import head_options
 from .tasks import get_task, task_names
@@ -36,10 +36,11 @@ class ParameterCount:
         return self.backbone_params + self.trainable
 
 
-def count_preset(name: str) -> ParameterCount:
-    """Build a preset on the meta device and count frozen backbone, method and head parameters; the head gets what
-    the task's real dataset decides (``TaskSpec.paper_task_options``: class counts, vocabularies)."""
-    config = load_config(name)
+def count_preset(name: str | ExperimentConfig) -> ParameterCount:
+    """Build a preset (or a config) on the meta device and count frozen backbone, method and head parameters; the
+    head gets what the task's real dataset decides (``TaskSpec.paper_task_options``: class counts, vocabularies)."""
+    config = name if isinstance(name, ExperimentConfig) else load_config(name)
+    name = name if isinstance(name, str) else f"{config.task}_{config.method}_{config.backbone}"
     spec = get_task(config.task)
     with torch.device("meta"):
         visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .token_distillation import TokenAttention, TokenDistillation
+from .token_distillation import ProjectedTap, TokenAttention, TokenDistillation
 
 __all__ = ["UniModalDistillationAdapter", "CrossModalDistillationAdapter", "pooled_residual"]
 
@@ -45,18 +45,21 @@ class UniModalDistillationAdapter(nn.Module):
         num_tokens: number of latent tokens.
         num_heads: attention heads of TD.
         attn_drop: attention dropout.
+        own_projections: ``False``: TD's ``W^Q`` / ``W^K`` / ``W^V`` are the modality's shared ones, passed to
+            ``forward`` as a :class:`~molt.methods.token_distillation.ProjectedTap`.
 
-    ``forward(f (B, N_l, D_l))`` -> ``(B, num_tokens, D)``.
+    ``forward(f (B, N_l, D_l), projected=None)`` -> ``(B, num_tokens, D)``.
     """
 
-    def __init__(self, *, in_dim: int, dim: int, num_tokens: int, num_heads: int, attn_drop: float = 0.0) -> None:
+    def __init__(self, *, in_dim: int, dim: int, num_tokens: int, num_heads: int, attn_drop: float = 0.0,
+                 own_projections: bool = True) -> None:
         super().__init__()
         self.distill = TokenDistillation(in_dim=in_dim, dim=dim, num_tokens=num_tokens, num_heads=num_heads,
-                                         attn_drop=attn_drop)
+                                         attn_drop=attn_drop, own_projections=own_projections)
         self.residual = nn.Linear(in_dim, dim)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.distill(features) + pooled_residual(self.residual, features)
+    def forward(self, features: torch.Tensor, projected: ProjectedTap | None = None) -> torch.Tensor:
+        return self.distill(features, projected=projected) + pooled_residual(self.residual, features)
 
 
 class CrossModalDistillationAdapter(nn.Module):
@@ -68,18 +71,22 @@ class CrossModalDistillationAdapter(nn.Module):
         num_tokens_visual, num_tokens_audio: latent tokens per modality.
         num_heads: heads of the TDs and the cross-attentions.
         attn_drop: attention dropout.
+        own_projections: ``False``: the TDs use their modality's shared projections (see the UDA).
 
-    ``forward(f_v (B, N_v, D_v), f_a (B, N_a, D_a))`` -> ``(z~_{v;c} (B, K_v, D), z~_{a;c} (B, K_a, D))``, where
-    the visual output uses the visual distilled tokens as queries over the audio distilled tokens and vice versa.
+    ``forward(f_v (B, N_v, D_v), f_a (B, N_a, D_a), projected=None)`` -> ``(z~_{v;c} (B, K_v, D), z~_{a;c}
+    (B, K_a, D))``, where the visual output uses the visual distilled tokens as queries over the audio distilled
+    tokens and vice versa; ``projected`` maps ``"visual"`` / ``"audio"`` to the taps' shared projections.
     """
 
     def __init__(self, *, visual_dim: int, audio_dim: int, dim: int, num_tokens_visual: int, num_tokens_audio: int,
-                 num_heads: int, attn_drop: float = 0.0) -> None:
+                 num_heads: int, attn_drop: float = 0.0, own_projections: bool = True) -> None:
         super().__init__()
         self.distill_visual = TokenDistillation(in_dim=visual_dim, dim=dim, num_tokens=num_tokens_visual,
-                                                num_heads=num_heads, attn_drop=attn_drop)
+                                                num_heads=num_heads, attn_drop=attn_drop,
+                                                own_projections=own_projections)
         self.distill_audio = TokenDistillation(in_dim=audio_dim, dim=dim, num_tokens=num_tokens_audio,
-                                               num_heads=num_heads, attn_drop=attn_drop)
+                                               num_heads=num_heads, attn_drop=attn_drop,
+                                               own_projections=own_projections)
         self.cross_visual = TokenAttention(query_dim=dim, kv_dim=dim, dim=dim, num_heads=num_heads,
                                            attn_drop=attn_drop)
         self.cross_audio = TokenAttention(query_dim=dim, kv_dim=dim, dim=dim, num_heads=num_heads,
@@ -87,9 +94,11 @@ class CrossModalDistillationAdapter(nn.Module):
         self.residual_visual = nn.Linear(visual_dim, dim)
         self.residual_audio = nn.Linear(audio_dim, dim)
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        distilled_visual = self.distill_visual(visual)
-        distilled_audio = self.distill_audio(audio)
+    def forward(self, visual: torch.Tensor, audio: torch.Tensor,
+                projected: dict[str, ProjectedTap] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        projected = projected or {}
+        distilled_visual = self.distill_visual(visual, projected=projected.get("visual"))
+        distilled_audio = self.distill_audio(audio, projected=projected.get("audio"))
         out_visual = self.cross_visual(distilled_visual, distilled_audio) + pooled_residual(self.residual_visual,
                                                                                             visual)
         out_audio = self.cross_audio(distilled_audio, distilled_visual) + pooled_residual(self.residual_audio, audio)

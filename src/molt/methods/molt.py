@@ -43,6 +43,7 @@ from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistil
 from .orthogonality import token_orthogonality_loss
 from .registry import MethodSpec, register_method
 from .router import Router, mix_experts
+from .token_distillation import SharedProjections
 from .token_fusion import FUSION_MODES, TokenFusion
 
 __all__ = [
@@ -52,6 +53,9 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
+
+#: values of :attr:`MoLTConfig.share_projections`
+SHARE_PROJECTIONS = ("adapter", "modality")
 
 @dataclass
 class MethodOutput:
@@ -93,6 +97,10 @@ class MoLTConfig(MethodConfigMixin):
         dropout: attention dropout in TD and CA.
         pre_norm: LayerNorm on each tap before its FDM (see module docstring).
         router_hidden, fusion_hidden: hidden widths of the router and TFM MLPs (default ``dim``).
+        share_projections: ``"adapter"``: every TD has its own ``W^Q``, ``W^K``, ``W^V``; ``"modality"``: the
+            literal reading of eq. 2 (``W^Q_m, W^K_m, W^V_m`` carry the modality index only): one set per modality
+            and layer, shared by its UDAs and CDAs, so each tap is projected to keys and values once; latent
+            tokens, residual ``W`` and the CDAs' cross-attentions stay per adapter.
     """
 
     blocks_visual: BlockSelection = "late"
@@ -110,9 +118,13 @@ class MoLTConfig(MethodConfigMixin):
     pre_norm: bool = True
     router_hidden: int | None = None
     fusion_hidden: int | None = None
+    share_projections: str = "adapter"
 
     def __post_init__(self) -> None:
         self._check_common()
+        if self.share_projections not in SHARE_PROJECTIONS:
+            raise ValueError(f"share_projections must be one of {', '.join(SHARE_PROJECTIONS)}, got "
+                             f"{self.share_projections!r}")
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {self.fusion!r}")
         if self.num_uda < 0 or self.num_cda < 0:
@@ -152,6 +164,7 @@ class FeatureDistillationModule(nn.Module):
         attn_drop: attention dropout.
         pre_norm: LayerNorm on each tap first.
         router_hidden: hidden width of the router MLP (default ``dim``).
+        share_projections: ``"adapter"`` or ``"modality"`` (see :class:`MoLTConfig`).
 
     ``forward(visual (B, N_v, D_v) | None, audio (B, N_a, D_a) | None)`` -> ``(tokens, weights)`` with
     ``tokens[m]`` ``(B, K_m, D)`` for each present modality (eq. 5) and router ``weights`` ``(B, N_UDA + N_CDA)``
@@ -160,7 +173,8 @@ class FeatureDistillationModule(nn.Module):
 
     def __init__(self, *, visual_dim: int | None, audio_dim: int | None, dim: int, num_tokens_visual: int,
                  num_tokens_audio: int, num_uda: int, num_cda: int, num_heads: int, attn_drop: float = 0.0,
-                 pre_norm: bool = True, router_hidden: int | None = None) -> None:
+                 pre_norm: bool = True, router_hidden: int | None = None,
+                 share_projections: str = "adapter") -> None:
         super().__init__()
         dims = {"visual": visual_dim, "audio": audio_dim}
         tokens = {"visual": num_tokens_visual, "audio": num_tokens_audio}
@@ -174,15 +188,19 @@ class FeatureDistillationModule(nn.Module):
         self.num_uda, self.num_cda = num_uda, num_cda
         self.norms = nn.ModuleDict({
             name: nn.LayerNorm(dims[name]) if pre_norm else nn.Identity() for name in self.modalities})
+        own = share_projections == "adapter"
+        self.shared = None if own else nn.ModuleDict({
+            name: SharedProjections(in_dim=dims[name], dim=dim, num_heads=num_heads) for name in self.modalities})
         self.udas = nn.ModuleDict({
             name: nn.ModuleList(UniModalDistillationAdapter(in_dim=dims[name], dim=dim, num_tokens=tokens[name],
-                                                            num_heads=num_heads, attn_drop=attn_drop)
+                                                            num_heads=num_heads, attn_drop=attn_drop,
+                                                            own_projections=own)
                                 for _ in range(num_uda))
             for name in self.modalities})
         self.cdas = nn.ModuleList(
             CrossModalDistillationAdapter(visual_dim=visual_dim, audio_dim=audio_dim, dim=dim,
                                           num_tokens_visual=num_tokens_visual, num_tokens_audio=num_tokens_audio,
-                                          num_heads=num_heads, attn_drop=attn_drop)
+                                          num_heads=num_heads, attn_drop=attn_drop, own_projections=own)
             for _ in range(num_cda))
         self.router = Router(in_dims=[dims[name] for name in self.modalities], num_experts=num_uda + num_cda,
                              hidden_dim=router_hidden or dim)
@@ -190,10 +208,12 @@ class FeatureDistillationModule(nn.Module):
     def expert_outputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Adapter outputs ``{m: (B, N_UDA + N_CDA, K_m, D)}`` for normalised ``inputs`` ``{m: (B, N_m, D_m)}``,
         ordered UDAs then CDAs."""
-        outputs: dict[str, list[torch.Tensor]] = {name: [uda(inputs[name]) for uda in self.udas[name]]
-                                                  for name in self.modalities}
+        projected = ({} if self.shared is None
+                     else {name: self.shared[name].project(inputs[name]) for name in self.modalities})
+        outputs: dict[str, list[torch.Tensor]] = {
+            name: [uda(inputs[name], projected.get(name)) for uda in self.udas[name]] for name in self.modalities}
         for cda in self.cdas:
-            visual, audio = cda(inputs["visual"], inputs["audio"])
+            visual, audio = cda(inputs["visual"], inputs["audio"], projected or None)
             outputs["visual"].append(visual)
             outputs["audio"].append(audio)
         return {name: torch.stack(values, dim=1) for name, values in outputs.items()}
@@ -247,7 +267,8 @@ class MoLT(nn.Module):
                 audio_dim=self.audio_dims[index] if "audio" in self.modalities else None,
                 dim=config.dim, num_tokens_visual=config.tokens_visual, num_tokens_audio=config.tokens_audio,
                 num_uda=config.num_uda, num_cda=config.num_cda_active, num_heads=config.num_heads,
-                attn_drop=config.dropout, pre_norm=config.pre_norm, router_hidden=config.router_hidden)
+                attn_drop=config.dropout, pre_norm=config.pre_norm, router_hidden=config.router_hidden,
+                share_projections=config.share_projections)
             for index in range(self.num_layers))
         self.fusion = nn.ModuleDict({
             name: TokenFusion(dim=config.dim, num_layers=self.num_layers, fusion=config.fusion,

@@ -25,11 +25,54 @@ cross-modal adapter, eq. 3, uses it); :class:`TokenDistillation` adds the learna
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TokenAttention", "TokenDistillation"]
+__all__ = ["TokenAttention", "TokenDistillation", "SharedProjections", "ProjectedTap"]
+
+
+class ProjectedTap(NamedTuple):
+    """A layer's tokens projected once by its modality's shared ``W^K`` / ``W^V``, with the shared ``W^Q`` that
+    every adapter's latent tokens go through (``share_projections="modality"``)."""
+
+    q_proj: nn.Linear
+    keys: torch.Tensor      # (B, H, N_l, d_H)
+    values: torch.Tensor    # (B, H, N_l, d_H)
+
+
+def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    # (B, N, H*d_H) -> (B, H, N, d_H)
+    return x.unflatten(-1, (num_heads, x.shape[-1] // num_heads)).transpose(1, 2)
+
+
+def _attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, num_heads: int,
+               dropout: float) -> torch.Tensor:
+    """Projected ``queries`` ``(1 or B, N_q, D)`` over split ``keys`` / ``values`` ``(B, H, N_l, d_H)`` ->
+    ``(B, N_q, D)``."""
+    queries = _split_heads(queries, num_heads).expand(keys.shape[0], -1, -1, -1)
+    out = F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout)
+    return out.transpose(1, 2).flatten(2)
+
+
+class SharedProjections(nn.Module):
+    """The literal reading of eq. 2's ``W^Q_m, W^K_m, W^V_m``: one set per modality and layer, shared by all of
+    its UDAs and CDAs, so each tap is projected to keys and values once (:meth:`project`)."""
+
+    def __init__(self, *, in_dim: int, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(in_dim, dim, bias=False)
+        self.k_proj = nn.Linear(in_dim, dim, bias=False)
+        self.v_proj = nn.Linear(in_dim, dim, bias=False)
+
+    def project(self, features: torch.Tensor) -> ProjectedTap:
+        return ProjectedTap(self.q_proj, _split_heads(self.k_proj(features), self.num_heads),
+                            _split_heads(self.v_proj(features), self.num_heads))
 
 
 class TokenAttention(nn.Module):
@@ -41,9 +84,12 @@ class TokenAttention(nn.Module):
         dim: output width ``D = H * d_H``.
         num_heads: number of heads ``H``; must divide ``dim``.
         attn_drop: dropout on the attention probabilities (training only).
+        own_projections: ``False`` builds no ``W^Q`` / ``W^K`` / ``W^V``: the caller passes a :class:`ProjectedTap`
+            of :class:`SharedProjections` instead.
     """
 
-    def __init__(self, *, query_dim: int, kv_dim: int, dim: int, num_heads: int, attn_drop: float = 0.0) -> None:
+    def __init__(self, *, query_dim: int, kv_dim: int, dim: int, num_heads: int, attn_drop: float = 0.0,
+                 own_projections: bool = True) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
@@ -51,22 +97,20 @@ class TokenAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.attn_drop = attn_drop
-        self.q_proj = nn.Linear(query_dim, dim, bias=False)
-        self.k_proj = nn.Linear(kv_dim, dim, bias=False)
-        self.v_proj = nn.Linear(kv_dim, dim, bias=False)
-
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, N, H*d_H) -> (B, H, N, d_H)
-        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+        if own_projections:
+            self.q_proj = nn.Linear(query_dim, dim, bias=False)
+            self.k_proj = nn.Linear(kv_dim, dim, bias=False)
+            self.v_proj = nn.Linear(kv_dim, dim, bias=False)
 
     def attend(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """Queries already projected by ``W^Q`` ``(B or 1, N_q, D)`` attend to ``features`` ``(B, N_l, D_l)``."""
-        keys = self._split(self.k_proj(features))
-        values = self._split(self.v_proj(features))
-        queries = self._split(queries).expand(keys.shape[0], -1, -1, -1)
-        out = F.scaled_dot_product_attention(queries, keys, values,
-                                             dropout_p=self.attn_drop if self.training else 0.0)
-        return out.transpose(1, 2).flatten(2)
+        keys = _split_heads(self.k_proj(features), self.num_heads)
+        values = _split_heads(self.v_proj(features), self.num_heads)
+        return self.attend_projected(queries, keys, values)
+
+    def attend_projected(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Projected queries over keys and values already projected and split into heads."""
+        return _attention(queries, keys, values, self.num_heads, self.attn_drop if self.training else 0.0)
 
     def forward(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """``queries`` ``(B, N_q, D_q)`` or ``(N_q, D_q)`` (shared by the batch), ``features`` ``(B, N_l, D_l)``
@@ -96,14 +140,23 @@ class TokenDistillation(TokenAttention):
     of the latent tokens.
     """
 
-    def __init__(self, *, in_dim: int, dim: int, num_tokens: int, num_heads: int, attn_drop: float = 0.0) -> None:
-        super().__init__(query_dim=in_dim, kv_dim=in_dim, dim=dim, num_heads=num_heads, attn_drop=attn_drop)
+    def __init__(self, *, in_dim: int, dim: int, num_tokens: int, num_heads: int, attn_drop: float = 0.0,
+                 own_projections: bool = True) -> None:
+        super().__init__(query_dim=in_dim, kv_dim=in_dim, dim=dim, num_heads=num_heads, attn_drop=attn_drop,
+                         own_projections=own_projections)
         if num_tokens < 1:
             raise ValueError(f"num_tokens must be at least 1, got {num_tokens}")
         self.num_tokens = num_tokens
         self.latent_tokens = nn.Parameter(torch.empty(num_tokens, in_dim))
         nn.init.normal_(self.latent_tokens, std=1.0)
 
-    def forward(self, features: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        """``features`` ``(B, N_l, D_l)`` -> distilled tokens ``(B, N_tokens, D)``."""
+    def forward(self, features: torch.Tensor, queries: torch.Tensor | None = None,  # type: ignore[override]
+                projected: ProjectedTap | None = None) -> torch.Tensor:
+        """``features`` ``(B, N_l, D_l)`` -> distilled tokens ``(B, N_tokens, D)``; with ``projected`` (the same
+        features through the modality's :class:`SharedProjections`) the shared ``W^Q`` projects the latent tokens
+        and the keys and values are not computed again."""
+        if projected is not None:
+            latent = self.latent_tokens if queries is None else queries
+            return self.attend_projected(projected.q_proj(latent).unsqueeze(0) if latent.ndim == 2
+                                         else projected.q_proj(latent), projected.keys, projected.values)
         return super().forward(self.latent_tokens if queries is None else queries, features)
