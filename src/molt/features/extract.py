@@ -5,6 +5,11 @@ Part of molt-av (Apache-2.0). The frozen backbones' taps of MoLT and Mettle do n
 taps and, for dense heads, the visual stage features). :func:`cached_splits` opens such a cache for training after
 checking that it was built for the same task, data, backbones, weights, blocks and preprocessing as the run.
 
+**One backbone pass per video.** A dataset whose items share media rows (MUSIC-AVQA: about five questions per
+video; prepared datasets list each item's ``media_index`` in ``rows`` and decode a row with ``clip``) is cached by
+video: the manifest says ``keyed_by: media``, entry ``j`` holds the ``j``-th distinct media row in item order, and
+:func:`cached_splits` maps every item to its video's entry.
+
 Single process; the model is duck-typed (any object with the :class:`~molt.model.AudioVisualModel` attributes
 ``features``, ``visual``, ``audio``, ``stage_blocks`` and ``compute_inputs``), so this module imports no model,
 task or trainer.
@@ -17,15 +22,46 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from torch.utils.data import Dataset
 
 from .store import (MANIFEST_FILE, CachedDataset, ExtractReport, FeatureCache, FeatureManifest, TapGroupSpec,
                     data_fingerprint, extract_features)
 
-__all__ = ["expected_manifest", "extract_splits", "cached_splits", "INIT_SEED"]
+__all__ = ["expected_manifest", "extract_splits", "cached_splits", "media_rows", "MediaView", "INIT_SEED"]
 
 _logger = logging.getLogger(__name__)
 
 INIT_SEED = 0  # the seed build_backbones initialises random-weight backbones with
+
+
+def media_rows(dataset: Any) -> list[int] | None:
+    """The media row of each item when items share rows (several questions per video), else ``None``."""
+    rows = getattr(dataset, "rows", None)
+    if not isinstance(rows, list) or not callable(getattr(dataset, "clip", None)):
+        return None
+    media = [row.get("media_index") for row in rows] if all(isinstance(r, dict) for r in rows) else []
+    if not media or None in media or len(set(media)) == len(media):
+        return None
+    return media
+
+
+class MediaView(Dataset):
+    """The distinct media rows of a dataset, in order of first use: what a cache keyed by media holds."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.media = list(dict.fromkeys(row["media_index"] for row in dataset.rows))
+
+    def __len__(self) -> int:
+        return len(self.media)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.dataset.clip(self.media[index])
+
+    def positions(self) -> list[int]:
+        """The entry of each item of the dataset."""
+        entry = {media: position for position, media in enumerate(self.media)}
+        return [entry[row["media_index"]] for row in self.dataset.rows]
 
 
 def expected_manifest(model: Any, *, task: str, setting: str | None, prepared: str | os.PathLike, dataset: Any,
@@ -47,7 +83,8 @@ def expected_manifest(model: Any, *, task: str, setting: str | None, prepared: s
         groups["visual_stages"] = TapGroupSpec.from_backbone(model.visual, model.stage_blocks, init_seed=INIT_SEED,
                                                              preprocessing=preprocessing)
     return FeatureManifest(task=task, setting=setting, groups=groups, num_segments=int(dataset.num_segments),
-                           data_fingerprint=data_fingerprint(prepared), dtype=dtype)
+                           data_fingerprint=data_fingerprint(prepared), dtype=dtype,
+                           keyed_by="media" if media_rows(dataset) is not None else "item")
 
 
 def extract_splits(model: Any, datasets: Mapping[str, Any], out_dir: str | os.PathLike, *, task: str,
@@ -70,8 +107,9 @@ def extract_splits(model: Any, datasets: Mapping[str, Any], out_dir: str | os.Pa
 
     reports = {}
     for split, dataset in datasets.items():
+        source = MediaView(dataset) if manifest.keyed_by == "media" else dataset
         with torch.no_grad():
-            reports[split] = extract_features(dataset, compute, out_dir, manifest, split=split,
+            reports[split] = extract_features(source, compute, out_dir, manifest, split=split,
                                               batch_size=batch_size, show_progress=show_progress,
                                               verify_existing=verify_existing)
         _logger.info("%s: %s", split, reports[split].summary())
@@ -96,8 +134,10 @@ def cached_splits(model: Any, datasets: Mapping[str, Any], features: str | os.Pa
     wrapped = {}
     for split, dataset in datasets.items():
         cache = FeatureCache(cache_dir, split, expected=expected, groups=list(expected.groups))
-        if len(cache) != len(dataset):
-            raise ValueError(f"feature cache {cache_dir} holds {len(cache)} items for split {split!r} but the data "
-                             f"has {len(dataset)}; run molt extract again")
-        wrapped[split] = CachedDataset(dataset, cache)
+        positions = MediaView(dataset).positions() if expected.keyed_by == "media" else None
+        entries = len(dataset) if positions is None else len(set(positions))
+        if len(cache) != entries:
+            raise ValueError(f"feature cache {cache_dir} holds {len(cache)} entries for split {split!r} but the data "
+                             f"has {entries}; run molt extract again")
+        wrapped[split] = CachedDataset(dataset, cache, positions=positions)
     return wrapped

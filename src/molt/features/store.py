@@ -107,7 +107,10 @@ MEDIA_KEYS = ("frames", "audio")
 _LIMITS = {"float16": torch.finfo(torch.float16).max, "bfloat16": torch.finfo(torch.bfloat16).max,
            "float32": torch.finfo(torch.float32).max}
 # fields of a manifest that decide what the taps are (chunk_size and splits only describe the store)
-_IDENTITY_FIELDS = ("format", "format_version", "task", "setting", "data_fingerprint", "num_segments", "dtype")
+_IDENTITY_FIELDS = ("format", "format_version", "task", "setting", "data_fingerprint", "num_segments", "dtype",
+                    "keyed_by")
+#: what one cache entry is: a dataset item, or a media row shared by several items (MUSIC-AVQA's questions)
+KEYS = ("item", "media")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _CRC_BLOCK = 1 << 22
 
@@ -222,6 +225,8 @@ class FeatureManifest:
         dtype: storage dtype, one of :data:`DTYPES`.
         chunk_size: clips per chunk.
         splits: splits whose extraction is complete (maintained by :func:`extract_features`).
+        keyed_by: ``"item"`` (entry ``i`` = dataset item ``i``) or ``"media"`` (one entry per video, in order of
+            first use, shared by the items that read it; see :mod:`molt.features.extract`).
         format, format_version: store format.
     """
 
@@ -233,6 +238,7 @@ class FeatureManifest:
     dtype: str = "float16"
     chunk_size: int = 256
     splits: list[str] = field(default_factory=list)
+    keyed_by: str = "item"
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
 
@@ -247,6 +253,8 @@ class FeatureManifest:
                                  f"(it names files)")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown storage dtype {self.dtype!r}: expected one of {', '.join(DTYPES)}")
+        if self.keyed_by not in KEYS:
+            raise ValueError(f"keyed_by must be one of {', '.join(KEYS)}, got {self.keyed_by!r}")
         if int(self.chunk_size) < 1 or int(self.num_segments) < 1:
             raise ValueError(f"chunk_size and num_segments must be >= 1, got {self.chunk_size} and "
                              f"{self.num_segments}")
@@ -856,6 +864,7 @@ class CachedDataset(Dataset):
         targets_only: ``index -> item without media`` (default: ``dataset.item_without_media`` when the dataset has
             it, else ``dataset[index]``, which decodes the media only to drop them).
         media_keys: item keys replaced by the taps.
+        positions: cache entry of each item (``None``: entry ``i`` for item ``i``), for a cache keyed by media.
 
     Items are the dataset's items without ``frames`` / ``audio``, plus one key per tap group holding a list of
     float32 ``(T, N_l, D_l)``; the default collate turns those into lists of ``(B, T, N_l, D_l)``. Other attributes
@@ -864,10 +873,15 @@ class CachedDataset(Dataset):
 
     def __init__(self, dataset: Dataset, cache: FeatureCache, *,
                  targets_only: Callable[[int], Mapping[str, Any]] | None = None,
-                 media_keys: Sequence[str] = MEDIA_KEYS) -> None:
-        if len(dataset) != len(cache):
-            raise ValueError(f"the dataset has {len(dataset)} items but the feature cache {cache.root} (split "
-                             f"{cache.split!r}) has {len(cache)}: it was extracted from other data; extract again")
+                 media_keys: Sequence[str] = MEDIA_KEYS, positions: Sequence[int] | None = None) -> None:
+        entries = len(dataset) if positions is None else len(set(positions))
+        if positions is not None and len(positions) != len(dataset):
+            raise ValueError(f"expected one cache position per item ({len(dataset)}), got {len(positions)}")
+        if entries != len(cache):
+            raise ValueError(f"the dataset has {entries} {'items' if positions is None else 'videos'} but the "
+                             f"feature cache {cache.root} (split {cache.split!r}) has {len(cache)}: it was "
+                             f"extracted from other data; extract again")
+        self.positions = None if positions is None else list(positions)
         self.dataset = dataset
         self.cache = cache
         self.targets_only = targets_only
@@ -884,7 +898,7 @@ class CachedDataset(Dataset):
         else:
             item = self.dataset[index]
         item = {key: value for key, value in item.items() if key not in self.media_keys}
-        item.update(self.cache[index])
+        item.update(self.cache[index if self.positions is None else self.positions[index]])
         return item
 
     def __getattr__(self, name: str) -> Any:
