@@ -57,7 +57,7 @@ Typical use::
 
 Compatibility. A cache is refused (:meth:`FeatureManifest.check_compatible`, a ``ValueError`` listing every differing
 field) when the task, setting, prepared data (SHA-256 of its ``index.json``), number of segments, storage dtype,
-or, for a tap group the run needs, the backbone, its weights (SHA-256 of the weights file, or the hub tag, or the
+what an entry is (``keyed_by``: a dataset item, or a video shared by several items), or, for a tap group the run needs, the backbone, its weights (SHA-256 of the weights file, or the hub tag, or the
 seed of a random initialisation), blocks, token shapes or input preprocessing differ. Re-preparing the same data
 changes ``index.json`` (it records the preparation time), so it invalidates the cache: that is deliberate, since
 the decoded frames may have changed too.
