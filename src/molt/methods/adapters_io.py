@@ -15,6 +15,7 @@ parameters are the adapters.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -79,6 +80,20 @@ def _method_config(model: nn.Module) -> dict[str, Any] | None:
         if callable(to_dict):
             return {"module": name, "class": type(config).__name__, "config": _jsonable(to_dict())}
     return None
+
+
+def _with_new_defaults(saved: dict[str, Any] | None, model: nn.Module) -> dict[str, Any] | None:
+    """``saved`` (a file's method record) with the defaults of config fields added after the file was written: an
+    option a newer release introduces, at its default, describes the model the file was trained as."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        return saved
+    config = next((getattr(m, "config") for _, m in model.named_modules()
+                   if callable(getattr(getattr(m, "config", None), "to_dict", None))), None)
+    if config is None or not dataclasses.is_dataclass(config) or type(config).__name__ != saved.get("class"):
+        return saved
+    added = {f.name: _jsonable(f.default) for f in dataclasses.fields(config)
+             if f.name not in saved["config"] and f.default is not dataclasses.MISSING}
+    return {**saved, "config": {**saved["config"], **added}} if added else saved
 
 
 def describe_backbones(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -221,7 +236,7 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, backbone_info: d
     if not weights_file.is_file():
         raise FileNotFoundError(f"adapter weights not found: {weights_file}")
     differences: list[str] = []
-    differences += dict_differences(config.get("method"), _method_config(model), "method")
+    differences += dict_differences(_with_new_defaults(config.get("method"), model), _method_config(model), "method")
     current_backbones = _jsonable(describe_backbones(model) if backbone_info is None else backbone_info)
     differences += _backbone_differences(config.get("backbones") or {}, current_backbones or {})
     if extra_config is not None:
