@@ -271,9 +271,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     splits = tuple(split for split in args.splits.split(",") if split)
     reports = extract(config, data=args.data, out_dir=args.out, splits=splits, dtype=args.dtype,
                       batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
-                      verify_existing=args.verify, trust_checkpoint=args.trust_checkpoint, show_progress=not args.quiet)
+                      verify_existing=args.verify, trust_checkpoint=args.trust_checkpoint, show_progress=not args.quiet,
+                      devices=args.devices, num_nodes=args.num_nodes, node_rank=args.node_rank)
     for split, report in reports.items():
-        print(f"{split}: {report.summary()}")
+        print(f"{split}: {report.summary() if hasattr(report, 'summary') else json.dumps(report)}")
     print(f"train from it with: molt train {task} --data {args.data} --features {args.out}"
           + (f" --config {args.config}" if args.config else ""))
     return 0
@@ -457,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--chunk-size", type=int, default=256, help="clips per chunk file (unit of resume)")
     extract.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     extract.add_argument("--verify", action="store_true", help="re-check the checksums of chunks already written")
+    extract.add_argument("--devices", type=int, default=1,
+                         help="processes on this machine, one per GPU (cuda:0, cuda:1, ...) or CPU processes; they "
+                              "share the chunks of every split")
+    extract.add_argument("--num-nodes", type=int, default=1,
+                         help="machines extracting into the same (shared) --out directory, each with --devices")
+    extract.add_argument("--node-rank", type=int, default=0, help="this machine's index among --num-nodes")
     _add_model_options(extract)
 
     evaluate = verb("eval", "evaluate a trained checkpoint: metrics as JSON and pictures", _cmd_eval,

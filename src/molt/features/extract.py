@@ -90,10 +90,12 @@ def expected_manifest(model: Any, *, task: str, setting: str | None, prepared: s
 def extract_splits(model: Any, datasets: Mapping[str, Any], out_dir: str | os.PathLike, *, task: str,
                    setting: str | None, prepared: str | os.PathLike, dtype: str = "float16", batch_size: int = 8,
                    chunk_size: int = 256, device: str | None = None, verify_existing: bool = False,
-                   show_progress: bool = True) -> dict[str, ExtractReport]:
+                   show_progress: bool = True, shard: tuple[int, int] = (0, 1)) -> dict[str, ExtractReport]:
     """Run ``model``'s frozen backbones once over each dataset (split name -> dataset) and store the taps.
 
     Resumable: complete chunks of an earlier (killed) run are kept; a cache built for another setup is refused.
+    ``shard=(rank, world size)`` computes only this process's share of the chunks (see
+    :func:`~molt.features.store.extract_features`).
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.eval().to(device)
@@ -111,7 +113,7 @@ def extract_splits(model: Any, datasets: Mapping[str, Any], out_dir: str | os.Pa
         with torch.no_grad():
             reports[split] = extract_features(source, compute, out_dir, manifest, split=split,
                                               batch_size=batch_size, show_progress=show_progress,
-                                              verify_existing=verify_existing)
+                                              verify_existing=verify_existing, shard=shard)
         _logger.info("%s: %s", split, reports[split].summary())
     return reports
 

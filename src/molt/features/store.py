@@ -57,8 +57,9 @@ Typical use::
 
 Compatibility. A cache is refused (:meth:`FeatureManifest.check_compatible`, a ``ValueError`` listing every differing
 field) when the task, setting, prepared data (SHA-256 of its ``index.json``), number of segments, storage dtype,
-what an entry is (``keyed_by``: a dataset item, or a video shared by several items), or, for a tap group the run needs, the backbone, its weights (SHA-256 of the weights file, or the hub tag, or the
-seed of a random initialisation), blocks, token shapes or input preprocessing differ. Re-preparing the same data
+what an entry is (``keyed_by``: a dataset item, or a video shared by several items), or, for a tap group the run
+needs, the backbone, its weights (SHA-256 of the weights file, or the hub tag, or the seed of a random
+initialisation), blocks, token shapes or input preprocessing differ. Re-preparing the same data
 changes ``index.json`` (it records the preparation time), so it invalidates the cache: that is deliberate, since
 the decoded frames may have changed too.
 """
@@ -631,17 +632,22 @@ def _mark_split_done(out: Path, split: str, num_items: int, num_chunks: int, sec
     _write_json(out / split / SPLIT_FILE, {"split": split, "num_items": num_items, "num_chunks": num_chunks,
                                            "completed": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                            "seconds": round(seconds, 2)})
-    manifest = FeatureManifest.load(out / MANIFEST_FILE)  # re-read: another split may have finished meanwhile
-    if split not in manifest.splits:
-        manifest.splits = sorted([*manifest.splits, split])
-        manifest.save(out / MANIFEST_FILE)
+    import fcntl
+
+    # several processes may finish splits at once: one read-modify-write of the manifest at a time
+    with open(out / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = FeatureManifest.load(out / MANIFEST_FILE)  # re-read: another split may have finished meanwhile
+        if split not in manifest.splits:
+            manifest.splits = sorted([*manifest.splits, split])
+            manifest.save(out / MANIFEST_FILE)
 
 
 def extract_features(dataset: Dataset, compute_taps: Callable[[Any], Mapping[str, Sequence[torch.Tensor]]],
                      out_dir: str | os.PathLike, manifest: FeatureManifest, *, split: str, batch_size: int = 8,
                      chunk_size: int | None = None, dtype: str | None = None, show_progress: bool = True,
                      num_workers: int = 0, collate_fn: Callable[[list[Any]], Any] | None = None,
-                     verify_existing: bool = False) -> ExtractReport:
+                     verify_existing: bool = False, shard: tuple[int, int] = (0, 1)) -> ExtractReport:
     """Run the frozen backbones once over a split and store the taps of the selected blocks.
 
     Args:
@@ -659,6 +665,9 @@ def extract_features(dataset: Dataset, compute_taps: Callable[[Any], Mapping[str
         num_workers, collate_fn: DataLoader options (default collate by default).
         verify_existing: also recompute the CRC-32 of existing chunks and redo corrupt ones (otherwise a chunk is
             kept when its ``done.json`` exists and its files have the recorded sizes).
+        shard: ``(rank, world size)``: this process computes the chunks ``rank, rank + world, ...`` only (several
+            processes or machines extracting into one directory); whichever finds every chunk complete afterwards
+            marks the split done.
 
     Returns:
         an :class:`ExtractReport` (throughput, bytes written, chunks skipped).
@@ -691,15 +700,20 @@ def extract_features(dataset: Dataset, compute_taps: Callable[[Any], Mapping[str
 
     ranges = _chunk_ranges(num_items, manifest.chunk_size)
     report = ExtractReport(out_dir=out, split=split, num_items=num_items, num_chunks=len(ranges))
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world size) with 0 <= rank < world size, got {shard}")
     todo = []
     for chunk, (start, stop) in enumerate(ranges):
+        if chunk % world != rank:
+            continue
         problems = _chunk_problems(_chunk_dir(split_dir, chunk), _expected_files(manifest, stop - start),
                                    manifest.dtype, checksums=verify_existing)
         if problems:
             if (_chunk_dir(split_dir, chunk) / DONE_FILE).exists():
                 _logger.warning("recomputing chunk %d of %s: %s", chunk, split, "; ".join(problems))
             todo.append(chunk)
-    report.chunks_skipped = len(ranges) - len(todo)
+    report.chunks_skipped = len(range(rank, len(ranges), world)) - len(todo)
     if todo:
         info_path.unlink(missing_ok=True)
         needed = sum(ranges[chunk][1] - ranges[chunk][0] for chunk in todo) * manifest.bytes_per_item()
@@ -710,7 +724,12 @@ def extract_features(dataset: Dataset, compute_taps: Callable[[Any], Mapping[str
         _extract_chunks(dataset, compute_taps, split_dir, manifest, ranges, todo, report, batch_size=batch_size,
                         show_progress=show_progress, num_workers=num_workers, collate_fn=collate_fn)
     report.seconds = time.perf_counter() - start_time
-    if todo or not info_path.is_file():
+    others_left = [chunk for chunk, (start, stop) in enumerate(ranges) if chunk % world != rank and
+                   _chunk_problems(_chunk_dir(split_dir, chunk), _expected_files(manifest, stop - start),
+                                   manifest.dtype, checksums=False)] if world > 1 else []
+    if others_left:
+        _logger.info("%s: %d chunk(s) of other processes not complete yet", split, len(others_left))
+    elif todo or not info_path.is_file():
         _mark_split_done(out, split, num_items, len(ranges), report.seconds)
     _logger.info(report.summary())
     return report

@@ -1,0 +1,71 @@
+"""`molt extract --devices 2` on CPU processes: the same cache, array for array, as one process; a kill half-way and
+the same command again complete it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from molt.tasks.ave.prepared import ensure_prepared
+from molt.tasks.ave.synthetic import generate_ave
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed_extract")
+    generate_ave(root, num_videos=40, seed=4, image_size=64, fps=4, workers=1, show_progress=False)
+    return ensure_prepared(root, show_progress=False)
+
+
+def _extract(prepared, out, *extra, wait=True):
+    command = [sys.executable, "-m", "molt", "--quiet", "extract", "ave", "--data", str(prepared), "--out", str(out),
+               "--dtype", "float32", "--chunk-size", "2", "--batch-size", "2", *extra]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment,
+                               start_new_session=True)
+    if wait:
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output[-3000:]
+    return process
+
+
+def _arrays(cache: Path) -> dict[str, np.ndarray]:
+    return {str(path.relative_to(cache)): np.load(path) for path in sorted(cache.rglob("*.npy"))}
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("one_process")
+    _extract(prepared, out)
+    return _arrays(out)
+
+
+def _assert_same_cache(cache, reference):
+    arrays = _arrays(cache)
+    # 32 / 4 / 4 clips in chunks of 2: 20 chunks, each with 2 blocks of 2 tap groups
+    assert set(arrays) == set(reference) and len(arrays) == 80
+    assert all(np.array_equal(arrays[name], reference[name]) for name in reference)
+    assert json.loads((cache / "manifest.json").read_text())["splits"] == ["test", "train", "val"]
+
+
+def test_two_processes_write_the_one_process_cache(prepared, reference, tmp_path):
+    _extract(prepared, tmp_path, "--devices", "2")
+    _assert_same_cache(tmp_path, reference)
+
+
+def test_killed_half_way_then_run_again_completes(prepared, reference, tmp_path):
+    process = _extract(prepared, tmp_path, "--devices", "2", wait=False)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("train/chunk_*/done.json")) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL, "the extraction ended before it could be killed"
+    assert not (tmp_path / "train" / "split.json").exists()
+    _extract(prepared, tmp_path, "--devices", "2")
+    _assert_same_cache(tmp_path, reference)
