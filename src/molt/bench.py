@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 __all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "bench_config", "bench_task_names",
-           "measure_training_step", "run_efficiency", "write_efficiency", "main"]
+           "random_batch", "measure_training_step", "run_efficiency", "write_efficiency", "main"]
 
 _logger = logging.getLogger(__name__)
 
@@ -135,6 +135,21 @@ def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt"
     return dataclasses.replace(config, backbone_dtype=backbone_dtype)
 
 
+def random_batch(model: Any, task: str, batch_clips: int, *, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """A training batch of ``batch_clips`` random clips of 10 segments at the model's input size, with the task's
+    random targets (``TaskSpec.bench_targets``, at the paper's class counts)."""
+    spec = _bench_spec(task)
+    height, width = model.visual.input_size
+    generator = torch.Generator().manual_seed(seed)
+    samples = int(getattr(model.audio, "sample_rate", 32000))
+    return {
+        "frames": torch.randint(0, 256, (batch_clips, _NUM_SEGMENTS, 3, height, width), dtype=torch.uint8,
+                                generator=generator).to(device),
+        "audio": (0.1 * torch.randn(batch_clips, _NUM_SEGMENTS, samples, generator=generator)).to(device),
+        **spec.bench_targets(batch_clips, _NUM_SEGMENTS, dict(spec.paper_task_options), generator),
+    }
+
+
 def _current_rss_bytes() -> int | None:
     try:
         with open("/proc/self/statm") as handle:
@@ -170,15 +185,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
     model.train()
     build_s = time.perf_counter() - start
     trainable, total = count_parameters(model)
-    height, width = model.visual.input_size
-    generator = torch.Generator().manual_seed(seed)
-    samples = int(getattr(model.audio, "sample_rate", 32000))
-    batch = {
-        "frames": torch.randint(0, 256, (batch_clips, _NUM_SEGMENTS, 3, height, width), dtype=torch.uint8,
-                                generator=generator).to(device),
-        "audio": (0.1 * torch.randn(batch_clips, _NUM_SEGMENTS, samples, generator=generator)).to(device),
-        **spec.bench_targets(batch_clips, _NUM_SEGMENTS, task_options, generator),
-    }
+    batch = random_batch(model, task, batch_clips, seed=seed, device=device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=1e-4)
     resident = list(model.parameters()) + list(model.buffers())
