@@ -88,7 +88,7 @@ class TapBackbone(nn.Module):
         :attr:`float32_modules`. Every module holding tensors casts its floating inputs to its own dtype (forward
         pre-hooks), so activations change dtype where the weights do; taps leave :meth:`forward_taps` in float32.
         The backbone's own buffers (input normalisation) stay float32."""
-        dtype = BACKBONE_DTYPES[dtype] if isinstance(dtype, str) else dtype
+        dtype = BACKBONE_DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
         if dtype not in BACKBONE_DTYPES.values():
             raise ValueError(f"backbone dtype must be one of {', '.join(BACKBONE_DTYPES)}, got {dtype}")
         kept = {id(m) for name in self.float32_modules for m in getattr(self, name).modules()}
