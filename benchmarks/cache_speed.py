@@ -1,18 +1,23 @@
 """Issue G benchmark: training from a feature cache vs online, and extraction vs bare backbone inference.
 
-    python benchmarks/cache_speed.py [--presets tiny,paper] [--clips 16] [--device cpu] [--out benchmarks/results]
+    python benchmarks/cache_speed.py [--presets tiny,paper] [--clips 24] [--share-projections adapter|modality]
+                                     [--device cpu] [--out benchmarks/results]
 
 For each backbone preset (``tiny``: the test backbones; ``paper``: Swin-V2-L + HTS-AT at full size with random
 weights) on the same synthetic AVE clips (prepared at the preset's input size), one run measures:
 
 * **bare inference**: clips/s of the frozen backbones computing the taps MoLT reads (``compute_inputs``), nothing
   stored;
-* **extraction**: clips/s of ``molt extract`` (the same computation, plus float16 conversion and writing chunks);
+* **extraction**: clips/s of the extraction (the same computation by the same model, warm from the bare pass, plus
+  float16 conversion and writing chunks);
 * **online epoch**: one training epoch of MoLT + the AVE head over the train clips, backbones run every batch;
 * **cached epoch**: the same epoch with the taps read from the cache (backbones on the ``meta`` device).
 
 Both epochs use the same plain PyTorch loop (forward, loss, backward, Adam step), batch size and order; the first
-batch of each is a warm-up and not timed. Writes ``cache_speed.json`` and ``cache_speed.md``.
+batch of each is a warm-up and not timed. The **FLOP limit** of the cached speed-up is counted with
+``torch.utils.flop_counter`` on one clip: (frozen forward + side forward and backward) / side forward and backward,
+the most a cached epoch can gain when the frozen forward is all it saves. Writes ``cache_speed.json`` and
+``cache_speed.md``.
 """
 from __future__ import annotations
 
@@ -27,8 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from molt.config import load_config
-from molt.extract import extract
-from molt.features.extract import cached_splits
+from molt.features.extract import cached_splits, extract_splits
 from molt.tasks.ave import PreparedAVE, ensure_prepared, generate_ave
 from molt.model import build_model
 
@@ -74,16 +78,42 @@ def _bare_clips_per_second(model, dataset, batch_size: int, device: str) -> floa
     return clips / (time.perf_counter() - start)
 
 
-def measure(preset: str, data_dir: Path, batch_size: int, device: str, workdir: Path) -> dict:
-    config = load_config(f"ave_molt_{preset}", {"trainer": {"batch_size": batch_size}})
+def _flop_limit(model, cached_model, train_set, cached_set, device: str) -> dict:
+    """FLOPs of one clip (``torch.utils.flop_counter``): frozen forward, and the side modules' forward + backward
+    from the taps; the cached speed-up can be at most ``(frozen + side) / side``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    clip = {k: v[None].to(device) if torch.is_tensor(v) else [v] for k, v in train_set[0].items()}
+    with FlopCounterMode(display=False) as frozen, torch.no_grad():
+        model.compute_inputs({"frames": clip["frames"], "audio": clip["audio"]})
+    item = cached_set[0]
+    batch = {k: ([t[None].to(device) for t in v] if isinstance(v, list) else v[None].to(device)
+                 if torch.is_tensor(v) else [v]) for k, v in item.items()}
+    cached_model.train()
+    with FlopCounterMode(display=False) as side:
+        output = cached_model(batch)
+        loss = cached_model.task.loss(output.predictions, batch) + sum(output.method.aux_losses.values())
+        loss.backward()
+    frozen_flops, side_flops = frozen.get_total_flops(), side.get_total_flops()
+    return {"frozen_gflops_per_clip": frozen_flops / 1e9, "side_gflops_per_clip": side_flops / 1e9,
+            "speedup_limit": (frozen_flops + side_flops) / side_flops}
+
+
+def measure(preset: str, data_dir: Path, batch_size: int, device: str, workdir: Path,
+            share_projections: str | None = None) -> dict:
+    overrides = {"trainer": {"batch_size": batch_size}}
+    if share_projections:
+        overrides["method_config"] = {"share_projections": share_projections}
+    config = load_config(f"ave_molt_{preset}", overrides)
     model = build_model(config, {"num_classes": 8}).to(device)
     prepared = ensure_prepared(data_dir, image_size=model.visual.input_size[0], show_progress=False)
     train_set = PreparedAVE(prepared, "train")
     model = build_model(config, train_set.task_options()).to(device)
     bare = _bare_clips_per_second(model, train_set, batch_size, device)
-    cache = workdir / f"cache_{preset}"
-    report = extract(config, data=prepared, out_dir=cache, splits=("train",), batch_size=batch_size,
-                     device=device, show_progress=False)["train"]
+    cache = workdir / f"cache_{preset}_{config.method_config.get('share_projections', 'adapter')}"
+    # the same model, warm from the bare pass, writes the cache: extraction and bare inference compared alike
+    report = extract_splits(model, {"train": train_set}, cache, task=config.task, setting=config.setting,
+                            prepared=prepared, batch_size=batch_size, device=device, show_progress=False)["train"]
     torch.manual_seed(0)
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=False)
     online_s, batches = _epoch_seconds(model, loader, device)
@@ -92,21 +122,28 @@ def measure(preset: str, data_dir: Path, batch_size: int, device: str, workdir: 
     cached_set = cached_splits(cached_model, {"train": train_set}, cache, task=config.task,
                                setting=config.setting, prepared=prepared)["train"]
     cached_s, _ = _epoch_seconds(cached_model, DataLoader(cached_set, batch_size=batch_size, shuffle=False), device)
-    return {"preset": preset, "device": device, "clips": len(train_set), "batch_size": batch_size,
+    flops = _flop_limit(build_model(config, train_set.task_options()).to(device), cached_model, train_set,
+                        cached_set, device)
+    return {"preset": preset, "share_projections": config.method_config.get("share_projections", "adapter"),
+            "device": device, "clips": len(train_set), "batch_size": batch_size, **flops,
             "timed_batches": batches, "bare_clips_per_s": bare, "extract_clips_per_s": report.clips_per_second,
             "extract_vs_bare": report.clips_per_second / bare, "online_epoch_s": online_s,
             "cached_epoch_s": cached_s, "speedup": online_s / cached_s,
-            "cache_mb": report.bytes_written / 2 ** 20}
+            "cache_mb": report.bytes_written / 2 ** 20, "speedup_of_limit": online_s / cached_s / flops["speedup_limit"]}
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| preset | device | train clips | bare inference (clips/s) | extraction (clips/s) | extraction / bare "
-             "| online epoch (s) | cached epoch (s) | cached speed-up | cache (MB, float16) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| preset | W^Q/W^K/W^V | device | train clips (timed batches) | bare inference (clips/s) | "
+             "extraction (clips/s) | extraction / bare | online epoch (s) | cached epoch (s) | cached speed-up | "
+             "FLOP limit (frozen + side) / side | speed-up / limit | cache (MB, float16) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['preset']} | {row['device']} | {row['clips']} | {row['bare_clips_per_s']:.2f} | "
+        lines.append(f"| {row['preset']} | {row['share_projections']} | {row['device']} | {row['clips']} "
+                     f"({row['timed_batches']}) | {row['bare_clips_per_s']:.2f} | "
                      f"{row['extract_clips_per_s']:.2f} | {100 * row['extract_vs_bare']:.0f} % | "
                      f"{row['online_epoch_s']:.2f} | {row['cached_epoch_s']:.3f} | {row['speedup']:.0f}x | "
+                     f"{row['speedup_limit']:.0f}x ({row['frozen_gflops_per_clip']:.0f} / "
+                     f"{row['side_gflops_per_clip']:.1f} GFLOPs per clip) | {100 * row['speedup_of_limit']:.0f} % | "
                      f"{row['cache_mb']:.1f} |")
     return "\n".join(lines)
 
@@ -114,7 +151,8 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="tiny,paper")
-    parser.add_argument("--clips", type=int, default=20, help="synthetic videos (80 %% of them are train clips)")
+    parser.add_argument("--share-projections", default="", help="adapter or modality (default: each preset's own)")
+    parser.add_argument("--clips", type=int, default=24, help="synthetic videos (80 %% of them are train clips)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -126,7 +164,8 @@ def main() -> None:
         data_dir = workdir / "data"
         generate_ave(data_dir, num_videos=args.clips, seed=0, fps=4, show_progress=False)
         for preset in [p for p in args.presets.split(",") if p]:
-            rows.append(measure(preset, data_dir, args.batch_size, args.device, workdir))
+            rows.append(measure(preset, data_dir, args.batch_size, args.device, workdir,
+                                args.share_projections or None))
             print(markdown(rows[-1:]), flush=True)
     table = markdown(rows)
     args.out.mkdir(parents=True, exist_ok=True)
