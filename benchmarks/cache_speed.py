@@ -129,7 +129,8 @@ def measure(preset: str, data_dir: Path, batch_size: int, device: str, workdir: 
             "timed_batches": batches, "bare_clips_per_s": bare, "extract_clips_per_s": report.clips_per_second,
             "extract_vs_bare": report.clips_per_second / bare, "online_epoch_s": online_s,
             "cached_epoch_s": cached_s, "speedup": online_s / cached_s,
-            "cache_mb": report.bytes_written / 2 ** 20, "speedup_of_limit": online_s / cached_s / flops["speedup_limit"]}
+            "cache_mb": report.bytes_written / 2 ** 20,
+            "speedup_of_limit": online_s / cached_s / flops["speedup_limit"]}
 
 
 def markdown(rows: list[dict]) -> str:

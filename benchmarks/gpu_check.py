@@ -68,12 +68,8 @@ def _training_steps(method: str, backbone: str, batch_clips: int, precision: str
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     times = [step() for _ in range(steps)]
-    row = {"method": method, "batch_clips": batch_clips, "precision": precision,
-           "median_step_s": statistics.median(times), "peak_bytes": _peak_bytes(device)}
-    del model, optimizer, batch
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    return row
+    return {"method": method, "batch_clips": batch_clips, "precision": precision,
+            "median_step_s": statistics.median(times), "peak_bytes": _peak_bytes(device)}
 
 
 class _RandomClips(Dataset):
@@ -140,6 +136,8 @@ def main() -> None:
             for precision in args.precisions.split(","):
                 rows.append(_training_steps(method, args.backbone, batch_clips, precision, args.steps, device))
                 print(json.dumps(rows[-1]), flush=True)
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()        # the model of that row is gone: give its memory back
     extraction = _extraction(args.backbone, args.extract_clips, 8, device)
     print(json.dumps(extraction), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -69,3 +69,20 @@ def test_killed_half_way_then_run_again_completes(prepared, reference, tmp_path)
     assert not (tmp_path / "train" / "split.json").exists()
     _extract(prepared, tmp_path, "--devices", "2")
     _assert_same_cache(tmp_path, reference)
+
+
+def test_ddp_training_from_the_cache_equals_ddp_training_online(prepared, tmp_path):
+    cache = tmp_path / "cache"
+    _extract(prepared, cache, "--devices", "2")
+    runs = {}
+    for name, extra in (("online", []), ("cached", ["--features", str(cache)])):
+        command = [sys.executable, "-m", "molt", "--quiet", "train", "ave", "--data", str(prepared), "--out",
+                   str(tmp_path / name), "--epochs", "2", "--batch-size", "4", "--seed", "2", "--strategy", "ddp",
+                   "--devices", "2", "--accelerator", "cpu", *extra]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = json.loads(done.stdout[:done.stdout.rindex("}") + 1])
+    assert runs["cached"]["global_step"] == runs["online"]["global_step"] == 2 * 4     # 32 clips / 2 ranks / 4
+    assert runs["cached"]["test"]["loss"] == pytest.approx(runs["online"]["test"]["loss"], rel=1e-4)
+    assert runs["cached"]["test"]["accuracy"] == pytest.approx(runs["online"]["test"]["accuracy"], abs=1e-6)

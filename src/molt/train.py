@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from .backbones.audio_frontend import check_sample_rate
+from .backbones.base import TapBackbone
 from .config import ExperimentConfig
 from .data.files import replace_durably
 from .data.sampling import EvalShard, ResumableLoader
@@ -269,6 +270,16 @@ def _peak_rss_mb() -> float:
 _MODEL_KEYS = ("task", "setting", "method", "backbone", "audio_clip_seconds", "method_config", "head")
 
 
+def _frozen_backbone_names(module: torch.nn.Module) -> list[str]:
+    """Names of every parameter and buffer of the frozen backbones inside ``module``, under every path."""
+    names = []
+    for prefix, child in module.named_modules(remove_duplicate=False):
+        if isinstance(child, TapBackbone):
+            names += [f"{prefix}.{name}" for name, _ in child.named_parameters(remove_duplicate=False)]
+            names += [f"{prefix}.{name}" for name, _ in child.named_buffers(remove_duplicate=False)]
+    return sorted(set(names))
+
+
 def _check_resumable(path: str | os.PathLike, config: ExperimentConfig) -> int:
     """The checkpoint's global step; a ``ValueError`` listing every difference when it was made for another model
     than ``config`` builds."""
@@ -339,6 +350,9 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         check_sample_rate(train_set.sample_rate, model.audio.sample_rate, source=prepared)
     trainable, total = count_parameters(model)
     lit = LitAudioVisual(model, config, task_options)
+    # DDP keeps the frozen backbones out of its synchronisation: every process builds the same ones, and from a
+    # feature cache they sit on the meta device, which DDP would refuse
+    lit._ddp_params_and_buffers_to_ignore = _frozen_backbone_names(lit)
 
     run_name = run_name or f"{config.task}_{config.method}_{config.backbone}"
     resume_path, version, resume_step = _resolve_resume(resume, Path(out_dir, run_name), config)
