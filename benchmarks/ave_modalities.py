@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from molt.config import load_config
-from molt.demo import default_workdir
-from molt.tasks.ave import PreparedAVE, ensure_prepared, generate_ave, majority_accuracy
+from molt.demo import default_workdir, demo_data
+from molt.tasks.ave import PreparedAVE, majority_accuracy
 from molt.train import train
 
 
@@ -31,10 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     workdir = args.workdir or default_workdir()
-    data_dir = workdir / f"synth_ave_{args.videos}_seed{args.data_seed}"
-    if not (data_dir / "Annotations.txt").is_file():
-        generate_ave(data_dir, num_videos=args.videos, seed=args.data_seed)
-    prepared = ensure_prepared(data_dir)
+    prepared = demo_data(workdir, videos=args.videos, seed=args.data_seed)
     baseline = majority_accuracy(PreparedAVE(prepared, "train").segment_labels(),
                                  PreparedAVE(prepared, "test").segment_labels())
     rows = []

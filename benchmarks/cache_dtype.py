@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 from molt.config import load_config
-from molt.demo import default_workdir
+from molt.demo import default_workdir, demo_data
 from molt.extract import extract
-from molt.tasks.ave import ensure_prepared, generate_ave
 from molt.train import software_environment, train
 
 MODES = ("online", "float32", "float16", "bfloat16")
@@ -41,10 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     workdir = args.workdir or default_workdir()
-    data_dir = workdir / f"synth_ave_{args.videos}_seed{args.data_seed}"
-    if not (data_dir / "Annotations.txt").is_file():
-        generate_ave(data_dir, num_videos=args.videos, seed=args.data_seed)
-    prepared = ensure_prepared(data_dir)
+    prepared = demo_data(workdir, videos=args.videos, seed=args.data_seed)
     seeds = [int(s) for s in args.seeds.split(",")]
     caches = {}
     for dtype in MODES[1:]:

@@ -355,6 +355,8 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m molt.bench efficiency ...`` (table on stdout) or ``... worker ...`` (one method, JSON file)."""
+    from .config import BACKBONE_DTYPES
+
     parser = argparse.ArgumentParser(prog="python -m molt.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -366,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--backbone", default="tiny", choices=sorted(_BACKBONE_NAMES))
         sub.add_argument("--batch-clips", type=int, default=1)
         sub.add_argument("--device")
-        sub.add_argument("--backbone-dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+        sub.add_argument("--backbone-dtype", default="float32", choices=BACKBONE_DTYPES)
     efficiency.add_argument("--methods", default=",".join(BENCH_METHODS), help="comma-separated, e.g. molt,lavish")
     efficiency.add_argument("--out", help="directory for efficiency.json, efficiency.md, efficiency.png")
     worker.add_argument("--method", required=True, help="a registered method name")

@@ -19,6 +19,7 @@ __all__ = ["main", "build_parser"]
 _logger = logging.getLogger("molt")
 
 _BACKBONES = ("tiny", "tiny-shared", "paper", "shared")
+_BACKBONE_DTYPES = ("float32", "bfloat16", "float16")  # molt.config.BACKBONE_DTYPES, without importing torch
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -146,7 +147,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backbone", choices=_BACKBONES, help="backbone preset (default: the preset's, tiny)")
     group.add_argument("--visual-weights", help="local Swin-V2 checkpoint file (timm or original format)")
     group.add_argument("--audio-weights", help="local HTS-AT checkpoint, e.g. HTSAT_AudioSet_Saved_1.ckpt")
-    group.add_argument("--backbone-dtype", choices=["float32", "bfloat16", "float16"],
+    group.add_argument("--backbone-dtype", choices=_BACKBONE_DTYPES,
                        help="store and run the frozen backbones in this dtype (adapters and head stay float32; "
                             "default: the preset's, float32)")
     group.add_argument("--modalities", choices=["both", "audio", "visual"],
@@ -509,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"comma-separated methods ({', '.join(method_names())})")
     bench.add_argument("--batch-clips", type=int, default=1, help="clips per training step (10 segments each)")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    bench.add_argument("--backbone-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    bench.add_argument("--backbone-dtype", default="float32", choices=_BACKBONE_DTYPES,
                        help="dtype the frozen backbones are stored and run in (tap-reading methods)")
     bench.add_argument("--out", help="directory for efficiency.json, efficiency.md and efficiency.png")
 

@@ -20,9 +20,11 @@ from .methods import get_method
 from .methods.base import check_field_types, check_known_keys
 
 __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
-           "BACKBONE_PRESETS"]
+           "BACKBONE_PRESETS", "BACKBONE_DTYPES"]
 
 BACKBONE_PRESETS = ("tiny", "tiny-shared", "paper", "shared")
+#: ``backbone_dtype`` values: the dtype the frozen backbones are stored and run in
+BACKBONE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -68,8 +70,9 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
-        if self.backbone_dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"backbone_dtype must be float32, bfloat16 or float16, got {self.backbone_dtype!r}")
+        if self.backbone_dtype not in BACKBONE_DTYPES:
+            raise ValueError(f"backbone_dtype must be {', '.join(BACKBONE_DTYPES[:-1])} or {BACKBONE_DTYPES[-1]}, "
+                             f"got {self.backbone_dtype!r}")
         if self.backbone not in BACKBONE_PRESETS:
             raise ValueError(f"unknown backbone preset {self.backbone!r}: expected one of {', '.join(BACKBONE_PRESETS)}")
 

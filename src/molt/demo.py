@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["run_demo", "default_workdir"]
+__all__ = ["run_demo", "default_workdir", "demo_data"]
 
 _logger = logging.getLogger(__name__)
 
@@ -23,21 +23,32 @@ def default_workdir() -> Path:
     return Path(cache) / "molt" / "demo"
 
 
+def demo_data(workdir: str | os.PathLike | None = None, *, videos: int = 320, seed: int = 0,
+              show_progress: bool = True) -> Path:
+    """The demo's synthetic AVE set in ``workdir`` (generated on first use), prepared: the prepared directory
+    (inside the data root, its parent). The benchmarks that compare variants on the demo set use it too."""
+    from .tasks.ave import ensure_prepared, generate_ave
+
+    workdir = Path(workdir) if workdir else default_workdir()
+    data_dir = workdir / f"synth_ave_{videos}_seed{seed}"
+    if not (data_dir / "Annotations.txt").is_file():
+        _logger.info("generating %d synthetic AVE clips into %s", videos, data_dir)
+        generate_ave(data_dir, num_videos=videos, seed=seed, show_progress=show_progress)
+    return ensure_prepared(data_dir, show_progress=show_progress)
+
+
 def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 320, epochs: int = 15, seed: int = 0,
              config: str = "ave_molt_tiny", enable_progress_bar: bool = True) -> str:
     """Run the demo and return the printed summary table (also written to ``workdir/demo.json``)."""
     from .config import load_config
     from .evaluate import evaluate
-    from .tasks.ave import PreparedAVE, ensure_prepared, generate_ave, majority_accuracy
+    from .tasks.ave import PreparedAVE, majority_accuracy
     from .train import train
 
     start = time.time()
     workdir = Path(workdir) if workdir else default_workdir()
-    data_dir = workdir / f"synth_ave_{videos}_seed{seed}"
-    if not (data_dir / "Annotations.txt").is_file():
-        _logger.info("generating %d synthetic AVE clips into %s", videos, data_dir)
-        generate_ave(data_dir, num_videos=videos, seed=seed, show_progress=enable_progress_bar)
-    prepared = ensure_prepared(data_dir, show_progress=enable_progress_bar)
+    prepared = demo_data(workdir, videos=videos, seed=seed, show_progress=enable_progress_bar)
+    data_dir = prepared.parent
     experiment = load_config(config, {"trainer": {"max_epochs": epochs, "seed": seed}})
     result = train(experiment, data=prepared, out_dir=workdir / "runs", enable_progress_bar=enable_progress_bar)
     train_labels = PreparedAVE(prepared, "train").segment_labels()

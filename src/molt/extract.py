@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .config import ExperimentConfig
-from .features.store import ExtractReport
+from .features.store import SPLIT_FILE, ExtractReport
 from .methods import get_method
 from .model import build_model
 from .tasks import get_task
@@ -62,7 +62,7 @@ def extract(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str |
     seconds = time.perf_counter() - start
     result = {}
     for split in splits:
-        record = Path(out_dir) / split / "split.json"
+        record = Path(out_dir) / split / SPLIT_FILE
         done = json.loads(record.read_text()) if record.is_file() else None
         result[split] = {"complete": done is not None, "entries": done["num_items"] if done else None}
     entries = sum(r["entries"] or 0 for r in result.values())

@@ -112,6 +112,22 @@ def _check_file(path: Path) -> None:
         raise MediaError(path, "empty file", "0 bytes")
 
 
+def _open_with_tracks(path: Path) -> "av.container.InputContainer":
+    """``path`` opened with PyAV, or a :class:`MediaError` when it is missing, empty, undecodable or lacks a video or
+    an audio track (the caller closes the container)."""
+    _check_file(path)
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.FFmpegError, UnicodeDecodeError) as error:
+        raise MediaError(path, "undecodable", str(error)) from None
+    missing = "no video track" if not container.streams.video else "no audio track" if not container.streams.audio \
+        else None
+    if missing:
+        container.close()
+        raise MediaError(path, missing)
+    return container
+
+
 def read_clip(path: PathLike, *, num_segments: int = 10, segment_seconds: float = 1.0, image_size: int = 192,
               sample_rate: int = 32000, tolerance_seconds: float = 0.5) -> Clip:
     """Decode ``path`` into ``num_segments`` frames and audio windows.
@@ -135,18 +151,10 @@ def read_clip(path: PathLike, *, num_segments: int = 10, segment_seconds: float 
         raise ValueError(f"expected num_segments >= 1, segment_seconds > 0, image_size >= 1, sample_rate >= 1; got "
                          f"{num_segments}, {segment_seconds}, {image_size}, {sample_rate}")
     path = Path(path)
-    _check_file(path)
     needed = num_segments * segment_seconds
     centres = (np.arange(num_segments) + 0.5) * segment_seconds
+    container = _open_with_tracks(path)
     try:
-        container = av.open(str(path), mode="r")
-    except (av.FFmpegError, UnicodeDecodeError) as error:
-        raise MediaError(path, "undecodable", str(error)) from None
-    try:
-        if not container.streams.video:
-            raise MediaError(path, "no video track")
-        if not container.streams.audio:
-            raise MediaError(path, "no audio track")
         video = container.streams.video[0]
         audio = container.streams.audio[0]
         video.thread_type = "AUTO"
@@ -227,16 +235,8 @@ def media_seconds(path: PathLike) -> tuple[float, float]:
         MediaError: missing, empty or undecodable file, or a missing track.
     """
     path = Path(path)
-    _check_file(path)
+    container = _open_with_tracks(path)
     try:
-        container = av.open(str(path), mode="r")
-    except (av.FFmpegError, UnicodeDecodeError) as error:
-        raise MediaError(path, "undecodable", str(error)) from None
-    try:
-        if not container.streams.video:
-            raise MediaError(path, "no video track")
-        if not container.streams.audio:
-            raise MediaError(path, "no audio track")
         streams = (container.streams.video[0], container.streams.audio[0])
         seconds = [float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
                    for stream in streams]

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from .files import replace_durably
 
-__all__ = ["PrepareReport", "PreparedClips", "read_prepared_index", "commit_index", "write_skipped",
+__all__ = ["media_tensors", "PrepareReport", "PreparedClips", "read_prepared_index", "commit_index", "write_skipped",
            "atomic_json", "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE",
            "GROUND_TRUTH_FILE", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -142,6 +142,13 @@ def normalize_frames(frames: torch.Tensor, mean: tuple[float, float, float] = IM
     return (frames.float() / 255.0 - mean_t) / std_t
 
 
+def media_tensors(frames: np.ndarray, pcm: np.ndarray) -> dict[str, torch.Tensor]:
+    """A prepared item's media from uint8 frames ``(T, S, S, 3)`` and int16 audio ``(T, R)`` (copied, so a memory
+    map is not held): ``frames`` uint8 ``(T, 3, S, S)`` and ``audio`` float32 ``(T, R)`` in ``[-1, 1)``."""
+    return {"frames": torch.from_numpy(np.array(frames)).permute(0, 3, 1, 2),
+            "audio": torch.from_numpy(pcm.astype(np.float32) / 32768.0)}
+
+
 class PreparedClips(Dataset):
     """Base of the prepared data sets of every task: ``rows`` (one item each) over memory-mapped arrays.
 
@@ -210,5 +217,4 @@ class PreparedClips(Dataset):
     def clip(self, media_index: int) -> dict[str, torch.Tensor]:
         """``frames`` uint8 ``(T, 3, S, S)`` and ``audio`` float32 ``(T, R)`` in ``[-1, 1)`` of one media row."""
         arrays = self.arrays()
-        return {"frames": torch.from_numpy(np.array(arrays["frames"][media_index])).permute(0, 3, 1, 2),
-                "audio": torch.from_numpy(arrays["audio"][media_index].astype(np.float32) / 32768.0)}
+        return media_tensors(arrays["frames"][media_index], arrays["audio"][media_index])

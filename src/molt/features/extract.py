@@ -5,7 +5,7 @@ Part of molt-av (Apache-2.0). The frozen backbones' taps of MoLT and Mettle do n
 taps and, for dense heads, the visual stage features). :func:`cached_splits` opens such a cache for training after
 checking that it was built for the same task, data, backbones, weights, blocks and preprocessing as the run.
 
-**One backbone pass per video.** A dataset whose items share media rows (MUSIC-AVQA: about five questions per
+**One backbone pass per video.** A dataset whose items share media rows (MUSIC-AVQA: several questions per
 video; prepared datasets list each item's ``media_index`` in ``rows`` and decode a row with ``clip``) is cached by
 video: the manifest says ``keyed_by: media``, entry ``j`` holds the ``j``-th distinct media row in item order, and
 :func:`cached_splits` maps every item to its video's entry.
@@ -137,9 +137,5 @@ def cached_splits(model: Any, datasets: Mapping[str, Any], features: str | os.Pa
     for split, dataset in datasets.items():
         cache = FeatureCache(cache_dir, split, expected=expected, groups=list(expected.groups))
         positions = MediaView(dataset).positions() if expected.keyed_by == "media" else None
-        entries = len(dataset) if positions is None else len(set(positions))
-        if len(cache) != entries:
-            raise ValueError(f"feature cache {cache_dir} holds {len(cache)} entries for split {split!r} but the data "
-                             f"has {entries}; run molt extract again")
-        wrapped[split] = CachedDataset(dataset, cache, positions=positions)
+        wrapped[split] = CachedDataset(dataset, cache, positions=positions)   # checks the number of entries
     return wrapped

@@ -2,20 +2,21 @@
 
 Part of molt-av (Apache-2.0). Prepared data keep frames as uint8 and audio as 16-bit PCM; a predictor that fed
 the model float audio straight from the decoder would see slightly other input than ``molt eval`` does, so
-:func:`decode_video` quantises the same way and returns the tensors a prepared dataset item holds.
+:func:`decode_video` quantises the same way and returns the tensors a prepared dataset item holds
+(:func:`molt.data.prepared.media_tensors`).
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..data.media import MediaError, decode_pcm16
+from ..data.prepared import media_tensors
 
-__all__ = ["model_input", "decode_video", "as_model_tensors", "windows", "require_video"]
+__all__ = ["model_input", "decode_video", "windows", "require_video"]
 
 
 def model_input(model: nn.Module) -> dict[str, int]:
@@ -24,17 +25,10 @@ def model_input(model: nn.Module) -> dict[str, int]:
             "sample_rate": model.audio.sample_rate if model.audio is not None else 32000}
 
 
-def as_model_tensors(frames: np.ndarray, pcm: np.ndarray) -> dict[str, torch.Tensor]:
-    """A prepared item's media from uint8 frames ``(T, S, S, 3)`` and int16 audio ``(T, R)``: ``frames`` uint8
-    ``(T, 3, S, S)`` and ``audio`` float32 ``(T, R)``."""
-    return {"frames": torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2),
-            "audio": torch.from_numpy(pcm.astype(np.float32) / 32768.0)}
-
-
 def decode_video(model: nn.Module, video: str | os.PathLike, num_segments: int, **options: Any
                  ) -> dict[str, torch.Tensor]:
     """The first ``num_segments`` one-second segments of ``video`` as the model reads them (see
-    :func:`as_model_tensors`); ``options`` go to :func:`molt.data.media.read_clip`.
+    :func:`~molt.data.prepared.media_tensors`); ``options`` go to :func:`molt.data.media.read_clip`.
 
     Raises:
         MediaError: the file cannot be used (missing, undecodable, a missing track, too short).
@@ -44,7 +38,7 @@ def decode_video(model: nn.Module, video: str | os.PathLike, num_segments: int, 
                                                        **options}))
     if frames is None:
         raise MediaError(video, status, detail)
-    return as_model_tensors(frames, pcm)
+    return media_tensors(frames, pcm)
 
 
 def require_video(video: str | os.PathLike | None, task: str) -> str | os.PathLike:

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from ...data.media import MediaError
-from ..predicting import as_model_tensors, model_input, require_video
-from .prepared import decode_spread, segment_seconds
+from ...data.prepared import media_tensors
+from ..predicting import model_input, require_video
+from .prepared import decode_spread_seconds
 from .reader import encode_question, tokenize
 from .templates import recognise_question
 
@@ -49,11 +50,11 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
         _logger.warning("words outside the model's vocabulary of %d words, read as <unk>: %s", len(vocabulary),
                         ", ".join(unknown))
     segments = model.task.num_segments
-    _, _, frames, pcm, status, detail = decode_spread((0, str(video), str(video),
-                                                       {**model_input(model), "num_segments": segments}))
+    (_, _, frames, pcm, status, detail), seconds = decode_spread_seconds(
+        (0, str(video), str(video), {**model_input(model), "num_segments": segments}))
     if frames is None:
         raise MediaError(video, status, detail)
-    batch = {key: value[None] for key, value in as_model_tensors(frames, pcm).items()}
+    batch = {key: value[None] for key, value in media_tensors(frames, pcm).items()}
     batch["question"] = torch.tensor([encode_question(words, vocabulary, len(words))])
     batch["question_length"] = torch.tensor([len(words)])
     outputs = model(batch).predictions
@@ -64,7 +65,6 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     attention = {modality: [round(float(w), 4) for w in outputs[f"temporal_attention_{modality}"][0]]
                  for modality in ("audio", "visual") if f"temporal_attention_{modality}" in outputs}
     kind = recognise_question(question)
-    seconds = _clip_seconds(video, segments)
     picture = _plot(question, ranked[0]["answer"], attention, seconds, Path(out_dir) / "attention.png")
     summary = [f"{video}: {question}", f"  answer: {ranked[0]['answer']} (p={ranked[0]['probability']:.2f}); then "
                + ", ".join(f"{r['answer']} ({r['probability']:.2f})" for r in ranked[1:]),
@@ -74,14 +74,6 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     return {"video": str(video), "question": question, "words": words, "unknown_words": unknown,
             "answer": ranked[0]["answer"], "top": ranked, "question_type": kind, "segment_seconds": seconds,
             "temporal_attention": attention, "summary": summary, "files": [str(picture)]}
-
-
-def _clip_seconds(video: str | os.PathLike, segments: int) -> list[int]:
-    """The whole seconds the segments were taken at (as :func:`molt.tasks.avqa.prepared.decode_spread` picks)."""
-    from ...data.media import media_seconds
-
-    length = max(segments, int(min(media_seconds(video)) + 1e-6))
-    return segment_seconds(length, segments)
 
 
 def _plot(question: str, answer: str, attention: Mapping[str, list[float]], seconds: list[int], path: Path) -> Path:

@@ -90,6 +90,12 @@ def _probe_seconds(path: str) -> float | None:
 def decode_spread(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str, Any, Any, str, str]:
     """Worker: decode every whole second of a clip (:func:`molt.data.media.decode_pcm16`) and keep the
     ``num_segments`` seconds of :func:`segment_seconds`."""
+    return decode_spread_seconds(job)[0]
+
+
+def decode_spread_seconds(job: tuple[int, str, str, dict[str, Any]]
+                          ) -> tuple[tuple[int, str, Any, Any, str, str], list[int] | None]:
+    """:func:`decode_spread`'s result and the seconds of the clip it kept (``None`` when the clip is unusable)."""
     position, video_id, path, options = job
     wanted = options["num_segments"]
     seconds = _probe_seconds(path)
@@ -99,9 +105,9 @@ def decode_spread(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str, 
         length -= 1
         result = decode_pcm16((position, video_id, path, {**options, "num_segments": length}))
     if result[2] is None:
-        return result
+        return result, None
     keep = segment_seconds(length, wanted)
-    return position, video_id, result[2][keep], result[3][keep], result[4], result[5]
+    return (position, video_id, result[2][keep], result[3][keep], result[4], result[5]), keep
 
 
 def decode_to_memmaps(out: Path, paths: dict[str, Path | None], report: PrepareReport, *,

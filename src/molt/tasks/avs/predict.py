@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ...data.media import MediaError, write_clip
-from ..predicting import as_model_tensors, decode_video, model_input
+from ...data.prepared import media_tensors
+from ..predicting import decode_video, model_input
 from .reader import NUM_FRAMES, decode_avs_clip
 
 __all__ = ["predict_video", "IMAGE_SUFFIXES"]
@@ -43,7 +44,7 @@ def _from_frames(model: nn.Module, task_options: Mapping[str, Any], frames: str 
                                                              [None] * NUM_FRAMES, str(audio), options))
     if decoded is None:
         raise MediaError(audio if "audio" in status or status == "too short" else folder, status, detail)
-    return as_model_tensors(decoded, pcm)
+    return media_tensors(decoded, pcm)
 
 
 def _overlay(frames: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
