@@ -162,17 +162,20 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | Non
 
 
 def switch_method(config: ExperimentConfig, method: str) -> ExperimentConfig:
-    """The same experiment with another registered method (``molt``, ``mettle``, ``lavish``) on an equal footing.
+    """The same experiment with another registered method (``molt``, ``mettle``, ``lavish``, ...) on an equal footing.
 
     A preset's ``method_config`` belongs to its method; the new method keeps what they have in common (output
-    width ``dim``, tokens per modality, attention heads, single-modality switch) and its own defaults otherwise,
+    width ``dim``, tokens per modality, attention heads, single-modality switch), takes its published settings for
+    this task and setting (:meth:`~molt.methods.registry.MethodSpec.settings_for`) and its own defaults otherwise,
     so that comparisons use the same backbone, head, ``D`` and ``K``.
     """
     if method == config.method:
         return config
     old = config.method_config
+    target = get_method(method)
     common = {key: old[key] for key in ("dim", "num_tokens", "num_tokens_audio", "modalities") if key in old}
     old_heads = get_method(config.method).heads_option
     if old_heads in old:
-        common[get_method(method).heads_option] = old[old_heads]
+        common[target.heads_option] = old[old_heads]
+    common = {**target.settings_for(config.task, config.setting), **common}
     return dataclasses.replace(config, method=method, method_config=common)

@@ -7,8 +7,11 @@ A backbone is described by three per-block methods that :meth:`TapBackbone.forwa
   is applied by the block that needs its output, wherever the original model places it);
 * :meth:`~TapBackbone.to_sequence`: native layout -> ``(B, N, D)``.
 
-Methods that must run *inside* the backbone (LAVisH-style sequential adapters) use the same three methods
-with gradients enabled; MoLT and Mettle only call :meth:`forward_taps`, which never builds an autograd graph.
+Methods that must run *inside* the backbone (LAVisH, DG-SCT, AVMoE) use the same methods with gradients enabled,
+plus the split of a block into its two residual sub-layers (:meth:`~TapBackbone.enter_block`,
+:meth:`~TapBackbone.attention_sublayer`, :meth:`~TapBackbone.mlp_sublayer`; ``run_block(i, x)`` equals
+``mlp_sublayer(i, attention_sublayer(i, enter_block(i, x)))``) to add their adapters beside each sub-layer.
+MoLT and Mettle only call :meth:`forward_taps`, which never builds an autograd graph.
 """
 from __future__ import annotations
 
@@ -129,6 +132,23 @@ class TapBackbone(nn.Module):
 
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _no_sublayers(self) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not expose its blocks' sub-layers, which in-block "
+                                   f"methods (lavish, dgsct, avmoe) need; use a tap-reading method (molt, mettle)")
+
+    def enter_block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens entering block ``index`` proper: the stage's patch merging applied when ``index`` opens a stage
+        whose merging comes first (native layout in and out)."""
+        raise self._no_sublayers()
+
+    def attention_sublayer(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` plus block ``index``'s attention residual branch (native layout in and out)."""
+        raise self._no_sublayers()
+
+    def mlp_sublayer(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` plus block ``index``'s MLP residual branch (native layout in and out)."""
+        raise self._no_sublayers()
 
     def forward_taps(self, x: torch.Tensor, blocks: BlockSelection | Sequence[int]) -> list[torch.Tensor]:
         """Tokens leaving each selected block, ``[(B, N_l, D_l) for l in blocks]``, in block order.

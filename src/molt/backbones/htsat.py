@@ -333,7 +333,8 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def attention_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + attention(norm1(x))`` on ``(B, H * W, C)`` tokens."""
         b, n, c = x.shape
         h, w = self.grid
         if n != h * w:
@@ -345,8 +346,14 @@ class SwinBlock(nn.Module):
         y = _window_reverse(y, self.window, h, w)
         if self.shift:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + y.reshape(b, n, c)
+        return x + y.reshape(b, n, c)
+
+    def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + mlp(norm2(x))``."""
         return x + self.mlp(self.norm2(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp_residual(self.attention_residual(x))
 
 
 class PatchMerging(nn.Module):
@@ -494,12 +501,24 @@ class HTSATBackbone(TapBackbone):
 
     def run_block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
         stage_index, block_index = self._block_index[index]
-        if stage_index > 0 and block_index == 0:
-            tokens = self.layers[stage_index - 1].downsample(tokens)
-        return self.layers[stage_index].blocks[block_index](tokens)
+        return self.layers[stage_index].blocks[block_index](self.enter_block(index, tokens))
 
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens
+
+    def enter_block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        stage_index, block_index = self._block_index[index]
+        if stage_index > 0 and block_index == 0:
+            tokens = self.layers[stage_index - 1].downsample(tokens)
+        return tokens
+
+    def attention_sublayer(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        stage_index, block_index = self._block_index[index]
+        return self.layers[stage_index].blocks[block_index].attention_residual(tokens)
+
+    def mlp_sublayer(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        stage_index, block_index = self._block_index[index]
+        return self.layers[stage_index].blocks[block_index].mlp_residual(tokens)
 
     def forward_clipwise(self, waveform: torch.Tensor) -> torch.Tensor:
         """Official AudioSet output: clip-wise class probabilities ``(B, num_classes)``.

@@ -79,3 +79,12 @@ class SpectrogramSwin(TapBackbone):
 
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.swin.to_sequence(tokens)
+
+    def enter_block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        return self.swin.enter_block(index, tokens)
+
+    def attention_sublayer(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        return self.swin.attention_sublayer(index, tokens)
+
+    def mlp_sublayer(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        return self.swin.mlp_sublayer(index, tokens)

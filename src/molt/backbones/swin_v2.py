@@ -156,14 +156,31 @@ class SwinV2Backbone(TapBackbone):
         return self.model.patch_embed((x - self.mean) / self.std)
 
     def run_block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
-        stage_index, block_index = self._block_index[index]
-        stage = self.model.layers[stage_index]
-        if block_index == 0:
-            tokens = stage.downsample(tokens)
-        return stage.blocks[block_index](tokens)
+        stage, block_index = self._block(index)
+        return stage.blocks[block_index](self.enter_block(index, tokens))
 
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens.flatten(1, 2)
+
+    def _block(self, index: int):
+        stage_index, block_index = self._block_index[index]
+        return self.model.layers[stage_index], block_index
+
+    def enter_block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        stage, block_index = self._block(index)
+        return stage.downsample(tokens) if block_index == 0 else tokens
+
+    def attention_sublayer(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Swin-V2 post-norm residual: ``x + norm1(attention(x))`` on NHWC tokens."""
+        stage, block_index = self._block(index)
+        block = stage.blocks[block_index]
+        return tokens + block.drop_path1(block.norm1(block._attn(tokens)))
+
+    def mlp_sublayer(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Swin-V2 post-norm residual: ``x + norm2(mlp(x))`` on NHWC tokens."""
+        stage, block_index = self._block(index)
+        block = stage.blocks[block_index]
+        return tokens + block.drop_path2(block.norm2(block.mlp(tokens)))
 
 
 def build_swin_v2(name: str = "swinv2_large_window12_192", weights: str | os.PathLike | None = None,

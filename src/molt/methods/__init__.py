@@ -9,8 +9,12 @@ from __future__ import annotations
 from .adapters_io import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME, adapter_state_dict,
                           describe_backbones, load_adapters, read_adapter_config, save_adapters)
 from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
-from .lavish import Lavish, LavishAdapter, LavishConfig, LavishModel, build_lavish_method, pair_blocks
+from .lavish import LAVISH_TASK_SETTINGS, Lavish, LavishAdapter, LavishConfig
 from .mettle import LayerCentricDistillation, Mettle, MettleConfig, build_mettle_method
+from .dgsct import DGSCT, DGSCT_TASK_SETTINGS, DGSCTAdapter, DGSCTConfig, DualGuidedAttention
+from .avmoe import AVMOE_TASK_SETTINGS, AVMoE, AVMoEAdapter, AVMoEConfig, UniModalExpert
+from .inblock import (AdapterPosition, ConvBottleneck, InBlockMethod, InBlockModel, LatentTokenAdapter, TokenBridge,
+                      adapter_positions, latent_token_attention, walk_blocks)
 from .molt import (MODALITIES, FeatureDistillationModule, MethodOutput, MoLT, MoLTConfig, MoLTModel, build_molt,
                    build_molt_method, count_parameters, format_parameter_count, print_trainable_parameters)
 from .orthogonality import token_cosine_similarity, token_orthogonality_loss
@@ -28,6 +32,10 @@ __all__ = [
     "save_adapters", "load_adapters", "read_adapter_config", "adapter_state_dict", "describe_backbones",
     "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_FORMAT_VERSION",
     "MettleConfig", "Mettle", "LayerCentricDistillation", "build_mettle_method",
-    "LavishConfig", "Lavish", "LavishAdapter", "LavishModel", "build_lavish_method", "pair_blocks",
+    "LavishConfig", "Lavish", "LavishAdapter", "LAVISH_TASK_SETTINGS",
+    "DGSCTConfig", "DGSCT", "DGSCTAdapter", "DualGuidedAttention", "DGSCT_TASK_SETTINGS",
+    "AVMoEConfig", "AVMoE", "AVMoEAdapter", "UniModalExpert", "AVMOE_TASK_SETTINGS",
+    "AdapterPosition", "adapter_positions", "TokenBridge", "latent_token_attention", "ConvBottleneck",
+    "LatentTokenAdapter", "InBlockMethod", "InBlockModel", "walk_blocks",
     "features_class",
 ]

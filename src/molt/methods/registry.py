@@ -6,8 +6,8 @@ everything method-specific from the :class:`MethodSpec` instead of comparing met
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
@@ -28,6 +28,8 @@ class MethodSpec:
             ``molt extract``); ``False`` for in-block adapters that change what the backbone computes.
         heads_option: the ``method_config`` key of its attention heads, kept by ``switch_method``.
         description: one line for ``--help``.
+        task_settings: ``method_config`` defaults per task, keyed ``"task"`` or ``"task:setting"`` (the latter
+            applied on top), from the method's published per-task recipes; ``switch_method`` applies them.
     """
 
     name: str
@@ -37,6 +39,14 @@ class MethodSpec:
     reads_taps: bool = True
     heads_option: str = "num_heads"
     description: str = ""
+    task_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def settings_for(self, task: str, setting: str | None = None) -> dict[str, Any]:
+        """The ``method_config`` defaults of this method for ``task`` (and its ``setting``, e.g. ``ms3``)."""
+        values = dict(self.task_settings.get(task, {}))
+        if setting:
+            values.update(self.task_settings.get(f"{task}:{setting}", {}))
+        return values
 
 
 _METHODS: dict[str, MethodSpec] = {}

@@ -1,0 +1,407 @@
+"""What the in-block methods (LAVisH, DG-SCT, AVMoE) share: where their adapters sit, the pieces they are built of,
+and the walk through the frozen blocks.
+
+Part of molt-av (Apache-2.0). Built from the facts of the public repositories ``GenjiB/LAVISH``
+(``AVE/nets/net_trans.py``), ``haoyi-duan/DG-SCT`` (``AVE/nets/net_trans.py``) and ``yingchengy/AVMOE``
+(``AVE/nets/net_trans_v3.py``) gathered in the project's PEERS.md; no code copied.
+
+**Positions** (:func:`adapter_positions`). Blocks are grouped into stages (runs of equal width and token count).
+When both backbones have as many stages, stage ``s`` pairs block ``i`` with block ``i`` if the stages are equally
+deep; otherwise the shallower stage's block ``j`` pairs with the deeper stage's *last* block of its group,
+``(j + 1) * L // S - 1`` (Swin-V2-L stage 3, 18 blocks, with HTS-AT's 6: Swin block ``3j + 2``, as DG-SCT and
+AVMoE pair them). Swin-V2-L + HTS-AT therefore has 12 positions; the shared setting (one Swin reading both) has
+one position per block (24). Blocks not at a position run unadapted.
+
+**At a position** (:func:`walk_blocks`), with ``x_v``, ``x_a`` the tokens entering the paired blocks::
+
+    r1_v, r1_a = p1_v(x_v, x_a), p1_a(x_a, x_v)          # both from the block inputs
+    x_v = attention_v(x_v) + r1_v                         # beside the attention sub-layer
+    x_a = attention_a(x_a) + r1_a     (shared setting)    # or, with HTS-AT: x_a = block_a(x_a) + r1_a
+    r2_v, r2_a = p2_v(x_v, x_a), p2_a(x_a, x_v)          # from the updated tokens
+    x_v = mlp_v(x_v) + r2_v
+    x_a = mlp_a(x_a) + r2_a           (shared setting)    # or, with HTS-AT: x_a = x_a + r2_a
+
+An adapter returns a residual update ``(B, N, D)`` that ends in a gate initialised at zero, so before training
+the frozen backbones compute exactly what they compute alone. Gradients reach the adapters *through* the frozen
+blocks (their parameters keep ``requires_grad=False``): every activation of both backbones stays alive for the
+backward pass, which is what the efficiency benchmark measures against MoLT.
+
+**Pieces.** :class:`TokenBridge` maps the other modality's tokens to this adapter's token count (a 1x1
+convolution over the token axis, with bias) and width (a linear layer), and is absent where the shapes already
+agree (the shared setting); :func:`latent_token_attention` is the weight-free exchange through ``K`` latent
+tokens at the block's full width; :class:`ConvBottleneck` is the LayerNorm / grouped 1x1 convolution (no bias) /
+BatchNorm / ReLU / grouped 1x1 convolution / BatchNorm / LayerNorm bottleneck.
+
+**Read-out.** The adapted final-block tokens of each modality go through a LayerNorm and one uni-modal distillation
+adapter (MoLT eq. 1) to ``(B', K, D)``, so every task head reads the same input for every method (the repositories
+pool the final tokens instead). Dense heads (AVS) read the *adapted* visual tokens at the stage ends.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .base import MODALITIES, MethodConfigMixin
+from .mettle import LayerCentricDistillation
+from .molt import MethodOutput, MoLTModel
+
+__all__ = ["AdapterPosition", "stages_of", "adapter_positions", "TokenBridge", "latent_token_attention",
+           "ConvBottleneck", "walk_blocks", "InBlockMethod", "InBlockModel", "shares_weights", "build_in_block",
+           "gate_values", "InBlockConfigMixin", "LatentTokenAdapter"]
+
+AdapterFactory = Callable[[int, int, int, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class AdapterPosition:
+    """One place where adapters sit: the visual and the audio block run together, and the stage they are in."""
+
+    visual_block: int
+    audio_block: int
+    stage: int
+
+
+def stages_of(dims: Sequence[int], tokens: Sequence[int]) -> list[list[int]]:
+    """Block indices grouped into stages: runs of equal ``(width, token count)``."""
+    stages: list[list[int]] = []
+    for index, key in enumerate(zip(dims, tokens)):
+        if stages and key == (dims[stages[-1][0]], tokens[stages[-1][0]]):
+            stages[-1].append(index)
+        else:
+            stages.append([index])
+    return stages
+
+
+def adapter_positions(visual_dims: Sequence[int], visual_tokens: Sequence[int], audio_dims: Sequence[int],
+                      audio_tokens: Sequence[int], *, skip_stages: Sequence[int] = ()) -> list[AdapterPosition]:
+    """The paired blocks of two backbones (see the module docstring), without the stages in ``skip_stages``.
+
+    When the stage counts differ, the whole depth is one group.
+    """
+    visual_stages = stages_of(visual_dims, visual_tokens)
+    audio_stages = stages_of(audio_dims, audio_tokens)
+    if len(visual_stages) != len(audio_stages):
+        visual_stages, audio_stages = [list(range(len(visual_dims)))], [list(range(len(audio_dims)))]
+    positions = []
+    for stage, (visual, audio) in enumerate(zip(visual_stages, audio_stages)):
+        if stage in skip_stages:
+            continue
+        deep, shallow = (visual, audio) if len(visual) >= len(audio) else (audio, visual)
+        for j, block in enumerate(shallow):
+            partner = deep[(j + 1) * len(deep) // len(shallow) - 1]
+            pair = (partner, block) if deep is visual else (block, partner)
+            positions.append(AdapterPosition(*pair, stage=stage))
+    return positions
+
+
+class TokenBridge(nn.Module):
+    """The other modality's tokens ``(B, M, D_o)`` -> ``(B, N, D)``: a 1x1 convolution over the token axis
+    (``M`` -> ``N`` channels, with bias) when the counts differ, then a linear ``D_o`` -> ``D`` when the widths
+    differ; an identity where both agree."""
+
+    def __init__(self, *, in_tokens: int, in_dim: int, out_tokens: int, out_dim: int) -> None:
+        super().__init__()
+        self.tokens = nn.Conv1d(in_tokens, out_tokens, 1) if in_tokens != out_tokens else None
+        self.width = nn.Linear(in_dim, out_dim) if in_dim != out_dim else None
+
+    def forward(self, other: torch.Tensor) -> torch.Tensor:
+        if self.tokens is not None:
+            other = self.tokens(other)
+        if self.width is not None:
+            other = self.width(other)
+        return other
+
+
+def latent_token_attention(x: torch.Tensor, latents: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """The weight-free cross-modal exchange: latent tokens ``(K, D)`` absorb ``other`` ``(B, M, D)``
+    (``t + softmax(t o^T) o``), then every token of ``x`` ``(B, N, D)`` reads them (``softmax(x t^T) t``).
+
+    Unscaled dot products, as in the repositories. Returns ``(B, N, D)``.
+    """
+    tokens = latents.expand(x.shape[0], -1, -1)
+    tokens = tokens + torch.softmax(tokens @ other.transpose(1, 2), dim=-1) @ other
+    return torch.softmax(x @ tokens.transpose(1, 2), dim=-1) @ tokens
+
+
+class ConvBottleneck(nn.Module):
+    """``(B, N, D)`` -> ``(B, N, D)``: LayerNorm, grouped 1x1 convolution to ``D // reduction`` (no bias),
+    BatchNorm, ReLU (optional), grouped 1x1 convolution back (no bias), BatchNorm, LayerNorm.
+
+    Args:
+        dim: token width ``D``.
+        reduction: bottleneck reduction factor.
+        groups: convolution groups; where ``D`` or ``D // reduction`` is not a multiple (the tiny test
+            backbones), their greatest common divisor with ``groups`` is used.
+        batch_norm: the two BatchNorms (statistics over batch and tokens).
+        activation: the ReLU between the convolutions (AVMoE's uni-modal experts have none).
+    """
+
+    def __init__(self, dim: int, *, reduction: int, groups: int, batch_norm: bool = True,
+                 activation: bool = True) -> None:
+        super().__init__()
+        hidden = dim // reduction
+        if hidden < 1:
+            raise ValueError(f"a bottleneck of width {dim} with reduction {reduction} has no channel left; "
+                             f"lower reduction to at most {dim}")
+        groups = math.gcd(groups, math.gcd(dim, hidden))
+        self.norm_before = nn.LayerNorm(dim)
+        self.down = nn.Conv1d(dim, hidden, 1, groups=groups, bias=False)
+        self.bn_down = nn.BatchNorm1d(hidden) if batch_norm else nn.Identity()
+        self.activation = nn.ReLU() if activation else nn.Identity()
+        self.up = nn.Conv1d(hidden, dim, 1, groups=groups, bias=False)
+        self.bn_up = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
+        self.norm_after = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.down(self.norm_before(x).transpose(1, 2))
+        z = self.up(self.activation(self.bn_down(z)))
+        return self.norm_after(self.bn_up(z).transpose(1, 2))
+
+
+def shares_weights(visual: nn.Module, audio: nn.Module) -> bool:
+    """Whether the audio backbone's blocks run on the visual backbone's parameters (the shared-Swin setting; the
+    audio branch has a front end of its own)."""
+    visual_ids = {id(p) for p in visual.parameters()}
+    return any(id(p) in visual_ids for p in audio.parameters())
+
+
+def walk_blocks(backbones: Mapping[str, nn.Module], inputs: Mapping[str, torch.Tensor],
+                positions: Sequence[AdapterPosition], adapters: Mapping[str, nn.ModuleList], *,
+                audio_after_block: bool, keep_visual: Sequence[int] = ()) -> tuple[dict[str, torch.Tensor],
+                                                                                    list[torch.Tensor]]:
+    """Run both backbones with the adapters at ``positions`` (see the module docstring).
+
+    ``adapters[m][k]`` is the ``(p1, p2)`` pair of modality ``m`` at position ``k``; ``audio_after_block=True``
+    adds the audio p1 update after the whole audio block and p2 after it too (the HTS-AT placement of DG-SCT and
+    AVMoE). Returns the final tokens ``{m: (B', N_last, D_last)}`` and the adapted visual tokens leaving the blocks
+    ``keep_visual``, in that order.
+    """
+    names = ("visual", "audio")
+    states = {name: backbones[name].embed(inputs[name]) for name in names}
+    done = {name: 0 for name in names}
+    kept: dict[int, torch.Tensor] = {}
+
+    def finish(name: str, block: int, state: torch.Tensor) -> None:
+        states[name] = state
+        done[name] = block + 1
+        if name == "visual" and block in keep_visual:
+            kept[block] = backbones[name].to_sequence(state)
+
+    def catch_up(name: str, until: int) -> None:
+        while done[name] < until:
+            finish(name, done[name], backbones[name].run_block(done[name], states[name]))
+
+    def add(name: str, tokens: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return tokens + update.reshape(tokens.shape)
+
+    for index, position in enumerate(positions):
+        blocks = {"visual": position.visual_block, "audio": position.audio_block}
+        for name in names:
+            catch_up(name, blocks[name])
+        x = {name: backbones[name].enter_block(blocks[name], states[name]) for name in names}
+        seq = {name: backbones[name].to_sequence(x[name]) for name in names}
+        first = {"visual": adapters["visual"][index][0](seq["visual"], seq["audio"]),
+                 "audio": adapters["audio"][index][0](seq["audio"], seq["visual"])}
+        x["visual"] = add("visual", backbones["visual"].attention_sublayer(blocks["visual"], x["visual"]),
+                          first["visual"])
+        audio = backbones["audio"]
+        after_attention = audio.attention_sublayer(blocks["audio"], x["audio"])
+        x["audio"] = add("audio", audio.mlp_sublayer(blocks["audio"], after_attention) if audio_after_block
+                         else after_attention, first["audio"])
+        seq = {name: backbones[name].to_sequence(x[name]) for name in names}
+        second = {"visual": adapters["visual"][index][1](seq["visual"], seq["audio"]),
+                  "audio": adapters["audio"][index][1](seq["audio"], seq["visual"])}
+        finish("visual", blocks["visual"],
+               add("visual", backbones["visual"].mlp_sublayer(blocks["visual"], x["visual"]), second["visual"]))
+        finish("audio", blocks["audio"], add("audio", x["audio"] if audio_after_block
+                                             else audio.mlp_sublayer(blocks["audio"], x["audio"]), second["audio"]))
+    for name in names:
+        catch_up(name, backbones[name].num_blocks)
+    final = {name: backbones[name].to_sequence(states[name]) for name in names}
+    return final, [kept[block] for block in keep_visual]
+
+
+class InBlockMethod(nn.Module):
+    """Base of the in-block methods' trainable parts: a ``(p1, p2)`` adapter pair per modality and position, and
+    the read-out to ``(B', K, D)``.
+
+    Subclasses call :meth:`build` with a factory ``(dim, tokens, other_dim, other_tokens) -> adapter``; an adapter
+    is called as ``adapter(x (B, N, D), other (B, M, D_o)) -> (B, N, D)``, the residual update.
+
+    Args:
+        config: the method's config (``num_tokens``, ``num_tokens_audio``, ``dim``, ``out_heads``, ``modalities``).
+        visual, audio: the frozen backbones (only their shapes are read here).
+        skip_stages: stages without adapters.
+    """
+
+    modalities = ["visual", "audio"]
+    display_name = "in-block method"
+
+    def __init__(self, config, visual: nn.Module | None, audio: nn.Module | None, *,
+                 skip_stages: Sequence[int] = ()) -> None:
+        super().__init__()
+        if config.modalities != "both":
+            raise ValueError(f"{self.display_name} exchanges information between the two backbones inside their "
+                             f"blocks: modalities must be 'both', got {config.modalities!r}; use molt or mettle "
+                             f"for a single-modality variant")
+        if visual is None or audio is None:
+            raise ValueError(f"{self.display_name} needs both a visual and an audio backbone")
+        self.config = config
+        self.output_dim = config.dim
+        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
+        self.dims = {"visual": list(visual.block_dims), "audio": list(audio.block_dims)}
+        self.tokens = {"visual": list(visual.block_tokens), "audio": list(audio.block_tokens)}
+        self.positions = adapter_positions(self.dims["visual"], self.tokens["visual"], self.dims["audio"],
+                                           self.tokens["audio"], skip_stages=skip_stages)
+        if not self.positions:
+            raise ValueError(f"{self.display_name}: no adapter position left (skip_stages={list(skip_stages)})")
+        self.audio_after_block = not shares_weights(visual, audio)
+        self.readout = nn.ModuleDict({
+            name: LayerCentricDistillation(in_dim=self.dims[name][-1], dim=config.dim,
+                                           num_tokens=self.num_tokens[name], num_heads=config.out_heads)
+            for name in self.modalities})
+
+    def build(self, make_adapter: AdapterFactory) -> None:
+        """Create the ``(p1, p2)`` adapters of every position with ``make_adapter``."""
+        other = {"visual": "audio", "audio": "visual"}
+        adapters = {}
+        for name in self.modalities:
+            pairs = []
+            for position in self.positions:
+                blocks = {"visual": position.visual_block, "audio": position.audio_block}
+                shape = (self.dims[name][blocks[name]], self.tokens[name][blocks[name]],
+                         self.dims[other[name]][blocks[other[name]]], self.tokens[other[name]][blocks[other[name]]])
+                pairs.append(nn.ModuleList([make_adapter(*shape), make_adapter(*shape)]))
+            adapters[name] = nn.ModuleList(pairs)
+        self.adapters = nn.ModuleDict(adapters)
+
+    def run_backbones(self, backbones: Mapping[str, nn.Module], inputs: Mapping[str, torch.Tensor], *,
+                      keep_visual: Sequence[int] = ()) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """Adapted final tokens of both modalities and the adapted visual tokens at ``keep_visual``
+        (:func:`walk_blocks`)."""
+        return walk_blocks(backbones, inputs, self.positions, self.adapters, audio_after_block=self.audio_after_block,
+                           keep_visual=keep_visual)
+
+    def extras(self) -> dict:
+        """Detached diagnostics for :class:`~molt.methods.molt.MethodOutput` (subclasses add theirs)."""
+        return {}
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        """Auxiliary losses of the last forward pass (none by default)."""
+        return {}
+
+    def forward(self, visual_taps: Sequence[torch.Tensor] | None,
+                audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
+        """One adapted final-block tap per modality ``(B', N, D_last)`` -> ``(B', K, D)`` per modality."""
+        fused = {}
+        for name, taps in (("visual", visual_taps), ("audio", audio_taps)):
+            width = self.dims[name][-1]
+            if taps is None or len(taps) != 1 or taps[0].ndim != 3 or taps[0].shape[-1] != width:
+                got = "None" if taps is None else [tuple(t.shape) for t in taps]
+                raise ValueError(f"{self.display_name} expects one adapted final-block {name} tap "
+                                 f"(B', N, {width}), got {got}")
+            fused[name] = self.readout[name](taps[0])
+        return MethodOutput(visual=fused["visual"], audio=fused["audio"], aux_losses=self.aux_losses(),
+                            extras=self.extras())
+
+
+class InBlockModel(MoLTModel):
+    """Frozen backbones walked block by block with an in-block method's adapters; same interface as
+    :class:`~molt.methods.molt.MoLTModel`.
+
+    Args:
+        visual, audio: frozen :class:`~molt.backbones.base.TapBackbone` objects (may share weights).
+        method: the trainable :class:`InBlockMethod`.
+        visual_blocks, audio_blocks: ``[last block]`` of each backbone (what :meth:`compute_taps` returns).
+    """
+
+    def _inputs(self, frames: torch.Tensor | None, waveform: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        inputs = {}
+        for name, backbone, raw in (("visual", self.visual, frames), ("audio", self.audio, waveform)):
+            if raw is None:
+                raise ValueError(f"{self.method.display_name} needs {name} input, got None")
+            preprocess = getattr(backbone, "preprocess", None)
+            inputs[name] = preprocess(raw) if callable(preprocess) else raw
+        return inputs
+
+    def _backbones(self) -> dict[str, nn.Module]:
+        return {"visual": self.visual, "audio": self.audio}
+
+    def compute_taps(self, frames: torch.Tensor | None,
+                     waveform: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Adapted final-block tokens ``([visual (B', N, D)], [audio (B', N, D)])``, computed *with* autograd
+        through the frozen backbones."""
+        final, _ = self.method.run_backbones(self._backbones(), self._inputs(frames, waveform))
+        return [final["visual"]], [final["audio"]]
+
+    def compute_inputs(self, frames: torch.Tensor | None, waveform: torch.Tensor | None, *,
+                       stage_blocks: Sequence[int] = ()) -> dict[str, list[torch.Tensor] | None]:
+        """As :meth:`MoLTModel.compute_inputs`, in one adapted pass: ``visual_stages`` are the adapted visual
+        tokens leaving ``stage_blocks``."""
+        final, stages = self.method.run_backbones(self._backbones(), self._inputs(frames, waveform),
+                                                  keep_visual=list(stage_blocks))
+        return {"visual_taps": [final["visual"]], "audio_taps": [final["audio"]],
+                "visual_stages": stages if stage_blocks else None}
+
+
+def build_in_block(method_class: type[InBlockMethod]):
+    """A registry builder for ``method_class``: ``(config, visual, audio) -> (method, [last visual block],
+    [last audio block])``."""
+    def build(config, visual: nn.Module | None, audio: nn.Module | None):
+        method = method_class(config, visual, audio)
+        return method, [len(method.dims["visual"]) - 1], [len(method.dims["audio"]) - 1]
+    build.__name__ = f"build_{method_class.__name__.lower()}"
+    return build
+
+
+def gate_values(adapters: nn.ModuleDict, attribute: str = "gate") -> dict[str, torch.Tensor]:
+    """Every adapter's output gate per modality, detached: ``{m: (positions * 2,)}`` in (p1, p2) order."""
+    return {name: torch.cat([getattr(adapter, attribute).detach().reshape(-1) for pair in pairs for adapter in pair])
+            for name, pairs in adapters.items()}
+
+
+
+class InBlockConfigMixin(MethodConfigMixin):
+    """Checks shared by the in-block methods' configs (``num_latents``, ``reduction``, ``groups``, read-out)."""
+
+    def _check_in_block(self) -> None:
+        if self.modalities not in MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
+        for name in ("num_latents", "reduction", "groups", "num_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_tokens_audio is not None and self.num_tokens_audio < 1:
+            raise ValueError(f"num_tokens_audio must be at least 1, got {self.num_tokens_audio}")
+        if self.dim < 1 or self.out_heads < 1 or self.dim % self.out_heads:
+            raise ValueError(f"dim ({self.dim}) must be a positive multiple of out_heads ({self.out_heads})")
+
+
+class LatentTokenAdapter(nn.Module):
+    """The adapter core of LAVisH (and DG-SCT's and AVMoE's cross-modal parts) on already bridged tokens.
+
+    ``x <- x + gate_cross * latent_token_attention(x, latents, other)``, then an optional ``guide(x, other)``
+    (DG-SCT's channel and spatial attention), then ``gate * ConvBottleneck(x)``. Both gates start at zero; the
+    latent tokens start uniform in ``[0, 1)`` as in the repositories.
+
+    ``forward(x (B, N, D), other (B, N', D))`` -> ``(B, N, D)``.
+    """
+
+    def __init__(self, dim: int, *, num_latents: int, reduction: int, groups: int, batch_norm: bool = True,
+                 activation: bool = True, guide: nn.Module | None = None) -> None:
+        super().__init__()
+        self.latents = nn.Parameter(torch.rand(num_latents, dim))
+        self.gate_cross = nn.Parameter(torch.zeros(1))
+        self.guide = guide
+        self.bottleneck = ConvBottleneck(dim, reduction=reduction, groups=groups, batch_norm=batch_norm,
+                                         activation=activation)
+        self.gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        x = x + self.gate_cross * latent_token_attention(x, self.latents, other)
+        if self.guide is not None:
+            x = self.guide(x, other)
+        return self.gate * self.bottleneck(x)
