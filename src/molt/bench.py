@@ -1,14 +1,19 @@
-"""Efficiency benchmark: one training step of MoLT, Mettle and LAVisH on the same backbones, batch and machine.
+"""Efficiency benchmark: training steps of MoLT, Mettle, LAVisH, DG-SCT and AVMoE on the same backbones, batch,
+head and machine.
 
-MoLT: Mixture of Layer-Wise Tokens for Efficient Audio-Visual Learning, Rho et al. The paper's efficiency claim
-(Tabs. 1-3: AVE training memory MoLT 0.7 GB, Mettle 1.5 GB, LAVisH 11.9 GB) is measured here with our own
-implementations of the three methods, each in its **own process** (so peak memory figures do not leak between
-methods), on a batch of ``batch_clips`` AVE clips of 10 one-second segments with random weights and inputs.
+MoLT: Mixture of Layer-Wise Tokens for Efficient Audio-Visual Learning, Rho et al. The paper's efficiency columns
+(Tab. 1 AVQA, Tab. 2 AVS, Tab. 3 AVE: trainable %, total params, training memory) are measured here with our own
+implementations of the methods, each in its **own process** (so peak memory figures do not leak between methods),
+on a batch of ``batch_clips`` clips of the task's segment count (10 one-second segments; 5 frames for AVS) with
+random weights, inputs and targets.
 
-Per method, one training step (forward, backward, Adam step on the method and the AVE head) reports:
+Per method, ``warmup`` + ``steps`` training steps (forward, backward, Adam step on the method and the task head)
+report:
 
 * **trainable params** (method + head) as a share of **total params** (frozen backbones, each tensor once, + method
-  + head);
+  + head), counted two ways: as built (Swin-V2 without a classifier) and with the classifier of the visual
+  backbone's pretrained checkpoint added to the frozen part (Swin-V2-L: its 21,841-class ImageNet-22k head,
+  33.6 M), which is how the paper's total column counts;
 * **activation memory**: bytes of the tensors autograd saves for backward during the step, counted exactly with
   :func:`torch.autograd.graph.saved_tensors_hooks` (:class:`SavedTensorCounter`): each saved tensor's *storage*
   counted once (deduplicated by storage address, so views and tensors saved twice count once), the model's own
@@ -16,8 +21,10 @@ Per method, one training step (forward, backward, Adam step on the method and th
 * **peak memory**: ``torch.cuda.max_memory_allocated`` over the step on a GPU; on a CPU the peak resident set size
   of the worker process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``), which includes the weights and the
   interpreter; the resident size just before the step is reported next to it;
-* **step time**: wall time of the step (first step: includes one-off allocation costs).
+* **step time**: the median wall time of the ``steps`` timed steps after ``warmup`` untimed ones, with their minimum
+  and maximum (activation bytes are counted on the first step, outside the timed ones).
 
+A method that cannot run (e.g. out of memory) gets a row saying so instead of stopping the table.
 ``python -m molt.bench efficiency --task ave --backbone tiny --methods molt,mettle,lavish --out DIR`` runs it from a
 shell; :func:`run_efficiency` is the API (``molt bench efficiency`` on the command line).
 """
@@ -29,6 +36,7 @@ import json
 import logging
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,20 +47,21 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-__all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "bench_config", "bench_task_names",
-           "random_batch", "measure_training_step", "run_efficiency", "write_efficiency", "main"]
+__all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "METHOD_NAMES", "bench_config",
+           "bench_task_names", "random_batch", "classifier_parameters", "measure_training_step", "run_efficiency",
+           "write_efficiency", "main"]
 
 _logger = logging.getLogger(__name__)
 
 # the methods compared by default (any registered method can be asked for)
-BENCH_METHODS = ("molt", "mettle", "lavish")
+BENCH_METHODS = ("molt", "mettle", "lavish", "dgsct", "avmoe")
 GB = 1024 ** 3
-_NUM_SEGMENTS = 10
+METHOD_NAMES = {"molt": "MoLT", "mettle": "Mettle", "lavish": "LAVisH", "dgsct": "DG-SCT", "avmoe": "AVMoE"}
 _BACKBONE_NAMES = {"paper": ("Swin-V2-L", "HTS-AT"), "shared": ("Swin-V2-L", "(shared)"),
                    "tiny": ("Swin-V2 tiny", "HTS-AT tiny"), "tiny-shared": ("Swin-V2 tiny", "(shared)")}
 
 
-def _paper_efficiency(task: str) -> dict[tuple[str, str], tuple[float, float, float]]:
+def _paper_efficiency(task: str) -> dict[tuple[str, str], tuple[float, float, float | None]]:
     from .tasks import get_task
 
     return dict(get_task(task).paper_efficiency)
@@ -116,13 +125,14 @@ def _bench_spec(task: str):
     return spec
 
 
-def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt", backbone_dtype: str = "float32"):
+def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt", backbone_dtype: str = "float32",
+                 setting: str | None = None):
     """The :class:`~molt.config.ExperimentConfig` benchmarked for one method.
 
     MoLT uses the task's preset for the backbone (``TaskSpec.presets``, e.g. ``ave_molt_paper``); the other methods
-    use the same backbone, head, output width ``D``, heads and tokens per modality ``K``, with their own defaults
-    otherwise (Mettle: every block; LAVisH: adapters in every block). ``backbone_dtype`` stores and runs the
-    frozen backbones in that dtype (tap-reading methods only).
+    use the same backbone, head, output width ``D``, heads and tokens per modality ``K``, with their published
+    settings for the task (and ``setting``, e.g. ``ms3``) and their own defaults otherwise (``switch_method``).
+    ``backbone_dtype`` stores and runs the frozen backbones in that dtype (tap-reading methods only).
     """
     from .config import load_config, switch_method
     from .methods import get_method
@@ -131,23 +141,46 @@ def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt"
     spec = _bench_spec(task)
     if backbone not in _BACKBONE_NAMES:
         raise ValueError(f"unknown backbone preset {backbone!r}: expected one of {', '.join(_BACKBONE_NAMES)}")
-    config = switch_method(load_config(spec.default_preset(backbone), overrides={"backbone": backbone}), method)
+    overrides = {"backbone": backbone, **({"setting": setting} if setting else {})}
+    config = switch_method(load_config(spec.default_preset(backbone), overrides=overrides), method)
     return dataclasses.replace(config, backbone_dtype=backbone_dtype)
 
 
-def random_batch(model: Any, task: str, batch_clips: int, *, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
-    """A training batch of ``batch_clips`` random clips of 10 segments at the model's input size, with the task's
-    random targets (``TaskSpec.bench_targets``, at the paper's class counts)."""
+def _bench_task_options(task: str, setting: str | None) -> dict[str, Any]:
+    options = dict(_bench_spec(task).paper_task_options)
+    if setting:
+        options["setting"] = setting
+    return options
+
+
+def random_batch(model: Any, task: str, batch_clips: int, *, seed: int = 0, device: str = "cpu",
+                 setting: str | None = None) -> dict[str, Any]:
+    """A training batch of ``batch_clips`` random clips of the task's segment count (``TaskSpec.bench_segments``)
+    at the model's input size, with the task's random targets and extra inputs (``TaskSpec.bench_targets``, at
+    the paper's class counts)."""
     spec = _bench_spec(task)
     height, width = model.visual.input_size
     generator = torch.Generator().manual_seed(seed)
     samples = int(getattr(model.audio, "sample_rate", 32000))
+    segments = spec.bench_segments
+    extra = spec.bench_targets(batch_clips, segments, _bench_task_options(task, setting), generator)
     return {
-        "frames": torch.randint(0, 256, (batch_clips, _NUM_SEGMENTS, 3, height, width), dtype=torch.uint8,
+        "frames": torch.randint(0, 256, (batch_clips, segments, 3, height, width), dtype=torch.uint8,
                                 generator=generator).to(device),
-        "audio": (0.1 * torch.randn(batch_clips, _NUM_SEGMENTS, samples, generator=generator)).to(device),
-        **spec.bench_targets(batch_clips, _NUM_SEGMENTS, dict(spec.paper_task_options), generator),
+        "audio": (0.1 * torch.randn(batch_clips, segments, samples, generator=generator)).to(device),
+        **{key: value.to(device) if torch.is_tensor(value) else value for key, value in extra.items()},
     }
+
+
+def classifier_parameters(visual: Any) -> int:
+    """Parameters of the classifier that the visual backbone's pretrained checkpoint carries and the backbone drops
+    (``num_classes=0``): ``num_features * C + C`` for a timm model whose pretrained config has ``C`` classes
+    (Swin-V2-L ImageNet-22k: 1536 x 21,841 + 21,841 = 33.57 M); 0 when unknown."""
+    model = getattr(visual, "model", None)
+    if model is None:
+        return 0
+    classes = int((getattr(model, "pretrained_cfg", None) or {}).get("num_classes") or 0)
+    return int(model.num_features) * classes + classes if classes else 0
 
 
 def _current_rss_bytes() -> int | None:
@@ -164,28 +197,28 @@ def _peak_rss_bytes() -> int:
 
 
 def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str = "molt", *, batch_clips: int = 1,
-                          device: str | None = None, seed: int = 0,
-                          backbone_dtype: str = "float32") -> dict[str, Any]:
-    """Build the model and run one training step in *this* process; return the measurements as a dict.
+                          device: str | None = None, seed: int = 0, backbone_dtype: str = "float32",
+                          setting: str | None = None, steps: int = 5, warmup: int = 2) -> dict[str, Any]:
+    """Build the model and run ``warmup`` + ``steps`` training steps in *this* process; return the measurements.
 
     Prefer :func:`run_efficiency`, which runs each method in a fresh process.
     """
     from .methods import count_parameters
     from .model import build_model
 
-    if batch_clips < 1:
-        raise ValueError(f"batch_clips must be at least 1, got {batch_clips}")
+    if batch_clips < 1 or steps < 1 or warmup < 0:
+        raise ValueError(f"batch_clips and steps must be at least 1 and warmup at least 0, got {batch_clips}, "
+                         f"{steps} and {warmup}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    config = bench_config(task, backbone, method, backbone_dtype)
-    spec = _bench_spec(task)
-    task_options = dict(spec.paper_task_options)
+    config = bench_config(task, backbone, method, backbone_dtype, setting)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    model = build_model(config, task_options).to(device)
+    model = build_model(config, _bench_task_options(task, setting)).to(device)
     model.train()
     build_s = time.perf_counter() - start
     trainable, total = count_parameters(model)
-    batch = random_batch(model, task, batch_clips, seed=seed, device=device)
+    classifier = classifier_parameters(model.visual)
+    batch = random_batch(model, task, batch_clips, seed=seed, device=device, setting=setting)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=1e-4)
     resident = list(model.parameters()) + list(model.buffers())
@@ -195,42 +228,63 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = _current_rss_bytes()
 
-    start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    with SavedTensorCounter(exclude=resident) as counter:
-        output = model(batch)
+    def step(counter: SavedTensorCounter | None = None) -> tuple[float, float]:
+        began = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        if counter is not None:
+            with counter:
+                output = model(batch)
+        else:
+            output = model(batch)
         loss = model.task.loss(output.predictions, batch) + sum(output.method.aux_losses.values())
-    forward_s = time.perf_counter() - start
-    loss.backward()
-    optimizer.step()
-    if cuda:
-        torch.cuda.synchronize(device)
-    step_s = time.perf_counter() - start
+        loss.backward()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - began, float(loss.detach())
 
+    counter = SavedTensorCounter(exclude=resident)
+    first_s, loss = step(counter)
+    times = [first_s] if warmup == 0 else []
+    for index in range(warmup + steps - 1):
+        elapsed, loss = step()
+        if index >= warmup - 1:
+            times.append(elapsed)
     peak = torch.cuda.max_memory_allocated(device) if cuda else _peak_rss_bytes()
     visual_name, audio_name = _BACKBONE_NAMES[backbone]
     return {
-        "method": method, "task": task, "backbone": backbone, "visual_encoder": visual_name,
-        "audio_encoder": audio_name, "device": device, "batch_clips": batch_clips, "segments": _NUM_SEGMENTS,
+        "method": method, "task": task, "setting": setting, "backbone": backbone, "visual_encoder": visual_name,
+        "audio_encoder": audio_name, "device": device, "batch_clips": batch_clips,
+        "segments": _bench_spec(task).bench_segments,
         "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
+        "classifier_params": classifier, "total_params_with_classifier": total + classifier,
+        "trainable_percent_with_classifier": 100.0 * trainable / (total + classifier),
         "activation_bytes": counter.bytes, "saved_tensors": counter.count,
         "peak_bytes": int(peak), "peak_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss",
         "rss_before_step_bytes": None if cuda else rss_before,
-        "forward_s": forward_s, "step_s": step_s, "build_s": build_s, "loss": float(loss.detach()),
+        "step_s": statistics.median(times), "step_s_min": min(times), "step_s_max": max(times), "step_times_s": times,
+        "warmup_steps": warmup, "first_step_s": first_s, "build_s": build_s, "loss": loss,
         "torch": torch.__version__, "method_config": config.method_config, "backbone_dtype": backbone_dtype,
+        "threads": torch.get_num_threads(),
     }
 
 
 @dataclass
 class EfficiencyTable:
-    """Rows of :func:`measure_training_step`, one per method, with the paper's figures for reference."""
+    """Rows of :func:`measure_training_step`, one per method (a row with an ``error`` for a method that could not
+    run), with the paper's figures for reference."""
 
     task: str
     backbone: str
     rows: list[dict[str, Any]] = field(default_factory=list)
+    setting: str | None = None
 
     def row(self, method: str) -> dict[str, Any] | None:
-        return next((row for row in self.rows if row["method"] == method), None)
+        return next((row for row in self.rows if row["method"] == method and "error" not in row), None)
+
+    @property
+    def measured(self) -> list[dict[str, Any]]:
+        return [row for row in self.rows if "error" not in row]
 
     def ratios(self) -> dict[str, float]:
         """``activation(other) / activation(MoLT)`` for each other method measured (how many times smaller MoLT
@@ -239,43 +293,59 @@ class EfficiencyTable:
         if molt is None or not molt["activation_bytes"]:
             return {}
         return {row["method"]: row["activation_bytes"] / molt["activation_bytes"]
-                for row in self.rows if row["method"] != "molt"}
+                for row in self.measured if row["method"] != "molt"}
+
+    def paper(self) -> dict[str, tuple[float, float, float | None]]:
+        """The paper's (trainable %, total M, memory GB) per method for this task and backbone."""
+        return {method: figures for (backbone, method), figures in _paper_efficiency(self.task).items()
+                if backbone == self.backbone}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "backbone": self.backbone, "rows": self.rows,
+        return {"task": self.task, "setting": self.setting, "backbone": self.backbone, "rows": self.rows,
                 "activation_ratio_vs_molt": self.ratios(),
                 "paper": {method: dict(zip(("trainable_percent", "total_params_m", "memory_gb"), figures))
-                          for (backbone, method), figures in _paper_efficiency(self.task).items()
-                          if backbone == self.backbone}}
+                          for method, figures in self.paper().items()}}
 
     def markdown(self) -> str:
-        names = {"molt": "MoLT", "mettle": "Mettle", "lavish": "LAVisH"}
-        lines = [f"Task {self.task.upper()}, backbone preset `{self.backbone}`, one training step, "
-                 f"{self.rows[0]['batch_clips'] if self.rows else 1} clip(s) x {_NUM_SEGMENTS} segments, "
-                 f"device {self.rows[0]['device'] if self.rows else '-'}.",
+        first = self.measured[0] if self.measured else {}
+        task = self.task.upper() + (f" ({self.setting.upper()})" if self.setting else "")
+        lines = [f"Task {task}, backbone preset `{self.backbone}`, {first.get('batch_clips', 1)} clip(s) x "
+                 f"{first.get('segments', '-')} segments per training step, device {first.get('device', '-')}, "
+                 f"{first.get('threads', '-')} threads; step time: median (min-max) of "
+                 f"{len(first.get('step_times_s', [])) or '-'} steps after {first.get('warmup_steps', '-')} "
+                 f"warm-up steps.",
                  "",
-                 "| Method | Visual encoder | Audio encoder | Trainable params (%) | Total params (M) | "
-                 "Activation memory (GB) | Peak memory (GB) | Step time (s) | "
-                 "Paper: trainable % / total M / memory GB |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+                 "| Method | Visual encoder | Audio encoder | Trainable (M) | Trainable % | Total (M) | "
+                 "Total with classifier (M) | Trainable % with classifier | Activation memory (GB) | "
+                 "Peak memory (GB) | Step time (s) | Paper: trainable % / total M / memory GB |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        paper = self.paper()
         for row in self.rows:
-            paper = _paper_efficiency(self.task).get((self.backbone, row["method"]))
+            name = METHOD_NAMES.get(row["method"], row["method"])
+            figures = paper.get(row["method"])
+            reference = " / ".join("-" if x is None else str(x) for x in figures) if figures else "-"
+            if "error" in row:
+                lines.append(f"| {name} | did not run: {row['error']} |  |  |  |  |  |  |  |  |  | {reference} |")
+                continue
             lines.append(
-                f"| {names.get(row['method'], row['method'])} | {row['visual_encoder']} | {row['audio_encoder']} | "
+                f"| {name} | {row['visual_encoder']} | {row['audio_encoder']} | {row['trainable_params'] / 1e6:.2f} | "
                 f"{row['trainable_percent']:.1f} | {row['total_params'] / 1e6:.1f} | "
-                f"{row['activation_bytes'] / GB:.3f} | {row['peak_bytes'] / GB:.2f} | {row['step_s']:.2f} | "
-                f"{' / '.join(str(x) for x in paper) if paper else '-'} |")
-        peak_kind = {row["peak_kind"] for row in self.rows}
-        lines += ["", "GB = 2^30 bytes. Activation memory: bytes saved for backward (saved-tensor hooks, storages "
-                  "counted once, parameters excluded). Peak memory: "
+                f"{row['total_params_with_classifier'] / 1e6:.1f} | {row['trainable_percent_with_classifier']:.1f} | "
+                f"{row['activation_bytes'] / GB:.3f} | {row['peak_bytes'] / GB:.2f} | "
+                f"{row['step_s']:.2f} ({row['step_s_min']:.2f}-{row['step_s_max']:.2f}) | {reference} |")
+        peak_kind = {row["peak_kind"] for row in self.measured}
+        lines += ["", "GB = 2^30 bytes. Total with classifier: the frozen part plus the classifier of the visual "
+                  "backbone's pretrained checkpoint, as the paper counts. Activation memory: bytes saved for "
+                  "backward (saved-tensor hooks, storages counted once, parameters excluded). Peak memory: "
                   + ("peak RSS of the method's own process (weights included)." if peak_kind == {"cpu_peak_rss"}
-                     else "CUDA max allocated over the step (weights included).")
-                  + " The paper's memory column is GPU training memory."]
+                     else "CUDA max allocated over the steps (weights included).")
+                  + " The paper's memory column is GPU training memory; its heads are the methods' own, ours are "
+                    "one head per task for every method."]
         ratios = self.ratios()
         if ratios:
             lines += ["", "MoLT's activation memory is "
-                      + ", ".join(f"1/{value:.1f} of {names.get(name, name)}'s" for name, value in ratios.items())
-                      + "."]
+                      + ", ".join(f"1/{value:.1f} of {METHOD_NAMES.get(name, name)}'s"
+                                  for name, value in ratios.items()) + "."]
         return "\n".join(lines) + "\n"
 
 
@@ -291,20 +361,24 @@ def write_efficiency(table: EfficiencyTable, out_dir: str | os.PathLike) -> dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [row["method"] for row in table.rows]
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    rows = table.measured
+    methods = [METHOD_NAMES.get(row["method"], row["method"]) for row in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     series = [("activation_bytes", "activation memory (GB)"), ("peak_bytes", "peak memory (GB)")]
+    colours = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:gray"]
     for axis, (key, label) in zip(axes, series):
-        values = [row[key] / GB for row in table.rows]
-        bars = axis.bar(methods, values, color=["tab:green", "tab:orange", "tab:red", "tab:gray"][:len(values)])
+        values = [row[key] / GB for row in rows]
+        bars = axis.bar(methods, values, color=colours[:len(values)])
         axis.bar_label(bars, fmt="%.3g")
         axis.set_ylabel(label)
-    paper = [_paper_efficiency(table.task).get((table.backbone, method)) for method in methods]
-    if paper and all(paper):
-        axes[1].scatter(methods, [figures[2] for figures in paper], color="black", marker="x", zorder=3,
-                        label="paper (GPU training memory)")
+    paper = table.paper()
+    marked = [(name, paper[row["method"]][2]) for name, row in zip(methods, rows)
+              if paper.get(row["method"]) and paper[row["method"]][2] is not None]
+    if marked:
+        axes[1].scatter([name for name, _ in marked], [memory for _, memory in marked], color="black", marker="x",
+                        zorder=3, label="paper (GPU training memory)")
         axes[1].legend(fontsize="small")
-    figure.suptitle(f"{table.task.upper()} / {table.backbone}: one training step per method")
+    figure.suptitle(f"{table.task.upper()} / {table.backbone}: training step per method")
     figure.tight_layout()
     figure.savefig(paths["png"], dpi=120)
     plt.close(figure)
@@ -313,44 +387,67 @@ def write_efficiency(table: EfficiencyTable, out_dir: str | os.PathLike) -> dict
 
 def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[str] = BENCH_METHODS,
                    batch_clips: int = 1, out_dir: str | os.PathLike | None = None, *, device: str | None = None,
-                   timeout: float | None = None, backbone_dtype: str = "float32") -> EfficiencyTable:
-    """Run one training step of each method, each in a fresh ``python -m molt.bench worker`` process.
+                   timeout: float | None = None, backbone_dtype: str = "float32", setting: str | None = None,
+                   steps: int = 5, warmup: int = 2) -> EfficiencyTable:
+    """Run the training steps of each method, each in a fresh ``python -m molt.bench worker`` process.
 
     Args:
-        task: a task with ``bench_targets`` in its spec (:func:`bench_task_names`; ``"ave"`` today).
+        task: a task with ``bench_targets`` in its spec (:func:`bench_task_names`).
         backbone: backbone preset (``"paper"``, ``"shared"``, ``"tiny"``, ``"tiny-shared"``).
-        methods: registered method names (``"molt"``, ``"mettle"``, ``"lavish"``), in the table's order.
-        batch_clips: clips per batch (10 one-second segments each).
+        methods: registered method names (:data:`BENCH_METHODS` by default), in the table's order.
+        batch_clips: clips per batch.
         out_dir: if given, :func:`write_efficiency` writes the JSON, Markdown and PNG files there.
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
         timeout: seconds allowed per method.
         backbone_dtype: dtype of the frozen backbones' weights and compute (``float32``, ``bfloat16``, ``float16``).
+        setting: the task's setting (``s4`` / ``ms3`` for AVS), which also picks the methods' settings.
+        steps, warmup: timed and untimed training steps per method.
+
+    A worker that fails (out of memory, killed, timed out) gives a row with an ``error`` instead of a measurement.
 
     Raises:
         ValueError: unknown task, backbone or method.
-        RuntimeError: a worker failed (its error output is included).
     """
     methods = [methods] if isinstance(methods, str) else list(methods)
     for method in methods:
-        bench_config(task, backbone, method, backbone_dtype)  # validates every name before the slow part
-    table = EfficiencyTable(task=task, backbone=backbone)
+        bench_config(task, backbone, method, backbone_dtype, setting)  # validates every name before the slow part
+    table = EfficiencyTable(task=task, backbone=backbone, setting=setting)
     for method in methods:
         with tempfile.TemporaryDirectory() as scratch:
             result = Path(scratch) / "result.json"
             command = [sys.executable, "-m", "molt.bench", "worker", "--task", task, "--backbone", backbone,
                        "--method", method, "--batch-clips", str(batch_clips), "--result", str(result),
-                       "--backbone-dtype", backbone_dtype]
+                       "--backbone-dtype", backbone_dtype, "--steps", str(steps), "--warmup", str(warmup)]
             if device:
                 command += ["--device", device]
+            if setting:
+                command += ["--setting", setting]
             _logger.info("efficiency: %s on %s (%s)", method, backbone, " ".join(command))
-            completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            try:
+                completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                table.rows.append({"method": method, "error": f"timed out after {timeout:.0f} s"})
+                continue
             if completed.returncode != 0 or not result.is_file():
-                raise RuntimeError(f"efficiency worker for {method!r} failed (exit {completed.returncode}):\n"
-                                   f"{completed.stderr[-4000:]}")
+                table.rows.append({"method": method, "error": _worker_failure(completed)})
+                _logger.warning("efficiency worker for %s failed (exit %s):\n%s", method, completed.returncode,
+                                completed.stderr[-4000:])
+                continue
             table.rows.append(json.loads(result.read_text()))
     if out_dir is not None:
         write_efficiency(table, out_dir)
     return table
+
+
+def _worker_failure(completed: subprocess.CompletedProcess) -> str:
+    """One line saying why a worker gave no result."""
+    if completed.returncode in (-9, 137):
+        return "killed (exit -9), most likely out of memory on this machine"
+    lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "no error output"
+    if "out of memory" in completed.stderr.lower() or "MemoryError" in completed.stderr:
+        return f"out of memory ({last[:160]})"
+    return f"exit {completed.returncode}: {last[:160]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -369,6 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--batch-clips", type=int, default=1)
         sub.add_argument("--device")
         sub.add_argument("--backbone-dtype", default="float32", choices=BACKBONE_DTYPES)
+        sub.add_argument("--setting")
+        sub.add_argument("--steps", type=int, default=5)
+        sub.add_argument("--warmup", type=int, default=2)
     efficiency.add_argument("--methods", default=",".join(BENCH_METHODS), help="comma-separated, e.g. molt,lavish")
     efficiency.add_argument("--out", help="directory for efficiency.json, efficiency.md, efficiency.png")
     worker.add_argument("--method", required=True, help="a registered method name")
@@ -376,11 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "worker":
         row = measure_training_step(args.task, args.backbone, args.method, batch_clips=args.batch_clips,
-                                    device=args.device, backbone_dtype=args.backbone_dtype)
+                                    device=args.device, backbone_dtype=args.backbone_dtype, setting=args.setting,
+                                    steps=args.steps, warmup=args.warmup)
         Path(args.result).write_text(json.dumps(row, default=str))
         return 0
     table = run_efficiency(args.task, args.backbone, [m for m in args.methods.split(",") if m],
-                           args.batch_clips, args.out, device=args.device, backbone_dtype=args.backbone_dtype)
+                           args.batch_clips, args.out, device=args.device, backbone_dtype=args.backbone_dtype,
+                           setting=args.setting, steps=args.steps, warmup=args.warmup)
     sys.stdout.write(table.markdown())
     return 0
 

@@ -314,7 +314,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     task = _task_of(args, "bench efficiency", default="ave")
     methods = [m for m in args.methods.split(",") if m]
     table = run_efficiency(task, args.backbone, methods, args.batch_clips, args.out, device=args.device,
-                           backbone_dtype=args.backbone_dtype)
+                           backbone_dtype=args.backbone_dtype, setting=args.setting, steps=args.steps,
+                           warmup=args.warmup)
     print(table.markdown())
     return 0
 
@@ -502,13 +503,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
                  "molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish",
+                 "molt bench efficiency avs --setting ms3 --backbone paper --methods molt,dgsct,avmoe",
                  "molt bench efficiency ave --backbone paper --out benchmarks/results/efficiency_paper")
     bench.add_argument("what", choices=["efficiency"], help="what to benchmark")
     _add_task(bench, tasks, legacy_flag=True)
     bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="backbone preset")
-    bench.add_argument("--methods", default="molt,mettle,lavish",
+    bench.add_argument("--methods", default="molt,mettle,lavish,dgsct,avmoe",
                        help=f"comma-separated methods ({', '.join(method_names())})")
-    bench.add_argument("--batch-clips", type=int, default=1, help="clips per training step (10 segments each)")
+    bench.add_argument("--batch-clips", type=int, default=1,
+                       help="clips per training step (10 segments each; 5 frames for avs)")
+    _add_setting(bench)
+    bench.add_argument("--steps", type=int, default=5, help="timed training steps per method (median reported)")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed training steps before them")
     bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     bench.add_argument("--backbone-dtype", default="float32", choices=_BACKBONE_DTYPES,
                        help="dtype the frozen backbones are stored and run in (tap-reading methods)")

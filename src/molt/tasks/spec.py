@@ -84,10 +84,12 @@ class TaskSpec:
         predict: ``(model, task_options, video, *, out_dir, **predict_options) -> dict`` predictions for one user
             video (``molt predict``), JSON-serialisable, its pictures written into ``out_dir`` and listed under
             ``"files"``; ``None`` when the task has no predictor yet.
-        bench_targets: ``(batch_clips, num_segments, task_options, generator) -> dict`` random targets of one
-            training batch for ``molt bench efficiency``, or ``None`` when the task is not benchmarked.
-        paper_efficiency: ``(backbone preset, method) -> (trainable %, total M, training memory GB)`` of the
-            paper's efficiency columns for this task, printed beside ``molt bench efficiency``.
+        bench_targets: ``(batch_clips, num_segments, task_options, generator) -> dict`` random targets (and any
+            other non-media input, e.g. questions) of one training batch for ``molt bench efficiency``, or ``None``
+            when the task is not benchmarked.
+        bench_segments: segments (frames and 1-s audio rows) per clip of a benchmark batch.
+        paper_efficiency: ``(backbone preset, method) -> (trainable %, total M, training memory GB or None)`` of
+            the paper's efficiency columns for this task, printed beside ``molt bench efficiency``.
         test_variants: test files of a task whose release has several, ``name -> split`` (the first is the
             default), chosen with ``molt eval TASK --test-json NAME``.
         splits: the split names of the dataset (``molt eval --split`` takes any of them).
@@ -114,7 +116,8 @@ class TaskSpec:
     default_setting: str | None = None
     predict: Callable[..., dict[str, Any]] | None = None
     bench_targets: Callable[..., dict[str, Any]] | None = None
-    paper_efficiency: Mapping[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
+    bench_segments: int = 10
+    paper_efficiency: Mapping[tuple[str, str], tuple[float, float, float | None]] = field(default_factory=dict)
     test_variants: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ("train", "val", "test")
     prepare_options: tuple[TaskOption, ...] = ()

@@ -42,5 +42,7 @@ SPEC = register_task(TaskSpec(
     predict=predict_video, bench_targets=bench_targets,
     # MoLT's Tab. 3 (AVE): trainable %, total params (M), GPU training memory (GB)
     paper_efficiency={("paper", "molt"): (6.2, 290.3, 0.7), ("paper", "mettle"): (23.0, 338.0, 1.5),
-                      ("paper", "lavish"): (30.6, 374.9, 11.9), ("shared", "molt"): (3.0, 248.5, 0.6),
-                      ("shared", "mettle"): (37.2, 364.4, 1.8), ("shared", "lavish"): (2.7, 238.8, 15.4)}))
+                      ("paper", "lavish"): (30.6, 374.9, 11.9), ("paper", "dgsct"): (43.6, 461.3, 13.1),
+                      ("paper", "avmoe"): (34.9, 404.0, 12.1), ("shared", "molt"): (3.0, 248.5, 0.6),
+                      ("shared", "mettle"): (37.2, 364.4, 1.8), ("shared", "lavish"): (2.7, 238.8, 15.4),
+                      ("shared", "avmoe"): (39.4, 374.4, 16.8)}))

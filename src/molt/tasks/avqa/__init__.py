@@ -7,6 +7,10 @@ loss, ``metrics`` the per-type accuracy, majority baseline and Tab.-1 table, ``f
 """
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from ..spec import TaskOption, TaskSpec, register_task
 from .figures import plot_attention, plot_type_accuracy
 from .head import AVQATask, negative_partners
@@ -23,6 +27,18 @@ __all__ = ["SPEC", "AVQATask", "MusicAVQA", "PreparedAVQA", "ensure_prepared", "
 # MUSIC-AVQA: about 93 question words (as the peers build the vocabulary) and 42 answers
 _PAPER_VOCABULARY = ["<pad>", "<unk>"] + [f"w{i}" for i in range(91)]
 
+
+def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],
+                  generator: torch.Generator) -> dict[str, Any]:
+    """Random questions of 14 words ``(B, 14)`` from the vocabulary and answers ``(B,)`` for one benchmark step;
+    one video per clip (so the audio-visual match loss pairs clips of different videos)."""
+    vocabulary, answers = len(task_options["question_vocab"]), len(task_options["answers"])
+    return {"question": torch.randint(2, vocabulary, (batch_clips, 14), generator=generator),
+            "question_length": torch.full((batch_clips,), 14),
+            "answer": torch.randint(0, answers, (batch_clips,), generator=generator),
+            "video_id": [f"bench{i}" for i in range(batch_clips)]}
+
+
 SPEC = register_task(TaskSpec(
     name="avqa", description="audio-visual question answering (MUSIC-AVQA): one of the answers per question",
     dataset_name="MUSIC-AVQA", reader=MusicAVQA, prepare=ensure_prepared, dataset=PreparedAVQA,
@@ -37,6 +53,11 @@ SPEC = register_task(TaskSpec(
     splits=(*SPLIT_FILES, ORIGINAL_TEST_SPLIT),
     prepare_options=(TaskOption("duplicates", "question ids repeated within a question file: keep the first record "
                                 "of each, keep all, or refuse the file", DUPLICATE_POLICIES, "first"),),
-    predict=predict_video,
+    predict=predict_video, bench_targets=bench_targets,
+    # MoLT's Tab. 1 (MUSIC-AVQA): trainable %, total M, memory GB
+    paper_efficiency={("paper", "molt"): (25.9, 441.4, 2.0), ("paper", "mettle"): (29.4, 452.2, 3.1),
+                      ("paper", "lavish"): (28.7, 367.4, None), ("paper", "dgsct"): (50.0, 520.2, 11.3),
+                      ("paper", "avmoe"): (42.7, 456.6, 11.4), ("shared", "molt"): (19.5, 366.2, 1.7),
+                      ("shared", "lavish"): (8.4, 249.8, 10.8)},
     predict_options=(TaskOption("question", "the question to answer about the video, e.g. \"Is the violin playing "
                                 "longer than the piano?\"", required=True),)))

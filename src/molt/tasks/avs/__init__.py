@@ -6,6 +6,10 @@ TPAVI + FPN mask decoder and its loss, ``metrics`` the official M_J (mIoU) and M
 """
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from ..spec import TaskOption, TaskSpec, register_task
 from .figures import plot_masks
 from .head import AVS_NUM_FRAMES, TPAVI, AVSTask
@@ -19,6 +23,19 @@ __all__ = ["SPEC", "AVSTask", "TPAVI", "AVSBenchLayout", "PreparedAVS", "ensure_
            "generate_avs", "plot_masks", "frame_iou", "mask_iou", "f_thresholds", "f_curves", "f_measure",
            "AVS_NUM_FRAMES", "SETTINGS"]
 
+
+def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random binary masks ``(B, T, S, S)`` for one benchmark step; S4 trains on the first frame only
+    (``mask_valid``), MS3 on all."""
+    size = int(task_options.get("mask_size", 224))
+    masks = (torch.rand(batch_clips, num_segments, size, size, generator=generator) > 0.5).float()
+    valid = torch.ones(batch_clips, num_segments)
+    if task_options.get("setting", "s4") == "s4":
+        valid[:, 1:] = 0
+    return {"masks": masks, "mask_valid": valid}
+
+
 SPEC = register_task(TaskSpec(
     name="avs", description="audio-visual segmentation (AVSBench S4 / MS3): masks of the sounding objects",
     dataset_name="AVSBench", reader=AVSBenchLayout, prepare=ensure_prepared, dataset=PreparedAVS,
@@ -28,6 +45,12 @@ SPEC = register_task(TaskSpec(
     paper_task_options={"mask_size": 224, "setting": "s4"},
     paper_parameters={"paper": (6.3, 339.5), "shared": (8.3, 313.1)},
     settings=tuple(SETTINGS), default_setting="s4", predict=predict_video,
+    bench_targets=bench_targets, bench_segments=AVS_NUM_FRAMES,
+    # MoLT's Tab. 2 (AVSBench, one set of efficiency columns for S4 and MS3): trainable %, total M, memory GB
+    paper_efficiency={("paper", "molt"): (6.3, 339.5, 3.7), ("paper", "mettle"): (21.6, 291.7, 2.9),
+                      ("paper", "lavish"): (47.6, 389.7, None), ("paper", "dgsct"): (61.5, 594.8, 9.0),
+                      ("paper", "avmoe"): (54.4, 501.2, 9.5), ("shared", "molt"): (8.3, 313.1, 3.6),
+                      ("shared", "mettle"): (11.1, 257.2, 2.7), ("shared", "lavish"): (14.0, 266.4, 5.9)},
     predict_options=(TaskOption("frames", "instead of --video: a folder of the clip's 5 frames (AVSBench layout)"),
                      TaskOption("audio", "with --frames: the clip's WAV file"),
                      TaskOption("overlay_video", "also write overlay.mp4 (tinted frames with the audio)", ("no", "yes"),
