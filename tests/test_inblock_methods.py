@@ -44,7 +44,8 @@ def test_sublayers_compose_to_the_block(backbones, inputs):
     for backbone, x in zip(backbones, inputs):
         tokens = backbone.embed(backbone.preprocess(x) if hasattr(backbone, "preprocess") else x)
         for index in range(backbone.num_blocks):
-            split = backbone.mlp_sublayer(index, backbone.attention_sublayer(index, backbone.enter_block(index, tokens)))
+            entered = backbone.enter_block(index, tokens)
+            split = backbone.mlp_sublayer(index, backbone.attention_sublayer(index, entered))
             tokens = backbone.run_block(index, tokens)
             torch.testing.assert_close(split, tokens, rtol=0, atol=0)
 

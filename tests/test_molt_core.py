@@ -197,6 +197,19 @@ def test_token_fusion_gates_are_input_independent_and_learnable():
     assert fusion.gate_logits.grad is not None and fusion.gate_logits.grad.abs().sum() > 0
 
 
+def test_token_fusion_per_token_mixes_each_token_with_its_own_layer_weights():
+    torch.manual_seed(0)
+    fusion = TokenFusion(dim=8, num_layers=3, fusion="mlp_token")
+    tokens = torch.randn(4, 3, 2, 8)
+    fused, weights = fusion(tokens)
+    per_token = fusion.score(tokens).squeeze(-1).softmax(dim=1)                     # (B, L, K), softmax over L
+    torch.testing.assert_close(per_token.sum(1), torch.ones(4, 2))
+    for k in range(2):
+        torch.testing.assert_close(fused[:, k], sum(per_token[:, l, k, None] * tokens[:, l, k] for l in range(3)))
+    assert not torch.allclose(per_token[:, :, 0], per_token[:, :, 1])  # the two tokens mix the layers differently
+    torch.testing.assert_close(weights, per_token.mean(2))
+
+
 def test_token_fusion_rejects_wrong_number_of_layers():
     with pytest.raises(ValueError, match="L=3"):
         TokenFusion(dim=8, num_layers=3)(torch.randn(2, 2, 2, 8))

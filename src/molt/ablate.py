@@ -44,7 +44,8 @@ ABLATION_TABLES: dict[int, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
     6: ("Distillation adapters per FDM (#UDA / #CDA)", [
         (f"{uda} / {cda}", {"num_uda": uda, "num_cda": cda}) for uda, cda in ((1, 1), (2, 1), (1, 2), (2, 2))]),
     7: ("Fusion of layer-wise tokens", [
-        ("Avg. pool", {"fusion": "avg"}), ("Learnable gates", {"fusion": "gates"}), ("MLP", {"fusion": "mlp"})]),
+        ("Avg. pool", {"fusion": "avg"}), ("Learnable gates", {"fusion": "gates"}), ("MLP", {"fusion": "mlp"}),
+        ("MLP per token", {"fusion": "mlp_token"})]),
     8: ("Token orthogonality regularisation", [("w/o TOR", {"tor_weight": 0.0}), ("w TOR", {})]),
 }
 
