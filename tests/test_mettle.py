@@ -102,3 +102,64 @@ def test_adapter_files_round_trip(tmp_path):
     load_adapters(other, tmp_path)
     for (name, a), b in zip(model.trainable_state_dict().items(), other.trainable_state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def _avs_batch(clips=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return {"frames": torch.randint(0, 256, (clips, 5, 3, 64, 64), dtype=torch.uint8, generator=generator),
+            "audio": 0.1 * torch.randn(clips, 5, 32000, generator=generator),
+            "masks": (torch.rand(clips, 5, 32, 32, generator=generator) > 0.5).float(),
+            "mask_valid": torch.ones(clips, 5), "video_id": [f"clip{i}" for i in range(clips)]}
+
+
+def _avs_mettle():
+    from molt.config import load_config, switch_method
+    from molt.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(switch_method(load_config("avs_molt_tiny"), "mettle"), {"mask_size": 32})
+
+
+def test_segmentation_distils_the_top_block_and_injects_its_meta_tokens():
+    model = _avs_mettle()
+    assert model.method.config.injection and model.features.visual_blocks == [7]
+    assert model.features.audio_blocks == [model.audio.num_blocks - 1]
+    batch = _avs_batch()
+    seen = {}
+    original = model.task.forward
+
+    def spy(visual, audio, batch_with_stages):
+        seen["stages"] = batch_with_stages["visual_stages"]
+        return original(visual, audio, batch_with_stages)
+
+    model.task.forward = spy
+    with torch.no_grad():
+        frozen = model.compute_inputs(batch)["visual_stages"]
+        model(batch)  # gates at zero: the decoder reads the frozen stage features
+        for got, want in zip(seen["stages"], frozen):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        model.method.injection.gates.fill_(0.5)
+        model(batch)
+    assert all(not torch.allclose(got, want) for got, want in zip(seen["stages"], frozen))
+    # the guidance is a cross-attention from each stage's tokens to the 2K meta-tokens of the same segment
+    output = model.features.forward_from_taps(*model.compute_taps(batch))
+    meta = torch.cat([output.visual, output.audio], dim=1)
+    injection = model.method.injection
+    with torch.no_grad():
+        expected = frozen[2] + 0.5 * injection.attention[2](injection.norms[2](frozen[2]), meta)
+        torch.testing.assert_close(seen["stages"][2], expected)
+
+
+def test_injection_trains_without_gradients_through_the_backbone():
+    model = _avs_mettle()
+    with torch.no_grad():
+        model.method.injection.gates.fill_(0.5)
+    batch = _avs_batch()
+    assert not any(stage.requires_grad for stage in model.compute_inputs(batch)["visual_stages"])
+    output = model(batch)
+    model.task.loss(output.predictions, batch).backward()
+    for name, parameter in model.method.injection.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in model.visual.parameters())
+    with pytest.raises(ValueError, match="stage widths"):
+        Mettle(MettleConfig(injection=True), [192], [128])

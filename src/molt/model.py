@@ -101,8 +101,10 @@ class AudioVisualModel(nn.Module):
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
         inputs = self.compute_inputs(batch)
         method_output = self.features.forward_from_taps(inputs["visual_taps"], inputs["audio_taps"])
-        if inputs["visual_stages"] is not None:
-            batch = {**batch, "visual_stages": inputs["visual_stages"]}
+        stages = inputs["visual_stages"]
+        if stages is not None:
+            inject = getattr(self.method, "inject_stages", None)  # e.g. Mettle's Meta-Token Injection
+            batch = {**batch, "visual_stages": inject(stages, method_output) if callable(inject) else stages}
         predictions = self.task(method_output.visual, method_output.audio, batch)
         return ModelOutput(predictions=predictions, method=method_output)
 

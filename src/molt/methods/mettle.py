@@ -24,8 +24,17 @@ Every assumption is listed:
   rows), as Mettle applies LCD "at each timestamp".
 * **Widths**: every LCD maps its layer's width ``D_l`` to the common width ``D = dim`` (as MoLT does), so the
   layers can be averaged and any task head reads ``(B', K, D)``.
-* **Meta-Token Injection (MTI)**, Mettle's module for segmentation (top-layer meta-tokens guiding earlier
-  layers), is **not implemented**: this module covers the classification setting (AVE, AVVP, AVQA heads).
+* **Meta-Token Injection (MTI)**, for segmentation (``injection: true``; ``--method mettle`` sets it for AVS
+  together with LCD on the top block of each backbone only, as the abstract says). The most literal reading of
+  "the audio and visual meta-tokens distilled from the top transformer layer guide the adaptation of the
+  features of earlier layers" that keeps Mettle's memory profile (:class:`MetaTokenInjection`): the features of
+  earlier layers are the visual stage outputs the segmentation decoder reads (the last block of each stage);
+  each stage ``s`` gets ``F_s + g_s * Attn(LN(F_s), [Z_v; Z_a])``, its tokens attending (multi-head, learned
+  ``W^Q, W^K, W^V`` at the stage's width) to the ``2K`` top-layer meta-tokens of the same segment, with a gate
+  ``g_s`` at zero. The guidance changes the features the decoder reads, **not** the backbone's forward: no
+  gradient enters the backbone, the stage features are frozen taps and can be cached (``molt extract``).
+  Assumptions: which layers MTI touches (here: the decoder's four stage features), the operator (here: gated
+  cross-attention, the same kind LCD uses), and that the audio and visual meta-tokens are used together.
 
 Single-modality variants behave like MoLT's: the absent modality's tokens are zeros ``(B', K, D)``.
 """
@@ -42,9 +51,14 @@ from .base import MethodConfigMixin, check_method_taps
 from .distillation_adapters import UniModalDistillationAdapter
 from .molt import MethodOutput, MoLTModel
 from .registry import MethodSpec, register_method
+from .token_distillation import TokenAttention
 from .token_fusion import TokenFusion
 
-__all__ = ["MettleConfig", "LayerCentricDistillation", "Mettle", "build_mettle_method"]
+__all__ = ["MettleConfig", "LayerCentricDistillation", "MetaTokenInjection", "Mettle", "build_mettle_method",
+           "METTLE_TASK_SETTINGS"]
+
+#: ``method_config`` defaults per task: segmentation distils the top block only and injects its meta-tokens
+METTLE_TASK_SETTINGS = {"avs": {"blocks_visual": 1, "blocks_audio": 1, "injection": True}}
 
 
 @dataclass
@@ -61,6 +75,7 @@ class MettleConfig(MethodConfigMixin):
         modalities: ``"both"``, ``"visual"`` or ``"audio"``.
         dropout: attention dropout.
         pre_norm: LayerNorm on each tap before its LCD.
+        injection: Meta-Token Injection into the visual stage features of a dense head (segmentation).
     """
 
     blocks_visual: BlockSelection = "all"
@@ -72,6 +87,7 @@ class MettleConfig(MethodConfigMixin):
     modalities: str = "both"
     dropout: float = 0.0
     pre_norm: bool = True
+    injection: bool = False
 
     def __post_init__(self) -> None:
         self._check_common()
@@ -102,6 +118,38 @@ class LayerCentricDistillation(nn.Module):
         return self.distill(self.norm(features))
 
 
+def _heads(width: int, max_heads: int) -> int:
+    """The largest number of heads ``<= max_heads`` that divides ``width``."""
+    return next(h for h in range(min(max_heads, width), 0, -1) if width % h == 0)
+
+
+class MetaTokenInjection(nn.Module):
+    """MTI (see the module docstring): the top-layer meta-tokens guide each visual stage feature.
+
+    Args:
+        stage_dims: widths ``C_s`` of the stage features, finest first.
+        dim: meta-token width ``D``.
+        num_heads: maximum attention heads (the largest divisor of ``C_s`` not above it is used).
+
+    ``forward(stages [(B', N_s, C_s)], meta_tokens (B', M, D))`` -> the guided stages, same shapes; with the gates
+    at zero (the start) they are the input stages.
+    """
+
+    def __init__(self, stage_dims: Sequence[int], *, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for width in stage_dims)
+        self.attention = nn.ModuleList(
+            TokenAttention(query_dim=width, kv_dim=dim, dim=width, num_heads=_heads(width, num_heads))
+            for width in stage_dims)
+        self.gates = nn.Parameter(torch.zeros(len(stage_dims)))
+
+    def forward(self, stages: Sequence[torch.Tensor], meta_tokens: torch.Tensor) -> list[torch.Tensor]:
+        if len(stages) != len(self.norms):
+            raise ValueError(f"Meta-Token Injection was built for {len(self.norms)} stage features, got {len(stages)}")
+        return [stage + gate * attention(norm(stage), meta_tokens)
+                for stage, norm, attention, gate in zip(stages, self.norms, self.attention, self.gates)]
+
+
 class Mettle(nn.Module):
     """Mettle's trainable side modules: one LCD per modality and selected block, averaged per modality.
 
@@ -116,7 +164,8 @@ class Mettle(nn.Module):
     ``{m: (B', L_m, K, D)}`` and ``fusion_weights`` ``{m: (B', L_m)}`` (uniform).
     """
 
-    def __init__(self, config: MettleConfig, visual_dims: Sequence[int], audio_dims: Sequence[int]) -> None:
+    def __init__(self, config: MettleConfig, visual_dims: Sequence[int], audio_dims: Sequence[int], *,
+                 stage_dims: Sequence[int] = ()) -> None:
         super().__init__()
         self.config = config
         self.visual_dims = [int(d) for d in visual_dims or []]
@@ -137,6 +186,19 @@ class Mettle(nn.Module):
             for name in self.modalities})
         self.fusion = nn.ModuleDict({
             name: TokenFusion(dim=config.dim, num_layers=len(dims[name]), fusion="avg") for name in self.modalities})
+        if config.injection and not stage_dims:
+            raise ValueError("Mettle's Meta-Token Injection needs the visual backbone's stage widths "
+                             "(a visual backbone); set injection: false")
+        self.injection = MetaTokenInjection(stage_dims, dim=config.dim, num_heads=config.num_heads) \
+            if config.injection else None
+
+    def inject_stages(self, stages: Sequence[torch.Tensor], output: MethodOutput) -> list[torch.Tensor]:
+        """The visual stage features a dense head reads, guided by this batch's meta-tokens (MTI); unchanged when
+        the config has no injection."""
+        if self.injection is None:
+            return list(stages)
+        meta_tokens = torch.cat([getattr(output, name) for name in self.modalities], dim=1)
+        return self.injection(stages, meta_tokens)
 
     def forward(self, visual_taps: Sequence[torch.Tensor] | None,
                 audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
@@ -168,8 +230,12 @@ def build_mettle_method(config: MettleConfig, visual: nn.Module | None,
             raise ValueError(f"Mettle with modalities={config.modalities!r} needs a {name} backbone, got None")
         blocks[name] = backbone.resolve_blocks(selections[name])
         dims[name] = [backbone.block_dims[index] for index in blocks[name]]
-    return Mettle(config, dims["visual"], dims["audio"]), blocks["visual"], blocks["audio"]
+    stage_dims = [visual.block_dims[i] for i in visual.stage_end_blocks] if config.injection and visual else []
+    return (Mettle(config, dims["visual"], dims["audio"], stage_dims=stage_dims), blocks["visual"],
+            blocks["audio"])
 
 
 register_method(MethodSpec("mettle", MettleConfig, build_mettle_method, MoLTModel, reads_taps=True,
-                           description="Mettle: layer-centric distillation of meta-tokens from every block"))
+                           task_settings=METTLE_TASK_SETTINGS,
+                           description="Mettle: layer-centric distillation of meta-tokens from every block "
+                                       "(+ Meta-Token Injection for segmentation)"))
