@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -67,3 +68,72 @@ def test_random_weight_presets_are_the_same_in_every_build():
     for a, b in zip(first, second):
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
             assert torch.equal(x, y), name
+
+
+def _kaldi_fbank_reference(signal: np.ndarray, sample_rate: int, bins: int) -> np.ndarray:
+    """Kaldi's compute-fbank-feats, frame by frame in float64 (written from the algorithm's description)."""
+    length, shift = int(0.025 * sample_rate), int(0.010 * sample_rate)
+    padded = 1
+    while padded < length:
+        padded *= 2
+    window = np.array([0.5 - 0.5 * np.cos(2 * np.pi * n / (length - 1)) for n in range(length)])
+
+    def mel(f):
+        return 1127.0 * np.log(1.0 + f / 700.0)
+
+    low, high = mel(20.0), mel(sample_rate / 2)
+    step = (high - low) / (bins + 1)
+    banks = np.zeros((bins, padded // 2))
+    for b in range(bins):
+        left, center, right = low + b * step, low + (b + 1) * step, low + (b + 2) * step
+        for k in range(padded // 2):
+            m = mel(k * sample_rate / padded)
+            if left < m < right:
+                banks[b, k] = (m - left) / (center - left) if m <= center else (right - m) / (right - center)
+    rows = []
+    for start in range(0, len(signal) - length + 1, shift):
+        frame = signal[start:start + length].astype(np.float64)
+        frame = frame - frame.mean()
+        frame = np.concatenate([[frame[0] - 0.97 * frame[0]], frame[1:] - 0.97 * frame[:-1]])
+        spectrum = np.abs(np.fft.rfft(frame * window, n=padded)) ** 2
+        rows.append(np.log(np.maximum(banks @ spectrum[:padded // 2], np.finfo(np.float32).eps)))
+    return np.stack(rows)
+
+
+def test_kaldi_fbank_matches_a_frame_by_frame_computation():
+    from molt.backbones.audio_frontend import KaldiFbank
+
+    generator = np.random.default_rng(0)
+    signal = (0.1 * generator.standard_normal(32000)).astype(np.float32)
+    expected = _kaldi_fbank_reference(signal, 32000, 192)
+    got = KaldiFbank(sample_rate=32000, num_mel_bins=192)(torch.from_numpy(signal)[None])[0].double().numpy()
+    assert got.shape == expected.shape == (98, 192)   # 1 + (32000 - 800) // 320 frames that fit
+    np.testing.assert_allclose(got, expected, atol=2e-3, rtol=0)
+
+
+def test_kaldi_fbank_puts_a_tone_in_the_filter_centred_on_it():
+    from molt.backbones.audio_frontend import KaldiFbank
+
+    tone = torch.sin(2 * torch.pi * 1000.0 * torch.arange(32000) / 32000)
+    energies = KaldiFbank(sample_rate=32000, num_mel_bins=64)(tone[None])[0].mean(0)
+    low, high = 1127 * np.log1p(20 / 700), 1127 * np.log1p(16000 / 700)
+    centres = 700 * (np.exp((low + (np.arange(64) + 1) * (high - low) / 65) / 1127) - 1)
+    assert int(energies.argmax()) == int(np.abs(centres - 1000.0).argmin())
+
+
+def test_shared_audio_frontend_kaldi_fbank_feeds_the_normalised_fbank():
+    from molt.backbones.shared import FBANK_MEAN, FBANK_STD
+    from molt.config import load_config
+
+    visual, audio = build_backbones("tiny-shared", shared_audio_frontend="kaldi_fbank")
+    waveform = 0.1 * torch.randn(2, 32000, generator=torch.Generator().manual_seed(0))
+    fbank = (audio.frontend(waveform) - FBANK_MEAN) / (2 * FBANK_STD)
+    image = audio.spectrogram_image(waveform)
+    expected = torch.nn.functional.interpolate(fbank[:, None], size=visual.input_size, mode="bilinear",
+                                               align_corners=False)
+    torch.testing.assert_close(image, expected.expand(-1, 3, -1, -1))
+    torch.testing.assert_close(audio.embed(waveform), visual.model.patch_embed(image))  # no ImageNet normalisation
+    assert audio.name.endswith("+kaldi_fbank") and build_backbones("tiny-shared")[1].name.endswith("+spectrogram")
+    assert load_config("ave_molt_shared").shared_audio_frontend == "htsat"
+    with pytest.raises(ValueError, match="applies to the shared backbone presets"):
+        load_config("ave_molt_tiny", {"shared_audio_frontend": "kaldi_fbank"})

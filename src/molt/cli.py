@@ -150,6 +150,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backbone-dtype", choices=_BACKBONE_DTYPES,
                        help="store and run the frozen backbones in this dtype (adapters and head stay float32; "
                             "default: the preset's, float32)")
+    group.add_argument("--shared-audio-frontend", choices=["htsat", "kaldi_fbank"],
+                       help="audio image of the shared backbone presets: HTS-AT log-mel or LAVisH's Kaldi fbank "
+                            "(default: the preset's, htsat)")
     group.add_argument("--modalities", choices=["both", "audio", "visual"],
                        help="train on both senses (default) or one only (ablation)")
     _add_trust(group)
@@ -180,7 +183,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
 
 def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
-    for key in ("backbone", "visual_weights", "audio_weights", "setting", "backbone_dtype"):
+    for key in ("backbone", "visual_weights", "audio_weights", "setting", "backbone_dtype", "shared_audio_frontend"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     if getattr(args, "modalities", None):

@@ -17,10 +17,11 @@ from typing import Any
 import yaml
 
 from .methods import get_method
+from .backbones.shared import SHARED_AUDIO_FRONTENDS
 from .methods.base import check_field_types, check_known_keys
 
 __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
-           "BACKBONE_PRESETS", "BACKBONE_DTYPES"]
+           "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
 
 BACKBONE_PRESETS = ("tiny", "tiny-shared", "paper", "shared")
 #: ``backbone_dtype`` values: the dtype the frozen backbones are stored and run in
@@ -64,6 +65,7 @@ class ExperimentConfig:
     audio_weights: str | None = None
     audio_clip_seconds: int | None = None
     backbone_dtype: str = "float32"
+    shared_audio_frontend: str = "htsat"
     method_config: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -75,6 +77,12 @@ class ExperimentConfig:
                              f"got {self.backbone_dtype!r}")
         if self.backbone not in BACKBONE_PRESETS:
             raise ValueError(f"unknown backbone preset {self.backbone!r}: expected one of {', '.join(BACKBONE_PRESETS)}")
+        if self.shared_audio_frontend not in SHARED_AUDIO_FRONTENDS:
+            raise ValueError(f"shared_audio_frontend must be one of {', '.join(SHARED_AUDIO_FRONTENDS)}, "
+                             f"got {self.shared_audio_frontend!r}")
+        if self.shared_audio_frontend != "htsat" and "shared" not in self.backbone:
+            raise ValueError(f"shared_audio_frontend {self.shared_audio_frontend} applies to the shared backbone "
+                             f"presets (shared, tiny-shared); the {self.backbone!r} preset reads audio with HTS-AT")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

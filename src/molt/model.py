@@ -174,7 +174,8 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backb
             raise ValueError(f"{config.method} adapters run inside the backbone blocks, so {config.method} cannot "
                              f"train from a feature cache; drop --features or use a tap-reading method (molt, mettle)")
         with torch.device("meta"):
-            visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds)
+            visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds,
+                                            shared_audio_frontend=config.shared_audio_frontend)
         visual.weights_path = config.visual_weights
         if config.audio_weights is not None:
             audio.weights_path = config.audio_weights
@@ -182,7 +183,8 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backb
         visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,
                                         audio_weights=config.audio_weights,
                                         audio_clip_seconds=config.audio_clip_seconds,
-                                        trust_checkpoint=trust_checkpoint)
+                                        trust_checkpoint=trust_checkpoint,
+                                        shared_audio_frontend=config.shared_audio_frontend)
     if config.backbone_dtype != "float32":
         if not get_method(config.method).reads_taps:
             raise ValueError(f"backbone_dtype {config.backbone_dtype}: {config.method} adapters run inside the "

@@ -43,7 +43,8 @@ def count_preset(name: str | ExperimentConfig) -> ParameterCount:
     name = name if isinstance(name, str) else f"{config.task}_{config.method}_{config.backbone}"
     spec = get_task(config.task)
     with torch.device("meta"):
-        visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds)
+        visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds,
+                                        shared_audio_frontend=config.shared_audio_frontend)
         method, _, _ = build_method(config.method, config.method_config, visual, audio)
         options = head_options(config, method, visual, dict(spec.paper_task_options))
         head = spec.build_head(dim=method.output_dim, **options)

@@ -267,7 +267,8 @@ def _peak_rss_mb() -> float:
 
 
 # the config sections that build the model: a checkpoint resumes only into a model built from the same ones
-_MODEL_KEYS = ("task", "setting", "method", "backbone", "audio_clip_seconds", "method_config", "head")
+_MODEL_KEYS = ("task", "setting", "method", "backbone", "audio_clip_seconds", "shared_audio_frontend",
+               "method_config", "head")
 
 
 def _frozen_backbone_names(module: torch.nn.Module) -> list[str]:

@@ -29,7 +29,8 @@ BACKBONE_PAIRS: dict[str, tuple[str, str]] = {
 def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike | None = None,
                     audio_weights: str | os.PathLike | None = None,
                     pretrained: bool = False, init_seed: int = 0, audio_clip_seconds: int | None = None,
-                    trust_checkpoint: bool = False) -> tuple[TapBackbone, TapBackbone]:
+                    trust_checkpoint: bool = False,
+                    shared_audio_frontend: str = "htsat") -> tuple[TapBackbone, TapBackbone]:
     """Frozen ``(visual, audio)`` backbones of a preset (see :data:`BACKBONE_PAIRS`).
 
     ``visual_weights`` / ``audio_weights`` are local files; ``pretrained=True`` fetches the visual hub weights
@@ -41,7 +42,8 @@ def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike 
     them can be evaluated later. ``audio_clip_seconds`` overrides the length HTS-AT tiles each 1-s segment to
     (the peers use 10 s for AVE / AVQA and 5 s for AVS); the shared presets have no HTS-AT and ignore it.
     ``trust_checkpoint`` lets an HTS-AT file that pickles more than the allow-list of Lightning checkpoints be read
-    (see :func:`molt.backbones.htsat.read_htsat_state_dict`).
+    (see :func:`molt.backbones.htsat.read_htsat_state_dict`). ``shared_audio_frontend`` picks the shared
+    presets' audio image (``htsat`` log-mel or LAVisH's ``kaldi_fbank``; :mod:`molt.backbones.shared`).
     """
     if preset not in BACKBONE_PAIRS:
         raise ValueError(f"unknown backbone preset {preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
@@ -57,7 +59,7 @@ def build_backbones(preset: str = "paper", *, visual_weights: str | os.PathLike 
         visual = build_swin_v2(visual_name, weights=visual_weights,
                                pretrained=pretrained and visual_weights is None)
         if audio_name == "shared":
-            audio = SpectrogramSwin(visual)
+            audio = SpectrogramSwin(visual, frontend=shared_audio_frontend)
         else:
             overrides = {"clip_seconds": audio_clip_seconds} if audio_clip_seconds is not None else {}
             audio = build_htsat(audio_name, weights=audio_weights, trust_checkpoint=trust_checkpoint, **overrides)

@@ -16,6 +16,10 @@ file reproduces them numerically without depending on torchlibrosa or librosa:
   build spectrogram images for a visual backbone).
 
 All weights are fixed (never trained): they are created in ``__init__`` from numpy and marked frozen.
+
+:class:`KaldiFbank` is the other front end the peers use: Kaldi-style log mel filterbank features (LAVisH's
+shared-Swin setting, via ``torchaudio.compliance.kaldi.fbank`` there), written from Kaldi's documented
+algorithm.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ __all__ = [
     "LogMelFilterBank",
     "LogMelSpectrogram",
     "log_mel_spectrogram",
+    "kaldi_mel_banks",
+    "KaldiFbank",
 ]
 
 
@@ -294,3 +300,66 @@ def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: int, *, n_mels: int
                                fmin=fmin, fmax=fmax, top_db=top_db).to(waveform.device)
     with torch.no_grad():
         return module(waveform.float())
+
+
+def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float, low_freq: float = 20.0,
+                    high_freq: float = 0.0) -> torch.Tensor:
+    """Kaldi's triangular mel filters ``(num_bins, padded_window // 2)``: equally spaced on the mel scale
+    ``1127 ln(1 + f / 700)`` from ``low_freq`` to ``high_freq`` (``<= 0`` counts down from the Nyquist frequency),
+    evaluated at the FFT bins ``k * sample_rate / padded_window``."""
+    nyquist = 0.5 * sample_rate
+    high_freq = high_freq if high_freq > 0 else nyquist + high_freq
+    if not 0 <= low_freq < high_freq <= nyquist:
+        raise ValueError(f"mel filters need 0 <= low_freq < high_freq <= {nyquist}, got {low_freq} and {high_freq}")
+
+    def mel(freq: torch.Tensor) -> torch.Tensor:
+        return 1127.0 * torch.log1p(freq / 700.0)
+
+    low, high = mel(torch.tensor(low_freq, dtype=torch.float64)), mel(torch.tensor(high_freq, dtype=torch.float64))
+    delta = (high - low) / (num_bins + 1)
+    bins = torch.arange(num_bins, dtype=torch.float64)[:, None]
+    left, center, right = low + bins * delta, low + (bins + 1) * delta, low + (bins + 2) * delta
+    fft_mel = mel(sample_rate / padded_window * torch.arange(padded_window // 2, dtype=torch.float64))[None]
+    up, down = (fft_mel - left) / (center - left), (right - fft_mel) / (right - center)
+    return torch.clamp(torch.minimum(up, down), min=0.0).float()
+
+
+class KaldiFbank(nn.Module):
+    """Kaldi-style log mel filterbank features, the audio input LAVisH's shared setting feeds its Swin.
+
+    Waveform ``(B, S)`` -> ``(B, T, num_mel_bins)`` with Kaldi's ``compute-fbank-feats`` defaults as the AST /
+    LAVisH recipes call them (``htk_compat``, no energy, Hann window, no dither): frames of ``frame_length_ms``
+    every ``frame_shift_ms`` that fit entirely (``snip_edges``: ``1 + (S - L) // shift`` frames), each with its DC
+    offset removed, pre-emphasis 0.97 (the first sample against itself), a symmetric Hann window, zero-padded to
+    the next power of two, power spectrum, :func:`kaldi_mel_banks` (20 Hz to Nyquist), natural log floored at the
+    float32 epsilon.
+    """
+
+    def __init__(self, *, sample_rate: int = 32000, num_mel_bins: int = 192, frame_length_ms: float = 25.0,
+                 frame_shift_ms: float = 10.0, preemphasis: float = 0.97, low_freq: float = 20.0,
+                 high_freq: float = 0.0) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.frame_length = int(sample_rate * frame_length_ms / 1000)
+        self.frame_shift = int(sample_rate * frame_shift_ms / 1000)
+        self.padded = 1 << (self.frame_length - 1).bit_length()
+        self.preemphasis = preemphasis
+        self.register_buffer("window", torch.hann_window(self.frame_length, periodic=False), persistent=False)
+        self.register_buffer("mel_banks", kaldi_mel_banks(num_mel_bins, self.padded, sample_rate, low_freq,
+                                                          high_freq), persistent=False)
+
+    def num_frames(self, num_samples: int) -> int:
+        return 1 + (num_samples - self.frame_length) // self.frame_shift if num_samples >= self.frame_length else 0
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        waveform = _as_batch(waveform).float()
+        if waveform.shape[-1] < self.frame_length:
+            raise ValueError(f"Kaldi fbank needs at least {self.frame_length} samples per row, got "
+                             f"{waveform.shape[-1]}")
+        frames = waveform.unfold(-1, self.frame_length, self.frame_shift)                # (B, T, L)
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+        frames = (frames - self.preemphasis * previous) * self.window
+        spectrum = torch.fft.rfft(frames, n=self.padded).abs().square()[..., :self.padded // 2]
+        energies = spectrum @ self.mel_banks.T
+        return torch.clamp(energies, min=torch.finfo(torch.float32).eps).log()

@@ -153,7 +153,14 @@ class SwinV2Backbone(TapBackbone):
                              f"got {tuple(x.shape)}; use .preprocess(frames) to resize")
         if not torch.is_floating_point(x):
             raise ValueError(f"{self.name} expects float images in [0, 1], got dtype {x.dtype}; use .preprocess()")
-        return self.model.patch_embed((x - self.mean) / self.std)
+        return self.embed_normalized((x - self.mean) / self.std)
+
+    def embed_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens of an image that is already normalised (no ImageNet mean / std applied)."""
+        if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[-2:]) != self.input_size:
+            raise ValueError(f"{self.name} expects images of shape (B, 3, {self.input_size[0]}, {self.input_size[1]}), "
+                             f"got {tuple(x.shape)}")
+        return self.model.patch_embed(x)
 
     def run_block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
         stage, block_index = self._block(index)
