@@ -108,7 +108,7 @@ def test_kaldi_fbank_matches_a_frame_by_frame_computation():
     expected = _kaldi_fbank_reference(signal, 32000, 192)
     got = KaldiFbank(sample_rate=32000, num_mel_bins=192)(torch.from_numpy(signal)[None])[0].double().numpy()
     assert got.shape == expected.shape == (98, 192)   # 1 + (32000 - 800) // 320 frames that fit
-    np.testing.assert_allclose(got, expected, atol=2e-3, rtol=0)
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
 
 
 def test_kaldi_fbank_puts_a_tone_in_the_filter_centred_on_it():

@@ -22,8 +22,13 @@ Every assumption is listed:
   pool"), with :class:`~molt.methods.token_fusion.TokenFusion` in ``"avg"`` mode.
 * **One set of meta-tokens per layer and segment**: LCD runs on every 1-s segment independently (``B' = B*T``
   rows), as Mettle applies LCD "at each timestamp".
-* **Widths**: every LCD maps its layer's width ``D_l`` to the common width ``D = dim`` (as MoLT does), so the
-  layers can be averaged and any task head reads ``(B', K, D)``.
+* **Widths** (``lcd_width``): by default the meta-tokens live at each layer's own width ``D_l`` and one linear
+  map per layer takes them to the common width ``D = dim``, so the layers can be averaged and any task head reads
+  ``(B', K, D)``. At paper scale (Swin-V2-L + HTS-AT, every block, ``K = 8``, ``D = 256``, our AVE head) this
+  gives 78.3 M trainable = 23.1 % of 338.4 M counted as the paper counts (Swin-V2-L with its ImageNet-22k head),
+  against the published 23.0 % of 338.0 M (MoLT Tab. 3). ``lcd_width: common`` (LCDs straight to ``D``, as
+  MoLT's adapters do) gives 24.1 M, a third of the published size: the difference is the ``D_l``-wide
+  attention projections of the 18 768-wide and 2 1536-wide Swin blocks.
 * **Meta-Token Injection (MTI)**, for segmentation (``injection: true``; ``--method mettle`` sets it for AVS
   together with LCD on the top block of each backbone only, as the abstract says). The most literal reading of
   "the audio and visual meta-tokens distilled from the top transformer layer guide the adaptation of the
@@ -55,7 +60,10 @@ from .token_distillation import TokenAttention
 from .token_fusion import TokenFusion
 
 __all__ = ["MettleConfig", "LayerCentricDistillation", "MetaTokenInjection", "Mettle", "build_mettle_method",
-           "METTLE_TASK_SETTINGS"]
+           "METTLE_TASK_SETTINGS", "LCD_WIDTHS"]
+
+#: ``lcd_width`` values: meta-tokens at the common width, or at each layer's own width
+LCD_WIDTHS = ("common", "layer")
 
 #: ``method_config`` defaults per task: segmentation distils the top block only and injects its meta-tokens
 METTLE_TASK_SETTINGS = {"avs": {"blocks_visual": 1, "blocks_audio": 1, "injection": True}}
@@ -76,6 +84,10 @@ class MettleConfig(MethodConfigMixin):
         dropout: attention dropout.
         pre_norm: LayerNorm on each tap before its LCD.
         injection: Meta-Token Injection into the visual stage features of a dense head (segmentation).
+        lcd_width: ``"layer"`` (default): meta-tokens at each layer's own width ``D_l`` (an LCD of width ``D_l``),
+            then one linear map ``D_l -> D`` per layer so the layers can be averaged and read by the heads (see
+            :class:`LayerCentricDistillation`); the reading whose size matches the published one. ``"common"``:
+            every LCD distils its layer straight to the common width ``D`` (this project's first reading).
     """
 
     blocks_visual: BlockSelection = "all"
@@ -88,9 +100,17 @@ class MettleConfig(MethodConfigMixin):
     dropout: float = 0.0
     pre_norm: bool = True
     injection: bool = False
+    lcd_width: str = "layer"
 
     def __post_init__(self) -> None:
         self._check_common()
+        if self.lcd_width not in LCD_WIDTHS:
+            raise ValueError(f"lcd_width must be one of {', '.join(LCD_WIDTHS)}, got {self.lcd_width!r}")
+
+
+def _heads(width: int, max_heads: int) -> int:
+    """The largest number of heads ``<= max_heads`` that divides ``width``."""
+    return next(h for h in range(min(max_heads, width), 0, -1) if width % h == 0)
 
 
 class LayerCentricDistillation(nn.Module):
@@ -103,24 +123,25 @@ class LayerCentricDistillation(nn.Module):
         num_heads: attention heads.
         attn_drop: attention dropout.
         pre_norm: LayerNorm on the tap first.
+        layer_width: meta-tokens at the layer's own width ``D_l`` (heads: the largest divisor of ``D_l`` not above
+            ``num_heads``), then a linear map ``D_l -> D``.
 
     ``forward(f (B, N_l, D_l))`` -> meta-tokens ``(B, K, D)``.
     """
 
     def __init__(self, *, in_dim: int, dim: int, num_tokens: int, num_heads: int, attn_drop: float = 0.0,
-                 pre_norm: bool = True) -> None:
+                 pre_norm: bool = True, layer_width: bool = False) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(in_dim) if pre_norm else nn.Identity()
-        self.distill = UniModalDistillationAdapter(in_dim=in_dim, dim=dim, num_tokens=num_tokens,
-                                                   num_heads=num_heads, attn_drop=attn_drop)
+        width = in_dim if layer_width else dim
+        self.distill = UniModalDistillationAdapter(in_dim=in_dim, dim=width, num_tokens=num_tokens,
+                                                   num_heads=_heads(width, num_heads) if layer_width else num_heads,
+                                                   attn_drop=attn_drop)
+        self.to_common = nn.Linear(in_dim, dim) if layer_width else None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.distill(self.norm(features))
-
-
-def _heads(width: int, max_heads: int) -> int:
-    """The largest number of heads ``<= max_heads`` that divides ``width``."""
-    return next(h for h in range(min(max_heads, width), 0, -1) if width % h == 0)
+        tokens = self.distill(self.norm(features))
+        return tokens if self.to_common is None else self.to_common(tokens)
 
 
 class MetaTokenInjection(nn.Module):
@@ -181,7 +202,7 @@ class Mettle(nn.Module):
             name: nn.ModuleList(
                 LayerCentricDistillation(in_dim=width, dim=config.dim, num_tokens=self.num_tokens[name],
                                          num_heads=config.num_heads, attn_drop=config.dropout,
-                                         pre_norm=config.pre_norm)
+                                         pre_norm=config.pre_norm, layer_width=config.lcd_width == "layer")
                 for width in dims[name])
             for name in self.modalities})
         self.fusion = nn.ModuleDict({
