@@ -206,3 +206,66 @@ def test_adapter_files_round_trip(tmp_path, method):
     for (name, mine), (_, theirs) in zip(model.trainable_state_dict().items(), other.trainable_state_dict().items()):
         torch.testing.assert_close(mine, theirs, msg=name)
     assert not any(name.startswith(("features.visual.", "features.audio.")) for name in model.trainable_state_dict())
+
+
+def test_dgsct_rescales_tokens_with_maps_guided_by_the_other_modality():
+    from molt.methods import DualGuidedAttention
+
+    torch.manual_seed(0)
+    guide = DualGuidedAttention(8, alpha=0.3, beta=0.05)
+    x, other = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    out = guide(x, other)
+    channel, spatial = guide.channel_map, guide.spatial_map
+    assert channel.shape == (2, 1, 8) and spatial.shape == (2, 5, 1)
+    torch.testing.assert_close(out, x * (0.3 * channel + 0.05 * spatial + 1 - 0.3))
+    guide(x, other + 3.0)  # another audio context gives other channel and spatial maps for the same tokens
+    assert not torch.allclose(guide.channel_map, channel) and not torch.allclose(guide.spatial_map, spatial)
+
+
+def test_avmoe_mixes_every_expert_with_the_router_weights():
+    from molt.methods import AVMoEAdapter, AVMoEConfig
+
+    torch.manual_seed(0)
+    adapter = AVMoEAdapter(16, 6, 8, 4, config=AVMoEConfig(cross_experts=2, uni_experts=1, num_latents=3,
+                                                         reduction=4, dim=16, out_heads=4))
+    with torch.no_grad():
+        for expert in adapter.experts:
+            expert.gate.fill_(1.0)
+    adapter.eval()
+    x, other = torch.randn(3, 6, 16), torch.randn(3, 4, 8)
+    bridged = adapter.bridge(other)
+    assert bridged.shape == (3, 6, 16)
+    weights = torch.softmax(adapter.router(torch.cat([x.mean(1), bridged.mean(1)], dim=-1)), dim=-1)
+    expected = sum(weights[:, e, None, None] * expert(x, bridged) for e, expert in enumerate(adapter.experts))
+    torch.testing.assert_close(adapter(x, other), expected)
+    torch.testing.assert_close(adapter.last_weights, weights.mean(0))
+    assert len(adapter.experts) == 3 and adapter.experts[2].bottleneck.activation.__class__.__name__ == "Identity"
+
+
+@pytest.fixture(scope="module")
+def ave_data(tmp_path_factory):
+    from molt.tasks.ave.synthetic import generate_ave
+
+    data = tmp_path_factory.mktemp("inblock_ave") / "ave"
+    generate_ave(data, num_videos=16, seed=0, image_size=64, fps=4, workers=1, show_progress=False)
+    return data
+
+
+@pytest.mark.parametrize("method", IN_BLOCK)
+def test_molt_train_and_eval_run_each_in_block_method(ave_data, tmp_path, capsys, method):
+    import json
+
+    from molt.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["--quiet", "train", "ave", "--data", str(ave_data), "--method", method, "--epochs", "1",
+                 "--out", str(runs)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert f"ave_{method}_tiny" in result["adapters"]
+    from pathlib import Path
+    config = json.loads((Path(result["adapters"]) / "adapter_config.json").read_text())
+    assert config["extra_config"]["experiment"]["method"] == method
+    assert main(["--quiet", "eval", "ave", "--data", str(ave_data), "--checkpoint", result["adapters"],
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(result["test"]["accuracy"], abs=1e-6)

@@ -185,3 +185,24 @@ def test_layer_width_meta_tokens_match_the_published_size():
     assert total == pytest.approx(338.0, rel=0.01) and 100 * trainable / total == pytest.approx(23.0, abs=0.3)
     assert counts["common"][0] < trainable / 3  # the common-width reading is a third of the published size
     assert isinstance(model.method, Mettle) and model.method.lcds["visual"][0].to_common is None
+
+
+def test_molt_train_avs_with_mettle_injects_and_evaluates(tmp_path, capsys):
+    import json
+
+    from molt.cli import main
+
+    data = tmp_path / "avs"
+    assert main(["synth", "avs", "--setting", "s4", "--out", str(data), "--videos", "16", "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert main(["--quiet", "train", "avs", "--data", str(data), "--method", "mettle", "--epochs", "1",
+                 "--out", str(tmp_path / "runs")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    from molt.evaluate import load_trained
+
+    model = load_trained(result["adapters"])[0]
+    assert model.method.injection is not None and model.method.injection.gates.abs().sum() > 0  # trained
+    assert main(["--quiet", "eval", "avs", "--data", str(data), "--checkpoint", result["adapters"],
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["mIoU"] == pytest.approx(result["test"]["mIoU"], abs=1e-6)
