@@ -51,3 +51,13 @@ def needs_shared_fixtures(found: Path | None, what: str):
     """Skip when ``../shared`` is absent (a checkout on its own); when it is there, a missing file is a failure."""
     return pytest.mark.skipif(found is None and not SHARED_FIXTURES.parent.is_dir(),
                               reason=f"{what}: ../shared/fixtures is not beside this checkout")
+
+
+def backward_and_check_side_gradients(model, backbones, out) -> None:
+    """Back-propagate a loss on both modalities' fused tokens and check that every trainable parameter of the
+    method got a gradient and no frozen backbone parameter did."""
+    (out.visual.square().mean() + out.audio.square().mean()).backward()
+    for name, parameter in model.method.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    for backbone in backbones:
+        assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())

@@ -2,6 +2,7 @@
 the frozen blocks, per-task settings, paper-scale sizes."""
 import pytest
 import torch
+from conftest import backward_and_check_side_gradients
 
 from molt.backbones import build_backbones
 from molt.config import ExperimentConfig, load_config, switch_method
@@ -85,12 +86,7 @@ def test_gradients_reach_every_adapter_through_the_frozen_blocks(backbones, inpu
     model = _model(backbones, method)
     _open_gates(model)
     model.train()
-    out = model(*inputs)
-    (out.visual.square().mean() + out.audio.square().mean()).backward()
-    for name, parameter in model.method.named_parameters():
-        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
-    for backbone in backbones:
-        assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
+    backward_and_check_side_gradients(model, backbones, model(*inputs))
     # the first position's adapters are reached only through every later frozen block
     first = model.method.adapters["visual"][0][0]
     assert all(p.grad.abs().sum() > 0 for name, p in first.named_parameters() if name.endswith("gate"))

@@ -1,6 +1,7 @@
 """Mettle baseline: shapes, averaging fusion, gradient flow, untouched backbone taps, config checks."""
 import pytest
 import torch
+from conftest import backward_and_check_side_gradients
 
 from molt.backbones import build_backbones
 from molt.config import ExperimentConfig
@@ -60,12 +61,7 @@ def test_gradients_reach_every_mettle_parameter_and_no_backbone(backbones, input
     torch.manual_seed(0)
     model = _model(backbones)
     before = [tap.clone() for tap in backbones[0].forward_taps(model.visual.preprocess(inputs[0]), "all")]
-    out = model(*inputs)
-    (out.visual.square().mean() + out.audio.square().mean()).backward()
-    for name, parameter in model.method.named_parameters():
-        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
-    for backbone in backbones:
-        assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
+    backward_and_check_side_gradients(model, backbones, model(*inputs))
     after = backbones[0].forward_taps(model.visual.preprocess(inputs[0]), "all")
     assert all(torch.equal(a, b) for a, b in zip(before, after))
     # the taps Mettle reads are exactly the frozen backbone's

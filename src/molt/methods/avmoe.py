@@ -45,8 +45,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .inblock import (ConvBottleneck, InBlockConfigMixin, InBlockMethod, InBlockModel, LatentTokenAdapter,
-                      TokenBridge, build_in_block)
+from .inblock import (ConvBottleneck, InBlockConfig, InBlockMethod, InBlockModel, LatentTokenAdapter, TokenBridge,
+                      build_in_block)
 from .registry import MethodSpec, register_method
 
 __all__ = ["AVMoEConfig", "UniModalExpert", "AVMoEAdapter", "AVMoE", "AVMOE_TASK_SETTINGS"]
@@ -62,40 +62,27 @@ AVMOE_TASK_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class AVMoEConfig(InBlockConfigMixin):
-    """Hyper-parameters of AVMoE (the defaults are its AVE setting).
+class AVMoEConfig(InBlockConfig):
+    """Hyper-parameters of AVMoE (the defaults are its AVE setting): those of
+    :class:`~molt.methods.inblock.InBlockConfig`, with 32 latent tokens, and
 
     Attributes:
         cross_experts: cross-modal experts per adapter.
         uni_experts: uni-modal experts per adapter.
         skip_stages: stages (0-based) without adapters.
-        num_latents: latent tokens of each cross-modal expert.
-        reduction: bottleneck reduction factor.
-        groups: groups of the bottleneck's 1x1 convolutions.
-        batch_norm: BatchNorm after each bottleneck convolution.
         router_noise: std of the Gaussian noise on the router logits in training (0: none).
         uni_self_attention: the uni-modal experts' self-attention over their tokens.
-        num_tokens, num_tokens_audio, dim, out_heads: the read-out to ``(B', K, D)``.
-        modalities: must be ``"both"``.
     """
 
+    num_latents: int = 32
     cross_experts: int = 1
     uni_experts: int = 1
     skip_stages: list[int] = field(default_factory=lambda: [1, 3])
-    num_latents: int = 32
-    reduction: int = 8
-    groups: int = 2
-    batch_norm: bool = True
     router_noise: float = 0.0
     uni_self_attention: bool = False
-    num_tokens: int = 8
-    num_tokens_audio: int | None = None
-    dim: int = 512
-    out_heads: int = 8
-    modalities: str = "both"
 
     def __post_init__(self) -> None:
-        self._check_in_block()
+        super().__post_init__()
         self.skip_stages = [int(stage) for stage in self.skip_stages]
         if self.cross_experts < 0 or self.uni_experts < 0 or self.cross_experts + self.uni_experts < 1:
             raise ValueError(f"AVMoE needs at least one expert: cross_experts={self.cross_experts}, "
@@ -157,11 +144,7 @@ class AVMoE(InBlockMethod):
     read-out; ``extras`` holds ``{"router": {m: (2 * positions, E)}}``, the last batch's mean routing weights."""
 
     display_name = "AVMoE"
-
-    def __init__(self, config: AVMoEConfig, visual: nn.Module | None, audio: nn.Module | None) -> None:
-        super().__init__(config, visual, audio, skip_stages=config.skip_stages)
-        self.build(lambda dim, tokens, other_dim, other_tokens: AVMoEAdapter(dim, tokens, other_dim, other_tokens,
-                                                                              config=config))
+    adapter_class = AVMoEAdapter
 
     def extras(self) -> dict:
         return {"router": {name: torch.stack([adapter.last_weights for pair in pairs for adapter in pair])

@@ -44,8 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .inblock import (InBlockConfigMixin, InBlockMethod, InBlockModel, LatentTokenAdapter, TokenBridge,
-                      build_in_block, gate_values)
+from .inblock import BridgedAdapter, InBlockConfig, InBlockMethod, InBlockModel, build_in_block
 from .registry import MethodSpec, register_method
 
 __all__ = ["DGSCTConfig", "DualGuidedAttention", "DGSCTAdapter", "DGSCT", "DGSCT_TASK_SETTINGS"]
@@ -60,34 +59,18 @@ DGSCT_TASK_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class DGSCTConfig(InBlockConfigMixin):
-    """Hyper-parameters of DG-SCT (the defaults are its AVE setting).
+class DGSCTConfig(InBlockConfig):
+    """Hyper-parameters of DG-SCT (the defaults are its AVE setting): those of
+    :class:`~molt.methods.inblock.InBlockConfig`, with 32 latent tokens, and
 
     Attributes:
-        num_latents: latent tokens per adapter.
-        reduction: bottleneck reduction factor.
-        groups: groups of the bottleneck's 1x1 convolutions.
-        batch_norm: BatchNorm after each bottleneck convolution.
         alpha: weight of the channel map.
         beta: weight of the spatial map.
-        num_tokens, num_tokens_audio, dim, out_heads: the read-out to ``(B', K, D)``.
-        modalities: must be ``"both"``.
     """
 
     num_latents: int = 32
-    reduction: int = 8
-    groups: int = 2
-    batch_norm: bool = True
     alpha: float = 0.3
     beta: float = 0.05
-    num_tokens: int = 8
-    num_tokens_audio: int | None = None
-    dim: int = 512
-    out_heads: int = 8
-    modalities: str = "both"
-
-    def __post_init__(self) -> None:
-        self._check_in_block()
 
 
 class DualGuidedAttention(nn.Module):
@@ -121,25 +104,14 @@ class DualGuidedAttention(nn.Module):
         return x * (self.alpha * channel + self.beta * spatial + 1.0 - self.alpha)
 
 
-class DGSCTAdapter(nn.Module):
+class DGSCTAdapter(BridgedAdapter):
     """Bridge + latent-token exchange + :class:`DualGuidedAttention` + gated bottleneck, for one sub-layer.
 
     ``forward(x (B, N, D), other (B, M, D_o))`` -> the residual update ``(B, N, D)``.
     """
 
-    def __init__(self, dim: int, tokens: int, other_dim: int, other_tokens: int, *, config: DGSCTConfig) -> None:
-        super().__init__()
-        self.bridge = TokenBridge(in_tokens=other_tokens, in_dim=other_dim, out_tokens=tokens, out_dim=dim)
-        self.core = LatentTokenAdapter(dim, num_latents=config.num_latents, reduction=config.reduction,
-                                       groups=config.groups, batch_norm=config.batch_norm,
-                                       guide=DualGuidedAttention(dim, alpha=config.alpha, beta=config.beta))
-
-    @property
-    def gate(self) -> nn.Parameter:
-        return self.core.gate
-
-    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        return self.core(x, self.bridge(other))
+    def guide(self, dim: int, config: DGSCTConfig) -> nn.Module:
+        return DualGuidedAttention(dim, alpha=config.alpha, beta=config.beta)
 
 
 class DGSCT(InBlockMethod):
@@ -147,14 +119,7 @@ class DGSCT(InBlockMethod):
     read-out; ``extras`` holds ``{"gates": {m: (2 * positions,)}}``."""
 
     display_name = "DG-SCT"
-
-    def __init__(self, config: DGSCTConfig, visual: nn.Module | None, audio: nn.Module | None) -> None:
-        super().__init__(config, visual, audio)
-        self.build(lambda dim, tokens, other_dim, other_tokens: DGSCTAdapter(dim, tokens, other_dim, other_tokens,
-                                                                              config=config))
-
-    def extras(self) -> dict:
-        return {"gates": gate_values(self.adapters)}
+    adapter_class = DGSCTAdapter
 
 
 register_method(MethodSpec("dgsct", DGSCTConfig, build_in_block(DGSCT), InBlockModel, reads_taps=False,

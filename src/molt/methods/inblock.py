@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -51,10 +51,7 @@ from .molt import MethodOutput, MoLTModel
 
 __all__ = ["AdapterPosition", "stages_of", "adapter_positions", "TokenBridge", "latent_token_attention",
            "ConvBottleneck", "walk_blocks", "InBlockMethod", "InBlockModel", "shares_weights", "build_in_block",
-           "gate_values", "InBlockConfigMixin", "LatentTokenAdapter"]
-
-AdapterFactory = Callable[[int, int, int, int], nn.Module]
-
+           "InBlockConfig", "LatentTokenAdapter", "BridgedAdapter"]
 
 @dataclass(frozen=True)
 class AdapterPosition:
@@ -229,20 +226,20 @@ class InBlockMethod(nn.Module):
     """Base of the in-block methods' trainable parts: a ``(p1, p2)`` adapter pair per modality and position, and
     the read-out to ``(B', K, D)``.
 
-    Subclasses call :meth:`build` with a factory ``(dim, tokens, other_dim, other_tokens) -> adapter``; an adapter
-    is called as ``adapter(x (B, N, D), other (B, M, D_o)) -> (B, N, D)``, the residual update.
+    Subclasses set :attr:`adapter_class`, built as ``adapter_class(dim, tokens, other_dim, other_tokens,
+    config=config)`` and called as ``adapter(x (B, N, D), other (B, M, D_o)) -> (B, N, D)``, the residual update.
+    Positions in the stages of ``config.skip_stages`` (when the config has it) get no adapters.
 
     Args:
-        config: the method's config (``num_tokens``, ``num_tokens_audio``, ``dim``, ``out_heads``, ``modalities``).
+        config: the method's :class:`InBlockConfig`.
         visual, audio: the frozen backbones (only their shapes are read here).
-        skip_stages: stages without adapters.
     """
 
     modalities = ["visual", "audio"]
     display_name = "in-block method"
+    adapter_class: type[nn.Module]
 
-    def __init__(self, config, visual: nn.Module | None, audio: nn.Module | None, *,
-                 skip_stages: Sequence[int] = ()) -> None:
+    def __init__(self, config, visual: nn.Module | None, audio: nn.Module | None) -> None:
         super().__init__()
         if config.modalities != "both":
             raise ValueError(f"{self.display_name} exchanges information between the two backbones inside their "
@@ -255,18 +252,16 @@ class InBlockMethod(nn.Module):
         self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
         self.dims = {"visual": list(visual.block_dims), "audio": list(audio.block_dims)}
         self.tokens = {"visual": list(visual.block_tokens), "audio": list(audio.block_tokens)}
+        skip_stages = list(getattr(config, "skip_stages", ()))
         self.positions = adapter_positions(self.dims["visual"], self.tokens["visual"], self.dims["audio"],
                                            self.tokens["audio"], skip_stages=skip_stages)
         if not self.positions:
-            raise ValueError(f"{self.display_name}: no adapter position left (skip_stages={list(skip_stages)})")
+            raise ValueError(f"{self.display_name}: no adapter position left (skip_stages={skip_stages})")
         self.audio_after_block = not shares_weights(visual, audio)
         self.readout = nn.ModuleDict({
             name: LayerCentricDistillation(in_dim=self.dims[name][-1], dim=config.dim,
                                            num_tokens=self.num_tokens[name], num_heads=config.out_heads)
             for name in self.modalities})
-
-    def build(self, make_adapter: AdapterFactory) -> None:
-        """Create the ``(p1, p2)`` adapters of every position with ``make_adapter``."""
         other = {"visual": "audio", "audio": "visual"}
         adapters = {}
         for name in self.modalities:
@@ -275,7 +270,7 @@ class InBlockMethod(nn.Module):
                 blocks = {"visual": position.visual_block, "audio": position.audio_block}
                 shape = (self.dims[name][blocks[name]], self.tokens[name][blocks[name]],
                          self.dims[other[name]][blocks[other[name]]], self.tokens[other[name]][blocks[other[name]]])
-                pairs.append(nn.ModuleList([make_adapter(*shape), make_adapter(*shape)]))
+                pairs.append(nn.ModuleList([self.adapter_class(*shape, config=config) for _ in range(2)]))
             adapters[name] = nn.ModuleList(pairs)
         self.adapters = nn.ModuleDict(adapters)
 
@@ -287,8 +282,11 @@ class InBlockMethod(nn.Module):
                            keep_visual=keep_visual)
 
     def extras(self) -> dict:
-        """Detached diagnostics for :class:`~molt.methods.molt.MethodOutput` (subclasses add theirs)."""
-        return {}
+        """Detached diagnostics for :class:`~molt.methods.molt.MethodOutput`: every adapter's output gate,
+        ``{"gates": {m: (2 * positions,)}}`` in (p1, p2) order (subclasses without one gate per adapter override
+        this)."""
+        return {"gates": {name: torch.cat([adapter.gate.detach().reshape(-1) for pair in pairs for adapter in pair])
+                          for name, pairs in self.adapters.items()}}
 
     def aux_losses(self) -> dict[str, torch.Tensor]:
         """Auxiliary losses of the last forward pass (none by default)."""
@@ -358,17 +356,34 @@ def build_in_block(method_class: type[InBlockMethod]):
     return build
 
 
-def gate_values(adapters: nn.ModuleDict, attribute: str = "gate") -> dict[str, torch.Tensor]:
-    """Every adapter's output gate per modality, detached: ``{m: (positions * 2,)}`` in (p1, p2) order."""
-    return {name: torch.cat([getattr(adapter, attribute).detach().reshape(-1) for pair in pairs for adapter in pair])
-            for name, pairs in adapters.items()}
 
+@dataclass
+class InBlockConfig(MethodConfigMixin):
+    """The hyper-parameters every in-block method has (subclasses add theirs and set their defaults).
 
+    Attributes:
+        num_latents: latent tokens per adapter (or cross-modal expert).
+        reduction: bottleneck reduction factor.
+        groups: groups of the bottleneck's 1x1 convolutions.
+        batch_norm: BatchNorm after each bottleneck convolution.
+        num_tokens: read-out tokens per modality ``K`` (what the task head reads).
+        num_tokens_audio: audio read-out tokens if different from ``num_tokens``.
+        dim: read-out width ``D``.
+        out_heads: attention heads of the read-out.
+        modalities: must be ``"both"``.
+    """
 
-class InBlockConfigMixin(MethodConfigMixin):
-    """Checks shared by the in-block methods' configs (``num_latents``, ``reduction``, ``groups``, read-out)."""
+    num_latents: int = 2
+    reduction: int = 8
+    groups: int = 2
+    batch_norm: bool = True
+    num_tokens: int = 8
+    num_tokens_audio: int | None = None
+    dim: int = 512
+    out_heads: int = 8
+    modalities: str = "both"
 
-    def _check_in_block(self) -> None:
+    def __post_init__(self) -> None:
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
         for name in ("num_latents", "reduction", "groups", "num_tokens"):
@@ -405,3 +420,29 @@ class LatentTokenAdapter(nn.Module):
         if self.guide is not None:
             x = self.guide(x, other)
         return self.gate * self.bottleneck(x)
+
+
+class BridgedAdapter(nn.Module):
+    """:class:`TokenBridge` (where the shapes differ) + :class:`LatentTokenAdapter`, for one sub-layer: LAVisH's
+    adapter, and DG-SCT's with its :meth:`guide`.
+
+    ``forward(x (B, N, D), other (B, M, D_o))`` -> the residual update ``(B, N, D)``.
+    """
+
+    def __init__(self, dim: int, tokens: int, other_dim: int, other_tokens: int, *, config: InBlockConfig) -> None:
+        super().__init__()
+        self.bridge = TokenBridge(in_tokens=other_tokens, in_dim=other_dim, out_tokens=tokens, out_dim=dim)
+        self.core = LatentTokenAdapter(dim, num_latents=config.num_latents, reduction=config.reduction,
+                                       groups=config.groups, batch_norm=config.batch_norm,
+                                       guide=self.guide(dim, config))
+
+    def guide(self, dim: int, config: InBlockConfig) -> nn.Module | None:
+        """The module run between the latent-token exchange and the bottleneck (none here)."""
+        return None
+
+    @property
+    def gate(self) -> nn.Parameter:
+        return self.core.gate
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return self.core(x, self.bridge(other))

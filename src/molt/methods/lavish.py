@@ -38,10 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
-from .inblock import (InBlockConfigMixin, InBlockMethod, InBlockModel, LatentTokenAdapter, TokenBridge,
-                      build_in_block, gate_values)
+from .inblock import BridgedAdapter, InBlockConfig, InBlockMethod, InBlockModel, build_in_block
 from .registry import MethodSpec, register_method
 
 __all__ = ["LavishConfig", "LavishAdapter", "Lavish", "LAVISH_TASK_SETTINGS"]
@@ -55,53 +52,14 @@ LAVISH_TASK_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class LavishConfig(InBlockConfigMixin):
-    """Hyper-parameters of LAVisH (the defaults are its AVE setting).
-
-    Attributes:
-        num_latents: latent tokens per adapter.
-        reduction: bottleneck reduction factor.
-        groups: groups of the bottleneck's 1x1 convolutions.
-        batch_norm: BatchNorm after each bottleneck convolution.
-        num_tokens: read-out tokens per modality ``K`` (what the task head reads).
-        num_tokens_audio: audio read-out tokens if different from ``num_tokens``.
-        dim: read-out width ``D``.
-        out_heads: attention heads of the read-out.
-        modalities: must be ``"both"``.
-    """
-
-    num_latents: int = 2
-    reduction: int = 8
-    groups: int = 2
-    batch_norm: bool = True
-    num_tokens: int = 8
-    num_tokens_audio: int | None = None
-    dim: int = 512
-    out_heads: int = 8
-    modalities: str = "both"
-
-    def __post_init__(self) -> None:
-        self._check_in_block()
+class LavishConfig(InBlockConfig):
+    """Hyper-parameters of LAVisH: those of :class:`~molt.methods.inblock.InBlockConfig`, whose defaults are
+    LAVisH's AVE setting (2 latent tokens, reduction 8, 2 groups)."""
 
 
-class LavishAdapter(nn.Module):
-    """Bridge (where the shapes differ) + :class:`~molt.methods.inblock.LatentTokenAdapter`.
-
-    ``forward(x (B, N, D), other (B, M, D_o))`` -> the residual update ``(B, N, D)``.
-    """
-
-    def __init__(self, dim: int, tokens: int, other_dim: int, other_tokens: int, *, config: LavishConfig) -> None:
-        super().__init__()
-        self.bridge = TokenBridge(in_tokens=other_tokens, in_dim=other_dim, out_tokens=tokens, out_dim=dim)
-        self.core = LatentTokenAdapter(dim, num_latents=config.num_latents, reduction=config.reduction,
-                                       groups=config.groups, batch_norm=config.batch_norm)
-
-    @property
-    def gate(self) -> nn.Parameter:
-        return self.core.gate
-
-    def forward(self, x, other):
-        return self.core(x, self.bridge(other))
+class LavishAdapter(BridgedAdapter):
+    """LAVisH's adapter for one sub-layer: bridge (where the shapes differ) + latent-token exchange + gated
+    bottleneck (:class:`~molt.methods.inblock.BridgedAdapter`)."""
 
 
 class Lavish(InBlockMethod):
@@ -109,14 +67,7 @@ class Lavish(InBlockMethod):
     read-out; ``extras`` holds ``{"gates": {m: (2 * positions,)}}``."""
 
     display_name = "LAVisH"
-
-    def __init__(self, config: LavishConfig, visual: nn.Module | None, audio: nn.Module | None) -> None:
-        super().__init__(config, visual, audio)
-        self.build(lambda dim, tokens, other_dim, other_tokens: LavishAdapter(dim, tokens, other_dim, other_tokens,
-                                                                               config=config))
-
-    def extras(self) -> dict:
-        return {"gates": gate_values(self.adapters)}
+    adapter_class = LavishAdapter
 
 
 register_method(MethodSpec("lavish", LavishConfig, build_in_block(Lavish), InBlockModel, reads_taps=False,
