@@ -192,30 +192,30 @@ def walk_blocks(backbones: Mapping[str, nn.Module], inputs: Mapping[str, torch.T
         while done[name] < until:
             finish(name, done[name], backbones[name].run_block(done[name], states[name]))
 
-    def add(name: str, tokens: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        return tokens + update.reshape(tokens.shape)
+    def add(tokens: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        return tokens + update.reshape(tokens.shape)          # adapters work on (B, N, D), blocks on their layout
 
+    visual, audio = backbones["visual"], backbones["audio"]
     for index, position in enumerate(positions):
-        blocks = {"visual": position.visual_block, "audio": position.audio_block}
-        for name in names:
-            catch_up(name, blocks[name])
-        x = {name: backbones[name].enter_block(blocks[name], states[name]) for name in names}
-        seq = {name: backbones[name].to_sequence(x[name]) for name in names}
-        first = {"visual": adapters["visual"][index][0](seq["visual"], seq["audio"]),
-                 "audio": adapters["audio"][index][0](seq["audio"], seq["visual"])}
-        x["visual"] = add("visual", backbones["visual"].attention_sublayer(blocks["visual"], x["visual"]),
-                          first["visual"])
-        audio = backbones["audio"]
-        after_attention = audio.attention_sublayer(blocks["audio"], x["audio"])
-        x["audio"] = add("audio", audio.mlp_sublayer(blocks["audio"], after_attention) if audio_after_block
-                         else after_attention, first["audio"])
-        seq = {name: backbones[name].to_sequence(x[name]) for name in names}
-        second = {"visual": adapters["visual"][index][1](seq["visual"], seq["audio"]),
-                  "audio": adapters["audio"][index][1](seq["audio"], seq["visual"])}
-        finish("visual", blocks["visual"],
-               add("visual", backbones["visual"].mlp_sublayer(blocks["visual"], x["visual"]), second["visual"]))
-        finish("audio", blocks["audio"], add("audio", x["audio"] if audio_after_block
-                                             else audio.mlp_sublayer(blocks["audio"], x["audio"]), second["audio"]))
+        visual_block, audio_block = position.visual_block, position.audio_block
+        catch_up("visual", visual_block)
+        catch_up("audio", audio_block)
+        (first_visual, second_visual), (first_audio, second_audio) = adapters["visual"][index], adapters["audio"][index]
+        x_visual = visual.enter_block(visual_block, states["visual"])
+        x_audio = audio.enter_block(audio_block, states["audio"])
+        seq_visual, seq_audio = visual.to_sequence(x_visual), audio.to_sequence(x_audio)
+        update_visual, update_audio = first_visual(seq_visual, seq_audio), first_audio(seq_audio, seq_visual)
+        x_visual = add(visual.attention_sublayer(visual_block, x_visual), update_visual)
+        x_audio = audio.attention_sublayer(audio_block, x_audio)
+        if audio_after_block:
+            x_audio = audio.mlp_sublayer(audio_block, x_audio)
+        x_audio = add(x_audio, update_audio)
+        seq_visual, seq_audio = visual.to_sequence(x_visual), audio.to_sequence(x_audio)
+        update_visual, update_audio = second_visual(seq_visual, seq_audio), second_audio(seq_audio, seq_visual)
+        finish("visual", visual_block, add(visual.mlp_sublayer(visual_block, x_visual), update_visual))
+        if not audio_after_block:
+            x_audio = audio.mlp_sublayer(audio_block, x_audio)
+        finish("audio", audio_block, add(x_audio, update_audio))
     for name in names:
         catch_up(name, backbones[name].num_blocks)
     final = {name: backbones[name].to_sequence(states[name]) for name in names}
