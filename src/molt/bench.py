@@ -57,6 +57,15 @@ _logger = logging.getLogger(__name__)
 BENCH_METHODS = ("molt", "mettle", "lavish", "dgsct", "avmoe")
 GB = 1024 ** 3
 METHOD_NAMES = {"molt": "MoLT", "mettle": "Mettle", "lavish": "LAVisH", "dgsct": "DG-SCT", "avmoe": "AVMoE"}
+#: why methods' trainable counts differ from the published ones (printed under a table that has one of them)
+COUNT_NOTES = {
+    ("mettle",): "Mettle: meta-tokens at each layer's own width, then one linear map per layer to D "
+              "(lcd_width: layer, the reading whose size matches the published 23.0 % of 338.0 M for AVE); "
+              "lcd_width: common (straight to D) is a third of that size.",
+    ("lavish", "dgsct", "avmoe"): "LAVisH, DG-SCT, AVMoE: their adapters as the repositories build them (LAVisH's 12 paired positions "
+              "with bridges: 98.4 M + 3.7 M, DG-SCT's 188.5 M), but our task head and a LayerNorm + distillation "
+              "read-out instead of their heads (DG-SCT's AVE head alone is 12.7 M).",
+}
 _BACKBONE_NAMES = {"paper": ("Swin-V2-L", "HTS-AT"), "shared": ("Swin-V2-L", "(shared)"),
                    "tiny": ("Swin-V2 tiny", "HTS-AT tiny"), "tiny-shared": ("Swin-V2 tiny", "(shared)")}
 
@@ -341,6 +350,8 @@ class EfficiencyTable:
                      else "CUDA max allocated over the steps (weights included).")
                   + " The paper's memory column is GPU training memory; its heads are the methods' own, ours are "
                     "one head per task for every method."]
+        lines += [f"\nCounts: {note}" for methods, note in COUNT_NOTES.items()
+                  if any(row["method"] in methods for row in self.rows)]
         ratios = self.ratios()
         if ratios:
             lines += ["", "MoLT's activation memory is "
