@@ -1,10 +1,10 @@
-"""Efficiency table of MoLT, Mettle and LAVisH (one training step each, one process per method).
+"""Efficiency table of MoLT, Mettle, LAVisH, DG-SCT and AVMoE (training steps, one process per method).
 
-    python benchmarks/efficiency.py --backbone paper --out benchmarks/results/efficiency_paper
+    python benchmarks/efficiency.py --task ave --backbone paper --out benchmarks/results/efficiency_ave_paper
 
 A thin wrapper around :func:`molt.bench.run_efficiency` (same as ``python -m molt.bench efficiency``). Random
-weights; nothing is downloaded. At paper scale (Swin-V2-L + HTS-AT, one AVE clip) on a 2-core CPU it takes a few
-minutes and about 7 GB of RAM (LAVisH).
+weights; nothing is downloaded. At paper scale (Swin-V2-L + HTS-AT, one clip, 2 warm-up + 5 timed steps per
+method) on a 2-core CPU it takes 11-16 minutes per task and up to 13 GB of RAM (AVMoE on AVQA).
 """
 from __future__ import annotations
 

@@ -507,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
                  "molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish",
                  "molt bench efficiency avs --setting ms3 --backbone paper --methods molt,dgsct,avmoe",
-                 "molt bench efficiency ave --backbone paper --out benchmarks/results/efficiency_paper")
+                 "molt bench efficiency ave --backbone paper --out benchmarks/results/efficiency_ave_paper")
     bench.add_argument("what", choices=["efficiency"], help="what to benchmark")
     _add_task(bench, tasks, legacy_flag=True)
     bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="backbone preset")
