@@ -265,3 +265,17 @@ def test_molt_train_and_eval_run_each_in_block_method(ave_data, tmp_path, capsys
                  "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(result["test"]["accuracy"], abs=1e-6)
+
+
+def test_adapters_of_the_earlier_lavish_are_refused_with_the_reason(tmp_path):
+    import json
+
+    from molt.model import AudioVisualModel
+
+    model = build_model(switch_method(load_config("ave_molt_tiny"), "lavish"), {"num_classes": 5})
+    model.save_pretrained(tmp_path / "old")
+    record = json.loads((tmp_path / "old" / "adapter_config.json").read_text())
+    record["method"]["config"]["gate_init"] = 0.0                       # a field only the earlier LAVisH had
+    (tmp_path / "old" / "adapter_config.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="earlier LAVisH.*train again with --method lavish"):
+        AudioVisualModel.from_pretrained(tmp_path / "old")

@@ -202,3 +202,25 @@ def test_molt_train_avs_with_mettle_injects_and_evaluates(tmp_path, capsys):
                  "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["mIoU"] == pytest.approx(result["test"]["mIoU"], abs=1e-6)
+
+
+def test_adapters_saved_before_lcd_width_load_as_the_common_reading(tmp_path):
+    import dataclasses
+    import json
+
+    from molt.config import load_config, switch_method
+    from molt.model import AudioVisualModel
+
+    config = switch_method(load_config("ave_molt_tiny"), "mettle")
+    old = dataclasses.replace(config, method_config={**config.method_config, "lcd_width": "common"})
+    torch.manual_seed(0)
+    model = build_model(old, {"num_classes": 5})
+    model.save_pretrained(tmp_path / "old")
+    record = json.loads((tmp_path / "old" / "adapter_config.json").read_text())
+    del record["method"]["config"]["lcd_width"]                       # what a file of the previous release holds
+    del record["extra_config"]["experiment"]["method_config"]["lcd_width"]
+    (tmp_path / "old" / "adapter_config.json").write_text(json.dumps(record))
+    loaded = AudioVisualModel.from_pretrained(tmp_path / "old")
+    assert loaded.method.config.lcd_width == "common"
+    for name, tensor in model.trainable_state_dict().items():
+        assert torch.equal(tensor, loaded.trainable_state_dict()[name]), name

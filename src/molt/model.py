@@ -18,7 +18,7 @@ from torch import nn
 from .backbones import build_backbones
 from .config import ExperimentConfig, load_config
 from .methods import (ADAPTER_CONFIG_NAME, MethodOutput, adapter_state_dict, build_method, features_class,
-                      get_method, load_adapters, read_adapter_config, save_adapters)
+                      earlier_defaults, get_method, load_adapters, read_adapter_config, save_adapters)
 from .tasks import Task, get_task
 
 __all__ = ["AudioVisualModel", "ModelOutput", "build_model", "head_options", "TAP_KEYS"]
@@ -140,7 +140,11 @@ class AudioVisualModel(nn.Module):
         if "experiment" not in extra or "task_options" not in extra:
             raise ValueError(f"{path / ADAPTER_CONFIG_NAME}: no experiment config in 'extra_config'; this directory "
                              f"was not written by AudioVisualModel.save_pretrained")
-        config = load_config(overrides=extra["experiment"], source=str(path / ADAPTER_CONFIG_NAME))
+        experiment = dict(extra["experiment"])
+        earlier = earlier_defaults(saved.get("method"), str(path / ADAPTER_CONFIG_NAME))
+        if earlier:
+            experiment["method_config"] = {**experiment.get("method_config", {}), **earlier}
+        config = load_config(overrides=experiment, source=str(path / ADAPTER_CONFIG_NAME))
         model = build_model(config, extra["task_options"], backbones_on_meta=backbones_on_meta,
                             trust_checkpoint=trust_checkpoint)
         load_adapters(model, path)

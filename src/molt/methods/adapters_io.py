@@ -28,7 +28,7 @@ from torch import nn
 
 __all__ = ["save_adapters", "load_adapters", "read_adapter_config", "adapter_state_dict", "describe_backbones",
            "upgrade_tensor_names", "dict_differences", "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME",
-           "ADAPTER_FORMAT_VERSION", "KEY_MAPS"]
+           "ADAPTER_FORMAT_VERSION", "KEY_MAPS", "EARLIER_DEFAULTS", "RETIRED_FIELDS", "earlier_defaults"]
 
 _logger = logging.getLogger(__name__)
 
@@ -82,6 +82,29 @@ def _method_config(model: nn.Module) -> dict[str, Any] | None:
     return None
 
 
+#: config fields whose default changed after files were written without them: ``(config class, field)`` -> the value
+#: a file that does not record the field was trained with (Mettle's meta-tokens moved to each layer's width)
+EARLIER_DEFAULTS: dict[tuple[str, str], Any] = {("MettleConfig", "lcd_width"): "common"}
+#: fields of configs whose method was rebuilt: a file recording one of them cannot be loaded, and why
+RETIRED_FIELDS: dict[tuple[str, str], str] = {
+    ("LavishConfig", "gate_init"): "it was written by the earlier LAVisH (one adapter after each block), which this "
+                                   "release rebuilt as its repository builds it (adapters beside both sub-layers of "
+                                   "paired blocks); train again with --method lavish"}
+
+
+def earlier_defaults(record: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    """The values of config fields a file's method ``record`` does not hold but was trained with
+    (:data:`EARLIER_DEFAULTS`); a ``ValueError`` naming ``source`` for a method that was rebuilt since
+    (:data:`RETIRED_FIELDS`)."""
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        return {}
+    kind, fields = record.get("class"), record["config"]
+    for (retired_class, field), why in RETIRED_FIELDS.items():
+        if kind == retired_class and field in fields:
+            raise ValueError(f"{source}: these adapters cannot be loaded: {why}")
+    return {field: value for (owner, field), value in EARLIER_DEFAULTS.items() if owner == kind and field not in fields}
+
+
 def _with_new_defaults(saved: dict[str, Any] | None, model: nn.Module) -> dict[str, Any] | None:
     """``saved`` (a file's method record) with the defaults of config fields added after the file was written: an
     option a newer release introduces, at its default, describes the model the file was trained as."""
@@ -91,7 +114,8 @@ def _with_new_defaults(saved: dict[str, Any] | None, model: nn.Module) -> dict[s
                    if callable(getattr(getattr(m, "config", None), "to_dict", None))), None)
     if config is None or not dataclasses.is_dataclass(config) or type(config).__name__ != saved.get("class"):
         return saved
-    added = {f.name: _jsonable(f.default) for f in dataclasses.fields(config)
+    earlier = earlier_defaults(saved, "adapter file")
+    added = {f.name: earlier.get(f.name, _jsonable(f.default)) for f in dataclasses.fields(config)
              if f.name not in saved["config"] and f.default is not dataclasses.MISSING}
     return {**saved, "config": {**saved["config"], **added}} if added else saved
 
