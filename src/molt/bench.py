@@ -60,11 +60,12 @@ METHOD_NAMES = {"molt": "MoLT", "mettle": "Mettle", "lavish": "LAVisH", "dgsct":
 #: why methods' trainable counts differ from the published ones (printed under a table that has one of them)
 COUNT_NOTES = {
     ("mettle",): "Mettle: meta-tokens at each layer's own width, then one linear map per layer to D "
-              "(lcd_width: layer, the reading whose size matches the published 23.0 % of 338.0 M for AVE); "
-              "lcd_width: common (straight to D) is a third of that size.",
-    ("lavish", "dgsct", "avmoe"): "LAVisH, DG-SCT, AVMoE: their adapters as the repositories build them (LAVisH's 12 paired positions "
-              "with bridges: 98.4 M + 3.7 M, DG-SCT's 188.5 M), but our task head and a LayerNorm + distillation "
-              "read-out instead of their heads (DG-SCT's AVE head alone is 12.7 M).",
+                 "(lcd_width: layer, the reading whose size matches the published 23.0 % of 338.0 M for AVE); "
+                 "lcd_width: common (straight to D) is a third of that size.",
+    ("lavish", "dgsct", "avmoe"): "LAVisH, DG-SCT, AVMoE: their adapters as the repositories build them "
+                                  "(LAVisH's 12 paired positions with bridges: 98.4 M + 3.7 M, DG-SCT's 188.5 M), "
+                                  "but our task head and a LayerNorm + distillation read-out instead of their heads "
+                                  "(DG-SCT's AVE head alone is 12.7 M).",
 }
 _BACKBONE_NAMES = {"paper": ("Swin-V2-L", "HTS-AT"), "shared": ("Swin-V2-L", "(shared)"),
                    "tiny": ("Swin-V2 tiny", "HTS-AT tiny"), "tiny-shared": ("Swin-V2 tiny", "(shared)")}

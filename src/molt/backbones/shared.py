@@ -16,8 +16,8 @@ through the *same* frozen Swin-V2 as the frames. Where we depart from LAVisH, an
     LAVisH's own length handling of the 98 frames of a 1-s segment could not be read here; they are resized
     bilinearly to the Swin input size like the other front end.
 * The 1-s segment is used as it is (101 frames), not tiled to 10 s: tiling only repeats the picture.
-* (``htsat``) dB values are mapped to ``[0, 1]`` with the fixed affine map ``(dB - db_min) / (db_max - db_min)``, clamped, so
-  the image of a clip never depends on the rest of the batch. Frequency runs bottom (low) to top (high), time
+* (``htsat``) dB values are mapped to ``[0, 1]`` with the fixed affine map ``(dB - db_min) / (db_max - db_min)``,
+  clamped, so the image of a clip never depends on the rest of the batch. Frequency runs bottom (low) to top (high), time
   left to right; the image is resized bilinearly to the Swin input size and repeated on 3 channels; the Swin
   then applies its usual ImageNet normalisation.
 """
