@@ -17,9 +17,9 @@ through the *same* frozen Swin-V2 as the frames. Where we depart from LAVisH, an
     bilinearly to the Swin input size like the other front end.
 * The 1-s segment is used as it is (101 frames), not tiled to 10 s: tiling only repeats the picture.
 * (``htsat``) dB values are mapped to ``[0, 1]`` with the fixed affine map ``(dB - db_min) / (db_max - db_min)``,
-  clamped, so the image of a clip never depends on the rest of the batch. Frequency runs bottom (low) to top (high), time
-  left to right; the image is resized bilinearly to the Swin input size and repeated on 3 channels; the Swin
-  then applies its usual ImageNet normalisation.
+  clamped, so the image of a clip never depends on the rest of the batch. Frequency runs bottom (low) to top
+  (high), time left to right; the image is resized bilinearly to the Swin input size and repeated on 3 channels;
+  the Swin then applies its usual ImageNet normalisation.
 """
 from __future__ import annotations
 
