@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from .methods import get_method
 from .backbones.shared import SHARED_AUDIO_FRONTENDS
+from .methods import get_method
 from .methods.base import check_field_types, check_known_keys
 
 __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
