@@ -71,3 +71,13 @@ def test_train_without_config_uses_the_backbone_preset():
     tiny_only = replace(get_task("avvp"), presets={"tiny": "avvp_molt_tiny"})
     with pytest.raises(ValueError, match="no preset for backbone 'paper'.*pass --config"):
         tiny_only.default_preset("paper")
+
+
+def test_the_cli_spells_the_library_choices_as_the_library_does():
+    from molt import cli
+    from molt.backbones.shared import SHARED_AUDIO_FRONTENDS
+    from molt.config import BACKBONE_DTYPES, BACKBONE_PRESETS
+
+    assert cli._BACKBONES == BACKBONE_PRESETS
+    assert cli._BACKBONE_DTYPES == BACKBONE_DTYPES
+    assert cli._SHARED_AUDIO_FRONTENDS == SHARED_AUDIO_FRONTENDS

@@ -18,8 +18,10 @@ __all__ = ["main", "build_parser"]
 
 _logger = logging.getLogger("molt")
 
-_BACKBONES = ("tiny", "tiny-shared", "paper", "shared")
-_BACKBONE_DTYPES = ("float32", "bfloat16", "float16")  # molt.config.BACKBONE_DTYPES, without importing torch
+# the library's names, spelled out so that parsing the command line imports no torch (a test keeps them equal)
+_BACKBONES = ("tiny", "tiny-shared", "paper", "shared")  # molt.config.BACKBONE_PRESETS
+_BACKBONE_DTYPES = ("float32", "bfloat16", "float16")  # molt.config.BACKBONE_DTYPES
+_SHARED_AUDIO_FRONTENDS = ("htsat", "kaldi_fbank")    # molt.backbones.shared.SHARED_AUDIO_FRONTENDS
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -150,7 +152,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--backbone-dtype", choices=_BACKBONE_DTYPES,
                        help="store and run the frozen backbones in this dtype (adapters and head stay float32; "
                             "default: the preset's, float32)")
-    group.add_argument("--shared-audio-frontend", choices=["htsat", "kaldi_fbank"],
+    group.add_argument("--shared-audio-frontend", choices=_SHARED_AUDIO_FRONTENDS,
                        help="audio image of the shared backbone presets: HTS-AT log-mel or LAVisH's Kaldi fbank "
                             "(default: the preset's, htsat)")
     group.add_argument("--modalities", choices=["both", "audio", "visual"],

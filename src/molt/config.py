@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .backbones.base import BACKBONE_DTYPES as _DTYPE_BY_NAME
 from .backbones.shared import SHARED_AUDIO_FRONTENDS
 from .methods import get_method
 from .methods.base import check_field_types, check_known_keys
@@ -25,7 +26,7 @@ __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "p
 
 BACKBONE_PRESETS = ("tiny", "tiny-shared", "paper", "shared")
 #: ``backbone_dtype`` values: the dtype the frozen backbones are stored and run in
-BACKBONE_DTYPES = ("float32", "bfloat16", "float16")
+BACKBONE_DTYPES = tuple(_DTYPE_BY_NAME)
 
 
 @dataclass
