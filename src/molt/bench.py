@@ -31,6 +31,7 @@ shell; :func:`run_efficiency` is the API (``molt bench efficiency`` on the comma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -241,10 +242,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
     def step(counter: SavedTensorCounter | None = None) -> tuple[float, float]:
         began = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        if counter is not None:
-            with counter:
-                output = model(batch)
-        else:
+        with counter or contextlib.nullcontext():
             output = model(batch)
         loss = model.task.loss(output.predictions, batch) + sum(output.method.aux_losses.values())
         loss.backward()
@@ -254,12 +252,13 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
         return time.perf_counter() - began, float(loss.detach())
 
     counter = SavedTensorCounter(exclude=resident)
-    first_s, loss = step(counter)
+    first_s, loss = step(counter)           # the counted step: the first warm-up step, or the first timed one
+    for _ in range(warmup - 1):
+        _, loss = step()
     times = [first_s] if warmup == 0 else []
-    for index in range(warmup + steps - 1):
+    while len(times) < steps:
         elapsed, loss = step()
-        if index >= warmup - 1:
-            times.append(elapsed)
+        times.append(elapsed)
     peak = torch.cuda.max_memory_allocated(device) if cuda else _peak_rss_bytes()
     visual_name, audio_name = _BACKBONE_NAMES[backbone]
     return {
