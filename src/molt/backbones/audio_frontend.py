@@ -348,9 +348,6 @@ class KaldiFbank(nn.Module):
         self.register_buffer("mel_banks", kaldi_mel_banks(num_mel_bins, self.padded, sample_rate, low_freq,
                                                           high_freq), persistent=False)
 
-    def num_frames(self, num_samples: int) -> int:
-        return 1 + (num_samples - self.frame_length) // self.frame_shift if num_samples >= self.frame_length else 0
-
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         waveform = _as_batch(waveform).float()
         if waveform.shape[-1] < self.frame_length:
