@@ -105,16 +105,17 @@ def earlier_defaults(record: dict[str, Any] | None, source: str) -> dict[str, An
     return {field: value for (owner, field), value in EARLIER_DEFAULTS.items() if owner == kind and field not in fields}
 
 
-def _with_new_defaults(saved: dict[str, Any] | None, model: nn.Module) -> dict[str, Any] | None:
-    """``saved`` (a file's method record) with the defaults of config fields added after the file was written: an
-    option a newer release introduces, at its default, describes the model the file was trained as."""
+def _with_new_defaults(saved: dict[str, Any] | None, model: nn.Module, source: str) -> dict[str, Any] | None:
+    """``saved`` (the method record of the file ``source``) with the defaults of config fields added after the file
+    was written: an option a newer release introduces, at its default (or at the value it had before, see
+    :data:`EARLIER_DEFAULTS`), describes the model the file was trained as."""
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         return saved
     config = next((getattr(m, "config") for _, m in model.named_modules()
                    if callable(getattr(getattr(m, "config", None), "to_dict", None))), None)
     if config is None or not dataclasses.is_dataclass(config) or type(config).__name__ != saved.get("class"):
         return saved
-    earlier = earlier_defaults(saved, "adapter file")
+    earlier = earlier_defaults(saved, source)
     added = {f.name: earlier.get(f.name, _jsonable(f.default)) for f in dataclasses.fields(config)
              if f.name not in saved["config"] and f.default is not dataclasses.MISSING}
     return {**saved, "config": {**saved["config"], **added}} if added else saved
@@ -260,7 +261,8 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, backbone_info: d
     if not weights_file.is_file():
         raise FileNotFoundError(f"adapter weights not found: {weights_file}")
     differences: list[str] = []
-    differences += dict_differences(_with_new_defaults(config.get("method"), model), _method_config(model), "method")
+    saved_method = _with_new_defaults(config.get("method"), model, str(directory / ADAPTER_CONFIG_NAME))
+    differences += dict_differences(saved_method, _method_config(model), "method")
     current_backbones = _jsonable(describe_backbones(model) if backbone_info is None else backbone_info)
     differences += _backbone_differences(config.get("backbones") or {}, current_backbones or {})
     if extra_config is not None:
