@@ -1,10 +1,12 @@
 """Issue G benchmark: training from a feature cache vs online, and extraction vs bare backbone inference.
 
-    python benchmarks/cache_speed.py [--presets tiny,paper] [--clips 24] [--share-projections adapter|modality]
-                                     [--device cpu] [--out benchmarks/results]
+    python benchmarks/cache_speed.py [--presets tiny,paper] [--timed-batches 8] [--batch-size N]
+                                     [--share-projections adapter|modality] [--device cpu] [--out benchmarks/results]
 
 For each backbone preset (``tiny``: the test backbones; ``paper``: Swin-V2-L + HTS-AT at full size with random
-weights) on the same synthetic AVE clips (prepared at the preset's input size), one run measures:
+weights) on the same synthetic AVE clips (prepared at the preset's input size; one warm-up batch plus
+``--timed-batches`` batches of the preset's own batch size unless ``--batch-size`` says otherwise, all of them
+training clips), one run measures:
 
 * **bare inference**: clips/s of the frozen backbones computing the taps MoLT reads (``compute_inputs``), nothing
   stored;
@@ -14,7 +16,8 @@ weights) on the same synthetic AVE clips (prepared at the preset's input size), 
 * **cached epoch**: the same epoch with the taps read from the cache (backbones on the ``meta`` device).
 
 Both epochs use the same plain PyTorch loop (forward, loss, backward, Adam step), batch size and order; the first
-batch of each is a warm-up and not timed. The **FLOP limit** of the cached speed-up is counted with
+batch of each is a warm-up and not timed. Bare inference leaves its first batch out too; extraction, by the model
+warm from that pass, counts every batch and its own set-up. The **FLOP limit** of the cached speed-up is counted with
 ``torch.utils.flop_counter`` on one clip: (frozen forward + side forward and backward) / side forward and backward,
 the most a cached epoch can gain when the frozen forward is all it saves. Writes ``cache_speed.json`` and
 ``cache_speed.md``.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -99,12 +103,28 @@ def _flop_limit(model, cached_model, train_set, cached_set, device: str) -> dict
             "speedup_limit": (frozen_flops + side_flops) / side_flops}
 
 
-def measure(preset: str, data_dir: Path, batch_size: int, device: str, workdir: Path,
-            share_projections: str | None = None) -> dict:
-    overrides = {"trainer": {"batch_size": batch_size}}
+def _hardware(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
+
+
+def preset_config(preset: str, batch_size: int | None = None, share_projections: str | None = None):
+    """The ``ave_molt_{preset}`` config, with ``batch_size`` and ``share_projections`` when given."""
+    overrides: dict = {"trainer": {"batch_size": batch_size}} if batch_size else {}
     if share_projections:
         overrides["method_config"] = {"share_projections": share_projections}
-    config = load_config(f"ave_molt_{preset}", overrides)
+    return load_config(f"ave_molt_{preset}", overrides)
+
+
+def measure(preset: str, workdir: Path, timed_batches: int, device: str, batch_size: int | None = None,
+            share_projections: str | None = None) -> dict:
+    config = preset_config(preset, batch_size, share_projections)
+    batch_size = config.trainer.batch_size
+    data_dir = workdir / f"data_{batch_size}x{timed_batches + 1}"
+    if not data_dir.exists():  # every video a training clip: one warm-up batch and the timed ones
+        generate_ave(data_dir, num_videos=batch_size * (timed_batches + 1), seed=0, fps=4, show_progress=False,
+                     split_fractions=(1.0, 0.0, 0.0))
     model = build_model(config, {"num_classes": 8}).to(device)
     prepared = ensure_prepared(data_dir, image_size=model.visual.input_size[0], show_progress=False)
     train_set = PreparedAVE(prepared, "train")
@@ -129,18 +149,21 @@ def measure(preset: str, data_dir: Path, batch_size: int, device: str, workdir: 
             "timed_batches": batches, "bare_clips_per_s": bare, "extract_clips_per_s": report.clips_per_second,
             "extract_vs_bare": report.clips_per_second / bare, "online_epoch_s": online_s,
             "cached_epoch_s": cached_s, "speedup": online_s / cached_s,
-            "cache_mb": report.bytes_written / 2 ** 20,
+            "cache_mb": report.bytes_written / 2 ** 20, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "hardware": _hardware(device),
             "speedup_of_limit": online_s / cached_s / flops["speedup_limit"]}
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| preset | W^Q/W^K/W^V | device | train clips (timed batches) | bare inference (clips/s) | "
+    lines = ["| preset | W^Q/W^K/W^V | device (torch threads, torch) | train clips (timed batches x clips) | "
+             "bare inference (clips/s) | "
              "extraction (clips/s) | extraction / bare | online epoch (s) | cached epoch (s) | cached speed-up | "
              "FLOP limit (frozen + side) / side | speed-up / limit | cache (MB, float16) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['preset']} | {row['share_projections']} | {row['device']} | {row['clips']} "
-                     f"({row['timed_batches']}) | {row['bare_clips_per_s']:.2f} | "
+        machine = f"{row['device']} {row['hardware']} ({row['threads']}, {row['torch']})"
+        lines.append(f"| {row['preset']} | {row['share_projections']} | {machine} | {row['clips']} "
+                     f"({row['timed_batches']} x {row['batch_size']}) | {row['bare_clips_per_s']:.2f} | "
                      f"{row['extract_clips_per_s']:.2f} | {100 * row['extract_vs_bare']:.0f} % | "
                      f"{row['online_epoch_s']:.2f} | {row['cached_epoch_s']:.3f} | {row['speedup']:.0f}x | "
                      f"{row['speedup_limit']:.0f}x ({row['frozen_gflops_per_clip']:.0f} / "
@@ -153,19 +176,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="tiny,paper")
     parser.add_argument("--share-projections", default="", help="adapter or modality (default: each preset's own)")
-    parser.add_argument("--clips", type=int, default=24, help="synthetic videos (80 %% of them are train clips)")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--timed-batches", type=int, default=8,
+                        help="timed training batches per epoch (after one warm-up batch); at least 8 for the README")
+    parser.add_argument("--batch-size", type=int, default=0, help="clips per batch (default: each preset's own)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rows = []
     with tempfile.TemporaryDirectory(prefix="molt_cache_speed_") as tmp:
-        workdir = Path(tmp)
-        data_dir = workdir / "data"
-        generate_ave(data_dir, num_videos=args.clips, seed=0, fps=4, show_progress=False)
         for preset in [p for p in args.presets.split(",") if p]:
-            rows.append(measure(preset, data_dir, args.batch_size, args.device, workdir,
+            rows.append(measure(preset, Path(tmp), args.timed_batches, args.device, args.batch_size or None,
                                 args.share_projections or None))
             print(markdown(rows[-1:]), flush=True)
     table = markdown(rows)

@@ -4,7 +4,9 @@
     python benchmarks/gpu_check.py --backbone tiny --device cpu --steps 2 --out /tmp/gpu_check   # dry run on a CPU
 
 For AVE with random weights at the backbone preset's scale, for each method, batch size (1 and 8 clips of 10
-segments) and precision (``32-true``, ``bf16-mixed``): one warm-up training step (forward, backward, Adam), then
+segments) and precision (``32-true``, ``bf16-mixed``), and for each method that reads taps also with the frozen
+backbones stored in bfloat16 (``--backbone-dtype bfloat16`` with ``bf16-mixed``, the setting that can come near
+the paper's 0.7 GB): one warm-up training step (forward, backward, Adam), then
 ``--steps`` timed steps; reports the median step time and the peak memory of the timed steps
 (``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``; on a CPU the process's peak RSS, which only
 grows). Then, on MoLT's frozen backbones, the throughput of bare inference (the taps, nothing stored) against
@@ -26,6 +28,7 @@ from torch.utils.data import Dataset
 
 from molt.bench import bench_config, random_batch
 from molt.features.store import FeatureManifest, TapGroupSpec, extract_features
+from molt.methods import get_method
 from molt.model import build_model
 from molt.tasks import get_task
 
@@ -43,9 +46,10 @@ def _peak_bytes(device: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _training_steps(method: str, backbone: str, batch_clips: int, precision: str, steps: int,
-                    device: str) -> dict:
-    model = build_model(bench_config(TASK, backbone, method), dict(get_task(TASK).paper_task_options)).to(device)
+def _training_steps(method: str, backbone: str, batch_clips: int, precision: str, steps: int, device: str,
+                    backbone_dtype: str = "float32") -> dict:
+    config = bench_config(TASK, backbone, method, backbone_dtype)
+    model = build_model(config, dict(get_task(TASK).paper_task_options)).to(device)
     model.train()
     batch = random_batch(model, TASK, batch_clips, device=device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -68,7 +72,7 @@ def _training_steps(method: str, backbone: str, batch_clips: int, precision: str
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     times = [step() for _ in range(steps)]
-    return {"method": method, "batch_clips": batch_clips, "precision": precision,
+    return {"method": method, "batch_clips": batch_clips, "precision": precision, "backbone_dtype": backbone_dtype,
             "median_step_s": statistics.median(times), "peak_bytes": _peak_bytes(device)}
 
 
@@ -124,6 +128,8 @@ def main() -> None:
     parser.add_argument("--methods", default="molt,mettle,lavish")
     parser.add_argument("--batches", default="1,8", help="clips per training step")
     parser.add_argument("--precisions", default="32-true,bf16-mixed")
+    parser.add_argument("--half-backbones", default="bfloat16",
+                        help="backbone dtype of the extra bf16-mixed rows of tap-reading methods ('' for none)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the warm-up")
     parser.add_argument("--extract-clips", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu_check"))
@@ -132,9 +138,13 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
     rows = []
     for method in args.methods.split(","):
+        runs = [(precision, "float32") for precision in args.precisions.split(",")]
+        if args.half_backbones and get_method(method).reads_taps:
+            runs.append(("bf16-mixed", args.half_backbones))
         for batch_clips in (int(b) for b in args.batches.split(",")):
-            for precision in args.precisions.split(","):
-                rows.append(_training_steps(method, args.backbone, batch_clips, precision, args.steps, device))
+            for precision, backbone_dtype in runs:
+                rows.append(_training_steps(method, args.backbone, batch_clips, precision, args.steps, device,
+                                            backbone_dtype))
                 print(json.dumps(rows[-1]), flush=True)
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()        # the model of that row is gone: give its memory back
@@ -146,8 +156,10 @@ def main() -> None:
                "cpu_peak_rss (only grows: later rows include earlier peaks)"}
     (args.out / "gpu_check.json").write_text(json.dumps(payload, indent=2))
     lines = [f"Device: {name}; AVE, backbone preset `{args.backbone}`, random weights, {args.steps} timed steps.", "",
-             "| method | clips | precision | peak memory (GB) | median step (s) |", "|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['batch_clips']} | {r['precision']} | {r['peak_bytes'] / 2**30:.2f} | "
+             "| method | clips | precision | frozen backbones | peak memory (GB) | median step (s) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['batch_clips']} | {r['precision']} | {r['backbone_dtype']} | "
+              f"{r['peak_bytes'] / 2**30:.2f} | "
               f"{r['median_step_s']:.3f} |" for r in rows]
     lines += ["", f"Extraction: bare inference {extraction['bare_clips_per_s']:.2f} clips/s, molt extract "
               f"{extraction['extract_clips_per_s']:.2f} clips/s ({100 * extraction['extract_vs_bare']:.0f} %), "
