@@ -109,7 +109,7 @@ def _hardware(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
 
 
-def preset_config(preset: str, batch_size: int | None = None, share_projections: str | None = None):
+def _preset_config(preset: str, batch_size: int | None = None, share_projections: str | None = None):
     """The ``ave_molt_{preset}`` config, with ``batch_size`` and ``share_projections`` when given."""
     overrides: dict = {"trainer": {"batch_size": batch_size}} if batch_size else {}
     if share_projections:
@@ -119,7 +119,7 @@ def preset_config(preset: str, batch_size: int | None = None, share_projections:
 
 def measure(preset: str, workdir: Path, timed_batches: int, device: str, batch_size: int | None = None,
             share_projections: str | None = None) -> dict:
-    config = preset_config(preset, batch_size, share_projections)
+    config = _preset_config(preset, batch_size, share_projections)
     batch_size = config.trainer.batch_size
     data_dir = workdir / f"data_{batch_size}x{timed_batches + 1}"
     if not data_dir.exists():  # every video a training clip: one warm-up batch and the timed ones
