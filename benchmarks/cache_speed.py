@@ -125,8 +125,8 @@ def measure(preset: str, workdir: Path, timed_batches: int, device: str, batch_s
     if not data_dir.exists():  # every video a training clip: one warm-up batch and the timed ones
         generate_ave(data_dir, num_videos=batch_size * (timed_batches + 1), seed=0, fps=4, show_progress=False,
                      split_fractions=(1.0, 0.0, 0.0))
-    model = build_model(config, {"num_classes": 8}).to(device)
-    prepared = ensure_prepared(data_dir, image_size=model.visual.input_size[0], show_progress=False)
+    input_size = build_model(config, {"num_classes": 8}, backbones_on_meta=True).visual.input_size  # no weights
+    prepared = ensure_prepared(data_dir, image_size=input_size[0], show_progress=False)
     train_set = PreparedAVE(prepared, "train")
     model = build_model(config, train_set.task_options()).to(device)
     bare = _bare_clips_per_second(model, train_set, batch_size, device)
