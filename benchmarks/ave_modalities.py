@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from molt.config import load_config
-from molt.demo import default_workdir, demo_data
+from molt.app.demo import default_workdir, demo_data
 from molt.tasks.ave import PreparedAVE, majority_accuracy
-from molt.train import train
+from molt.app.train import train
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import torch
 
 from molt.config import load_config
 from molt.tasks.avqa import PreparedAVQA, ensure_prepared, format_avqa_table, generate_avqa, majority_baseline
-from molt.train import train
+from molt.app.train import train
 
 
 def main() -> None:

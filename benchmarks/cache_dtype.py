@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from molt.config import load_config
-from molt.demo import default_workdir, demo_data
-from molt.extract import extract
-from molt.train import software_environment, train
+from molt.app.demo import default_workdir, demo_data
+from molt.app.extract import extract
+from molt.app.train import software_environment, train
 
 MODES = ("online", "float32", "float16", "bfloat16")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from molt.bench import bench_config, random_batch
+from molt.app.bench import bench_config, random_batch
 from molt.features.store import FeatureManifest, TapGroupSpec, extract_features
 from molt.methods import get_method
 from molt.model import build_model

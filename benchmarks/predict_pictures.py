@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from molt.cli import main as molt
+from molt.app.cli import main as molt
 from molt.data.media import write_clip
 
 # task -> (clips, epochs)
@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     work, out = args.workdir, args.out
     out.mkdir(parents=True, exist_ok=True)
-    from molt.demo import default_workdir
+    from molt.app.demo import default_workdir
 
     demo = args.demo_workdir or default_workdir()
     if not (demo / "demo.json").is_file():

@@ -17,13 +17,13 @@ import statistics
 from pathlib import Path
 
 from molt.config import load_config
-from molt.demo import default_workdir
-from molt.extract import extract
-from molt.params import count_preset
+from molt.app.demo import default_workdir
+from molt.app.extract import extract
+from molt.app.params import count_preset
 from molt.tasks import get_task
 from molt.tasks.ave import generate_ave
 from molt.tasks.avqa import generate_avqa
-from molt.train import software_environment, train
+from molt.app.train import software_environment, train
 
 READINGS = ("adapter", "modality")
 

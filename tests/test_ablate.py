@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from molt.ablate import ABLATION_TABLES, ablation_variants
-from molt.cli import main
+from molt.app.ablate import ABLATION_TABLES, ablation_variants
+from molt.app.cli import main
 from molt.config import load_config
 from molt.tasks.ave.synthetic import generate_ave
 from molt.model import build_model

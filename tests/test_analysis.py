@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from molt.analysis import (
+from molt.app.analysis import (
     LayerSimilarity,
     analyze_layers,
     analyze_tokens,
@@ -22,7 +22,7 @@ from molt.backbones import build_backbones
 from molt.config import load_config
 from molt.tasks.ave.prepared import ensure_prepared
 from molt.tasks.ave.synthetic import generate_ave
-from molt.train import train
+from molt.app.train import train
 
 
 @pytest.fixture(scope="module")

@@ -337,7 +337,7 @@ def test_prepared_dataset_items(synthetic, tmp_path):
 
 
 def test_prepare_cli_duplicates_policy(synthetic, tmp_path, caplog):
-    from molt.cli import main
+    from molt.app.cli import main
 
     root = tmp_path / "root"
     shutil.copytree(synthetic[0] / "a", root)

@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from molt.cli import main
+from molt.app.cli import main
 from molt.config import load_config, switch_method
 from molt.features.store import TapGroupSpec
 from molt.model import build_model

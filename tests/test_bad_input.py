@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molt.cli import main
+from molt.app.cli import main
 from molt.data.media import write_clip
 from molt.tasks.ave.synthetic import generate_ave
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from molt.backbones import build_backbones
-from molt.bench import (EfficiencyTable, SavedTensorCounter, bench_config, classifier_parameters,
+from molt.app.bench import (EfficiencyTable, SavedTensorCounter, bench_config, classifier_parameters,
                         measure_training_step, run_efficiency, write_efficiency)
 
 
@@ -69,7 +69,7 @@ def test_segmentation_and_question_answering_are_benchmarked(task, setting, vali
     assert row["activation_bytes"] > 0 and row["setting"] == setting
     assert row["segments"] == (5 if task == "avs" else 10)
     if task == "avs":
-        from molt.bench import random_batch
+        from molt.app.bench import random_batch
         from molt.model import build_model
 
         model = build_model(bench_config(task, "tiny", "molt", setting=setting), {"mask_size": 224})

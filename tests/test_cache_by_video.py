@@ -4,14 +4,14 @@ import json
 
 import pytest
 
-from molt.cli import main
+from molt.app.cli import main
 from molt.config import load_config
 from molt.features.extract import MediaView, media_rows
 from molt.features.store import FeatureManifest
 from molt.tasks.ave.prepared import PreparedAVE
 from molt.tasks.avqa.prepared import PreparedAVQA
 from molt.tasks.avqa.synthetic import generate_avqa
-from molt.train import train
+from molt.app.train import train
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from molt.cli import main
+from molt.app.cli import main
 from molt.config import load_config
-from molt.evaluate import read_training_checkpoint
+from molt.app.evaluate import read_training_checkpoint
 from molt.tasks.ave.synthetic import generate_ave
-from molt.train import train
+from molt.app.train import train
 
 
 @pytest.fixture(scope="module")

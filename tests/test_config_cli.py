@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from molt.cli import build_parser, main
+from molt.app.cli import build_parser, main
 from molt.config import ExperimentConfig, load_config, preset_names
 
 
@@ -36,7 +36,7 @@ def test_cli_lists_verbs():
 
 
 def test_molt_help_runs_as_a_program():
-    out = subprocess.run([sys.executable, "-m", "molt.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "molt.app.cli", "--help"], capture_output=True, text=True, check=True)
     assert "train" in out.stdout
 
 
@@ -74,7 +74,7 @@ def test_train_without_config_uses_the_backbone_preset():
 
 
 def test_the_cli_spells_the_library_choices_as_the_library_does():
-    from molt import cli
+    from molt.app import cli
     from molt.backbones.shared import SHARED_AUDIO_FRONTENDS
     from molt.config import BACKBONE_DTYPES, BACKBONE_PRESETS
 

@@ -1,6 +1,6 @@
 import json
 
-from molt.cli import main
+from molt.app.cli import main
 
 
 def test_demo_runs_end_to_end_from_the_cli(tmp_path, capsys):

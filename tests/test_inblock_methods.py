@@ -251,7 +251,7 @@ def ave_data(tmp_path_factory):
 def test_molt_train_and_eval_run_each_in_block_method(ave_data, tmp_path, capsys, method):
     import json
 
-    from molt.cli import main
+    from molt.app.cli import main
 
     runs = tmp_path / "runs"
     assert main(["--quiet", "train", "ave", "--data", str(ave_data), "--method", method, "--epochs", "1",

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import needs_shared_fixtures, shared_fixture_dir
 from molt.data.media import write_clip
-from molt.cli import main
+from molt.app.cli import main
 from molt.tasks.avvp.prepared import PreparedLLP
 from molt.tasks.avvp.reader import EVAL_FILES, SPLIT_FILES, LLPAnnotations, parse_filename
 

@@ -186,7 +186,7 @@ def test_layer_width_meta_tokens_match_the_published_size():
 def test_molt_train_avs_with_mettle_injects_and_evaluates(tmp_path, capsys):
     import json
 
-    from molt.cli import main
+    from molt.app.cli import main
 
     data = tmp_path / "avs"
     assert main(["synth", "avs", "--setting", "s4", "--out", str(data), "--videos", "16", "--seed", "1"]) == 0
@@ -194,7 +194,7 @@ def test_molt_train_avs_with_mettle_injects_and_evaluates(tmp_path, capsys):
     assert main(["--quiet", "train", "avs", "--data", str(data), "--method", "mettle", "--epochs", "1",
                  "--out", str(tmp_path / "runs")]) == 0
     result = json.loads(capsys.readouterr().out)
-    from molt.evaluate import load_trained
+    from molt.app.evaluate import load_trained
 
     model = load_trained(result["adapters"])[0]
     assert model.method.injection is not None and model.method.injection.gates.abs().sum() > 0  # trained

@@ -1,8 +1,8 @@
-from molt.cli import main
+from molt.app.cli import main
 from molt.config import load_config
 from molt.methods import count_parameters
 from molt.model import build_model
-from molt.params import count_preset, parameter_table
+from molt.app.params import count_preset, parameter_table
 
 
 def test_meta_device_count_equals_a_real_build():
@@ -29,7 +29,7 @@ def test_paper_presets_are_counted_without_allocating(capsys):
 
 
 def test_params_all_has_every_task_at_paper_scale(capsys):
-    from molt.cli import main
+    from molt.app.cli import main
     from molt.tasks import task_names
 
     assert main(["params", "--all"]) == 0

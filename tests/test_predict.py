@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from torch.utils.data import default_collate
 
-from molt.cli import main
+from molt.app.cli import main
 from molt.data.media import write_clip
-from molt.evaluate import load_trained
+from molt.app.evaluate import load_trained
 from molt.tasks import get_task
 
 

@@ -13,8 +13,8 @@ import torch
 from molt.config import load_config
 from molt.tasks.ave.prepared import ensure_prepared
 from molt.tasks.ave.synthetic import generate_ave
-from molt.evaluate import evaluate
-from molt.train import NonFiniteLossError, train
+from molt.app.evaluate import evaluate
+from molt.app.train import NonFiniteLossError, train
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_non_finite_loss_stops_the_run_naming_the_step(prepared, tmp_path):
 
 
 def test_training_from_a_feature_cache_matches_online_training(prepared, tmp_path):
-    from molt.cli import main
+    from molt.app.cli import main
 
     cache = tmp_path / "cache"
     assert main(["extract", "--task", "ave", "--data", str(prepared), "--out", str(cache), "--dtype", "float32"]) == 0
@@ -104,7 +104,7 @@ def test_training_from_a_feature_cache_matches_online_training(prepared, tmp_pat
 
 
 def test_a_cache_for_other_blocks_or_lavish_is_refused(prepared, tmp_path):
-    from molt.cli import main
+    from molt.app.cli import main
 
     cache = tmp_path / "cache"
     assert main(["extract", "--task", "ave", "--data", str(prepared), "--out", str(cache), "--splits",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from molt.cli import build_parser, main
+from molt.app.cli import build_parser, main
 from molt.config import load_config, preset_names
 from molt.methods import MethodSpec, get_method, method_names, register_method
 from molt.model import AudioVisualModel
@@ -51,7 +51,7 @@ def test_every_registered_task_has_every_piece(name):
         assert config.task == name and config.backbone == backbone
     assert set(spec.paper_parameters) <= set(spec.presets)
     # the head accepts what the real dataset decides (what molt params counts at paper scale)
-    from molt.params import count_preset
+    from molt.app.params import count_preset
 
     count = count_preset(spec.presets["tiny"])
     assert count.task == name and count.head_params > 0
@@ -98,7 +98,7 @@ def test_a_new_task_is_one_registration(monkeypatch):
                  ["prepare", "toy", "--data", "x"], ["ablate", "toy", "--table", "7", "--data", "x"],
                  ["analyze", "layers", "toy", "--data", "x"]):
         assert parser.parse_args(argv).task == "toy"
-    from molt.ablate import AblationTable
+    from molt.app.ablate import AblationTable
 
     table = AblationTable(table=7, title="Fusion", task="toy", setting=None, base_config="ave_molt_tiny",
                           rows=[{"variant": "MLP", "test": {"accuracy": 0.5, "loss": 0.25}, "trainable_params": 10,
@@ -179,17 +179,17 @@ def test_arrows_point_down():
     graph = _import_graph()
     for name, deps in graph.items():
         lightning = {d for d in deps if d.startswith(("lightning", "pytorch_lightning"))}
-        assert not lightning or name == "molt.train", f"{name} imports Lightning"
+        assert not lightning or name == "molt.app.train", f"{name} imports Lightning"
         if name.startswith(("molt.data", "molt.methods", "molt.features", "molt.backbones")):
-            upward = {d for d in deps if d.startswith(("molt.tasks", "molt.model", "molt.train", "molt.evaluate",
-                                                       "molt.cli"))}
+            upward = {d for d in deps if d.startswith(("molt.tasks", "molt.model", "molt.app.train", "molt.app.evaluate",
+                                                       "molt.app.cli"))}
             assert not upward, f"{name} imports {sorted(upward)}"
         if name.startswith("molt.tasks."):
             own = ".".join(name.split(".")[:3])
             others = {d for d in deps if d.startswith("molt.tasks.") and not d.startswith(own)
                       and d not in ("molt.tasks.base", "molt.tasks.spec", "molt.tasks.predicting")}
             assert not others, f"{name} imports another task: {sorted(others)}"
-            assert not {d for d in deps if d.startswith(("molt.model", "molt.train", "molt.cli"))}, name
+            assert not {d for d in deps if d.startswith(("molt.model", "molt.app.train", "molt.app.cli"))}, name
         if name.endswith(".prepared") or name.endswith(".reader"):
             assert not {d for d in deps if d.endswith(".synthetic") and d != "molt.data.synthetic"}, \
                 f"{name} (real data) imports a generator"
@@ -242,7 +242,7 @@ def test_each_verb_shows_only_its_own_flags_with_defaults():
 
 
 def test_old_spellings_work_with_a_deprecation_warning(tmp_path, caplog, monkeypatch):
-    from molt import cli
+    from molt.app import cli
 
     seen = {}
     monkeypatch.setattr(cli, "_cmd_extract", lambda args: seen.setdefault("extract", cli._task_of(args, "extract")))
@@ -309,7 +309,7 @@ def test_eval_predict_extract_analyze_params_do_not_import_lightning(tmp_path):
     checks that Lightning was never imported."""
     script = textwrap.dedent(f"""
         import sys
-        from molt.cli import main
+        from molt.app.cli import main
         from molt.tasks.ave import generate_ave
         data = {str(tmp_path / "ave")!r}
         generate_ave(data, num_videos=6, seed=0, num_classes=3, workers=1, show_progress=False)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from molt.cli import main
+from molt.app.cli import main
 from molt.config import load_config
-from molt.train import train
+from molt.app.train import train
 
 
 def _trivial_scores(task_head, dataset, key: str, value_of) -> float:
@@ -39,7 +39,7 @@ def test_avs_s4_beats_all_background_and_all_foreground(tmp_path):
     result = train(config, data=data, out_dir=tmp_path / "runs", enable_progress_bar=False)
     assert result["monitor"] == "val/mIoU"
 
-    from molt.evaluate import load_trained
+    from molt.app.evaluate import load_trained
 
     head = load_trained(result["adapters"])[0].task
     test_set = PreparedAVS(ensure_prepared(data, setting="s4"), "test")
@@ -72,7 +72,7 @@ def test_avvp_beats_trivial_parsers(tmp_path):
     result = train(config, data=data, out_dir=tmp_path / "runs", enable_progress_bar=False)
     assert result["monitor"] == "val/segment_type_av_f1"
 
-    from molt.evaluate import load_trained
+    from molt.app.evaluate import load_trained
 
     head = load_trained(result["adapters"])[0].task
     test_set = PreparedLLP(ensure_prepared(data), "test")
@@ -107,7 +107,7 @@ def test_eval_refuses_a_checkpoint_of_another_task(tmp_path):
     result = train(config, data=data, out_dir=tmp_path / "runs", enable_progress_bar=False)
     assert main(["eval", "avs", "--data", str(data), "--checkpoint", result["adapters"]]) == 2
     with pytest.raises(ValueError, match="trained for task 'ave', not 'avs'"):
-        from molt.evaluate import evaluate
+        from molt.app.evaluate import evaluate
 
         evaluate(result["adapters"], data=data, task="avs")
 

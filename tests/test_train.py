@@ -8,8 +8,8 @@ from molt.config import load_config
 from molt.tasks.ave.prepared import PreparedAVE, ensure_prepared
 from molt.tasks.ave.synthetic import generate_ave
 from molt.tasks.ave import majority_accuracy
-from molt.evaluate import evaluate, load_trained
-from molt.train import train
+from molt.app.evaluate import evaluate, load_trained
+from molt.app.train import train
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_same_seed_same_result(prepared, tmp_path):
 
 
 def test_predict_one_video_file(trained, prepared, tmp_path):
-    from molt.cli import main
+    from molt.app.cli import main
 
     result, _ = trained
     video = sorted((prepared.parent / "AVE").glob("*.mp4"))[0]

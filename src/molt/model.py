@@ -1,6 +1,6 @@
 """The full audio-visual model: frozen backbones -> taps -> method (MoLT, ...) -> task head.
 
-Plain PyTorch. The trainer (``molt.train``) wraps it; evaluation and prediction use it directly. A trained model is
+Plain PyTorch. The trainer (``molt.app.train``) wraps it; evaluation and prediction use it directly. A trained model is
 saved PEFT style with :meth:`AudioVisualModel.save_pretrained` (an ``adapter_model.safetensors`` of the trainable
 tensors next to an ``adapter_config.json`` that rebuilds the model) and rebuilt with
 :meth:`AudioVisualModel.from_pretrained`.

@@ -25,7 +25,7 @@ report:
   and maximum (activation bytes are counted on the first step, outside the timed ones).
 
 A method that cannot run (e.g. out of memory) gets a row saying so instead of stopping the table.
-``python -m molt.bench efficiency --task ave --backbone tiny --methods molt,mettle,lavish --out DIR`` runs it from a
+``python -m molt.app.bench efficiency --task ave --backbone tiny --methods molt,mettle,lavish --out DIR`` runs it from a
 shell; :func:`run_efficiency` is the API (``molt bench efficiency`` on the command line).
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ _BACKBONE_NAMES = {"paper": ("Swin-V2-L", "HTS-AT"), "shared": ("Swin-V2-L", "(s
 
 
 def _paper_efficiency(task: str) -> dict[tuple[str, str], tuple[float, float, float | None]]:
-    from .tasks import get_task
+    from ..tasks import get_task
 
     return dict(get_task(task).paper_efficiency)
 
@@ -121,13 +121,13 @@ class SavedTensorCounter:
 
 def bench_task_names() -> list[str]:
     """Tasks whose spec gives random training targets (``TaskSpec.bench_targets``)."""
-    from .tasks import registered_tasks
+    from ..tasks import registered_tasks
 
     return [spec.name for spec in registered_tasks() if spec.bench_targets is not None]
 
 
 def _bench_spec(task: str):
-    from .tasks import get_task
+    from ..tasks import get_task
 
     spec = get_task(task)
     if spec.bench_targets is None:
@@ -145,8 +145,8 @@ def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt"
     settings for the task (and ``setting``, e.g. ``ms3``) and their own defaults otherwise (``switch_method``).
     ``backbone_dtype`` stores and runs the frozen backbones in that dtype (tap-reading methods only).
     """
-    from .config import load_config, switch_method
-    from .methods import get_method
+    from ..config import load_config, switch_method
+    from ..methods import get_method
 
     get_method(method)
     spec = _bench_spec(task)
@@ -214,8 +214,8 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
 
     Prefer :func:`run_efficiency`, which runs each method in a fresh process.
     """
-    from .methods import count_parameters
-    from .model import build_model
+    from ..methods import count_parameters
+    from ..model import build_model
 
     if batch_clips < 1 or steps < 1 or warmup < 0:
         raise ValueError(f"batch_clips and steps must be at least 1 and warmup at least 0, got {batch_clips}, "
@@ -400,7 +400,7 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
                    batch_clips: int = 1, out_dir: str | os.PathLike | None = None, *, device: str | None = None,
                    timeout: float | None = None, backbone_dtype: str = "float32", setting: str | None = None,
                    steps: int = 5, warmup: int = 2) -> EfficiencyTable:
-    """Run the training steps of each method, each in a fresh ``python -m molt.bench worker`` process.
+    """Run the training steps of each method, each in a fresh ``python -m molt.app.bench worker`` process.
 
     Args:
         task: a task with ``bench_targets`` in its spec (:func:`bench_task_names`).
@@ -426,7 +426,7 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
     for method in methods:
         with tempfile.TemporaryDirectory() as scratch:
             result = Path(scratch) / "result.json"
-            command = [sys.executable, "-m", "molt.bench", "worker", "--task", task, "--backbone", backbone,
+            command = [sys.executable, "-m", "molt.app.bench", "worker", "--task", task, "--backbone", backbone,
                        "--method", method, "--batch-clips", str(batch_clips), "--result", str(result),
                        "--backbone-dtype", backbone_dtype, "--steps", str(steps), "--warmup", str(warmup)]
             if device:
@@ -462,14 +462,14 @@ def _worker_failure(completed: subprocess.CompletedProcess) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m molt.bench efficiency ...`` (table on stdout) or ``... worker ...`` (one method, JSON file)."""
-    from .config import BACKBONE_DTYPES
+    """``python -m molt.app.bench efficiency ...`` (table on stdout) or ``... worker ...`` (one method, JSON file)."""
+    from ..config import BACKBONE_DTYPES
 
-    parser = argparse.ArgumentParser(prog="python -m molt.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m molt.app.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     efficiency = commands.add_parser("efficiency", help="one training step per method, one process each",
-                                     description="example: python -m molt.bench efficiency --backbone tiny --out out")
+                                     description="example: python -m molt.app.bench efficiency --backbone tiny --out out")
     worker = commands.add_parser("worker", help="measure one method in this process (used by 'efficiency')")
     for sub in (efficiency, worker):
         sub.add_argument("--task", default="ave")

@@ -18,11 +18,11 @@ import os
 import time
 from pathlib import Path
 
-from .config import ExperimentConfig
-from .features.store import SPLIT_FILE, ExtractReport
-from .methods import get_method
-from .model import build_model
-from .tasks import get_task
+from ..config import ExperimentConfig
+from ..features.store import SPLIT_FILE, ExtractReport
+from ..methods import get_method
+from ..model import build_model
+from ..tasks import get_task
 
 __all__ = ["extract"]
 
@@ -92,7 +92,7 @@ def _extract_rank(local_rank: int, config: ExperimentConfig, prepared: Path, out
 
 def _extract_shard(config: ExperimentConfig, prepared: Path, out_dir: str | os.PathLike, options: dict,
                    shard: tuple[int, int], show_progress: bool) -> dict[str, ExtractReport]:
-    from .features.extract import extract_splits
+    from ..features.extract import extract_splits
 
     spec = get_task(config.task)
     datasets = {split: spec.open_split(prepared, split) for split in options["splits"]}

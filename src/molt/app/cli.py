@@ -91,7 +91,7 @@ def _data_of(args: argparse.Namespace, verb: str) -> str:
 
 
 def _add_setting(parser: argparse.ArgumentParser) -> None:
-    from .tasks import registered_tasks
+    from ..tasks import registered_tasks
 
     variants = "; ".join(f"{spec.name}: {' | '.join(spec.settings)}" for spec in registered_tasks() if spec.settings)
     parser.add_argument("--setting", help=f"task variant ({variants}; default: the task's or the preset's)")
@@ -100,7 +100,7 @@ def _add_setting(parser: argparse.ArgumentParser) -> None:
 def _task_option_owners(kind: str) -> dict[str, list]:
     """Keyword of each :class:`~molt.tasks.spec.TaskOption` of ``kind`` (``prepare_options`` or
     ``predict_options``) -> ``(task name, option)`` of the tasks that have it."""
-    from .tasks import registered_tasks
+    from ..tasks import registered_tasks
 
     owners: dict[str, list] = {}
     for spec in registered_tasks():
@@ -139,7 +139,7 @@ def _task_options(args: argparse.Namespace, spec, kind: str) -> dict[str, str]:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """What builds the model: preset, method, backbones, weights, modalities."""
-    from .methods import method_names
+    from ..methods import method_names
 
     group = parser.add_argument_group("model")
     group.add_argument("--config", help="preset name (see `molt params --list`) or path to a YAML file "
@@ -207,8 +207,8 @@ def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] | None = None):
     """The experiment config of a verb: ``--config`` (or the task's preset for ``--backbone``), the overrides of
     the command line, and ``--method``."""
-    from .config import load_config, switch_method
-    from .tasks import get_task
+    from ..config import load_config, switch_method
+    from ..tasks import get_task
 
     preset = args.config or get_task(task).default_preset(args.backbone)
     config = load_config(preset, {**_experiment_overrides(args), **(overrides or {})})
@@ -235,7 +235,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .tasks import get_task
+    from ..tasks import get_task
 
     spec = get_task(args.task)
     options = {"image_size": args.image_size, "workers": args.workers}
@@ -248,7 +248,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from .tasks import get_task
+    from ..tasks import get_task
 
     spec = get_task(args.task)
     prepared = spec.prepare(_data_of(args, "prepare"), setting=spec.check_setting(args.setting),
@@ -300,7 +300,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .evaluate import predict
 
-    from .tasks import get_task
+    from ..tasks import get_task
 
     options = _task_options(args, get_task(args.task), "predict_options")
     result = predict(args.checkpoint, args.video, task=args.task, out_dir=args.out,
@@ -366,7 +366,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from .config import preset_names
+    from ..config import preset_names
     from .params import parameter_table, resolve_preset_names
 
     if args.list:
@@ -380,7 +380,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
 # parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from .tasks import registered_tasks, task_names
+    from ..tasks import registered_tasks, task_names
 
     tasks = task_names()
     parser = argparse.ArgumentParser(
@@ -504,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(predict, "predict_options")
     _add_trust(predict)
 
-    from .methods import method_names
+    from ..methods import method_names
 
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
                  "molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish",

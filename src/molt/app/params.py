@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .backbones import build_backbones
-from .config import ExperimentConfig, load_config, preset_names
-from .methods import build_method, count_parameters
-from .model import head_options
-from .tasks import get_task, task_names
+from ..backbones import build_backbones
+from ..config import ExperimentConfig, load_config, preset_names
+from ..methods import build_method, count_parameters
+from ..model import head_options
+from ..tasks import get_task, task_names
 
 __all__ = ["ParameterCount", "count_preset", "parameter_table", "presets_of_task", "resolve_preset_names"]
 

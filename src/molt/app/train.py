@@ -4,7 +4,7 @@ Everything task-specific lives in the task's :class:`~molt.tasks.TaskSpec` (data
 everything method-specific in the method. Checkpoints (``best.ckpt``, ``last.ckpt``) hold only the trainable
 tensors plus optimiser state, so they stay small and resumable; the best model is also exported as an adapter
 directory (:meth:`~molt.model.AudioVisualModel.save_pretrained`). Evaluation and prediction are plain PyTorch
-(:mod:`molt.evaluate`); this is the only module that imports Lightning.
+(:mod:`molt.app.evaluate`); this is the only module that imports Lightning.
 """
 from __future__ import annotations
 
@@ -26,17 +26,17 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from .backbones.audio_frontend import check_sample_rate
-from .backbones.base import TapBackbone
-from .config import ExperimentConfig
-from .data.files import replace_durably
-from .data.sampling import EvalShard, ResumableLoader
+from ..backbones.audio_frontend import check_sample_rate
+from ..backbones.base import TapBackbone
+from ..config import ExperimentConfig
+from ..data.files import replace_durably
+from ..data.sampling import EvalShard, ResumableLoader
 from .evaluate import read_training_checkpoint
-from .features.extract import cached_splits
-from .methods import count_parameters
-from .methods.adapters_io import dict_differences
-from .model import AudioVisualModel, build_model
-from .tasks import get_task
+from ..features.extract import cached_splits
+from ..methods import count_parameters
+from ..methods.adapters_io import dict_differences
+from ..model import AudioVisualModel, build_model
+from ..tasks import get_task
 
 __all__ = ["LitAudioVisual", "train", "software_environment", "NonFiniteLossError"]
 

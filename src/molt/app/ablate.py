@@ -10,9 +10,9 @@ Part of molt-av (Apache-2.0). Each table changes one thing of the task's MoLT pr
 * Tab. 7, token fusion: average pooling, learnable gates, MLP (TFM);
 * Tab. 8, token orthogonality regularisation: without / with.
 
-Every variant is trained with :func:`molt.train.train` (model selection on val, figures on test) and its trainable
+Every variant is trained with :func:`molt.app.train.train` (model selection on val, figures on test) and its trainable
 parameters and activation memory (bytes autograd saves for one training step on a batch of the data, counted with
-:class:`molt.bench.SavedTensorCounter`) are recorded beside the task's metrics. The result is a markdown table in
+:class:`molt.app.bench.SavedTensorCounter`) are recorded beside the task's metrics. The result is a markdown table in
 the paper's shape plus a JSON file with every run's numbers. Tables 5 and 8 in the paper span several tasks; a run
 fills the columns of the task it was given.
 """
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .config import ExperimentConfig, load_config
+from ..config import ExperimentConfig, load_config
 
 __all__ = ["ABLATION_TABLES", "AblationTable", "ablation_variants", "run_ablation"]
 
@@ -61,7 +61,7 @@ class AblationTable:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     def markdown(self) -> str:
-        from .tasks import get_task
+        from ..tasks import get_task
 
         columns = get_task(self.task).metric_columns
         task_name = self.task.upper() + (f"-{self.setting.upper()}" if self.setting else "")
@@ -125,8 +125,8 @@ def run_ablation(task: str, table: int, *, data: str | os.PathLike, out_dir: str
     """
     from torch.utils.data import DataLoader
 
-    from .model import build_model
-    from .tasks import get_task
+    from ..model import build_model
+    from ..tasks import get_task
     from .train import train
 
     spec = get_task(task)

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .config import ExperimentConfig, load_config
-from .model import AudioVisualModel, build_model
-from .tasks import get_task
+from ..config import ExperimentConfig, load_config
+from ..model import AudioVisualModel, build_model
+from ..tasks import get_task
 
 __all__ = ["load_trained", "load_training_checkpoint", "read_training_checkpoint", "evaluate", "predict"]
 

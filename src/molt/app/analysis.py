@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
+from ..backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
 
 __all__ = [
     "LayerAnalysis",
@@ -520,7 +520,7 @@ def _sample_clips(dataset: Any, clips: int) -> list[int]:
 def _build_layer_backbones(backbone_preset: str, visual: str | None, audio: str | None, *,
                            visual_weights: str | os.PathLike | None, audio_weights: str | os.PathLike | None,
                            pretrained: bool, trust_checkpoint: bool = False) -> dict[str, nn.Module]:
-    from .backbones import BACKBONE_PAIRS, build_backbones, build_htsat
+    from ..backbones import BACKBONE_PAIRS, build_backbones, build_htsat
 
     if backbone_preset not in BACKBONE_PAIRS:
         raise ValueError(f"unknown backbone preset {backbone_preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
@@ -581,8 +581,8 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
         trust_checkpoint: let an audio weights file pickle more than tensors (see
             :func:`molt.backbones.build_backbones`).
     """
-    from .backbones.audio_frontend import check_sample_rate
-    from .tasks import get_task
+    from ..backbones.audio_frontend import check_sample_rate
+    from ..tasks import get_task
 
     start = time.time()
     if clips < 1:
@@ -657,7 +657,7 @@ def token_diagnostics(extras: Mapping[str, Any], *, segment: int | None = None) 
     ``weights_entropy`` (entropy of the fusion weights divided by ``log L``: 1 = uniform) and, when present,
     ``router_weights`` ``(L, E)``.
     """
-    from .methods.orthogonality import token_cosine_similarity
+    from ..methods.orthogonality import token_cosine_similarity
 
     if "layer_tokens" not in extras or "fusion_weights" not in extras:
         raise ValueError("token diagnostics need MoLT outputs with extras 'layer_tokens' and 'fusion_weights' "
@@ -754,7 +754,7 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
     clips (mean off-diagonal similarity, mean weights, mean normalised entropy).
 
     Args:
-        checkpoint: an adapter directory or a training checkpoint (see :func:`molt.evaluate.load_trained`).
+        checkpoint: an adapter directory or a training checkpoint (see :func:`molt.app.evaluate.load_trained`).
         data_dir: a dataset root or prepared directory of the task the model was trained for.
         out_dir: output directory.
         split: which split to sample clips from.
@@ -766,9 +766,9 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
     Returns:
         the JSON payload, with the written files under ``"files"``.
     """
-    from .backbones.audio_frontend import check_sample_rate
+    from ..backbones.audio_frontend import check_sample_rate
     from .evaluate import load_trained
-    from .tasks import get_task
+    from ..tasks import get_task
 
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")

@@ -27,7 +27,7 @@ def demo_data(workdir: str | os.PathLike | None = None, *, videos: int = 320, se
               show_progress: bool = True) -> Path:
     """The demo's synthetic AVE set in ``workdir`` (generated on first use), prepared: the prepared directory
     (inside the data root, its parent). The benchmarks that compare variants on the demo set use it too."""
-    from .tasks.ave import ensure_prepared, generate_ave
+    from ..tasks.ave import ensure_prepared, generate_ave
 
     workdir = Path(workdir) if workdir else default_workdir()
     data_dir = workdir / f"synth_ave_{videos}_seed{seed}"
@@ -40,9 +40,9 @@ def demo_data(workdir: str | os.PathLike | None = None, *, videos: int = 320, se
 def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 320, epochs: int = 15, seed: int = 0,
              config: str = "ave_molt_tiny", enable_progress_bar: bool = True) -> str:
     """Run the demo and return the printed summary table (also written to ``workdir/demo.json``)."""
-    from .config import load_config
+    from ..config import load_config
     from .evaluate import evaluate
-    from .tasks.ave import PreparedAVE, majority_accuracy
+    from ..tasks.ave import PreparedAVE, majority_accuracy
     from .train import train
 
     start = time.time()
