@@ -1,8 +1,4 @@
-"""Shared pytest configuration: paper-scale checks run only with ``--runslow``; where the real annotation fixtures
-are."""
-import os
-from pathlib import Path
-
+"""Shared pytest configuration: paper-scale checks run only with ``--runslow``; one torch thread per test process."""
 import pytest
 import torch
 
@@ -29,35 +25,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-
-SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-
-
-def shared_fixture_dir(name: str, marker: str, environment: str | None = None) -> Path | None:
-    """A folder of real annotation files: ``$environment``, ``tests/fixtures/<name>`` or ``../shared/fixtures/<name>``
-    (the first holding ``marker``), or ``None``."""
-    here = Path(__file__).resolve().parent
-    candidates = [os.environ.get(environment) if environment else None, here / "fixtures" / name,
-                  SHARED_FIXTURES / name]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / marker).is_file():
-            return Path(candidate)
-    return None
-
-
-def needs_shared_fixtures(found: Path | None, what: str):
-    """Skip when ``../shared`` is absent (a checkout on its own); when it is there, a missing file is a failure."""
-    return pytest.mark.skipif(found is None and not SHARED_FIXTURES.parent.is_dir(),
-                              reason=f"{what}: ../shared/fixtures is not beside this checkout")
-
-
-def backward_and_check_side_gradients(model, backbones, out) -> None:
-    """Back-propagate a loss on both modalities' fused tokens and check that every trainable parameter of the
-    method got a gradient and no frozen backbone parameter did."""
-    (out.visual.square().mean() + out.audio.square().mean()).backward()
-    for name, parameter in model.method.named_parameters():
-        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
-    for backbone in backbones:
-        assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())

@@ -1,14 +1,13 @@
 """AVE reader on the real annotation files, and `prepare_ave` + `PreparedAVE` on generated clips."""
 import json
 import logging
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import needs_shared_fixtures, shared_fixture_dir
 from molt.tasks.ave.reader import HEADER, AVEAnnotations, read_records
 from molt.data.media import read_clip
 from molt.tasks.ave.prepared import PreparedAVE, ensure_prepared, prepare_ave
@@ -16,20 +15,10 @@ from molt.data.synthetic import GROUND_TRUTH_FILE
 from molt.tasks.ave.synthetic import generate_ave
 
 
-def _fixture_dir() -> Path | None:
-    """The real AVE annotation files: $MOLT_AVE_FIXTURES, tests/fixtures/ave, or ../shared/fixtures/ave."""
-    here = Path(__file__).resolve().parent
-    candidates = [os.environ.get("MOLT_AVE_FIXTURES"), here / "fixtures" / "ave",
-                  here.parent.parent / "shared" / "fixtures" / "ave"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "Annotations.txt").is_file():
-            return Path(candidate)
-    return None
 
 
-REAL = _fixture_dir()
-# CI always has shared/fixtures beside the checkout: there a missing fixture is a failure, not a skip
-needs_real = pytest.mark.skipif(REAL is None and not os.environ.get("CI"), reason="real AVE annotation files not found")
+REAL = shared_fixture_dir("ave", "Annotations.txt", "MOLT_AVE_FIXTURES")
+needs_real = needs_shared_fixtures(REAL, "real AVE annotation files")
 
 
 @pytest.fixture(scope="module")

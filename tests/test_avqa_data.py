@@ -1,15 +1,14 @@
 """MUSIC-AVQA reader on the real annotation files; synthetic generator; `prepare_avqa` + `PreparedAVQA`."""
 import json
 import logging
-import os
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import needs_shared_fixtures, shared_fixture_dir
 from molt.data.media import read_clip, write_clip
 from molt.tasks.avqa.reader import (
     PAD,
@@ -27,20 +26,10 @@ from molt.tasks.avqa.synthetic import TEMPLATES, generate_avqa, plan_avqa_videos
 from molt.tasks.avqa import majority_baseline
 
 
-def _fixture_dir() -> Path | None:
-    """The real MUSIC-AVQA files: $MOLT_AVQA_FIXTURES, tests/fixtures/music_avqa, or ../shared/fixtures/music_avqa."""
-    here = Path(__file__).resolve().parent
-    candidates = [os.environ.get("MOLT_AVQA_FIXTURES"), here / "fixtures" / "music_avqa",
-                  here.parent.parent / "shared" / "fixtures" / "music_avqa"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "avqa-val.json").is_file():
-            return Path(candidate)
-    return None
 
 
-REAL = _fixture_dir()
-needs_real = pytest.mark.skipif(REAL is None and not os.environ.get("CI"),
-                                reason="real MUSIC-AVQA annotation files not found")
+REAL = shared_fixture_dir("music_avqa", "avqa-val.json", "MOLT_AVQA_FIXTURES")
+needs_real = needs_shared_fixtures(REAL, "real MUSIC-AVQA files")
 
 # counts of the corrected (json_update) files, per (family, sub-type)
 VAL_TYPES = {("Audio", "Comparative"): 295, ("Audio", "Counting"): 511, ("Audio-Visual", "Comparative"): 549,

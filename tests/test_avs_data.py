@@ -2,7 +2,6 @@
 `prepare_avs` + `PreparedAVS` on generated and hand-made clips."""
 import json
 import logging
-import os
 import re
 import shutil
 import wave
@@ -13,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import needs_shared_fixtures, shared_fixture_dir
 from molt.tasks.avs.reader import (AVSBenchLayout, annotated_frames, read_label2idx, read_object_meta,
                                 read_semantic_meta, unknown_objects)
 from molt.tasks.avs.prepared import PreparedAVS, ensure_prepared, prepare_avs
@@ -20,20 +20,10 @@ from molt.data.synthetic import GROUND_TRUTH_FILE
 from molt.tasks.avs.synthetic import generate_avs, plan_avs_videos, render_avs_clip
 
 
-def _fixture_dir() -> Path | None:
-    """The real AVSBench metadata: $MOLT_AVS_FIXTURES, tests/fixtures/avsbench, or ../shared/fixtures/avsbench."""
-    here = Path(__file__).resolve().parent
-    candidates = [os.environ.get("MOLT_AVS_FIXTURES"), here / "fixtures" / "avsbench",
-                  here.parent.parent / "shared" / "fixtures" / "avsbench"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "metadata.csv").is_file():
-            return Path(candidate)
-    return None
 
 
-REAL = _fixture_dir()
-needs_real = pytest.mark.skipif(REAL is None and not os.environ.get("CI"),
-                                reason="real AVSBench metadata.csv not found")
+REAL = shared_fixture_dir("avsbench", "metadata.csv", "MOLT_AVS_FIXTURES")
+needs_real = needs_shared_fixtures(REAL, "real AVSBench metadata.csv")
 
 
 # real metadata ---------------------------------------------------------------------------------------------------

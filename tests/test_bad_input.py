@@ -3,16 +3,16 @@
 One row per case: config files, checkpoints, adapter directories, data roots, media, caches and devices."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import FIXTURES
 from molt.app.cli import main
 from molt.data.media import write_clip
 from molt.tasks.ave.synthetic import generate_ave
 
-FIXTURE_V1 = Path(__file__).parent / "fixtures" / "adapters_v1"
+FIXTURE_V1 = FIXTURES / "adapters_v1"
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
 """Checkpoints, feature-cache chunks and prepared data are fsynced before and after their atomic rename."""
 import os
-from pathlib import Path
 
+from helpers import ROOT
 from molt.data import files
 from molt.data.prepared import atomic_json
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "molt"
+SRC = ROOT / "src" / "molt"
 
 
 def test_replace_durably_syncs_the_file_then_renames_then_syncs_the_directory(tmp_path, monkeypatch):

@@ -1,7 +1,6 @@
 import argparse
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,13 +8,13 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from conftest import SHARED_FIXTURES
+from helpers import FIXTURES, SHARED_FIXTURES
 from molt.backbones.audio_frontend import LogMelSpectrogram, check_sample_rate, log_mel_spectrogram
 from molt.backbones.htsat import HTSAT_PRESETS, HTSATConfig, build_htsat, fold_spectrogram, load_htsat_checkpoint
 
 FIXTURE = SHARED_FIXTURES / "htsat_state_dict_keys.tsv"
 if not FIXTURE.is_file():
-    FIXTURE = Path(__file__).parent / "fixtures" / "htsat_state_dict_keys.tsv"
+    FIXTURE = FIXTURES / "htsat_state_dict_keys.tsv"
 
 
 def fixture_shapes() -> dict[str, tuple[int, ...]]:

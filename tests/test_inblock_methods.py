@@ -2,7 +2,7 @@
 the frozen blocks, per-task settings, paper-scale sizes."""
 import pytest
 import torch
-from conftest import backward_and_check_side_gradients
+from helpers import backward_and_check_side_gradients
 
 from molt.backbones import build_backbones
 from molt.config import ExperimentConfig, load_config, switch_method

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import needs_shared_fixtures, shared_fixture_dir
+from helpers import needs_shared_fixtures, shared_fixture_dir
 from molt.data.media import write_clip
 from molt.app.cli import main
 from molt.tasks.avvp.prepared import PreparedLLP

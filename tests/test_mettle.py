@@ -1,7 +1,7 @@
 """Mettle baseline: shapes, averaging fusion, gradient flow, untouched backbone taps, config checks."""
 import pytest
 import torch
-from conftest import backward_and_check_side_gradients
+from helpers import backward_and_check_side_gradients
 
 from molt.backbones import build_backbones
 from molt.config import ExperimentConfig

@@ -2,7 +2,7 @@
 per-dataset tests check their contents in detail); files no reader takes are listed with the reason."""
 import json
 
-from conftest import SHARED_FIXTURES, needs_shared_fixtures
+from helpers import SHARED_FIXTURES, needs_shared_fixtures
 from molt.tasks.ave.reader import AVEAnnotations
 from molt.tasks.avqa.reader import MusicAVQA
 from molt.tasks.avs.reader import read_label2idx, read_semantic_meta

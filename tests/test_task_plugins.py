@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import FIXTURES, ROOT
 from molt.app.cli import build_parser, main
 from molt.config import load_config, preset_names
 from molt.methods import MethodSpec, get_method, method_names, register_method
@@ -19,9 +20,8 @@ from molt.model import AudioVisualModel
 from molt.tasks import Task, TaskSpec, get_task, register_task, task_names
 from molt.tasks import spec as spec_module
 
-ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "molt"
-FIXTURE_V1 = Path(__file__).parent / "fixtures" / "adapters_v1"
+FIXTURE_V1 = FIXTURES / "adapters_v1"
 TASK_FILES = ("__init__.py", "reader.py", "prepared.py", "synthetic.py", "head.py", "metrics.py", "figures.py")
 
 

@@ -1,0 +1,40 @@
+"""Helpers the tests import (``from helpers import ...``; ``tests/`` is on pytest's ``pythonpath``): where the
+test files and the real annotation fixtures are, and checks several test modules share."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+FIXTURES = TESTS / "fixtures"
+SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+def shared_fixture_dir(name: str, marker: str, environment: str | None = None) -> Path | None:
+    """A folder of real annotation files: ``$environment``, ``tests/fixtures/<name>`` or ``../shared/fixtures/<name>``
+    (the first holding ``marker``), or ``None``."""
+    candidates = [os.environ.get(environment) if environment else None, FIXTURES / name, SHARED_FIXTURES / name]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / marker).is_file():
+            return Path(candidate)
+    return None
+
+
+def needs_shared_fixtures(found: Path | None, what: str):
+    """Skip when ``../shared`` is absent (a checkout on its own, outside CI); when it is there, or under CI, a
+    missing file is a failure."""
+    return pytest.mark.skipif(found is None and not SHARED_FIXTURES.parent.is_dir() and not os.environ.get("CI"),
+                              reason=f"{what}: ../shared/fixtures is not beside this checkout")
+
+
+def backward_and_check_side_gradients(model, backbones, out) -> None:
+    """Back-propagate a loss on both modalities' fused tokens and check that every trainable parameter of the
+    method got a gradient and no frozen backbone parameter did."""
+    (out.visual.square().mean() + out.audio.square().mean()).backward()
+    for name, parameter in model.method.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    for backbone in backbones:
+        assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
