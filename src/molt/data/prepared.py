@@ -13,6 +13,7 @@ on the task:
   complete (crash safety), then logs every skipped clip;
 * :func:`write_skipped`: the ``skipped.tsv`` list of clips that could not be used;
 * :func:`read_prepared_index`: reads ``index.json`` and checks its format and version;
+* :func:`reusable_prepared`: whether a task's ``ensure_prepared`` may return an existing prepared copy as is;
 * :func:`generated_image_size`: the frame size a procedural data set was generated at (``GROUND_TRUTH_FILE``);
 * :class:`PreparedClips`: rows over lazily opened memory maps (reopened in each DataLoader worker).
 
@@ -38,7 +39,7 @@ from .files import replace_durably
 from .media import parallel_map
 
 __all__ = ["media_tensors", "PrepareReport", "PreparedArray", "PrepareRun", "media_arrays", "PreparedClips", "read_prepared_index", "commit_index", "write_skipped",
-           "atomic_json", "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE",
+           "atomic_json", "reusable_prepared", "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE",
            "GROUND_TRUTH_FILE", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 _logger = logging.getLogger(__name__)
@@ -279,6 +280,20 @@ def read_prepared_index(path: Path, *, expected_format: str, version: int, datas
         raise ValueError(f"{path}: format version {meta.get('format_version')} is not supported (expected "
                          f"{version}); prepare the data again (`{prepare_command}`)")
     return meta
+
+
+def reusable_prepared(out: Path, *, image_size: int | None, force: bool = False, limit: int | None = None,
+                      read: Callable[[Path], dict[str, Any] | None] | None = None) -> bool:
+    """Whether the prepared copy in ``out`` may be used as is: it is complete (holds ``index.json``), neither
+    ``force`` nor a ``limit`` asks for a new one, and it was prepared at ``image_size`` (any size for ``None``).
+
+    ``read`` reads its ``index.json`` (plain JSON by default); it may refuse the copy with a ``ValueError`` or
+    return ``None`` for a copy of another kind, which is then prepared again."""
+    index_path = Path(out) / INDEX_FILE
+    if force or limit is not None or not index_path.is_file():
+        return False
+    existing = read(index_path) if read is not None else json.loads(index_path.read_text())
+    return existing is not None and image_size in (None, existing.get("image_size"))
 
 
 def normalize_frames(frames: torch.Tensor, mean: tuple[float, float, float] = IMAGENET_MEAN,

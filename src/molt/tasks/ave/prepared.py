@@ -34,7 +34,6 @@ mean and std; :func:`normalize_frames` is there for other users.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ import torch
 
 from ...data.media import decode_pcm16
 from ...data.prepared import (INDEX_FILE, PreparedArray, PreparedClips, PrepareReport, PrepareRun, generated_image_size,
-                              media_arrays)
+                              media_arrays, reusable_prepared)
 from .reader import SPLIT_FILES, AVEAnnotations
 
 __all__ = ["prepare_ave", "PreparedAVE", "ensure_prepared", "find_video", "FORMAT", "FORMAT_VERSION"]
@@ -148,10 +147,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         raise FileNotFoundError(f"{data} is neither a prepared AVE directory ({INDEX_FILE}) nor an AVE root "
                                 f"(Annotations.txt)")
     out = Path(out_dir) if out_dir is not None else data / "prepared"
-    if not force and limit is None and (out / INDEX_FILE).is_file():
-        existing = json.loads((out / INDEX_FILE).read_text())
-        if image_size is None or existing.get("image_size") == image_size:
-            return out
+    if reusable_prepared(out, image_size=image_size, force=force, limit=limit):
+        return out
     if image_size is None:
         image_size = generated_image_size(data) or 192
     prepare_ave(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit)

@@ -47,7 +47,8 @@ import numpy as np
 import torch
 
 from ...data.media import decode_pcm16
-from ...data.prepared import INDEX_FILE, PreparedClips, PrepareReport, PrepareRun, generated_image_size, media_arrays
+from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, PrepareRun, generated_image_size, media_arrays,
+                              reusable_prepared)
 from .reader import (FAMILIES, ORIGINAL_TEST_SPLIT, SPLIT_FILES, SUBTYPES, VIDEO_DIRS, MusicAVQA, encode_question,
                      find_annotation_dir, find_video, question_type_name)
 
@@ -167,6 +168,15 @@ def _index_format(path: Path) -> str | None:
         return None
 
 
+def _own_index(path: Path) -> dict[str, Any]:
+    """``index.json`` at ``path``; a ``ValueError`` when it is another task's."""
+    existing = json.loads(path.read_text())
+    if existing.get("format") != FORMAT:
+        raise ValueError(f"{path.parent} holds a prepared {existing.get('format')!r} set; move it away or pass "
+                         f"another MUSIC-AVQA root")
+    return existing
+
+
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
                          workers: int = 2, show_progress: bool = True,
                          out_dir: str | os.PathLike | None = None, limit: int | None = None,
@@ -197,13 +207,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         raise FileNotFoundError(f"{data} is neither a prepared MUSIC-AVQA directory ({INDEX_FILE}) nor a MUSIC-AVQA "
                                 f"root (avqa-train.json, avqa-val.json, avqa-test.json)")
     out = Path(out_dir) if out_dir is not None else data / "prepared"
-    if not force and limit is None and (out / INDEX_FILE).is_file():
-        existing = json.loads((out / INDEX_FILE).read_text())
-        if existing.get("format") != FORMAT:
-            raise ValueError(f"{out} holds a prepared {existing.get('format')!r} set; move it away or pass another "
-                             f"MUSIC-AVQA root")
-        if image_size is None or existing.get("image_size") == image_size:
-            return out
+    if reusable_prepared(out, image_size=image_size, force=force, limit=limit, read=_own_index):
+        return out
     prepare_avqa(data, out, image_size=image_size or generated_image_size(data) or 192, workers=workers,
                  show_progress=show_progress, limit=limit, duplicates=duplicates)
     return out

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ...data.prepared import (INDEX_FILE, PreparedArray, PreparedClips, PrepareReport, PrepareRun, generated_image_size,
-                              media_arrays, read_prepared_index)
+                              media_arrays, read_prepared_index, reusable_prepared)
 from .reader import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip
 
 __all__ = ["prepare_avs", "ensure_prepared", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
@@ -142,10 +142,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         return data
     setting = setting or "s4"
     out = Path(out_dir) if out_dir is not None else data / f"prepared_{setting}"
-    if not force and limit is None and (out / INDEX_FILE).is_file():
-        existing = _read_index(out / INDEX_FILE)
-        if image_size is None or existing.get("image_size") == image_size:
-            return out
+    if reusable_prepared(out, image_size=image_size, force=force, limit=limit, read=_read_index):
+        return out
     layout = AVSBenchLayout.find(data, setting)  # a clear FileNotFoundError before anything is written
     mask_size = DEFAULT_MASK_SIZE
     generated = generated_image_size(layout.meta_path.parent)

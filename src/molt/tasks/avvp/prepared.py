@@ -36,7 +36,7 @@ import torch
 
 from ...data.media import decode_pcm16
 from ...data.prepared import (INDEX_FILE, PreparedArray, PreparedClips, PrepareReport, PrepareRun, generated_image_size,
-                              media_arrays, read_prepared_index)
+                              media_arrays, read_prepared_index, reusable_prepared)
 from .reader import SPLIT_FILES, VIDEO_SUBDIR, LLPAnnotations, LLPRecord
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "find_llp_video", "prepare_llp", "ensure_prepared", "PreparedLLP"]
@@ -129,6 +129,12 @@ def _read_index(path: Path) -> dict[str, Any]:
                                prepare_command="molt prepare avvp")
 
 
+def _own_index(path: Path) -> dict[str, Any] | None:
+    """``index.json`` at ``path`` if it is an LLP one (of any version), else ``None`` (prepared again)."""
+    meta = json.loads(path.read_text())
+    return meta if meta.get("format") == FORMAT else None
+
+
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
                         workers: int = 2, show_progress: bool = True,
                         out_dir: str | os.PathLike | None = None, limit: int | None = None,
@@ -153,10 +159,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         raise FileNotFoundError(f"{data} is neither a prepared LLP directory ({INDEX_FILE}) nor an LLP root "
                                 f"({', '.join(SPLIT_FILES.values())})")
     out = Path(out_dir) if out_dir is not None else data / "prepared"
-    if not force and limit is None and (out / INDEX_FILE).is_file():
-        existing = json.loads((out / INDEX_FILE).read_text())
-        if existing.get("format") == FORMAT and image_size in (None, existing.get("image_size")):
-            return out
+    if reusable_prepared(out, image_size=image_size, force=force, limit=limit, read=_own_index):
+        return out
     if image_size is None:
         image_size = generated_image_size(data) or _DEFAULT_IMAGE_SIZE
     prepare_llp(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit)
