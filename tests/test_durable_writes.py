@@ -22,7 +22,7 @@ def test_replace_durably_syncs_the_file_then_renames_then_syncs_the_directory(tm
 
 
 def test_no_checkpoint_cache_or_prepared_writer_renames_without_syncing():
-    writers = [SRC / "train.py", SRC / "features" / "store.py", SRC / "data" / "prepared.py",
+    writers = [SRC / "app" / "train.py", SRC / "features" / "store.py", SRC / "data" / "prepared.py",
                *sorted((SRC / "tasks").glob("*/prepared.py"))]
     plain = [str(path.relative_to(SRC)) for path in writers if "os.replace(" in path.read_text()]
     assert plain == []
