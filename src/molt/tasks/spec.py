@@ -35,7 +35,8 @@ from typing import Any, Callable, Mapping
 
 from .base import Task
 
-__all__ = ["TaskSpec", "TaskOption", "PaperFigures", "BenchHooks", "register_task", "get_task", "task_names", "registered_tasks"]
+__all__ = ["TaskSpec", "TaskOption", "PaperFigures", "BenchHooks", "register_task", "get_task", "task_names",
+           "registered_tasks"]
 
 _TASKS: dict[str, "TaskSpec"] = {}
 
