@@ -38,9 +38,10 @@ from ..progress import progress_bar
 from .files import replace_durably
 from .media import parallel_map
 
-__all__ = ["media_tensors", "PrepareReport", "PreparedArray", "PrepareRun", "media_arrays", "PreparedClips", "read_prepared_index", "commit_index", "write_skipped",
-           "atomic_json", "reusable_prepared", "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE",
-           "GROUND_TRUTH_FILE", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["media_tensors", "PrepareReport", "PreparedArray", "PrepareRun", "media_arrays", "PreparedClips",
+           "read_prepared_index", "commit_index", "write_skipped", "atomic_json", "reusable_prepared",
+           "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE", "GROUND_TRUTH_FILE",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 _logger = logging.getLogger(__name__)
 
