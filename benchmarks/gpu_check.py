@@ -49,7 +49,7 @@ def _peak_bytes(device: str) -> int:
 def _training_steps(method: str, backbone: str, batch_clips: int, precision: str, steps: int, device: str,
                     backbone_dtype: str = "float32") -> dict:
     config = bench_config(TASK, backbone, method, backbone_dtype)
-    model = build_model(config, dict(get_task(TASK).paper_task_options)).to(device)
+    model = build_model(config, dict(get_task(TASK).paper.task_options)).to(device)
     model.train()
     batch = random_batch(model, TASK, batch_clips, device=device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
@@ -90,7 +90,7 @@ class _RandomClips(Dataset):
 
 
 def _extraction(backbone: str, clips: int, batch_clips: int, device: str) -> dict:
-    model = build_model(bench_config(TASK, backbone, "molt"), dict(get_task(TASK).paper_task_options)).to(device)
+    model = build_model(bench_config(TASK, backbone, "molt"), dict(get_task(TASK).paper.task_options)).to(device)
     model.eval()
     dataset = _RandomClips(model, clips + batch_clips)           # the first batch is the warm-up of both
 

@@ -45,7 +45,7 @@ def main() -> None:
     spec = get_task(task)
     if not data_dir.exists():
         (generate_ave if task == "ave" else generate_avqa)(data_dir, num_videos=videos, seed=0)
-    prepared = spec.prepare(data_dir)
+    prepared = spec.open_prepared(data_dir)
     tiny, paper_preset = spec.default_preset("tiny"), spec.default_preset("paper")
     cache = workdir / ("cache_dtype_float32" if task == "ave" else f"cache_{task}_float32")
     extract(load_config(tiny), data=prepared, out_dir=cache, dtype="float32", show_progress=False)

@@ -49,7 +49,7 @@ def test_every_registered_task_has_every_piece(name):
         assert preset in preset_names(), f"{name}: preset {preset} is not shipped"
         config = load_config(preset)
         assert config.task == name and config.backbone == backbone
-    assert set(spec.paper_parameters) <= set(spec.presets)
+    assert set(spec.paper.parameters) <= set(spec.presets)
     # the head accepts what the real dataset decides (what molt params counts at paper scale)
     from molt.app.params import count_preset
 

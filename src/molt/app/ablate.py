@@ -134,7 +134,7 @@ def run_ablation(task: str, table: int, *, data: str | os.PathLike, out_dir: str
     base = load_config(preset, {**(overrides or {}), **({"setting": setting} if setting else {})})
     if base.task != task:
         raise ValueError(f"config {preset!r} is for task {base.task!r}, not {task!r}")
-    prepared = spec.prepare(data, setting=spec.check_setting(base.setting))
+    prepared = spec.open_prepared(data, base.setting)
     train_set = spec.open_split(prepared, "train")
     probe_batch = next(iter(DataLoader(train_set, batch_size=base.trainer.batch_size, shuffle=False)))
     out = Path(out_dir)

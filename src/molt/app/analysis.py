@@ -590,7 +590,7 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
     if segments_per_clip is not None and segments_per_clip < 1:
         raise ValueError(f"segments_per_clip must be >= 1 or None, got {segments_per_clip}")
     spec = get_task(task)
-    prepared = spec.prepare(data_dir, setting=spec.check_setting(setting), show_progress=False)
+    prepared = spec.open_prepared(data_dir, setting, show_progress=False)
     dataset = spec.dataset(prepared, split)
     backbones = _build_layer_backbones(backbone_preset, visual, audio, visual_weights=visual_weights,
                                        audio_weights=audio_weights, pretrained=pretrained,
@@ -775,7 +775,7 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
     model, config, _ = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
     model.eval()
     spec = get_task(config.task)
-    prepared = spec.prepare(data_dir, setting=spec.check_setting(config.setting), show_progress=False)
+    prepared = spec.open_prepared(data_dir, config.setting, show_progress=False)
     dataset = spec.dataset(prepared, split)
     if model.audio is not None:
         check_sample_rate(dataset.sample_rate, model.audio.sample_rate, source=prepared)

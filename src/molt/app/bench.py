@@ -75,7 +75,7 @@ _BACKBONE_NAMES = {"paper": ("Swin-V2-L", "HTS-AT"), "shared": ("Swin-V2-L", "(s
 def _paper_efficiency(task: str) -> dict[tuple[str, str], tuple[float, float, float | None]]:
     from ..tasks import get_task
 
-    return dict(get_task(task).paper_efficiency)
+    return dict(get_task(task).paper.efficiency)
 
 
 class SavedTensorCounter:
@@ -120,18 +120,18 @@ class SavedTensorCounter:
 
 
 def bench_task_names() -> list[str]:
-    """Tasks whose spec gives random training targets (``TaskSpec.bench_targets``)."""
+    """Tasks whose spec gives random training targets (``TaskSpec.bench``)."""
     from ..tasks import registered_tasks
 
-    return [spec.name for spec in registered_tasks() if spec.bench_targets is not None]
+    return [spec.name for spec in registered_tasks() if spec.bench is not None]
 
 
 def _bench_spec(task: str):
     from ..tasks import get_task
 
     spec = get_task(task)
-    if spec.bench_targets is None:
-        raise ValueError(f"task {task!r} has no efficiency benchmark yet (its TaskSpec has no bench_targets): "
+    if spec.bench is None:
+        raise ValueError(f"task {task!r} has no efficiency benchmark yet (its TaskSpec has no bench hooks): "
                          f"expected one of {', '.join(bench_task_names())}")
     return spec
 
@@ -158,7 +158,7 @@ def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt"
 
 
 def _bench_task_options(task: str, setting: str | None) -> dict[str, Any]:
-    options = dict(_bench_spec(task).paper_task_options)
+    options = dict(_bench_spec(task).paper.task_options)
     if setting:
         options["setting"] = setting
     return options
@@ -166,15 +166,15 @@ def _bench_task_options(task: str, setting: str | None) -> dict[str, Any]:
 
 def random_batch(model: Any, task: str, batch_clips: int, *, seed: int = 0, device: str = "cpu",
                  setting: str | None = None) -> dict[str, Any]:
-    """A training batch of ``batch_clips`` random clips of the task's segment count (``TaskSpec.bench_segments``)
-    at the model's input size, with the task's random targets and extra inputs (``TaskSpec.bench_targets``, at
+    """A training batch of ``batch_clips`` random clips of the task's segment count (``TaskSpec.bench.segments``)
+    at the model's input size, with the task's random targets and extra inputs (``TaskSpec.bench.targets``, at
     the paper's class counts)."""
     spec = _bench_spec(task)
     height, width = model.visual.input_size
     generator = torch.Generator().manual_seed(seed)
     samples = int(getattr(model.audio, "sample_rate", 32000))
-    segments = spec.bench_segments
-    extra = spec.bench_targets(batch_clips, segments, _bench_task_options(task, setting), generator)
+    segments = spec.bench.segments
+    extra = spec.bench.targets(batch_clips, segments, _bench_task_options(task, setting), generator)
     return {
         "frames": torch.randint(0, 256, (batch_clips, segments, 3, height, width), dtype=torch.uint8,
                                 generator=generator).to(device),
@@ -264,7 +264,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
     return {
         "method": method, "task": task, "setting": setting, "backbone": backbone, "visual_encoder": visual_name,
         "audio_encoder": audio_name, "device": device, "batch_clips": batch_clips,
-        "segments": _bench_spec(task).bench_segments,
+        "segments": _bench_spec(task).bench.segments,
         "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
         "classifier_params": classifier, "total_params_with_classifier": total + classifier,
         "trainable_percent_with_classifier": 100.0 * trainable / (total + classifier),
@@ -403,7 +403,7 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
     """Run the training steps of each method, each in a fresh ``python -m molt.app.bench worker`` process.
 
     Args:
-        task: a task with ``bench_targets`` in its spec (:func:`bench_task_names`).
+        task: a task with ``bench`` hooks in its spec (:func:`bench_task_names`).
         backbone: backbone preset (``"paper"``, ``"shared"``, ``"tiny"``, ``"tiny-shared"``).
         methods: registered method names (:data:`BENCH_METHODS` by default), in the table's order.
         batch_clips: clips per batch.

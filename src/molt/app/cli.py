@@ -251,9 +251,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from ..tasks import get_task
 
     spec = get_task(args.task)
-    prepared = spec.prepare(_data_of(args, "prepare"), setting=spec.check_setting(args.setting),
-                            image_size=args.image_size, workers=args.workers, out_dir=args.out, limit=args.limit,
-                            force=True, show_progress=not args.quiet, **_task_options(args, spec, "prepare_options"))
+    prepared = spec.open_prepared(_data_of(args, "prepare"), args.setting, image_size=args.image_size,
+                                  workers=args.workers, out_dir=args.out, limit=args.limit, force=True,
+                                  show_progress=not args.quiet, **_task_options(args, spec, "prepare_options"))
     print(f"prepared {args.task} data in {prepared}")
     return 0
 

@@ -110,7 +110,7 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
         split = spec.test_split(test_file)
     if split not in spec.splits:
         raise ValueError(f"task {spec.name!r} has no split {split!r}; choices: {', '.join(spec.splits)}")
-    prepared = spec.prepare(data, setting=spec.check_setting(config.setting))
+    prepared = spec.open_prepared(data, config.setting)
     if test_file is None:
         dataset = spec.open_split(prepared, split)
     else:

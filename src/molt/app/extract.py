@@ -49,7 +49,7 @@ def extract(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str |
         raise ValueError(f"expected devices >= 1, num_nodes >= 1 and 0 <= node_rank < num_nodes, got {devices}, "
                          f"{num_nodes}, {node_rank}")
     spec = get_task(config.task)
-    prepared = spec.prepare(data, setting=spec.check_setting(config.setting), show_progress=show_progress)
+    prepared = spec.open_prepared(data, config.setting, show_progress=show_progress)
     options = dict(splits=splits, dtype=dtype, batch_size=batch_size, chunk_size=chunk_size, device=device,
                    verify_existing=verify_existing, trust_checkpoint=trust_checkpoint)
     if devices * num_nodes == 1:

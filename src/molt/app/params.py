@@ -38,7 +38,7 @@ class ParameterCount:
 
 def count_preset(name: str | ExperimentConfig) -> ParameterCount:
     """Build a preset (or a config) on the meta device and count frozen backbone, method and head parameters; the
-    head gets what the task's real dataset decides (``TaskSpec.paper_task_options``: class counts, vocabularies)."""
+    head gets what the task's real dataset decides (``TaskSpec.paper.task_options``: class counts, vocabularies)."""
     config = name if isinstance(name, ExperimentConfig) else load_config(name)
     name = name if isinstance(name, str) else f"{config.task}_{config.method}_{config.backbone}"
     spec = get_task(config.task)
@@ -46,7 +46,7 @@ def count_preset(name: str | ExperimentConfig) -> ParameterCount:
         visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds,
                                         shared_audio_frontend=config.shared_audio_frontend)
         method, _, _ = build_method(config.method, config.method_config, visual, audio)
-        options = head_options(config, method, visual, dict(spec.paper_task_options))
+        options = head_options(config, method, visual, dict(spec.paper.task_options))
         head = spec.build_head(dim=method.output_dim, **options)
     backbones = torch.nn.ModuleList([visual, audio])
     _, backbone_total = count_parameters(backbones)
@@ -79,7 +79,7 @@ def parameter_table(names: list[str]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         count = count_preset(name)
-        paper = get_task(count.task).paper_parameters.get(count.backbone)
+        paper = get_task(count.task).paper.parameters.get(count.backbone)
         head = f"{count.head_params / 1e6:.2f}"
         lines.append(
             f"| {name} | {count.task} | {count.backbone} | {count.backbone_params / 1e6:.1f} | "

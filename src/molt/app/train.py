@@ -338,7 +338,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     seed = config.trainer.seed
     L.seed_everything(seed, workers=True)
     spec = get_task(config.task)
-    prepared = spec.prepare(data, setting=spec.check_setting(config.setting), show_progress=enable_progress_bar)
+    prepared = spec.open_prepared(data, config.setting, show_progress=enable_progress_bar)
     train_set, val_set, test_set = (spec.open_split(prepared, split) for split in ("train", "val", "test"))
     task_options = train_set.task_options()
     model = build_model(config, task_options, backbones_on_meta=features is not None,

@@ -20,7 +20,7 @@ the last extracted frame):
 * **short clips**: a clip up to ``tolerance_seconds`` (default 0.5 s) shorter than needed is padded: audio by
   mirroring its last samples, frames by reusing the last frame. Anything shorter is a :class:`MediaError`.
 * **silence** is not an error: a muted clip is still a valid (if uninformative) training example. Use
-  :func:`is_silent` to find such clips; :func:`molt.data.prepared.prepare_ave` counts and logs them.
+  :func:`is_silent` to find such clips; :class:`molt.data.prepared.PrepareRun` counts and logs them.
 
 Every failure to read a file raises :class:`MediaError` (a :class:`ValueError`) carrying ``path`` and a short
 ``reason`` (``"missing file"``, ``"empty file"``, ``"undecodable"``, ``"no audio track"``, ``"no video track"``,
@@ -290,7 +290,7 @@ def parallel_map(function: Callable[[Any], Any], jobs: Sequence[Any], workers: i
 
 
 def decode_pcm16(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str, Any, Any, str, str]:
-    """Worker entry point of :func:`molt.data.prepared.prepare_ave` (kept here so workers need no torch).
+    """Decoding worker of :meth:`molt.data.prepared.PrepareRun.decode` (kept here so workers need no torch).
 
     Args:
         job: ``(position, video_id, path, read_clip keyword arguments)``.

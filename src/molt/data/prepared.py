@@ -6,10 +6,14 @@ into memory-mappable arrays and describes them in ``index.json``; this module ho
 on the task:
 
 * :class:`PrepareReport`: stored / skipped / silent clips and timings of one run;
+* :class:`PrepareRun`: the one decode-into-memmap loop every task's ``prepare_*`` runs: clips decoded in
+  parallel (:func:`molt.data.media.parallel_map`) into ``*.partial`` memory maps (:class:`PreparedArray`) with a
+  progress bar, then the skipped list, the renames and the index commit;
 * :func:`commit_index`: writes ``index.json`` last and atomically, so a directory without it is never taken as
   complete (crash safety), then logs every skipped clip;
 * :func:`write_skipped`: the ``skipped.tsv`` list of clips that could not be used;
 * :func:`read_prepared_index`: reads ``index.json`` and checks its format and version;
+* :func:`reusable_prepared`: whether a task's ``ensure_prepared`` may return an existing prepared copy as is;
 * :func:`generated_image_size`: the frame size a procedural data set was generated at (``GROUND_TRUTH_FILE``);
 * :class:`PreparedClips`: rows over lazily opened memory maps (reopened in each DataLoader worker).
 
@@ -21,19 +25,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..progress import progress_bar
 from .files import replace_durably
+from .media import parallel_map
 
-__all__ = ["media_tensors", "PrepareReport", "PreparedClips", "read_prepared_index", "commit_index", "write_skipped",
-           "atomic_json", "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE",
-           "GROUND_TRUTH_FILE", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["media_tensors", "PrepareReport", "PreparedArray", "PrepareRun", "media_arrays", "PreparedClips",
+           "read_prepared_index", "commit_index", "write_skipped", "atomic_json", "reusable_prepared",
+           "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE", "GROUND_TRUTH_FILE",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
 
 _logger = logging.getLogger(__name__)
 
@@ -113,6 +121,147 @@ def write_skipped(out: Path, skipped: Sequence[tuple[str, str, str]], paths: dic
     replace_durably(temporary, out / SKIPPED_FILE)
 
 
+@dataclass(frozen=True)
+class PreparedArray:
+    """One array file of a prepared directory: its shape and dtype, and what ``index.json`` says of it.
+
+    Attributes:
+        file: file name (``frames.npy``); its stem keys the array in ``index.json`` and in :meth:`PreparedClips.arrays`.
+        dtype: numpy dtype name (``uint8``, ``int16``).
+        shape: full shape of the array (rows first).
+        layout: the layout text of ``index.json`` (``"(V, T, S, S, 3) RGB"``).
+        scale: the integer scale of a fixed-point array (int16 audio: 32768), ``None`` otherwise.
+    """
+
+    file: str
+    dtype: str
+    shape: tuple[int, ...]
+    layout: str
+    scale: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The file stem (``frames``)."""
+        return self.file.removesuffix(".npy")
+
+    def entry(self) -> dict[str, Any]:
+        """What ``index.json`` records of this array under ``arrays``."""
+        entry: dict[str, Any] = {"file": self.file, "dtype": self.dtype, "layout": self.layout}
+        if self.scale is not None:
+            entry["scale"] = self.scale
+        return entry
+
+
+def media_arrays(count: int, num_segments: int, image_size: int, sample_rate: int) -> tuple[PreparedArray, ...]:
+    """The media arrays every task stores, ``count`` clips of ``num_segments`` 1-s segments: ``frames.npy`` uint8
+    ``(V, T, S, S, 3)`` RGB and ``audio.npy`` int16 ``(V, T, sample_rate)`` mono (value / 32768)."""
+    return (PreparedArray("frames.npy", "uint8", (count, num_segments, image_size, image_size, 3),
+                          "(V, T, S, S, 3) RGB"),
+            PreparedArray("audio.npy", "int16", (count, num_segments, sample_rate), "(V, T, sample_rate) mono",
+                          scale=32768))
+
+
+class PrepareRun:
+    """One preparation run into ``out_dir``: the decode-into-memmap loop and the commit every task shares.
+
+    A task's ``prepare_*`` builds its decoding jobs and index rows; this class does the rest, in this order:
+
+    1. on creation: make ``out_dir`` and remove its ``index.json`` (a half-written directory is never complete);
+    2. :meth:`skip_missing` for clips whose files are absent;
+    3. :meth:`decode`: decode the jobs in parallel into ``*.partial`` memory maps, with a progress bar; a clip
+       that cannot be used is skipped, a kept clip with a status other than ``"ok"`` (silent, short audio) is
+       noted in :attr:`PrepareReport.silent`;
+    4. :meth:`open` for the task's own arrays (labels, ...) written from the index rows;
+    5. :meth:`commit`: sort the skipped clips, write ``skipped.tsv``, rename the arrays from ``*.partial``, write
+       ``index.json`` last (with ``created`` and ``seconds``) and log the report.
+
+    Attributes:
+        out: the prepared directory.
+        report: the :class:`PrepareReport` being filled.
+        stored_at: media row of every stored clip name (after :meth:`decode`).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self._started = time.time()
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / INDEX_FILE).unlink(missing_ok=True)
+        self.report = PrepareReport(out_dir=self.out)
+        self.stored_at: dict[str, int] = {}
+        self._arrays: dict[str, PreparedArray] = {}
+        self._memmaps: list[np.memmap] = []
+
+    def skip_missing(self, name: str, detail: str) -> None:
+        """Record clip ``name`` as skipped because its file is absent (``detail`` says where it was looked for)."""
+        self.report.skipped.append((name, "missing file", detail))
+
+    def open(self, array: PreparedArray) -> np.memmap:
+        """A writable memory map of ``array`` under its ``*.partial`` name (zeros until written)."""
+        memmap = np.lib.format.open_memmap(self.out / f"{array.file}.partial", mode="w+", dtype=np.dtype(array.dtype),
+                                           shape=array.shape)
+        self._arrays[array.file] = array
+        self._memmaps.append(memmap)
+        return memmap
+
+    def decode(self, decode: Callable[[Any], tuple], jobs: Sequence[tuple], arrays: Sequence[PreparedArray], *,
+               workers: int = 2, show_progress: bool = True, desc: str = "prepare") -> dict[str, int]:
+        """Decode every job into ``arrays`` and return :attr:`stored_at`.
+
+        Args:
+            decode: picklable worker ``job -> (position, name, *values, status, detail)`` with one value per array
+                (``None`` values: the clip cannot be used, ``status`` is the reason); see
+                :func:`molt.data.media.decode_pcm16`.
+            jobs: its jobs; ``position`` is the clip's media row.
+            arrays: the arrays the values go to, in value order.
+            workers: decoding processes (``<= 1``: in this process).
+            show_progress: tqdm progress bar; ``desc`` its label.
+        """
+        memmaps = [self.open(array) for array in arrays]
+        decoded = progress_bar(parallel_map(decode, jobs, workers), total=len(jobs), desc=desc, unit="clip",
+                               show=show_progress)
+        for position, name, *values, status, detail in decoded:
+            if values[0] is None:
+                self.report.skipped.append((name, status, detail))
+                _logger.debug("skipped %s: %s %s", name, status, detail)
+                continue
+            for memmap, value in zip(memmaps, values):
+                memmap[position] = value
+            self.stored_at[name] = position
+            if status != "ok":
+                self.report.silent.append(name)
+                _logger.debug("%s: %s %s", name, status, detail)
+        for memmap in memmaps:
+            memmap.flush()
+        return self.stored_at
+
+    def videos(self, names: Sequence[str]) -> list[str | None]:
+        """``names`` with ``None`` for every clip that was not stored (the ``videos`` of ``index.json``)."""
+        return [name if name in self.stored_at else None for name in names]
+
+    def array_entries(self) -> dict[str, dict[str, Any]]:
+        """The ``arrays`` of ``index.json``: every array opened so far, in opening order."""
+        return {array.key: array.entry() for array in self._arrays.values()}
+
+    def commit(self, index: dict[str, Any], *, order: Sequence[str], paths: dict[str, Any] | None = None,
+               name_column: str = "video_id") -> PrepareReport:
+        """Finish the run: skipped clips sorted by ``order`` (every clip name, in media order) and written to
+        ``skipped.tsv`` (with their file from ``paths``), :attr:`PrepareReport.stored` in ``order``, the arrays
+        renamed from ``*.partial``, and ``index`` (plus ``created`` and ``seconds``) committed last."""
+        report = self.report
+        position = {name: i for i, name in enumerate(order)}
+        report.skipped.sort(key=lambda item: position[item[0]])
+        report.stored = [name for name in order if name in self.stored_at]
+        write_skipped(self.out, report.skipped, paths or {}, name_column=name_column)
+        for memmap in self._memmaps:
+            memmap.flush()
+        self._memmaps.clear()   # close the memory maps before the files are renamed
+        for name in self._arrays:
+            replace_durably(self.out / f"{name}.partial", self.out / name)
+        report.seconds = time.time() - self._started
+        return commit_index(self.out, {**index, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                       "seconds": round(report.seconds, 2)}, report)
+
+
 def generated_image_size(root: str | os.PathLike) -> int | None:
     """The frame size a procedural generator wrote ``root`` at (its ``GROUND_TRUTH_FILE``), ``None`` otherwise."""
     ground_truth = Path(root) / GROUND_TRUTH_FILE
@@ -132,6 +281,20 @@ def read_prepared_index(path: Path, *, expected_format: str, version: int, datas
         raise ValueError(f"{path}: format version {meta.get('format_version')} is not supported (expected "
                          f"{version}); prepare the data again (`{prepare_command}`)")
     return meta
+
+
+def reusable_prepared(out: Path, *, image_size: int | None, force: bool = False, limit: int | None = None,
+                      read: Callable[[Path], dict[str, Any] | None] | None = None) -> bool:
+    """Whether the prepared copy in ``out`` may be used as is: it is complete (holds ``index.json``), neither
+    ``force`` nor a ``limit`` asks for a new one, and it was prepared at ``image_size`` (any size for ``None``).
+
+    ``read`` reads its ``index.json`` (plain JSON by default); it may refuse the copy with a ``ValueError`` or
+    return ``None`` for a copy of another kind, which is then prepared again."""
+    index_path = Path(out) / INDEX_FILE
+    if force or limit is not None or not index_path.is_file():
+        return False
+    existing = read(index_path) if read is not None else json.loads(index_path.read_text())
+    return existing is not None and image_size in (None, existing.get("image_size"))
 
 
 def normalize_frames(frames: torch.Tensor, mean: tuple[float, float, float] = IMAGENET_MEAN,

@@ -9,7 +9,9 @@ pieces, so an event class looks and sounds the same in every task's synthetic da
 * :func:`shape_mask`, :func:`object_track`: a class's pattern and where it moves within a segment;
 * :func:`class_sound`, :func:`chirp`: a class's sound and a neutral distractor sound;
 * :func:`video_ids`, :func:`split_sizes`, :func:`write_text`: YouTube-like ids, train/val/test sizes and atomic
-  text files.
+  text files;
+* :func:`check_generator_options`, :func:`check_plan_sizes`, :func:`output_folder`: the opening checks of every
+  generator and its output folder.
 
 Everything takes a ``numpy.random.Generator``, so what a generator writes depends only on its seed.
 """
@@ -25,7 +27,8 @@ import numpy as np
 from .prepared import GROUND_TRUTH_FILE
 
 __all__ = ["ClassSpec", "CLASS_SPECS", "NONE", "GROUND_TRUTH_FILE", "video_ids", "split_sizes", "shape_mask",
-           "object_track", "class_sound", "chirp", "write_text"]
+           "object_track", "class_sound", "chirp", "write_text", "check_generator_options", "check_plan_sizes",
+           "output_folder"]
 
 _ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
 
@@ -185,3 +188,44 @@ def write_text(path: Path, lines: list[str]) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text("".join(line + "\n" for line in lines))
     os.replace(temporary, path)
+
+
+def check_generator_options(*, image_size: int, sample_rate: int, fps: int | None = None,
+                            dataset_name: str | None = None, setting: str | None = None) -> None:
+    """The argument checks a generator opens with (a ``ValueError`` naming the bad value).
+
+    Args:
+        image_size: frame size; with ``fps`` (H.264 mp4 clips, yuv420p) it must be even and >= 2, without (png
+            frames) >= 8.
+        sample_rate: audio rate of the files, >= 8000.
+        fps: video frame rate of mp4 clips (>= 1); ``None`` for a generator writing frames as images.
+        dataset_name: the dataset of a task without settings: ``setting`` must then be ``None``.
+        setting: the setting asked for.
+    """
+    if dataset_name is not None and setting is not None:
+        raise ValueError(f"{dataset_name} has no settings, got setting={setting!r}")
+    if fps is None:
+        if image_size < 8:
+            raise ValueError(f"expected image_size >= 8, got {image_size}")
+        if sample_rate < 8000:
+            raise ValueError(f"expected sample_rate >= 8000, got {sample_rate}")
+        return
+    if image_size < 2 or image_size % 2:
+        raise ValueError(f"expected an even image_size >= 2 (H.264 yuv420p), got {image_size}")
+    if fps < 1 or sample_rate < 8000:
+        raise ValueError(f"expected fps >= 1 and sample_rate >= 8000, got {fps} and {sample_rate}")
+
+
+def check_plan_sizes(num_videos: int, num_classes: int | None = None) -> None:
+    """A plan's sizes: ``num_videos >= 1`` and (when given) ``2 <= num_classes <= len(CLASS_SPECS)``."""
+    if num_videos < 1:
+        raise ValueError(f"expected num_videos >= 1, got {num_videos}")
+    if num_classes is not None and not 2 <= num_classes <= len(CLASS_SPECS):
+        raise ValueError(f"expected 2 <= num_classes <= {len(CLASS_SPECS)}, got {num_classes}")
+
+
+def output_folder(out_dir: str | os.PathLike, *parts: str) -> Path:
+    """``out_dir/parts...``, created (with its parents) if needed: where a generator writes its clips."""
+    folder = Path(out_dir).joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -20,6 +20,10 @@ Contracts (every task follows them; ``ave`` is the reference):
 * ``synthesize(out_dir, num_videos=..., seed=..., *, image_size=64, workers=2, setting=None)``: writes procedural
   clips in the task's real layout (settings-free tasks take no ``setting``).
 * ``monitor``: the validation metric (a key of the head's ``compute_metrics``) that picks the best checkpoint.
+
+What the paper reports for a task (:class:`PaperFigures`) and what ``molt bench`` needs to benchmark it
+(:class:`BenchHooks`) are records of their own, referenced from the spec (``spec.paper``, ``spec.bench``).
+Callers open a task's prepared data with :meth:`TaskSpec.open_prepared`, which checks the setting.
 """
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ from typing import Any, Callable, Mapping
 
 from .base import Task
 
-__all__ = ["TaskSpec", "TaskOption", "register_task", "get_task", "task_names", "registered_tasks"]
+__all__ = ["TaskSpec", "TaskOption", "PaperFigures", "BenchHooks", "register_task", "get_task", "task_names",
+           "registered_tasks"]
 
 _TASKS: dict[str, "TaskSpec"] = {}
 
@@ -61,6 +66,37 @@ class TaskOption:
 
 
 @dataclass(frozen=True)
+class PaperFigures:
+    """What the paper reports for a task, printed beside our own numbers (``molt params``, ``molt bench``).
+
+    Attributes:
+        task_options: what the real dataset decides for the head (class counts, vocabularies), for counting
+            parameters at paper scale without the data (``molt params``).
+        parameters: backbone preset -> (trainable %, total M) the paper reports for MoLT on this task.
+        efficiency: ``(backbone preset, method) -> (trainable %, total M, training memory GB or None)`` of the
+            paper's efficiency columns for this task, printed beside ``molt bench efficiency``.
+    """
+
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    efficiency: Mapping[tuple[str, str], tuple[float, float, float | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BenchHooks:
+    """What ``molt bench efficiency`` needs to benchmark a task without its data.
+
+    Attributes:
+        targets: ``(batch_clips, num_segments, task_options, generator) -> dict`` random targets (and any other
+            non-media input, e.g. questions) of one training batch.
+        segments: segments (frames and 1-s audio rows) per clip of a benchmark batch.
+    """
+
+    targets: Callable[..., dict[str, Any]]
+    segments: int = 10
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """Everything task-specific, as real objects (no import strings).
 
@@ -77,19 +113,13 @@ class TaskSpec:
         metric_columns: ``(column title, metric key)`` of the paper's tables, in their order (ablation tables).
         figures: the function drawing the task's pictures of results (called by the head's ``save_figures``).
         presets: backbone preset (``tiny``, ``paper``, ``shared``) -> name of the task's MoLT config preset.
-        paper_task_options: what the real dataset decides for the head (class counts, vocabularies), for counting
-            parameters at paper scale without the data (``molt params``).
-        paper_parameters: backbone preset -> (trainable %, total M) the paper reports for MoLT on this task.
+        paper: what the paper reports for this task (:class:`PaperFigures`).
         settings: task variants (``s4``, ``ms3`` for AVSBench); ``default_setting`` when none is given.
         predict: ``(model, task_options, video, *, out_dir, **predict_options) -> dict`` predictions for one user
             video (``molt predict``), JSON-serialisable, its pictures written into ``out_dir`` and listed under
             ``"files"``; ``None`` when the task has no predictor yet.
-        bench_targets: ``(batch_clips, num_segments, task_options, generator) -> dict`` random targets (and any
-            other non-media input, e.g. questions) of one training batch for ``molt bench efficiency``, or ``None``
-            when the task is not benchmarked.
-        bench_segments: segments (frames and 1-s audio rows) per clip of a benchmark batch.
-        paper_efficiency: ``(backbone preset, method) -> (trainable %, total M, training memory GB or None)`` of
-            the paper's efficiency columns for this task, printed beside ``molt bench efficiency``.
+        bench: what ``molt bench efficiency`` needs (:class:`BenchHooks`), or ``None`` when the task is not
+            benchmarked.
         test_variants: test files of a task whose release has several, ``name -> split`` (the first is the
             default), chosen with ``molt eval TASK --test-json NAME``.
         splits: the split names of the dataset (``molt eval --split`` takes any of them).
@@ -109,15 +139,12 @@ class TaskSpec:
     metric_columns: tuple[tuple[str, str], ...]
     figures: Callable[..., Any]
     presets: Mapping[str, str]
-    paper_task_options: Mapping[str, Any]
-    paper_parameters: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    paper: PaperFigures
     monitor_mode: str = "max"
     settings: tuple[str, ...] = ()
     default_setting: str | None = None
     predict: Callable[..., dict[str, Any]] | None = None
-    bench_targets: Callable[..., dict[str, Any]] | None = None
-    bench_segments: int = 10
-    paper_efficiency: Mapping[tuple[str, str], tuple[float, float, float | None]] = field(default_factory=dict)
+    bench: BenchHooks | None = None
     test_variants: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ("train", "val", "test")
     prepare_options: tuple[TaskOption, ...] = ()
@@ -150,6 +177,12 @@ class TaskSpec:
             choices = ", ".join(self.settings) if self.settings else "none (this task has no settings)"
             raise ValueError(f"task {self.name!r} has no setting {setting!r}; choices: {choices}")
         return setting
+
+    def open_prepared(self, data: str | os.PathLike, setting: str | None = None, **options: Any) -> Path:
+        """The prepared directory of ``data`` (a prepared directory, or a dataset root prepared on first use) for
+        ``setting`` (checked, ``None`` -> the default); ``options`` go to :attr:`prepare` (``show_progress``,
+        ``image_size``, ``force``, the task's :attr:`prepare_options`, ...)."""
+        return self.prepare(data, setting=self.check_setting(setting), **options)
 
     def open_split(self, prepared: str | os.PathLike, split: str):
         """The task's dataset over one split of a prepared directory, refusing an empty split with the fix."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..spec import TaskSpec, register_task
+from ..spec import BenchHooks, PaperFigures, TaskSpec, register_task
 from .figures import plot_timelines
 from .head import AVE_NUM_SEGMENTS, AVETask
 from .metrics import majority_accuracy, majority_class
@@ -37,12 +37,13 @@ SPEC = register_task(TaskSpec(
     synthesize=generate_ave, head=AVETask, monitor="accuracy", metric_columns=(("Acc.", "accuracy"),),
     figures=plot_timelines,
     presets={"tiny": "ave_molt_tiny", "paper": "ave_molt_paper", "shared": "ave_molt_shared"},
-    paper_task_options={"num_classes": 28},
-    paper_parameters={"paper": (6.2, 290.3), "shared": (3.0, 248.5)},
-    predict=predict_video, bench_targets=bench_targets,
-    # MoLT's Tab. 3 (AVE): trainable %, total params (M), GPU training memory (GB)
-    paper_efficiency={("paper", "molt"): (6.2, 290.3, 0.7), ("paper", "mettle"): (23.0, 338.0, 1.5),
-                      ("paper", "lavish"): (30.6, 374.9, 11.9), ("paper", "dgsct"): (43.6, 461.3, 13.1),
-                      ("paper", "avmoe"): (34.9, 404.0, 12.1), ("shared", "molt"): (3.0, 248.5, 0.6),
-                      ("shared", "mettle"): (37.2, 364.4, 1.8), ("shared", "lavish"): (2.7, 238.8, 15.4),
-                      ("shared", "avmoe"): (39.4, 374.4, 16.8)}))
+    paper=PaperFigures(
+        task_options={"num_classes": 28},
+        parameters={"paper": (6.2, 290.3), "shared": (3.0, 248.5)},
+        # MoLT's Tab. 3 (AVE): trainable %, total params (M), GPU training memory (GB)
+        efficiency={("paper", "molt"): (6.2, 290.3, 0.7), ("paper", "mettle"): (23.0, 338.0, 1.5),
+                    ("paper", "lavish"): (30.6, 374.9, 11.9), ("paper", "dgsct"): (43.6, 461.3, 13.1),
+                    ("paper", "avmoe"): (34.9, 404.0, 12.1), ("shared", "molt"): (3.0, 248.5, 0.6),
+                    ("shared", "mettle"): (37.2, 364.4, 1.8), ("shared", "lavish"): (2.7, 238.8, 15.4),
+                    ("shared", "avmoe"): (39.4, 374.4, 16.8)}),
+    predict=predict_video, bench=BenchHooks(bench_targets)))

@@ -34,25 +34,19 @@ mean and std; :func:`normalize_frames` is there for other users.
 """
 from __future__ import annotations
 
-import json
-import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ...data.files import replace_durably
-from ...data.media import decode_pcm16, parallel_map
-from ...data.prepared import INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size, write_skipped
-from ...progress import progress_bar
+from ...data.media import decode_pcm16
+from ...data.prepared import (INDEX_FILE, PreparedArray, PreparedClips, PrepareReport, PrepareRun, generated_image_size,
+                              media_arrays, reusable_prepared)
 from .reader import SPLIT_FILES, AVEAnnotations
 
 __all__ = ["prepare_ave", "PreparedAVE", "ensure_prepared", "find_video", "FORMAT", "FORMAT_VERSION"]
-
-_logger = logging.getLogger(__name__)
 
 FORMAT = "molt-prepared-ave"
 FORMAT_VERSION = 1
@@ -86,9 +80,7 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
     Returns:
         a :class:`PrepareReport`; unusable clips are listed in it and in ``out_dir/skipped.tsv``.
     """
-    start_time = time.time()
     root = Path(root)
-    out = Path(out_dir)
     annotations = AVEAnnotations.from_dir(root, num_segments=num_segments)
     splits = [split for split in SPLIT_FILES if split in annotations.splits]
     video_ids = list(dict.fromkeys(record.video_id for split in splits for record in annotations.records(split)))
@@ -96,49 +88,17 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
         if limit < 1:
             raise ValueError(f"expected limit >= 1 or None, got {limit}")
         video_ids = video_ids[:limit]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / INDEX_FILE).unlink(missing_ok=True)
-
-    report = PrepareReport(out_dir=out)
+    run = PrepareRun(out_dir)
     options = {"num_segments": num_segments, "image_size": image_size, "sample_rate": sample_rate}
+    paths = {video_id: find_video(root, video_id) for video_id in video_ids}
     jobs = []
-    for position, video_id in enumerate(video_ids):
-        path = find_video(root, video_id)
+    for position, (video_id, path) in enumerate(paths.items()):
         if path is None:
-            report.skipped.append((video_id, "missing file", f"no {video_id}.mp4 in {root / 'AVE'} or {root}"))
+            run.skip_missing(video_id, f"no {video_id}.mp4 in {root / 'AVE'} or {root}")
         else:
             jobs.append((position, video_id, str(path), options))
-
-    count = len(video_ids)
-    partial = {name: out / f"{name}.partial" for name in _ARRAYS}
-    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
-                                       shape=(count, num_segments, image_size, image_size, 3))
-    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
-                                      shape=(count, num_segments, sample_rate))
-    stored_at: dict[str, int] = {}
-
-
-    progress = progress_bar(total=len(jobs), desc="prepare ave", unit="clip", show=show_progress)
-
-    def consume(result: tuple[int, str, Any, Any, str, str]) -> None:
-        position, video_id, clip_frames, clip_audio, status, detail = result
-        if clip_frames is None:
-            report.skipped.append((video_id, status, detail))
-            _logger.debug("skipped %s: %s %s", video_id, status, detail)
-        else:
-            frames[position] = clip_frames
-            audio[position] = clip_audio
-            stored_at[video_id] = position
-            if status == "silent":
-                report.silent.append(video_id)
-        progress.update()
-
-    for result in parallel_map(decode_pcm16, jobs, workers):
-        consume(result)
-    progress.close()
-    frames.flush()
-    audio.flush()
-    del frames, audio
+    stored_at = run.decode(decode_pcm16, jobs, media_arrays(len(video_ids), num_segments, image_size, sample_rate),
+                           workers=workers, show_progress=show_progress, desc="prepare ave")
 
     rows = []
     for split in splits:
@@ -147,35 +107,21 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
                 rows.append({"video_id": record.video_id, "split": split, "media_index": stored_at[record.video_id],
                              "category": record.category, "start": record.start, "end": record.end,
                              "line": record.line})
-        report.rows[split] = sum(row["split"] == split for row in rows)
-    labels = np.lib.format.open_memmap(partial["labels.npy"], mode="w+", dtype=np.uint8,
-                                       shape=(len(rows), num_segments, annotations.num_classes + 1))
+        run.report.rows[split] = sum(row["split"] == split for row in rows)
+    labels = run.open(PreparedArray("labels.npy", "uint8", (len(rows), num_segments, annotations.num_classes + 1),
+                                    "(N, T, C + 1) one-hot"))
     for i, row in enumerate(rows):
         labels[i, row["start"]:row["end"], annotations.category_index[row["category"]]] = 1
         labels[i, labels[i, :, :annotations.num_classes].sum(axis=1) == 0, annotations.num_classes] = 1
-    labels.flush()
-    del labels
-
-    report.skipped.sort(key=lambda item: video_ids.index(item[0]))
-    report.stored = [video_id for video_id in video_ids if video_id in stored_at]
-    write_skipped(out, report.skipped, {video_id: find_video(root, video_id) for video_id, _, _ in report.skipped})
-    for name, path in partial.items():
-        replace_durably(path, out / name)
-    report.seconds = time.time() - start_time
     index = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),
         "categories": annotations.categories, "num_classes": annotations.num_classes,
         "background_index": annotations.background_index, "num_segments": num_segments,
         "segment_seconds": 1.0, "image_size": image_size, "sample_rate": sample_rate,
-        "arrays": {"frames": {"file": "frames.npy", "dtype": "uint8", "layout": "(V, T, S, S, 3) RGB"},
-                   "audio": {"file": "audio.npy", "dtype": "int16", "layout": "(V, T, sample_rate) mono",
-                             "scale": 32768},
-                   "labels": {"file": "labels.npy", "dtype": "uint8", "layout": "(N, T, C + 1) one-hot"}},
-        "videos": [video_id if video_id in stored_at else None for video_id in video_ids],
-        "rows": rows, "splits": report.rows, "skipped": len(report.skipped), "silent": report.silent,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
+        "arrays": run.array_entries(), "videos": run.videos(video_ids),
+        "rows": rows, "splits": run.report.rows, "skipped": len(run.report.skipped), "silent": run.report.silent,
     }
-    return commit_index(out, index, report)
+    return run.commit(index, order=video_ids, paths=paths)
 
 
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
@@ -201,10 +147,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         raise FileNotFoundError(f"{data} is neither a prepared AVE directory ({INDEX_FILE}) nor an AVE root "
                                 f"(Annotations.txt)")
     out = Path(out_dir) if out_dir is not None else data / "prepared"
-    if not force and limit is None and (out / INDEX_FILE).is_file():
-        existing = json.loads((out / INDEX_FILE).read_text())
-        if image_size is None or existing.get("image_size") == image_size:
-            return out
+    if reusable_prepared(out, image_size=image_size, force=force, limit=limit):
+        return out
     if image_size is None:
         image_size = generated_image_size(data) or 192
     prepare_ave(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit)

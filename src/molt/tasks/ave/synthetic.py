@@ -45,8 +45,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...data.media import parallel_map, write_clip
-from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, NONE, chirp, class_sound, object_track, shape_mask,
-                               split_sizes, video_ids, write_text)
+from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, NONE, check_generator_options, check_plan_sizes, chirp,
+                               class_sound, object_track, output_folder, shape_mask, split_sizes, video_ids, write_text)
 from ...progress import progress_bar
 
 __all__ = ["BACKGROUND_TYPES", "generate_ave", "plan_videos", "render_video", "single_modality_oracle"]
@@ -70,10 +70,7 @@ def plan_videos(num_videos: int, seed: int, *, num_classes: int = 8, num_segment
     or ``-1``), ``kind`` (``"event"`` or a background type) and ``label`` (class index, ``num_classes`` =
     background).
     """
-    if num_videos < 1:
-        raise ValueError(f"expected num_videos >= 1, got {num_videos}")
-    if not 2 <= num_classes <= len(CLASS_SPECS):
-        raise ValueError(f"expected 2 <= num_classes <= {len(CLASS_SPECS)}, got {num_classes}")
+    check_plan_sizes(num_videos, num_classes)
     low, high = event_length
     if not 1 <= low <= high <= num_segments:
         raise ValueError(f"expected 1 <= event_length[0] <= event_length[1] <= {num_segments}, got {event_length}")
@@ -221,14 +218,10 @@ def generate_ave(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
         a summary dict: output directory, counts per split and class, event-segment fraction, the single-modality
         oracle accuracies and the wall time.
     """
-    if image_size < 2 or image_size % 2:
-        raise ValueError(f"expected an even image_size >= 2 (H.264 yuv420p), got {image_size}")
-    if fps < 1 or sample_rate < 8000:
-        raise ValueError(f"expected fps >= 1 and sample_rate >= 8000, got {fps} and {sample_rate}")
+    check_generator_options(image_size=image_size, sample_rate=sample_rate, fps=fps)
     start_time = time.time()
     out = Path(out_dir)
-    video_dir = out / "AVE"
-    video_dir.mkdir(parents=True, exist_ok=True)
+    video_dir = output_folder(out, "AVE")
     plans = plan_videos(num_videos, seed, num_classes=num_classes, num_segments=num_segments,
                         event_length=event_length, background_types=background_types,
                         split_fractions=split_fractions)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..spec import TaskOption, TaskSpec, register_task
+from ..spec import BenchHooks, PaperFigures, TaskOption, TaskSpec, register_task
 from .figures import plot_attention, plot_type_accuracy
 from .head import AVQATask, negative_partners
 from .metrics import avqa_metrics, format_avqa_table, majority_baseline, metrics_from_counts
@@ -46,18 +46,19 @@ SPEC = register_task(TaskSpec(
     metric_columns=(("AQ", "AQ/accuracy"), ("VQ", "VQ/accuracy"), ("AVQ", "AVQ/accuracy"), ("Avg.", "accuracy")),
     figures=plot_type_accuracy,
     presets={"tiny": "avqa_molt_tiny", "paper": "avqa_molt_paper", "shared": "avqa_molt_shared"},
-    paper_task_options={"question_vocab": _PAPER_VOCABULARY, "answers": [f"a{i}" for i in range(42)]},
-    paper_parameters={"paper": (25.9, 441.4), "shared": (19.5, 366.2)},
+    paper=PaperFigures(
+        task_options={"question_vocab": _PAPER_VOCABULARY, "answers": [f"a{i}" for i in range(42)]},
+        parameters={"paper": (25.9, 441.4), "shared": (19.5, 366.2)},
+        # MoLT's Tab. 1 (MUSIC-AVQA): trainable %, total M, memory GB
+        efficiency={("paper", "molt"): (25.9, 441.4, 2.0), ("paper", "mettle"): (29.4, 452.2, 3.1),
+                    ("paper", "lavish"): (28.7, 367.4, None), ("paper", "dgsct"): (50.0, 520.2, 11.3),
+                    ("paper", "avmoe"): (42.7, 456.6, 11.4), ("shared", "molt"): (19.5, 366.2, 1.7),
+                    ("shared", "lavish"): (8.4, 249.8, 10.8)}),
     # the corrected json_update file (default) or the first release's, which LAVisH and DG-SCT report on
     test_variants={"corrected": "test", "original": ORIGINAL_TEST_SPLIT},
     splits=(*SPLIT_FILES, ORIGINAL_TEST_SPLIT),
     prepare_options=(TaskOption("duplicates", "question ids repeated within a question file: keep the first record "
                                 "of each, keep all, or refuse the file", DUPLICATE_POLICIES, "first"),),
-    predict=predict_video, bench_targets=bench_targets,
-    # MoLT's Tab. 1 (MUSIC-AVQA): trainable %, total M, memory GB
-    paper_efficiency={("paper", "molt"): (25.9, 441.4, 2.0), ("paper", "mettle"): (29.4, 452.2, 3.1),
-                      ("paper", "lavish"): (28.7, 367.4, None), ("paper", "dgsct"): (50.0, 520.2, 11.3),
-                      ("paper", "avmoe"): (42.7, 456.6, 11.4), ("shared", "molt"): (19.5, 366.2, 1.7),
-                      ("shared", "lavish"): (8.4, 249.8, 10.8)},
+    predict=predict_video, bench=BenchHooks(bench_targets),
     predict_options=(TaskOption("question", "the question to answer about the video, e.g. \"Is the violin playing "
                                 "longer than the piano?\"", required=True),)))

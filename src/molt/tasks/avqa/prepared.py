@@ -37,29 +37,23 @@ map) with the question as padded token ids of the training vocabulary.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import av
 import numpy as np
 import torch
 
-from ...data.files import replace_durably
-from ...data.media import decode_pcm16, parallel_map
-from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
-                              write_skipped)
+from ...data.media import decode_pcm16
+from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, PrepareRun, generated_image_size, media_arrays,
+                              reusable_prepared)
 from .reader import (FAMILIES, ORIGINAL_TEST_SPLIT, SPLIT_FILES, SUBTYPES, VIDEO_DIRS, MusicAVQA, encode_question,
                      find_annotation_dir, find_video, question_type_name)
-from ...progress import progress_bar
 
-__all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared", "segment_seconds", "decode_spread", "decode_to_memmaps",
-           "FORMAT", "FORMAT_VERSION"]
-
-_logger = logging.getLogger(__name__)
+__all__ = ["PreparedAVQA", "prepare_avqa", "ensure_prepared", "segment_seconds", "decode_spread", "FORMAT",
+           "FORMAT_VERSION"]
 
 FORMAT = "molt-prepared-avqa"
 FORMAT_VERSION = 1
@@ -110,54 +104,6 @@ def decode_spread_seconds(job: tuple[int, str, str, dict[str, Any]]
     return (position, video_id, result[2][keep], result[3][keep], result[4], result[5]), keep
 
 
-def decode_to_memmaps(out: Path, paths: dict[str, Path | None], report: PrepareReport, *,
-                      options: dict[str, Any], decode: Callable[[Any], tuple] = decode_pcm16, workers: int = 2,
-                      show_progress: bool = True, missing: str = "not found") -> dict[str, int]:
-    """Decode each clip once into ``out/frames.npy`` uint8 ``(V, T, S, S, 3)`` and ``out/audio.npy`` int16
-    ``(V, T, R)`` (written as ``*.partial`` and renamed when complete; rows of unusable clips stay zero).
-
-    Args:
-        out: output directory.
-        paths: media file of each clip id (``None``: missing), in media-row order.
-        report: receives ``skipped`` (missing and undecodable clips) and ``silent`` ids.
-        options: ``read_clip`` keyword arguments; ``num_segments``, ``image_size`` and ``sample_rate`` are required.
-        decode: worker with the contract of :func:`molt.data.media.decode_pcm16`.
-        workers: decoding processes (``<= 1``: in this process).
-        show_progress: tqdm progress bar.
-        missing: detail recorded for a missing file (after ``"no {id}.mp4 "``).
-
-    Returns:
-        the media row of every stored clip id.
-    """
-
-    segments, size, rate = options["num_segments"], options["image_size"], options["sample_rate"]
-    jobs = [(row, clip, str(path), options) for row, (clip, path) in enumerate(paths.items()) if path is not None]
-    report.skipped += [(clip, "missing file", f"no {clip}.mp4 {missing}") for clip, path in paths.items()
-                       if path is None]
-    partial = {name: out / f"{name}.partial" for name in _ARRAYS}
-    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
-                                       shape=(len(paths), segments, size, size, 3))
-    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
-                                      shape=(len(paths), segments, rate))
-    stored_at: dict[str, int] = {}
-    decoded = progress_bar(parallel_map(decode, jobs, workers), total=len(jobs), unit="clip", show=show_progress,
-                           desc=f"decode {out.name}")
-    for row, clip, clip_frames, clip_audio, status, detail in decoded:
-        if clip_frames is None:
-            report.skipped.append((clip, status, detail))
-            continue
-        frames[row], audio[row] = clip_frames, clip_audio
-        stored_at[clip] = row
-        if status == "silent":
-            report.silent.append(clip)
-    frames.flush()
-    audio.flush()
-    del frames, audio
-    for name, path in partial.items():
-        replace_durably(path, out / name)
-    return stored_at
-
-
 def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = 192, workers: int = 2,
                  limit: int | None = None, num_segments: int = 10, sample_rate: int = 32000,
                  duplicates: str = "first", show_progress: bool = True) -> PrepareReport:
@@ -178,23 +124,20 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
         a :class:`molt.data.prepared.PrepareReport` (``rows``: questions stored per split); unusable clips are
         listed in it and in ``out_dir/skipped.tsv``.
     """
-    started = time.time()
     root = Path(root)
-    out = Path(out_dir)
     data = MusicAVQA.from_dir(root, duplicates=duplicates)
     video_ids = data.video_ids()
     if limit is not None and limit < 1:
         raise ValueError(f"expected limit >= 1 or None, got {limit}")
     video_ids = video_ids[:limit]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / INDEX_FILE).unlink(missing_ok=True)
-    report = PrepareReport(out_dir=out)
+    run = PrepareRun(out_dir)
     paths = {video_id: find_video(root, video_id) for video_id in video_ids}
-    stored_at = decode_to_memmaps(out, paths, report,
-                                  decode=decode_spread, workers=workers, show_progress=show_progress,
-                                  options={"image_size": image_size, "sample_rate": sample_rate,
-                                           "num_segments": num_segments},
-                                  missing=f"in neither {root} nor its {', '.join(VIDEO_DIRS)} folders")
+    options = {"image_size": image_size, "sample_rate": sample_rate, "num_segments": num_segments}
+    jobs = [(row, clip, str(path), options) for row, (clip, path) in enumerate(paths.items()) if path is not None]
+    for clip in (clip for clip, path in paths.items() if path is None):
+        run.skip_missing(clip, f"no {clip}.mp4 in neither {root} nor its {', '.join(VIDEO_DIRS)} folders")
+    stored_at = run.decode(decode_spread, jobs, media_arrays(len(paths), num_segments, image_size, sample_rate),
+                           workers=workers, show_progress=show_progress, desc=f"decode {run.out.name}")
 
     rows = []
     for split in data.splits:
@@ -203,28 +146,19 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
                   "media_index": stored_at[record.video_id], "family": record.family, "subtype": record.subtype,
                   "question": record.question, "words": list(record.words), "answer": record.answer}
                  for record in kept]
-        report.rows[split] = len(kept)
-    order = {video_id: i for i, video_id in enumerate(video_ids)}
-    report.skipped.sort(key=lambda item: order[item[0]])
-    report.stored = [video_id for video_id in video_ids if video_id in stored_at]
-    write_skipped(out, report.skipped, paths)
-    report.seconds = time.time() - started
+        run.report.rows[split] = len(kept)
     index = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),
         "num_segments": num_segments, "segment_seconds": 1.0, "segment_selection": "evenly spread over the clip",
         "image_size": image_size, "sample_rate": sample_rate, "question_vocab": data.question_vocab,
         "answers": data.answers, "question_types": data.question_types,
         "max_question_length": max((len(row["words"]) for row in rows), default=1),
-        "arrays": {"frames": {"file": "frames.npy", "dtype": "uint8", "layout": "(V, T, S, S, 3) RGB"},
-                   "audio": {"file": "audio.npy", "dtype": "int16", "layout": "(V, T, sample_rate) mono",
-                             "scale": 32768}},
-        "videos": [video_id if video_id in stored_at else None for video_id in video_ids],
-        "rows": rows, "splits": report.rows, "skipped": len(report.skipped), "silent": report.silent,
+        "arrays": run.array_entries(), "videos": run.videos(video_ids),
+        "rows": rows, "splits": run.report.rows, "skipped": len(run.report.skipped), "silent": run.report.silent,
         "dropped_duplicates": {split: [r.question_id for r in records] for split, records in data.dropped.items()},
         "split_files": {split: str(path) for split, path in data.files.items()},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
     }
-    return commit_index(out, index, report)
+    return run.commit(index, order=video_ids, paths=paths)
 
 
 def _index_format(path: Path) -> str | None:
@@ -232,6 +166,15 @@ def _index_format(path: Path) -> str | None:
         return json.loads(path.read_text()).get("format")
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _own_index(path: Path) -> dict[str, Any]:
+    """``index.json`` at ``path``; a ``ValueError`` when it is another task's."""
+    existing = json.loads(path.read_text())
+    if existing.get("format") != FORMAT:
+        raise ValueError(f"{path.parent} holds a prepared {existing.get('format')!r} set; move it away or pass "
+                         f"another MUSIC-AVQA root")
+    return existing
 
 
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
@@ -264,13 +207,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         raise FileNotFoundError(f"{data} is neither a prepared MUSIC-AVQA directory ({INDEX_FILE}) nor a MUSIC-AVQA "
                                 f"root (avqa-train.json, avqa-val.json, avqa-test.json)")
     out = Path(out_dir) if out_dir is not None else data / "prepared"
-    if not force and limit is None and (out / INDEX_FILE).is_file():
-        existing = json.loads((out / INDEX_FILE).read_text())
-        if existing.get("format") != FORMAT:
-            raise ValueError(f"{out} holds a prepared {existing.get('format')!r} set; move it away or pass another "
-                             f"MUSIC-AVQA root")
-        if image_size is None or existing.get("image_size") == image_size:
-            return out
+    if reusable_prepared(out, image_size=image_size, force=force, limit=limit, read=_own_index):
+        return out
     prepare_avqa(data, out, image_size=image_size or generated_image_size(data) or 192, workers=workers,
                  show_progress=show_progress, limit=limit, duplicates=duplicates)
     return out

@@ -62,7 +62,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...data.media import parallel_map, write_clip
-from ...data.synthetic import CLASS_SPECS, GROUND_TRUTH_FILE, class_sound, shape_mask, split_sizes
+from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, class_sound,
+                               output_folder, shape_mask, split_sizes)
 from .reader import SPLIT_FILES, VIDEO_DIRS
 from ...progress import progress_bar
 
@@ -176,8 +177,7 @@ def plan_avqa_videos(num_videos: int, seed: int, *, num_instruments: int = 5, nu
     silent, ``amplitude``), ``offscreen`` (the same without ``side``, or ``None``) and ``questions`` (``family``,
     ``subtype``, ``templ_values``, ``answer``).
     """
-    if num_videos < 1:
-        raise ValueError(f"expected num_videos >= 1, got {num_videos}")
+    check_plan_sizes(num_videos)
     if not 3 <= num_instruments <= len(CLASS_SPECS):
         raise ValueError(f"expected 3 <= num_instruments <= {len(CLASS_SPECS)} (two on stage and one off-screen), "
                          f"got {num_instruments}")
@@ -308,16 +308,11 @@ def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int =
         a summary dict: output directory, videos and questions per split, questions and answer counts per type, and
         the wall time.
     """
-    if setting is not None:
-        raise ValueError(f"MUSIC-AVQA has no settings, got setting={setting!r}")
-    if image_size < 2 or image_size % 2:
-        raise ValueError(f"expected an even image_size >= 2 (H.264 yuv420p), got {image_size}")
-    if fps < 1 or sample_rate < 8000:
-        raise ValueError(f"expected fps >= 1 and sample_rate >= 8000, got {fps} and {sample_rate}")
+    check_generator_options(image_size=image_size, sample_rate=sample_rate, fps=fps, dataset_name="MUSIC-AVQA",
+                            setting=setting)
     started = time.time()
     out = Path(out_dir)
-    folder = out / VIDEO_SUBDIR
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = output_folder(out, VIDEO_SUBDIR)
     (out / SPLIT_FILES["train"]).unlink(missing_ok=True)      # written last: its presence marks a complete set
     plans = plan_avqa_videos(num_videos, seed, num_instruments=num_instruments, sound_probability=sound_probability,
                              offscreen_probability=offscreen_probability, split_fractions=split_fractions)

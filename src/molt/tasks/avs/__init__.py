@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..spec import TaskOption, TaskSpec, register_task
+from ..spec import BenchHooks, PaperFigures, TaskOption, TaskSpec, register_task
 from .figures import plot_masks
 from .head import AVS_NUM_FRAMES, TPAVI, AVSTask
 from .metrics import f_curves, f_measure, f_thresholds, frame_iou, mask_iou
@@ -42,15 +42,16 @@ SPEC = register_task(TaskSpec(
     synthesize=generate_avs, head=AVSTask, monitor="mIoU", metric_columns=(("M_J", "mIoU"), ("M_F", "F_score")),
     figures=plot_masks,
     presets={"tiny": "avs_molt_tiny", "paper": "avs_molt_paper", "shared": "avs_molt_shared"},
-    paper_task_options={"mask_size": 224, "setting": "s4"},
-    paper_parameters={"paper": (6.3, 339.5), "shared": (8.3, 313.1)},
+    paper=PaperFigures(
+        task_options={"mask_size": 224, "setting": "s4"},
+        parameters={"paper": (6.3, 339.5), "shared": (8.3, 313.1)},
+        # MoLT's Tab. 2 (AVSBench, one set of efficiency columns for S4 and MS3): trainable %, total M, memory GB
+        efficiency={("paper", "molt"): (6.3, 339.5, 3.7), ("paper", "mettle"): (21.6, 291.7, 2.9),
+                    ("paper", "lavish"): (47.6, 389.7, None), ("paper", "dgsct"): (61.5, 594.8, 9.0),
+                    ("paper", "avmoe"): (54.4, 501.2, 9.5), ("shared", "molt"): (8.3, 313.1, 3.6),
+                    ("shared", "mettle"): (11.1, 257.2, 2.7), ("shared", "lavish"): (14.0, 266.4, 5.9)}),
     settings=tuple(SETTINGS), default_setting="s4", predict=predict_video,
-    bench_targets=bench_targets, bench_segments=AVS_NUM_FRAMES,
-    # MoLT's Tab. 2 (AVSBench, one set of efficiency columns for S4 and MS3): trainable %, total M, memory GB
-    paper_efficiency={("paper", "molt"): (6.3, 339.5, 3.7), ("paper", "mettle"): (21.6, 291.7, 2.9),
-                      ("paper", "lavish"): (47.6, 389.7, None), ("paper", "dgsct"): (61.5, 594.8, 9.0),
-                      ("paper", "avmoe"): (54.4, 501.2, 9.5), ("shared", "molt"): (8.3, 313.1, 3.6),
-                      ("shared", "mettle"): (11.1, 257.2, 2.7), ("shared", "lavish"): (14.0, 266.4, 5.9)},
+    bench=BenchHooks(bench_targets, segments=AVS_NUM_FRAMES),
     predict_options=(TaskOption("frames", "instead of --video: a folder of the clip's 5 frames (AVSBench layout)"),
                      TaskOption("audio", "with --frames: the clip's WAV file"),
                      TaskOption("overlay_video", "also write overlay.mp4 (tinted frames with the audio)", ("no", "yes"),

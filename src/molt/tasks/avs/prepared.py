@@ -26,26 +26,19 @@ the release), whatever size the frames are fed to the backbone at. Crash safety 
 """
 from __future__ import annotations
 
-import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ...data.files import replace_durably
-from ...data.media import parallel_map
-from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
-                              read_prepared_index, write_skipped)
-from ...progress import progress_bar
+from ...data.prepared import (INDEX_FILE, PreparedArray, PreparedClips, PrepareReport, PrepareRun, generated_image_size,
+                              media_arrays, read_prepared_index, reusable_prepared)
 from .reader import NUM_FRAMES, SETTINGS, SPLITS, AVSBenchLayout, annotated_frames, decode_avs_clip
 
 __all__ = ["prepare_avs", "ensure_prepared", "PreparedAVS", "FORMAT", "FORMAT_VERSION", "DEFAULT_IMAGE_SIZE",
            "DEFAULT_MASK_SIZE", "DEFAULT_SAMPLE_RATE"]
-
-_logger = logging.getLogger(__name__)
 
 FORMAT = "molt-prepared-avs"
 FORMAT_VERSION = 1
@@ -53,7 +46,6 @@ DEFAULT_IMAGE_SIZE = 192
 DEFAULT_MASK_SIZE = 224
 DEFAULT_SAMPLE_RATE = 32000
 _ARRAYS = ("frames.npy", "audio.npy", "masks.npy")
-_KEPT_STATUSES = ("ok", "silent", "short audio")
 
 
 def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting: str = "s4",
@@ -76,7 +68,6 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
     Returns:
         a :class:`~molt.data.prepared.PrepareReport` (``silent`` also lists clips with tiled short audio).
     """
-    start_time = time.time()
     if image_size < 1 or mask_size < 1 or sample_rate < 1:
         raise ValueError(f"expected positive image_size, mask_size and sample_rate, got {image_size}, {mask_size}, "
                          f"{sample_rate}")
@@ -88,73 +79,32 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
         records = records[:limit]
     if not records:
         raise ValueError(f"{layout.meta_path} lists no {setting.upper()} clip")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / INDEX_FILE).unlink(missing_ok=True)
+    run = PrepareRun(out_dir)
     options = {"image_size": image_size, "mask_size": mask_size, "sample_rate": sample_rate}
     jobs = [(position, record.name, [str(p) for p in layout.frame_paths(record)],
              [None if c is None else [str(p) for p in c] for c in layout.mask_paths(record)],
              str(layout.audio_path(record)), options) for position, record in enumerate(records)]
-
-    count = len(records)
-    partial = {name: out / f"{name}.partial" for name in _ARRAYS}
-    shapes = {"frames.npy": (np.uint8, (count, NUM_FRAMES, image_size, image_size, 3)),
-              "audio.npy": (np.int16, (count, NUM_FRAMES, sample_rate)),
-              "masks.npy": (np.uint8, (count, NUM_FRAMES, mask_size, mask_size))}
-    arrays = [np.lib.format.open_memmap(partial[name], mode="w+", dtype=dtype, shape=shape)
-              for name, (dtype, shape) in shapes.items()]
-    report = PrepareReport(out_dir=out)
-    stored: set[int] = set()
-
-
-    progress = progress_bar(total=len(jobs), desc=f"prepare avs {setting}", unit="clip", show=show_progress)
-
-    def consume(result: tuple[int, str, Any, Any, Any, str, str]) -> None:
-        position, name, clip_frames, clip_audio, clip_masks, status, detail = result
-        if status not in _KEPT_STATUSES:
-            report.skipped.append((name, status, detail))
-        else:
-            for array, value in zip(arrays, (clip_frames, clip_audio, clip_masks)):
-                array[position] = value
-            stored.add(position)
-            if status != "ok":
-                report.silent.append(name)
-                _logger.debug("%s: %s %s", name, status, detail)
-        progress.update()
-
-    for result in parallel_map(decode_avs_clip, jobs, workers):
-        consume(result)
-    progress.close()
-    for array in arrays:
-        array.flush()
-    arrays.clear()   # close the memory maps before the files are renamed
+    masks = PreparedArray("masks.npy", "uint8", (len(records), NUM_FRAMES, mask_size, mask_size),
+                          "(V, T, M, M) in {0, 1}")
+    stored_at = run.decode(decode_avs_clip, jobs, (*media_arrays(len(records), NUM_FRAMES, image_size, sample_rate),
+                                                   masks),
+                           workers=workers, show_progress=show_progress, desc=f"prepare avs {setting}")
 
     rows = [{"video_id": record.name, "split": record.split, "media_index": position, "category": record.category,
              "objects": list(record.objects), "line": record.line,
              "annotated": [int(a) for a in annotated_frames(setting, record.split)]}
-            for position, record in enumerate(records) if position in stored]
-    report.rows = {split: sum(row["split"] == split for row in rows) for split in SPLITS}
-    order = {record.name: i for i, record in enumerate(records)}
-    report.skipped.sort(key=lambda item: order[item[0]])
-    report.stored = [row["video_id"] for row in rows]
-    write_skipped(out, report.skipped, {})
-    for name, path in partial.items():
-        replace_durably(path, out / name)
-    report.seconds = time.time() - start_time
+            for position, record in enumerate(records) if record.name in stored_at]
+    run.report.rows = {split: sum(row["split"] == split for row in rows) for split in SPLITS}
+    names = [record.name for record in records]
     index = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "setting": setting,
         "layout": {"kind": layout.kind, "meta_file": str(layout.meta_path.resolve())},
         "source_root": str(Path(root).resolve()), "num_segments": NUM_FRAMES, "segment_seconds": 1.0,
         "image_size": image_size, "mask_size": mask_size, "sample_rate": sample_rate,
-        "arrays": {"frames": {"file": "frames.npy", "dtype": "uint8", "layout": "(V, T, S, S, 3) RGB"},
-                   "audio": {"file": "audio.npy", "dtype": "int16", "layout": "(V, T, sample_rate) mono",
-                             "scale": 32768},
-                   "masks": {"file": "masks.npy", "dtype": "uint8", "layout": "(V, T, M, M) in {0, 1}"}},
-        "videos": [record.name if position in stored else None for position, record in enumerate(records)],
-        "rows": rows, "splits": report.rows, "skipped": len(report.skipped), "kept_with_notes": report.silent,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(report.seconds, 2),
+        "arrays": run.array_entries(), "videos": run.videos(names), "rows": rows, "splits": run.report.rows,
+        "skipped": len(run.report.skipped), "kept_with_notes": run.report.silent,
     }
-    return commit_index(out, index, report)
+    return run.commit(index, order=names)
 
 
 def _read_index(path: Path) -> dict[str, Any]:
@@ -192,10 +142,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         return data
     setting = setting or "s4"
     out = Path(out_dir) if out_dir is not None else data / f"prepared_{setting}"
-    if not force and limit is None and (out / INDEX_FILE).is_file():
-        existing = _read_index(out / INDEX_FILE)
-        if image_size is None or existing.get("image_size") == image_size:
-            return out
+    if reusable_prepared(out, image_size=image_size, force=force, limit=limit, read=_read_index):
+        return out
     layout = AVSBenchLayout.find(data, setting)  # a clear FileNotFoundError before anything is written
     mask_size = DEFAULT_MASK_SIZE
     generated = generated_image_size(layout.meta_path.parent)

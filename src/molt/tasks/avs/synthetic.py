@@ -45,8 +45,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...data.media import parallel_map
-from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, class_sound, shape_mask, split_sizes, video_ids,
-                               write_text)
+from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, class_sound,
+                               output_folder, shape_mask, split_sizes, video_ids, write_text)
 from ...progress import progress_bar
 from .reader import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS
 
@@ -74,10 +74,7 @@ def plan_avs_videos(num_videos: int, seed: int, *, setting: str = "s4", num_clas
     """
     if setting not in SETTINGS:
         raise ValueError(f"unknown AVSBench setting {setting!r}: expected one of {', '.join(SETTINGS)}")
-    if num_videos < 1:
-        raise ValueError(f"expected num_videos >= 1, got {num_videos}")
-    if not 2 <= num_classes <= len(CLASS_SPECS):
-        raise ValueError(f"expected 2 <= num_classes <= {len(CLASS_SPECS)}, got {num_classes}")
+    check_plan_sizes(num_videos, num_classes)
     low, high = objects_per_clip
     if not 1 <= low <= high <= num_classes:
         raise ValueError(f"expected 1 <= objects_per_clip[0] <= objects_per_clip[1] <= num_classes "
@@ -242,17 +239,13 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
         masks, wall time.
     """
     setting = setting or "s4"
-    if image_size < 8:
-        raise ValueError(f"expected image_size >= 8, got {image_size}")
-    if sample_rate < 8000:
-        raise ValueError(f"expected sample_rate >= 8000, got {sample_rate}")
+    check_generator_options(image_size=image_size, sample_rate=sample_rate)
     start_time = time.time()
     plans = plan_avs_videos(num_videos, seed, setting=setting, num_classes=num_classes,
                             objects_per_clip=objects_per_clip, split_fractions=split_fractions)
     subset_dir, data_name = OBJECT_SUBSETS[setting]
-    subset = Path(out_dir) / subset_dir
-    data_dir = subset / data_name
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = output_folder(out_dir, subset_dir, data_name)
+    subset = data_dir.parent
     meta_path = subset / OBJECT_META_FILES[setting]
     meta_path.unlink(missing_ok=True)
     options = {"image_size": image_size, "sample_rate": sample_rate}

@@ -8,7 +8,7 @@ picture.
 """
 from __future__ import annotations
 
-from ..spec import TaskSpec, register_task
+from ..spec import PaperFigures, TaskSpec, register_task
 from .figures import plot_parsing
 from .head import AVVP_NUM_SEGMENTS, AVVPTask
 from .metrics import avvp_scores, event_level_f1, segment_level_f1
@@ -29,4 +29,4 @@ SPEC = register_task(TaskSpec(
                     ("Event Type@AV", "event_type_av_f1"), ("Event Event@AV", "event_event_av_f1")),
     figures=plot_parsing,
     presets={"tiny": "avvp_molt_tiny", "paper": "avvp_molt_paper", "shared": "avvp_molt_shared"},
-    paper_task_options={"num_classes": 25}, predict=predict_video))
+    paper=PaperFigures(task_options={"num_classes": 25}), predict=predict_video))

@@ -27,25 +27,19 @@ rows are per distinct filename (train, then val, then test order); crash safety 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ...data.files import replace_durably
-from ...data.media import decode_pcm16, parallel_map
-from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, commit_index, generated_image_size,
-                              read_prepared_index, write_skipped)
+from ...data.media import decode_pcm16
+from ...data.prepared import (INDEX_FILE, PreparedArray, PreparedClips, PrepareReport, PrepareRun, generated_image_size,
+                              media_arrays, read_prepared_index, reusable_prepared)
 from .reader import SPLIT_FILES, VIDEO_SUBDIR, LLPAnnotations, LLPRecord
-from ...progress import progress_bar
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "find_llp_video", "prepare_llp", "ensure_prepared", "PreparedLLP"]
-
-_logger = logging.getLogger(__name__)
 
 FORMAT = "molt-prepared-llp"
 FORMAT_VERSION = 1
@@ -82,8 +76,7 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
     Returns:
         a :class:`~molt.data.prepared.PrepareReport` (its ``stored`` and ``skipped`` name filenames).
     """
-    start_time = time.time()
-    root, out = Path(root), Path(out_dir)
+    root = Path(root)
     annotations = LLPAnnotations.from_dir(root)
     segments = annotations.num_segments
     records = [record for split in SPLIT_FILES if split in annotations.splits for record in annotations.records(split)]
@@ -95,84 +88,51 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
     first_record = {}
     for record in records:
         first_record.setdefault(record.filename, record)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / INDEX_FILE).unlink(missing_ok=True)
-
-    report = PrepareReport(out_dir=out)
+    run = PrepareRun(out_dir)
     options = {"num_segments": segments, "image_size": image_size, "sample_rate": sample_rate}
     paths = {name: find_llp_video(root, first_record[name]) for name in names}
     # media rows for the clips found only: a partial download (YouTube clips go missing) stays small on disk
     found = [name for name in names if paths[name] is not None]
     jobs = [(position, name, str(paths[name]), options) for position, name in enumerate(found)]
-    report.skipped += [(name, "missing file", f"no {first_record[name].video_id}.mp4 under {root}")
-                       for name in names if paths[name] is None]
-    partial = {name: out / f"{name}.partial" for name in _MEDIA + _LABELS}
-    frames = np.lib.format.open_memmap(partial["frames.npy"], mode="w+", dtype=np.uint8,
-                                       shape=(len(found), segments, image_size, image_size, 3))
-    audio = np.lib.format.open_memmap(partial["audio.npy"], mode="w+", dtype=np.int16,
-                                      shape=(len(found), segments, sample_rate))
-    stored_at: dict[str, int] = {}
-
-
-    decoded = parallel_map(decode_pcm16, jobs, workers)
-    for position, name, clip_frames, clip_audio, status, detail in progress_bar(
-            decoded, total=len(jobs), desc="prepare avvp", unit="clip", show=show_progress):
-        if clip_frames is None:
-            report.skipped.append((name, status, detail))
-            continue
-        frames[position], audio[position] = clip_frames, clip_audio
-        stored_at[name] = position
-        if status == "silent":
-            report.silent.append(name)
-    frames.flush()
-    audio.flush()
-    del frames, audio
+    for name in (name for name in names if paths[name] is None):
+        run.skip_missing(name, f"no {first_record[name].video_id}.mp4 under {root}")
+    stored_at = run.decode(decode_pcm16, jobs, media_arrays(len(found), segments, image_size, sample_rate),
+                           workers=workers, show_progress=show_progress, desc="prepare avvp")
 
     kept = [record for record in records if record.filename in stored_at]
-    shapes = {"labels.npy": (len(kept), annotations.num_classes),
-              "audio_labels.npy": (len(kept), segments, annotations.num_classes),
-              "visual_labels.npy": (len(kept), segments, annotations.num_classes)}
-    arrays = {name: np.lib.format.open_memmap(partial[name], mode="w+", dtype=np.uint8, shape=shape)
-              for name, shape in shapes.items()}
+    classes = annotations.num_classes
+    weak = run.open(PreparedArray("labels.npy", "uint8", (len(kept), classes), "(N, C) weak multi-hot"))
+    audio_labels, visual_labels = (run.open(PreparedArray(f"{modality}_labels.npy", "uint8",
+                                                          (len(kept), segments, classes), "(N, T, C)"))
+                                   for modality in ("audio", "visual"))
     rows = []
     for i, record in enumerate(kept):
-        arrays["labels.npy"][i] = annotations.weak_labels(record)
-        arrays["audio_labels.npy"][i], arrays["visual_labels.npy"][i] = annotations.segment_labels(record)
+        weak[i] = annotations.weak_labels(record)
+        audio_labels[i], visual_labels[i] = annotations.segment_labels(record)
         rows.append({"filename": record.filename, "video_id": record.video_id, "split": record.split,
                      "media_index": stored_at[record.filename],
                      "label_valid": annotations.has_segment_labels(record), "line": record.line})
-    for array in arrays.values():
-        array.flush()
-    del arrays
-    report.rows = {split: sum(row["split"] == split for row in rows) for split in annotations.splits}
-    report.stored = [name for name in names if name in stored_at]
-    order = {name: i for i, name in enumerate(names)}
-    report.skipped.sort(key=lambda item: order[item[0]])
-    write_skipped(out, report.skipped, paths, name_column="filename")
-    for name, path in partial.items():
-        replace_durably(path, out / name)
-    report.seconds = time.time() - start_time
+    run.report.rows = {split: sum(row["split"] == split for row in rows) for split in annotations.splits}
     index = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "source_root": str(root.resolve()),
-        "categories": annotations.categories, "num_classes": annotations.num_classes, "num_segments": segments,
+        "categories": annotations.categories, "num_classes": classes, "num_segments": segments,
         "segment_seconds": 1.0, "image_size": image_size, "sample_rate": sample_rate,
-        "has_segment_labels": annotations.has_eval,
-        "arrays": {"frames": {"file": "frames.npy", "dtype": "uint8", "layout": "(V, T, S, S, 3) RGB"},
-                   "audio": {"file": "audio.npy", "dtype": "int16", "layout": "(V, T, sample_rate) mono",
-                             "scale": 32768},
-                   "labels": {"file": "labels.npy", "dtype": "uint8", "layout": "(N, C) weak multi-hot"},
-                   "audio_labels": {"file": "audio_labels.npy", "dtype": "uint8", "layout": "(N, T, C)"},
-                   "visual_labels": {"file": "visual_labels.npy", "dtype": "uint8", "layout": "(N, T, C)"}},
-        "videos": [name if name in stored_at else None for name in found], "rows": rows, "splits": report.rows,
-        "skipped": len(report.skipped), "silent": report.silent, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "seconds": round(report.seconds, 2),
+        "has_segment_labels": annotations.has_eval, "arrays": run.array_entries(),
+        "videos": run.videos(found), "rows": rows, "splits": run.report.rows,
+        "skipped": len(run.report.skipped), "silent": run.report.silent,
     }
-    return commit_index(out, index, report)
+    return run.commit(index, order=names, paths=paths, name_column="filename")
 
 
 def _read_index(path: Path) -> dict[str, Any]:
     return read_prepared_index(path, expected_format=FORMAT, version=FORMAT_VERSION, dataset_name="LLP",
                                prepare_command="molt prepare avvp")
+
+
+def _own_index(path: Path) -> dict[str, Any] | None:
+    """``index.json`` at ``path`` if it is an LLP one (of any version), else ``None`` (prepared again)."""
+    meta = json.loads(path.read_text())
+    return meta if meta.get("format") == FORMAT else None
 
 
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
@@ -199,10 +159,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         raise FileNotFoundError(f"{data} is neither a prepared LLP directory ({INDEX_FILE}) nor an LLP root "
                                 f"({', '.join(SPLIT_FILES.values())})")
     out = Path(out_dir) if out_dir is not None else data / "prepared"
-    if not force and limit is None and (out / INDEX_FILE).is_file():
-        existing = json.loads((out / INDEX_FILE).read_text())
-        if existing.get("format") == FORMAT and image_size in (None, existing.get("image_size")):
-            return out
+    if reusable_prepared(out, image_size=image_size, force=force, limit=limit, read=_own_index):
+        return out
     if image_size is None:
         image_size = generated_image_size(data) or _DEFAULT_IMAGE_SIZE
     prepare_llp(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit)

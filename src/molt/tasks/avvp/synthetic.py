@@ -49,8 +49,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ...data.media import parallel_map, write_clip
-from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, chirp, class_sound, object_track, shape_mask,
-                               split_sizes, video_ids)
+from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, chirp,
+                               class_sound, object_track, output_folder, shape_mask, split_sizes, video_ids)
 from .reader import CATEGORIES_FILE, EVAL_FILES, SPLIT_FILES, VIDEO_SUBDIR
 from ...progress import progress_bar
 
@@ -87,10 +87,7 @@ def plan_llp_videos(num_videos: int, seed: int, *, num_classes: int = 6, num_seg
     weak label), ``events`` (``class_index``, ``label``, ``kind``, ``audio`` / ``visual`` window
     ``[onset, offset)`` or ``None``) and per segment ``audio`` / ``visual``: the class indices heard / seen.
     """
-    if num_videos < 1:
-        raise ValueError(f"expected num_videos >= 1, got {num_videos}")
-    if not 2 <= num_classes <= len(CLASS_SPECS):
-        raise ValueError(f"expected 2 <= num_classes <= {len(CLASS_SPECS)}, got {num_classes}")
+    check_plan_sizes(num_videos, num_classes)
     low, high = events_per_video
     if not 1 <= low <= high <= num_classes:
         raise ValueError(f"expected 1 <= events_per_video[0] <= events_per_video[1] <= num_classes "
@@ -222,16 +219,11 @@ def generate_llp(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
     Returns:
         a summary: output directory, clips per split, categories, events per kind, wall time.
     """
-    if setting is not None:
-        raise ValueError(f"LLP (task avvp) has no settings, got setting={setting!r}")
-    if image_size < 2 or image_size % 2:
-        raise ValueError(f"expected an even image_size >= 2 (H.264 yuv420p), got {image_size}")
-    if fps < 1 or sample_rate < 8000:
-        raise ValueError(f"expected fps >= 1 and sample_rate >= 8000, got {fps} and {sample_rate}")
+    check_generator_options(image_size=image_size, sample_rate=sample_rate, fps=fps, dataset_name="LLP (task avvp)",
+                            setting=setting)
     start_time = time.time()
     out = Path(out_dir)
-    video_dir = out / VIDEO_SUBDIR
-    video_dir.mkdir(parents=True, exist_ok=True)
+    video_dir = output_folder(out, VIDEO_SUBDIR)
     (out / SPLIT_FILES["train"]).unlink(missing_ok=True)
     plans = plan_llp_videos(num_videos, seed, num_classes=num_classes, events_per_video=events_per_video,
                             event_length=event_length, event_kinds=event_kinds, split_fractions=split_fractions)
