@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 
 from molt.data import files
-from molt.data.prepared import atomic_json
+from molt.data.files import atomic_json
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "molt"
 
@@ -22,7 +22,7 @@ def test_replace_durably_syncs_the_file_then_renames_then_syncs_the_directory(tm
 
 
 def test_no_checkpoint_cache_or_prepared_writer_renames_without_syncing():
-    writers = [SRC / "train.py", SRC / "features" / "store.py", SRC / "data" / "prepared.py",
+    writers = [SRC / "app" / "train.py", *sorted((SRC / "features").glob("*.py")), SRC / "data" / "prepared.py",
                *sorted((SRC / "tasks").glob("*/prepared.py"))]
     plain = [str(path.relative_to(SRC)) for path in writers if "os.replace(" in path.read_text()]
     assert plain == []

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .files import replace_durably
+from .files import atomic_json, replace_durably
 
 __all__ = ["media_tensors", "PrepareReport", "PreparedClips", "read_prepared_index", "commit_index", "write_skipped",
            "atomic_json", "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE",
@@ -79,12 +79,6 @@ class PrepareReport:
                 f"({rate:.1f} clips/s); skipped {len(self.skipped)}" + (f" ({reason_text}, see "
                 f"{self.out_dir / SKIPPED_FILE})" if self.skipped else "")
                 + (f"; {len(self.silent)} silent clip(s) kept" if self.silent else ""))
-
-
-def atomic_json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    replace_durably(temporary, path)
 
 
 def commit_index(out: Path, index: dict[str, Any], report: PrepareReport) -> PrepareReport:
