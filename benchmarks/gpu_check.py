@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from molt.app.bench import bench_config, random_batch
-from molt.features.store import FeatureManifest, TapGroupSpec, extract_features
+from molt.features import FeatureManifest, TapGroupSpec, extract_features
 from molt.methods import get_method
 from molt.model import build_model
 from molt.tasks import get_task

@@ -32,7 +32,7 @@ from ..config import ExperimentConfig
 from ..data.files import replace_durably
 from ..data.sampling import EvalShard, ResumableLoader
 from .evaluate import read_training_checkpoint
-from ..features.extract import cached_splits
+from ..features import cached_splits
 from ..methods import count_parameters
 from ..methods.adapters_io import dict_differences
 from ..model import AudioVisualModel, build_model
