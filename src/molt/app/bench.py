@@ -36,7 +36,6 @@ import dataclasses
 import json
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
+
+from .memory import current_rss_bytes, peak_memory_bytes
 
 __all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "METHOD_NAMES", "bench_config",
            "bench_task_names", "random_batch", "classifier_parameters", "measure_training_step", "run_efficiency",
@@ -194,19 +195,6 @@ def classifier_parameters(visual: Any) -> int:
     return int(model.num_features) * classes + classes if classes else 0
 
 
-def _current_rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
-
-
 def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str = "molt", *, batch_clips: int = 1,
                           device: str | None = None, seed: int = 0, backbone_dtype: str = "float32",
                           setting: str | None = None, steps: int = 5, warmup: int = 2) -> dict[str, Any]:
@@ -237,7 +225,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    rss_before = _current_rss_bytes()
+    rss_before = current_rss_bytes()
 
     def step(counter: SavedTensorCounter | None = None) -> tuple[float, float]:
         began = time.perf_counter()
@@ -259,7 +247,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
     while len(times) < steps:
         elapsed, loss = step()
         times.append(elapsed)
-    peak = torch.cuda.max_memory_allocated(device) if cuda else _peak_rss_bytes()
+    peak = peak_memory_bytes(device)
     visual_name, audio_name = _BACKBONE_NAMES[backbone]
     return {
         "method": method, "task": task, "setting": setting, "backbone": backbone, "visual_encoder": visual_name,
