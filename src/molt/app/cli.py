@@ -328,12 +328,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import analysis
+    from .analysis import analyze_layers, analyze_tokens
 
     if args.what == "layers":
         task = _task_of(args, "analyze layers", default="ave")
         out = args.out or Path(args.data) / "analysis"
-        result = analysis.analyze_layers(
+        result = analyze_layers(
             args.data, out_dir=out, backbone_preset=args.backbone, visual=args.visual, audio=args.audio,
             visual_weights=args.visual_weights, audio_weights=args.audio_weights, clips=args.clips,
             split=args.split, early=args.early, late=args.late, task=task, setting=args.setting,
@@ -345,9 +345,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         raise ValueError("molt analyze tokens needs --checkpoint (an adapter directory or training checkpoint)")
     given = args.task is not None or args.task_flag is not None
     task = _task_of(args, "analyze tokens") if given else None  # None: the checkpoint's own task
-    payload = analysis.analyze_tokens(args.checkpoint, args.data, out_dir=args.out or Path(args.checkpoint) / "tokens",
-                                      split=args.split or "test", clips=args.clips, task=task,
-                                      trust_checkpoint=args.trust_checkpoint)
+    payload = analyze_tokens(args.checkpoint, args.data, out_dir=args.out or Path(args.checkpoint) / "tokens",
+                             split=args.split or "test", clips=args.clips, task=task,
+                             trust_checkpoint=args.trust_checkpoint)
     print("\n".join(str(path) for path in payload["files"]))
     return 0
 
