@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from molt.config import load_config
-from molt.features.extract import cached_splits, extract_splits
+from molt.features import cached_splits, extract_splits
 from molt.tasks.ave import PreparedAVE, ensure_prepared, generate_ave
 from molt.model import build_model
 

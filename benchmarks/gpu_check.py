@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import tempfile
 import time
@@ -27,7 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from molt.app.bench import bench_config, random_batch
-from molt.features.store import FeatureManifest, TapGroupSpec, extract_features
+from molt.app.memory import peak_memory_bytes
+from molt.features import FeatureManifest, TapGroupSpec, extract_features
 from molt.methods import get_method
 from molt.model import build_model
 from molt.tasks import get_task
@@ -38,12 +38,6 @@ TASK = "ave"
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
-
-
-def _peak_bytes(device: str) -> int:
-    if device.startswith("cuda"):
-        return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _training_steps(method: str, backbone: str, batch_clips: int, precision: str, steps: int, device: str,
@@ -73,7 +67,7 @@ def _training_steps(method: str, backbone: str, batch_clips: int, precision: str
         torch.cuda.reset_peak_memory_stats(device)
     times = [step() for _ in range(steps)]
     return {"method": method, "batch_clips": batch_clips, "precision": precision, "backbone_dtype": backbone_dtype,
-            "median_step_s": statistics.median(times), "peak_bytes": _peak_bytes(device)}
+            "median_step_s": statistics.median(times), "peak_bytes": peak_memory_bytes(device)}
 
 
 class _RandomClips(Dataset):

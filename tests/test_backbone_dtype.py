@@ -6,7 +6,7 @@ import torch
 
 from molt.app.cli import main
 from molt.config import load_config, switch_method
-from molt.features.store import TapGroupSpec
+from molt.features import TapGroupSpec
 from molt.model import build_model
 
 # relative L2 error of the taps against float32, with the tiny backbones (bfloat16 keeps 8 mantissa bits, float16 10)

@@ -6,8 +6,7 @@ import pytest
 
 from molt.app.cli import main
 from molt.config import load_config
-from molt.features.extract import MediaView, media_rows
-from molt.features.store import FeatureManifest
+from molt.features import FeatureManifest, MediaView, media_rows
 from molt.tasks.ave.prepared import PreparedAVE
 from molt.tasks.avqa.prepared import PreparedAVQA
 from molt.tasks.avqa.synthetic import generate_avqa

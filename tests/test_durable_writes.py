@@ -3,7 +3,7 @@ import os
 
 from helpers import ROOT
 from molt.data import files
-from molt.data.prepared import atomic_json
+from molt.data.files import atomic_json
 
 SRC = ROOT / "src" / "molt"
 

@@ -13,9 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from molt.backbones import build_backbones
-from molt.features import store as feature_cache
-from molt.features.store import (DONE_FILE, CachedDataset, FeatureCache, FeatureManifest, TapGroupSpec,
-                                     data_fingerprint, extract_features)
+from molt.features import (DONE_FILE, CachedDataset, FeatureCache, FeatureManifest, TapGroupSpec, chunks,
+                           data_fingerprint, extract_features, writer)
 
 NUM_CLIPS, SEGMENTS, BLOCKS = 7, 2, "late"
 QUIET = {"show_progress": False}
@@ -268,7 +267,7 @@ def test_bad_taps_overflow_and_full_disk_are_clear_errors(setup, tmp_path, monke
     bad = FeatureManifest.from_dict({**manifest.to_dict(), "num_segments": 3})
     with pytest.raises(ValueError, match=r"\(B\*T, N, D\)"):
         extract_features(clips, constant(0.0), tmp_path / "d", bad, split="train", **QUIET)
-    monkeypatch.setattr(feature_cache.shutil, "disk_usage", lambda path: type("U", (), {"free": 10})())
+    monkeypatch.setattr(writer.shutil, "disk_usage", lambda path: type("U", (), {"free": 10})())
     with pytest.raises(OSError, match="GB free"):
         extract_features(clips, constant(0.0), tmp_path / "e", manifest, split="train", **QUIET)
 
@@ -276,7 +275,7 @@ def test_bad_taps_overflow_and_full_disk_are_clear_errors(setup, tmp_path, monke
 KILL_SCRIPT = '''
 import os, signal, sys, time
 import torch
-from molt.features.store import FeatureManifest, TapGroupSpec, extract_features
+from molt.features import FeatureManifest, TapGroupSpec, extract_features
 
 SHAPES = [(3, 4), (5, 2)]
 MANIFEST = FeatureManifest(task="ave", num_segments=2, chunk_size=2, groups={"visual_taps": TapGroupSpec(
@@ -337,14 +336,14 @@ def test_resume_after_a_real_sigkill(tmp_path, one_thread):
 
 def test_write_errors_reach_the_caller_and_keep_finished_chunks(setup, tmp_path, monkeypatch):
     visual, audio, manifest, clips, _ = setup
-    original = feature_cache._ChunkWriter.write
+    original = chunks.ChunkWriter.write
 
     def failing(self, rows):
         if self.start >= 3:
             raise OSError(28, "No space left on device")
         original(self, rows)
 
-    monkeypatch.setattr(feature_cache._ChunkWriter, "write", failing)
+    monkeypatch.setattr(chunks.ChunkWriter, "write", failing)
     with pytest.raises(OSError, match="No space left"):
         extract_features(clips, Taps(visual, audio), tmp_path, manifest, split="train", batch_size=3, **QUIET)
     assert (tmp_path / "train" / "chunk_00000" / DONE_FILE).is_file()

@@ -25,18 +25,17 @@ report:
   and maximum (activation bytes are counted on the first step, outside the timed ones).
 
 A method that cannot run (e.g. out of memory) gets a row saying so instead of stopping the table.
-``python -m molt.app.bench efficiency --task ave --backbone tiny --methods molt,mettle,lavish --out DIR`` runs it from a
-shell; :func:`run_efficiency` is the API (``molt bench efficiency`` on the command line).
+``molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish --out DIR`` runs it from a shell;
+:func:`run_efficiency` is the API. Each method's process is ``python -m molt bench worker ...`` (a sub-verb of the
+one command line, not in its help), which runs :func:`run_worker`.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
 import logging
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,9 +47,11 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
+from .memory import current_rss_bytes, peak_memory_bytes
+
 __all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "METHOD_NAMES", "bench_config",
            "bench_task_names", "random_batch", "classifier_parameters", "measure_training_step", "run_efficiency",
-           "write_efficiency", "main"]
+           "write_efficiency", "run_worker"]
 
 _logger = logging.getLogger(__name__)
 
@@ -194,25 +195,12 @@ def classifier_parameters(visual: Any) -> int:
     return int(model.num_features) * classes + classes if classes else 0
 
 
-def _current_rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
-
-
 def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str = "molt", *, batch_clips: int = 1,
                           device: str | None = None, seed: int = 0, backbone_dtype: str = "float32",
                           setting: str | None = None, steps: int = 5, warmup: int = 2) -> dict[str, Any]:
     """Build the model and run ``warmup`` + ``steps`` training steps in *this* process; return the measurements.
 
-    Prefer :func:`run_efficiency`, which runs each method in a fresh process.
+    Prefer :func:`run_efficiency`, which runs each method in a fresh process (:func:`run_worker`).
     """
     from ..methods import count_parameters
     from ..model import build_model
@@ -237,7 +225,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    rss_before = _current_rss_bytes()
+    rss_before = current_rss_bytes()
 
     def step(counter: SavedTensorCounter | None = None) -> tuple[float, float]:
         began = time.perf_counter()
@@ -259,7 +247,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
     while len(times) < steps:
         elapsed, loss = step()
         times.append(elapsed)
-    peak = torch.cuda.max_memory_allocated(device) if cuda else _peak_rss_bytes()
+    peak = peak_memory_bytes(device)
     visual_name, audio_name = _BACKBONE_NAMES[backbone]
     return {
         "method": method, "task": task, "setting": setting, "backbone": backbone, "visual_encoder": visual_name,
@@ -400,7 +388,7 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
                    batch_clips: int = 1, out_dir: str | os.PathLike | None = None, *, device: str | None = None,
                    timeout: float | None = None, backbone_dtype: str = "float32", setting: str | None = None,
                    steps: int = 5, warmup: int = 2) -> EfficiencyTable:
-    """Run the training steps of each method, each in a fresh ``python -m molt.app.bench worker`` process.
+    """Run the training steps of each method, each in a fresh ``python -m molt bench worker`` process.
 
     Args:
         task: a task with ``bench`` hooks in its spec (:func:`bench_task_names`).
@@ -426,8 +414,9 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
     for method in methods:
         with tempfile.TemporaryDirectory() as scratch:
             result = Path(scratch) / "result.json"
-            command = [sys.executable, "-m", "molt.app.bench", "worker", "--task", task, "--backbone", backbone,
-                       "--method", method, "--batch-clips", str(batch_clips), "--result", str(result),
+            # --debug: an error ends the worker with its traceback, whose last line _worker_failure reports
+            command = [sys.executable, "-m", "molt", "--quiet", "--debug", "bench", "worker", task, "--backbone",
+                       backbone, "--method", method, "--batch-clips", str(batch_clips), "--result", str(result),
                        "--backbone-dtype", backbone_dtype, "--steps", str(steps), "--warmup", str(warmup)]
             if device:
                 command += ["--device", device]
@@ -461,42 +450,12 @@ def _worker_failure(completed: subprocess.CompletedProcess) -> str:
     return f"exit {completed.returncode}: {last[:160]}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m molt.app.bench efficiency ...`` (table on stdout) or ``... worker ...`` (one method, JSON file)."""
-    from ..config import BACKBONE_DTYPES
+def run_worker(result: str | os.PathLike, task: str, backbone: str, method: str, **options: Any) -> dict[str, Any]:
+    """One method's row of :func:`run_efficiency`, measured in *this* process and written to ``result`` as JSON.
 
-    parser = argparse.ArgumentParser(prog="python -m molt.app.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    efficiency = commands.add_parser("efficiency", help="one training step per method, one process each",
-                                     description="example: python -m molt.app.bench efficiency --backbone tiny --out out")
-    worker = commands.add_parser("worker", help="measure one method in this process (used by 'efficiency')")
-    for sub in (efficiency, worker):
-        sub.add_argument("--task", default="ave")
-        sub.add_argument("--backbone", default="tiny", choices=sorted(_BACKBONE_NAMES))
-        sub.add_argument("--batch-clips", type=int, default=1)
-        sub.add_argument("--device")
-        sub.add_argument("--backbone-dtype", default="float32", choices=BACKBONE_DTYPES)
-        sub.add_argument("--setting")
-        sub.add_argument("--steps", type=int, default=5)
-        sub.add_argument("--warmup", type=int, default=2)
-    efficiency.add_argument("--methods", default=",".join(BENCH_METHODS), help="comma-separated, e.g. molt,lavish")
-    efficiency.add_argument("--out", help="directory for efficiency.json, efficiency.md, efficiency.png")
-    worker.add_argument("--method", required=True, help="a registered method name")
-    worker.add_argument("--result", required=True, help="JSON file to write")
-    args = parser.parse_args(argv)
-    if args.command == "worker":
-        row = measure_training_step(args.task, args.backbone, args.method, batch_clips=args.batch_clips,
-                                    device=args.device, backbone_dtype=args.backbone_dtype, setting=args.setting,
-                                    steps=args.steps, warmup=args.warmup)
-        Path(args.result).write_text(json.dumps(row, default=str))
-        return 0
-    table = run_efficiency(args.task, args.backbone, [m for m in args.methods.split(",") if m],
-                           args.batch_clips, args.out, device=args.device, backbone_dtype=args.backbone_dtype,
-                           setting=args.setting, steps=args.steps, warmup=args.warmup)
-    sys.stdout.write(table.markdown())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    ``options`` are :func:`measure_training_step`'s. This is what ``molt bench worker`` runs in the fresh process
+    that :func:`run_efficiency` starts for each method.
+    """
+    row = measure_training_step(task, backbone, method, **options)
+    Path(result).write_text(json.dumps(row, default=str))
+    return row

@@ -314,13 +314,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_efficiency
+    from .bench import run_efficiency, run_worker
 
-    task = _task_of(args, "bench efficiency", default="ave")
-    methods = [m for m in args.methods.split(",") if m]
-    table = run_efficiency(task, args.backbone, methods, args.batch_clips, args.out, device=args.device,
-                           backbone_dtype=args.backbone_dtype, setting=args.setting, steps=args.steps,
-                           warmup=args.warmup)
+    task = _task_of(args, f"bench {args.what}", default="ave")
+    options = dict(batch_clips=args.batch_clips, device=args.device, backbone_dtype=args.backbone_dtype,
+                   setting=args.setting, steps=args.steps, warmup=args.warmup)
+    if args.what == "worker":  # not in the help: the process run_efficiency starts for each method
+        if not (args.method and args.result):
+            raise ValueError("molt bench worker needs --method and --result (it is started by molt bench efficiency)")
+        run_worker(args.result, task, args.backbone, args.method, **options)
+        return 0
+    table = run_efficiency(task, args.backbone, [m for m in args.methods.split(",") if m], out_dir=args.out,
+                           **options)
     print(table.markdown())
     return 0
 
@@ -328,12 +333,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import analysis
+    from .analysis import analyze_layers, analyze_tokens
 
     if args.what == "layers":
         task = _task_of(args, "analyze layers", default="ave")
         out = args.out or Path(args.data) / "analysis"
-        result = analysis.analyze_layers(
+        result = analyze_layers(
             args.data, out_dir=out, backbone_preset=args.backbone, visual=args.visual, audio=args.audio,
             visual_weights=args.visual_weights, audio_weights=args.audio_weights, clips=args.clips,
             split=args.split, early=args.early, late=args.late, task=task, setting=args.setting,
@@ -345,9 +350,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         raise ValueError("molt analyze tokens needs --checkpoint (an adapter directory or training checkpoint)")
     given = args.task is not None or args.task_flag is not None
     task = _task_of(args, "analyze tokens") if given else None  # None: the checkpoint's own task
-    payload = analysis.analyze_tokens(args.checkpoint, args.data, out_dir=args.out or Path(args.checkpoint) / "tokens",
-                                      split=args.split or "test", clips=args.clips, task=task,
-                                      trust_checkpoint=args.trust_checkpoint)
+    payload = analyze_tokens(args.checkpoint, args.data, out_dir=args.out or Path(args.checkpoint) / "tokens",
+                             split=args.split or "test", clips=args.clips, task=task,
+                             trust_checkpoint=args.trust_checkpoint)
     print("\n".join(str(path) for path in payload["files"]))
     return 0
 
@@ -510,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish",
                  "molt bench efficiency avs --setting ms3 --backbone paper --methods molt,dgsct,avmoe",
                  "molt bench efficiency ave --backbone paper --out benchmarks/results/efficiency_ave_paper")
-    bench.add_argument("what", choices=["efficiency"], help="what to benchmark")
+    bench.add_argument("what", choices=["efficiency", "worker"], metavar="{efficiency}", help="what to benchmark")
     _add_task(bench, tasks, legacy_flag=True)
     bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="backbone preset")
     bench.add_argument("--methods", default="molt,mettle,lavish,dgsct,avmoe",
@@ -524,6 +529,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backbone-dtype", default="float32", choices=_BACKBONE_DTYPES,
                        help="dtype the frozen backbones are stored and run in (tap-reading methods)")
     bench.add_argument("--out", help="directory for efficiency.json, efficiency.md and efficiency.png")
+    bench.add_argument("--method", help=argparse.SUPPRESS)  # molt bench worker: the one method it measures
+    bench.add_argument("--result", help=argparse.SUPPRESS)  # molt bench worker: the JSON file it writes
 
     analyze = verb("analyze", "where to adapt: per-block input/output similarity (Fig. 4); token maps and fusion "
                    "weights of a trained model (Fig. 5)", _cmd_analyze,

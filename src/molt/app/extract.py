@@ -1,7 +1,8 @@
 """``molt extract``: run a config's frozen backbones once over a task's splits and cache the taps.
 
 Part of molt-av (Apache-2.0). Plain PyTorch: this builds the model of an experiment config, opens the task's
-prepared splits through its :class:`~molt.tasks.TaskSpec` and hands both to :mod:`molt.features.extract`.
+prepared splits through its :class:`~molt.tasks.TaskSpec` and hands both to
+:func:`molt.features.writer.extract_splits`.
 ``molt train --features CACHE`` then trains without running the backbones.
 
 Several processes (``devices``: one per GPU, or CPU processes) and machines (``num_nodes``, ``node_rank``, one
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from ..config import ExperimentConfig
-from ..features.store import SPLIT_FILE, ExtractReport
+from ..features import SPLIT_FILE, ExtractReport, extract_splits
 from ..methods import get_method
 from ..model import build_model
 from ..tasks import get_task
@@ -92,8 +93,6 @@ def _extract_rank(local_rank: int, config: ExperimentConfig, prepared: Path, out
 
 def _extract_shard(config: ExperimentConfig, prepared: Path, out_dir: str | os.PathLike, options: dict,
                    shard: tuple[int, int], show_progress: bool) -> dict[str, ExtractReport]:
-    from ..features.extract import extract_splits
-
     spec = get_task(config.task)
     datasets = {split: spec.open_split(prepared, split) for split in options["splits"]}
     model = build_model(config, next(iter(datasets.values())).task_options(),

@@ -32,7 +32,8 @@ from ..config import ExperimentConfig
 from ..data.files import replace_durably
 from ..data.sampling import EvalShard, ResumableLoader
 from .evaluate import read_training_checkpoint
-from ..features.extract import cached_splits
+from .memory import peak_rss_bytes
+from ..features import cached_splits
 from ..methods import count_parameters
 from ..methods.adapters_io import dict_differences
 from ..model import AudioVisualModel, build_model
@@ -260,12 +261,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 # the config sections that build the model: a checkpoint resumes only into a model built from the same ones
 _MODEL_KEYS = ("task", "setting", "method", "backbone", "audio_clip_seconds", "shared_audio_frontend",
                "method_config", "head")
@@ -406,7 +401,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         "test": {k.removeprefix("test/"): float(v) for k, v in test_metrics.items()},
         "trainable_params": trainable,
         "total_params": total,
-        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_bytes() / 2 ** 20, 1),
         "wall_time_s": round(time.time() - start, 1),
         "global_step": trainer.global_step,
         "features": str(features) if features is not None else None,

@@ -3,14 +3,17 @@
 Part of molt-av (Apache-2.0). Files are written under a temporary name and renamed (``os.replace``), so a reader
 never sees half a file; :func:`replace_durably` also flushes the file's data to disk before the rename and the
 directory entry after it (``fsync``), so a crash of the machine cannot leave the new name pointing at missing
-data. Used for training checkpoints, feature-cache chunks and prepared data sets.
+data. Used for training checkpoints, feature-cache chunks and prepared data sets; :func:`atomic_json` writes a JSON
+record (a prepared index, a cache manifest) that way.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
-__all__ = ["fsync_path", "replace_durably"]
+__all__ = ["atomic_json", "fsync_path", "replace_durably"]
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -30,3 +33,12 @@ def replace_durably(temporary: str | os.PathLike, path: str | os.PathLike) -> No
     fsync_path(temporary)
     os.replace(temporary, path)
     fsync_path(Path(path).parent)
+
+
+def atomic_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` as JSON to ``path`` durably and atomically (``.NAME.tmp`` beside it, then
+    :func:`replace_durably`)."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=1))
+    replace_durably(temporary, path)

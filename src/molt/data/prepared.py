@@ -35,11 +35,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..progress import progress_bar
-from .files import replace_durably
+from .files import atomic_json, replace_durably
 from .media import parallel_map
 
 __all__ = ["media_tensors", "PrepareReport", "PreparedArray", "PrepareRun", "media_arrays", "PreparedClips",
-           "read_prepared_index", "commit_index", "write_skipped", "atomic_json", "reusable_prepared",
+           "read_prepared_index", "commit_index", "write_skipped", "reusable_prepared",
            "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE", "GROUND_TRUTH_FILE",
            "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -87,12 +87,6 @@ class PrepareReport:
                 f"({rate:.1f} clips/s); skipped {len(self.skipped)}" + (f" ({reason_text}, see "
                 f"{self.out_dir / SKIPPED_FILE})" if self.skipped else "")
                 + (f"; {len(self.silent)} silent clip(s) kept" if self.silent else ""))
-
-
-def atomic_json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    replace_durably(temporary, path)
 
 
 def commit_index(out: Path, index: dict[str, Any], report: PrepareReport) -> PrepareReport:

@@ -1,12 +1,12 @@
-"""Analysis tools of the MoLT paper: where to adapt (Fig. 4) and what the layer-wise tokens do (Fig. 5).
+"""Where to adapt: per-block input/output similarity of frozen backbones (MoLT paper, Sec. 4.3.1, Fig. 4).
 
 Part of molt-av (Apache-2.0), an implementation of "Mixture of Layer-Wise Tokens for Efficient Audio-Visual
 Learning" (MoLT), Rho et al.
 
-**Layer similarity (paper Sec. 4.3.1, Fig. 4).** For every transformer block of a frozen backbone, the cosine
-similarity between the tokens entering the block and the tokens leaving it. A block whose output is close to its
-input (similarity near 1) changes the representation little; the paper calls the first blocks, where the
-similarity is lowest, *early*, the last two *late* and the rest *mid*, and adapts only the late blocks.
+For every transformer block of a frozen backbone, the cosine similarity between the tokens entering the block and
+the tokens leaving it. A block whose output is close to its input (similarity near 1) changes the representation
+little; the paper calls the first blocks, where the similarity is lowest, *early*, the last two *late* and the rest
+*mid*, and adapts only the late blocks.
 
 Definition used here (:func:`layer_similarity`): for block ``b`` with input ``x`` and output ``y`` of the same shape
 ``(B, N, D)`` (or ``(B, H, W, D)``), the cosine similarity is taken **per token** along the channel axis ``D``,
@@ -15,16 +15,12 @@ the samples; the standard deviation over samples is reported next to it. The inp
 is the token grid *after* the stage's patch merging, i.e. exactly what the block's attention and MLP receive
 (timm Swin-V2 merges at the start of a stage, HTS-AT at the end of the previous one: both are handled because the
 values are read with forward hooks on the block modules themselves, see :func:`block_modules`). Any timm model
-that exposes its blocks (``model.blocks``, ``model.layers[i].blocks``, ``model.stages[i].blocks``) works.
+that exposes its blocks (``model.blocks``, ``model.layers[i].blocks``, ``model.stages[i].blocks``) works
+(:class:`~molt.backbones.timm_image.TimmImageEncoder`).
 
-**Token diagnostics (paper Sec. 4.3.4, Fig. 5).** For a trained MoLT model, the cosine-similarity map between all
-``L * K`` layer-wise latent tokens of a modality (``extras["layer_tokens"]``) and the Token Fusion Module's weight
-of each layer (``extras["fusion_weights"]``): without TOR the tokens tend to collapse (map close to 1 everywhere)
-and the weights to be uniform.
-
-Entry points: :func:`analyze_layers` (``molt analyze layers``) and :func:`analyze_tokens` (``molt analyze
-tokens``); the building blocks (:func:`block_modules`, :func:`layer_similarity`, :func:`suggest_split`,
-:func:`write_layer_csv`, :func:`plot_layer_similarity`, :func:`plot_token_diagnostics`) are public too.
+Entry point: :func:`analyze_layers` (``molt analyze layers``); the building blocks (:func:`block_modules`,
+:func:`layer_similarity`, :func:`suggest_split`, :func:`write_layer_csv`, :func:`plot_layer_similarity`,
+:func:`sample_clips`) are public too.
 """
 from __future__ import annotations
 
@@ -33,7 +29,6 @@ import json
 import logging
 import math
 import os
-import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -46,23 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
+from ...backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
+from ...backbones.timm_image import TimmImageEncoder
 
-__all__ = [
-    "LayerAnalysis",
-    "LayerSimilarity",
-    "LayerSplit",
-    "TimmImageEncoder",
-    "analyze_layers",
-    "analyze_tokens",
-    "block_modules",
-    "layer_similarity",
-    "plot_layer_similarity",
-    "plot_token_diagnostics",
-    "suggest_split",
-    "token_diagnostics",
-    "write_layer_csv",
-]
+__all__ = ["LayerAnalysis", "LayerSimilarity", "LayerSplit", "analyze_layers", "block_modules", "layer_similarity",
+           "plot_layer_similarity", "sample_clips", "suggest_split", "write_layer_csv"]
 
 _logger = logging.getLogger(__name__)
 
@@ -72,61 +55,6 @@ _STAGE_COLOURS = {"early": "#f4b183", "mid": "#d9d9d9", "late": "#9dc3e6"}
 # ----------------------------------------------------------------------------------------------------------------
 # Blocks of a backbone
 # ----------------------------------------------------------------------------------------------------------------
-
-class TimmImageEncoder(nn.Module):
-    """Any timm image model as a frozen encoder for :func:`layer_similarity` (the ``--visual NAME`` option).
-
-    Args:
-        model_name: a timm model name (``"vit_base_patch16_224"``, ``"swinv2_base_window12_192.ms_in22k"``, ...).
-        pretrained: load the timm hub weights (online, first use only).
-        weights: local checkpoint file, read through timm's own loader (implies pretrained loading from it).
-        **overrides: timm constructor overrides (``img_size``, ``depth``, ...).
-
-    :meth:`preprocess` turns uint8 (or ``[0, 1]`` float) frames ``(B, 3, H, W)`` of any size into normalised images
-    at the model's input size; :meth:`forward` runs ``forward_features`` (the blocks, without the classifier).
-    """
-
-    def __init__(self, model_name: str, *, pretrained: bool = False, weights: str | os.PathLike | None = None,
-                 **overrides: Any) -> None:
-        super().__init__()
-        import timm
-
-        if weights is not None:
-            weights = os.fspath(weights)
-            if not os.path.isfile(weights):
-                raise FileNotFoundError(f"visual weights not found: {weights} (pass a timm-loadable checkpoint)")
-            overrides["pretrained_cfg_overlay"] = {"file": weights}
-            pretrained = True
-        self.name = model_name
-        self.model = timm.create_model(model_name, pretrained=pretrained, num_classes=0, **overrides)
-        cfg = self.model.pretrained_cfg
-        img_size = getattr(getattr(self.model, "patch_embed", None), "img_size", None)
-        self.input_size = tuple(img_size) if img_size is not None else tuple(cfg.get("input_size", (3, 224, 224))[-2:])
-        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1),
-                             persistent=False)
-        for parameter in self.parameters():
-            parameter.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> TimmImageEncoder:
-        """Frozen: always in inference behaviour."""
-        return super().train(False)
-
-    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 or ``[0, 1]`` frames ``(B, 3, H, W)`` -> normalised float ``(B, 3, *input_size)``."""
-        if frames.ndim != 4 or frames.shape[1] != 3:
-            raise ValueError(f"expected frames of shape (B, 3, H, W), got {tuple(frames.shape)}")
-        frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-        if tuple(frames.shape[-2:]) != self.input_size:
-            frames = F.interpolate(frames, size=self.input_size, mode="bicubic", align_corners=False,
-                                   antialias=True).clamp_(0.0, 1.0)
-        return (frames - self.mean) / self.std
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(images)
-
 
 def _as_module_list(value: Any) -> list[nn.Module] | None:
     if isinstance(value, (nn.ModuleList, nn.Sequential)) and len(value) > 0:
@@ -139,7 +67,7 @@ def block_modules(model: nn.Module) -> list[nn.Module]:
 
     Supported: the project's backbones (:class:`~molt.backbones.SwinV2Backbone` -> its timm model,
     :class:`~molt.backbones.HTSATBackbone`, :class:`~molt.backbones.SpectrogramSwin` -> the shared Swin),
-    :class:`TimmImageEncoder`, and any module laid out like timm models: ``model.blocks`` (ViT, DeiT, BEiT, EVA,
+    :class:`~molt.backbones.timm_image.TimmImageEncoder`, and any module laid out like timm models: ``model.blocks`` (ViT, DeiT, BEiT, EVA,
     ...), or ``model.layers[i].blocks`` / ``model.stages[i].blocks`` (Swin V1/V2, HTS-AT, and other staged models)
     flattened across stages.
 
@@ -246,7 +174,7 @@ def layer_similarity(backbone: nn.Module, inputs: torch.Tensor, *, batch_size: i
 
     Args:
         backbone: a :class:`~molt.backbones.TapBackbone` (run with ``embed`` / ``run_block``), a
-            :class:`TimmImageEncoder` or a timm model (``forward_features``), or any module whose call runs its
+            :class:`~molt.backbones.timm_image.TimmImageEncoder` or a timm model (``forward_features``), or any module whose call runs its
             blocks. Its ``preprocess`` method, when it has one, is applied to each batch first.
         inputs: the backbone's raw inputs, ``(S, ...)`` (frames ``(S, 3, H, W)``, waveforms ``(S, R)``, ...).
         batch_size: samples per forward pass.
@@ -504,7 +432,7 @@ class LayerAnalysis:
                          for modality, split in self.splits.items())
 
 
-def _sample_clips(dataset: Any, clips: int) -> list[int]:
+def sample_clips(dataset: Any, clips: int) -> list[int]:
     """Row indices of ``clips`` distinct videos, evenly spread over the dataset."""
     first_row: dict[str, int] = {}
     for index, row in enumerate(dataset.rows):
@@ -520,7 +448,7 @@ def _sample_clips(dataset: Any, clips: int) -> list[int]:
 def _build_layer_backbones(backbone_preset: str, visual: str | None, audio: str | None, *,
                            visual_weights: str | os.PathLike | None, audio_weights: str | os.PathLike | None,
                            pretrained: bool, trust_checkpoint: bool = False) -> dict[str, nn.Module]:
-    from ..backbones import BACKBONE_PAIRS, build_backbones, build_htsat
+    from ...backbones import BACKBONE_PAIRS, build_backbones, build_htsat
 
     if backbone_preset not in BACKBONE_PAIRS:
         raise ValueError(f"unknown backbone preset {backbone_preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
@@ -581,8 +509,8 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
         trust_checkpoint: let an audio weights file pickle more than tensors (see
             :func:`molt.backbones.build_backbones`).
     """
-    from ..backbones.audio_frontend import check_sample_rate
-    from ..tasks import get_task
+    from ...backbones.audio_frontend import check_sample_rate
+    from ...tasks import get_task
 
     start = time.time()
     if clips < 1:
@@ -598,7 +526,7 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
     if "audio" in backbones:
         check_sample_rate(dataset.sample_rate, getattr(backbones["audio"], "sample_rate", dataset.sample_rate),
                           source=prepared)
-    rows = _sample_clips(dataset, clips)
+    rows = sample_clips(dataset, clips)
     num_segments = dataset.num_segments
     count = num_segments if segments_per_clip is None else min(segments_per_clip, num_segments)
     segments = np.linspace(0, num_segments - 1, count).round().astype(int).tolist()
@@ -641,176 +569,3 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
     json_path.write_text(json.dumps(payload, indent=1))
     return LayerAnalysis(results=results, splits=splits, csv_path=csv_path, png_path=png_path, json_path=json_path,
                          seconds=round(time.time() - start, 1))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Token diagnostics (Fig. 5)
-# ----------------------------------------------------------------------------------------------------------------
-
-def token_diagnostics(extras: Mapping[str, Any], *, segment: int | None = None) -> dict[str, dict[str, Any]]:
-    """Fig.-5 numbers of one clip from MoLT's ``MethodOutput.extras`` (batch = the clip's ``T`` segments).
-
-    For each modality: ``similarity`` ``(L*K, L*K)``, the cosine similarity between all layer-wise tokens
-    (``extras["layer_tokens"][m]`` ``(T, L, K, D)`` flattened layer-major: token ``l * K + k``), and
-    ``fusion_weights`` ``(L,)``; both averaged over the ``T`` segments (``segment=None``) or taken at one
-    segment. Also ``mean_offdiag_similarity`` (mean over the ``N(N-1)`` off-diagonal entries),
-    ``weights_entropy`` (entropy of the fusion weights divided by ``log L``: 1 = uniform) and, when present,
-    ``router_weights`` ``(L, E)``.
-    """
-    from ..methods.orthogonality import token_cosine_similarity
-
-    if "layer_tokens" not in extras or "fusion_weights" not in extras:
-        raise ValueError("token diagnostics need MoLT outputs with extras 'layer_tokens' and 'fusion_weights' "
-                         f"(got extras {sorted(extras)}); is this a MoLT checkpoint?")
-    diagnostics: dict[str, dict[str, Any]] = {}
-    router = extras.get("router_weights")
-    for modality, tokens in extras["layer_tokens"].items():
-        if tokens.ndim != 4:
-            raise ValueError(f"expected {modality} layer tokens (T, L, K, D), got {tuple(tokens.shape)}")
-        steps, layers, per_layer = tokens.shape[:3]
-        if segment is not None and not 0 <= segment < steps:
-            raise ValueError(f"segment {segment} out of range for a clip of {steps} segments")
-        chosen = slice(None) if segment is None else slice(segment, segment + 1)
-        similarity = token_cosine_similarity(tokens[chosen].flatten(1, 2).float()).mean(dim=0)
-        weights = extras["fusion_weights"][modality][chosen].float().mean(dim=0)
-        size = similarity.shape[0]
-        offdiag = (similarity.sum() - similarity.diagonal().sum()) / max(size * (size - 1), 1)
-        entropy = float(-(weights.clamp_min(1e-12) * weights.clamp_min(1e-12).log()).sum())
-        entry = {"num_layers": layers, "num_tokens": per_layer, "similarity": similarity.tolist(),
-                 "fusion_weights": weights.tolist(), "mean_offdiag_similarity": float(offdiag),
-                 "weights_entropy": entropy / math.log(layers) if layers > 1 else 1.0}
-        if router is not None:
-            entry["router_weights"] = router[chosen].float().mean(dim=0).tolist()
-        diagnostics[modality] = entry
-    return diagnostics
-
-
-def plot_token_diagnostics(diagnostics: Mapping[str, Mapping[str, Any]], path: str | os.PathLike, *,
-                           blocks: Mapping[str, Sequence[int]] | None = None, title: str | None = None) -> Path:
-    """Fig.-5-style PNG: one row per modality, (a) the token cosine-similarity map, (b) the fusion weight of each
-    layer (dashed line: uniform ``1/L``). ``blocks`` names the backbone block of each layer (axis labels)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    modalities = list(diagnostics)
-    if not modalities:
-        raise ValueError("plot_token_diagnostics needs at least one modality")
-    figure = Figure(figsize=(8.2, 3.5 * len(modalities)), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(len(modalities), 2, squeeze=False, width_ratios=(1.25, 1.0))
-    for row, modality in enumerate(modalities):
-        entry = diagnostics[modality]
-        layers, per_layer = entry["num_layers"], entry["num_tokens"]
-        if blocks and blocks.get(modality):
-            names = [f"b{b}" for b in blocks[modality]]
-        else:
-            names = [f"layer {index}" for index in range(layers)]
-        similarity = np.asarray(entry["similarity"])
-        axis = axes[row][0]
-        image = axis.imshow(similarity, vmin=-1.0, vmax=1.0, cmap="RdBu_r", interpolation="nearest")
-        centres = [layer * per_layer + (per_layer - 1) / 2 for layer in range(layers)]
-        for layer in range(1, layers):
-            axis.axhline(layer * per_layer - 0.5, color="k", lw=0.8)
-            axis.axvline(layer * per_layer - 0.5, color="k", lw=0.8)
-        axis.set_xticks(centres, names)
-        axis.set_yticks(centres, names)
-        axis.set_title(f"(a) {modality} tokens: cosine similarity\nmean off-diagonal "
-                       f"{entry['mean_offdiag_similarity']:.2f} ({layers} layers x {per_layer} tokens)", fontsize=9)
-        figure.colorbar(image, ax=axis, shrink=0.85)
-        axis = axes[row][1]
-        weights = np.asarray(entry["fusion_weights"])
-        axis.bar(np.arange(layers), weights, color="C1" if modality == "audio" else "C0")
-        axis.axhline(1.0 / layers, color="0.3", ls="--", lw=1, label="uniform 1/L")
-        for layer, weight in enumerate(weights):
-            axis.text(layer, weight, f"{weight:.2f}", ha="center", va="bottom", fontsize=8)
-        axis.set_xticks(np.arange(layers), names)
-        axis.set_ylim(0, max(1.0, float(weights.max()) * 1.15))
-        axis.set_ylabel("TFM weight")
-        axis.set_title(f"(b) {modality} fusion weights\nnormalised entropy {entry['weights_entropy']:.2f} "
-                       f"(1 = uniform)", fontsize=9)
-        axis.legend(fontsize=8, loc="upper right")
-    if title:
-        figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "clip"
-
-
-@torch.no_grad()
-def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *, out_dir: str | os.PathLike,
-                   split: str = "test", clips: int = 4, segment: int | None = None,
-                   task: str | None = None, trust_checkpoint: bool = False) -> dict[str, Any]:
-    """Token similarity maps and TFM weights of a trained MoLT model on a few clips (paper Fig. 5).
-
-    Each clip's ``T`` segments go through the model as one batch; per modality, :func:`token_diagnostics` gives the
-    ``L*K x L*K`` cosine-similarity map of the layer-wise tokens and the fusion weight of each layer, averaged over
-    the segments (``segment=None``) or at one segment. Writes ``tokens_{i}_{video_id}.png`` per clip
-    (:func:`plot_token_diagnostics`) and ``tokens.json`` with every number plus a per-modality summary over the
-    clips (mean off-diagonal similarity, mean weights, mean normalised entropy).
-
-    Args:
-        checkpoint: an adapter directory or a training checkpoint (see :func:`molt.app.evaluate.load_trained`).
-        data_dir: a dataset root or prepared directory of the task the model was trained for.
-        out_dir: output directory.
-        split: which split to sample clips from.
-        clips: number of distinct videos, evenly spread over the split.
-        segment: one segment index instead of the mean over segments.
-        task: when given, the task the checkpoint must have been trained for.
-        trust_checkpoint: as for :func:`analyze_layers`.
-
-    Returns:
-        the JSON payload, with the written files under ``"files"``.
-    """
-    from ..backbones.audio_frontend import check_sample_rate
-    from .evaluate import load_trained
-    from ..tasks import get_task
-
-    if clips < 1:
-        raise ValueError(f"clips must be >= 1, got {clips}")
-    model, config, _ = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
-    model.eval()
-    spec = get_task(config.task)
-    prepared = spec.open_prepared(data_dir, config.setting, show_progress=False)
-    dataset = spec.dataset(prepared, split)
-    if model.audio is not None:
-        check_sample_rate(dataset.sample_rate, model.audio.sample_rate, source=prepared)
-    features = model.features
-    blocks = {modality: list(getattr(features, f"{modality}_blocks", [])) for modality in ("visual", "audio")}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    records, files = [], []
-    for position, row in enumerate(_sample_clips(dataset, clips)):
-        item = dataset[row]
-        output = features(item["frames"], item["audio"].float())
-        diagnostics = token_diagnostics(output.extras, segment=segment)
-        video_id = item["video_id"]
-        category = dataset.rows[row].get("category")
-        where = "mean over segments" if segment is None else f"segment {segment}"
-        png = plot_token_diagnostics(
-            diagnostics, out / f"tokens_{position:02d}_{_safe_name(video_id)}.png", blocks=blocks,
-            title=f"{video_id}" + (f" ({category})" if category else "") + f", {split} split, {where}")
-        files.append(str(png))
-        records.append({"video_id": video_id, "category": category, "modalities": diagnostics})
-    summary = {}
-    for modality in records[0]["modalities"]:
-        entries = [r["modalities"][modality] for r in records]
-        summary[modality] = {
-            "blocks": blocks.get(modality, []),
-            "mean_offdiag_similarity": float(np.mean([e["mean_offdiag_similarity"] for e in entries])),
-            "mean_fusion_weights": np.mean([e["fusion_weights"] for e in entries], axis=0).tolist(),
-            "mean_weights_entropy": float(np.mean([e["weights_entropy"] for e in entries])),
-        }
-    payload = {"checkpoint": os.fspath(checkpoint), "task": config.task, "data": os.fspath(prepared), "split": split,
-               "segment": segment, "method": config.method,
-               "tor_weight": getattr(getattr(features, "config", None), "tor_weight", None),
-               "summary": summary, "clips": records}
-    json_path = out / "tokens.json"
-    files.append(str(json_path))
-    payload["files"] = files
-    json_path.write_text(json.dumps(payload, indent=1))
-    return payload
