@@ -100,13 +100,22 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def _method_config(model: nn.Module) -> dict[str, Any] | None:
+def _method_module(model: nn.Module) -> tuple[str, Any] | None:
+    """``(name, config)`` of the first submodule, in ``named_modules`` order, whose ``config`` has ``to_dict()``."""
     for name, module in model.named_modules():
         config = getattr(module, "config", None)
-        to_dict = getattr(config, "to_dict", None)
-        if callable(to_dict):
-            return {"module": name, "class": type(config).__name__, "config": _jsonable(to_dict())}
+        if callable(getattr(config, "to_dict", None)):
+            return name, config
     return None
+
+
+def _method_config(model: nn.Module) -> dict[str, Any] | None:
+    """The method record of an adapter config: module name, config class and config."""
+    found = _method_module(model)
+    if found is None:
+        return None
+    name, config = found
+    return {"module": name, "class": type(config).__name__, "config": _jsonable(config.to_dict())}
 
 
 #: config fields whose default changed after files were written without them: ``(config class, field)`` -> the value
@@ -138,8 +147,7 @@ def _with_new_defaults(saved: dict[str, Any] | None, model: nn.Module, source: s
     :data:`EARLIER_DEFAULTS`), describes the model the file was trained as."""
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         return saved
-    config = next((getattr(m, "config") for _, m in model.named_modules()
-                   if callable(getattr(getattr(m, "config", None), "to_dict", None))), None)
+    config = (_method_module(model) or (None, None))[1]
     if config is None or not dataclasses.is_dataclass(config) or type(config).__name__ != saved.get("class"):
         return saved
     earlier = earlier_defaults(saved, source)

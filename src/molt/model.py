@@ -120,7 +120,7 @@ class AudioVisualModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, backbones_on_meta: bool = False,
-                        trust_checkpoint: bool = False) -> "AudioVisualModel":
+                        trust_checkpoint: bool = False) -> AudioVisualModel:
         """Rebuild a model saved with :meth:`save_pretrained` (frozen backbones from the weights files its config
         names) and load its trainable tensors; adapter files of an older format are read too (see
         :func:`molt.checkpoints.pretrained_config` and :data:`molt.checkpoints.KEY_MAPS`).
