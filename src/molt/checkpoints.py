@@ -311,7 +311,7 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, backbone_info: d
     renamed = upgrade_tensor_names(list(stored), config["format_version"])
     tensors = {renamed[name]: tensor for name, tensor in stored.items()}
     if config["format_version"] < ADAPTER_FORMAT_VERSION:
-        _logger.info("%s: adapter format %d read with the tensor names of format %d", directory,
+        _logger.info("%s: adapter format %d read as format %d", directory,
                      config["format_version"], ADAPTER_FORMAT_VERSION)
     missing = sorted(set(state) - set(tensors))
     unexpected = sorted(set(tensors) - set(state))
