@@ -6,8 +6,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from molt.methods import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME, MoLTConfig, build_molt,
-                          load_adapters, read_adapter_config, save_adapters)
+from molt.checkpoints import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME, load_adapters,
+                              read_adapter_config, save_adapters)
+from molt.methods import MoLTConfig, build_molt
 from test_molt_core import SMALL, FakeAudio, FakeVisual, _inputs
 
 
@@ -48,7 +49,7 @@ def test_file_holds_only_trainable_tensors(tmp_path):
     size = (tmp_path / ADAPTER_WEIGHTS_NAME).stat().st_size
     assert stored * 4 <= size < stored * 4 + 64 * 1024  # float32 payload plus a small header
     config = json.loads((tmp_path / ADAPTER_CONFIG_NAME).read_text())
-    assert config["format_version"] == ADAPTER_FORMAT_VERSION == 2
+    assert config["format_version"] == ADAPTER_FORMAT_VERSION == 3
     assert config["method"]["class"] == "MoLTConfig"
     assert config["backbones"]["visual"] == {"class": "FakeVisual", "name": "fake-visual", "tag": "random",
                                              "weights_sha256": None, "num_blocks": 4, "blocks": [2, 3]}

@@ -8,7 +8,7 @@ import torch
 
 from molt.app.cli import main
 from molt.config import load_config
-from molt.app.evaluate import read_training_checkpoint
+from molt.checkpoints import read_training_checkpoint
 from molt.tasks.ave.synthetic import generate_ave
 from molt.app.train import train
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from molt.app.evaluate import read_training_checkpoint
+from molt.checkpoints import read_training_checkpoint
 from molt.tasks.ave.prepared import ensure_prepared
 from molt.tasks.ave.synthetic import generate_ave
 

@@ -189,7 +189,7 @@ def test_single_modality_and_bad_settings_are_refused():
 
 @pytest.mark.parametrize("method", IN_BLOCK)
 def test_adapter_files_round_trip(tmp_path, method):
-    from molt.methods import load_adapters, save_adapters
+    from molt.checkpoints import load_adapters, save_adapters
 
     config = switch_method(load_config("ave_molt_tiny"), method)
     torch.manual_seed(0)

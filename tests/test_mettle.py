@@ -86,7 +86,7 @@ def test_config_validation():
 
 
 def test_adapter_files_round_trip(tmp_path):
-    from molt.methods import load_adapters, read_adapter_config, save_adapters
+    from molt.checkpoints import load_adapters, read_adapter_config, save_adapters
 
     config = ExperimentConfig(method="mettle", backbone="tiny", method_config=CONFIG)
     torch.manual_seed(0)
@@ -218,7 +218,6 @@ def test_adapters_saved_before_lcd_width_load_as_the_common_reading(tmp_path):
     model.save_pretrained(tmp_path / "old")
     record = json.loads((tmp_path / "old" / "adapter_config.json").read_text())
     del record["method"]["config"]["lcd_width"]                       # what a file of the previous release holds
-    del record["extra_config"]["experiment"]["method_config"]["lcd_width"]
     (tmp_path / "old" / "adapter_config.json").write_text(json.dumps(record))
     loaded = AudioVisualModel.from_pretrained(tmp_path / "old")
     assert loaded.method.config.lcd_width == "common"

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from .backbones import build_backbones
-from .config import ExperimentConfig, load_config
-from .methods import (ADAPTER_CONFIG_NAME, MethodOutput, adapter_state_dict, build_method, features_class,
-                      earlier_defaults, get_method, load_adapters, read_adapter_config, save_adapters)
+from .config import ExperimentConfig
+from . import checkpoints
+from .methods import MethodOutput, build_method, features_class, get_method
 from .tasks import Task, get_task
 
 __all__ = ["AudioVisualModel", "ModelOutput", "build_model", "head_options", "TAP_KEYS"]
@@ -110,44 +110,29 @@ class AudioVisualModel(nn.Module):
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Only the trainable tensors (method + head): what checkpoints and adapter files hold."""
-        return adapter_state_dict(self)
+        return checkpoints.adapter_state_dict(self)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the trainable tensors (``adapter_model.safetensors``) and what rebuilds the model
-        (``adapter_config.json``: experiment config, task options, method config, backbones) into ``directory``."""
-        if self.experiment_config is None:
-            raise ValueError("this model has no experiment config to save (build it with build_model)")
-        return save_adapters(self, directory, extra_config={"experiment": self.experiment_config.to_dict(),
-                                                            "task_options": self.task_options})
+        (``adapter_config.json``: method config, experiment config, task options, backbones) into ``directory``
+        (see :func:`molt.checkpoints.save_pretrained`)."""
+        return checkpoints.save_pretrained(self, directory, self.experiment_config, self.task_options)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, backbones_on_meta: bool = False,
-                        trust_checkpoint: bool = False) -> "AudioVisualModel":
+                        trust_checkpoint: bool = False) -> AudioVisualModel:
         """Rebuild a model saved with :meth:`save_pretrained` (frozen backbones from the weights files its config
-        names) and load its trainable tensors; adapter files of an older format are read with their tensor names
-        mapped (see :data:`molt.methods.adapters_io.KEY_MAPS`).
+        names) and load its trainable tensors; adapter files of an older format are read too (see
+        :func:`molt.checkpoints.pretrained_config` and :data:`molt.checkpoints.KEY_MAPS`).
 
         Raises:
             FileNotFoundError: ``directory`` or one of its two files is missing.
             ValueError: a damaged file, or adapters made for another model (every difference listed).
         """
-        path = Path(directory)
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path} is not an adapter directory (expected {ADAPTER_CONFIG_NAME} and the "
-                                    f"safetensors file written by save_pretrained)")
-        saved = read_adapter_config(path)
-        extra = saved.get("extra_config") or {}
-        if "experiment" not in extra or "task_options" not in extra:
-            raise ValueError(f"{path / ADAPTER_CONFIG_NAME}: no experiment config in 'extra_config'; this directory "
-                             f"was not written by AudioVisualModel.save_pretrained")
-        experiment = dict(extra["experiment"])
-        earlier = earlier_defaults(saved.get("method"), str(path / ADAPTER_CONFIG_NAME))
-        if earlier:
-            experiment["method_config"] = {**experiment.get("method_config", {}), **earlier}
-        config = load_config(overrides=experiment, source=str(path / ADAPTER_CONFIG_NAME))
-        model = build_model(config, extra["task_options"], backbones_on_meta=backbones_on_meta,
+        config, task_options = checkpoints.pretrained_config(directory)
+        model = build_model(config, task_options, backbones_on_meta=backbones_on_meta,
                             trust_checkpoint=trust_checkpoint)
-        load_adapters(model, path)
+        checkpoints.load_adapters(model, directory)
         return model
 
 

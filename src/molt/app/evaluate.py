@@ -10,67 +10,34 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import ExperimentConfig, load_config
+from ..checkpoints import checkpoint_config, load_checkpoint_tensors, read_training_checkpoint
+from ..config import ExperimentConfig
 from ..model import AudioVisualModel, build_model
 from ..tasks import get_task
 
-__all__ = ["load_trained", "load_training_checkpoint", "read_training_checkpoint", "evaluate", "predict"]
+__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict"]
 
 _logger = logging.getLogger(__name__)
 
 
-def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The contents of a training checkpoint of ``molt train`` (``best.ckpt``, ``last.ckpt``), read with
-    ``torch.load(weights_only=True)``: molt's checkpoints hold only tensors and plain data, so a file that pickles
-    anything else (which could run code when unpickled) is refused, never executed.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file pickles objects, is damaged or truncated, or is not a molt checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        refused = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line), "")
-        raise ValueError(f"{path}: refused: it pickles Python objects that a molt checkpoint never holds and that "
-                         f"could run code when loaded ({refused or 'not tensors and plain data'}); use a checkpoint "
-                         f"written by molt train, or the run's adapters/best directory") from None
-    except Exception as error:  # noqa: BLE001 - any other failure means the file is unusable
-        raise ValueError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); use another "
-                         f"checkpoint (e.g. best.ckpt beside it, or the run's adapters/best directory) or train "
-                         f"again") from None
-    if not isinstance(state, dict) or "molt_config" not in state or "state_dict" not in state:
-        raise ValueError(f"{path} is not a molt training checkpoint (no 'molt_config' / 'state_dict' entry)")
-    return state
-
-
 def load_training_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> AudioVisualModel:
-    """Rebuild a model from a training checkpoint of ``molt train`` (read by :func:`read_training_checkpoint`).
+    """Rebuild a model from a training checkpoint of ``molt train`` (read by
+    :func:`~molt.checkpoints.read_training_checkpoint`).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: the file cannot be read, is not a molt checkpoint, or lacks trainable tensors of its model.
     """
-    path = Path(path)
     state = read_training_checkpoint(path)
-    config = load_config(overrides=state["molt_config"], source=str(path))
-    model = build_model(config, state["molt_task_options"], trust_checkpoint=trust_checkpoint)
-    prefix = "model."
-    trainable = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    missing = sorted(set(model.trainable_state_dict()) - set(trainable))
-    if missing:
-        raise ValueError(f"{path}: {len(missing)} trainable tensor(s) missing, e.g. {missing[:3]}")
-    model.load_state_dict(trainable, strict=False)
+    config, task_options = checkpoint_config(state, path)
+    model = build_model(config, task_options, trust_checkpoint=trust_checkpoint)
+    load_checkpoint_tensors(model, state, path)
     return model
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import sys
 import time
 import warnings
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -28,16 +26,16 @@ from torch.utils.data import DataLoader
 
 from ..backbones.audio_frontend import check_sample_rate
 from ..backbones.base import TapBackbone
+from ..checkpoints import (CONFIG_KEY, GLOBAL_STEP_KEY, RNG_KEY, add_training_entries, check_trainable_tensors,
+                           dict_differences, read_training_checkpoint, restore_random_states)
 from ..config import ExperimentConfig
 from ..data.files import replace_durably
 from ..data.sampling import EvalShard, ResumableLoader
-from .evaluate import read_training_checkpoint
-from .memory import peak_rss_bytes
 from ..features import cached_splits
 from ..methods import count_parameters
-from ..methods.adapters_io import dict_differences
 from ..model import AudioVisualModel, build_model
 from ..tasks import get_task
+from .memory import peak_rss_bytes
 
 __all__ = ["LitAudioVisual", "train", "software_environment", "NonFiniteLossError"]
 
@@ -135,41 +133,12 @@ class LitAudioVisual(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {f"model.{name}" for name in self.model.trainable_state_dict()}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-        checkpoint["molt_config"] = self.config.to_dict()
-        checkpoint["molt_task_options"] = self.task_options
-        checkpoint["molt_rng"] = random_states()
+        add_training_entries(checkpoint, self.model, self.config, self.task_options)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        expected = {f"model.{name}" for name in self.model.trainable_state_dict()}
-        missing = sorted(expected - set(checkpoint.get("state_dict", {})))
-        if missing:
-            raise ValueError(f"checkpoint does not match this model: {len(missing)} trainable tensor(s) missing, "
-                             f"e.g. {missing[:3]}; was it trained with another config?")
-        if "molt_rng" in checkpoint and self.trainer.state.fn == "fit":
-            restore_random_states(checkpoint["molt_rng"])  # dropout continues where the saved run was
-
-
-def random_states() -> dict[str, Any]:
-    """The states of every random generator a training step draws from (torch CPU and CUDA, numpy, Python), as
-    tensors and plain data so that the checkpoint still loads with ``weights_only=True``."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
-            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
-
-
-def restore_random_states(states: dict[str, Any]) -> None:
-    """Set the generators to what :func:`random_states` returned."""
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    kind, keys, position, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
+        check_trainable_tensors(self.model, checkpoint, "checkpoint")
+        if RNG_KEY in checkpoint and self.trainer.state.fn == "fit":
+            restore_random_states(checkpoint[RNG_KEY])  # dropout continues where the saved run was
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -280,13 +249,13 @@ def _check_resumable(path: str | os.PathLike, config: ExperimentConfig) -> int:
     """The checkpoint's global step; a ``ValueError`` listing every difference when it was made for another model
     than ``config`` builds."""
     state = read_training_checkpoint(path)
-    saved, current = state["molt_config"], config.to_dict()
+    saved, current = state[CONFIG_KEY], config.to_dict()
     differences = [line for key in _MODEL_KEYS
                    for line in dict_differences(saved.get(key), current[key], key, ("checkpoint", "this run"))]
     if differences:
         raise ValueError(f"{path} was made for another setup ({'; '.join(differences)}); resume with the config it "
                          f"was trained with, or start a new run without --resume")
-    return int(state["global_step"])
+    return int(state[GLOBAL_STEP_KEY])
 
 
 def _resolve_resume(resume: str | None, run_root: Path,

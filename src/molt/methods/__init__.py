@@ -6,8 +6,6 @@ module per idea: token distillation (eq. 2), uni-/cross-modal distillation adapt
 """
 from __future__ import annotations
 
-from .adapters_io import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME, adapter_state_dict,
-                          describe_backbones, earlier_defaults, load_adapters, read_adapter_config, save_adapters)
 from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
 from .lavish import LAVISH_TASK_SETTINGS, Lavish, LavishAdapter, LavishConfig
 from .mettle import LayerCentricDistillation, Mettle, MettleConfig, build_mettle_method
@@ -29,8 +27,6 @@ __all__ = [
     "TokenAttention", "TokenDistillation", "UniModalDistillationAdapter", "CrossModalDistillationAdapter",
     "Router", "mix_experts", "TokenFusion", "FUSION_MODES", "token_orthogonality_loss", "token_cosine_similarity",
     "count_parameters", "format_parameter_count", "print_trainable_parameters",
-    "save_adapters", "load_adapters", "read_adapter_config", "adapter_state_dict", "describe_backbones",
-    "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_FORMAT_VERSION", "earlier_defaults",
     "MettleConfig", "Mettle", "LayerCentricDistillation", "build_mettle_method",
     "LavishConfig", "Lavish", "LavishAdapter", "LAVISH_TASK_SETTINGS",
     "DGSCTConfig", "DGSCT", "DGSCTAdapter", "DualGuidedAttention", "DGSCT_TASK_SETTINGS",

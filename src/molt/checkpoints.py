@@ -1,17 +1,25 @@
-"""Save and load only the trainable weights of a model (adapters, heads), PEFT style.
+"""Every file molt-av writes or reads for a trained model: adapter directories, training checkpoints, their format
+versions and the maps that read older files, and the random-generator states that make a resumed run exact.
 
-A directory holds two files:
+Adapter directories (PEFT style) hold two files:
 
 * ``adapter_model.safetensors``: every trainable parameter (each tensor once, under its first name) plus the
   persistent buffers of trainable parts (e.g. a head's BatchNorm statistics), never a frozen backbone tensor;
 * ``adapter_config.json``: format version, the method config (the first submodule, in ``named_modules`` order,
   with a ``config`` attribute that has ``to_dict()``, e.g. :class:`~molt.methods.molt.MoLTConfig`), the backbones
   the adapters were trained on (name, timm tag, SHA-256 of the weights file, selected blocks), the tensor shapes,
-  and any ``extra_config`` (e.g. the task head's options).
+  and any ``extra_config`` (for an :class:`~molt.model.AudioVisualModel`: the experiment config without its
+  ``method_config``, which the method record holds, and the task options).
 
 :func:`load_adapters` refuses, with a ``ValueError`` listing every difference, a directory made for another
-method config, other backbones, or with other tensor names or shapes. Works for any ``nn.Module`` whose trainable
-parameters are the adapters.
+method config, other backbones, or with other tensor names or shapes. It works for any ``nn.Module`` whose
+trainable parameters are the adapters; :func:`save_pretrained` and :func:`pretrained_config` add what rebuilds an
+``AudioVisualModel``.
+
+Training checkpoints (``best.ckpt``, ``last.ckpt`` of ``molt train``) are Lightning checkpoints whose
+``state_dict`` holds only the trainable tensors, plus the entries named by the ``*_KEY`` constants below
+(:func:`add_training_entries`). They hold tensors and plain data only and are read with
+``torch.load(weights_only=True)`` (:func:`read_training_checkpoint`), so a file that would run code is refused.
 """
 from __future__ import annotations
 
@@ -19,25 +27,44 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["save_adapters", "load_adapters", "read_adapter_config", "adapter_state_dict", "describe_backbones",
-           "upgrade_tensor_names", "dict_differences", "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME",
-           "ADAPTER_FORMAT_VERSION", "KEY_MAPS", "EARLIER_DEFAULTS", "RETIRED_FIELDS", "earlier_defaults"]
+from .config import ExperimentConfig, load_config
+
+__all__ = [
+    # adapter directories
+    "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_FORMAT_VERSION", "KEY_MAPS", "EARLIER_DEFAULTS",
+    "RETIRED_FIELDS", "save_adapters", "load_adapters", "read_adapter_config", "adapter_state_dict",
+    "describe_backbones", "upgrade_tensor_names", "earlier_defaults", "dict_differences", "save_pretrained",
+    "pretrained_config",
+    # training checkpoints
+    "CHECKPOINT_FORMAT_VERSION", "FORMAT_VERSION_KEY", "CONFIG_KEY", "TASK_OPTIONS_KEY", "RNG_KEY", "STATE_DICT_KEY",
+    "GLOBAL_STEP_KEY", "MODEL_PREFIX", "add_training_entries", "read_training_checkpoint", "checkpoint_config",
+    "check_trainable_tensors", "load_checkpoint_tensors",
+    # random generators
+    "capture_random_states", "restore_random_states",
+]
 
 _logger = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_FORMAT_VERSION = 2
+#: Version 2: tensors of ``features.method``. Version 3: ``extra_config.experiment`` no longer repeats the method
+#: config (``method.config`` is its one copy); the tensors are those of version 2.
+ADAPTER_FORMAT_VERSION = 3
+#: the first adapter format whose experiment record leaves ``method_config`` to the method record
+_METHOD_RECORD_ONLY = 3
 _MAX_LISTED = 10
-# Tensor-name prefixes renamed since a format version: files of an older version are read with the new names.
-# Version 2: ``AudioVisualModel.features.molt`` became ``features.method`` (it holds Mettle or LAVisH too).
+#: Tensor-name prefixes renamed since a format version: files of an older version are read with the new names.
+#: Version 2: ``AudioVisualModel.features.molt`` became ``features.method`` (it holds Mettle or LAVisH too).
 KEY_MAPS: dict[int, tuple[tuple[str, str], ...]] = {1: (("features.molt.", "features.method."),)}
 
 
@@ -73,13 +100,22 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def _method_config(model: nn.Module) -> dict[str, Any] | None:
+def _method_module(model: nn.Module) -> tuple[str, Any] | None:
+    """``(name, config)`` of the first submodule, in ``named_modules`` order, whose ``config`` has ``to_dict()``."""
     for name, module in model.named_modules():
         config = getattr(module, "config", None)
-        to_dict = getattr(config, "to_dict", None)
-        if callable(to_dict):
-            return {"module": name, "class": type(config).__name__, "config": _jsonable(to_dict())}
+        if callable(getattr(config, "to_dict", None)):
+            return name, config
     return None
+
+
+def _method_config(model: nn.Module) -> dict[str, Any] | None:
+    """The method record of an adapter config: module name, config class and config."""
+    found = _method_module(model)
+    if found is None:
+        return None
+    name, config = found
+    return {"module": name, "class": type(config).__name__, "config": _jsonable(config.to_dict())}
 
 
 #: config fields whose default changed after files were written without them: ``(config class, field)`` -> the value
@@ -111,8 +147,7 @@ def _with_new_defaults(saved: dict[str, Any] | None, model: nn.Module, source: s
     :data:`EARLIER_DEFAULTS`), describes the model the file was trained as."""
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         return saved
-    config = next((getattr(m, "config") for _, m in model.named_modules()
-                   if callable(getattr(getattr(m, "config", None), "to_dict", None))), None)
+    config = (_method_module(model) or (None, None))[1]
     if config is None or not dataclasses.is_dataclass(config) or type(config).__name__ != saved.get("class"):
         return saved
     earlier = earlier_defaults(saved, source)
@@ -276,7 +311,7 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, backbone_info: d
     renamed = upgrade_tensor_names(list(stored), config["format_version"])
     tensors = {renamed[name]: tensor for name, tensor in stored.items()}
     if config["format_version"] < ADAPTER_FORMAT_VERSION:
-        _logger.info("%s: adapter format %d read with the tensor names of format %d", directory,
+        _logger.info("%s: adapter format %d read as format %d", directory,
                      config["format_version"], ADAPTER_FORMAT_VERSION)
     missing = sorted(set(state) - set(tensors))
     unexpected = sorted(set(tensors) - set(state))
@@ -296,3 +331,159 @@ def load_adapters(model: nn.Module, path: str | os.PathLike, *, backbone_info: d
             target.copy_(tensors[name])
     _logger.info("loaded %d adapter tensors from %s", len(state), directory)
     return config
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, config: ExperimentConfig | None,
+                    task_options: dict[str, Any]) -> Path:
+    """Write the adapter directory of an :class:`~molt.model.AudioVisualModel` built from ``config`` and
+    ``task_options``: its trainable tensors and, besides the method record, the experiment config (less its
+    ``method_config``, which the method record holds) and the task options that rebuild it."""
+    if config is None:
+        raise ValueError("this model has no experiment config to save (build it with build_model)")
+    experiment = config.to_dict()
+    del experiment["method_config"]
+    return save_adapters(model, directory, extra_config={"experiment": experiment, "task_options": task_options})
+
+
+def pretrained_config(directory: str | os.PathLike) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """``(experiment config, task options)`` that rebuild the model of an adapter directory written by
+    :func:`save_pretrained`, of any format: the method config comes from the method record (format 3 on), or from
+    the experiment record of older files, with the values of fields added since (:func:`earlier_defaults`).
+
+    Raises:
+        FileNotFoundError: ``directory`` or its config file is missing.
+        ValueError: a damaged config, one not written by :func:`save_pretrained`, or adapters of a retired method.
+    """
+    path = Path(directory)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is not an adapter directory (expected {ADAPTER_CONFIG_NAME} and the "
+                                f"safetensors file written by save_pretrained)")
+    saved = read_adapter_config(path)
+    source = str(path / ADAPTER_CONFIG_NAME)
+    extra = saved.get("extra_config") or {}
+    if "experiment" not in extra or "task_options" not in extra:
+        raise ValueError(f"{source}: no experiment config in 'extra_config'; this directory was not written by "
+                         f"AudioVisualModel.save_pretrained")
+    experiment = dict(extra["experiment"])
+    record = saved.get("method")
+    if saved["format_version"] >= _METHOD_RECORD_ONLY:
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+            raise ValueError(f"{source}: no method config under 'method'; export the adapters again")
+        experiment["method_config"] = dict(record["config"])
+    earlier = earlier_defaults(record, source)
+    if earlier:
+        experiment["method_config"] = {**experiment.get("method_config", {}), **earlier}
+    return load_config(overrides=experiment, source=source), dict(extra["task_options"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training checkpoints
+
+#: layout of the molt entries of a training checkpoint; files written before it was recorded are version 1
+CHECKPOINT_FORMAT_VERSION = 1
+FORMAT_VERSION_KEY = "molt_format_version"
+#: the experiment config (``ExperimentConfig.to_dict()``)
+CONFIG_KEY = "molt_config"
+#: what the data decided (class names, vocabularies)
+TASK_OPTIONS_KEY = "molt_task_options"
+#: the random-generator states of :func:`capture_random_states`
+RNG_KEY = "molt_rng"
+#: Lightning's entries read here: the trainable tensors, named :data:`MODEL_PREFIX` + the model's name, and the step
+STATE_DICT_KEY = "state_dict"
+GLOBAL_STEP_KEY = "global_step"
+#: the attribute of the training module that holds the :class:`~molt.model.AudioVisualModel`
+MODEL_PREFIX = "model."
+
+
+def add_training_entries(checkpoint: dict[str, Any], model: nn.Module, config: ExperimentConfig,
+                         task_options: dict[str, Any]) -> None:
+    """Make a Lightning checkpoint dict a molt training checkpoint, in place: keep only the trainable tensors of
+    ``model`` (see :func:`adapter_state_dict`) in its state dict and add the format version, config, task options
+    and random-generator states."""
+    trainable = {MODEL_PREFIX + name for name in adapter_state_dict(model)}
+    checkpoint[STATE_DICT_KEY] = {k: v for k, v in checkpoint[STATE_DICT_KEY].items() if k in trainable}
+    checkpoint[FORMAT_VERSION_KEY] = CHECKPOINT_FORMAT_VERSION
+    checkpoint[CONFIG_KEY] = config.to_dict()
+    checkpoint[TASK_OPTIONS_KEY] = task_options
+    checkpoint[RNG_KEY] = capture_random_states()
+
+
+def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The contents of a training checkpoint of ``molt train`` (``best.ckpt``, ``last.ckpt``), read with
+    ``torch.load(weights_only=True)``: molt's checkpoints hold only tensors and plain data, so a file that pickles
+    anything else (which could run code when unpickled) is refused, never executed.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file pickles objects, is damaged or truncated, is not a molt checkpoint, or was written by a
+            newer release.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        refused = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line), "")
+        raise ValueError(f"{path}: refused: it pickles Python objects that a molt checkpoint never holds and that "
+                         f"could run code when loaded ({refused or 'not tensors and plain data'}); use a checkpoint "
+                         f"written by molt train, or the run's adapters/best directory") from None
+    except Exception as error:  # noqa: BLE001 - any other failure means the file is unusable
+        raise ValueError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); use another "
+                         f"checkpoint (e.g. best.ckpt beside it, or the run's adapters/best directory) or train "
+                         f"again") from None
+    if not isinstance(state, dict) or CONFIG_KEY not in state or STATE_DICT_KEY not in state:
+        raise ValueError(f"{path} is not a molt training checkpoint (no '{CONFIG_KEY}' / '{STATE_DICT_KEY}' entry)")
+    version = state.get(FORMAT_VERSION_KEY, 1)
+    if version > CHECKPOINT_FORMAT_VERSION:
+        raise ValueError(f"{path}: training checkpoint format {version} is newer than this library supports "
+                         f"({CHECKPOINT_FORMAT_VERSION}); upgrade molt-av")
+    return state
+
+
+def checkpoint_config(state: dict[str, Any], source: str | os.PathLike) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """``(experiment config, task options)`` of a training checkpoint read by :func:`read_training_checkpoint`
+    from the file ``source`` (named in errors)."""
+    return load_config(overrides=state[CONFIG_KEY], source=str(source)), dict(state[TASK_OPTIONS_KEY])
+
+
+def check_trainable_tensors(model: nn.Module, state: dict[str, Any], source: str | os.PathLike) -> None:
+    """A ``ValueError`` naming ``source`` when the checkpoint ``state`` lacks trainable tensors of ``model``."""
+    expected = {MODEL_PREFIX + name for name in adapter_state_dict(model)}
+    missing = sorted(expected - set(state.get(STATE_DICT_KEY, {})))
+    if missing:
+        raise ValueError(f"{source} does not match this model: {len(missing)} trainable tensor(s) missing, e.g. "
+                         f"{missing[:3]}; was it trained with another config?")
+
+
+def load_checkpoint_tensors(model: nn.Module, state: dict[str, Any], source: str | os.PathLike) -> None:
+    """Copy the trainable tensors of a training checkpoint into ``model`` (checked by
+    :func:`check_trainable_tensors`); its frozen backbones keep their weights."""
+    check_trainable_tensors(model, state, source)
+    model.load_state_dict({name[len(MODEL_PREFIX):]: tensor for name, tensor in state[STATE_DICT_KEY].items()
+                           if name.startswith(MODEL_PREFIX)}, strict=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# random generators
+
+def capture_random_states() -> dict[str, Any]:
+    """The states of every random generator a training step draws from (torch CPU and CUDA, numpy, Python), as
+    tensors and plain data so that a checkpoint holding them still loads with ``weights_only=True``."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
+            "python": [version, list(internal), gauss]}
+
+
+def restore_random_states(states: dict[str, Any]) -> None:
+    """Set the generators to what :func:`capture_random_states` returned."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
