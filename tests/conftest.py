@@ -25,3 +25,29 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def ave_data(tmp_path_factory):
+    """A small generated AVE set, prepared: 16 clips (8 classes, 64 px, 4 fps, 12 / 2 / 2 clips per split).
+
+    Shared by every test of the session that needs one: tests read it and write only in their own folders.
+    """
+    from molt.tasks.ave.prepared import ensure_prepared
+    from molt.tasks.ave.synthetic import generate_ave
+
+    root = tmp_path_factory.mktemp("ave_data")
+    generate_ave(root, num_videos=16, seed=0, image_size=64, fps=4, workers=1, show_progress=False)
+    ensure_prepared(root, show_progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ave_run(ave_data, tmp_path_factory):
+    """The run folder of one epoch of ``molt train ave`` (tiny preset) on :func:`ave_data`: ``checkpoints/`` and
+    ``adapters/best``. Tests that evaluate or predict with it write only outside it (``--out``)."""
+    from molt.app.cli import main
+
+    out = tmp_path_factory.mktemp("ave_run")
+    assert main(["--quiet", "train", "ave", "--data", str(ave_data), "--epochs", "1", "--out", str(out)]) == 0
+    return out / "ave_molt_tiny" / "version_0"

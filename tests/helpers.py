@@ -38,3 +38,40 @@ def backward_and_check_side_gradients(model, backbones, out) -> None:
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     for backbone in backbones:
         assert all(p.grad is None and not p.requires_grad for p in backbone.parameters())
+
+
+def train_one_epoch(task: str, data: Path, out: Path, *extra: str) -> Path:
+    """``molt train TASK`` for one epoch on ``data``; the run's best adapters folder."""
+    from molt.app.cli import main
+
+    assert main(["--quiet", "train", task, "--data", str(data), "--epochs", "1", "--out", str(out), *extra]) == 0
+    return next(Path(out).glob("*/version_0/adapters/best"))
+
+
+def model_outputs(adapters: Path, prepared: Path, split: str, index: int):
+    """The trained model and its predictions for one prepared item (in eval mode, as ``molt eval`` runs it)."""
+    import torch
+    from torch.utils.data import default_collate
+
+    from molt.app.evaluate import load_trained
+    from molt.tasks import get_task
+
+    model, config, _ = load_trained(adapters)
+    model.eval()
+    dataset = get_task(config.task).dataset(prepared, split)
+    batch = default_collate([dataset[index]])
+    with torch.no_grad():
+        outputs = model(batch).predictions
+    return model, outputs
+
+
+def predict_with_cli(adapters: Path, task: str, out: Path, *inputs: str) -> dict:
+    """``molt predict TASK`` with these inputs; its ``predictions.json``, after checking the files it names exist."""
+    import json
+
+    from molt.app.cli import main
+
+    assert main(["--quiet", "predict", task, "--checkpoint", str(adapters), "--out", str(out), *inputs]) == 0
+    result = json.loads((Path(out) / "predictions.json").read_text())
+    assert all(Path(path).is_file() for path in result["files"]), result["files"]
+    return result

@@ -1,16 +1,10 @@
+"""Paper-scale checks: the full-size backbones (Swin-V2-L, HTS-AT), built for real or counted on the meta device."""
+import pytest
+import torch
+
 from molt.app.cli import main
-from molt.config import load_config
-from molt.methods import count_parameters
-from molt.model import build_model
 from molt.app.params import count_preset, parameter_table
-
-
-def test_meta_device_count_equals_a_real_build():
-    count = count_preset("ave_molt_tiny")
-    model = build_model(load_config("ave_molt_tiny"), {"num_classes": 28})
-    trainable, total = count_parameters(model)
-    assert (count.trainable, count.total) == (trainable, total)
-    assert count.method_params == count_parameters(model.method)[0]
+from molt.backbones.swin_v2 import build_swin_v2
 
 
 def test_paper_presets_are_counted_without_allocating(capsys):
@@ -29,7 +23,6 @@ def test_paper_presets_are_counted_without_allocating(capsys):
 
 
 def test_params_all_has_every_task_at_paper_scale(capsys):
-    from molt.app.cli import main
     from molt.tasks import task_names
 
     assert main(["params", "--all"]) == 0
@@ -37,3 +30,12 @@ def test_params_all_has_every_task_at_paper_scale(capsys):
     for task in task_names():
         for backbone in ("paper", "shared"):
             assert f"| {task}_molt_{backbone} | {task} | {backbone} |" in out, (task, backbone)
+
+
+@pytest.mark.slow
+def test_paper_scale_swin_v2_large_late_taps():
+    swin = build_swin_v2("swinv2_large_window12_192")
+    assert swin.num_blocks == 24
+    assert 190e6 < sum(p.numel() for p in swin.parameters()) < 200e6
+    taps = swin.forward_taps(torch.rand(1, 3, 192, 192), "late")
+    assert [tuple(t.shape) for t in taps] == [(1, 36, 1536), (1, 36, 1536)]

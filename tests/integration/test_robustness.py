@@ -11,18 +11,13 @@ import pytest
 import torch
 
 from molt.config import load_config
-from molt.tasks.ave.prepared import ensure_prepared
-from molt.tasks.ave.synthetic import generate_ave
 from molt.app.evaluate import evaluate
 from molt.app.train import NonFiniteLossError, train
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth_ave_small")
-    # 40 videos -> 32 / 4 / 4 clips: every split divides evenly over two processes
-    generate_ave(root, num_videos=40, seed=1, image_size=64, fps=4, workers=1, show_progress=False)
-    return ensure_prepared(root, show_progress=False)
+def prepared(ave_prepared_40):
+    return ave_prepared_40
 
 
 def _molt(*args, **kwargs):

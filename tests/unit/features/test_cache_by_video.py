@@ -50,9 +50,5 @@ def test_training_from_the_video_keyed_cache_matches_online(avqa, tmp_path):
     assert cached["test"]["accuracy"] == pytest.approx(online["test"]["accuracy"], abs=1e-6)
 
 
-def test_one_item_per_clip_stays_keyed_by_item(tmp_path):
-    from molt.tasks.ave.synthetic import generate_ave
-
-    generate_ave(tmp_path, num_videos=8, seed=0, image_size=64, fps=4, workers=1, show_progress=False)
-    assert main(["--quiet", "prepare", "ave", "--data", str(tmp_path), "--workers", "1"]) == 0
-    assert media_rows(PreparedAVE(tmp_path / "prepared", "train")) is None
+def test_one_item_per_clip_stays_keyed_by_item(ave_data):
+    assert media_rows(PreparedAVE(ave_data / "prepared", "train")) is None

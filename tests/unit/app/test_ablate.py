@@ -6,7 +6,6 @@ import pytest
 from molt.app.ablate import ABLATION_TABLES, ablation_variants
 from molt.app.cli import main
 from molt.config import load_config
-from molt.tasks.ave.synthetic import generate_ave
 from molt.model import build_model
 
 
@@ -40,9 +39,8 @@ def test_ablation_rejects_unknown_tables_and_other_methods():
         ablation_variants(8, switch_method(base, "mettle"))
 
 
-def test_ablate_tor_table_end_to_end(tmp_path, capsys):
-    data = tmp_path / "data"
-    generate_ave(data, num_videos=24, seed=2, image_size=64, fps=4, workers=1, show_progress=False)
+def test_ablate_tor_table_end_to_end(ave_data, tmp_path, capsys):
+    data = ave_data
     out = tmp_path / "ablations"
     code = main(["ablate", "--task", "ave", "--table", "8", "--data", str(data), "--out", str(out), "--epochs", "1",
                  "--batch-size", "8"])

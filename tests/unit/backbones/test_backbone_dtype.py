@@ -71,11 +71,8 @@ def test_cache_identity_and_in_block_methods():
         load_config("ave_molt_tiny", {"backbone_dtype": "int8"})
 
 
-def test_cli_flag(tmp_path):
-    from molt.tasks.ave.synthetic import generate_ave
-
-    generate_ave(tmp_path / "data", num_videos=12, seed=0, image_size=64, fps=4, workers=1, show_progress=False)
-    assert main(["--quiet", "train", "ave", "--data", str(tmp_path / "data"), "--epochs", "1", "--backbone-dtype",
+def test_cli_flag(ave_data, tmp_path):
+    assert main(["--quiet", "train", "ave", "--data", str(ave_data), "--epochs", "1", "--backbone-dtype",
                  "bfloat16", "--out", str(tmp_path / "runs")]) == 0
     config = next((tmp_path / "runs").rglob("adapter_config.json")).read_text()
     assert '"backbone_dtype": "bfloat16"' in config

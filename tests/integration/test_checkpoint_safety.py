@@ -9,16 +9,14 @@ import torch
 from molt.app.cli import main
 from molt.config import load_config
 from molt.checkpoints import read_training_checkpoint
-from molt.tasks.ave.synthetic import generate_ave
 from molt.app.train import train
 
 
 @pytest.fixture(scope="module")
-def frozen_run(tmp_path_factory):
-    """Three epochs at learning rate 0: the validation score never improves after epoch 0."""
+def frozen_run(ave_data, tmp_path_factory):
+    """Three epochs at learning rate 0 on the session's AVE set: the validation score never improves after epoch 0."""
     root = tmp_path_factory.mktemp("frozen")
-    data = root / "ave"
-    generate_ave(data, num_videos=16, seed=0, image_size=64, fps=4, workers=1, show_progress=False)
+    data = ave_data
     config = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 3, "batch_size": 8},
                                            "optim": {"lr": 0.0, "head_lr": 0.0}})
     result = train(config, data=data, out_dir=root / "runs", enable_progress_bar=False)

@@ -11,15 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from molt.tasks.ave.prepared import ensure_prepared
-from molt.tasks.ave.synthetic import generate_ave
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distributed_extract")
-    generate_ave(root, num_videos=40, seed=4, image_size=64, fps=4, workers=1, show_progress=False)
-    return ensure_prepared(root, show_progress=False)
+def prepared(ave_prepared_40):
+    return ave_prepared_40
 
 
 def _extract(prepared, out, *extra, wait=True):

@@ -11,17 +11,13 @@ import pytest
 from safetensors.torch import load_file
 
 from molt.checkpoints import read_training_checkpoint
-from molt.tasks.ave.prepared import ensure_prepared
-from molt.tasks.ave.synthetic import generate_ave
 
 EPOCHS, BATCH = 3, 4   # 32 training clips -> 8 steps per epoch
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume_ave")
-    generate_ave(root, num_videos=40, seed=2, image_size=64, fps=4, workers=1, show_progress=False)
-    return ensure_prepared(root, show_progress=False)
+def prepared(ave_prepared_40):
+    return ave_prepared_40
 
 
 def _molt(data, out, *extra):

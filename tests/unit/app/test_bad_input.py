@@ -10,20 +10,17 @@ import pytest
 from helpers import FIXTURES
 from molt.app.cli import main
 from molt.data.media import write_clip
-from molt.tasks.ave.synthetic import generate_ave
 
 FIXTURE_V1 = FIXTURES / "adapters_v1"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """A small AVE root (8 classes), a 1-epoch run on it, and broken copies of its files."""
+def world(ave_data, ave_run, tmp_path_factory):
+    """The session's small AVE root (8 classes) and 1-epoch run on it, and broken copies of its files."""
     root = tmp_path_factory.mktemp("bad_input")
-    data = root / "ave"
-    generate_ave(data, num_videos=16, seed=0, image_size=64, fps=4, workers=1, show_progress=False)
-    assert main(["train", "ave", "--data", str(data), "--epochs", "1", "--out", str(root / "runs")]) == 0
-    run = root / "runs" / "ave_molt_tiny" / "version_0"
-    paths = {"data": data, "run": run, "root": root, "video": next((data / "AVE").glob("*.mp4"))}
+    data, run = ave_data, ave_run
+    paths = {"data": data, "run": run, "runs": run.parents[1], "root": root,
+             "video": next((data / "AVE").glob("*.mp4"))}
     ckpt = run / "checkpoints" / "last.ckpt"
     paths["truncated_ckpt"] = root / "truncated.ckpt"
     paths["truncated_ckpt"].write_bytes(ckpt.read_bytes()[:5000])
@@ -89,12 +86,12 @@ def _cases():
          ["{root}/missing.yaml", "not found"]),
         ("config preset that does not exist", ["train", "ave", "--data", d, "--config", "ave_molt_huge"],
          ["ave_molt_huge", "available"]),
-        ("resume from a truncated checkpoint", ["train", "ave", "--data", d, "--out", "{root}/runs",
+        ("resume from a truncated checkpoint", ["train", "ave", "--data", d, "--out", "{runs}",
                                                 "--resume", "{truncated_ckpt}"],
          ["{truncated_ckpt}", "corrupt or truncated"]),
         ("resume from a missing checkpoint", ["train", "ave", "--data", d, "--resume", "{root}/nope.ckpt"],
          ["{root}/nope.ckpt", "not found"]),
-        ("resume with another config", ["train", "ave", "--data", d, "--out", "{root}/runs", "--config",
+        ("resume with another config", ["train", "ave", "--data", d, "--out", "{runs}", "--config",
                                         "{other_tokens}", "--resume", "{run}/checkpoints/last.ckpt"],
          ["{run}/checkpoints/last.ckpt", "method_config.num_tokens: checkpoint has 4, this run has 2"]),
         ("eval of a truncated checkpoint", ["eval", "ave", "--data", d, "--checkpoint", "{truncated_ckpt}"],
@@ -157,7 +154,7 @@ def test_bad_input_is_one_line_naming_the_file(world, name, argv, expected, capl
     monkeypatch.chdir(tmp_path)      # where molt predict would put predictions/ by default
     fill = {key: str(value) for key, value in world.items()}
     argv = [arg.format(**fill) for arg in argv]
-    runs_before = sorted(p.name for p in (world["root"] / "runs" / "ave_molt_tiny").iterdir())
+    runs_before = sorted(p.name for p in (world["runs"] / "ave_molt_tiny").iterdir())
     caplog.clear()
     assert main(argv) == 2, name
     errors = [record for record in caplog.records if record.levelname == "ERROR" and record.name == "molt"]
@@ -168,7 +165,7 @@ def test_bad_input_is_one_line_naming_the_file(world, name, argv, expected, capl
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err + captured.out
     # nothing left behind: no new run version, no run folder for a run that never started
-    assert sorted(p.name for p in (world["root"] / "runs" / "ave_molt_tiny").iterdir()) == runs_before
+    assert sorted(p.name for p in (world["runs"] / "ave_molt_tiny").iterdir()) == runs_before
     for folder in ("gpu_runs", "cache_runs", "w_runs"):
         assert not (world["root"] / folder).exists()
     assert list(tmp_path.iterdir()) == []
