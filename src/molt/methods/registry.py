@@ -20,7 +20,8 @@ class MethodSpec:
 
     Attributes:
         name: the ``method:`` value of a config (``--method``).
-        config_class: dataclass of its hyper-parameters (``method_config:``), with ``from_dict(data, source=...)``.
+        config_class: its :class:`~molt.methods.base.MethodConfig` dataclass (the ``method_config:`` section),
+            parsed with ``from_dict(data, source=...)``.
         build: ``(config, visual, audio) -> (trainable module, visual block indices, audio block indices)``.
         wrapper: the ``nn.Module`` class that runs the trainable module on the frozen backbones
             (``visual=, audio=, method=, visual_blocks=, audio_blocks=`` keyword arguments).
@@ -73,14 +74,19 @@ def get_method(name: str) -> MethodSpec:
     return _METHODS[name]
 
 
-def build_method(name: str, method_config: dict[str, Any] | None, visual: nn.Module | None,
+def build_method(method: str | MethodSpec, config: Any, visual: nn.Module | None,
                  audio: nn.Module | None) -> tuple[nn.Module, list[int], list[int]]:
     """A method's trainable side modules for these backbones, with the resolved visual and audio block indices.
 
-    ``method_config`` holds the method's hyper-parameters (the fields of its ``config_class``).
+    Args:
+        method: a registered method name or its :class:`MethodSpec`.
+        config: an instance of the method's ``config_class`` (e.g. ``ExperimentConfig.method_config``).
+        visual, audio: the frozen backbones (``None`` for the absent one of a single-modality variant).
     """
-    spec = get_method(name)
-    config = spec.config_class.from_dict(dict(method_config or {}), source="method_config")
+    spec = method if isinstance(method, MethodSpec) else get_method(method)
+    if not isinstance(config, spec.config_class):
+        raise TypeError(f"method {spec.name!r} is built from a {spec.config_class.__name__}, got "
+                        f"{type(config).__name__}; parse a mapping with {spec.config_class.__name__}.from_dict")
     return spec.build(config, visual, audio)
 
 
