@@ -14,8 +14,8 @@ def test_presets_load_and_merge():
     assert shared.backbone == "shared" and paper.backbone == "paper"
     assert shared.method_config == paper.method_config
     tiny = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 3}, "method_config": {"num_tokens": 2}})
-    assert tiny.trainer.max_epochs == 3 and tiny.method_config["num_tokens"] == 2
-    assert tiny.method_config["num_uda"] == 2  # untouched keys survive a nested override
+    assert tiny.trainer.max_epochs == 3 and tiny.method_config.num_tokens == 2
+    assert tiny.method_config.num_uda == 2  # untouched keys survive a nested override
 
 
 def test_config_typos_are_errors(tmp_path):
@@ -51,9 +51,9 @@ def test_switch_method_keeps_the_common_footing():
     molt = load_config("ave_molt_paper", {"method_config": {"modalities": "audio"}})
     mettle = switch_method(molt, "mettle")
     assert mettle.method == "mettle" and mettle.backbone == molt.backbone and mettle.head == molt.head
-    assert mettle.method_config == {"dim": 256, "num_tokens": 8, "num_heads": 8, "modalities": "audio"}
+    assert mettle.to_dict()["method_config"] == {"dim": 256, "num_tokens": 8, "num_heads": 8, "modalities": "audio"}
     lavish = switch_method(molt, "lavish")
-    assert lavish.method_config["out_heads"] == 8 and "num_uda" not in lavish.method_config
+    assert lavish.method_config.out_heads == 8 and "num_uda" not in lavish.to_dict()["method_config"]
     assert switch_method(molt, "molt") is molt
 
 

@@ -379,11 +379,11 @@ def test_config_round_trip_and_validation(tmp_path):
 
 
 def test_build_method_entry_point():
-    method, visual_blocks, audio_blocks = build_method("molt", SMALL, FakeVisual(), FakeAudio())
+    method, visual_blocks, audio_blocks = build_method("molt", MoLTConfig(**SMALL), FakeVisual(), FakeAudio())
     assert isinstance(method, MoLT) and method.output_dim == 8
     assert visual_blocks == [2, 3] and audio_blocks == [1, 2]
     with pytest.raises(ValueError, match="unknown method"):
-        build_method("lora", {}, FakeVisual(), FakeAudio())
+        build_method("lora", MoLTConfig(), FakeVisual(), FakeAudio())
 
 
 def test_parameter_counting_dedupes_shared_backbone_and_works_on_meta():

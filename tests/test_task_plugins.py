@@ -112,9 +112,9 @@ def test_a_method_spec_decides_caching_and_heads():
     from molt.config import switch_method
 
     lavish = switch_method(load_config("ave_molt_tiny"), "lavish")
-    assert lavish.method_config["out_heads"] == load_config("ave_molt_tiny").method_config["num_heads"]
+    assert lavish.method_config.out_heads == load_config("ave_molt_tiny").method_config.num_heads
     back = switch_method(lavish, "mettle")
-    assert back.method_config["num_heads"] == lavish.method_config["out_heads"]
+    assert back.method_config.num_heads == lavish.method_config.out_heads
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -11,15 +11,16 @@ from .adapters_io import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_W
 from .base import (MODALITIES, MethodConfig, MethodModel, MethodOutput, TapMethodConfig, TapReadingModel,
                    count_parameters, format_parameter_count, print_trainable_parameters)
 from .distillation_adapters import CrossModalDistillationAdapter, LayerCentricDistillation, UniModalDistillationAdapter
-from .lavish import LAVISH_TASK_SETTINGS, Lavish, LavishAdapter, LavishConfig
+# the methods register in import order, which method_names() keeps: molt, mettle, lavish, dgsct, avmoe
+from .molt import FeatureDistillationModule, MoLT, MoLTConfig, build_molt, build_molt_method
 from .mettle import Mettle, MettleConfig, build_mettle_method
+from .lavish import LAVISH_TASK_SETTINGS, Lavish, LavishAdapter, LavishConfig
 from .dgsct import DGSCT, DGSCT_TASK_SETTINGS, DGSCTAdapter, DGSCTConfig, DualGuidedAttention
 from .avmoe import AVMOE_TASK_SETTINGS, AVMoE, AVMoEAdapter, AVMoEConfig, UniModalExpert
 from .inblock import (AdapterPosition, ConvBottleneck, InBlockMethod, InBlockModel, LatentTokenAdapter, TokenBridge,
                       adapter_positions, latent_token_attention, walk_blocks)
-from .molt import FeatureDistillationModule, MoLT, MoLTConfig, build_molt, build_molt_method
 from .orthogonality import token_cosine_similarity, token_orthogonality_loss
-from .registry import MethodSpec, build_method, features_class, get_method, method_names, register_method
+from .registry import MethodSpec, build_method, get_method, method_names, register_method
 from .router import Router, mix_experts
 from .token_distillation import TokenAttention, TokenDistillation
 from .token_fusion import FUSION_MODES, TokenFusion
@@ -39,5 +40,4 @@ __all__ = [
     "AVMoEConfig", "AVMoE", "AVMoEAdapter", "UniModalExpert", "AVMOE_TASK_SETTINGS",
     "AdapterPosition", "adapter_positions", "TokenBridge", "latent_token_attention", "ConvBottleneck",
     "LatentTokenAdapter", "InBlockMethod", "InBlockModel", "walk_blocks",
-    "features_class",
 ]

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-__all__ = ["MethodSpec", "register_method", "get_method", "method_names", "build_method", "features_class"]
+__all__ = ["MethodSpec", "register_method", "get_method", "method_names", "build_method"]
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,8 @@ class MethodSpec:
         config_class: its :class:`~molt.methods.base.MethodConfig` dataclass (the ``method_config:`` section),
             parsed with ``from_dict(data, source=...)``.
         build: ``(config, visual, audio) -> (trainable module, visual block indices, audio block indices)``.
-        wrapper: the ``nn.Module`` class that runs the trainable module on the frozen backbones
-            (``visual=, audio=, method=, visual_blocks=, audio_blocks=`` keyword arguments).
+        wrapper: the :class:`~molt.methods.base.MethodModel` subclass that runs the trainable module on the frozen
+            backbones (``visual=, audio=, method=, visual_blocks=, audio_blocks=`` keyword arguments).
         reads_taps: ``True`` when the method only reads block outputs (its taps can be cached with
             ``molt extract``); ``False`` for in-block adapters that change what the backbone computes.
         heads_option: the ``method_config`` key of its attention heads, kept by ``switch_method``.
@@ -89,7 +89,3 @@ def build_method(method: str | MethodSpec, config: Any, visual: nn.Module | None
                         f"{type(config).__name__}; parse a mapping with {spec.config_class.__name__}.from_dict")
     return spec.build(config, visual, audio)
 
-
-def features_class(name: str) -> type[nn.Module]:
-    """The wrapper that runs method ``name`` on the frozen backbones (see :attr:`MethodSpec.wrapper`)."""
-    return get_method(name).wrapper
