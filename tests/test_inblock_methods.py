@@ -6,8 +6,8 @@ from conftest import backward_and_check_side_gradients
 
 from molt.backbones import build_backbones
 from molt.config import ExperimentConfig, load_config, switch_method
-from molt.methods import (AVMoE, DGSCT, AVMoEConfig, DGSCTConfig, InBlockModel, Lavish, LavishConfig,
-                          adapter_positions, build_method, get_method, latent_token_attention)
+from molt.methods import (AVMoE, DGSCT, AVMoEConfig, DGSCTConfig, InBlockModel, Lavish, LavishConfig, MethodModel,
+                          TapReadingModel, adapter_positions, build_method, get_method, latent_token_attention)
 from molt.model import build_model
 
 IN_BLOCK = ["lavish", "dgsct", "avmoe"]
@@ -80,6 +80,9 @@ def test_zero_gates_reproduce_the_frozen_backbones(backbones, inputs, method):
     for adapted, frozen in zip(got["visual_stages"], frozen_visual):
         torch.testing.assert_close(adapted, frozen, rtol=0, atol=0)
     assert got["visual_taps"][0].requires_grad  # the graph goes through the backbone
+    final_visual, final_audio = model.compute_final_tokens(*inputs)
+    torch.testing.assert_close(final_visual[0], frozen_visual[-1], rtol=0, atol=0)
+    torch.testing.assert_close(final_audio[0], frozen_audio[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("method", IN_BLOCK)
@@ -170,6 +173,7 @@ def test_build_model_runs_each_method_in_its_wrapper(method, kind):
     config = switch_method(load_config("ave_molt_tiny"), method)
     model = build_model(config, {"num_classes": 5})
     assert isinstance(model.features, InBlockModel) and isinstance(model.method, kind)
+    assert isinstance(model.features, MethodModel) and not isinstance(model.features, TapReadingModel)
     batch = {"frames": torch.randint(0, 255, (1, 2, 3, 64, 64), dtype=torch.uint8),
              "audio": 0.1 * torch.randn(1, 2, 32000), "video_id": ["a"]}
     predictions = model(batch).predictions
