@@ -53,7 +53,8 @@ def test_fusion_is_mean_of_layer_tokens(backbones, inputs):
 
 
 def test_unequal_layer_counts_are_not_paired(backbones):
-    method, visual_blocks, audio_blocks = build_method("mettle", MettleConfig(**CONFIG, blocks_audio="late"), *backbones)
+    config = MettleConfig(**CONFIG, blocks_audio="late")
+    method, visual_blocks, audio_blocks = build_method("mettle", config, *backbones)
     assert len(visual_blocks) == 8 and audio_blocks == [6, 7]
     assert len(method.lcds["visual"]) == 8 and len(method.lcds["audio"]) == 2
 

@@ -95,7 +95,8 @@ class ExperimentConfig:
         if self.shared_audio_frontend != "htsat" and "shared" not in self.backbone:
             raise ValueError(f"shared_audio_frontend {self.shared_audio_frontend} applies to the shared backbone "
                              f"presets (shared, tiny-shared); the {self.backbone!r} preset reads audio with HTS-AT")
-        self.method_config = _parse_section(get_method(self.method).config_class, self.method_config, "method_config",
+        method = get_method(self.method)
+        self.method_config = _parse_section(method.config_class, self.method_config, "method_config",
                                             f"method {self.method!r}")
         self.head = _parse_section(get_task(self.task).head.config_class, self.head, "head",
                                    f"the {self.task} head")

@@ -27,8 +27,8 @@ from torch import nn
 
 from .token_distillation import ProjectedTap, TokenAttention, TokenDistillation
 
-__all__ = ["UniModalDistillationAdapter", "CrossModalDistillationAdapter", "LayerCentricDistillation", "pooled_residual",
-           "heads_dividing"]
+__all__ = ["UniModalDistillationAdapter", "CrossModalDistillationAdapter", "LayerCentricDistillation",
+           "pooled_residual", "heads_dividing"]
 
 
 def pooled_residual(projection: nn.Linear, features: torch.Tensor) -> torch.Tensor:
