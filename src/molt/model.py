@@ -94,7 +94,8 @@ class AudioVisualModel(nn.Module):
                                             stage_blocks=self.stage_blocks)
 
     def compute_taps(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
-        """Taps of the selected blocks for a batch of clips, flattened to ``B*T`` rows."""
+        """What the method reads for a batch of clips, flattened to ``B*T`` rows: the taps of the selected blocks
+        (for an in-block method, its adapted final-block tokens)."""
         inputs = self.compute_inputs(batch)
         return inputs["visual_taps"], inputs["audio_taps"]
 
