@@ -4,9 +4,9 @@ An experiment is one (task, method, backbone) combination with the method's hype
 optimiser's and the trainer's. The ``method_config:`` and ``head:`` sections are parsed once, into the method's
 config class (:class:`~molt.methods.base.MethodConfig`) and the head's (:class:`~molt.tasks.base.HeadConfig`),
 and the experiment config holds those objects; :meth:`ExperimentConfig.to_dict` gives back the keys the sections
-set, so a config written out reads as its YAML did. Presets live in ``configs/*.yaml`` (shipped inside the package as well, so
-``--config ave_molt_paper`` works from any directory). Unknown keys are errors, so a typo in a YAML file
-never silently falls back to a default.
+set, so a config written out reads as its YAML did. Presets live in ``configs/*.yaml`` (shipped inside the
+package as well, so ``--config ave_molt_paper`` works from any directory). Unknown keys are errors, so a typo in a
+YAML file never silently falls back to a default.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .adapters_io import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME, adapter_state_dict,
                           describe_backbones, earlier_defaults, load_adapters, read_adapter_config, save_adapters)
-from .base import (MODALITIES, MethodConfig, MethodModel, MethodOutput, TapMethodConfig, TapReadingModel,
+from .base import (MODALITIES, Method, MethodConfig, MethodModel, MethodOutput, TapMethodConfig, TapReadingModel,
                    count_parameters, format_parameter_count, print_trainable_parameters)
 from .distillation_adapters import CrossModalDistillationAdapter, LayerCentricDistillation, UniModalDistillationAdapter
 # the methods register in import order, which method_names() keeps: molt, mettle, lavish, dgsct, avmoe
@@ -26,7 +26,7 @@ from .token_distillation import TokenAttention, TokenDistillation
 from .token_fusion import FUSION_MODES, TokenFusion
 
 __all__ = [
-    "MethodConfig", "TapMethodConfig", "MethodOutput", "MethodModel", "TapReadingModel",
+    "MethodConfig", "TapMethodConfig", "MethodOutput", "Method", "MethodModel", "TapReadingModel",
     "MoLTConfig", "MoLT", "FeatureDistillationModule", "build_molt",
     "build_molt_method", "build_method", "MODALITIES", "MethodSpec", "register_method", "get_method", "method_names",
     "TokenAttention", "TokenDistillation", "UniModalDistillationAdapter", "CrossModalDistillationAdapter",

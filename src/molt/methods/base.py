@@ -19,9 +19,9 @@ from torch import nn
 from ..backbones.taps import BlockSelection
 from ..typed_config import TypedConfig
 
-__all__ = ["MODALITIES", "MethodConfig", "TapMethodConfig", "MethodOutput", "MethodModel", "TapReadingModel",
-           "check_taps", "check_method_taps", "resolve_tap_blocks", "fuse_and_zero_fill", "count_parameters",
-           "format_parameter_count", "print_trainable_parameters", "preprocess_input"]
+__all__ = ["MODALITIES", "MethodConfig", "TapMethodConfig", "MethodOutput", "Method", "MethodModel",
+           "TapReadingModel", "check_taps", "check_method_taps", "resolve_tap_blocks", "fuse_and_zero_fill",
+           "count_parameters", "format_parameter_count", "print_trainable_parameters", "preprocess_input"]
 
 _logger = logging.getLogger(__name__)
 
@@ -109,6 +109,26 @@ class MethodOutput:
     audio: torch.Tensor
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base of a method's trainable modules (MoLT, Mettle, the in-block methods).
+
+    Sets what the framework reads: ``config``, ``modalities`` (the active ones, ``["visual", "audio"]`` for
+    ``"both"``), ``output_dim`` (``D``) and ``num_tokens`` (``K`` per modality). Subclasses implement
+    ``forward(visual_taps, audio_taps) -> MethodOutput`` with fused tokens ``(B', K, D)`` per modality.
+    """
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.modalities = config.active_modalities
+        self.output_dim = config.dim
+        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
+
+    def forward(self, visual_taps: Sequence[torch.Tensor] | None,
+                audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
+        raise NotImplementedError
 
 
 def check_taps(method: str, name: str, taps: Sequence[torch.Tensor] | None,
@@ -215,7 +235,7 @@ class MethodModel(nn.Module):
     Args:
         visual, audio: frozen :class:`~molt.backbones.base.TapBackbone` objects (may share parameters, or be the
             same object, in the shared-Swin setting); the absent one may be ``None`` in a single-modality variant.
-        method: the trainable modules (``forward(visual_taps, audio_taps) -> MethodOutput``).
+        method: the trainable :class:`Method`.
         visual_blocks, audio_blocks: resolved block indices the method reads.
 
     Subclasses implement :meth:`compute_inputs`.

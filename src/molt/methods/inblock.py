@@ -45,7 +45,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .base import MethodConfig, MethodModel, MethodOutput, preprocess_input
+from .base import Method, MethodConfig, MethodModel, MethodOutput, preprocess_input
 from .distillation_adapters import LayerCentricDistillation
 
 __all__ = ["AdapterPosition", "stages_of", "adapter_positions", "TokenBridge", "latent_token_attention",
@@ -221,7 +221,7 @@ def walk_blocks(backbones: Mapping[str, nn.Module], inputs: Mapping[str, torch.T
     return final, [kept[block] for block in keep_visual]
 
 
-class InBlockMethod(nn.Module):
+class InBlockMethod(Method):
     """Base of the in-block methods' trainable parts: a ``(p1, p2)`` adapter pair per modality and position, and
     the read-out to ``(B', K, D)``.
 
@@ -234,21 +234,17 @@ class InBlockMethod(nn.Module):
         visual, audio: the frozen backbones (only their shapes are read here).
     """
 
-    modalities = ["visual", "audio"]
     display_name = "in-block method"
     adapter_class: type[nn.Module]
 
-    def __init__(self, config, visual: nn.Module | None, audio: nn.Module | None) -> None:
-        super().__init__()
+    def __init__(self, config: InBlockConfig, visual: nn.Module | None, audio: nn.Module | None) -> None:
+        super().__init__(config)
         if config.modalities != "both":
             raise ValueError(f"{self.display_name} exchanges information between the two backbones inside their "
                              f"blocks: modalities must be 'both', got {config.modalities!r}; use molt or mettle "
                              f"for a single-modality variant")
         if visual is None or audio is None:
             raise ValueError(f"{self.display_name} needs both a visual and an audio backbone")
-        self.config = config
-        self.output_dim = config.dim
-        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
         self.dims = {"visual": list(visual.block_dims), "audio": list(audio.block_dims)}
         self.tokens = {"visual": list(visual.block_tokens), "audio": list(audio.block_tokens)}
         skip_stages = list(getattr(config, "skip_stages", ()))

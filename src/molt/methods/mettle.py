@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from ..backbones.taps import BlockSelection
-from .base import (MethodOutput, TapMethodConfig, TapReadingModel, check_method_taps, fuse_and_zero_fill,
+from .base import (Method, MethodOutput, TapMethodConfig, TapReadingModel, check_method_taps, fuse_and_zero_fill,
                    resolve_tap_blocks)
 from .distillation_adapters import LayerCentricDistillation, heads_dividing
 from .registry import MethodSpec, register_method
@@ -128,7 +128,7 @@ class MetaTokenInjection(nn.Module):
                 for stage, norm, attention, gate in zip(stages, self.norms, self.attention, self.gates)]
 
 
-class Mettle(nn.Module):
+class Mettle(Method):
     """Mettle's trainable side modules: one LCD per modality and selected block, averaged per modality.
 
     Args:
@@ -144,13 +144,9 @@ class Mettle(nn.Module):
 
     def __init__(self, config: MettleConfig, visual_dims: Sequence[int], audio_dims: Sequence[int], *,
                  stage_dims: Sequence[int] = ()) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.visual_dims = [int(d) for d in visual_dims or []]
         self.audio_dims = [int(d) for d in audio_dims or []]
-        self.modalities = config.active_modalities
-        self.output_dim = config.dim
-        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
         dims = {"visual": self.visual_dims, "audio": self.audio_dims}
         for name in self.modalities:
             if not dims[name]:

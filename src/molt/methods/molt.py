@@ -24,8 +24,9 @@ Additions to the paper's equations (documented choices):
 Single-modality variants (``modalities="visual"`` or ``"audio"``, e.g. the audio-only / visual-only AVE rows):
 only that modality's FDMs (UDAs only; CDAs need both senses, so ``num_cda`` is ignored), router (on that
 modality's pooled tap) and TFM exist; the other modality's taps are ignored (may be ``None``) and its backbone is
-never run by :class:`~molt.methods.base.TapReadingModel`. The absent modality's fused tokens are **zeros** of shape ``(B', K, D)`` so that
-every task head runs unchanged (attention over all-zero keys/values yields zeros); they carry no gradient.
+never run by :class:`~molt.methods.base.TapReadingModel`. The absent modality's fused tokens are **zeros** of shape
+``(B', K, D)`` so that every task head runs unchanged (attention over all-zero keys/values yields zeros); they carry
+no gradient (:func:`~molt.methods.base.fuse_and_zero_fill`).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .base import (MethodOutput, TapMethodConfig, TapReadingModel, check_method_taps, fuse_and_zero_fill,
+from .base import (Method, MethodOutput, TapMethodConfig, TapReadingModel, check_method_taps, fuse_and_zero_fill,
                    resolve_tap_blocks)
 from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
 from .orthogonality import token_orthogonality_loss
@@ -194,7 +195,7 @@ class FeatureDistillationModule(nn.Module):
         return {name: mix_experts(experts[name], weights) for name in self.modalities}, weights
 
 
-class MoLT(nn.Module):
+class MoLT(Method):
     """MoLT's trainable side modules: one FDM per selected layer pair, one TFM per modality, TOR.
 
     Args:
@@ -212,11 +213,9 @@ class MoLT(nn.Module):
     """
 
     def __init__(self, config: MoLTConfig, visual_dims: Sequence[int], audio_dims: Sequence[int]) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.visual_dims = [int(d) for d in visual_dims or []]
         self.audio_dims = [int(d) for d in audio_dims or []]
-        self.modalities = config.active_modalities
         dims = {"visual": self.visual_dims, "audio": self.audio_dims}
         lengths = {name: len(dims[name]) for name in self.modalities}
         if any(length == 0 for length in lengths.values()):
@@ -226,8 +225,6 @@ class MoLT(nn.Module):
                              f"layer: got {lengths['visual']} visual blocks ({config.blocks_visual!r}) and "
                              f"{lengths['audio']} audio blocks ({config.blocks_audio!r})")
         self.num_layers = next(iter(lengths.values()))
-        self.output_dim = config.dim
-        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
         self.fdms = nn.ModuleList(
             FeatureDistillationModule(
                 visual_dim=self.visual_dims[index] if "visual" in self.modalities else None,

@@ -104,8 +104,8 @@ class Task(nn.Module):
     """Base class of a task head (plain PyTorch; the trainer wraps it).
 
     Subclasses set :attr:`name` and :attr:`config_class`, take their config as the first argument of
-    ``__init__`` (with what the data and the model decide as keyword arguments), and implement :meth:`forward`, :meth:`loss`, :meth:`predict`,
-    :meth:`update_metrics`, :meth:`compute_metrics` and :meth:`reset_metrics`.
+    ``__init__`` (with what the data and the model decide as keyword arguments), and implement :meth:`forward`,
+    :meth:`loss`, :meth:`predict`, :meth:`update_metrics`, :meth:`compute_metrics` and :meth:`reset_metrics`.
     """
 
     name: str = "task"
