@@ -130,7 +130,7 @@ def measure(preset: str, workdir: Path, timed_batches: int, device: str, batch_s
     train_set = PreparedAVE(prepared, "train")
     model = build_model(config, train_set.task_options()).to(device)
     bare = _bare_clips_per_second(model, train_set, batch_size, device)
-    cache = workdir / f"cache_{preset}_{config.method_config.get('share_projections', 'adapter')}"
+    cache = workdir / f"cache_{preset}_{config.method_config.share_projections}"
     # the same model, warm from the bare pass, writes the cache: extraction and bare inference compared alike
     report = extract_splits(model, {"train": train_set}, cache, task=config.task, setting=config.setting,
                             prepared=prepared, batch_size=batch_size, device=device, show_progress=False)["train"]
@@ -144,7 +144,7 @@ def measure(preset: str, workdir: Path, timed_batches: int, device: str, batch_s
     cached_s, _ = _epoch_seconds(cached_model, DataLoader(cached_set, batch_size=batch_size, shuffle=False), device)
     flops = _flop_limit(build_model(config, train_set.task_options()).to(device), cached_model, train_set,
                         cached_set, device)
-    return {"preset": preset, "share_projections": config.method_config.get("share_projections", "adapter"),
+    return {"preset": preset, "share_projections": config.method_config.share_projections,
             "device": device, "clips": len(train_set), "batch_size": batch_size, **flops,
             "timed_batches": batches, "bare_clips_per_s": bare, "extract_clips_per_s": report.clips_per_second,
             "extract_vs_bare": report.clips_per_second / bare, "online_epoch_s": online_s,

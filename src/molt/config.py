@@ -1,9 +1,12 @@
 """Experiment configuration: YAML presets merged with command-line overrides.
 
 An experiment is one (task, method, backbone) combination with the method's hyper-parameters, the head's, the
-optimiser's and the trainer's. Presets live in ``configs/*.yaml`` (shipped inside the package as well, so
-``--config ave_molt_paper`` works from any directory). Unknown keys are errors, so a typo in a YAML file
-never silently falls back to a default.
+optimiser's and the trainer's. The ``method_config:`` and ``head:`` sections are parsed once, into the method's
+config class (:class:`~molt.methods.base.MethodConfig`) and the head's (:class:`~molt.tasks.base.HeadConfig`),
+and the experiment config holds those objects; :meth:`ExperimentConfig.to_dict` gives back the keys the sections
+set, so a config written out reads as its YAML did. Presets live in ``configs/*.yaml`` (shipped inside the
+package as well, so ``--config ave_molt_paper`` works from any directory). Unknown keys are errors, so a typo in a
+YAML file never silently falls back to a default.
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ import yaml
 
 from .backbones.base import BACKBONE_DTYPES as _DTYPE_BY_NAME
 from .backbones.shared import SHARED_AUDIO_FRONTENDS
-from .methods import get_method
-from .methods.base import check_field_types, check_known_keys
+from .methods import MethodConfig, get_method
+from .tasks import HeadConfig, get_task
+from .typed_config import check_field_types, check_known_keys
 
 __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
            "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
@@ -58,6 +62,13 @@ class TrainerConfig:
 
 @dataclass
 class ExperimentConfig:
+    """One experiment: task, method, backbones, the method's and the head's configs, optimiser and trainer.
+
+    ``method_config`` is an instance of the method's ``config_class`` and ``head`` of the task head's
+    ``config_class``; a mapping given for either (or nothing) is parsed here (:meth:`from_dict` parses them with
+    errors naming the file).
+    """
+
     task: str = "ave"
     setting: str | None = None
     method: str = "molt"
@@ -67,8 +78,8 @@ class ExperimentConfig:
     audio_clip_seconds: int | None = None
     backbone_dtype: str = "float32"
     shared_audio_frontend: str = "htsat"
-    method_config: dict[str, Any] = field(default_factory=dict)
-    head: dict[str, Any] = field(default_factory=dict)
+    method_config: MethodConfig | None = None
+    head: HeadConfig | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -84,9 +95,18 @@ class ExperimentConfig:
         if self.shared_audio_frontend != "htsat" and "shared" not in self.backbone:
             raise ValueError(f"shared_audio_frontend {self.shared_audio_frontend} applies to the shared backbone "
                              f"presets (shared, tiny-shared); the {self.backbone!r} preset reads audio with HTS-AT")
+        method = get_method(self.method)
+        self.method_config = _parse_section(method.config_class, self.method_config, "method_config",
+                                            f"method {self.method!r}")
+        self.head = _parse_section(get_task(self.task).head.config_class, self.head, "head",
+                                   f"the {self.task} head")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data (the YAML/JSON shape): ``method_config`` and ``head`` hold the keys their sections set."""
+        data = dataclasses.asdict(self)
+        data["method_config"] = self.method_config.to_dict(only_set=True)
+        data["head"] = self.head.to_dict(only_set=True)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ExperimentConfig":
@@ -102,15 +122,27 @@ class ExperimentConfig:
                 check_known_keys(kind, value, f"{source}: {key}")
                 check_field_types(kind, value, f"{source}: {key}")
                 data[key] = kind(**value)
-        # the method's and the head's sections are checked here too, so their errors name this file
+        # the method's and the head's sections are parsed here, once, so their errors name this file
         method = get_method(data.get("method", "molt"))
-        method.config_class.from_dict(dict(data.get("method_config") or {}), source=f"{source}: method_config")
+        data["method_config"] = method.config_class.from_dict(data.get("method_config") or {},
+                                                              source=f"{source}: method_config")
         spec = get_task(data.get("task", "ave"))
-        unknown = sorted(set(data.get("head") or {}) - set(spec.head_option_names()))
+        head = data.get("head") or {}
+        unknown = sorted(set(head) - set(spec.head_option_names())) if isinstance(head, dict) else []
         if unknown:
             raise ValueError(f"{source}: head: unknown option(s) {', '.join(unknown)} for the {spec.name} head; "
                              f"accepted: {', '.join(spec.head_option_names())}")
+        data["head"] = spec.head.config_class.from_dict(head, source=f"{source}: head")
         return cls(**data)
+
+
+def _parse_section(kind: type, value: Any, key: str, owner: str) -> Any:
+    """``value`` as a ``kind`` instance: parsed from a mapping (``None``: the defaults), refused if another config."""
+    if value is None or isinstance(value, dict):
+        return kind.from_dict(dict(value or {}), source=key)
+    if not isinstance(value, kind):
+        raise ValueError(f"{key}: {owner} takes a {kind.__name__}, got a {type(value).__name__}")
+    return value
 
 
 def preset_names() -> list[str]:
@@ -180,7 +212,7 @@ def switch_method(config: ExperimentConfig, method: str) -> ExperimentConfig:
     """
     if method == config.method:
         return config
-    old = config.method_config
+    old = config.method_config.to_dict(only_set=True)
     target = get_method(method)
     common = {key: old[key] for key in ("dim", "num_tokens", "num_tokens_audio", "modalities") if key in old}
     old_heads = get_method(config.method).heads_option

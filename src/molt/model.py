@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from .backbones import build_backbones
-from .config import ExperimentConfig
 from . import checkpoints
-from .methods import MethodOutput, build_method, features_class, get_method
+from .config import ExperimentConfig
+from .methods import MethodOutput, build_method, get_method
 from .tasks import Task, get_task
 
-__all__ = ["AudioVisualModel", "ModelOutput", "build_model", "head_options", "TAP_KEYS"]
+__all__ = ["AudioVisualModel", "ModelOutput", "build_model", "build_task_head", "TAP_KEYS"]
 
 TAP_KEYS = ("visual_taps", "audio_taps", "visual_stages")
 
@@ -40,7 +40,7 @@ class ModelOutput:
 
 
 class AudioVisualModel(nn.Module):
-    """Frozen backbones + trainable method (``features``, e.g. a :class:`~molt.methods.MoLTModel`) + task head.
+    """Frozen backbones + trainable method (``features``, a :class:`~molt.methods.base.MethodModel`) + task head.
 
     Batches are dicts with ``frames`` uint8 ``(B, T, 3, H, W)`` and ``audio`` float ``(B, T, S)`` (one entry per
     1-s segment), or with precomputed ``visual_taps`` / ``audio_taps`` (and ``visual_stages`` for a head that reads
@@ -94,7 +94,8 @@ class AudioVisualModel(nn.Module):
                                             stage_blocks=self.stage_blocks)
 
     def compute_taps(self, batch: dict[str, Any]) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
-        """Taps of the selected blocks for a batch of clips, flattened to ``B*T`` rows."""
+        """What the method reads for a batch of clips, flattened to ``B*T`` rows: the taps of the selected blocks
+        (for an in-block method, its adapted final-block tokens)."""
         inputs = self.compute_inputs(batch)
         return inputs["visual_taps"], inputs["audio_taps"]
 
@@ -136,21 +137,26 @@ class AudioVisualModel(nn.Module):
         return model
 
 
-def head_options(config: ExperimentConfig, method: nn.Module, visual: nn.Module | None,
-                 task_options: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of the task head: the method's modalities, what the backbone decides (the widths of the
-    stage features a dense head reads), the config's ``head`` section and what the data decides."""
-    options: dict[str, Any] = {"modalities": method.config.modalities}
-    if get_task(config.task).head.needs_visual_stages and visual is not None:
-        options["stage_dims"] = [visual.block_dims[i] for i in visual.stage_end_blocks]
-    return {**options, **config.head, **task_options}
+def build_task_head(config: ExperimentConfig, method: nn.Module, visual: nn.Module | None,
+                    task_options: dict[str, Any]) -> Task:
+    """The task head for ``method``'s fused tokens: the config's ``head`` (reading the method's modalities unless it
+    sets its own), what the backbone decides (the widths of the stage features a dense head reads) and what the data
+    decides (``task_options``, e.g. ``num_classes``)."""
+    spec = get_task(config.task)
+    head = config.head
+    if "modalities" not in head.set_fields():
+        head = head.replace(modalities=method.config.modalities)
+    arguments: dict[str, Any] = {"dim": method.output_dim}
+    if spec.head.needs_visual_stages and visual is not None:
+        arguments["stage_dims"] = [visual.block_dims[i] for i in visual.stage_end_blocks]
+    return spec.build_head(head, **arguments, **task_options)
 
 
 def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backbones_on_meta: bool = False,
                 trust_checkpoint: bool = False) -> AudioVisualModel:
     """Build backbones, method and head from an experiment config.
 
-    ``task_options`` holds what the data decides (e.g. ``num_classes`` for AVE); it is merged into ``config.head``.
+    ``task_options`` holds what the data decides for the head (e.g. ``num_classes`` for AVE).
     ``backbones_on_meta=True`` builds the frozen backbones on PyTorch's ``meta`` device (shapes only: no memory,
     no weights read) for training from a feature cache, where batches carry the taps; they still report the
     weights files of the config (``weights_hash``) so adapter files record what the cache was extracted with.
@@ -181,10 +187,9 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backb
                              f"with {config.method}, or a tap-reading method (molt, mettle)")
         for backbone in {id(b): b for b in (visual, audio) if b is not None}.values():
             backbone.set_compute_dtype(config.backbone_dtype)
-    method, visual_blocks, audio_blocks = build_method(config.method, config.method_config, visual, audio)
-    features = features_class(config.method)(visual=visual, audio=audio, method=method,
-                                             visual_blocks=visual_blocks, audio_blocks=audio_blocks)
-    # the head reads the modalities the method produces unless the config says otherwise
-    task = get_task(config.task).build_head(dim=method.output_dim,
-                                            **head_options(config, method, visual, task_options))
+    spec = get_method(config.method)
+    method, visual_blocks, audio_blocks = build_method(spec, config.method_config, visual, audio)
+    features = spec.wrapper(visual=visual, audio=audio, method=method, visual_blocks=visual_blocks,
+                            audio_blocks=audio_blocks)
+    task = build_task_head(config, method, visual, task_options)
     return AudioVisualModel(features=features, task=task, config=config, task_options=task_options)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import FIXTURES
 from molt.checkpoints import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME,
                               CHECKPOINT_FORMAT_VERSION, CONFIG_KEY, FORMAT_VERSION_KEY, MODEL_PREFIX, RNG_KEY,
                               STATE_DICT_KEY, TASK_OPTIONS_KEY, add_training_entries, capture_random_states,
@@ -18,7 +19,7 @@ from molt.checkpoints import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPT
 from molt.config import load_config
 from molt.model import AudioVisualModel, build_model
 
-FIXTURES = Path(__file__).parent / "fixtures"
+
 ADAPTERS_V2 = FIXTURES / "adapters_v2"
 CHECKPOINT_V1 = FIXTURES / "checkpoint_v1" / "last.ckpt"
 

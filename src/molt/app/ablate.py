@@ -92,8 +92,7 @@ def ablation_variants(table: int, base: ExperimentConfig) -> list[tuple[str, Exp
         raise ValueError(f"ablations vary MoLT's components; the base config uses method {base.method!r}")
     variants = []
     for name, changes in ABLATION_TABLES[table][1]:
-        method_config = {**base.method_config, **changes}
-        variants.append((name, dataclasses.replace(base, method_config=method_config)))
+        variants.append((name, dataclasses.replace(base, method_config=base.method_config.replace(**changes))))
     return variants
 
 
@@ -149,8 +148,8 @@ def run_ablation(task: str, table: int, *, data: str | os.PathLike, out_dir: str
         torch.manual_seed(variant.trainer.seed)
         model = build_model(variant, train_set.task_options(), trust_checkpoint=trust_checkpoint)
         activation = _activation_bytes(model, probe_batch)
-        result.rows.append({"variant": name, "method_config": variant.method_config, "test": run["test"],
-                            "monitor": run["monitor"], "trainable_params": run["trainable_params"],
+        result.rows.append({"variant": name, "method_config": variant.method_config.to_dict(only_set=True),
+                            "test": run["test"], "monitor": run["monitor"], "trainable_params": run["trainable_params"],
                             "total_params": run["total_params"], "activation_bytes": activation,
                             "run_dir": run["run_dir"], "seconds": round(time.time() - start, 1)})
         _write(result, out)

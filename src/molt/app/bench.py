@@ -261,8 +261,8 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
         "rss_before_step_bytes": None if cuda else rss_before,
         "step_s": statistics.median(times), "step_s_min": min(times), "step_s_max": max(times), "step_times_s": times,
         "warmup_steps": warmup, "first_step_s": first_s, "build_s": build_s, "loss": loss,
-        "torch": torch.__version__, "method_config": config.method_config, "backbone_dtype": backbone_dtype,
-        "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "method_config": config.method_config.to_dict(only_set=True),
+        "backbone_dtype": backbone_dtype, "threads": torch.get_num_threads(),
     }
 
 

@@ -12,7 +12,7 @@ import torch
 from ..backbones import build_backbones
 from ..config import ExperimentConfig, load_config, preset_names
 from ..methods import build_method, count_parameters
-from ..model import head_options
+from ..model import build_task_head
 from ..tasks import get_task, task_names
 
 __all__ = ["ParameterCount", "count_preset", "parameter_table", "presets_of_task", "resolve_preset_names"]
@@ -46,8 +46,7 @@ def count_preset(name: str | ExperimentConfig) -> ParameterCount:
         visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds,
                                         shared_audio_frontend=config.shared_audio_frontend)
         method, _, _ = build_method(config.method, config.method_config, visual, audio)
-        options = head_options(config, method, visual, dict(spec.paper.task_options))
-        head = spec.build_head(dim=method.output_dim, **options)
+        head = build_task_head(config, method, visual, dict(spec.paper.task_options))
     backbones = torch.nn.ModuleList([visual, audio])
     _, backbone_total = count_parameters(backbones)
     method_trainable, _ = count_parameters(method)

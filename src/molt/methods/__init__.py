@@ -6,23 +6,26 @@ module per idea: token distillation (eq. 2), uni-/cross-modal distillation adapt
 """
 from __future__ import annotations
 
-from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
+from .base import (MODALITIES, Method, MethodConfig, MethodModel, MethodOutput, TapMethodConfig, TapReadingModel,
+                   count_parameters, format_parameter_count, print_trainable_parameters)
+from .distillation_adapters import CrossModalDistillationAdapter, LayerCentricDistillation, UniModalDistillationAdapter
+# the methods register in import order, which method_names() keeps: molt, mettle, lavish, dgsct, avmoe
+from .molt import FeatureDistillationModule, MoLT, MoLTConfig, build_molt, build_molt_method
+from .mettle import Mettle, MettleConfig, build_mettle_method
 from .lavish import LAVISH_TASK_SETTINGS, Lavish, LavishAdapter, LavishConfig
-from .mettle import LayerCentricDistillation, Mettle, MettleConfig, build_mettle_method
 from .dgsct import DGSCT, DGSCT_TASK_SETTINGS, DGSCTAdapter, DGSCTConfig, DualGuidedAttention
 from .avmoe import AVMOE_TASK_SETTINGS, AVMoE, AVMoEAdapter, AVMoEConfig, UniModalExpert
 from .inblock import (AdapterPosition, ConvBottleneck, InBlockMethod, InBlockModel, LatentTokenAdapter, TokenBridge,
                       adapter_positions, latent_token_attention, walk_blocks)
-from .molt import (MODALITIES, FeatureDistillationModule, MethodOutput, MoLT, MoLTConfig, MoLTModel, build_molt,
-                   build_molt_method, count_parameters, format_parameter_count, print_trainable_parameters)
 from .orthogonality import token_cosine_similarity, token_orthogonality_loss
-from .registry import MethodSpec, build_method, features_class, get_method, method_names, register_method
+from .registry import MethodSpec, build_method, get_method, method_names, register_method
 from .router import Router, mix_experts
 from .token_distillation import TokenAttention, TokenDistillation
 from .token_fusion import FUSION_MODES, TokenFusion
 
 __all__ = [
-    "MethodOutput", "MoLTConfig", "MoLT", "MoLTModel", "FeatureDistillationModule", "build_molt",
+    "MethodConfig", "TapMethodConfig", "MethodOutput", "Method", "MethodModel", "TapReadingModel",
+    "MoLTConfig", "MoLT", "FeatureDistillationModule", "build_molt",
     "build_molt_method", "build_method", "MODALITIES", "MethodSpec", "register_method", "get_method", "method_names",
     "TokenAttention", "TokenDistillation", "UniModalDistillationAdapter", "CrossModalDistillationAdapter",
     "Router", "mix_experts", "TokenFusion", "FUSION_MODES", "token_orthogonality_loss", "token_cosine_similarity",
@@ -33,5 +36,4 @@ __all__ = [
     "AVMoEConfig", "AVMoE", "AVMoEAdapter", "UniModalExpert", "AVMOE_TASK_SETTINGS",
     "AdapterPosition", "adapter_positions", "TokenBridge", "latent_token_attention", "ConvBottleneck",
     "LatentTokenAdapter", "InBlockMethod", "InBlockModel", "walk_blocks",
-    "features_class",
 ]

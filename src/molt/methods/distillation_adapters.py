@@ -27,7 +27,8 @@ from torch import nn
 
 from .token_distillation import ProjectedTap, TokenAttention, TokenDistillation
 
-__all__ = ["UniModalDistillationAdapter", "CrossModalDistillationAdapter", "pooled_residual"]
+__all__ = ["UniModalDistillationAdapter", "CrossModalDistillationAdapter", "LayerCentricDistillation",
+           "pooled_residual", "heads_dividing"]
 
 
 def pooled_residual(projection: nn.Linear, features: torch.Tensor) -> torch.Tensor:
@@ -103,3 +104,40 @@ class CrossModalDistillationAdapter(nn.Module):
                                                                                             visual)
         out_audio = self.cross_audio(distilled_audio, distilled_visual) + pooled_residual(self.residual_audio, audio)
         return out_visual, out_audio
+
+
+def heads_dividing(width: int, max_heads: int) -> int:
+    """The largest number of heads ``<= max_heads`` that divides ``width``."""
+    return next(h for h in range(min(max_heads, width), 0, -1) if width % h == 0)
+
+
+class LayerCentricDistillation(nn.Module):
+    """Mettle's Layer-Centric Distillation (LCD) for one modality and one layer, also the in-block methods'
+    read-out: optional LayerNorm, then a uni-modal distillation adapter.
+
+    Args:
+        in_dim: width ``D_l`` of the layer's tokens.
+        dim: output width ``D``.
+        num_tokens: meta-tokens ``K``.
+        num_heads: attention heads.
+        attn_drop: attention dropout.
+        pre_norm: LayerNorm on the tap first.
+        layer_width: meta-tokens at the layer's own width ``D_l`` (heads: the largest divisor of ``D_l`` not above
+            ``num_heads``), then a linear map ``D_l -> D``.
+
+    ``forward(f (B, N_l, D_l))`` -> meta-tokens ``(B, K, D)``.
+    """
+
+    def __init__(self, *, in_dim: int, dim: int, num_tokens: int, num_heads: int, attn_drop: float = 0.0,
+                 pre_norm: bool = True, layer_width: bool = False) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_dim) if pre_norm else nn.Identity()
+        width = in_dim if layer_width else dim
+        heads = heads_dividing(width, num_heads) if layer_width else num_heads
+        self.distill = UniModalDistillationAdapter(in_dim=in_dim, dim=width, num_tokens=num_tokens, num_heads=heads,
+                                                   attn_drop=attn_drop)
+        self.to_common = nn.Linear(in_dim, dim) if layer_width else None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        tokens = self.distill(self.norm(features))
+        return tokens if self.to_common is None else self.to_common(tokens)

@@ -45,9 +45,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from .base import MODALITIES, MethodConfigMixin
-from .mettle import LayerCentricDistillation
-from .molt import MethodOutput, MoLTModel
+from .base import Method, MethodConfig, MethodModel, MethodOutput, preprocess_input
+from .distillation_adapters import LayerCentricDistillation
 
 __all__ = ["AdapterPosition", "stages_of", "adapter_positions", "TokenBridge", "latent_token_attention",
            "ConvBottleneck", "walk_blocks", "InBlockMethod", "InBlockModel", "shares_weights", "build_in_block",
@@ -222,7 +221,7 @@ def walk_blocks(backbones: Mapping[str, nn.Module], inputs: Mapping[str, torch.T
     return final, [kept[block] for block in keep_visual]
 
 
-class InBlockMethod(nn.Module):
+class InBlockMethod(Method):
     """Base of the in-block methods' trainable parts: a ``(p1, p2)`` adapter pair per modality and position, and
     the read-out to ``(B', K, D)``.
 
@@ -235,21 +234,17 @@ class InBlockMethod(nn.Module):
         visual, audio: the frozen backbones (only their shapes are read here).
     """
 
-    modalities = ["visual", "audio"]
     display_name = "in-block method"
     adapter_class: type[nn.Module]
 
-    def __init__(self, config, visual: nn.Module | None, audio: nn.Module | None) -> None:
-        super().__init__()
+    def __init__(self, config: InBlockConfig, visual: nn.Module | None, audio: nn.Module | None) -> None:
+        super().__init__(config)
         if config.modalities != "both":
             raise ValueError(f"{self.display_name} exchanges information between the two backbones inside their "
                              f"blocks: modalities must be 'both', got {config.modalities!r}; use molt or mettle "
                              f"for a single-modality variant")
         if visual is None or audio is None:
             raise ValueError(f"{self.display_name} needs both a visual and an audio backbone")
-        self.config = config
-        self.output_dim = config.dim
-        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
         self.dims = {"visual": list(visual.block_dims), "audio": list(audio.block_dims)}
         self.tokens = {"visual": list(visual.block_tokens), "audio": list(audio.block_tokens)}
         skip_stages = list(getattr(config, "skip_stages", ()))
@@ -282,7 +277,7 @@ class InBlockMethod(nn.Module):
                            keep_visual=keep_visual)
 
     def extras(self) -> dict:
-        """Detached diagnostics for :class:`~molt.methods.molt.MethodOutput`: every adapter's output gate,
+        """Detached diagnostics for :class:`~molt.methods.base.MethodOutput`: every adapter's output gate,
         ``{"gates": {m: (2 * positions,)}}`` in (p1, p2) order (subclasses without one gate per adapter override
         this)."""
         return {"gates": {name: torch.cat([adapter.gate.detach().reshape(-1) for pair in pairs for adapter in pair])
@@ -307,14 +302,14 @@ class InBlockMethod(nn.Module):
                             extras=self.extras())
 
 
-class InBlockModel(MoLTModel):
-    """Frozen backbones walked block by block with an in-block method's adapters; same interface as
-    :class:`~molt.methods.molt.MoLTModel`.
+class InBlockModel(MethodModel):
+    """Frozen backbones walked block by block with an in-block method's adapters (gradients flow through the
+    frozen blocks, so nothing can be cached).
 
     Args:
         visual, audio: frozen :class:`~molt.backbones.base.TapBackbone` objects (may share weights).
         method: the trainable :class:`InBlockMethod`.
-        visual_blocks, audio_blocks: ``[last block]`` of each backbone (what :meth:`compute_taps` returns).
+        visual_blocks, audio_blocks: ``[last block]`` of each backbone (what :meth:`compute_final_tokens` returns).
     """
 
     def _inputs(self, frames: torch.Tensor | None, waveform: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -322,15 +317,14 @@ class InBlockModel(MoLTModel):
         for name, backbone, raw in (("visual", self.visual, frames), ("audio", self.audio, waveform)):
             if raw is None:
                 raise ValueError(f"{self.method.display_name} needs {name} input, got None")
-            preprocess = getattr(backbone, "preprocess", None)
-            inputs[name] = preprocess(raw) if callable(preprocess) else raw
+            inputs[name] = preprocess_input(backbone, raw)
         return inputs
 
     def _backbones(self) -> dict[str, nn.Module]:
         return {"visual": self.visual, "audio": self.audio}
 
-    def compute_taps(self, frames: torch.Tensor | None,
-                     waveform: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def compute_final_tokens(self, frames: torch.Tensor | None,
+                             waveform: torch.Tensor | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Adapted final-block tokens ``([visual (B', N, D)], [audio (B', N, D)])``, computed *with* autograd
         through the frozen backbones."""
         final, _ = self.method.run_backbones(self._backbones(), self._inputs(frames, waveform))
@@ -338,12 +332,15 @@ class InBlockModel(MoLTModel):
 
     def compute_inputs(self, frames: torch.Tensor | None, waveform: torch.Tensor | None, *,
                        stage_blocks: Sequence[int] = ()) -> dict[str, list[torch.Tensor] | None]:
-        """As :meth:`MoLTModel.compute_inputs`, in one adapted pass: ``visual_stages`` are the adapted visual
-        tokens leaving ``stage_blocks``."""
+        """As :meth:`~molt.methods.base.MethodModel.compute_inputs`, in one adapted pass: ``visual_taps`` and
+        ``audio_taps`` are the adapted final-block tokens, ``visual_stages`` the adapted visual tokens leaving
+        ``stage_blocks``."""
+        if not stage_blocks:
+            visual, audio = self.compute_final_tokens(frames, waveform)
+            return {"visual_taps": visual, "audio_taps": audio, "visual_stages": None}
         final, stages = self.method.run_backbones(self._backbones(), self._inputs(frames, waveform),
                                                   keep_visual=list(stage_blocks))
-        return {"visual_taps": [final["visual"]], "audio_taps": [final["audio"]],
-                "visual_stages": stages if stage_blocks else None}
+        return {"visual_taps": [final["visual"]], "audio_taps": [final["audio"]], "visual_stages": stages}
 
 
 def build_in_block(method_class: type[InBlockMethod]):
@@ -356,9 +353,8 @@ def build_in_block(method_class: type[InBlockMethod]):
     return build
 
 
-
 @dataclass
-class InBlockConfig(MethodConfigMixin):
+class InBlockConfig(MethodConfig):
     """The hyper-parameters every in-block method has (subclasses add theirs and set their defaults).
 
     Attributes:
@@ -370,28 +366,21 @@ class InBlockConfig(MethodConfigMixin):
         num_tokens_audio: audio read-out tokens if different from ``num_tokens``.
         dim: read-out width ``D``.
         out_heads: attention heads of the read-out.
-        modalities: must be ``"both"``.
+        modalities: must be ``"both"`` (checked when the method is built).
     """
 
     num_latents: int = 2
     reduction: int = 8
     groups: int = 2
     batch_norm: bool = True
-    num_tokens: int = 8
-    num_tokens_audio: int | None = None
-    dim: int = 512
     out_heads: int = 8
-    modalities: str = "both"
 
     def __post_init__(self) -> None:
-        if self.modalities not in MODALITIES:
-            raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
-        for name in ("num_latents", "reduction", "groups", "num_tokens"):
+        super().__post_init__()
+        for name in ("num_latents", "reduction", "groups"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_tokens_audio is not None and self.num_tokens_audio < 1:
-            raise ValueError(f"num_tokens_audio must be at least 1, got {self.num_tokens_audio}")
-        if self.dim < 1 or self.out_heads < 1 or self.dim % self.out_heads:
+        if self.out_heads < 1 or self.dim % self.out_heads:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of out_heads ({self.out_heads})")
 
 

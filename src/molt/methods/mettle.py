@@ -52,14 +52,14 @@ import torch
 from torch import nn
 
 from ..backbones.taps import BlockSelection
-from .base import MethodConfigMixin, check_method_taps
-from .distillation_adapters import UniModalDistillationAdapter
-from .molt import MethodOutput, MoLTModel
+from .base import (Method, MethodOutput, TapMethodConfig, TapReadingModel, check_method_taps, fuse_and_zero_fill,
+                   resolve_tap_blocks)
+from .distillation_adapters import LayerCentricDistillation, heads_dividing
 from .registry import MethodSpec, register_method
 from .token_distillation import TokenAttention
 from .token_fusion import TokenFusion
 
-__all__ = ["MettleConfig", "LayerCentricDistillation", "MetaTokenInjection", "Mettle", "build_mettle_method",
+__all__ = ["MettleConfig", "MetaTokenInjection", "Mettle", "build_mettle_method",
            "METTLE_TASK_SETTINGS", "LCD_WIDTHS"]
 
 #: ``lcd_width`` values: meta-tokens at the common width, or at each layer's own width
@@ -70,8 +70,8 @@ METTLE_TASK_SETTINGS = {"avs": {"blocks_visual": 1, "blocks_audio": 1, "injectio
 
 
 @dataclass
-class MettleConfig(MethodConfigMixin):
-    """Hyper-parameters of Mettle (plain data, JSON round-trip like :class:`~molt.methods.molt.MoLTConfig`).
+class MettleConfig(TapMethodConfig):
+    """Hyper-parameters of Mettle (plain data, JSON round-trip, see :class:`~molt.methods.base.TapMethodConfig`).
 
     Attributes:
         blocks_visual, blocks_audio: block selections (see :mod:`molt.backbones.taps`); Mettle: ``"all"``. The two
@@ -92,56 +92,13 @@ class MettleConfig(MethodConfigMixin):
 
     blocks_visual: BlockSelection = "all"
     blocks_audio: BlockSelection = "all"
-    num_tokens: int = 8
-    num_tokens_audio: int | None = None
-    dim: int = 512
-    num_heads: int = 8
-    modalities: str = "both"
-    dropout: float = 0.0
-    pre_norm: bool = True
     injection: bool = False
     lcd_width: str = "layer"
 
     def __post_init__(self) -> None:
-        self._check_common()
+        super().__post_init__()
         if self.lcd_width not in LCD_WIDTHS:
             raise ValueError(f"lcd_width must be one of {', '.join(LCD_WIDTHS)}, got {self.lcd_width!r}")
-
-
-def _heads(width: int, max_heads: int) -> int:
-    """The largest number of heads ``<= max_heads`` that divides ``width``."""
-    return next(h for h in range(min(max_heads, width), 0, -1) if width % h == 0)
-
-
-class LayerCentricDistillation(nn.Module):
-    """LCD for one modality and one layer: optional LayerNorm, then a uni-modal distillation adapter.
-
-    Args:
-        in_dim: width ``D_l`` of the layer's tokens.
-        dim: output width ``D``.
-        num_tokens: meta-tokens ``K``.
-        num_heads: attention heads.
-        attn_drop: attention dropout.
-        pre_norm: LayerNorm on the tap first.
-        layer_width: meta-tokens at the layer's own width ``D_l`` (heads: the largest divisor of ``D_l`` not above
-            ``num_heads``), then a linear map ``D_l -> D``.
-
-    ``forward(f (B, N_l, D_l))`` -> meta-tokens ``(B, K, D)``.
-    """
-
-    def __init__(self, *, in_dim: int, dim: int, num_tokens: int, num_heads: int, attn_drop: float = 0.0,
-                 pre_norm: bool = True, layer_width: bool = False) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(in_dim) if pre_norm else nn.Identity()
-        width = in_dim if layer_width else dim
-        self.distill = UniModalDistillationAdapter(in_dim=in_dim, dim=width, num_tokens=num_tokens,
-                                                   num_heads=_heads(width, num_heads) if layer_width else num_heads,
-                                                   attn_drop=attn_drop)
-        self.to_common = nn.Linear(in_dim, dim) if layer_width else None
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        tokens = self.distill(self.norm(features))
-        return tokens if self.to_common is None else self.to_common(tokens)
 
 
 class MetaTokenInjection(nn.Module):
@@ -160,7 +117,7 @@ class MetaTokenInjection(nn.Module):
         super().__init__()
         self.norms = nn.ModuleList(nn.LayerNorm(width) for width in stage_dims)
         self.attention = nn.ModuleList(
-            TokenAttention(query_dim=width, kv_dim=dim, dim=width, num_heads=_heads(width, num_heads))
+            TokenAttention(query_dim=width, kv_dim=dim, dim=width, num_heads=heads_dividing(width, num_heads))
             for width in stage_dims)
         self.gates = nn.Parameter(torch.zeros(len(stage_dims)))
 
@@ -171,7 +128,7 @@ class MetaTokenInjection(nn.Module):
                 for stage, norm, attention, gate in zip(stages, self.norms, self.attention, self.gates)]
 
 
-class Mettle(nn.Module):
+class Mettle(Method):
     """Mettle's trainable side modules: one LCD per modality and selected block, averaged per modality.
 
     Args:
@@ -180,20 +137,16 @@ class Mettle(nn.Module):
         audio_dims: widths of the selected audio blocks, in order (12 for HTS-AT "all").
 
     ``forward(visual_taps, audio_taps)`` takes ``[(B', N_l, D_l)]`` per modality and returns a
-    :class:`~molt.methods.molt.MethodOutput` with ``visual`` / ``audio`` ``(B', K, D)`` (the mean of the layer-wise
+    :class:`~molt.methods.base.MethodOutput` with ``visual`` / ``audio`` ``(B', K, D)`` (the mean of the layer-wise
     meta-tokens; zeros for an absent modality), no auxiliary loss, and ``extras``: ``layer_tokens``
     ``{m: (B', L_m, K, D)}`` and ``fusion_weights`` ``{m: (B', L_m)}`` (uniform).
     """
 
     def __init__(self, config: MettleConfig, visual_dims: Sequence[int], audio_dims: Sequence[int], *,
                  stage_dims: Sequence[int] = ()) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.visual_dims = [int(d) for d in visual_dims or []]
         self.audio_dims = [int(d) for d in audio_dims or []]
-        self.modalities = config.active_modalities
-        self.output_dim = config.dim
-        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
         dims = {"visual": self.visual_dims, "audio": self.audio_dims}
         for name in self.modalities:
             if not dims[name]:
@@ -227,13 +180,8 @@ class Mettle(nn.Module):
                                         self.audio_dims)
         layer_tokens = {name: torch.stack([lcd(tap) for lcd, tap in zip(self.lcds[name], taps[name])], dim=1)
                         for name in self.modalities}
-        fused, fusion_weights = {}, {}
-        for name in self.modalities:
-            fused[name], fusion_weights[name] = self.fusion[name](layer_tokens[name])
-        reference = next(iter(fused.values()))
-        for name in ("visual", "audio"):
-            if name not in fused:
-                fused[name] = reference.new_zeros(batch, self.num_tokens[name], self.config.dim)
+        fused, fusion_weights = fuse_and_zero_fill(self.fusion, layer_tokens, batch=batch, num_tokens=self.num_tokens,
+                                                   dim=self.config.dim)
         return MethodOutput(visual=fused["visual"], audio=fused["audio"], aux_losses={},
                             extras={"layer_tokens": layer_tokens, "fusion_weights": fusion_weights})
 
@@ -241,22 +189,13 @@ class Mettle(nn.Module):
 def build_mettle_method(config: MettleConfig, visual: nn.Module | None,
                         audio: nn.Module | None) -> tuple[Mettle, list[int], list[int]]:
     """The :class:`Mettle` side modules for these backbones, with the resolved visual and audio block indices."""
-    backbones = {"visual": visual, "audio": audio}
-    selections = {"visual": config.blocks_visual, "audio": config.blocks_audio}
-    blocks: dict[str, list[int]] = {"visual": [], "audio": []}
-    dims: dict[str, list[int]] = {"visual": [], "audio": []}
-    for name in config.active_modalities:
-        backbone = backbones[name]
-        if backbone is None:
-            raise ValueError(f"Mettle with modalities={config.modalities!r} needs a {name} backbone, got None")
-        blocks[name] = backbone.resolve_blocks(selections[name])
-        dims[name] = [backbone.block_dims[index] for index in blocks[name]]
+    blocks, dims = resolve_tap_blocks("Mettle", config, visual, audio)
     stage_dims = [visual.block_dims[i] for i in visual.stage_end_blocks] if config.injection and visual else []
     return (Mettle(config, dims["visual"], dims["audio"], stage_dims=stage_dims), blocks["visual"],
             blocks["audio"])
 
 
-register_method(MethodSpec("mettle", MettleConfig, build_mettle_method, MoLTModel, reads_taps=True,
+register_method(MethodSpec("mettle", MettleConfig, build_mettle_method, TapReadingModel, reads_taps=True,
                            task_settings=METTLE_TASK_SETTINGS,
                            description="Mettle: layer-centric distillation of meta-tokens from every block "
                                        "(+ Meta-Token Injection for segmentation)"))

@@ -24,21 +24,21 @@ Additions to the paper's equations (documented choices):
 Single-modality variants (``modalities="visual"`` or ``"audio"``, e.g. the audio-only / visual-only AVE rows):
 only that modality's FDMs (UDAs only; CDAs need both senses, so ``num_cda`` is ignored), router (on that
 modality's pooled tap) and TFM exist; the other modality's taps are ignored (may be ``None``) and its backbone is
-never run by :class:`MoLTModel`. The absent modality's fused tokens are **zeros** of shape ``(B', K, D)`` so that
-every task head runs unchanged (attention over all-zero keys/values yields zeros); they carry no gradient.
+never run by :class:`~molt.methods.base.TapReadingModel`. The absent modality's fused tokens are **zeros** of shape
+``(B', K, D)`` so that every task head runs unchanged (attention over all-zero keys/values yields zeros); they carry
+no gradient (:func:`~molt.methods.base.fuse_and_zero_fill`).
 """
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from ..backbones.taps import BlockSelection
-from .base import MODALITIES, MethodConfigMixin, check_method_taps
+from .base import (Method, MethodOutput, TapMethodConfig, TapReadingModel, check_method_taps, fuse_and_zero_fill,
+                   resolve_tap_blocks)
 from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
 from .orthogonality import token_orthogonality_loss
 from .registry import MethodSpec, register_method
@@ -46,36 +46,14 @@ from .router import Router, mix_experts
 from .token_distillation import SharedProjections
 from .token_fusion import FUSION_MODES, TokenFusion
 
-__all__ = [
-    "MoLTConfig", "MethodOutput", "FeatureDistillationModule", "MoLT", "MoLTModel", "build_molt",
-    "count_parameters", "format_parameter_count", "print_trainable_parameters", "MODALITIES",
-]
-
-_logger = logging.getLogger(__name__)
-
+__all__ = ["MoLTConfig", "FeatureDistillationModule", "MoLT", "build_molt", "build_molt_method", "SHARE_PROJECTIONS"]
 
 #: values of :attr:`MoLTConfig.share_projections`
 SHARE_PROJECTIONS = ("adapter", "modality")
 
-@dataclass
-class MethodOutput:
-    """What a method (MoLT, Mettle, ...) hands to a task head.
-
-    Attributes:
-        visual: fused visual tokens ``(B', K, D)``.
-        audio: fused audio tokens ``(B', K, D)``.
-        aux_losses: auxiliary losses, already weighted, to add to the task loss (MoLT: ``"tor"``).
-        extras: analysis tensors (router weights, fusion weights, layer-wise tokens, ...).
-    """
-
-    visual: torch.Tensor
-    audio: torch.Tensor
-    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
-
 
 @dataclass
-class MoLTConfig(MethodConfigMixin):
+class MoLTConfig(TapMethodConfig):
     """Hyper-parameters of MoLT (PEFT-style: plain data, JSON round-trip).
 
     Attributes:
@@ -103,25 +81,16 @@ class MoLTConfig(MethodConfigMixin):
             tokens, residual ``W`` and the CDAs' cross-attentions stay per adapter.
     """
 
-    blocks_visual: BlockSelection = "late"
-    blocks_audio: BlockSelection = "late"
-    num_tokens: int = 8
-    num_tokens_audio: int | None = None
     num_uda: int = 2
     num_cda: int = 2
-    dim: int = 512
-    num_heads: int = 8
     fusion: str = "mlp"
     tor_weight: float = 0.1
-    modalities: str = "both"
-    dropout: float = 0.0
-    pre_norm: bool = True
     router_hidden: int | None = None
     fusion_hidden: int | None = None
     share_projections: str = "adapter"
 
     def __post_init__(self) -> None:
-        self._check_common()
+        super().__post_init__()
         if self.share_projections not in SHARE_PROJECTIONS:
             raise ValueError(f"share_projections must be one of {', '.join(SHARE_PROJECTIONS)}, got "
                              f"{self.share_projections!r}")
@@ -140,7 +109,6 @@ class MoLTConfig(MethodConfigMixin):
     @property
     def num_cda_active(self) -> int:
         return self.num_cda if self.modalities == "both" else 0
-
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w") as handle:
@@ -227,7 +195,7 @@ class FeatureDistillationModule(nn.Module):
         return {name: mix_experts(experts[name], weights) for name in self.modalities}, weights
 
 
-class MoLT(nn.Module):
+class MoLT(Method):
     """MoLT's trainable side modules: one FDM per selected layer pair, one TFM per modality, TOR.
 
     Args:
@@ -245,11 +213,9 @@ class MoLT(nn.Module):
     """
 
     def __init__(self, config: MoLTConfig, visual_dims: Sequence[int], audio_dims: Sequence[int]) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.visual_dims = [int(d) for d in visual_dims or []]
         self.audio_dims = [int(d) for d in audio_dims or []]
-        self.modalities = config.active_modalities
         dims = {"visual": self.visual_dims, "audio": self.audio_dims}
         lengths = {name: len(dims[name]) for name in self.modalities}
         if any(length == 0 for length in lengths.values()):
@@ -259,8 +225,6 @@ class MoLT(nn.Module):
                              f"layer: got {lengths['visual']} visual blocks ({config.blocks_visual!r}) and "
                              f"{lengths['audio']} audio blocks ({config.blocks_audio!r})")
         self.num_layers = next(iter(lengths.values()))
-        self.output_dim = config.dim
-        self.num_tokens = {"visual": config.tokens_visual, "audio": config.tokens_audio}
         self.fdms = nn.ModuleList(
             FeatureDistillationModule(
                 visual_dim=self.visual_dims[index] if "visual" in self.modalities else None,
@@ -290,13 +254,8 @@ class MoLT(nn.Module):
             router_weights.append(weights)
         stacked = {name: torch.stack(values, dim=1) for name, values in layer_tokens.items()}
 
-        fused, fusion_weights = {}, {}
-        for name in self.modalities:
-            fused[name], fusion_weights[name] = self.fusion[name](stacked[name])
-        reference = next(iter(fused.values()))
-        for name in ("visual", "audio"):
-            if name not in fused:
-                fused[name] = reference.new_zeros(batch, self.num_tokens[name], self.config.dim)
+        fused, fusion_weights = fuse_and_zero_fill(self.fusion, stacked, batch=batch, num_tokens=self.num_tokens,
+                                                   dim=self.config.dim)
 
         extras: dict[str, Any] = {"router_weights": torch.stack(router_weights, dim=1),
                                   "fusion_weights": fusion_weights, "layer_tokens": stacked}
@@ -308,146 +267,20 @@ class MoLT(nn.Module):
         return MethodOutput(visual=fused["visual"], audio=fused["audio"], aux_losses=aux_losses, extras=extras)
 
 
-def count_parameters(*modules: nn.Module) -> tuple[int, int]:
-    """``(trainable, total)`` parameter counts of ``modules``, each tensor counted once (shared backbones,
-    tied weights). Needs no forward pass and works on the ``meta`` device."""
-    seen: set[int] = set()
-    trainable = total = 0
-    for module in modules:
-        for parameter in module.parameters():
-            if id(parameter) in seen:
-                continue
-            seen.add(id(parameter))
-            total += parameter.numel()
-            if parameter.requires_grad:
-                trainable += parameter.numel()
-    return trainable, total
-
-
-def format_parameter_count(trainable: int, total: int) -> str:
-    share = 100.0 * trainable / total if total else 0.0
-    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {share:.4f}"
-
-
-def print_trainable_parameters(*modules: nn.Module) -> str:
-    """Log (INFO) and return ``"trainable params: X || all params: Y || trainable%: Z"`` (PEFT style)."""
-    line = format_parameter_count(*count_parameters(*modules))
-    _logger.info(line)
-    return line
-
-
-class MoLTModel(nn.Module):
-    """Frozen backbones + MoLT side modules: ``(frames, waveform)`` -> :class:`MethodOutput`.
-
-    Args:
-        visual, audio: frozen :class:`~molt.backbones.base.TapBackbone` objects (may share parameters, or be the
-            same object, in the shared-Swin setting); the absent one may be ``None`` in a single-modality variant.
-        method: the trainable side modules (:class:`MoLT`, or another tap-reading method such as Mettle).
-        visual_blocks, audio_blocks: resolved block indices the taps are read from.
-
-    Each backbone's ``preprocess`` (when it has one) is applied to its input before ``forward_taps``.
-    """
-
-    def __init__(self, *, visual: nn.Module | None, audio: nn.Module | None, method: nn.Module,
-                 visual_blocks: list[int], audio_blocks: list[int]) -> None:
-        super().__init__()
-        self.visual = visual
-        self.audio = audio
-        self.method = method
-        self.visual_blocks = list(visual_blocks)
-        self.audio_blocks = list(audio_blocks)
-
-    @property
-    def config(self) -> Any:
-        return self.method.config
-
-    @staticmethod
-    def _taps(backbone: nn.Module, x: torch.Tensor, blocks: list[int]) -> list[torch.Tensor]:
-        preprocess = getattr(backbone, "preprocess", None)
-        if callable(preprocess):
-            x = preprocess(x)
-        return backbone.forward_taps(x, blocks)
-
-    def compute_taps(self, frames: torch.Tensor | None,
-                     waveform: torch.Tensor | None) -> tuple[list[torch.Tensor] | None, list[torch.Tensor] | None]:
-        """Taps of the selected blocks of each active modality (``None`` for an absent one)."""
-        modalities = self.method.modalities
-        visual_taps = audio_taps = None
-        if "visual" in modalities:
-            if frames is None:
-                raise ValueError("MoLT with visual input needs frames (B', 3, H, W), got None")
-            visual_taps = self._taps(self.visual, frames, self.visual_blocks)
-        if "audio" in modalities:
-            if waveform is None:
-                raise ValueError("MoLT with audio input needs a waveform (B', S), got None")
-            audio_taps = self._taps(self.audio, waveform, self.audio_blocks)
-        return visual_taps, audio_taps
-
-    def compute_inputs(self, frames: torch.Tensor | None, waveform: torch.Tensor | None, *,
-                       stage_blocks: Sequence[int] = ()) -> dict[str, list[torch.Tensor] | None]:
-        """Everything a batch needs from the frozen backbones, in one pass per backbone.
-
-        Returns ``visual_taps`` and ``audio_taps`` (as :meth:`compute_taps`) and, when ``stage_blocks`` is not
-        empty, ``visual_stages``: the visual backbone's output at those blocks ``[(B', N_s, C_s), ...]``.
-        """
-        if not stage_blocks:
-            visual_taps, audio_taps = self.compute_taps(frames, waveform)
-            return {"visual_taps": visual_taps, "audio_taps": audio_taps, "visual_stages": None}
-        if frames is None or self.visual is None:
-            raise ValueError("the task needs visual stage features, so frames and a visual backbone are required")
-        visual_used = "visual" in self.method.modalities
-        wanted = sorted(set(stage_blocks) | (set(self.visual_blocks) if visual_used else set()))
-        by_block = dict(zip(wanted, self._taps(self.visual, frames, wanted)))
-        audio_taps = None
-        if "audio" in self.method.modalities:
-            if waveform is None:
-                raise ValueError("MoLT with audio input needs a waveform (B', S), got None")
-            audio_taps = self._taps(self.audio, waveform, self.audio_blocks)
-        return {"visual_taps": [by_block[i] for i in self.visual_blocks] if visual_used else None,
-                "audio_taps": audio_taps, "visual_stages": [by_block[i] for i in stage_blocks]}
-
-    def forward(self, frames: torch.Tensor | None, waveform: torch.Tensor | None) -> MethodOutput:
-        """``frames`` ``(B', 3, H, W)``, ``waveform`` ``(B', S)`` -> fused tokens and aux losses."""
-        return self.method(*self.compute_taps(frames, waveform))
-
-    def forward_from_taps(self, visual_taps: Sequence[torch.Tensor] | None,
-                          audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
-        """Same as :meth:`forward` from precomputed (e.g. cached) taps."""
-        return self.method(visual_taps, audio_taps)
-
-    def count_parameters(self) -> tuple[int, int]:
-        return count_parameters(self)
-
-    def print_trainable_parameters(self) -> str:
-        return print_trainable_parameters(self)
-
-
 def build_molt(visual: nn.Module | None, audio: nn.Module | None,
-               config: MoLTConfig | dict[str, Any] | None = None) -> MoLTModel:
+               config: MoLTConfig | None = None) -> TapReadingModel:
     """Wire frozen backbones (``num_blocks``, ``block_dims``, ``resolve_blocks``, ``forward_taps``) and new MoLT
-    side modules into a :class:`MoLTModel`. In a single-modality variant the absent backbone may be ``None``."""
-    if config is None:
-        config = MoLTConfig()
-    elif isinstance(config, dict):
-        config = MoLTConfig.from_dict(config)
-    method, visual_blocks, audio_blocks = build_molt_method(config, visual, audio)
-    return MoLTModel(visual=visual, audio=audio, method=method, visual_blocks=visual_blocks,
+    side modules into a :class:`~molt.methods.base.TapReadingModel`. In a single-modality variant the absent
+    backbone may be ``None``."""
+    method, visual_blocks, audio_blocks = build_molt_method(config or MoLTConfig(), visual, audio)
+    return TapReadingModel(visual=visual, audio=audio, method=method, visual_blocks=visual_blocks,
                      audio_blocks=audio_blocks)
 
 
 def build_molt_method(config: MoLTConfig, visual: nn.Module | None,
                       audio: nn.Module | None) -> tuple[MoLT, list[int], list[int]]:
     """The :class:`MoLT` side modules for these backbones, with the resolved visual and audio block indices."""
-    blocks: dict[str, list[int]] = {"visual": [], "audio": []}
-    dims: dict[str, list[int]] = {"visual": [], "audio": []}
-    backbones = {"visual": visual, "audio": audio}
-    selections = {"visual": config.blocks_visual, "audio": config.blocks_audio}
-    for name in config.active_modalities:
-        backbone = backbones[name]
-        if backbone is None:
-            raise ValueError(f"MoLT with modalities={config.modalities!r} needs a {name} backbone, got None")
-        blocks[name] = backbone.resolve_blocks(selections[name])
-        dims[name] = [backbone.block_dims[index] for index in blocks[name]]
+    blocks, dims = resolve_tap_blocks("MoLT", config, visual, audio)
     if config.modalities == "both" and len(blocks["visual"]) != len(blocks["audio"]):
         raise ValueError(f"visual and audio block selections must have the same length to be paired layer by layer: "
                          f"blocks_visual={config.blocks_visual!r} -> {blocks['visual']}, "
@@ -455,5 +288,5 @@ def build_molt_method(config: MoLTConfig, visual: nn.Module | None,
     return MoLT(config, dims["visual"], dims["audio"]), blocks["visual"], blocks["audio"]
 
 
-register_method(MethodSpec("molt", MoLTConfig, build_molt_method, MoLTModel, reads_taps=True,
+register_method(MethodSpec("molt", MoLTConfig, build_molt_method, TapReadingModel, reads_taps=True,
                            description="MoLT: layer-wise tokens of the late blocks, router of UDA/CDA adapters, TFM"))

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-__all__ = ["MethodSpec", "register_method", "get_method", "method_names", "build_method", "features_class"]
+__all__ = ["MethodSpec", "register_method", "get_method", "method_names", "build_method"]
 
 
 @dataclass(frozen=True)
@@ -20,10 +20,11 @@ class MethodSpec:
 
     Attributes:
         name: the ``method:`` value of a config (``--method``).
-        config_class: dataclass of its hyper-parameters (``method_config:``), with ``from_dict(data, source=...)``.
+        config_class: its :class:`~molt.methods.base.MethodConfig` dataclass (the ``method_config:`` section),
+            parsed with ``from_dict(data, source=...)``.
         build: ``(config, visual, audio) -> (trainable module, visual block indices, audio block indices)``.
-        wrapper: the ``nn.Module`` class that runs the trainable module on the frozen backbones
-            (``visual=, audio=, method=, visual_blocks=, audio_blocks=`` keyword arguments).
+        wrapper: the :class:`~molt.methods.base.MethodModel` subclass that runs the trainable module on the frozen
+            backbones (``visual=, audio=, method=, visual_blocks=, audio_blocks=`` keyword arguments).
         reads_taps: ``True`` when the method only reads block outputs (its taps can be cached with
             ``molt extract``); ``False`` for in-block adapters that change what the backbone computes.
         heads_option: the ``method_config`` key of its attention heads, kept by ``switch_method``.
@@ -73,17 +74,18 @@ def get_method(name: str) -> MethodSpec:
     return _METHODS[name]
 
 
-def build_method(name: str, method_config: dict[str, Any] | None, visual: nn.Module | None,
+def build_method(method: str | MethodSpec, config: Any, visual: nn.Module | None,
                  audio: nn.Module | None) -> tuple[nn.Module, list[int], list[int]]:
     """A method's trainable side modules for these backbones, with the resolved visual and audio block indices.
 
-    ``method_config`` holds the method's hyper-parameters (the fields of its ``config_class``).
+    Args:
+        method: a registered method name or its :class:`MethodSpec`.
+        config: an instance of the method's ``config_class`` (e.g. ``ExperimentConfig.method_config``).
+        visual, audio: the frozen backbones (``None`` for the absent one of a single-modality variant).
     """
-    spec = get_method(name)
-    config = spec.config_class.from_dict(dict(method_config or {}), source="method_config")
+    spec = method if isinstance(method, MethodSpec) else get_method(method)
+    if not isinstance(config, spec.config_class):
+        raise TypeError(f"method {spec.name!r} is built from a {spec.config_class.__name__}, got "
+                        f"{type(config).__name__}; parse a mapping with {spec.config_class.__name__}.from_dict")
     return spec.build(config, visual, audio)
 
-
-def features_class(name: str) -> type[nn.Module]:
-    """The wrapper that runs method ``name`` on the frozen backbones (see :attr:`MethodSpec.wrapper`)."""
-    return get_method(name).wrapper

@@ -10,17 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from . import ave, avqa, avs, avvp  # noqa: F401 - each registers its TaskSpec
-from .base import Task, TokenPool
+from .base import HeadConfig, SegmentHeadConfig, Task, TokenPool
 from .spec import TaskSpec, get_task, register_task, registered_tasks, task_names
 
-__all__ = ["Task", "TokenPool", "TaskSpec", "register_task", "get_task", "task_names", "registered_tasks",
+__all__ = ["Task", "HeadConfig", "SegmentHeadConfig", "TokenPool", "TaskSpec", "register_task", "get_task", "task_names", "registered_tasks",
            "build_task"]
 
 
 def build_task(name: str, **options: Any) -> Task:
-    """The head of task ``name`` built from keyword options (e.g. ``dim``, ``num_classes``, ``hidden_dim``).
+    """The head of task ``name`` built from keyword options (e.g. ``dim``, ``num_classes``, ``hidden_dim``; see
+    :meth:`~molt.tasks.spec.TaskSpec.build_head`).
 
     Raises:
-        ValueError: unknown task, or an option the task's constructor does not take.
+        ValueError: unknown task, or an option that is neither a field of the head's config nor an argument of the
+            head.
     """
     return get_task(name).build_head(**options)

@@ -26,24 +26,92 @@ Typical evaluation loop::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-__all__ = ["Task", "TokenPool", "segments_per_clip"]
+from ..typed_config import TypedConfig
+
+__all__ = ["Task", "HeadConfig", "SegmentHeadConfig", "TokenPool", "segments_per_clip", "HEAD_MODALITIES",
+           "POOLING_MODES"]
+
+#: which modality's tokens a head reads
+HEAD_MODALITIES = ("both", "audio", "visual")
+#: how :class:`TokenPool` pools the ``K`` tokens of a row
+POOLING_MODES = ("attention", "mean")
+
+
+@dataclass
+class HeadConfig(TypedConfig):
+    """Base of the heads' typed configs: the options a config's ``head:`` section sets (what the data decides, such
+    as class names and vocabularies, and the token width ``D`` are the head's constructor arguments instead).
+
+    Attributes:
+        modalities: ``"both"``, ``"audio"`` or ``"visual"``: which modality's tokens the head reads; when the
+            ``head:`` section does not set it, the model builder sets the method's modalities.
+    """
+
+    modalities: str = "both"
+
+    def __post_init__(self) -> None:
+        if self.modalities not in HEAD_MODALITIES:
+            raise ValueError(f"modalities must be one of {', '.join(HEAD_MODALITIES)}, got {self.modalities!r}")
+
+
+@dataclass
+class SegmentHeadConfig(HeadConfig):
+    """Options shared by the heads that pool each segment's tokens and model the ``T`` segments (AVE, AVVP).
+
+    Attributes:
+        hidden_dim: width ``H`` of the head (default: the token width ``D``).
+        num_heads: attention heads of the temporal layers (must divide ``H``).
+        num_segments: maximal number of segments per clip ``T`` (size of the position embedding).
+        pooling: ``"attention"`` or ``"mean"`` pooling of the ``K`` tokens of a segment (:class:`TokenPool`).
+        dropout: dropout of the head's layers.
+    """
+
+    hidden_dim: int | None = None
+    num_heads: int = 4
+    num_segments: int = 10
+    pooling: str = "attention"
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.hidden_dim is not None and self.hidden_dim <= 0) or self.num_segments <= 0 or self.num_heads <= 0:
+            raise ValueError(f"hidden_dim, num_heads and num_segments must be positive, got {self.hidden_dim}, "
+                             f"{self.num_heads}, {self.num_segments}")
+        if self.pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def hidden_width(self, dim: int, layers: int) -> int:
+        """``H`` for tokens of width ``dim`` (``hidden_dim``, or ``dim`` when unset), checked against ``num_heads``
+        when the head has ``layers`` attention layers."""
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        hidden = dim if self.hidden_dim is None else self.hidden_dim
+        if layers and hidden % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_dim ({hidden})")
+        return hidden
 
 
 class Task(nn.Module):
     """Base class of a task head (plain PyTorch; the trainer wraps it).
 
-    Subclasses set :attr:`name` and implement :meth:`forward`, :meth:`loss`, :meth:`predict`,
-    :meth:`update_metrics`, :meth:`compute_metrics` and :meth:`reset_metrics`.
+    Subclasses set :attr:`name` and :attr:`config_class`, take their config as the first argument of
+    ``__init__`` (with what the data and the model decide as keyword arguments), and implement :meth:`forward`,
+    :meth:`loss`, :meth:`predict`, :meth:`update_metrics`, :meth:`compute_metrics` and :meth:`reset_metrics`.
     """
 
     name: str = "task"
     needs_visual_stages: bool = False
+    #: the :class:`HeadConfig` subclass of the head's options (the ``head:`` section of a config)
+    config_class: type[HeadConfig] = HeadConfig
     metric_state: dict[str, torch.Tensor]
 
     def accumulate(self, name: str, value: torch.Tensor | float) -> None:
@@ -101,7 +169,7 @@ class TokenPool(nn.Module):
 
     def __init__(self, dim: int, mode: str = "attention") -> None:
         super().__init__()
-        if mode not in ("attention", "mean"):
+        if mode not in POOLING_MODES:
             raise ValueError(f"token pooling must be 'attention' or 'mean', got {mode!r}")
         self.score = nn.Linear(dim, 1) if mode == "attention" else None
         if self.score is not None:

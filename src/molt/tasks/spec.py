@@ -27,13 +27,14 @@ Callers open a task's prepared data with :meth:`TaskSpec.open_prepared`, which c
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .base import Task
+from .base import HeadConfig, Task
 
 __all__ = ["TaskSpec", "TaskOption", "PaperFigures", "BenchHooks", "register_task", "get_task", "task_names",
            "registered_tasks"]
@@ -216,17 +217,29 @@ class TaskSpec:
         return self.presets[key]
 
     def head_option_names(self) -> list[str]:
-        """Keyword arguments the head's constructor takes (the ``head:`` section of a config)."""
-        return [name for name in inspect.signature(self.head.__init__).parameters if name != "self"]
+        """The options of the head's config class (the ``head:`` section of a config)."""
+        return [f.name for f in dataclasses.fields(self.head.config_class)]
 
-    def build_head(self, **options: Any) -> Task:
-        """The head built from keyword options (``dim``, ``num_classes``, ...); unknown options are refused."""
-        accepted = self.head_option_names()
+    def head_argument_names(self) -> list[str]:
+        """What the data and the model decide for the head (its keyword arguments besides the config)."""
+        parameters = inspect.signature(self.head.__init__).parameters
+        return [name for name in parameters if name not in ("self", "config")]
+
+    def build_head(self, config: HeadConfig | None = None, **options: Any) -> Task:
+        """The head built from its config and keyword options: config fields (``hidden_dim``, ...), applied on top of
+        ``config``, and the head's arguments (``dim``, ``num_classes``, ...); unknown options are refused."""
+        fields = set(self.head_option_names())
+        accepted = self.head_argument_names() + sorted(fields)
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise ValueError(f"unknown option(s) {', '.join(unknown)} for the {self.name} head; accepted: "
                              f"{', '.join(accepted)}")
-        return self.head(**options)
+        changes = {key: value for key, value in options.items() if key in fields}
+        config = config or self.head.config_class()
+        if changes:
+            config = self.head.config_class.from_dict({**config.to_dict(only_set=True), **changes},
+                                                      source=f"{self.name} head")
+        return self.head(config, **{key: value for key, value in options.items() if key not in fields})
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:

@@ -109,4 +109,4 @@ def test_bad_names_fail_before_running():
     with pytest.raises(ValueError, match="no efficiency benchmark"):
         bench_config("avvp", "tiny", "molt")
     mettle, molt = bench_config("ave", "paper", "mettle"), bench_config("ave", "paper")
-    assert mettle.method_config["dim"] == molt.method_config["dim"]
+    assert mettle.method_config.dim == molt.method_config.dim

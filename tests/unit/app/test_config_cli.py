@@ -1,10 +1,14 @@
 import subprocess
 import sys
+from importlib import resources
 
 import pytest
+import yaml
 
 from molt.app.cli import build_parser, main
 from molt.config import ExperimentConfig, load_config, preset_names
+from molt.methods import MoLTConfig
+from molt.tasks.ave import AVEHeadConfig
 
 
 def test_presets_load_and_merge():
@@ -14,8 +18,8 @@ def test_presets_load_and_merge():
     assert shared.backbone == "shared" and paper.backbone == "paper"
     assert shared.method_config == paper.method_config
     tiny = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 3}, "method_config": {"num_tokens": 2}})
-    assert tiny.trainer.max_epochs == 3 and tiny.method_config["num_tokens"] == 2
-    assert tiny.method_config["num_uda"] == 2  # untouched keys survive a nested override
+    assert tiny.trainer.max_epochs == 3 and tiny.method_config.num_tokens == 2
+    assert tiny.method_config.num_uda == 2  # untouched keys survive a nested override
 
 
 def test_config_typos_are_errors(tmp_path):
@@ -51,9 +55,9 @@ def test_switch_method_keeps_the_common_footing():
     molt = load_config("ave_molt_paper", {"method_config": {"modalities": "audio"}})
     mettle = switch_method(molt, "mettle")
     assert mettle.method == "mettle" and mettle.backbone == molt.backbone and mettle.head == molt.head
-    assert mettle.method_config == {"dim": 256, "num_tokens": 8, "num_heads": 8, "modalities": "audio"}
+    assert mettle.to_dict()["method_config"] == {"dim": 256, "num_tokens": 8, "num_heads": 8, "modalities": "audio"}
     lavish = switch_method(molt, "lavish")
-    assert lavish.method_config["out_heads"] == 8 and "num_uda" not in lavish.method_config
+    assert lavish.method_config.out_heads == 8 and "num_uda" not in lavish.to_dict()["method_config"]
     assert switch_method(molt, "molt") is molt
 
 
@@ -81,3 +85,38 @@ def test_the_cli_spells_the_library_choices_as_the_library_does():
     assert cli._BACKBONES == BACKBONE_PRESETS
     assert cli._BACKBONE_DTYPES == BACKBONE_DTYPES
     assert cli._SHARED_AUDIO_FRONTENDS == SHARED_AUDIO_FRONTENDS
+
+
+def test_the_config_holds_the_parsed_method_and_head_configs_and_writes_what_the_yaml_said():
+    config = load_config("ave_molt_paper")
+    assert isinstance(config.method_config, MoLTConfig) and isinstance(config.head, AVEHeadConfig)
+    assert config.method_config.share_projections == "modality" and config.head.hidden_dim == 256
+    preset = yaml.safe_load((resources.files("molt") / "configs" / "ave_molt_paper.yaml").read_text())
+    data = config.to_dict()
+    assert data["method_config"] == preset["method_config"] and data["head"] == preset["head"]
+    assert list(data["method_config"]) == list(preset["method_config"])  # the YAML's order, not the fields'
+    again = ExperimentConfig.from_dict(data)
+    assert again == config and again.to_dict() == data
+    # a config built in code takes mappings too, parsed into the same objects
+    direct = ExperimentConfig(method_config=preset["method_config"], head=preset["head"], backbone="paper")
+    assert direct.method_config == config.method_config and direct.head == config.head
+    with pytest.raises(ValueError, match="MoLTConfig"):
+        ExperimentConfig(method="mettle", method_config=config.method_config)
+
+
+def test_bad_method_and_head_values_name_the_file_and_key(tmp_path):
+    cases = {
+        "head_value.yaml": ("base: ave_molt_tiny\nhead:\n  pooling: max\n", ["head_value.yaml: head", "pooling"]),
+        "head_type.yaml": ("base: ave_molt_tiny\nhead:\n  hidden_dim: wide\n",
+                           ["head_type.yaml: head", "hidden_dim must be int or null"]),
+        "head_other_task.yaml": ("base: avs_molt_tiny\nhead:\n  temporal_layers: 2\n",
+                                 ["head_other_task.yaml: head", "temporal_layers", "accepted"]),
+        "method_value.yaml": ("base: ave_molt_tiny\nmethod_config:\n  share_projections: layer\n",
+                              ["method_value.yaml: method_config", "share_projections must be one of"]),
+    }
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError) as error:
+            load_config(str(tmp_path / name))
+        for part in expected:
+            assert part in str(error.value), (name, str(error.value))

@@ -6,8 +6,8 @@ from helpers import backward_and_check_side_gradients
 
 from molt.backbones import build_backbones
 from molt.config import ExperimentConfig, load_config, switch_method
-from molt.methods import (AVMoE, DGSCT, InBlockModel, Lavish, LavishConfig, adapter_positions, build_method,
-                          features_class, latent_token_attention)
+from molt.methods import (AVMoE, DGSCT, AVMoEConfig, DGSCTConfig, InBlockModel, Lavish, LavishConfig, MethodModel,
+                          TapReadingModel, adapter_positions, build_method, get_method, latent_token_attention)
 from molt.model import build_model
 
 IN_BLOCK = ["lavish", "dgsct", "avmoe"]
@@ -29,9 +29,10 @@ def _model(backbones, method, **overrides):
     visual, audio = backbones
     torch.manual_seed(0)
     config = {**SMALL, **({"skip_stages": []} if method == "avmoe" else {}), **overrides}
-    trainable, visual_blocks, audio_blocks = build_method(method, config, visual, audio)
-    return features_class(method)(visual=visual, audio=audio, method=trainable, visual_blocks=visual_blocks,
-                                  audio_blocks=audio_blocks)
+    spec = get_method(method)
+    trainable, visual_blocks, audio_blocks = build_method(spec, spec.config_class(**config), visual, audio)
+    return spec.wrapper(visual=visual, audio=audio, method=trainable, visual_blocks=visual_blocks,
+                        audio_blocks=audio_blocks)
 
 
 def _open_gates(model, value=0.5):
@@ -79,6 +80,9 @@ def test_zero_gates_reproduce_the_frozen_backbones(backbones, inputs, method):
     for adapted, frozen in zip(got["visual_stages"], frozen_visual):
         torch.testing.assert_close(adapted, frozen, rtol=0, atol=0)
     assert got["visual_taps"][0].requires_grad  # the graph goes through the backbone
+    final_visual, final_audio = model.compute_final_tokens(*inputs)
+    torch.testing.assert_close(final_visual[0], frozen_visual[-1], rtol=0, atol=0)
+    torch.testing.assert_close(final_audio[0], frozen_audio[0], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("method", IN_BLOCK)
@@ -138,10 +142,10 @@ def _adapter_parameters(method) -> float:
 def test_paper_scale_sizes_match_the_repositories():
     with torch.device("meta"):
         visual, audio = build_backbones("paper")
-        lavish = build_method("lavish", {"num_latents": 32}, visual, audio)[0]
-        dgsct = build_method("dgsct", {}, visual, audio)[0]
+        lavish = build_method("lavish", LavishConfig(num_latents=32), visual, audio)[0]
+        dgsct = build_method("dgsct", DGSCTConfig(), visual, audio)[0]
         shared_visual, shared_audio = build_backbones("shared")
-        shared = build_method("lavish", {}, shared_visual, shared_audio)[0]
+        shared = build_method("lavish", LavishConfig(), shared_visual, shared_audio)[0]
     bridges = sum(p.numel() for name, p in lavish.named_parameters() if ".bridge." in name) / 1e6
     # DG-SCT's LAVisH baseline: 98.4 M of bridges + 3.7 M adapter core at 12 positions (PEERS.md)
     assert len(lavish.positions) == 12 and bridges == pytest.approx(98.4, abs=0.1)
@@ -154,14 +158,14 @@ def test_paper_scale_sizes_match_the_repositories():
 
 def test_task_settings_follow_the_repositories():
     ave = load_config("ave_molt_tiny")
-    lavish = switch_method(ave, "lavish").method_config
+    lavish = switch_method(ave, "lavish").method_config.to_dict()
     assert (lavish["num_latents"], lavish["reduction"], lavish["groups"]) == (2, 8, 2)
-    assert lavish["dim"] == ave.method_config["dim"] and lavish["num_tokens"] == ave.method_config["num_tokens"]
-    ms3 = switch_method(load_config("avs_molt_tiny", {"setting": "ms3"}), "dgsct").method_config
+    assert lavish["dim"] == ave.method_config.dim and lavish["num_tokens"] == ave.method_config.num_tokens
+    ms3 = switch_method(load_config("avs_molt_tiny", {"setting": "ms3"}), "dgsct").method_config.to_dict()
     assert (ms3["num_latents"], ms3["reduction"], ms3["alpha"], ms3["beta"]) == (32, 2, 0.2, 0.1)
-    avqa = switch_method(load_config("avqa_molt_tiny"), "avmoe").method_config
+    avqa = switch_method(load_config("avqa_molt_tiny"), "avmoe").method_config.to_dict()
     assert (avqa["cross_experts"], avqa["uni_experts"], avqa["num_latents"], avqa["skip_stages"]) == (1, 2, 2, [])
-    assert switch_method(ave, "avmoe").method_config["skip_stages"] == [1, 3]
+    assert switch_method(ave, "avmoe").method_config.skip_stages == [1, 3]
 
 
 @pytest.mark.parametrize("method, kind", [("lavish", Lavish), ("dgsct", DGSCT), ("avmoe", AVMoE)])
@@ -169,6 +173,7 @@ def test_build_model_runs_each_method_in_its_wrapper(method, kind):
     config = switch_method(load_config("ave_molt_tiny"), method)
     model = build_model(config, {"num_classes": 5})
     assert isinstance(model.features, InBlockModel) and isinstance(model.method, kind)
+    assert isinstance(model.features, MethodModel) and not isinstance(model.features, TapReadingModel)
     batch = {"frames": torch.randint(0, 255, (1, 2, 3, 64, 64), dtype=torch.uint8),
              "audio": 0.1 * torch.randn(1, 2, 32000), "video_id": ["a"]}
     predictions = model(batch).predictions
@@ -178,9 +183,9 @@ def test_build_model_runs_each_method_in_its_wrapper(method, kind):
 def test_single_modality_and_bad_settings_are_refused():
     visual, audio = build_backbones("tiny")
     with pytest.raises(ValueError, match="modalities must be 'both'"):
-        build_method("dgsct", {"modalities": "visual"}, visual, audio)
+        build_method("dgsct", DGSCTConfig(modalities="visual"), visual, audio)
     with pytest.raises(ValueError, match="at least one expert"):
-        build_method("avmoe", {"cross_experts": 0, "uni_experts": 0}, visual, audio)
+        build_method("avmoe", AVMoEConfig(cross_experts=0, uni_experts=0), visual, audio)
     with pytest.raises(ValueError, match="unknown key"):
         LavishConfig.from_dict({"blocks_visual": "late"})
     with pytest.raises(ValueError, match="cannot train from a feature cache"):

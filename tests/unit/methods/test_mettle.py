@@ -5,7 +5,7 @@ from helpers import backward_and_check_side_gradients
 
 from molt.backbones import build_backbones
 from molt.config import ExperimentConfig
-from molt.methods import Mettle, MettleConfig, MoLTModel, build_method
+from molt.methods import Mettle, MettleConfig, TapReadingModel, build_method
 from molt.model import build_model
 
 CONFIG = {"dim": 16, "num_heads": 4, "num_tokens": 3}
@@ -26,8 +26,9 @@ def inputs(backbones):
 
 def _model(backbones, **overrides):
     visual, audio = backbones
-    method, visual_blocks, audio_blocks = build_method("mettle", {**CONFIG, **overrides}, visual, audio)
-    return MoLTModel(visual=visual, audio=audio, method=method, visual_blocks=visual_blocks, audio_blocks=audio_blocks)
+    method, visual_blocks, audio_blocks = build_method("mettle", MettleConfig(**CONFIG, **overrides), visual, audio)
+    return TapReadingModel(visual=visual, audio=audio, method=method, visual_blocks=visual_blocks,
+                           audio_blocks=audio_blocks)
 
 
 def test_every_block_distilled_and_shapes(backbones, inputs):
@@ -52,7 +53,8 @@ def test_fusion_is_mean_of_layer_tokens(backbones, inputs):
 
 
 def test_unequal_layer_counts_are_not_paired(backbones):
-    method, visual_blocks, audio_blocks = build_method("mettle", {**CONFIG, "blocks_audio": "late"}, *backbones)
+    config = MettleConfig(**CONFIG, blocks_audio="late")
+    method, visual_blocks, audio_blocks = build_method("mettle", config, *backbones)
     assert len(visual_blocks) == 8 and audio_blocks == [6, 7]
     assert len(method.lcds["visual"]) == 8 and len(method.lcds["audio"]) == 2
 
@@ -70,11 +72,11 @@ def test_gradients_reach_every_mettle_parameter_and_no_backbone(backbones, input
 
 
 def test_single_modality_and_model_wrapper(backbones, inputs):
-    method, _, audio_blocks = build_method("mettle", {**CONFIG, "modalities": "visual"}, *backbones)
+    method, _, audio_blocks = build_method("mettle", MettleConfig(**CONFIG, modalities="visual"), *backbones)
     assert isinstance(method, Mettle) and audio_blocks == []
     config = ExperimentConfig(method="mettle", backbone="tiny", method_config=CONFIG)
     model = build_model(config, {"num_classes": 5})
-    assert isinstance(model.features, MoLTModel) and isinstance(model.method, Mettle)
+    assert isinstance(model.features, TapReadingModel) and isinstance(model.method, Mettle)
 
 
 def test_config_validation():
@@ -171,7 +173,7 @@ def test_layer_width_meta_tokens_match_the_published_size():
     counts = {}
     for width in ("layer", "common"):
         config = switch_method(load_config("ave_molt_paper"), "mettle")
-        config = dataclasses.replace(config, method_config={**config.method_config, "lcd_width": width})
+        config = dataclasses.replace(config, method_config=config.method_config.replace(lcd_width=width))
         with torch.device("meta"):
             model = build_model(config, {"num_classes": 28}, backbones_on_meta=True)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -212,7 +214,7 @@ def test_adapters_saved_before_lcd_width_load_as_the_common_reading(tmp_path):
     from molt.model import AudioVisualModel
 
     config = switch_method(load_config("ave_molt_tiny"), "mettle")
-    old = dataclasses.replace(config, method_config={**config.method_config, "lcd_width": "common"})
+    old = dataclasses.replace(config, method_config=config.method_config.replace(lcd_width="common"))
     torch.manual_seed(0)
     model = build_model(old, {"num_classes": 5})
     model.save_pretrained(tmp_path / "old")

@@ -8,7 +8,8 @@ from torch import nn
 from molt.backbones.base import TapBackbone
 from molt.methods import (CrossModalDistillationAdapter, FeatureDistillationModule, MethodOutput, MoLT, MoLTConfig,
                           TokenDistillation, TokenFusion, UniModalDistillationAdapter, build_method, build_molt,
-                          count_parameters, print_trainable_parameters, token_orthogonality_loss)
+                          count_parameters, get_method, print_trainable_parameters, token_orthogonality_loss)
+from molt.methods.base import fuse_and_zero_fill
 
 
 class FakeVisual(TapBackbone):
@@ -379,11 +380,35 @@ def test_config_round_trip_and_validation(tmp_path):
 
 
 def test_build_method_entry_point():
-    method, visual_blocks, audio_blocks = build_method("molt", SMALL, FakeVisual(), FakeAudio())
+    method, visual_blocks, audio_blocks = build_method("molt", MoLTConfig(**SMALL), FakeVisual(), FakeAudio())
     assert isinstance(method, MoLT) and method.output_dim == 8
     assert visual_blocks == [2, 3] and audio_blocks == [1, 2]
     with pytest.raises(ValueError, match="unknown method"):
-        build_method("lora", {}, FakeVisual(), FakeAudio())
+        build_method("lora", MoLTConfig(), FakeVisual(), FakeAudio())
+    with pytest.raises(TypeError, match="MoLTConfig"):
+        build_method("molt", SMALL, FakeVisual(), FakeAudio())
+    with pytest.raises(TypeError, match="MettleConfig"):
+        build_method(get_method("mettle"), MoLTConfig(**SMALL), FakeVisual(), FakeAudio())
+
+
+def test_config_set_fields_follow_the_source():
+    parsed = MoLTConfig.from_dict({"num_uda": 2, "dim": 8, "num_heads": 2}, source="x.yaml: method_config")
+    assert parsed.to_dict(only_set=True) == {"num_uda": 2, "dim": 8, "num_heads": 2}
+    assert parsed.replace(num_tokens=3).to_dict(only_set=True) == {"num_uda": 2, "dim": 8, "num_heads": 2,
+                                                                  "num_tokens": 3}
+    assert MoLTConfig(num_tokens=3).to_dict(only_set=True) == {"num_tokens": 3}
+    assert parsed.to_dict() == MoLTConfig(dim=8, num_heads=2).to_dict()
+    with pytest.raises(ValueError, match="^x.yaml: method_config: dim \\(10\\) must be a positive multiple"):
+        MoLTConfig.from_dict({"dim": 10, "num_heads": 4}, source="x.yaml: method_config")
+
+
+def test_fuse_and_zero_fill_gives_the_absent_modality_zeros():
+    fusion = {"audio": TokenFusion(dim=8, num_layers=2, fusion="avg")}
+    layer_tokens = {"audio": torch.randn(3, 2, 4, 8, requires_grad=True)}
+    fused, weights = fuse_and_zero_fill(fusion, layer_tokens, batch=3, num_tokens={"visual": 5, "audio": 4}, dim=8)
+    assert torch.allclose(fused["audio"], layer_tokens["audio"].mean(dim=1)) and weights["audio"].shape == (3, 2)
+    assert fused["visual"].shape == (3, 5, 8) and not fused["visual"].any() and not fused["visual"].requires_grad
+    assert set(weights) == {"audio"}
 
 
 def test_parameter_counting_dedupes_shared_backbone_and_works_on_meta():

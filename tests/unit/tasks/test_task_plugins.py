@@ -16,8 +16,11 @@ from helpers import FIXTURES, ROOT
 from molt.app.cli import build_parser, main
 from molt.config import load_config, preset_names
 from molt.methods import MethodSpec, get_method, method_names, register_method
-from molt.model import AudioVisualModel
-from molt.tasks import Task, TaskSpec, get_task, register_task, task_names
+from molt.model import AudioVisualModel, build_model
+from molt.tasks import (HeadConfig, SegmentHeadConfig, Task, TaskSpec, build_task, get_task, register_task,
+                        registered_tasks, task_names)
+from molt.tasks.ave import AVEHeadConfig
+from molt.tasks.avvp import AVVPHeadConfig
 from molt.tasks import spec as spec_module
 
 SRC = ROOT / "src" / "molt"
@@ -112,9 +115,9 @@ def test_a_method_spec_decides_caching_and_heads():
     from molt.config import switch_method
 
     lavish = switch_method(load_config("ave_molt_tiny"), "lavish")
-    assert lavish.method_config["out_heads"] == load_config("ave_molt_tiny").method_config["num_heads"]
+    assert lavish.method_config.out_heads == load_config("ave_molt_tiny").method_config.num_heads
     back = switch_method(lavish, "mettle")
-    assert back.method_config["num_heads"] == lavish.method_config["out_heads"]
+    assert back.method_config.num_heads == lavish.method_config.out_heads
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -353,3 +356,34 @@ def test_prepare_takes_out_and_limit_for_every_task(tmp_path, caplog):
     index = json.loads((tmp_path / "few" / "index.json").read_text())
     assert sum(index["splits"].values()) <= 4 and len([v for v in index["videos"] if v]) == 4
     assert not (root / "prepared").exists()
+
+
+def test_every_head_has_a_typed_config_of_its_head_section():
+    for spec in registered_tasks():
+        config_class = spec.head.config_class
+        assert issubclass(config_class, HeadConfig) and config_class is not HeadConfig, spec.name
+        assert set(spec.head_option_names()) == {f.name for f in dataclasses.fields(config_class)}
+        assert "dim" not in spec.head_option_names() and "dim" in spec.head_argument_names()
+
+
+def test_the_segment_heads_share_their_option_checks():
+    for kind in (AVEHeadConfig, AVVPHeadConfig):
+        assert issubclass(kind, SegmentHeadConfig)
+        with pytest.raises(ValueError, match="pooling must be one of"):
+            kind(pooling="max")
+        with pytest.raises(ValueError, match="modalities must be one of"):
+            kind(modalities="text")
+        with pytest.raises(ValueError, match="hidden_dim, num_heads and num_segments must be positive"):
+            kind(num_segments=0)
+    with pytest.raises(ValueError, match="num_heads \\(3\\) must divide hidden_dim \\(32\\)"):
+        build_task("avvp", dim=16, num_classes=4, hidden_dim=32, num_heads=3)
+    with pytest.raises(ValueError, match="num_heads \\(3\\) must divide hidden_dim \\(16\\)"):
+        build_task("ave", dim=16, num_classes=4, num_heads=3)
+
+
+def test_the_head_reads_the_methods_modalities_unless_its_config_sets_them():
+    audio_only = load_config("ave_molt_tiny", {"method_config": {"modalities": "audio"}})
+    assert build_model(audio_only, {"num_classes": 3}, backbones_on_meta=True).task.modalities == "audio"
+    assert "modalities" not in audio_only.to_dict()["head"]
+    visual_head = load_config("ave_molt_tiny", {"head": {"modalities": "visual"}})
+    assert build_model(visual_head, {"num_classes": 3}, backbones_on_meta=True).task.modalities == "visual"

@@ -13,15 +13,15 @@ import torch
 
 from ..spec import BenchHooks, PaperFigures, TaskSpec, register_task
 from .figures import plot_timelines
-from .head import AVE_NUM_SEGMENTS, AVETask
+from .head import AVE_NUM_SEGMENTS, AVEHeadConfig, AVETask
 from .metrics import majority_accuracy, majority_class
 from .predict import predict_video
 from .prepared import PreparedAVE, ensure_prepared, prepare_ave
 from .reader import AVEAnnotations
 from .synthetic import generate_ave
 
-__all__ = ["SPEC", "AVETask", "AVEAnnotations", "PreparedAVE", "ensure_prepared", "prepare_ave", "generate_ave",
-           "majority_accuracy", "majority_class", "plot_timelines", "predict_video", "AVE_NUM_SEGMENTS"]
+__all__ = ["SPEC", "AVETask", "AVEHeadConfig", "AVEAnnotations", "PreparedAVE", "ensure_prepared", "prepare_ave",
+           "generate_ave", "majority_accuracy", "majority_class", "plot_timelines", "predict_video", "AVE_NUM_SEGMENTS"]
 
 
 def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],

@@ -44,6 +44,7 @@ Metrics (:meth:`AVETask.compute_metrics`), from counts accumulated over the whol
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -51,16 +52,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import Task, TokenPool, segments_per_clip
+from ..base import SegmentHeadConfig, Task, TokenPool, segments_per_clip
 from .figures import plot_timelines
 
-__all__ = ["AVETask", "AVE_NUM_SEGMENTS", "HEAD_MODALITIES", "POOLING_MODES", "segment_targets", "clip_targets"]
+__all__ = ["AVETask", "AVEHeadConfig", "AVE_NUM_SEGMENTS", "segment_targets", "clip_targets"]
 
 _logger = logging.getLogger(__name__)
 
 AVE_NUM_SEGMENTS = 10
-HEAD_MODALITIES = ("both", "audio", "visual")
-POOLING_MODES = ("attention", "mean")
 _NO_CATEGORY = -1
 
 
@@ -99,67 +98,71 @@ def clip_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(counts.sum(dim=-1) > 0, categories, torch.full_like(categories, _NO_CATEGORY))
 
 
+@dataclass
+class AVEHeadConfig(SegmentHeadConfig):
+    """Options of the AVE head (the ``head:`` section; shared ones in :class:`~molt.tasks.base.SegmentHeadConfig`).
+
+    Attributes:
+        num_segments: maximal number of segments per clip ``T`` (AVE: 10).
+        temporal_layers: Transformer encoder layers across segments (0: none).
+        event_threshold: a segment is an event when ``sigmoid(event_logit) > event_threshold``.
+        event_weight, category_weight: weights of the two loss terms.
+    """
+
+    num_segments: int = AVE_NUM_SEGMENTS
+    temporal_layers: int = 1
+    event_threshold: float = 0.5
+    event_weight: float = 1.0
+    category_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.temporal_layers < 0:
+            raise ValueError(f"temporal_layers must be >= 0, got {self.temporal_layers}")
+        if not 0.0 < self.event_threshold < 1.0:
+            raise ValueError(f"event_threshold must lie in (0, 1), got {self.event_threshold}")
+
+
 class AVETask(Task):
     """AVE head (event relevance per segment + category per clip), loss and segment accuracy.
 
     See the module docstring for the architecture, the loss and the metrics.
 
     Args:
+        config: the head's options (:class:`AVEHeadConfig`; default: its defaults).
         dim: width ``D`` of the method's fused tokens.
         num_classes: event classes ``C`` (background excluded; 28 in real AVE). Background is class ``C``.
-        hidden_dim: width ``H`` of the head (default: ``dim``).
-        num_heads: attention heads of the temporal layers (must divide ``hidden_dim``).
-        num_segments: maximal number of segments per clip ``T`` (size of the position embedding; AVE: 10).
-        modalities: ``"both"``, ``"audio"`` or ``"visual"``: which modality's tokens the head reads.
-        pooling: ``"attention"`` or ``"mean"`` pooling of the ``K`` tokens of a segment.
-        temporal_layers: Transformer encoder layers across segments (0: none).
-        dropout: dropout in the fusion and the temporal layers.
-        event_threshold: a segment is an event when ``sigmoid(event_logit) > event_threshold``.
-        event_weight, category_weight: weights of the two loss terms.
         class_names: optional names of the ``C`` event classes (kept for pictures and reports).
 
     Outputs of :meth:`forward`: ``event_logits (B, T)`` and ``class_logits (B, C)``.
     """
 
     name = "ave"
+    config_class = AVEHeadConfig
 
-    def __init__(self, *, dim: int, num_classes: int, hidden_dim: int | None = None, num_heads: int = 4,
-                 num_segments: int = AVE_NUM_SEGMENTS, modalities: str = "both", pooling: str = "attention",
-                 temporal_layers: int = 1, dropout: float = 0.1, event_threshold: float = 0.5,
-                 event_weight: float = 1.0, category_weight: float = 1.0,
+    def __init__(self, config: AVEHeadConfig | None = None, *, dim: int, num_classes: int,
                  class_names: Sequence[str] | None = None) -> None:
         super().__init__()
-        hidden_dim = dim if hidden_dim is None else hidden_dim
-        if dim <= 0 or hidden_dim <= 0 or num_segments <= 0:
-            raise ValueError(f"dim, hidden_dim and num_segments must be positive, got {dim}, {hidden_dim}, "
-                             f"{num_segments}")
+        config = config or AVEHeadConfig()
+        hidden_dim = config.hidden_width(dim, config.temporal_layers)
         if num_classes < 1:
             raise ValueError(f"num_classes (event classes, background excluded) must be >= 1, got {num_classes}")
-        if modalities not in HEAD_MODALITIES:
-            raise ValueError(f"modalities must be one of {', '.join(HEAD_MODALITIES)}, got {modalities!r}")
-        if pooling not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
-        if temporal_layers < 0:
-            raise ValueError(f"temporal_layers must be >= 0, got {temporal_layers}")
-        if temporal_layers and hidden_dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide hidden_dim ({hidden_dim})")
-        if not 0.0 < event_threshold < 1.0:
-            raise ValueError(f"event_threshold must lie in (0, 1), got {event_threshold}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names must name the {num_classes} event classes, got {len(class_names)} names")
+        self.config = config
+        num_segments, modalities, dropout = config.num_segments, config.modalities, config.dropout
         self.dim = dim
         self.num_classes = num_classes
         self.hidden_dim = hidden_dim
         self.num_segments = num_segments
         self.modalities = modalities
-        self.event_threshold = event_threshold
-        self.event_weight = event_weight
-        self.category_weight = category_weight
+        self.event_threshold = config.event_threshold
+        self.event_weight = config.event_weight
+        self.category_weight = config.category_weight
         self.class_names = list(class_names) if class_names is not None else None
 
         self.active = ["visual", "audio"] if modalities == "both" else [modalities]
-        self.pool = nn.ModuleDict({m: TokenPool(dim, pooling)
-                                   for m in self.active})
+        self.pool = nn.ModuleDict({m: TokenPool(dim, config.pooling) for m in self.active})
         self.project = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
                                       for m in self.active})
         fusion_in = 3 * hidden_dim if modalities == "both" else hidden_dim
@@ -167,9 +170,9 @@ class AVETask(Task):
         self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim))
         nn.init.trunc_normal_(self.position, std=0.02)
         self.temporal = nn.ModuleList(
-            nn.TransformerEncoderLayer(hidden_dim, num_heads, dim_feedforward=2 * hidden_dim, dropout=dropout,
+            nn.TransformerEncoderLayer(hidden_dim, config.num_heads, dim_feedforward=2 * hidden_dim, dropout=dropout,
                                        activation="gelu", batch_first=True, norm_first=True)
-            for _ in range(temporal_layers))
+            for _ in range(config.temporal_layers))
         self.norm = nn.LayerNorm(hidden_dim)
         self.event_head = nn.Linear(hidden_dim, 1)
         self.class_head = nn.Linear(hidden_dim, num_classes)

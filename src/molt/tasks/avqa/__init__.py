@@ -13,16 +13,16 @@ import torch
 
 from ..spec import BenchHooks, PaperFigures, TaskOption, TaskSpec, register_task
 from .figures import plot_attention, plot_type_accuracy
-from .head import AVQATask, negative_partners
+from .head import AVQAHeadConfig, AVQATask, negative_partners
 from .metrics import avqa_metrics, format_avqa_table, majority_baseline, metrics_from_counts
 from .predict import predict_video
 from .prepared import PreparedAVQA, ensure_prepared, prepare_avqa
 from .reader import DUPLICATE_POLICIES, ORIGINAL_TEST_SPLIT, QUESTION_TYPES, SPLIT_FILES, MusicAVQA
 from .synthetic import generate_avqa
 
-__all__ = ["SPEC", "AVQATask", "MusicAVQA", "PreparedAVQA", "ensure_prepared", "prepare_avqa", "generate_avqa",
-           "avqa_metrics", "metrics_from_counts", "majority_baseline", "format_avqa_table", "plot_type_accuracy",
-           "plot_attention", "negative_partners", "predict_video", "QUESTION_TYPES"]
+__all__ = ["SPEC", "AVQATask", "AVQAHeadConfig", "MusicAVQA", "PreparedAVQA", "ensure_prepared", "prepare_avqa",
+           "generate_avqa", "avqa_metrics", "metrics_from_counts", "majority_baseline", "format_avqa_table",
+           "plot_type_accuracy", "plot_attention", "negative_partners", "predict_video", "QUESTION_TYPES"]
 
 # MUSIC-AVQA: about 93 question words (as the peers build the vocabulary) and 42 answers
 _PAPER_VOCABULARY = ["<pad>", "<unk>"] + [f"w{i}" for i in range(91)]

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -67,16 +68,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..base import Task
+from ..base import HeadConfig, Task
 from .figures import plot_attention, plot_type_accuracy
 from .metrics import avqa_metrics, cell_counts, format_avqa_table, metrics_from_counts
 from .reader import FAMILIES, QUESTION_TYPES, SUBTYPES, question_type_name
 
-__all__ = ["AVQATask", "HEAD_MODALITIES", "negative_partners"]
+__all__ = ["AVQATask", "AVQAHeadConfig", "negative_partners"]
 
 _logger = logging.getLogger(__name__)
-
-HEAD_MODALITIES = ("both", "audio", "visual")
 
 
 def negative_partners(video_ids: Sequence[str] | None, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,19 +144,12 @@ class _QuestionAttention(nn.Module):
         return attended + sequence.mean(dim=1), weights[:, 0]
 
 
-class AVQATask(Task):
-    """MUSIC-AVQA head (question LSTM, audio-guided grounding, question-guided temporal attention), loss and
-    per-type accuracy. See the module docstring for the architecture, the loss and the departures from the peers.
+@dataclass
+class AVQAHeadConfig(HeadConfig):
+    """Options of the MUSIC-AVQA head (the ``head:`` section).
 
-    Args:
-        dim: width ``D`` of the method's fused tokens.
-        question_vocab: question words (``<pad>`` first, id 0), from the training questions; its size sets the
-            embedding table.
-        answers: the answer vocabulary; its size ``A`` sets the classifier.
-        question_types: ``"Family/Sub-type"`` names (kept for reports and pictures; default: the nine MUSIC-AVQA
-            types).
-        modalities: ``"both"``, ``"audio"`` or ``"visual"``.
-        hidden_dim: width ``H`` of the head (default: ``dim``).
+    Attributes:
+        hidden_dim: width ``H`` of the head (default: the token width ``D``).
         word_dim: word embedding width (default: ``H``).
         lstm_layers: LSTM layers of the question encoder.
         num_heads: heads of the question-guided temporal attention (must divide ``H``).
@@ -169,6 +161,46 @@ class AVQATask(Task):
         match_weight: weight of the audio-visual matching loss (0 disables it).
         input_norm: ``"batch"`` (standardise every token feature over the batch, running statistics in evaluation)
             or ``"layer"`` (LayerNorm per token) before the projection ``D -> H``.
+    """
+
+    hidden_dim: int | None = None
+    word_dim: int | None = None
+    lstm_layers: int = 1
+    num_heads: int = 4
+    num_segments: int = 10
+    temporal_layers: int = 0
+    position_embedding: bool = True
+    grounding_scale: float = 10.0
+    dropout: float = 0.1
+    match_weight: float = 0.5
+    input_norm: str = "batch"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        widths = [value for value in (self.hidden_dim, self.word_dim) if value is not None]
+        if min([*widths, self.num_segments, self.lstm_layers, self.num_heads]) <= 0:
+            raise ValueError(f"hidden_dim, word_dim, num_segments, lstm_layers and num_heads must be positive, got "
+                             f"{self.hidden_dim}, {self.word_dim}, {self.num_segments}, {self.lstm_layers}, "
+                             f"{self.num_heads}")
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
+        if self.temporal_layers < 0 or self.grounding_scale <= 0 or self.match_weight < 0:
+            raise ValueError(f"expected temporal_layers >= 0, grounding_scale > 0 and match_weight >= 0, got "
+                             f"{self.temporal_layers}, {self.grounding_scale}, {self.match_weight}")
+
+
+class AVQATask(Task):
+    """MUSIC-AVQA head (question LSTM, audio-guided grounding, question-guided temporal attention), loss and
+    per-type accuracy. See the module docstring for the architecture, the loss and the departures from the peers.
+
+    Args:
+        config: the head's options (:class:`AVQAHeadConfig`; default: its defaults).
+        dim: width ``D`` of the method's fused tokens.
+        question_vocab: question words (``<pad>`` first, id 0), from the training questions; its size sets the
+            embedding table.
+        answers: the answer vocabulary; its size ``A`` sets the classifier.
+        question_types: ``"Family/Sub-type"`` names (kept for reports and pictures; default: the nine MUSIC-AVQA
+            types).
 
     Batches hold ``question (B, L)`` int64 token ids and ``question_length (B,)`` (optional: counted from the
     non-``<pad>`` ids), and for the loss and metrics ``answer (B,)`` (``-1``: unknown answer, ignored by the loss
@@ -180,34 +212,27 @@ class AVQATask(Task):
     """
 
     name = "avqa"
+    config_class = AVQAHeadConfig
 
-    def __init__(self, *, dim: int, question_vocab: Sequence[str], answers: Sequence[str],
-                 question_types: Sequence[str] | None = None, modalities: str = "both",
-                 hidden_dim: int | None = None, word_dim: int | None = None, lstm_layers: int = 1,
-                 num_heads: int = 4, num_segments: int = 10, temporal_layers: int = 0,
-                 position_embedding: bool = True, grounding_scale: float = 10.0, dropout: float = 0.1,
-                 match_weight: float = 0.5, input_norm: str = "batch") -> None:
+    def __init__(self, config: AVQAHeadConfig | None = None, *, dim: int, question_vocab: Sequence[str],
+                 answers: Sequence[str], question_types: Sequence[str] | None = None) -> None:
         super().__init__()
-        hidden_dim = dim if hidden_dim is None else hidden_dim
-        word_dim = hidden_dim if word_dim is None else word_dim
-        if min(dim, hidden_dim, word_dim, num_segments, lstm_layers) <= 0:
-            raise ValueError(f"dim, hidden_dim, word_dim, num_segments and lstm_layers must be positive, got {dim}, "
-                             f"{hidden_dim}, {word_dim}, {num_segments}, {lstm_layers}")
-        if modalities not in HEAD_MODALITIES:
-            raise ValueError(f"modalities must be one of {', '.join(HEAD_MODALITIES)}, got {modalities!r}")
-        if hidden_dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide hidden_dim ({hidden_dim})")
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+        config = config or AVQAHeadConfig()
+        hidden_dim = dim if config.hidden_dim is None else config.hidden_dim
+        word_dim = hidden_dim if config.word_dim is None else config.word_dim
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        if hidden_dim % config.num_heads:
+            raise ValueError(f"num_heads ({config.num_heads}) must divide hidden_dim ({hidden_dim})")
         if len(question_vocab) < 2 or question_vocab[0] != "<pad>":
             raise ValueError(f"question_vocab must start with '<pad>' (id 0) and hold at least one more word, got "
                              f"{list(question_vocab[:3])}... ({len(question_vocab)} words); take it from the data "
                              f"(PreparedAVQA.task_options())")
         if len(answers) < 1 or len(set(answers)) != len(answers):
             raise ValueError(f"answers must be a non-empty list of distinct strings, got {len(answers)} answers")
-        if temporal_layers < 0 or grounding_scale <= 0 or match_weight < 0:
-            raise ValueError(f"expected temporal_layers >= 0, grounding_scale > 0 and match_weight >= 0, got "
-                             f"{temporal_layers}, {grounding_scale}, {match_weight}")
+        self.config = config
+        modalities, num_heads, dropout = config.modalities, config.num_heads, config.dropout
+        num_segments = config.num_segments
         names = list(question_types) if question_types is not None else [question_type_name(*t)
                                                                          for t in QUESTION_TYPES]
         for name in names:
@@ -219,27 +244,27 @@ class AVQATask(Task):
         self.hidden_dim = hidden_dim
         self.num_segments = num_segments
         self.modalities = modalities
-        self.match_weight = match_weight
+        self.match_weight = config.match_weight
         self.question_vocab = list(question_vocab)
         self.answers = list(answers)
         self.question_types = names
         self.active = ["audio", "visual"] if modalities == "both" else [modalities]
 
-        self.question = _QuestionEncoder(len(question_vocab), word_dim, hidden_dim, lstm_layers)
-        norm = _TokenBatchNorm if input_norm == "batch" else nn.LayerNorm
+        self.question = _QuestionEncoder(len(question_vocab), word_dim, hidden_dim, config.lstm_layers)
+        norm = _TokenBatchNorm if config.input_norm == "batch" else nn.LayerNorm
         self.project = nn.ModuleDict({m: nn.Sequential(norm(dim), nn.Linear(dim, hidden_dim)) for m in self.active})
         if "visual" in self.active:
             self.visual_segment = nn.Linear(2 * hidden_dim, hidden_dim)
         if modalities == "both":
-            self.log_scale = nn.Parameter(torch.tensor(math.log(grounding_scale)))
+            self.log_scale = nn.Parameter(torch.tensor(math.log(config.grounding_scale)))
             self.match = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 2))
-        self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim)) if position_embedding else None
+        self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim)) if config.position_embedding else None
         if self.position is not None:
             nn.init.trunc_normal_(self.position, std=0.02)
         self.temporal = nn.ModuleDict({m: nn.ModuleList(
             nn.TransformerEncoderLayer(hidden_dim, num_heads, dim_feedforward=2 * hidden_dim, dropout=dropout,
                                        activation="gelu", batch_first=True, norm_first=True)
-            for _ in range(temporal_layers)) for m in self.active})
+            for _ in range(config.temporal_layers)) for m in self.active})
         self.attend = nn.ModuleDict({m: _QuestionAttention(hidden_dim, num_heads, dropout) for m in self.active})
         self.fuse = nn.Linear(len(self.active) * hidden_dim, hidden_dim)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, len(answers)))

@@ -12,16 +12,16 @@ import torch
 
 from ..spec import BenchHooks, PaperFigures, TaskOption, TaskSpec, register_task
 from .figures import plot_masks
-from .head import AVS_NUM_FRAMES, TPAVI, AVSTask
+from .head import AVS_NUM_FRAMES, TPAVI, AVSHeadConfig, AVSTask
 from .metrics import f_curves, f_measure, f_thresholds, frame_iou, mask_iou
 from .predict import predict_video
 from .prepared import PreparedAVS, ensure_prepared, prepare_avs
 from .reader import SETTINGS, AVSBenchLayout
 from .synthetic import generate_avs
 
-__all__ = ["SPEC", "AVSTask", "TPAVI", "AVSBenchLayout", "PreparedAVS", "ensure_prepared", "prepare_avs",
-           "generate_avs", "plot_masks", "frame_iou", "mask_iou", "f_thresholds", "f_curves", "f_measure",
-           "AVS_NUM_FRAMES", "SETTINGS"]
+__all__ = ["SPEC", "AVSTask", "AVSHeadConfig", "TPAVI", "AVSBenchLayout", "PreparedAVS", "ensure_prepared",
+           "prepare_avs", "generate_avs", "plot_masks", "frame_iou", "mask_iou", "f_thresholds", "f_curves",
+           "f_measure", "AVS_NUM_FRAMES", "SETTINGS"]
 
 
 def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],

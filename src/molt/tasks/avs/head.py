@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -79,16 +80,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import Task, TokenPool
+from ..base import HeadConfig, Task, TokenPool
 from .figures import plot_masks
 from .metrics import METRIC_VARIANTS, f_curves, frame_iou
 
-__all__ = ["AVSTask", "TPAVI", "AVS_NUM_FRAMES", "HEAD_MODALITIES"]
+__all__ = ["AVSTask", "AVSHeadConfig", "TPAVI", "AVS_NUM_FRAMES"]
 
 _logger = logging.getLogger(__name__)
 
 AVS_NUM_FRAMES = 5
-HEAD_MODALITIES = ("both", "audio", "visual")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -164,75 +164,100 @@ def _metric_names(prefix: str) -> tuple[str, str, str, str]:
     return f"{prefix}_iou_sum", f"{prefix}_frames", f"{prefix}_f_curve_sum", f"{prefix}_f_frames"
 
 
-class AVSTask(Task):
-    """AVSBench head (multi-scale stage features + TPAVI + FPN), masked BCE loss, M_J and M_F.
+@dataclass
+class AVSHeadConfig(HeadConfig):
+    """Options of the AVSBench head (the ``head:`` section).
 
-    See the module docstring for the architecture, the loss and the metrics.
-
-    Args:
-        dim: width ``D`` of the method's fused tokens.
-        mask_size: size ``M`` of the ground-truth masks (the prepared data's ``mask_size``).
-        stage_dims: channels ``C_s`` of the visual backbone's stage outputs, finest first (Swin-V2-L: 192, 384,
-            768, 1536; the tiny test Swin: 24, 48, 96, 192).
-        setting: ``"s4"`` or ``"ms3"`` (kept for reports; the data's ``mask_valid`` decides the loss).
+    Attributes:
+        modalities: which fused tokens guide TPAVI (audio for both and audio) and whether the fused visual tokens
+            are injected (both, visual).
         channels: width of the decoder (paper: 256).
-        modalities: ``"both"``, ``"audio"`` or ``"visual"``: which fused tokens guide TPAVI (audio for both and
-            audio) and whether the fused visual tokens are injected (both, visual).
         tpavi_stages: indices of the stages (0 = finest) that get a TPAVI block.
         projection_dilations: dilations of the per-stage projection (paper: 3, 6, 12, 18).
         visual_injection: add the pooled fused visual tokens to every scale (only when visual tokens are read).
         num_segments: frames per clip ``T`` when the batch does not say (AVSBench: 5).
         metric_variant: ``"official"`` or ``"per_image"``: which variant ``mIoU`` / ``F_score`` report.
         metric_batch_clips: clips per AVSBench test batch in the ``official`` variant (AVSBench default: 1).
+    """
+
+    channels: int = 256
+    tpavi_stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    projection_dilations: list[int] = field(default_factory=lambda: [3, 6, 12, 18])
+    visual_injection: bool = True
+    num_segments: int = AVS_NUM_FRAMES
+    metric_variant: str = "official"
+    metric_batch_clips: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.tpavi_stages = [int(stage) for stage in self.tpavi_stages]
+        self.projection_dilations = [int(dilation) for dilation in self.projection_dilations]
+        if self.channels <= 0 or self.num_segments <= 0:
+            raise ValueError(f"channels and num_segments must be positive, got {self.channels}, {self.num_segments}")
+        if len(set(self.tpavi_stages)) != len(self.tpavi_stages) or any(s < 0 for s in self.tpavi_stages):
+            raise ValueError(f"tpavi_stages must be distinct stage indices (0 = finest), got {self.tpavi_stages}")
+        if not self.projection_dilations or min(self.projection_dilations) < 1:
+            raise ValueError(f"projection_dilations must be positive, got {self.projection_dilations}")
+        if self.metric_variant not in METRIC_VARIANTS:
+            raise ValueError(f"metric_variant must be one of {', '.join(METRIC_VARIANTS)}, got "
+                             f"{self.metric_variant!r}")
+        if self.metric_batch_clips < 1:
+            raise ValueError(f"metric_batch_clips must be >= 1, got {self.metric_batch_clips}")
+
+
+class AVSTask(Task):
+    """AVSBench head (multi-scale stage features + TPAVI + FPN), masked BCE loss, M_J and M_F.
+
+    See the module docstring for the architecture, the loss and the metrics.
+
+    Args:
+        config: the head's options (:class:`AVSHeadConfig`; default: its defaults).
+        dim: width ``D`` of the method's fused tokens.
+        mask_size: size ``M`` of the ground-truth masks (the prepared data's ``mask_size``).
+        stage_dims: channels ``C_s`` of the visual backbone's stage outputs, finest first (Swin-V2-L: 192, 384,
+            768, 1536; the tiny test Swin: 24, 48, 96, 192).
+        setting: ``"s4"`` or ``"ms3"`` (kept for reports; the data's ``mask_valid`` decides the loss).
 
     Outputs of :meth:`forward`: ``mask_logits (B, T, M, M)``.
     """
 
     name = "avs"
     needs_visual_stages = True
+    config_class = AVSHeadConfig
 
-    def __init__(self, *, dim: int, mask_size: int, stage_dims: Sequence[int], setting: str = "s4",
-                 channels: int = 256, modalities: str = "both", tpavi_stages: Sequence[int] = (0, 1, 2, 3),
-                 projection_dilations: Sequence[int] = (3, 6, 12, 18), visual_injection: bool = True,
-                 num_segments: int = AVS_NUM_FRAMES, metric_variant: str = "official",
-                 metric_batch_clips: int = 1) -> None:
+    def __init__(self, config: AVSHeadConfig | None = None, *, dim: int, mask_size: int, stage_dims: Sequence[int],
+                 setting: str = "s4") -> None:
         super().__init__()
+        config = config or AVSHeadConfig()
         stage_dims = [int(c) for c in stage_dims]
-        if dim <= 0 or mask_size <= 0 or channels <= 0 or num_segments <= 0:
-            raise ValueError(f"dim, mask_size, channels and num_segments must be positive, got {dim}, {mask_size}, "
-                             f"{channels}, {num_segments}")
+        if dim <= 0 or mask_size <= 0:
+            raise ValueError(f"dim and mask_size must be positive, got {dim}, {mask_size}")
         if not stage_dims or min(stage_dims) <= 0:
             raise ValueError(f"stage_dims must list the positive channel widths of the visual backbone's stages "
                              f"(finest first), got {stage_dims}")
-        if modalities not in HEAD_MODALITIES:
-            raise ValueError(f"modalities must be one of {', '.join(HEAD_MODALITIES)}, got {modalities!r}")
-        if sorted(set(tpavi_stages)) != sorted(tpavi_stages) or any(not 0 <= s < len(stage_dims)
-                                                                   for s in tpavi_stages):
+        if max(config.tpavi_stages, default=0) >= len(stage_dims):
             raise ValueError(f"tpavi_stages must be distinct stage indices in [0, {len(stage_dims) - 1}], "
-                             f"got {list(tpavi_stages)}")
-        if not projection_dilations or min(projection_dilations) < 1:
-            raise ValueError(f"projection_dilations must be positive, got {list(projection_dilations)}")
-        if metric_variant not in METRIC_VARIANTS:
-            raise ValueError(f"metric_variant must be one of {', '.join(METRIC_VARIANTS)}, got {metric_variant!r}")
-        if metric_batch_clips < 1:
-            raise ValueError(f"metric_batch_clips must be >= 1, got {metric_batch_clips}")
+                             f"got {config.tpavi_stages}")
+        self.config = config
+        channels, modalities = config.channels, config.modalities
         self.dim = dim
         self.mask_size = mask_size
         self.stage_dims = stage_dims
         self.setting = setting
         self.channels = channels
         self.modalities = modalities
-        self.tpavi_stages = sorted(int(s) for s in tpavi_stages)
-        self.num_segments = num_segments
-        self.metric_variant = metric_variant
-        self.metric_batch_clips = metric_batch_clips
+        self.tpavi_stages = sorted(config.tpavi_stages)
+        self.num_segments = config.num_segments
+        self.metric_variant = config.metric_variant
+        self.metric_batch_clips = config.metric_batch_clips
         self.guide = "visual" if modalities == "visual" else "audio"
-        self.inject = visual_injection and modalities in ("both", "visual")
+        self.inject = config.visual_injection and modalities in ("both", "visual")
 
         pooled = sorted({self.guide, "visual"} if self.inject else {self.guide})
         self.pool = nn.ModuleDict({m: TokenPool(dim) for m in pooled})
         self.guide_norm = nn.LayerNorm(dim)
-        self.project = nn.ModuleList(_DilatedProjection(c, channels, projection_dilations) for c in stage_dims)
+        self.project = nn.ModuleList(_DilatedProjection(c, channels, config.projection_dilations)
+                                     for c in stage_dims)
         if self.inject:
             self.injection = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, channels * len(stage_dims)))
             nn.init.zeros_(self.injection[1].weight)

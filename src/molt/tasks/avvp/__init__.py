@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from ..spec import PaperFigures, TaskSpec, register_task
 from .figures import plot_parsing
-from .head import AVVP_NUM_SEGMENTS, AVVPTask
+from .head import AVVP_NUM_SEGMENTS, AVVPHeadConfig, AVVPTask
 from .metrics import avvp_scores, event_level_f1, segment_level_f1
 from .predict import predict_video
 from .prepared import PreparedLLP, ensure_prepared, prepare_llp
 from .reader import LLPAnnotations
 from .synthetic import generate_llp
 
-__all__ = ["SPEC", "AVVPTask", "LLPAnnotations", "PreparedLLP", "ensure_prepared", "prepare_llp", "generate_llp",
-           "avvp_scores", "segment_level_f1", "event_level_f1", "plot_parsing", "predict_video", "AVVP_NUM_SEGMENTS"]
+__all__ = ["SPEC", "AVVPTask", "AVVPHeadConfig", "LLPAnnotations", "PreparedLLP", "ensure_prepared", "prepare_llp",
+           "generate_llp", "avvp_scores", "segment_level_f1", "event_level_f1", "plot_parsing", "predict_video",
+           "AVVP_NUM_SEGMENTS"]
 
 SPEC = register_task(TaskSpec(
     name="avvp", description="audio-visual video parsing (LLP): audio and visual events per second from "

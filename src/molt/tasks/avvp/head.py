@@ -73,6 +73,7 @@ registry monitors ``segment_av_f1``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -80,17 +81,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import Task, TokenPool, segments_per_clip
+from ..base import SegmentHeadConfig, Task, TokenPool, segments_per_clip
 from .figures import plot_parsing
 from .metrics import EPS, METRIC_KINDS, event_level_f1, segment_counts, segment_level_f1
 
-__all__ = ["AVVPTask", "AVVP_NUM_SEGMENTS", "AVVP_MODALITIES"]
+__all__ = ["AVVPTask", "AVVPHeadConfig", "AVVP_NUM_SEGMENTS"]
 
 _logger = logging.getLogger(__name__)
 
 AVVP_NUM_SEGMENTS = 10
-AVVP_MODALITIES = ("both", "audio", "visual")
-_POOLING = ("attention", "mean")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -116,80 +115,89 @@ class _HybridAttentionLayer(nn.Module):
         return self.norm_output(hidden + self.dropout(self.feed_forward(hidden)))
 
 
+@dataclass
+class AVVPHeadConfig(SegmentHeadConfig):
+    """Options of the AVVP head (the ``head:`` section; shared ones in :class:`~molt.tasks.base.SegmentHeadConfig`).
+
+    Attributes:
+        num_segments: maximal number of segments per clip ``T`` (LLP: 10).
+        han_layers: hybrid attention layers (0: none).
+        threshold: probability threshold of segment and video predictions.
+        guided_weight: weight of the per-stream ("individual guided") loss terms.
+        audio_smoothing, visual_smoothing: label smoothing ``s`` of those terms (target ``s y + (1 - s) / 2``).
+    """
+
+    num_segments: int = AVVP_NUM_SEGMENTS
+    han_layers: int = 1
+    threshold: float = 0.5
+    guided_weight: float = 1.0
+    audio_smoothing: float = 1.0
+    visual_smoothing: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.han_layers < 0:
+            raise ValueError(f"han_layers must be >= 0, got {self.han_layers}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+        if not (0.0 <= self.audio_smoothing <= 1.0 and 0.0 <= self.visual_smoothing <= 1.0) or self.guided_weight < 0:
+            raise ValueError(f"expected smoothing in [0, 1] and guided_weight >= 0, got {self.audio_smoothing}, "
+                             f"{self.visual_smoothing}, {self.guided_weight}")
+
+
 class AVVPTask(Task):
     """AVVP head (HAN-style streams + attentive MMIL pooling), weak-label loss and the official F1 metrics.
 
     See the module docstring for the architecture, the loss, the prediction rule and the metrics.
 
     Args:
+        config: the head's options (:class:`AVVPHeadConfig`; default: its defaults).
         dim: width ``D`` of the method's fused tokens.
         num_classes: event classes ``C`` (25 in LLP); may be left out when ``class_names`` is given.
         class_names: names of the ``C`` classes (from the data's ``task_options``).
-        hidden_dim: width ``H`` of the head (default: ``dim``).
-        num_heads: attention heads of the hybrid attention layers (must divide ``hidden_dim``).
-        num_segments: maximal number of segments per clip ``T`` (size of the position embedding; LLP: 10).
-        modalities: ``"both"``, ``"audio"`` or ``"visual"``: which modality's tokens the head reads.
-        pooling: ``"attention"`` or ``"mean"`` pooling of the ``K`` tokens of a segment.
-        han_layers: hybrid attention layers (0: none).
-        dropout: dropout in the hybrid attention layers.
-        threshold: probability threshold of segment and video predictions.
-        guided_weight: weight of the per-stream ("individual guided") loss terms.
-        audio_smoothing, visual_smoothing: label smoothing ``s`` of those terms (target ``s y + (1 - s) / 2``).
 
     Outputs of :meth:`forward`: ``segment_logits (B, T, 2, C)`` (stream 0 audio, 1 visual), ``video_prob``,
     ``audio_prob``, ``visual_prob`` ``(B, C)``.
     """
 
     name = "avvp"
+    config_class = AVVPHeadConfig
 
-    def __init__(self, *, dim: int, num_classes: int | None = None, class_names: Sequence[str] | None = None,
-                 hidden_dim: int | None = None, num_heads: int = 4, num_segments: int = AVVP_NUM_SEGMENTS,
-                 modalities: str = "both", pooling: str = "attention", han_layers: int = 1, dropout: float = 0.1,
-                 threshold: float = 0.5, guided_weight: float = 1.0, audio_smoothing: float = 1.0,
-                 visual_smoothing: float = 0.9) -> None:
+    def __init__(self, config: AVVPHeadConfig | None = None, *, dim: int, num_classes: int | None = None,
+                 class_names: Sequence[str] | None = None) -> None:
         super().__init__()
+        config = config or AVVPHeadConfig()
         if num_classes is None:
             if class_names is None:
                 raise ValueError("AVVPTask needs num_classes or class_names (the data's task_options)")
             num_classes = len(class_names)
-        hidden_dim = dim if hidden_dim is None else hidden_dim
-        if dim <= 0 or hidden_dim <= 0 or num_segments <= 0 or num_classes < 1:
-            raise ValueError(f"dim, hidden_dim, num_segments and num_classes must be positive, got {dim}, "
-                             f"{hidden_dim}, {num_segments}, {num_classes}")
+        hidden_dim = config.hidden_width(dim, config.han_layers)
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names must name the {num_classes} classes, got {len(class_names)} names")
-        if modalities not in AVVP_MODALITIES:
-            raise ValueError(f"modalities must be one of {', '.join(AVVP_MODALITIES)}, got {modalities!r}")
-        if pooling not in _POOLING:
-            raise ValueError(f"pooling must be one of {', '.join(_POOLING)}, got {pooling!r}")
-        if han_layers < 0:
-            raise ValueError(f"han_layers must be >= 0, got {han_layers}")
-        if han_layers and hidden_dim % num_heads:
-            raise ValueError(f"num_heads ({num_heads}) must divide hidden_dim ({hidden_dim})")
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-        if not (0.0 <= audio_smoothing <= 1.0 and 0.0 <= visual_smoothing <= 1.0) or guided_weight < 0:
-            raise ValueError(f"expected smoothing in [0, 1] and guided_weight >= 0, got {audio_smoothing}, "
-                             f"{visual_smoothing}, {guided_weight}")
+        self.config = config
+        num_segments, modalities = config.num_segments, config.modalities
         self.dim = dim
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else None
         self.hidden_dim = hidden_dim
         self.num_segments = num_segments
         self.modalities = modalities
-        self.threshold = threshold
-        self.guided_weight = guided_weight
-        self.smoothing = {"audio": audio_smoothing, "visual": visual_smoothing}
+        self.threshold = config.threshold
+        self.guided_weight = config.guided_weight
+        self.smoothing = {"audio": config.audio_smoothing, "visual": config.visual_smoothing}
 
         self.active = ["audio", "visual"] if modalities == "both" else [modalities]
-        self.pool = nn.ModuleDict({m: TokenPool(dim, pooling) for m in self.active})
+        self.pool = nn.ModuleDict({m: TokenPool(dim, config.pooling) for m in self.active})
         self.project = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden_dim))
                                       for m in self.active})
         self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim))
         self.stream = nn.Parameter(torch.zeros(2, hidden_dim))
         nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.trunc_normal_(self.stream, std=0.02)
-        self.layers = nn.ModuleList(_HybridAttentionLayer(hidden_dim, num_heads, dropout) for _ in range(han_layers))
+        self.layers = nn.ModuleList(_HybridAttentionLayer(hidden_dim, config.num_heads, config.dropout)
+                                    for _ in range(config.han_layers))
         self.classifier = nn.Linear(hidden_dim, num_classes)
         self.time_attention = nn.Linear(hidden_dim, num_classes)
         self.modality_attention = nn.Linear(hidden_dim, num_classes)

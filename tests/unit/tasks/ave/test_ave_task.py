@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from molt.tasks import Task, build_task
-from molt.tasks.ave import AVETask, majority_accuracy, majority_class, plot_timelines
+from molt.tasks.ave import AVEHeadConfig, AVETask, majority_accuracy, majority_class, plot_timelines
 from molt.tasks.ave.head import clip_targets, segment_targets
 
 DIM, C, T = 16, 5, 10
@@ -20,7 +20,7 @@ def make_task(**kwargs) -> AVETask:
     torch.manual_seed(0)
     options = dict(dim=DIM, num_classes=C, hidden_dim=32, num_heads=4, dropout=0.0)
     options.update(kwargs)
-    return AVETask(**options)
+    return build_task("ave", **options)
 
 
 def tokens(batch: int, k: int = 4, seed: int = 0) -> torch.Tensor:
@@ -189,7 +189,7 @@ def test_build_task_and_validation():
     with pytest.raises(ValueError, match="hidden_size"):
         build_task("ave", dim=DIM, num_classes=C, hidden_size=32)
     with pytest.raises(ValueError, match="modalities"):
-        AVETask(dim=DIM, num_classes=C, modalities="text")
+        AVETask(AVEHeadConfig(modalities="text"), dim=DIM, num_classes=C)
     with pytest.raises(ValueError, match="class_names"):
         AVETask(dim=DIM, num_classes=C, class_names=["a"])
     # metric counters never enter the state dict

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from molt.tasks import Task
+from molt.tasks import Task, build_task
 from molt.tasks.avqa import (
     AVQATask,
     avqa_metrics,
@@ -26,7 +26,7 @@ def make_task(**kwargs) -> AVQATask:
     torch.manual_seed(0)
     options = dict(dim=DIM, question_vocab=VOCAB, answers=ANSWERS, hidden_dim=32, num_heads=4, dropout=0.0)
     options.update(kwargs)
-    return AVQATask(**options)
+    return build_task("avqa", **options)
 
 
 def make_batch(size: int, seed: int = 0, video_ids=None) -> dict:

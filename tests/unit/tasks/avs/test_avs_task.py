@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from molt.backbones import build_backbones
 from molt.config import load_config
 from molt.model import build_model
-from molt.tasks import Task
+from molt.tasks import Task, build_task
 from molt.tasks.avs import TPAVI, AVSTask
 
 DIM, B, T, M = 16, 2, 5, 32
@@ -28,7 +28,7 @@ def make_task(**options) -> AVSTask:
     settings = dict(dim=DIM, mask_size=M, stage_dims=[c for _, c in TINY_STAGES], channels=16,
                     projection_dilations=[1, 2])
     settings.update(options)
-    return AVSTask(**settings)
+    return build_task("avs", **settings)
 
 
 def batch_of(masks=None, valid=None, batch: int = B, spec=TINY_STAGES) -> dict:
@@ -165,12 +165,12 @@ def test_figures_and_config(tmp_path):
     # the preset's head section, the backbone's stage widths and the data's task options are exactly the head's
     # keyword arguments
     config = load_config("avs_molt_tiny")
-    assert config.task == "avs" and config.method_config["num_tokens"] == 4
+    assert config.task == "avs" and config.method_config.num_tokens == 4
     data_options = {"mask_size": 64, "setting": "s4"}           # PreparedAVS.task_options()
     model = build_model(config, data_options)
     assert isinstance(model.task, AVSTask) and model.task.stage_dims == [24, 48, 96, 192]
     paper = load_config("avs_molt_paper")
-    assert paper.head["channels"] == 256 and "stage_dims" not in paper.head
+    assert paper.head.channels == 256 and "stage_dims" not in paper.to_dict()["head"]
     with torch.device("meta"):
         visual, _ = build_backbones("paper")
     assert [visual.block_dims[i] for i in visual.stage_end_blocks] == [192, 384, 768, 1536]

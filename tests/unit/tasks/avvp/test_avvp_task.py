@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from molt.tasks import Task
+from molt.tasks import Task, build_task
 from molt.tasks.avvp import AVVPTask, avvp_scores
 
 DIM, C, T = 16, 5, 10
@@ -16,7 +16,7 @@ def make_task(**kwargs) -> AVVPTask:
     torch.manual_seed(0)
     options = {"dim": DIM, "class_names": NAMES, "hidden_dim": 32, "num_heads": 4, "dropout": 0.0}
     options.update(kwargs)
-    return AVVPTask(**options)
+    return build_task("avvp", **options)
 
 
 def tokens(clips: int, k: int = 4, seed: int = 0) -> torch.Tensor:

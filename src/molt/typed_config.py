@@ -1,0 +1,129 @@
+"""Typed configs read from YAML or JSON: dataclasses with key and type checks whose errors name the file and key.
+
+Part of molt-av (Apache-2.0). The method configs (:class:`~molt.methods.base.MethodConfig`) and the task heads'
+configs (:class:`~molt.tasks.base.HeadConfig`) derive from :class:`TypedConfig`; the experiment config
+(:mod:`molt.config`) parses them once and holds the objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, TypeVar, Union
+
+__all__ = ["TypedConfig", "check_known_keys", "check_field_types"]
+
+ConfigT = TypeVar("ConfigT", bound="TypedConfig")
+
+
+def check_known_keys(kind: type, data: Any, source: str) -> None:
+    """Raise a ``ValueError`` naming ``source`` when ``data`` is not a mapping of ``kind``'s dataclass fields."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+
+
+def _accepts(annotation: Any, value: Any) -> bool | None:
+    """Whether ``value`` fits ``annotation`` (``None``: a type this check does not look into)."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        answers = [_accepts(argument, value) for argument in typing.get_args(annotation)]
+        return True if True in answers else (None if None in answers else False)
+    if annotation is type(None):
+        return value is None
+    if annotation is Any:
+        return True
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (list, tuple) or origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return " or ".join(_type_name(argument) for argument in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", None) or str(annotation)
+
+
+def check_field_types(kind: type, data: dict[str, Any], source: str) -> None:
+    """Raise a ``ValueError`` naming ``source``, the key, the expected type and the value when a value of ``data``
+    does not fit the annotation of ``kind``'s dataclass field (e.g. ``num_tokens: four``)."""
+    hints = typing.get_type_hints(kind)
+    for key, value in data.items():
+        if key in hints and _accepts(hints[key], value) is False:
+            raise ValueError(f"{source}: {key} must be {_type_name(hints[key])}, got {value!r} "
+                             f"({type(value).__name__}); correct it in {source.split(': ')[0]}")
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+class TypedConfig:
+    """Base of the config dataclasses: dict and JSON round-trip, and which fields the source set.
+
+    :meth:`from_dict` checks keys and types (errors name ``source``), runs the dataclass's own checks
+    (``__post_init__``, with ``source`` added to their message) and remembers the keys it was given, in their order:
+    ``to_dict(only_set=True)`` gives them back, so an experiment config written out holds what its YAML said and
+    not every default. A config built directly counts the fields that differ from their defaults as set.
+    """
+
+    def set_fields(self) -> list[str]:
+        """The fields the source set (see the class docstring)."""
+        given = getattr(self, "_set_fields", None)
+        if given is not None:
+            return list(given)
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != _default(f)]
+
+    def to_dict(self, only_set: bool = False) -> dict[str, Any]:
+        """Every field as plain data; ``only_set=True``: only the fields the source set."""
+        data = dataclasses.asdict(self)
+        return {name: data[name] for name in self.set_fields()} if only_set else data
+
+    @classmethod
+    def from_dict(cls: type[ConfigT], data: Any, source: str | None = None) -> ConfigT:
+        """Parse ``data`` (a mapping of field names); ``ValueError`` messages start with ``source``."""
+        source = source or cls.__name__
+        check_known_keys(cls, data, source)
+        check_field_types(cls, data, source)
+        try:
+            config = cls(**data)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+        object.__setattr__(config, "_set_fields", tuple(data))
+        return config
+
+    def replace(self: ConfigT, **changes: Any) -> ConfigT:
+        """A copy with ``changes`` applied; the changed fields count as set."""
+        data = self.to_dict(only_set=True)
+        config = dataclasses.replace(self, **changes)
+        object.__setattr__(config, "_set_fields", tuple({**data, **changes}))
+        return config
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls: type[ConfigT], text: str, source: str | None = None) -> ConfigT:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source or cls.__name__}: not valid JSON: {error}") from None
+        return cls.from_dict(data, source=source)
