@@ -91,12 +91,6 @@ def test_output_files_and_ratios(tiny_rows, tmp_path):
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_run_efficiency_spawns_one_process_per_method(tmp_path):
-    table = run_efficiency("ave", "tiny", ("molt",), out_dir=tmp_path)
-    assert [row["method"] for row in table.rows] == ["molt"]
-    assert (tmp_path / "efficiency.md").is_file()
-
-
 def test_a_method_that_cannot_run_gets_a_row_saying_so(tmp_path):
     table = run_efficiency("ave", "tiny", ("molt",), out_dir=tmp_path, timeout=0.01)
     assert table.rows == [{"method": "molt", "error": "timed out after 0 s"}] and table.measured == []

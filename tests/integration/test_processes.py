@@ -1,0 +1,60 @@
+"""The CLI as separate processes: `python -m molt --help`, the benchmark's one process per method, and the verbs
+that must run without Lightning."""
+import json
+import subprocess
+import sys
+import textwrap
+
+from helpers import FIXTURES
+from molt.app.bench import run_efficiency
+
+FIXTURE_V1 = FIXTURES / "adapters_v1"
+
+
+def test_run_efficiency_spawns_one_process_per_method(tmp_path):
+    table = run_efficiency("ave", "tiny", ("molt",), out_dir=tmp_path)
+    assert [row["method"] for row in table.rows] == ["molt"]
+    assert (tmp_path / "efficiency.md").is_file()
+
+
+def test_molt_help_runs_as_a_program():
+    out = subprocess.run([sys.executable, "-m", "molt.app.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "train" in out.stdout
+
+
+def test_eval_predict_extract_analyze_params_do_not_import_lightning(tmp_path):
+    """One process runs each library verb for real (on the format-1 fixture model and generated clips) and then
+    checks that Lightning was never imported."""
+    script = textwrap.dedent(f"""
+        import sys
+        from molt.app.cli import main
+        from molt.tasks.ave import generate_ave
+        data = {str(tmp_path / "ave")!r}
+        generate_ave(data, num_videos=6, seed=0, num_classes=3, workers=1, show_progress=False)
+        checkpoint = {str(FIXTURE_V1)!r}
+        video = next(__import__("pathlib").Path(data, "AVE").glob("*.mp4"))
+        steps = [
+            ["prepare", "ave", "--data", data, "--workers", "1"],
+            ["eval", "ave", "--data", data, "--checkpoint", checkpoint, "--out", {str(tmp_path / "eval")!r}],
+            ["predict", "ave", "--checkpoint", checkpoint, "--video", str(video), "--out", {str(tmp_path / "p")!r}],
+            ["extract", "ave", "--data", data, "--out", {str(tmp_path / "cache")!r}, "--splits", "test",
+             "--device", "cpu"],
+            ["analyze", "layers", "ave", "--data", data, "--clips", "2", "--out", {str(tmp_path / "layers")!r}],
+            ["analyze", "tokens", "ave", "--data", data, "--checkpoint", checkpoint, "--clips", "1",
+             "--out", {str(tmp_path / "tokens")!r}],
+            ["params", "avvp"],
+        ]
+        for argv in steps:
+            code = main(argv)
+            assert code == 0, (argv, code)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("lightning", "pytorch_lightning"))
+        assert not loaded, loaded[:5]
+        print("OK")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stdout[-2000:] + done.stderr[-4000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["task"] == "ave" and 0.0 <= metrics["accuracy"] <= 1.0 and metrics["figures"]
+    assert (tmp_path / "layers" / "layer_similarity.png").is_file()
+    assert (tmp_path / "p" / "timeline.png").is_file() and (tmp_path / "p" / "predictions.json").is_file()
+    assert (tmp_path / "cache" / "test" / "split.json").is_file()
