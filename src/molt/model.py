@@ -19,7 +19,7 @@ from .backbones import build_backbones
 from . import checkpoints
 from .config import ExperimentConfig
 from .methods import MethodOutput, build_method, get_method
-from .tasks import Task, get_task
+from .tasks import TaskHead, get_task
 
 __all__ = ["AudioVisualModel", "ModelOutput", "build_model", "build_task_head", "TAP_KEYS"]
 
@@ -47,7 +47,7 @@ class AudioVisualModel(nn.Module):
     them) lists of ``(B, T, N_l, D_l)`` or ``(B*T, N_l, D_l)`` tensors, e.g. from a feature cache.
     """
 
-    def __init__(self, *, features: nn.Module, task: Task, config: ExperimentConfig | None = None,
+    def __init__(self, *, features: nn.Module, task: TaskHead, config: ExperimentConfig | None = None,
                  task_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.features = features
@@ -138,7 +138,7 @@ class AudioVisualModel(nn.Module):
 
 
 def build_task_head(config: ExperimentConfig, method: nn.Module, visual: nn.Module | None,
-                    task_options: dict[str, Any]) -> Task:
+                    task_options: dict[str, Any]) -> TaskHead:
     """The task head for ``method``'s fused tokens: the config's ``head`` (reading the method's modalities unless it
     sets its own), what the backbone decides (the widths of the stage features a dense head reads) and what the data
     decides (``task_options``, e.g. ``num_classes``)."""

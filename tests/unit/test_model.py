@@ -4,10 +4,10 @@ import torch
 
 from molt.config import load_config
 from molt.model import build_model
-from molt.tasks import Task
+from molt.tasks import TaskHead
 
 
-class _StageProbe(Task):
+class _StageProbe(TaskHead):
     """A head that needs the visual stage features and returns their pooled values, so tests can see them."""
 
     name = "probe"

@@ -298,12 +298,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .evaluate import predict
+    from .evaluate import predict_with_checkpoint
 
     from ..tasks import get_task
 
     options = _task_options(args, get_task(args.task), "predict_options")
-    result = predict(args.checkpoint, args.video, task=args.task, out_dir=args.out,
+    result = predict_with_checkpoint(args.checkpoint, args.video, task=args.task, out_dir=args.out,
                      trust_checkpoint=args.trust_checkpoint, **options)
     print("\n".join(result.get("summary", [])) or json.dumps(result, indent=2, default=str))
     print("wrote " + ", ".join(result["files"]))

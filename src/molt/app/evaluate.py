@@ -21,7 +21,7 @@ from ..config import ExperimentConfig
 from ..model import AudioVisualModel, build_model
 from ..tasks import get_task
 
-__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict"]
+__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint"]
 
 _logger = logging.getLogger(__name__)
 
@@ -132,10 +132,10 @@ def _check_same_data(checkpoint: str | os.PathLike, trained: dict[str, Any], dat
                          f"evaluate it on data of the same classes and vocabulary")
 
 
-def predict(checkpoint: str | os.PathLike, video: str | os.PathLike | None, *, task: str | None = None,
+def predict_with_checkpoint(checkpoint: str | os.PathLike, video: str | os.PathLike | None, *, task: str | None = None,
             out_dir: str | os.PathLike | None = None, trust_checkpoint: bool = False,
             **options: Any) -> dict[str, Any]:
-    """The task's predictions of a trained model for one user video (see ``TaskSpec.predict``).
+    """The task's predictions of a trained model for one user video (see ``TaskSpec.predictor``).
 
     ``task``, when given, must be the task the checkpoint was trained for; ``options`` are the task's
     ``predict_options`` (e.g. ``question`` for MUSIC-AVQA, ``frames`` and ``audio`` instead of a video for
@@ -149,13 +149,13 @@ def predict(checkpoint: str | os.PathLike, video: str | os.PathLike | None, *, t
                                     f"an audio track")
     model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
     spec = get_task(config.task)
-    if spec.predict is None:
+    if spec.predictor is None:
         raise NotImplementedError(f"task {config.task!r} has no predictor for single videos yet; use molt eval on "
                                   f"a prepared data set")
     name = video.stem if video is not None else Path(str(options.get("frames") or "clip")).name
     out = Path(out_dir) if out_dir is not None else Path("predictions") / name
     model.eval()
-    result = spec.predict(model, task_options, video, out_dir=out, **options)
+    result = spec.predictor(model, task_options, video, out_dir=out, **options)
     out.mkdir(parents=True, exist_ok=True)
     result["files"] = [str(path) for path in result.get("files", [])] + [str(out / "predictions.json")]
     (out / "predictions.json").write_text(json.dumps(result, indent=2))

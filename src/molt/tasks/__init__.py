@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from . import ave, avqa, avs, avvp  # noqa: F401 - each registers its TaskSpec
-from .base import HeadConfig, SegmentHeadConfig, Task, TokenPool
+from .base import HeadConfig, SegmentHeadConfig, TaskHead, TokenPool
 from .spec import TaskSpec, get_task, register_task, registered_tasks, task_names
 
-__all__ = ["Task", "HeadConfig", "SegmentHeadConfig", "TokenPool", "TaskSpec", "register_task", "get_task", "task_names", "registered_tasks",
-           "build_task"]
+__all__ = ["TaskHead", "HeadConfig", "SegmentHeadConfig", "TokenPool", "TaskSpec", "register_task", "get_task",
+           "task_names", "registered_tasks", "build_head"]
 
 
-def build_task(name: str, **options: Any) -> Task:
+def build_head(name: str, **options: Any) -> TaskHead:
     """The head of task ``name`` built from keyword options (e.g. ``dim``, ``num_classes``, ``hidden_dim``; see
     :meth:`~molt.tasks.spec.TaskSpec.build_head`).
 

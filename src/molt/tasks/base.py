@@ -1,18 +1,18 @@
 """Common interface of the task heads: predictions, loss, batch-size independent metrics.
 
 A *method* (MoLT, ...) hands a task its fused tokens per modality, ``visual (B', K_v, D)`` and ``audio (B', K_a, D)``
-(``B' = B*T`` for tasks with ``T`` segments per clip). A :class:`Task` is the trainable head that turns them into
+(``B' = B*T`` for tasks with ``T`` segments per clip). A :class:`TaskHead` is the trainable head that turns them into
 predictions, together with everything the trainer must not know about: the loss and the metrics.
 
-Metrics accumulate *sums* across calls of :meth:`Task.update_metrics` (never per-batch means), so an evaluation
-gives the same figures whatever the batch size. The sums live in :attr:`Task.metric_state`, a dict of float64 CPU
-tensors filled with :meth:`Task.accumulate`; :meth:`Task.compute_metrics` reads nothing else, so under DDP the trainer
-adds every process's state (an all-reduce of each tensor) before computing the figures. They are not buffers: they
+Metrics accumulate *sums* across calls of :meth:`TaskHead.update_metrics` (never per-batch means), so an evaluation
+gives the same figures whatever the batch size. The sums live in :attr:`TaskHead.metric_state`, a dict of float64
+CPU tensors filled with :meth:`TaskHead.accumulate`; :meth:`TaskHead.compute_metrics` reads nothing else, so under
+DDP the trainer adds every process's state (an all-reduce of each tensor) before computing the figures. They are not buffers: they
 never enter a ``state_dict`` or a checkpoint.
 
 Contract with the data (see :class:`molt.tasks.spec.TaskSpec`): every batch holds ``frames`` uint8 ``(B, T, 3, S, S)``,
 ``audio`` float ``(B, T, R)`` (or cached taps instead of both) and ``video_id`` (``B`` strings), plus the task's
-targets. A head whose class attribute :attr:`Task.needs_visual_stages` is true also receives
+targets. A head whose class attribute :attr:`TaskHead.needs_visual_stages` is true also receives
 ``batch["visual_stages"]``: the visual backbone's output at the end of each stage, ``[(B*T, N_s, C_s), ...]``
 from the finest to the coarsest grid (square grids, ``N_s = H_s * W_s``), computed without gradients.
 
@@ -35,7 +35,7 @@ from torch import nn
 
 from ..typed_config import TypedConfig
 
-__all__ = ["Task", "HeadConfig", "SegmentHeadConfig", "TokenPool", "segments_per_clip", "HEAD_MODALITIES",
+__all__ = ["TaskHead", "HeadConfig", "SegmentHeadConfig", "TokenPool", "segments_per_clip", "HEAD_MODALITIES",
            "POOLING_MODES"]
 
 #: which modality's tokens a head reads
@@ -100,7 +100,7 @@ class SegmentHeadConfig(HeadConfig):
         return hidden
 
 
-class Task(nn.Module):
+class TaskHead(nn.Module):
     """Base class of a task head (plain PyTorch; the trainer wraps it).
 
     Subclasses set :attr:`name` and :attr:`config_class`, take their config as the first argument of

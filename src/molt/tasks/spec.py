@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .base import HeadConfig, Task
+from .base import HeadConfig, TaskHead
 
 __all__ = ["TaskSpec", "TaskOption", "PaperFigures", "BenchHooks", "register_task", "get_task", "task_names",
            "registered_tasks"]
@@ -109,14 +109,14 @@ class TaskSpec:
         prepare: prepared directory for a dataset root or prepared directory (see the module docstring).
         dataset: the ``Dataset`` class over a prepared directory.
         synthesize: the procedural generator writing clips in the real layout.
-        head: the :class:`~molt.tasks.base.Task` subclass (head + loss + metrics).
+        head: the :class:`~molt.tasks.base.TaskHead` subclass (head + loss + metrics).
         monitor: validation metric that selects the best checkpoint; ``monitor_mode`` ``max`` or ``min``.
         metric_columns: ``(column title, metric key)`` of the paper's tables, in their order (ablation tables).
         figures: the function drawing the task's pictures of results (called by the head's ``save_figures``).
         presets: backbone preset (``tiny``, ``paper``, ``shared``) -> name of the task's MoLT config preset.
         paper: what the paper reports for this task (:class:`PaperFigures`).
         settings: task variants (``s4``, ``ms3`` for AVSBench); ``default_setting`` when none is given.
-        predict: ``(model, task_options, video, *, out_dir, **predict_options) -> dict`` predictions for one user
+        predictor: ``(model, task_options, video, *, out_dir, **predict_options) -> dict`` predictions for one user
             video (``molt predict``), JSON-serialisable, its pictures written into ``out_dir`` and listed under
             ``"files"``; ``None`` when the task has no predictor yet.
         bench: what ``molt bench efficiency`` needs (:class:`BenchHooks`), or ``None`` when the task is not
@@ -125,7 +125,7 @@ class TaskSpec:
             default), chosen with ``molt eval TASK --test-json NAME``.
         splits: the split names of the dataset (``molt eval --split`` takes any of them).
         prepare_options: keyword options of the task's ``prepare`` beyond the common ones (``molt prepare`` flags).
-        predict_options: keyword options of the task's ``predict`` beyond the video (``molt predict`` flags).
+        predict_options: keyword options of the task's ``predictor`` beyond the video (``molt predict`` flags).
     """
 
     name: str
@@ -135,7 +135,7 @@ class TaskSpec:
     prepare: Callable[..., Path]
     dataset: Callable[..., Any]
     synthesize: Callable[..., Any]
-    head: type[Task]
+    head: type[TaskHead]
     monitor: str
     metric_columns: tuple[tuple[str, str], ...]
     figures: Callable[..., Any]
@@ -144,7 +144,7 @@ class TaskSpec:
     monitor_mode: str = "max"
     settings: tuple[str, ...] = ()
     default_setting: str | None = None
-    predict: Callable[..., dict[str, Any]] | None = None
+    predictor: Callable[..., dict[str, Any]] | None = None
     bench: BenchHooks | None = None
     test_variants: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ("train", "val", "test")
@@ -225,7 +225,7 @@ class TaskSpec:
         parameters = inspect.signature(self.head.__init__).parameters
         return [name for name in parameters if name not in ("self", "config")]
 
-    def build_head(self, config: HeadConfig | None = None, **options: Any) -> Task:
+    def build_head(self, config: HeadConfig | None = None, **options: Any) -> TaskHead:
         """The head built from its config and keyword options: config fields (``hidden_dim``, ...), applied on top of
         ``config``, and the head's arguments (``dim``, ``num_classes``, ...); unknown options are refused."""
         fields = set(self.head_option_names())

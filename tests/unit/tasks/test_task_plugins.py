@@ -14,7 +14,7 @@ from molt.app.cli import build_parser, main
 from molt.config import load_config, preset_names
 from molt.methods import MethodSpec, get_method, method_names, register_method
 from molt.model import AudioVisualModel, build_model
-from molt.tasks import (HeadConfig, SegmentHeadConfig, Task, TaskSpec, build_task, get_task, register_task,
+from molt.tasks import (HeadConfig, SegmentHeadConfig, TaskHead, TaskSpec, build_head, get_task, register_task,
                         registered_tasks, task_names)
 from molt.tasks.ave import AVEHeadConfig
 from molt.tasks.avvp import AVVPHeadConfig
@@ -41,7 +41,7 @@ def test_every_registered_task_has_every_piece(name):
     assert inspect.isclass(spec.reader) and spec.reader.__module__ == f"molt.tasks.{name}.reader"
     assert spec.prepare.__module__ == spec.dataset.__module__ == f"molt.tasks.{name}.prepared"
     assert spec.synthesize.__module__ == f"molt.tasks.{name}.synthetic"
-    assert issubclass(spec.head, Task) and spec.head.__module__ == f"molt.tasks.{name}.head"
+    assert issubclass(spec.head, TaskHead) and spec.head.__module__ == f"molt.tasks.{name}.head"
     assert spec.figures.__module__ == f"molt.tasks.{name}.figures"
     assert spec.monitor in [key for _, key in spec.metric_columns]
     assert "tiny" in spec.presets
@@ -336,9 +336,9 @@ def test_the_segment_heads_share_their_option_checks():
         with pytest.raises(ValueError, match="hidden_dim, num_heads and num_segments must be positive"):
             kind(num_segments=0)
     with pytest.raises(ValueError, match="num_heads \\(3\\) must divide hidden_dim \\(32\\)"):
-        build_task("avvp", dim=16, num_classes=4, hidden_dim=32, num_heads=3)
+        build_head("avvp", dim=16, num_classes=4, hidden_dim=32, num_heads=3)
     with pytest.raises(ValueError, match="num_heads \\(3\\) must divide hidden_dim \\(16\\)"):
-        build_task("ave", dim=16, num_classes=4, num_heads=3)
+        build_head("ave", dim=16, num_classes=4, num_heads=3)
 
 
 def test_the_head_reads_the_methods_modalities_unless_its_config_sets_them():

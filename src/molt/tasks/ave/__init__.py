@@ -13,14 +13,14 @@ import torch
 
 from ..spec import BenchHooks, PaperFigures, TaskSpec, register_task
 from .figures import plot_timelines
-from .head import AVE_NUM_SEGMENTS, AVEHeadConfig, AVETask
+from .head import AVE_NUM_SEGMENTS, AVEHeadConfig, AVEHead
 from .metrics import majority_accuracy, majority_class
 from .predict import predict_video
 from .prepared import PreparedAVE, ensure_prepared, prepare_ave
 from .reader import AVEAnnotations
 from .synthetic import generate_ave
 
-__all__ = ["SPEC", "AVETask", "AVEHeadConfig", "AVEAnnotations", "PreparedAVE", "ensure_prepared", "prepare_ave",
+__all__ = ["SPEC", "AVEHead", "AVEHeadConfig", "AVEAnnotations", "PreparedAVE", "ensure_prepared", "prepare_ave",
            "generate_ave", "majority_accuracy", "majority_class", "plot_timelines", "predict_video", "AVE_NUM_SEGMENTS"]
 
 
@@ -34,7 +34,7 @@ def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, A
 SPEC = register_task(TaskSpec(
     name="ave", description="audio-visual event localization (AVE): a class or background per second",
     dataset_name="AVE", reader=AVEAnnotations, prepare=ensure_prepared, dataset=PreparedAVE,
-    synthesize=generate_ave, head=AVETask, monitor="accuracy", metric_columns=(("Acc.", "accuracy"),),
+    synthesize=generate_ave, head=AVEHead, monitor="accuracy", metric_columns=(("Acc.", "accuracy"),),
     figures=plot_timelines,
     presets={"tiny": "ave_molt_tiny", "paper": "ave_molt_paper", "shared": "ave_molt_shared"},
     paper=PaperFigures(
@@ -46,4 +46,4 @@ SPEC = register_task(TaskSpec(
                     ("paper", "avmoe"): (34.9, 404.0, 12.1), ("shared", "molt"): (3.0, 248.5, 0.6),
                     ("shared", "mettle"): (37.2, 364.4, 1.8), ("shared", "lavish"): (2.7, 238.8, 15.4),
                     ("shared", "avmoe"): (39.4, 374.4, 16.8)}),
-    predict=predict_video, bench=BenchHooks(bench_targets)))
+    predictor=predict_video, bench=BenchHooks(bench_targets)))

@@ -23,7 +23,7 @@ Head (input: fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)`` f
 5. ``event_logits (B, T)`` = Linear ``H -> 1`` per segment; ``class_logits (B, C)`` = Linear ``H -> C`` on the
    max over the ``T`` segments.
 
-Loss (:meth:`AVETask.loss_terms`), with ``y (B, T)`` the segment class indices taken from ``batch["labels"]``:
+Loss (:meth:`AVEHead.loss_terms`), with ``y (B, T)`` the segment class indices taken from ``batch["labels"]``:
 
 * ``event``: binary cross-entropy with logits of ``event_logits`` against ``y != C`` (the segment is an event),
   mean over all ``B*T`` segments;
@@ -33,7 +33,7 @@ Loss (:meth:`AVETask.loss_terms`), with ``y (B, T)`` the segment class indices t
 
 ``loss = event_weight * event + category_weight * category`` (both weights default to 1).
 
-Metrics (:meth:`AVETask.compute_metrics`), from counts accumulated over the whole split:
+Metrics (:meth:`AVEHead.compute_metrics`), from counts accumulated over the whole split:
 
 * ``accuracy``: correct segments / all segments, against ``batch["labels"]`` (one annotation line per clip, as in
   every published AVE evaluation);
@@ -52,10 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import SegmentHeadConfig, Task, TokenPool, segments_per_clip
+from ..base import SegmentHeadConfig, TaskHead, TokenPool, segments_per_clip
 from .figures import plot_timelines
 
-__all__ = ["AVETask", "AVEHeadConfig", "AVE_NUM_SEGMENTS", "segment_targets", "clip_targets"]
+__all__ = ["AVEHead", "AVEHeadConfig", "AVE_NUM_SEGMENTS", "segment_targets", "clip_targets"]
 
 _logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class AVEHeadConfig(SegmentHeadConfig):
             raise ValueError(f"event_threshold must lie in (0, 1), got {self.event_threshold}")
 
 
-class AVETask(Task):
+class AVEHead(TaskHead):
     """AVE head (event relevance per segment + category per clip), loss and segment accuracy.
 
     See the module docstring for the architecture, the loss and the metrics.

@@ -1,6 +1,6 @@
 """AVE metrics and baselines: the majority-class baseline the official segment accuracy is compared with.
 
-Part of molt-av (Apache-2.0). The segment accuracy itself is summed by :class:`~molt.tasks.ave.head.AVETask`.
+Part of molt-av (Apache-2.0). The segment accuracy itself is summed by :class:`~molt.tasks.ave.head.AVEHead`.
 """
 from __future__ import annotations
 

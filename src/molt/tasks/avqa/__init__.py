@@ -13,14 +13,14 @@ import torch
 
 from ..spec import BenchHooks, PaperFigures, TaskOption, TaskSpec, register_task
 from .figures import plot_attention, plot_type_accuracy
-from .head import AVQAHeadConfig, AVQATask, negative_partners
+from .head import AVQAHeadConfig, AVQAHead, negative_partners
 from .metrics import avqa_metrics, format_avqa_table, majority_baseline, metrics_from_counts
 from .predict import predict_video
 from .prepared import PreparedAVQA, ensure_prepared, prepare_avqa
 from .reader import DUPLICATE_POLICIES, ORIGINAL_TEST_SPLIT, QUESTION_TYPES, SPLIT_FILES, MusicAVQA
 from .synthetic import generate_avqa
 
-__all__ = ["SPEC", "AVQATask", "AVQAHeadConfig", "MusicAVQA", "PreparedAVQA", "ensure_prepared", "prepare_avqa",
+__all__ = ["SPEC", "AVQAHead", "AVQAHeadConfig", "MusicAVQA", "PreparedAVQA", "ensure_prepared", "prepare_avqa",
            "generate_avqa", "avqa_metrics", "metrics_from_counts", "majority_baseline", "format_avqa_table",
            "plot_type_accuracy", "plot_attention", "negative_partners", "predict_video", "QUESTION_TYPES"]
 
@@ -42,7 +42,7 @@ def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, A
 SPEC = register_task(TaskSpec(
     name="avqa", description="audio-visual question answering (MUSIC-AVQA): one of the answers per question",
     dataset_name="MUSIC-AVQA", reader=MusicAVQA, prepare=ensure_prepared, dataset=PreparedAVQA,
-    synthesize=generate_avqa, head=AVQATask, monitor="accuracy",
+    synthesize=generate_avqa, head=AVQAHead, monitor="accuracy",
     metric_columns=(("AQ", "AQ/accuracy"), ("VQ", "VQ/accuracy"), ("AVQ", "AVQ/accuracy"), ("Avg.", "accuracy")),
     figures=plot_type_accuracy,
     presets={"tiny": "avqa_molt_tiny", "paper": "avqa_molt_paper", "shared": "avqa_molt_shared"},
@@ -59,6 +59,6 @@ SPEC = register_task(TaskSpec(
     splits=(*SPLIT_FILES, ORIGINAL_TEST_SPLIT),
     prepare_options=(TaskOption("duplicates", "question ids repeated within a question file: keep the first record "
                                 "of each, keep all, or refuse the file", DUPLICATE_POLICIES, "first"),),
-    predict=predict_video, bench=BenchHooks(bench_targets),
+    predictor=predict_video, bench=BenchHooks(bench_targets),
     predict_options=(TaskOption("question", "the question to answer about the video, e.g. \"Is the violin playing "
                                 "longer than the piano?\"", required=True),)))

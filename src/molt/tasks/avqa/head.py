@@ -50,7 +50,7 @@ Departures from the peers (documented choices):
 * Single-modality heads (``modalities="audio"`` / ``"visual"``) skip the grounding (visual: mean of the tokens)
   and the matching term and never read the other modality's tokens.
 
-Metrics (:meth:`AVQATask.compute_metrics`), from counts summed over the whole split (any batch size gives the same
+Metrics (:meth:`AVQAHead.compute_metrics`), from counts summed over the whole split (any batch size gives the same
 figures): ``accuracy`` (overall), ``AQ/accuracy``, ``VQ/accuracy``, ``AVQ/accuracy`` (summed correct / summed
 count of the family) and ``AQ/Counting/accuracy``-style keys per sub-type, for the families and sub-types seen.
 :func:`format_avqa_table` prints them like the paper's Tab. 1 (with the sub-type columns of the MUSIC-AVQA paper).
@@ -68,12 +68,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from ..base import HeadConfig, Task
+from ..base import HeadConfig, TaskHead
 from .figures import plot_attention, plot_type_accuracy
 from .metrics import avqa_metrics, cell_counts, format_avqa_table, metrics_from_counts
 from .reader import FAMILIES, QUESTION_TYPES, SUBTYPES, question_type_name
 
-__all__ = ["AVQATask", "AVQAHeadConfig", "negative_partners"]
+__all__ = ["AVQAHead", "AVQAHeadConfig", "negative_partners"]
 
 _logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class AVQAHeadConfig(HeadConfig):
                              f"{self.temporal_layers}, {self.grounding_scale}, {self.match_weight}")
 
 
-class AVQATask(Task):
+class AVQAHead(TaskHead):
     """MUSIC-AVQA head (question LSTM, audio-guided grounding, question-guided temporal attention), loss and
     per-type accuracy. See the module docstring for the architecture, the loss and the departures from the peers.
 

@@ -106,7 +106,7 @@ def format_avqa_table(metrics: Mapping[str, Any], *, name: str = "MoLT") -> str:
     average, preceded within each family by its sub-types (the columns of the MUSIC-AVQA paper).
 
     Args:
-        metrics: one result (keys of :meth:`AVQATask.compute_metrics`) or several, as ``{row name: metrics}``.
+        metrics: one result (keys of :meth:`AVQAHead.compute_metrics`) or several, as ``{row name: metrics}``.
         name: the row name of a single result.
 
     Missing figures print as ``-``.

@@ -12,14 +12,14 @@ import torch
 
 from ..spec import BenchHooks, PaperFigures, TaskOption, TaskSpec, register_task
 from .figures import plot_masks
-from .head import AVS_NUM_FRAMES, TPAVI, AVSHeadConfig, AVSTask
+from .head import AVS_NUM_FRAMES, TPAVI, AVSHeadConfig, AVSHead
 from .metrics import f_curves, f_measure, f_thresholds, frame_iou, mask_iou
 from .predict import predict_video
 from .prepared import PreparedAVS, ensure_prepared, prepare_avs
 from .reader import SETTINGS, AVSBenchLayout
 from .synthetic import generate_avs
 
-__all__ = ["SPEC", "AVSTask", "AVSHeadConfig", "TPAVI", "AVSBenchLayout", "PreparedAVS", "ensure_prepared",
+__all__ = ["SPEC", "AVSHead", "AVSHeadConfig", "TPAVI", "AVSBenchLayout", "PreparedAVS", "ensure_prepared",
            "prepare_avs", "generate_avs", "plot_masks", "frame_iou", "mask_iou", "f_thresholds", "f_curves",
            "f_measure", "AVS_NUM_FRAMES", "SETTINGS"]
 
@@ -39,7 +39,7 @@ def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, A
 SPEC = register_task(TaskSpec(
     name="avs", description="audio-visual segmentation (AVSBench S4 / MS3): masks of the sounding objects",
     dataset_name="AVSBench", reader=AVSBenchLayout, prepare=ensure_prepared, dataset=PreparedAVS,
-    synthesize=generate_avs, head=AVSTask, monitor="mIoU", metric_columns=(("M_J", "mIoU"), ("M_F", "F_score")),
+    synthesize=generate_avs, head=AVSHead, monitor="mIoU", metric_columns=(("M_J", "mIoU"), ("M_F", "F_score")),
     figures=plot_masks,
     presets={"tiny": "avs_molt_tiny", "paper": "avs_molt_paper", "shared": "avs_molt_shared"},
     paper=PaperFigures(
@@ -50,7 +50,7 @@ SPEC = register_task(TaskSpec(
                     ("paper", "lavish"): (47.6, 389.7, None), ("paper", "dgsct"): (61.5, 594.8, 9.0),
                     ("paper", "avmoe"): (54.4, 501.2, 9.5), ("shared", "molt"): (8.3, 313.1, 3.6),
                     ("shared", "mettle"): (11.1, 257.2, 2.7), ("shared", "lavish"): (14.0, 266.4, 5.9)}),
-    settings=tuple(SETTINGS), default_setting="s4", predict=predict_video,
+    settings=tuple(SETTINGS), default_setting="s4", predictor=predict_video,
     bench=BenchHooks(bench_targets, segments=AVS_NUM_FRAMES),
     predict_options=(TaskOption("frames", "instead of --video: a folder of the clip's 5 frames (AVSBench layout)"),
                      TaskOption("audio", "with --frames: the clip's WAV file"),

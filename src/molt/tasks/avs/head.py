@@ -45,7 +45,7 @@ features are read from the frozen backbone rather than fine-tuned.
 Loss: binary cross-entropy with logits per pixel, averaged over the pixels of the *annotated* frames only
 (``mask_valid``; S4 train: frame 0, as in AVSBench's S4 training).
 
-Metrics (pure functions in :mod:`.metrics`, accumulated as sums by :class:`AVSTask`):
+Metrics (pure functions in :mod:`.metrics`, accumulated as sums by :class:`AVSHead`):
 
 * **M_J** (:func:`frame_iou`): ``(sigmoid(logit) > 0.5)`` against the ground truth, IoU = intersection /
   (union + 1e-7); a frame whose ground truth is all black scores true negatives / all pixels;
@@ -55,7 +55,7 @@ Metrics (pure functions in :mod:`.metrics`, accumulated as sums by :class:`AVSTa
   the maximum over thresholds of the mean F curve (0 when no frame is left).
 
 AVSBench computes both per *test batch* and averages the per-batch values, so its figures depend on the test
-batch size (its ``test.py`` defaults to one clip per batch, DG-SCT's ``test.sh`` passes 4). :class:`AVSTask`
+batch size (its ``test.py`` defaults to one clip per batch, DG-SCT's ``test.sh`` passes 4). :class:`AVSHead`
 reports both variants, whatever the data loader's batch size:
 
 * ``official``: consecutive clips are grouped ``metric_batch_clips`` at a time (default 1 = AVSBench's default),
@@ -80,11 +80,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import HeadConfig, Task, TokenPool
+from ..base import HeadConfig, TaskHead, TokenPool
 from .figures import plot_masks
 from .metrics import METRIC_VARIANTS, f_curves, frame_iou
 
-__all__ = ["AVSTask", "AVSHeadConfig", "TPAVI", "AVS_NUM_FRAMES"]
+__all__ = ["AVSHead", "AVSHeadConfig", "TPAVI", "AVS_NUM_FRAMES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class AVSHeadConfig(HeadConfig):
             raise ValueError(f"metric_batch_clips must be >= 1, got {self.metric_batch_clips}")
 
 
-class AVSTask(Task):
+class AVSHead(TaskHead):
     """AVSBench head (multi-scale stage features + TPAVI + FPN), masked BCE loss, M_J and M_F.
 
     See the module docstring for the architecture, the loss and the metrics.

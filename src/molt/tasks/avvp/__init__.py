@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from ..spec import PaperFigures, TaskSpec, register_task
 from .figures import plot_parsing
-from .head import AVVP_NUM_SEGMENTS, AVVPHeadConfig, AVVPTask
+from .head import AVVP_NUM_SEGMENTS, AVVPHeadConfig, AVVPHead
 from .metrics import avvp_scores, event_level_f1, segment_level_f1
 from .predict import predict_video
 from .prepared import PreparedLLP, ensure_prepared, prepare_llp
 from .reader import LLPAnnotations
 from .synthetic import generate_llp
 
-__all__ = ["SPEC", "AVVPTask", "AVVPHeadConfig", "LLPAnnotations", "PreparedLLP", "ensure_prepared", "prepare_llp",
+__all__ = ["SPEC", "AVVPHead", "AVVPHeadConfig", "LLPAnnotations", "PreparedLLP", "ensure_prepared", "prepare_llp",
            "generate_llp", "avvp_scores", "segment_level_f1", "event_level_f1", "plot_parsing", "predict_video",
            "AVVP_NUM_SEGMENTS"]
 
@@ -25,9 +25,9 @@ SPEC = register_task(TaskSpec(
     name="avvp", description="audio-visual video parsing (LLP): audio and visual events per second from "
                              "video-level labels",
     dataset_name="LLP", reader=LLPAnnotations, prepare=ensure_prepared, dataset=PreparedLLP,
-    synthesize=generate_llp, head=AVVPTask, monitor="segment_type_av_f1",
+    synthesize=generate_llp, head=AVVPHead, monitor="segment_type_av_f1",
     metric_columns=(("Seg. Type@AV", "segment_type_av_f1"), ("Seg. Event@AV", "segment_event_av_f1"),
                     ("Event Type@AV", "event_type_av_f1"), ("Event Event@AV", "event_event_av_f1")),
     figures=plot_parsing,
     presets={"tiny": "avvp_molt_tiny", "paper": "avvp_molt_paper", "shared": "avvp_molt_shared"},
-    paper=PaperFigures(task_options={"num_classes": 25}), predict=predict_video))
+    paper=PaperFigures(task_options={"num_classes": 25}), predictor=predict_video))

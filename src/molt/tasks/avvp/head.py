@@ -26,7 +26,7 @@ attention network + attentive multimodal multiple-instance-learning (MMIL) pooli
    temporal attention is normalised per stream, so the sum can exceed 1 and is clamped before the loss, which
    stops the gradient of a negative class once it reaches 1; here ``video_prob`` is a weighted mean of ``P``.)
 
-Loss (:meth:`AVVPTask.loss_terms`), with the weak labels ``y = batch["labels"] (B, C)`` and binary
+Loss (:meth:`AVVPHead.loss_terms`), with the weak labels ``y = batch["labels"] (B, C)`` and binary
 cross-entropy on probabilities clamped to ``[1e-7, 1 - 1e-7]`` (computed in float32, autocast off):
 
 * ``video``: BCE(``video_prob``, ``y``);
@@ -35,7 +35,7 @@ cross-entropy on probabilities clamped to ``[1e-7, 1 - 1e-7]`` (computed in floa
 
 ``loss = video + guided_weight * (audio + visual)`` (``guided_weight = 1`` is HAN's loss).
 
-Prediction (:meth:`AVVPTask.predict`), as in the official evaluation: class ``c`` is heard (seen) in segment ``t``
+Prediction (:meth:`AVVPHead.predict`), as in the official evaluation: class ``c`` is heard (seen) in segment ``t``
 when ``P >= threshold`` for the audio (visual) stream *and* ``video_prob[c] >= threshold`` (segment predictions
 are filtered by the predicted weak labels); ``threshold = 0.5``.
 
@@ -64,7 +64,7 @@ predicting nothing of that kind scores 1.0, so on a set where many clips have no
 prediction gets a high audio-visual F1 by itself; Type@AV, which also needs the audio and visual figures, is
 harder to game that way.
 
-:meth:`AVVPTask.compute_metrics` gives ``{segment,event}_{audio,visual,av,type_av,event_av}_f1`` from per-clip
+:meth:`AVVPHead.compute_metrics` gives ``{segment,event}_{audio,visual,av,type_av,event_av}_f1`` from per-clip
 sums (``nan`` when no clip with segment labels was seen) and ``video_f1``: the mean over all clips (segment labels
 or not) of the F1 of the predicted weak labels (``video_prob >= threshold``) against ``labels`` (1.0 for a clip
 with nothing predicted and nothing true). HAN selects its checkpoint on segment-level Type@AV; molt-av's
@@ -81,11 +81,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..base import SegmentHeadConfig, Task, TokenPool, segments_per_clip
+from ..base import SegmentHeadConfig, TaskHead, TokenPool, segments_per_clip
 from .figures import plot_parsing
 from .metrics import EPS, METRIC_KINDS, event_level_f1, segment_counts, segment_level_f1
 
-__all__ = ["AVVPTask", "AVVPHeadConfig", "AVVP_NUM_SEGMENTS"]
+__all__ = ["AVVPHead", "AVVPHeadConfig", "AVVP_NUM_SEGMENTS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class AVVPHeadConfig(SegmentHeadConfig):
                              f"{self.visual_smoothing}, {self.guided_weight}")
 
 
-class AVVPTask(Task):
+class AVVPHead(TaskHead):
     """AVVP head (HAN-style streams + attentive MMIL pooling), weak-label loss and the official F1 metrics.
 
     See the module docstring for the architecture, the loss, the prediction rule and the metrics.
@@ -169,7 +169,7 @@ class AVVPTask(Task):
         config = config or AVVPHeadConfig()
         if num_classes is None:
             if class_names is None:
-                raise ValueError("AVVPTask needs num_classes or class_names (the data's task_options)")
+                raise ValueError("AVVPHead needs num_classes or class_names (the data's task_options)")
             num_classes = len(class_names)
         hidden_dim = config.hidden_width(dim, config.han_layers)
         if num_classes < 1:

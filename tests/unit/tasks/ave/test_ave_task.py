@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from molt.tasks import Task, build_task
-from molt.tasks.ave import AVEHeadConfig, AVETask, majority_accuracy, majority_class, plot_timelines
+from molt.tasks import TaskHead, build_head
+from molt.tasks.ave import AVEHeadConfig, AVEHead, majority_accuracy, majority_class, plot_timelines
 from molt.tasks.ave.head import clip_targets, segment_targets
 
 DIM, C, T = 16, 5, 10
@@ -16,11 +16,11 @@ def one_hot(targets: torch.Tensor, num_classes: int = C) -> torch.Tensor:
     return F.one_hot(targets, num_classes + 1).float()
 
 
-def make_task(**kwargs) -> AVETask:
+def make_task(**kwargs) -> AVEHead:
     torch.manual_seed(0)
     options = dict(dim=DIM, num_classes=C, hidden_dim=32, num_heads=4, dropout=0.0)
     options.update(kwargs)
-    return build_task("ave", **options)
+    return build_head("ave", **options)
 
 
 def tokens(batch: int, k: int = 4, seed: int = 0) -> torch.Tensor:
@@ -29,7 +29,7 @@ def tokens(batch: int, k: int = 4, seed: int = 0) -> torch.Tensor:
 
 def test_output_shapes_and_interface():
     task = make_task()
-    assert isinstance(task, Task) and task.name == "ave"
+    assert isinstance(task, TaskHead) and task.name == "ave"
     labels = one_hot(torch.full((2, T), C))
     out = task(tokens(2, k=4), tokens(2, k=3, seed=1), {"labels": labels})
     assert out["event_logits"].shape == (2, T)
@@ -182,16 +182,16 @@ def test_majority_baseline():
 
 
 def test_build_task_and_validation():
-    task = build_task("ave", dim=DIM, num_classes=C, hidden_dim=32, class_names=[f"c{i}" for i in range(C)])
-    assert isinstance(task, AVETask) and task.background_index == C
+    task = build_head("ave", dim=DIM, num_classes=C, hidden_dim=32, class_names=[f"c{i}" for i in range(C)])
+    assert isinstance(task, AVEHead) and task.background_index == C
     with pytest.raises(ValueError, match="unknown task"):
-        build_task("segmentation", dim=DIM, num_classes=C)
+        build_head("segmentation", dim=DIM, num_classes=C)
     with pytest.raises(ValueError, match="hidden_size"):
-        build_task("ave", dim=DIM, num_classes=C, hidden_size=32)
+        build_head("ave", dim=DIM, num_classes=C, hidden_size=32)
     with pytest.raises(ValueError, match="modalities"):
-        AVETask(AVEHeadConfig(modalities="text"), dim=DIM, num_classes=C)
+        AVEHead(AVEHeadConfig(modalities="text"), dim=DIM, num_classes=C)
     with pytest.raises(ValueError, match="class_names"):
-        AVETask(dim=DIM, num_classes=C, class_names=["a"])
+        AVEHead(dim=DIM, num_classes=C, class_names=["a"])
     # metric counters never enter the state dict
     assert not any("correct" in key or "total" in key for key in task.state_dict())
 

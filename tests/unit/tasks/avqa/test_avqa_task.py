@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from molt.tasks import Task, build_task
+from molt.tasks import TaskHead, build_head
 from molt.tasks.avqa import (
-    AVQATask,
+    AVQAHead,
     avqa_metrics,
     format_avqa_table,
     majority_baseline,
@@ -22,11 +22,11 @@ AUDIO, VISUAL, AV = 0, 1, 2
 COUNTING, COMPARATIVE, EXISTENTIAL, LOCATION, TEMPORAL = range(5)
 
 
-def make_task(**kwargs) -> AVQATask:
+def make_task(**kwargs) -> AVQAHead:
     torch.manual_seed(0)
     options = dict(dim=DIM, question_vocab=VOCAB, answers=ANSWERS, hidden_dim=32, num_heads=4, dropout=0.0)
     options.update(kwargs)
-    return build_task("avqa", **options)
+    return build_head("avqa", **options)
 
 
 def make_batch(size: int, seed: int = 0, video_ids=None) -> dict:
@@ -47,7 +47,7 @@ def tokens(size: int, seed: int = 0, k: int = K) -> torch.Tensor:
 
 def test_shapes_loss_and_backward():
     task = make_task(temporal_layers=1)
-    assert isinstance(task, Task) and task.name == "avqa" and task.num_answers == len(ANSWERS)
+    assert isinstance(task, TaskHead) and task.name == "avqa" and task.num_answers == len(ANSWERS)
     batch = make_batch(3)
     out = task(tokens(3, 1), tokens(3, 2, k=6), batch)
     assert out["answer_logits"].shape == (3, len(ANSWERS))

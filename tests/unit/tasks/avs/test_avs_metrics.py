@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from molt.tasks import build_task
+from molt.tasks import build_head
 from molt.tasks.avs import f_curves, f_measure, f_thresholds, frame_iou, mask_iou
 
 BIG = 20.0  # a logit whose sigmoid is ~1 (and -BIG ~0)
@@ -134,7 +134,7 @@ def _clips(count: int = 6, frames: int = 5, size: int = 8, seed: int = 1):
 
 
 def _metrics(logits, masks, valid, loader_batch: int, **options) -> dict:
-    task = build_task("avs", dim=8, mask_size=masks.shape[-1], stage_dims=[4], channels=8, tpavi_stages=[0],
+    task = build_head("avs", dim=8, mask_size=masks.shape[-1], stage_dims=[4], channels=8, tpavi_stages=[0],
                       projection_dilations=[1], **options)
     for start in range(0, logits.shape[0], loader_batch):
         part = slice(start, start + loader_batch)
@@ -198,7 +198,7 @@ def test_trivial_predictions():
 
 
 def test_empty_state_gives_nan_and_state_stays_out_of_state_dict():
-    task = build_task("avs", dim=8, mask_size=8, stage_dims=[4], channels=8, tpavi_stages=[0],
+    task = build_head("avs", dim=8, mask_size=8, stage_dims=[4], channels=8, tpavi_stages=[0],
                       projection_dilations=[1])
     assert math.isnan(task.compute_metrics()["mIoU"])
     logits, masks, valid = _clips(count=2)

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from molt.backbones import build_backbones
 from molt.config import load_config
 from molt.model import build_model
-from molt.tasks import Task, build_task
-from molt.tasks.avs import TPAVI, AVSTask
+from molt.tasks import TaskHead, build_head
+from molt.tasks.avs import TPAVI, AVSHead
 
 DIM, B, T, M = 16, 2, 5, 32
 TINY_STAGES = [(16, 24), (8, 48), (4, 96), (2, 192)]   # tiny Swin-V2 at 64 px: (grid, channels) per stage
@@ -23,12 +23,12 @@ def tokens(batch: int = B, seed: int = 1, k: int = 4) -> torch.Tensor:
     return torch.randn(batch * T, k, DIM, generator=torch.Generator().manual_seed(seed))
 
 
-def make_task(**options) -> AVSTask:
+def make_task(**options) -> AVSHead:
     torch.manual_seed(0)
     settings = dict(dim=DIM, mask_size=M, stage_dims=[c for _, c in TINY_STAGES], channels=16,
                     projection_dilations=[1, 2])
     settings.update(options)
-    return build_task("avs", **settings)
+    return build_head("avs", **settings)
 
 
 def batch_of(masks=None, valid=None, batch: int = B, spec=TINY_STAGES) -> dict:
@@ -40,7 +40,7 @@ def batch_of(masks=None, valid=None, batch: int = B, spec=TINY_STAGES) -> dict:
 
 def test_shapes_interface_and_errors():
     task = make_task()
-    assert isinstance(task, Task) and task.name == "avs" and task.needs_visual_stages
+    assert isinstance(task, TaskHead) and task.name == "avs" and task.needs_visual_stages
     out = task(tokens(seed=2), tokens(), batch_of())
     assert out["mask_logits"].shape == (B, T, M, M)
     predicted = task.predict(out)
@@ -168,7 +168,7 @@ def test_figures_and_config(tmp_path):
     assert config.task == "avs" and config.method_config.num_tokens == 4
     data_options = {"mask_size": 64, "setting": "s4"}           # PreparedAVS.task_options()
     model = build_model(config, data_options)
-    assert isinstance(model.task, AVSTask) and model.task.stage_dims == [24, 48, 96, 192]
+    assert isinstance(model.task, AVSHead) and model.task.stage_dims == [24, 48, 96, 192]
     paper = load_config("avs_molt_paper")
     assert paper.head.channels == 256 and "stage_dims" not in paper.to_dict()["head"]
     with torch.device("meta"):

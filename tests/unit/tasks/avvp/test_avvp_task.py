@@ -5,18 +5,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from molt.tasks import Task, build_task
-from molt.tasks.avvp import AVVPTask, avvp_scores
+from molt.tasks import TaskHead, build_head
+from molt.tasks.avvp import AVVPHead, avvp_scores
 
 DIM, C, T = 16, 5, 10
 NAMES = [f"class {i}" for i in range(C)]
 
 
-def make_task(**kwargs) -> AVVPTask:
+def make_task(**kwargs) -> AVVPHead:
     torch.manual_seed(0)
     options = {"dim": DIM, "class_names": NAMES, "hidden_dim": 32, "num_heads": 4, "dropout": 0.0}
     options.update(kwargs)
-    return build_task("avvp", **options)
+    return build_head("avvp", **options)
 
 
 def tokens(clips: int, k: int = 4, seed: int = 0) -> torch.Tensor:
@@ -36,7 +36,7 @@ def make_batch(clips: int, seed: int = 0) -> dict:
 
 def test_shapes_and_pooling():
     task = make_task()
-    assert isinstance(task, Task) and task.name == "avvp" and task.num_classes == C
+    assert isinstance(task, TaskHead) and task.name == "avvp" and task.num_classes == C
     out = task(tokens(3), tokens(3, k=2, seed=1), make_batch(3))
     assert out["segment_logits"].shape == (3, T, 2, C)
     for key in ("video_prob", "audio_prob", "visual_prob"):
@@ -54,7 +54,7 @@ def test_shapes_and_pooling():
     with pytest.raises(ValueError, match="audio tokens"):
         task(tokens(2), torch.randn(20, 4, DIM + 1), {})
     with pytest.raises(ValueError, match="num_classes or class_names"):
-        AVVPTask(dim=DIM)
+        AVVPHead(dim=DIM)
 
 
 def test_single_modality_reads_only_its_tokens():
