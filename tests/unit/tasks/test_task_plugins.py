@@ -1,10 +1,8 @@
 """Tasks and methods are plugins: every registered task has every piece, the layering holds, the CLI has one shape,
 the library verbs run without Lightning, and adapters of the previous format still load."""
-import ast
 import dataclasses
 import inspect
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -119,81 +117,6 @@ def test_a_method_spec_decides_caching_and_heads():
 
 # ------------------------------------------------------------------------------------------------------------------
 # layering
-
-def _module_name(path: Path) -> str:
-    relative = path.relative_to(SRC.parent).with_suffix("")
-    parts = list(relative.parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _import_graph() -> dict[str, set[str]]:
-    modules = {_module_name(path): path for path in SRC.rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        is_package = path.name == "__init__.py"
-        imported: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = name.split(".") if is_package else name.split(".")[:-1]
-                    parts = parts[:len(parts) - node.level + 1]
-                    base = ".".join(parts + ([base] if base else []))
-                targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            for target in targets:
-                while target and target not in modules and not target.startswith(("lightning", "pytorch_lightning")):
-                    target = target.rpartition(".")[0]
-                if target and target != name:
-                    imported.add(target)
-        graph[name] = imported
-    return graph
-
-
-def test_no_import_cycle_anywhere():
-    graph = {name: {d for d in deps if d.startswith("molt") and not d.startswith(name + ".")}
-             for name, deps in _import_graph().items()}
-    state: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
-            if nxt not in state:
-                visit(nxt)
-        path.pop()
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node)
-
-
-def test_arrows_point_down():
-    graph = _import_graph()
-    for name, deps in graph.items():
-        lightning = {d for d in deps if d.startswith(("lightning", "pytorch_lightning"))}
-        assert not lightning or name == "molt.app.train", f"{name} imports Lightning"
-        if name.startswith(("molt.data", "molt.methods", "molt.features", "molt.backbones")):
-            upward = {d for d in deps if d.startswith(("molt.tasks", "molt.model", "molt.app.train", "molt.app.evaluate",
-                                                       "molt.app.cli"))}
-            assert not upward, f"{name} imports {sorted(upward)}"
-        if name.startswith("molt.tasks."):
-            own = ".".join(name.split(".")[:3])
-            others = {d for d in deps if d.startswith("molt.tasks.") and not d.startswith(own)
-                      and d not in ("molt.tasks.base", "molt.tasks.spec", "molt.tasks.predicting")}
-            assert not others, f"{name} imports another task: {sorted(others)}"
-            assert not {d for d in deps if d.startswith(("molt.model", "molt.app.train", "molt.app.cli"))}, name
-        if name.endswith(".prepared") or name.endswith(".reader"):
-            assert not {d for d in deps if d.endswith(".synthetic") and d != "molt.data.synthetic"}, \
-                f"{name} (real data) imports a generator"
-            assert "molt.data.synthetic" not in deps, f"{name} (real data) imports the generator's primitives"
 
 
 def test_the_old_registry_module_is_only_a_shim():
