@@ -75,3 +75,20 @@ def predict_with_cli(adapters: Path, task: str, out: Path, *inputs: str) -> dict
     result = json.loads((Path(out) / "predictions.json").read_text())
     assert all(Path(path).is_file() for path in result["files"]), result["files"]
     return result
+
+
+def fit_head(head, visual, audio, batch, *, lr: float, steps: int) -> list[float]:
+    """Train a task head alone with Adam on one batch of fused tokens for ``steps`` steps; the loss of each step,
+    computed before that step's update."""
+    import torch
+
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = head.loss(head(visual, audio, batch), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+

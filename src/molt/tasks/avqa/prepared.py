@@ -15,7 +15,7 @@ frames of the whole clip (and 10 one-second audio windows); a 10-s clip gives se
 is the decoded frame nearest its centre and its audio is that second's samples (:func:`molt.data.media.read_clip`).
 Shorter clips of the release are spread over the seconds they have, never padded: a 45-s clip gives seconds 0, 4,
 9, ..., 44. A clip shorter than ``T`` seconds by more than the decoder's 0.5-s tolerance (a 9.6-s clip is kept) is
-skipped with the reason ``too short`` and its length in ``skipped.tsv`` (tests/test_clip_lengths.py).
+skipped with the reason ``too short`` and its length in ``skipped.tsv`` (tests/unit/data/test_clip_lengths.py).
 
 Prepared format (``out_dir``, format version 1)::
 

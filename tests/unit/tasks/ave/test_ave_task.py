@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import fit_head
 from molt.tasks import TaskHead, build_head
 from molt.tasks.ave import AVEHeadConfig, AVEHead, majority_accuracy, majority_class, plot_timelines
 from molt.tasks.ave.head import clip_targets, segment_targets
@@ -92,14 +93,7 @@ def test_overfit_tiny_batch():
     visual, audio = tokens(4, seed=2), tokens(4, seed=3)
     targets = torch.tensor([[C] * T, [1] * 5 + [C] * 5, [C] * 2 + [3] * 8, [4] * T])
     batch = {"labels": one_hot(targets)}
-    optimizer = torch.optim.Adam(task.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(20):
-        loss = task.loss(task(visual, audio, batch), batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_head(task, visual, audio, batch, lr=3e-3, steps=20)
     assert losses[-1] < losses[0] / 4, losses
     task.eval()
     with torch.no_grad():

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from helpers import fit_head
 from molt.tasks import TaskHead, build_head
 from molt.tasks.avqa import (
     AVQAHead,
@@ -223,14 +224,7 @@ def test_overfit_tiny_batch_and_figures(tmp_path):
     batch = make_batch(6)
     batch["answer"] = torch.tensor([0, 1, 2, 3, 4, 5])
     visual, audio = tokens(6, 9), tokens(6, 10)
-    optimizer = torch.optim.Adam(task.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(20):
-        loss = task.loss(task(visual, audio, batch), batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_head(task, visual, audio, batch, lr=1e-2, steps=20)
     assert losses[-1] < losses[0] / 3, losses
     task.eval()
     with torch.no_grad():

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import fit_head
 from molt.backbones import build_backbones
 from molt.config import load_config
 from molt.model import build_model
@@ -139,14 +140,7 @@ def test_overfits_one_batch():
     masks[1, :, 18:28, 10:26] = 1
     batch = batch_of(masks, spec=[(grid // 2, channels) for grid, channels in TINY_STAGES])   # 32 px input
     visual, audio = tokens(seed=2), tokens()
-    optimizer = torch.optim.Adam(task.parameters(), lr=3e-3)
-    first = None
-    for _ in range(40):
-        loss = task.loss(task(visual, audio, batch), batch)
-        first = first if first is not None else loss.item()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    first = fit_head(task, visual, audio, batch, lr=3e-3, steps=40)[0]
     task.eval()
     out = task(visual, audio, batch)
     assert task.loss(out, batch).item() < 0.3 * first

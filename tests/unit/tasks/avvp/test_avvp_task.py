@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import fit_head
 from molt.tasks import TaskHead, build_head
 from molt.tasks.avvp import AVVPHead, avvp_scores
 
@@ -105,16 +106,7 @@ def test_overfits_weak_labels_of_a_tiny_batch():
     task = make_task()
     batch = make_batch(6, seed=2)
     visual, audio = tokens(6, seed=3), tokens(6, seed=4)
-    optimizer = torch.optim.Adam(task.parameters(), lr=5e-3)
-
-    def step() -> float:
-        optimizer.zero_grad()
-        loss = task.loss(task(visual, audio, batch), batch)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    losses = [step() for _ in range(25)]
+    losses = fit_head(task, visual, audio, batch, lr=5e-3, steps=25)
     assert losses[-1] < losses[0] / 3, losses
     task.eval()
     task.update_metrics(task(visual, audio, batch), batch)
