@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,9 +37,10 @@ def replace_durably(temporary: str | os.PathLike, path: str | os.PathLike) -> No
 
 
 def atomic_json(path: str | os.PathLike, payload: Mapping[str, Any]) -> None:
-    """Write ``payload`` as JSON to ``path`` durably and atomically (``.NAME.tmp`` beside it, then
-    :func:`replace_durably`)."""
+    """Write ``payload`` as JSON to ``path`` durably and atomically: a temporary file of its own beside it
+    (``.NAME.XXXXXXXX.tmp``, so that processes writing the same file at once, such as the ranks of a distributed
+    extraction, never share one), then :func:`replace_durably`."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     temporary.write_text(json.dumps(payload, indent=1))
     replace_durably(temporary, path)

@@ -1,5 +1,8 @@
 """Checkpoints, feature-cache chunks and prepared data are fsynced before and after their atomic rename."""
+import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from helpers import ROOT
 from molt.data import files
@@ -16,9 +19,24 @@ def test_replace_durably_syncs_the_file_then_renames_then_syncs_the_directory(tm
     monkeypatch.setattr(files.os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b)))
     atomic_json(tmp_path / "index.json", {"rows": []})
     assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
-    assert events[0][1].endswith(".index.json.tmp") and events[1][1] == str(tmp_path / "index.json")
+    synced = Path(events[0][1])
+    assert synced.parent == tmp_path and synced.name.startswith(".index.json.") and synced.name.endswith(".tmp")
+    assert events[1][1] == str(tmp_path / "index.json")
     assert events[2][1] == str(tmp_path)
     assert (tmp_path / "index.json").read_text().startswith("{")
+    assert [path.name for path in tmp_path.iterdir()] == ["index.json"]   # no temporary file left
+
+
+def test_writers_of_the_same_file_at_once_each_use_their_own_temporary_file(tmp_path):
+    # the ranks of a distributed extraction all write the cache's manifest when they find none
+    def write(index):
+        for _ in range(20):
+            atomic_json(tmp_path / "manifest.json", {"writer": index})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(write, range(4)))          # re-raises any writer's error
+    assert json.loads((tmp_path / "manifest.json").read_text())["writer"] in range(4)
+    assert [path.name for path in tmp_path.iterdir()] == ["manifest.json"]
 
 
 def test_no_checkpoint_cache_or_prepared_writer_renames_without_syncing():
