@@ -1,11 +1,16 @@
 """Helpers the tests import (``from helpers import ...``; ``tests/`` is on pytest's ``pythonpath``): where the
-test files and the real annotation fixtures are, and checks several test modules share."""
+test files and the real annotation fixtures are, checks and CLI steps several test modules share, and two tiny
+fake backbones for the method tests."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
+
+from molt.backbones.base import TapBackbone
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -50,7 +55,6 @@ def train_one_epoch(task: str, data: Path, out: Path, *extra: str) -> Path:
 
 def model_outputs(adapters: Path, prepared: Path, split: str, index: int):
     """The trained model and its predictions for one prepared item (in eval mode, as ``molt eval`` runs it)."""
-    import torch
     from torch.utils.data import default_collate
 
     from molt.app.evaluate import load_trained
@@ -80,8 +84,6 @@ def predict_with_cli(adapters: Path, task: str, out: Path, *inputs: str) -> dict
 def fit_head(head, visual, audio, batch, *, lr: float, steps: int) -> list[float]:
     """Train a task head alone with Adam on one batch of fused tokens for ``steps`` steps; the loss of each step,
     computed before that step's update."""
-    import torch
-
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     losses = []
     for _ in range(steps):
@@ -92,3 +94,56 @@ def fit_head(head, visual, audio, batch, *, lr: float, steps: int) -> list[float
         losses.append(loss.item())
     return losses
 
+
+class FakeVisual(TapBackbone):
+    """Pixels as tokens: (B, 3, H, W) -> (B, H*W, 3) -> Linear blocks of widths ``dims``."""
+
+    def __init__(self, dims=(8, 8, 16, 16), image=4):
+        super().__init__()
+        self.name, self.tag = "fake-visual", "random"
+        self.block_dims = list(dims)
+        self.block_tokens = [image * image] * len(dims)
+        self.stem = nn.Linear(3, dims[0])
+        self.blocks = nn.ModuleList(nn.Linear(dims[max(i - 1, 0)], d) for i, d in enumerate(dims))
+        self.freeze()
+
+    def embed(self, x):
+        return self.stem(x.flatten(2).transpose(1, 2))
+
+    def run_block(self, index, tokens):
+        return torch.tanh(self.blocks[index](tokens))
+
+    def to_sequence(self, tokens):
+        return tokens
+
+
+class FakeAudio(TapBackbone):
+    """Waveform chunks of 16 samples as tokens."""
+
+    def __init__(self, dims=(6, 12, 12)):
+        super().__init__()
+        self.name, self.tag = "fake-audio", "random"
+        self.block_dims = list(dims)
+        self.block_tokens = [8] * len(dims)
+        self.stem = nn.Linear(16, dims[0])
+        self.blocks = nn.ModuleList(nn.Linear(dims[max(i - 1, 0)], d) for i, d in enumerate(dims))
+        self.freeze()
+
+    def embed(self, x):
+        return self.stem(x.unflatten(-1, (-1, 16)))
+
+    def run_block(self, index, tokens):
+        return torch.tanh(self.blocks[index](tokens))
+
+    def to_sequence(self, tokens):
+        return tokens
+
+
+#: a small MoLT config for the fake backbones
+SMALL = dict(num_tokens=3, dim=8, num_heads=2, router_hidden=6, fusion_hidden=5)
+
+
+def fake_inputs(batch=3, seed=0):
+    """Frames ``(B, 3, 4, 4)`` for :class:`FakeVisual` and waveforms ``(B, 128)`` for :class:`FakeAudio`."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, 4, 4, generator=generator), torch.randn(batch, 128, generator=generator)

@@ -9,7 +9,7 @@ from torch import nn
 from molt.checkpoints import (ADAPTER_CONFIG_NAME, ADAPTER_FORMAT_VERSION, ADAPTER_WEIGHTS_NAME, load_adapters,
                               read_adapter_config, save_adapters)
 from molt.methods import MoLTConfig, build_molt
-from test_molt_core import SMALL, FakeAudio, FakeVisual, _inputs
+from helpers import SMALL, FakeAudio, FakeVisual, fake_inputs
 
 
 def _model(seed, **overrides):
@@ -26,7 +26,7 @@ def test_round_trip_restores_identical_outputs(tmp_path):
             parameter.add_(torch.randn_like(parameter) * 0.1)
     directory = save_adapters(source, tmp_path / "adapters", extra_config={"task": "ave", "num_classes": 29})
     target = _model(seed=2)
-    frames, waveform = _inputs()
+    frames, waveform = fake_inputs()
     source.eval(), target.eval()
     assert not torch.equal(source(frames, waveform).visual, target(frames, waveform).visual)
     config = load_adapters(target, directory, extra_config={"task": "ave", "num_classes": 29})

@@ -3,65 +3,12 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
-from molt.backbones.base import TapBackbone
+from helpers import SMALL, FakeAudio, FakeVisual, fake_inputs
 from molt.methods import (CrossModalDistillationAdapter, FeatureDistillationModule, MethodOutput, MoLT, MoLTConfig,
                           TokenDistillation, TokenFusion, UniModalDistillationAdapter, build_method, build_molt,
                           count_parameters, get_method, print_trainable_parameters, token_orthogonality_loss)
 from molt.methods.base import fuse_and_zero_fill
-
-
-class FakeVisual(TapBackbone):
-    """Pixels as tokens: (B, 3, H, W) -> (B, H*W, 3) -> Linear blocks of widths ``dims``."""
-
-    def __init__(self, dims=(8, 8, 16, 16), image=4):
-        super().__init__()
-        self.name, self.tag = "fake-visual", "random"
-        self.block_dims = list(dims)
-        self.block_tokens = [image * image] * len(dims)
-        self.stem = nn.Linear(3, dims[0])
-        self.blocks = nn.ModuleList(nn.Linear(dims[max(i - 1, 0)], d) for i, d in enumerate(dims))
-        self.freeze()
-
-    def embed(self, x):
-        return self.stem(x.flatten(2).transpose(1, 2))
-
-    def run_block(self, index, tokens):
-        return torch.tanh(self.blocks[index](tokens))
-
-    def to_sequence(self, tokens):
-        return tokens
-
-
-class FakeAudio(TapBackbone):
-    """Waveform chunks of 16 samples as tokens."""
-
-    def __init__(self, dims=(6, 12, 12)):
-        super().__init__()
-        self.name, self.tag = "fake-audio", "random"
-        self.block_dims = list(dims)
-        self.block_tokens = [8] * len(dims)
-        self.stem = nn.Linear(16, dims[0])
-        self.blocks = nn.ModuleList(nn.Linear(dims[max(i - 1, 0)], d) for i, d in enumerate(dims))
-        self.freeze()
-
-    def embed(self, x):
-        return self.stem(x.unflatten(-1, (-1, 16)))
-
-    def run_block(self, index, tokens):
-        return torch.tanh(self.blocks[index](tokens))
-
-    def to_sequence(self, tokens):
-        return tokens
-
-
-SMALL = dict(num_tokens=3, dim=8, num_heads=2, router_hidden=6, fusion_hidden=5)
-
-
-def _inputs(batch=3, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 3, 4, 4, generator=generator), torch.randn(batch, 128, generator=generator)
 
 
 def _taps(batch=3, seed=0, visual_dims=(16, 16), audio_dims=(12, 12)):
@@ -290,7 +237,7 @@ def test_layers_of_different_widths_are_projected_to_dim():
     model = build_molt(FakeVisual(), FakeAudio(), MoLTConfig(**SMALL, blocks_visual=[1, 3], blocks_audio=[0, -1]))
     assert model.visual_blocks == [1, 3] and model.audio_blocks == [0, 2]
     assert model.method.visual_dims == [8, 16] and model.method.audio_dims == [6, 12]
-    out = model(*_inputs())
+    out = model(*fake_inputs())
     assert out.visual.shape == (3, 3, 8) and out.audio.shape == (3, 3, 8)
 
 
@@ -311,7 +258,7 @@ def test_gradient_reaches_every_trainable_parameter_and_no_backbone_parameter():
     model = build_molt(visual, audio, MoLTConfig(**SMALL))
     model.train()
     assert not visual.training and not audio.training  # frozen backbones stay in eval mode
-    out = model(*_inputs())
+    out = model(*fake_inputs())
     loss = out.visual.pow(2).sum() + out.audio.pow(2).sum() + out.aux_losses["tor"]
     loss.backward()
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
@@ -326,7 +273,7 @@ def test_gradient_reaches_every_trainable_parameter_and_no_backbone_parameter():
 def test_backbone_taps_are_bit_identical_with_and_without_molt():
     torch.manual_seed(8)
     visual, audio = FakeVisual(), FakeAudio()
-    frames, waveform = _inputs()
+    frames, waveform = fake_inputs()
     before_v = visual.forward_taps(frames, "late")
     before_a = audio.forward_taps(waveform, "late")
     model = build_molt(visual, audio, MoLTConfig(**SMALL))
@@ -351,7 +298,7 @@ def test_single_modality_variant(modality):
                  "audio": FakeAudio() if modality == "audio" else None}
     model = build_molt(backbones["visual"], backbones["audio"], config)
     assert len(model.method.fdms[0].cdas) == 0  # CDAs need both senses
-    frames, waveform = _inputs()
+    frames, waveform = fake_inputs()
     out = model(frames if modality == "visual" else None, waveform if modality == "audio" else None)
     other = "audio" if modality == "visual" else "visual"
     present, absent = getattr(out, modality), getattr(out, other)
