@@ -45,7 +45,8 @@ from ...backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
 from ...backbones.timm_image import TimmImageEncoder
 
 __all__ = ["LayerAnalysis", "LayerSimilarity", "LayerSplit", "analyze_layers", "block_modules", "layer_similarity",
-           "plot_layer_similarity", "sample_clips", "suggest_split", "write_layer_csv"]
+           "plot_layer_similarity", "sample_clips", "save_figure", "suggest_split",
+           "write_layer_csv"]
 
 _logger = logging.getLogger(__name__)
 
@@ -402,9 +403,14 @@ def plot_layer_similarity(results: Sequence[LayerSimilarity], path: str | os.Pat
     figure.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8, frameon=False)
     if suptitle:
         figure.suptitle(suptitle, fontsize=11)
+    return save_figure(figure, path, dpi=130)
+
+
+def save_figure(figure: Any, path: str | os.PathLike, *, dpi: int) -> Path:
+    """Save a matplotlib figure as ``path`` (its folder created when missing); the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=130)
+    figure.savefig(path, dpi=dpi)
     return path
 
 

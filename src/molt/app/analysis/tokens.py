@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .layers import sample_clips
+from .layers import sample_clips, save_figure
 
 __all__ = ["analyze_tokens", "plot_token_diagnostics", "token_diagnostics"]
 
@@ -112,10 +112,7 @@ def plot_token_diagnostics(diagnostics: Mapping[str, Mapping[str, Any]], path: s
         axis.legend(fontsize=8, loc="upper right")
     if title:
         figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+    return save_figure(figure, path, dpi=120)
 
 
 def _safe_name(text: str) -> str:
