@@ -54,6 +54,9 @@ class TapBackbone(nn.Module):
     #: operations (STFT, log, BatchNorm over mel bins) need it
     float32_modules: tuple[str, ...] = ()
     compute_dtype: torch.dtype = torch.float32
+    #: whether :meth:`embed`, :meth:`enter_block`, :meth:`attention_sublayer` and :meth:`mlp_sublayer` are
+    #: implemented, i.e. whether in-block methods (LAVisH, DG-SCT, AVMoE) can run inside this backbone
+    has_sublayers: bool = True
 
     @property
     def num_blocks(self) -> int:
