@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .backbones.base import BACKBONE_DTYPES as _DTYPE_BY_NAME
+from .backbones.registry import BACKBONE_PAIRS, backbone_label, backbone_sides
 from .backbones.shared import SHARED_AUDIO_FRONTENDS
 from .methods import MethodConfig, get_method
 from .tasks import HeadConfig, get_task
@@ -28,7 +29,8 @@ from .typed_config import check_field_types, check_known_keys
 __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
            "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
 
-BACKBONE_PRESETS = ("tiny", "tiny-shared", "paper", "shared")
+#: the named backbone pairs (``backbone: NAME``); any other pair is ``backbone: {visual: ..., audio: ...}``
+BACKBONE_PRESETS = tuple(BACKBONE_PAIRS)
 #: ``backbone_dtype`` values: the dtype the frozen backbones are stored and run in
 BACKBONE_DTYPES = tuple(_DTYPE_BY_NAME)
 
@@ -72,7 +74,7 @@ class ExperimentConfig:
     task: str = "ave"
     setting: str | None = None
     method: str = "molt"
-    backbone: str = "tiny"
+    backbone: str | dict[str, Any] = "tiny"
     visual_weights: str | None = None
     audio_weights: str | None = None
     audio_clip_seconds: int | None = None
@@ -87,19 +89,24 @@ class ExperimentConfig:
         if self.backbone_dtype not in BACKBONE_DTYPES:
             raise ValueError(f"backbone_dtype must be {', '.join(BACKBONE_DTYPES[:-1])} or {BACKBONE_DTYPES[-1]}, "
                              f"got {self.backbone_dtype!r}")
-        if self.backbone not in BACKBONE_PRESETS:
-            raise ValueError(f"unknown backbone preset {self.backbone!r}: expected one of {', '.join(BACKBONE_PRESETS)}")
+        _, audio = backbone_sides(self.backbone)
         if self.shared_audio_frontend not in SHARED_AUDIO_FRONTENDS:
             raise ValueError(f"shared_audio_frontend must be one of {', '.join(SHARED_AUDIO_FRONTENDS)}, "
                              f"got {self.shared_audio_frontend!r}")
-        if self.shared_audio_frontend != "htsat" and "shared" not in self.backbone:
-            raise ValueError(f"shared_audio_frontend {self.shared_audio_frontend} applies to the shared backbone "
-                             f"presets (shared, tiny-shared); the {self.backbone!r} preset reads audio with HTS-AT")
+        if self.shared_audio_frontend != "htsat" and audio.kind not in ("shared", "swinv2"):
+            raise ValueError(f"shared_audio_frontend {self.shared_audio_frontend} applies to a Swin-V2 reading the "
+                             f"spectrogram (backbone shared, tiny-shared, or audio swinv2); the audio backbone here "
+                             f"is {audio}")
         method = get_method(self.method)
         self.method_config = _parse_section(method.config_class, self.method_config, "method_config",
                                             f"method {self.method!r}")
         self.head = _parse_section(get_task(self.task).head.config_class, self.head, "head",
                                    f"the {self.task} head")
+
+    @property
+    def backbone_label(self) -> str:
+        """A short, file-name-safe label of the backbones (the pair name, or ``VISUAL+AUDIO``), for run names."""
+        return backbone_label(self.backbone)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the YAML/JSON shape): ``method_config`` and ``head`` hold the keys their sections set."""

@@ -15,13 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backbones import build_backbones
+from .backbones import RANDOM_WEIGHTS, build_backbones
 from . import checkpoints
 from .config import ExperimentConfig
 from .methods import MethodOutput, build_method, get_method
 from .tasks import TaskHead, get_task
 
-__all__ = ["AudioVisualModel", "ModelOutput", "build_model", "build_task_head", "TAP_KEYS"]
+__all__ = ["AudioVisualModel", "ModelOutput", "build_model", "build_task_head", "TAP_KEYS",
+           "refuse_inblock_without_sublayers"]
 
 TAP_KEYS = ("visual_taps", "audio_taps", "visual_stages")
 
@@ -152,6 +153,18 @@ def build_task_head(config: ExperimentConfig, method: nn.Module, visual: nn.Modu
     return spec.build_head(head, **arguments, **task_options)
 
 
+def refuse_inblock_without_sublayers(method: str, *backbones: nn.Module | None) -> None:
+    """An in-block method (LAVisH, DG-SCT, AVMoE) needs each backbone's blocks split into their residual sub-layers;
+    refuse, in one line naming the backbone, one that does not expose them."""
+    if get_method(method).reads_taps:
+        return
+    for backbone in backbones:
+        if backbone is not None and not getattr(backbone, "has_sublayers", True):
+            raise ValueError(f"{method} adapters run inside the backbone blocks, but {backbone.name} does not expose "
+                             f"its blocks' attention and MLP sub-layers; use a tap-reading method (molt, mettle) "
+                             f"or a backbone with them (swinv2, htsat, timm ViTs, hf AST / Whisper)")
+
+
 def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backbones_on_meta: bool = False,
                 trust_checkpoint: bool = False) -> AudioVisualModel:
     """Build backbones, method and head from an experiment config.
@@ -169,17 +182,21 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backb
             raise ValueError(f"{config.method} adapters run inside the backbone blocks, so {config.method} cannot "
                              f"train from a feature cache; drop --features or use a tap-reading method (molt, mettle)")
         with torch.device("meta"):
-            visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds,
+            visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,
+                                            audio_weights=config.audio_weights, load_weights=False,
+                                            audio_clip_seconds=config.audio_clip_seconds,
                                             shared_audio_frontend=config.shared_audio_frontend)
-        visual.weights_path = config.visual_weights
-        if config.audio_weights is not None:
-            audio.weights_path = config.audio_weights
+        # what the adapters record as the backbones' weights (weights_hash), though none were read
+        for backbone, weights in ((visual, config.visual_weights), (audio, config.audio_weights)):
+            if weights not in (None, RANDOM_WEIGHTS):
+                backbone.weights_path = os.fspath(weights)
     else:
         visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,
                                         audio_weights=config.audio_weights,
                                         audio_clip_seconds=config.audio_clip_seconds,
                                         trust_checkpoint=trust_checkpoint,
                                         shared_audio_frontend=config.shared_audio_frontend)
+    refuse_inblock_without_sublayers(config.method, visual, audio)
     if config.backbone_dtype != "float32":
         if not get_method(config.method).reads_taps:
             raise ValueError(f"backbone_dtype {config.backbone_dtype}: {config.method} adapters run inside the "

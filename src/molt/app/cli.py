@@ -8,6 +8,7 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -146,9 +147,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                                         "(default: the task's MoLT preset for --backbone, e.g. ave_molt_tiny)")
     group.add_argument("--method", choices=method_names(),
                        help="method on the frozen backbones (default: the preset's, molt)")
-    group.add_argument("--backbone", choices=_BACKBONES, help="backbone preset (default: the preset's, tiny)")
-    group.add_argument("--visual-weights", help="local Swin-V2 checkpoint file (timm or original format)")
-    group.add_argument("--audio-weights", help="local HTS-AT checkpoint, e.g. HTSAT_AudioSet_Saved_1.ckpt")
+    group.add_argument("--backbone", choices=_BACKBONES, help="a named backbone pair (default: the preset's, tiny)")
+    _add_backbone_names(group)
     group.add_argument("--backbone-dtype", choices=_BACKBONE_DTYPES,
                        help="store and run the frozen backbones in this dtype (adapters and head stay float32; "
                             "default: the preset's, float32)")
@@ -158,6 +158,20 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--modalities", choices=["both", "audio", "visual"],
                        help="train on both senses (default) or one only (ablation)")
     _add_trust(group)
+
+
+def _add_backbone_names(group) -> None:
+    group.add_argument("--visual-backbone", metavar="NAME",
+                       help="visual encoder instead of the pair's: swinv2[:NAME] or timm:ANY_TIMM_MODEL (see molt "
+                            "backbones); with timm: or hf: names the default preset is the task's paper one")
+    group.add_argument("--audio-backbone", metavar="NAME",
+                       help="audio encoder instead of the pair's: htsat[:NAME], shared, swinv2[:NAME], hf:HUB_ID or "
+                            "hf:/path/to/saved/folder")
+    group.add_argument("--visual-weights", help="local weights of the visual encoder: a checkpoint file (timm: also a "
+                                                "snapshot folder), or 'random' (default: timm: published weights "
+                                                "from the Hugging Face cache, swinv2 random)")
+    group.add_argument("--audio-weights", help="local weights of the audio encoder (HTS-AT: e.g. "
+                                               "HTSAT_AudioSet_Saved_1.ckpt), or 'random'")
 
 
 def _add_trust(parser) -> None:
@@ -207,11 +221,16 @@ def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] | None = None):
     """The experiment config of a verb: ``--config`` (or the task's preset for ``--backbone``), the overrides of
     the command line, and ``--method``."""
+    from ..backbones.registry import with_backbone_sides
     from ..config import load_config, switch_method
     from ..tasks import get_task
 
-    preset = args.config or get_task(task).default_preset(args.backbone)
+    sides = {side: getattr(args, f"{side}_backbone", None) for side in ("visual", "audio")}
+    real = any(name and name.split(":")[0] in ("timm", "hf") for name in sides.values())
+    preset = args.config or get_task(task).default_preset(args.backbone or ("paper" if real else None))
     config = load_config(preset, {**_experiment_overrides(args), **(overrides or {})})
+    if any(sides.values()):
+        config = dataclasses.replace(config, backbone=with_backbone_sides(config.backbone, **sides))
     if args.method:
         config = switch_method(config, args.method)
     if config.task != task:
@@ -377,7 +396,25 @@ def _cmd_params(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(preset_names()))
         return 0
-    print(parameter_table(resolve_preset_names(None if args.all else args.name)))
+    names: list[Any] = resolve_preset_names(None if args.all else args.name)
+    sides = {"visual": args.visual_backbone, "audio": args.audio_backbone}
+    if any(sides.values()):
+        from ..backbones.registry import with_backbone_sides
+        from ..config import load_config
+        from ..tasks import get_task, task_names
+
+        if args.name in task_names():   # the task's paper preset, on these encoders
+            names = [get_task(args.name).default_preset("paper")]
+        configs = [load_config(name) for name in names]
+        names = [dataclasses.replace(c, backbone=with_backbone_sides(c.backbone, **sides)) for c in configs]
+    print(parameter_table(names))
+    return 0
+
+
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from ..backbones.registry import describe_backbone_names
+
+    print(describe_backbone_names())
     return 0
 
 
@@ -568,11 +605,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
                   _cmd_params, "molt params ave", "molt params ave_molt_paper", "molt params --all",
-                  "molt params --list")
+                  "molt params --list",
+                  "molt params ave --visual-backbone timm:vit_large_patch14_dinov2.lvd142m --audio-backbone htsat")
     params.add_argument("name", nargs="?", metavar="TASK|PRESET",
                         help="a task (all its presets) or one preset (default: every preset)")
     params.add_argument("--all", action="store_true", help="one table for every preset")
     params.add_argument("--list", action="store_true", help="list preset names")
+    params.add_argument("--visual-backbone", metavar="NAME", help="count with this visual encoder (see molt backbones)")
+    params.add_argument("--audio-backbone", metavar="NAME", help="count with this audio encoder (see molt backbones)")
+
+    verb("backbones", "the named backbone pairs and how to name any timm or Hugging Face encoder", _cmd_backbones,
+         "molt backbones")
     return parser
 
 

@@ -40,10 +40,11 @@ def count_preset(name: str | ExperimentConfig) -> ParameterCount:
     """Build a preset (or a config) on the meta device and count frozen backbone, method and head parameters; the
     head gets what the task's real dataset decides (``TaskSpec.paper.task_options``: class counts, vocabularies)."""
     config = name if isinstance(name, ExperimentConfig) else load_config(name)
-    name = name if isinstance(name, str) else f"{config.task}_{config.method}_{config.backbone}"
+    name = name if isinstance(name, str) else f"{config.task}_{config.method}_{config.backbone_label}"
     spec = get_task(config.task)
     with torch.device("meta"):
-        visual, audio = build_backbones(config.backbone, audio_clip_seconds=config.audio_clip_seconds,
+        visual, audio = build_backbones(config.backbone, load_weights=False,
+                                        audio_clip_seconds=config.audio_clip_seconds,
                                         shared_audio_frontend=config.shared_audio_frontend)
         method, _, _ = build_method(config.method, config.method_config, visual, audio)
         head = build_task_head(config, method, visual, dict(spec.paper.task_options))
@@ -51,7 +52,7 @@ def count_preset(name: str | ExperimentConfig) -> ParameterCount:
     _, backbone_total = count_parameters(backbones)
     method_trainable, _ = count_parameters(method)
     head_trainable, _ = count_parameters(head)
-    return ParameterCount(name, config.task, config.backbone, backbone_total, method_trainable, head_trainable)
+    return ParameterCount(name, config.task, config.backbone_label, backbone_total, method_trainable, head_trainable)
 
 
 def presets_of_task(task: str) -> list[str]:
@@ -71,14 +72,16 @@ def resolve_preset_names(name: str | None) -> list[str]:
     return [name]
 
 
-def parameter_table(names: list[str]) -> str:
-    """Markdown table of :func:`count_preset` for each preset, next to the paper's figures where it has them."""
+def parameter_table(names: list[str | ExperimentConfig]) -> str:
+    """Markdown table of :func:`count_preset` for each preset (or config), next to the paper's figures where it has
+    them."""
     lines = ["| preset | task | backbone | frozen backbone (M) | MoLT (M) | head (M) | trainable (M) | total (M) "
              "| trainable % | paper: trainable % / total (M) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         count = count_preset(name)
         paper = get_task(count.task).paper.parameters.get(count.backbone)
+        name = count.name
         head = f"{count.head_params / 1e6:.2f}"
         lines.append(
             f"| {name} | {count.task} | {count.backbone} | {count.backbone_params / 1e6:.1f} | "

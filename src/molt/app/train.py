@@ -319,7 +319,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     # feature cache they sit on the meta device, which DDP would refuse
     lit._ddp_params_and_buffers_to_ignore = _frozen_backbone_names(lit)
 
-    run_name = run_name or f"{config.task}_{config.method}_{config.backbone}"
+    run_name = run_name or f"{config.task}_{config.method}_{config.backbone_label}"
     resume_path, version, resume_step = _resolve_resume(resume, Path(out_dir, run_name), config)
     # a resumed run drops what the killed one logged after its checkpoint, so no step appears twice in TensorBoard
     purge = {"purge_step": resume_step} if resume_path else {}

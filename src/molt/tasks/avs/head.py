@@ -136,6 +136,28 @@ class TPAVI(nn.Module):
         return self.norm(z.movedim(1, -1)).movedim(-1, 1)
 
 
+class SimpleFeaturePyramid(nn.Module):
+    """ViTDet's simple feature pyramid (Li et al., "Exploring Plain Vision Transformer Backbones for Object
+    Detection", ECCV 2022) for a single-scale backbone (a plain ViT): its one map ``(B, C, h, w)`` -> four maps at
+    4x, 2x, 1x and 1/2x its resolution, with ``C/4``, ``C/2``, ``C`` and ``C`` channels (finest first), by two 2x2
+    stride-2 transposed convolutions with a channel LayerNorm and GELU between them, one such convolution, the
+    identity, and 2x2 max-pooling. Trainable, part of the head; the per-scale projections that follow take the
+    place of ViTDet's 1x1 + 3x3 convolutions."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dims = [max(dim // 4, 1), max(dim // 2, 1), dim, dim]
+        self.up4 = nn.ModuleList([nn.ConvTranspose2d(dim, self.dims[1], 2, stride=2),
+                                  nn.ConvTranspose2d(self.dims[1], self.dims[0], 2, stride=2)])
+        self.norm4 = nn.LayerNorm(self.dims[1])
+        self.up2 = nn.ConvTranspose2d(dim, self.dims[1], 2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        hidden = self.up4[0](x)
+        hidden = F.gelu(self.norm4(hidden.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+        return [self.up4[1](hidden), self.up2(x), x, F.max_pool2d(x, 2, ceil_mode=True)]
+
+
 class _ResidualConvUnit(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -235,8 +257,11 @@ class AVSHead(TaskHead):
         if not stage_dims or min(stage_dims) <= 0:
             raise ValueError(f"stage_dims must list the positive channel widths of the visual backbone's stages "
                              f"(finest first), got {stage_dims}")
-        if max(config.tpavi_stages, default=0) >= len(stage_dims):
-            raise ValueError(f"tpavi_stages must be distinct stage indices in [0, {len(stage_dims) - 1}], "
+        # a single-scale backbone (plain ViT) gets four scales from the simple feature pyramid
+        self.pyramid = SimpleFeaturePyramid(stage_dims[0]) if len(stage_dims) == 1 else None
+        level_dims = self.pyramid.dims if self.pyramid is not None else stage_dims
+        if max(config.tpavi_stages, default=0) >= len(level_dims):
+            raise ValueError(f"tpavi_stages must be distinct stage indices in [0, {len(level_dims) - 1}], "
                              f"got {config.tpavi_stages}")
         self.config = config
         channels, modalities = config.channels, config.modalities
@@ -257,13 +282,13 @@ class AVSHead(TaskHead):
         self.pool = nn.ModuleDict({m: TokenPool(dim) for m in pooled})
         self.guide_norm = nn.LayerNorm(dim)
         self.project = nn.ModuleList(_DilatedProjection(c, channels, config.projection_dilations)
-                                     for c in stage_dims)
+                                     for c in level_dims)
         if self.inject:
-            self.injection = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, channels * len(stage_dims)))
+            self.injection = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, channels * len(level_dims)))
             nn.init.zeros_(self.injection[1].weight)
             nn.init.zeros_(self.injection[1].bias)
         self.tpavi = nn.ModuleDict({str(s): TPAVI(channels, dim) for s in self.tpavi_stages})
-        self.fusion = nn.ModuleList(_FusionBlock(channels) for _ in stage_dims)
+        self.fusion = nn.ModuleList(_FusionBlock(channels) for _ in level_dims)
         hidden, last = max(channels // 2, 1), max(channels // 8, 8)
         self.output_conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
         self.output_conv2 = nn.Sequential(nn.Conv2d(hidden, last, 3, padding=1), nn.ReLU(), nn.Conv2d(last, 1, 1))
@@ -317,6 +342,8 @@ class AVSHead(TaskHead):
         rows = guidance.shape[0]
         clips, segments = self._clip_shape(rows, batch)
         maps = self._stage_maps(None if batch is None else batch.get("visual_stages"), rows)
+        if self.pyramid is not None:
+            maps = self.pyramid(maps[0].to(guidance.dtype))
         maps = [project(m.to(guidance.dtype)) for project, m in zip(self.project, maps)]
         if self.inject:
             offsets = self.injection(self._pooled("visual", visual)).reshape(rows, len(maps), self.channels)

@@ -169,3 +169,22 @@ def test_figures_and_config(tmp_path):
         visual, _ = build_backbones("paper")
     assert [visual.block_dims[i] for i in visual.stage_end_blocks] == [192, 384, 768, 1536]
     assert load_config("avs_molt_shared").head == paper.head
+
+
+def test_single_scale_backbone_gets_the_simple_feature_pyramid():
+    """A plain ViT gives one stage: the head builds 4x, 2x, 1x and 1/2x maps from it (ViTDet), trains through them,
+    and keeps the four-stage path for multi-scale backbones."""
+    from molt.tasks.avs.head import SimpleFeaturePyramid
+
+    vit = [(8, 32)]                                                  # an 8x8 ViT grid, 32 channels
+    task = make_task(stage_dims=[32])
+    assert isinstance(task.pyramid, SimpleFeaturePyramid) and make_task().pyramid is None
+    levels = task.pyramid(torch.randn(3, 32, 8, 8))
+    assert [tuple(level.shape[1:]) for level in levels] == [(8, 32, 32), (16, 16, 16), (32, 8, 8), (32, 4, 4)]
+    batch = batch_of(spec=vit)
+    out = task(tokens(seed=2), tokens(), batch)
+    assert out["mask_logits"].shape == (B, T, M, M)
+    out["mask_logits"].sum().backward()
+    assert task.pyramid.up4[1].weight.grad.abs().sum() > 0 and task.pyramid.up2.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="tpavi_stages"):
+        make_task(stage_dims=[32], tpavi_stages=[4])
