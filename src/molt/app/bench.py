@@ -43,10 +43,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
+from ..backbones.registry import backbone_label, backbone_sides
 from .memory import current_rss_bytes, peak_memory_bytes
 
 __all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "METHOD_NAMES", "bench_config",
@@ -137,11 +138,15 @@ def _bench_spec(task: str):
     return spec
 
 
-def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt", backbone_dtype: str = "float32",
-                 setting: str | None = None):
+def bench_config(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", method: str = "molt",
+                 backbone_dtype: str = "float32", setting: str | None = None, visual_weights: str | None = None,
+                 audio_weights: str | None = None):
     """The :class:`~molt.config.ExperimentConfig` benchmarked for one method.
 
-    MoLT uses the task's preset for the backbone (``TaskSpec.presets``, e.g. ``ave_molt_paper``); the other methods
+    ``backbone`` is a named pair or a mapping ``{visual: NAME, audio: NAME}`` (any encoders, see
+    :mod:`molt.backbones.registry`), with their ``visual_weights`` / ``audio_weights`` (``random`` measures a model
+    at its real size without its weights). MoLT uses the task's preset for a named pair (``TaskSpec.presets``, e.g.
+    ``ave_molt_paper``), and the paper preset for any other pair; the other methods
     use the same backbone, head, output width ``D``, heads and tokens per modality ``K``, with their published
     settings for the task (and ``setting``, e.g. ``ms3``) and their own defaults otherwise (``switch_method``).
     ``backbone_dtype`` stores and runs the frozen backbones in that dtype (tap-reading methods only).
@@ -151,10 +156,12 @@ def bench_config(task: str = "ave", backbone: str = "tiny", method: str = "molt"
 
     get_method(method)
     spec = _bench_spec(task)
-    if backbone not in _BACKBONE_NAMES:
-        raise ValueError(f"unknown backbone preset {backbone!r}: expected one of {', '.join(_BACKBONE_NAMES)}")
+    backbone_sides(backbone)
     overrides = {"backbone": backbone, **({"setting": setting} if setting else {})}
-    config = switch_method(load_config(spec.default_preset(backbone), overrides=overrides), method)
+    overrides.update({key: value for key, value in (("visual_weights", visual_weights),
+                                                    ("audio_weights", audio_weights)) if value is not None})
+    preset = spec.default_preset(backbone if isinstance(backbone, str) else "paper")
+    config = switch_method(load_config(preset, overrides=overrides), method)
     return dataclasses.replace(config, backbone_dtype=backbone_dtype)
 
 
@@ -195,9 +202,11 @@ def classifier_parameters(visual: Any) -> int:
     return int(model.num_features) * classes + classes if classes else 0
 
 
-def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str = "molt", *, batch_clips: int = 1,
-                          device: str | None = None, seed: int = 0, backbone_dtype: str = "float32",
-                          setting: str | None = None, steps: int = 5, warmup: int = 2) -> dict[str, Any]:
+def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", method: str = "molt", *,
+                          batch_clips: int = 1, device: str | None = None, seed: int = 0,
+                          backbone_dtype: str = "float32", setting: str | None = None, steps: int = 5,
+                          warmup: int = 2, visual_weights: str | None = None,
+                          audio_weights: str | None = None) -> dict[str, Any]:
     """Build the model and run ``warmup`` + ``steps`` training steps in *this* process; return the measurements.
 
     Prefer :func:`run_efficiency`, which runs each method in a fresh process (:func:`run_worker`).
@@ -209,7 +218,7 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
         raise ValueError(f"batch_clips and steps must be at least 1 and warmup at least 0, got {batch_clips}, "
                          f"{steps} and {warmup}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    config = bench_config(task, backbone, method, backbone_dtype, setting)
+    config = bench_config(task, backbone, method, backbone_dtype, setting, visual_weights, audio_weights)
     torch.manual_seed(seed)
     start = time.perf_counter()
     model = build_model(config, _bench_task_options(task, setting)).to(device)
@@ -248,9 +257,10 @@ def measure_training_step(task: str = "ave", backbone: str = "tiny", method: str
         elapsed, loss = step()
         times.append(elapsed)
     peak = peak_memory_bytes(device)
-    visual_name, audio_name = _BACKBONE_NAMES[backbone]
+    visual_name, audio_name = _BACKBONE_NAMES.get(config.backbone_label, tuple(map(str, backbone_sides(backbone))))
     return {
-        "method": method, "task": task, "setting": setting, "backbone": backbone, "visual_encoder": visual_name,
+        "method": method, "task": task, "setting": setting, "backbone": config.backbone_label,
+        "visual_encoder": visual_name,
         "audio_encoder": audio_name, "device": device, "batch_clips": batch_clips,
         "segments": _bench_spec(task).bench.segments,
         "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
@@ -384,15 +394,18 @@ def write_efficiency(table: EfficiencyTable, out_dir: str | os.PathLike) -> dict
     return paths
 
 
-def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[str] = BENCH_METHODS,
-                   batch_clips: int = 1, out_dir: str | os.PathLike | None = None, *, device: str | None = None,
+def run_efficiency(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny",
+                   methods: Sequence[str] = BENCH_METHODS, batch_clips: int = 1,
+                   out_dir: str | os.PathLike | None = None, *, device: str | None = None,
                    timeout: float | None = None, backbone_dtype: str = "float32", setting: str | None = None,
-                   steps: int = 5, warmup: int = 2) -> EfficiencyTable:
+                   steps: int = 5, warmup: int = 2, visual_weights: str | None = None,
+                   audio_weights: str | None = None) -> EfficiencyTable:
     """Run the training steps of each method, each in a fresh ``python -m molt bench worker`` process.
 
     Args:
         task: a task with ``bench`` hooks in its spec (:func:`bench_task_names`).
-        backbone: backbone preset (``"paper"``, ``"shared"``, ``"tiny"``, ``"tiny-shared"``).
+        backbone: a named pair (``"paper"``, ``"shared"``, ``"tiny"``, ``"tiny-shared"``) or a mapping
+            ``{visual: NAME, audio: NAME}``; ``visual_weights`` / ``audio_weights`` as in :func:`bench_config`.
         methods: registered method names (:data:`BENCH_METHODS` by default), in the table's order.
         batch_clips: clips per batch.
         out_dir: if given, :func:`write_efficiency` writes the JSON, Markdown and PNG files there.
@@ -410,19 +423,26 @@ def run_efficiency(task: str = "ave", backbone: str = "tiny", methods: Sequence[
     methods = [methods] if isinstance(methods, str) else list(methods)
     for method in methods:
         bench_config(task, backbone, method, backbone_dtype, setting)  # validates every name before the slow part
-    table = EfficiencyTable(task=task, backbone=backbone, setting=setting)
+    table = EfficiencyTable(task=task, backbone=backbone_label(backbone), setting=setting)
+    if isinstance(backbone, str):
+        naming = ["--backbone", backbone]
+    else:
+        naming = [argument for side, name in zip(("visual", "audio"), backbone_sides(backbone))
+                  for argument in (f"--{side}-backbone", str(name))]
+    naming += [argument for flag, value in (("--visual-weights", visual_weights), ("--audio-weights", audio_weights))
+               if value is not None for argument in (flag, os.fspath(value))]
     for method in methods:
         with tempfile.TemporaryDirectory() as scratch:
             result = Path(scratch) / "result.json"
             # --debug: an error ends the worker with its traceback, whose last line _worker_failure reports
-            command = [sys.executable, "-m", "molt", "--quiet", "--debug", "bench", "worker", task, "--backbone",
-                       backbone, "--method", method, "--batch-clips", str(batch_clips), "--result", str(result),
+            command = [sys.executable, "-m", "molt", "--quiet", "--debug", "bench", "worker", task, *naming,
+                       "--method", method, "--batch-clips", str(batch_clips), "--result", str(result),
                        "--backbone-dtype", backbone_dtype, "--steps", str(steps), "--warmup", str(warmup)]
             if device:
                 command += ["--device", device]
             if setting:
                 command += ["--setting", setting]
-            _logger.info("efficiency: %s on %s (%s)", method, backbone, " ".join(command))
+            _logger.info("efficiency: %s on %s (%s)", method, table.backbone, " ".join(command))
             try:
                 completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -450,7 +470,8 @@ def _worker_failure(completed: subprocess.CompletedProcess) -> str:
     return f"exit {completed.returncode}: {last[:160]}"
 
 
-def run_worker(result: str | os.PathLike, task: str, backbone: str, method: str, **options: Any) -> dict[str, Any]:
+def run_worker(result: str | os.PathLike, task: str, backbone: str | Mapping[str, Any], method: str,
+               **options: Any) -> dict[str, Any]:
     """One method's row of :func:`run_efficiency`, measured in *this* process and written to ``result`` as JSON.
 
     ``options`` are :func:`measure_training_step`'s. This is what ``molt bench worker`` runs in the fresh process

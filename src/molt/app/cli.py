@@ -336,14 +336,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_efficiency, run_worker
 
     task = _task_of(args, f"bench {args.what}", default="ave")
+    from ..backbones.registry import with_backbone_sides
+
     options = dict(batch_clips=args.batch_clips, device=args.device, backbone_dtype=args.backbone_dtype,
-                   setting=args.setting, steps=args.steps, warmup=args.warmup)
+                   setting=args.setting, steps=args.steps, warmup=args.warmup, visual_weights=args.visual_weights,
+                   audio_weights=args.audio_weights)
+    backbone = with_backbone_sides(args.backbone, visual=args.visual_backbone, audio=args.audio_backbone)
     if args.what == "worker":  # not in the help: the process run_efficiency starts for each method
         if not (args.method and args.result):
             raise ValueError("molt bench worker needs --method and --result (it is started by molt bench efficiency)")
-        run_worker(args.result, task, args.backbone, args.method, **options)
+        run_worker(args.result, task, backbone, args.method, **options)
         return 0
-    table = run_efficiency(task, args.backbone, [m for m in args.methods.split(",") if m], out_dir=args.out,
+    table = run_efficiency(task, backbone, [m for m in args.methods.split(",") if m], out_dir=args.out,
                            **options)
     print(table.markdown())
     return 0
@@ -551,10 +555,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
                  "molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish",
                  "molt bench efficiency avs --setting ms3 --backbone paper --methods molt,dgsct,avmoe",
-                 "molt bench efficiency ave --backbone paper --out benchmarks/results/efficiency_ave_paper")
+                 "molt bench efficiency ave --backbone paper --out benchmarks/results/efficiency_ave_paper",
+                 "molt bench efficiency ave --visual-backbone timm:vit_large_patch14_dinov2.lvd142m --visual-weights "
+                 "random --audio-backbone htsat")
     bench.add_argument("what", choices=["efficiency", "worker"], metavar="{efficiency}", help="what to benchmark")
     _add_task(bench, tasks, legacy_flag=True)
-    bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="backbone preset")
+    bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="a named backbone pair")
+    _add_backbone_names(bench)
     bench.add_argument("--methods", default="molt,mettle,lavish,dgsct,avmoe",
                        help=f"comma-separated methods ({', '.join(method_names())})")
     bench.add_argument("--batch-clips", type=int, default=1,

@@ -11,16 +11,22 @@ A selection resolves to a sorted list of block indices, with timm's ``indices`` 
 * ``"all"``: every block.
 * names joined with ``+`` (``"early+late"``): the union of those stages (paper Tab. 4's combinations).
 * a string of comma-separated ints (``"-2,-1"`` or ``"20,21"``), as written on a command line.
+
+``"auto"`` in a config asks ``molt train`` to measure the backbone's layer similarity on a few training clips
+(paper Fig. 4) and take the late blocks it suggests; it is resolved there, before the model is built, and is not
+a selection this module resolves.
 """
 from __future__ import annotations
 
 from typing import Sequence, Union
 
-__all__ = ["BlockSelection", "resolve_blocks", "EARLY_BLOCKS", "LATE_BLOCKS", "NAMED_SELECTIONS"]
+__all__ = ["BlockSelection", "resolve_blocks", "EARLY_BLOCKS", "LATE_BLOCKS", "NAMED_SELECTIONS", "AUTO_BLOCKS"]
 
 EARLY_BLOCKS = 4
 LATE_BLOCKS = 2
 NAMED_SELECTIONS = ("early", "mid", "late", "all")
+
+AUTO_BLOCKS = "auto"
 
 BlockSelection = Union[int, str, Sequence[int]]
 
@@ -46,6 +52,9 @@ def resolve_blocks(selection: BlockSelection, num_blocks: int) -> list[int]:
         return list(range(num_blocks - selection, num_blocks))
     if isinstance(selection, str):
         name = selection.strip().lower()
+        if name == AUTO_BLOCKS:
+            raise ValueError("block selection 'auto' is chosen from data by molt train (or read off molt analyze "
+                             "layers); building a model directly needs explicit blocks, e.g. late or -2,-1")
         if name in NAMED_SELECTIONS:
             return _named(name, num_blocks)
         if "+" in name:
