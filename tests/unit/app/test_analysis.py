@@ -202,3 +202,15 @@ def test_token_diagnostics_rejects_non_molt_outputs():
     assert token_diagnostics(extras)["audio"]["weights_entropy"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="segment 5"):
         token_diagnostics(extras, segment=5)
+
+
+def test_data_driven_late_stage():
+    """late=None (blocks_visual: auto) reads the late stage off the tail of the curve, within its bounds."""
+    from molt.app.analysis.layers import suggest_split
+
+    body = [0.5, 0.7, 0.9, 0.95, 0.95, 0.96, 0.95, 0.94, 0.95, 0.96, 0.95, 0.95, 0.94, 0.95, 0.96, 0.95]
+    assert suggest_split(body[:-3] + [0.85, 0.7, 0.6], late=None).late == [13, 14, 15]
+    assert suggest_split(body[:-1] + [0.6], late=None).late == [15]
+    assert suggest_split(body, late=None).late == [14, 15]                          # flat tail: the paper's 2
+    assert suggest_split(body[:8] + [0.5] * 8, late=None).late == [12, 13, 14, 15]   # at most a quarter
+    assert "fall more than 0.05 below the plateau" in suggest_split(body[:-1] + [0.6], late=None).reason

@@ -280,7 +280,7 @@ class LayerSplit:
 
 
 def suggest_split(similarities: LayerSimilarity | Sequence[float], *, early: int | None = None,
-                  late: int = LATE_BLOCKS, tolerance: float = 0.25, min_gap: float = 0.05) -> LayerSplit:
+                  late: int | None = LATE_BLOCKS, tolerance: float = 0.25, min_gap: float = 0.05) -> LayerSplit:
     """Suggest the early / mid / late blocks from a layer-similarity curve (paper Sec. 4.3.1).
 
     ``late`` is a count (default 2, the paper's choice: late blocks encode high-level semantics, which a similarity
@@ -297,10 +297,16 @@ def suggest_split(similarities: LayerSimilarity | Sequence[float], *, early: int
     An integer ``early`` uses that many blocks (the paper: 4). Early is clamped so that at least one mid block
     remains when the backbone has more than ``late + 1`` blocks.
 
+    ``late=None`` (what ``blocks_visual: auto`` uses) reads the late stage off the curve's tail instead: the last
+    blocks whose similarity falls more than ``min_gap`` below the median of the middle half of the blocks (the
+    blocks at the end that change the representation again, towards the pretraining objective), at least one and
+    at most a quarter of the blocks (two for backbones under eight blocks); a tail that stays on the plateau gets
+    the paper's 2.
+
     Args:
         similarities: a :class:`LayerSimilarity` or the per-block values.
         early: number of early blocks, or ``None`` for the data-driven choice.
-        late: number of late blocks.
+        late: number of late blocks, or ``None`` for the data-driven choice.
         tolerance: share of the dip-to-plateau gap within which the curve counts as flat.
         min_gap: smallest dip below the plateau that counts as an early stage.
     """
@@ -308,9 +314,9 @@ def suggest_split(similarities: LayerSimilarity | Sequence[float], *, early: int
     num_blocks = len(values)
     if num_blocks == 0:
         raise ValueError("suggest_split needs at least one similarity value")
-    if late < 0 or (early is not None and early < 0):
+    if (late is not None and late < 0) or (early is not None and early < 0):
         raise ValueError(f"early and late must be non-negative, got early={early}, late={late}")
-    late = min(late, num_blocks)
+    late, late_reason = _late_count(values) if late is None else (min(late, num_blocks), "")
     body = values[:num_blocks - late]
     max_early = max(len(body) - 1, 0)
     if early is not None:
@@ -337,7 +343,22 @@ def suggest_split(similarities: LayerSimilarity | Sequence[float], *, early: int
                       f"{tolerance:.0%} of the plateau {plateau:.3f} (>= {threshold:.3f}) at block {count}; "
                       f"last {late} block(s) late")
     return LayerSplit(early=list(range(count)), mid=list(range(count, num_blocks - late)),
-                      late=list(range(num_blocks - late, num_blocks)), reason=reason)
+                      late=list(range(num_blocks - late, num_blocks)), reason=reason + late_reason)
+
+
+def _late_count(values: Sequence[float], min_gap: float = 0.05) -> tuple[int, str]:
+    """The data-driven late count of :func:`suggest_split` and the reason for it."""
+    num_blocks = len(values)
+    most = max(LATE_BLOCKS, num_blocks // 4) if num_blocks >= 8 else min(LATE_BLOCKS, num_blocks)
+    middle = values[num_blocks // 4:max(num_blocks - num_blocks // 4, num_blocks // 4 + 1)]
+    plateau = statistics.median(middle)
+    tail = 0
+    while tail < min(most, num_blocks) and values[num_blocks - 1 - tail] < plateau - min_gap:
+        tail += 1
+    if tail == 0:
+        return min(LATE_BLOCKS, num_blocks), (f"; late: the tail stays on the plateau {plateau:.3f}, paper default "
+                                              f"{min(LATE_BLOCKS, num_blocks)}")
+    return tail, f"; late: the last {tail} block(s) fall more than {min_gap} below the plateau {plateau:.3f}"
 
 
 def write_layer_csv(results: Sequence[LayerSimilarity], path: str | os.PathLike,
