@@ -267,3 +267,16 @@ def test_model_without_feature_info_is_refused(monkeypatch):
     monkeypatch.setattr(timm, "create_model", lambda *args, **kwargs: model)
     with pytest.raises(ValueError, match="no per-block intermediate outputs; use a transformer such as"):
         TimmBackbone("resnet18")
+
+
+def test_layer_analysis_reads_the_blocks_of_any_timm_backbone(backbones, swin_pair):
+    from molt.app.analysis.layers import block_modules, layer_similarity
+
+    eva, swin = backbones["eva02"], swin_pair[1]
+    assert block_modules(eva) == eva.block_modules() == list(eva.model.blocks)
+    assert block_modules(swin) == [block for stage in swin.model.layers for block in stage.blocks]
+    frames = torch.randint(0, 256, (3, 3, 30, 30), dtype=torch.uint8)
+    result = layer_similarity(eva, frames, batch_size=2)  # hooks on the blocks see the prefix token too
+    assert result.num_blocks == 3 and result.tokens == [5, 5, 5] and result.dims == [32] * 3
+    assert all(-1.0 <= value <= 1.0 for value in result.similarity)
+    assert layer_similarity(swin, frames).stages == [0, 0, 1, 1, 2, 2, 3, 3]
