@@ -249,6 +249,12 @@ class TimmBackbone(TapBackbone):
                 raise ValueError(f"timm model {self.timm_name!r} has no pretrained weights in timm's registry; "
                                  f"pass --visual-weights FILE_OR_FOLDER or use random weights") from cause
             raise
+        except OSError as error:
+            if not self.timm_name.startswith(_HUB_PREFIXES):
+                raise
+            raise FileNotFoundError(f"timm model {self.timm_name!r} could not be read from the Hugging Face hub or "
+                                    f"its local cache ({type(error).__name__}); pass a timm name with "
+                                    f"--visual-weights FILE_OR_FOLDER, or run once online") from error
         except RuntimeError as error:
             if "Invalid pretrained tag" in str(error):
                 arch = self.timm_name.split(".", 1)[0]

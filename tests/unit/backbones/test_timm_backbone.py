@@ -171,6 +171,9 @@ def test_meta_build_reads_no_weights(tmp_path):
     with torch.device("meta"):
         meta = _build("vit", weights=path)
     assert meta.is_meta and meta.weights_path == str(path)
+    with torch.device("meta"):  # hub weights asked for: nothing is fetched, the tag is reported
+        hub = TimmBackbone("vit_small_patch16_224.augreg_in21k", pretrained=True, **MODELS["vit"][1])
+    assert hub.is_meta and hub.tag == "augreg_in21k" and hub.weights_hash() is None
 
 
 def test_preprocess_resizes_and_normalises(backbones):
