@@ -15,8 +15,8 @@ the samples; the standard deviation over samples is reported next to it. The inp
 is the token grid *after* the stage's patch merging, i.e. exactly what the block's attention and MLP receive
 (timm Swin-V2 merges at the start of a stage, HTS-AT at the end of the previous one: both are handled because the
 values are read with forward hooks on the block modules themselves, see :func:`block_modules`). Any timm model
-that exposes its blocks (``model.blocks``, ``model.layers[i].blocks``, ``model.stages[i].blocks``) works
-(:class:`~molt.backbones.timm_image.TimmImageEncoder`).
+that exposes its blocks (``model.blocks``, ``model.layers[i].blocks``, ``model.stages[i].blocks``) works, and so
+does any :class:`~molt.backbones.timm_image.TimmBackbone` (its blocks come from the model's ``feature_info``).
 
 Entry point: :func:`analyze_layers` (``molt analyze layers``); the building blocks (:func:`block_modules`,
 :func:`layer_similarity`, :func:`suggest_split`, :func:`write_layer_csv`, :func:`plot_layer_similarity`,
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
-from ...backbones.timm_image import TimmImageEncoder
+from ...backbones.timm_image import TimmBackbone
 
 __all__ = ["LayerAnalysis", "LayerSimilarity", "LayerSplit", "analyze_layers", "block_modules", "layer_similarity",
            "plot_layer_similarity", "sample_clips", "save_figure", "suggest_split",
@@ -66,17 +66,21 @@ def _as_module_list(value: Any) -> list[nn.Module] | None:
 def block_modules(model: nn.Module) -> list[nn.Module]:
     """The transformer block modules of ``model``, in execution order (each maps ``(N, D)`` tokens to ``(N, D)``).
 
-    Supported: the project's backbones (:class:`~molt.backbones.SwinV2Backbone` -> its timm model,
-    :class:`~molt.backbones.HTSATBackbone`, :class:`~molt.backbones.SpectrogramSwin` -> the shared Swin),
-    :class:`~molt.backbones.timm_image.TimmImageEncoder`, and any module laid out like timm models: ``model.blocks`` (ViT, DeiT, BEiT, EVA,
-    ...), or ``model.layers[i].blocks`` / ``model.stages[i].blocks`` (Swin V1/V2, HTS-AT, and other staged models)
-    flattened across stages.
+    Supported: a backbone that lists its own blocks (``block_modules()``:
+    :class:`~molt.backbones.timm_image.TimmBackbone`, from the timm model's ``feature_info``), the project's
+    backbones (:class:`~molt.backbones.SwinV2Backbone` -> its timm model, :class:`~molt.backbones.HTSATBackbone`,
+    :class:`~molt.backbones.SpectrogramSwin` -> the shared Swin), and any module laid out like timm models:
+    ``model.blocks`` (ViT, DeiT, BEiT, EVA, ...), or ``model.layers[i].blocks`` / ``model.stages[i].blocks`` (Swin
+    V1/V2, HTS-AT, and other staged models) flattened across stages.
 
     Raises:
         ValueError: no such layout was found, or a tap backbone's block count disagrees with ``num_blocks``.
     """
+    listed = getattr(model, "block_modules", None)
+    if callable(listed):
+        return list(listed())
     inner = model
-    while True:  # unwrap the project's wrappers: SpectrogramSwin.swin, SwinV2Backbone.model, TimmImageEncoder.model
+    while True:  # unwrap the project's wrappers: SpectrogramSwin.swin, SwinV2Backbone.model
         swin = getattr(inner, "swin", None)
         timm_model = getattr(inner, "model", None)
         if isinstance(swin, nn.Module) and hasattr(swin, "run_block"):
@@ -152,10 +156,8 @@ def _first_tensor(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> torch.Ten
 
 def _run(model: nn.Module, inputs: torch.Tensor) -> None:
     """Run ``model`` over ``inputs`` so that every block module executes once (outputs discarded)."""
-    if hasattr(model, "embed") and hasattr(model, "run_block") and isinstance(getattr(model, "num_blocks", None), int):
-        tokens = model.embed(inputs)
-        for index in range(model.num_blocks):
-            tokens = model.run_block(index, tokens)
+    if hasattr(model, "forward_taps") and isinstance(getattr(model, "num_blocks", None), int):
+        model.forward_taps(inputs, list(range(model.num_blocks)))  # a tap backbone: runs all its blocks once
     elif hasattr(model, "forward_features"):
         model.forward_features(inputs)
     else:
@@ -174,9 +176,9 @@ def layer_similarity(backbone: nn.Module, inputs: torch.Tensor, *, batch_size: i
     samples (the mean and the standard deviation over samples are returned).
 
     Args:
-        backbone: a :class:`~molt.backbones.TapBackbone` (run with ``embed`` / ``run_block``), a
-            :class:`~molt.backbones.timm_image.TimmImageEncoder` or a timm model (``forward_features``), or any module whose call runs its
-            blocks. Its ``preprocess`` method, when it has one, is applied to each batch first.
+        backbone: a :class:`~molt.backbones.TapBackbone` (run with ``forward_taps`` over all its blocks, e.g. a
+            :class:`~molt.backbones.timm_image.TimmBackbone`), a timm model (``forward_features``), or any module
+            whose call runs its blocks. Its ``preprocess`` method, when it has one, is applied to each batch first.
         inputs: the backbone's raw inputs, ``(S, ...)`` (frames ``(S, 3, H, W)``, waveforms ``(S, R)``, ...).
         batch_size: samples per forward pass.
         blocks: the block modules to hook (default: :func:`block_modules` of ``backbone``).
@@ -496,7 +498,7 @@ def _build_layer_backbones(backbone_preset: str, visual: str | None, audio: str 
     if visual is None:
         backbones["visual"] = preset_visual
     elif not visual_skip:
-        backbones["visual"] = TimmImageEncoder(visual, pretrained=pretrained, weights=visual_weights)
+        backbones["visual"] = TimmBackbone(visual, pretrained=pretrained, weights=visual_weights)
     if audio is None:
         backbones["audio"] = preset_audio
     elif not audio_skip:
@@ -521,12 +523,14 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
         data_dir: a dataset root of ``task``'s layout (prepared on first use) or a prepared directory.
         out_dir: where ``layer_similarity.csv``, ``layer_similarity.png`` and ``layer_similarity.json`` go.
         backbone_preset: ``tiny``, ``tiny-shared``, ``paper`` or ``shared`` (see :data:`molt.backbones.BACKBONE_PAIRS`).
-        visual: a timm model name replacing the preset's visual backbone (any timm model exposing its blocks), or
-            ``"none"`` to skip the visual branch.
+        visual: a timm model name (``timm:`` prefix optional) replacing the preset's visual backbone, built as a
+            :class:`~molt.backbones.timm_image.TimmBackbone` (any timm model with ``feature_info``), or ``"none"``
+            to skip the visual branch.
         audio: an HTS-AT preset (``htsat_audioset``, ``htsat_tiny``) replacing the preset's audio backbone, or
             ``"none"`` to skip the audio branch.
-        visual_weights, audio_weights: local weight files (random weights without them, unless ``pretrained``).
-        pretrained: load the visual timm hub weights (online).
+        visual_weights, audio_weights: local weight files (random weights without them, unless ``pretrained``);
+            with ``visual`` the visual one may also be a Hugging Face snapshot folder.
+        pretrained: load the visual timm hub weights (through the local Hugging Face cache; online on first use).
         clips: number of distinct videos sampled evenly from the set.
         segments_per_clip: 1-s segments per clip (evenly spaced); ``None`` for all of them.
         split: ``train``, ``val``, ``test`` or ``None`` (all rows).
