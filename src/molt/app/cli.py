@@ -362,7 +362,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         task = _task_of(args, "analyze layers", default="ave")
         out = args.out or Path(args.data) / "analysis"
         result = analyze_layers(
-            args.data, out_dir=out, backbone_preset=args.backbone, visual=args.visual, audio=args.audio,
+            args.data, out_dir=out, backbone=args.backbone, visual=args.visual_backbone, audio=args.audio_backbone,
             visual_weights=args.visual_weights, audio_weights=args.audio_weights, clips=args.clips,
             split=args.split, early=args.early, late=args.late, task=task, setting=args.setting,
             trust_checkpoint=args.trust_checkpoint)
@@ -587,11 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting(analyze)
     analyze.add_argument("--out", help="output directory (default: DATA/analysis, or CHECKPOINT/tokens)")
     analyze.add_argument("--checkpoint", help="trained model (tokens)")
-    analyze.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="backbone preset (layers)")
-    analyze.add_argument("--visual", help="any timm model name instead of the preset's visual backbone, or 'none'")
-    analyze.add_argument("--audio", help="an HTS-AT preset instead of the preset's audio backbone, or 'none'")
-    analyze.add_argument("--visual-weights", help="local weights of the visual backbone (layers)")
-    analyze.add_argument("--audio-weights", help="local weights of the audio backbone (layers)")
+    analyze.add_argument("--backbone", default="tiny", choices=list(_BACKBONES),
+                         help="a named backbone pair (layers; --visual-backbone / --audio-backbone NAME or none "
+                              "replace or skip one side)")
+    _add_backbone_names(analyze)
     analyze.add_argument("--clips", type=int, default=16, help="clips to sample")
     analyze.add_argument("--split", help="split to sample (default: all for layers, test for tokens)")
     analyze.add_argument("--early", type=int, help="fix the number of early blocks instead of reading the curve")

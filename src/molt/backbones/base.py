@@ -136,6 +136,11 @@ class TapBackbone(nn.Module):
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def add_to_sequence(self, tokens: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """``tokens`` (native layout) plus ``update`` ``(B, N, D)`` on the tokens :meth:`to_sequence` reads (an
+        in-block adapter's residual update); tokens it does not read (a ViT's class token) are left as they are."""
+        return tokens + update.reshape(tokens.shape)
+
     def _no_sublayers(self) -> NotImplementedError:
         return NotImplementedError(f"{type(self).__name__} does not expose its blocks' sub-layers, which in-block "
                                    f"methods (lavish, dgsct, avmoe) need; use a tap-reading method (molt, mettle)")

@@ -503,6 +503,13 @@ class TimmBackbone(TapBackbone):
             return tokens.flatten(1, 2)
         return tokens[:, self.num_prefix_tokens:]
 
+    def add_to_sequence(self, tokens: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """Native tokens plus a ``(B, N, D)`` update on the patch tokens (prefix tokens unchanged)."""
+        if self._kind == "swinv2" or not self.num_prefix_tokens:
+            return tokens + update.reshape(tokens.shape)
+        prefix = self.num_prefix_tokens
+        return torch.cat([tokens[:, :prefix], tokens[:, prefix:] + update], dim=1)
+
     def enter_block(self, index: int, tokens: torch.Tensor) -> torch.Tensor:
         self._require_sublayers()
         if self._kind == "swinv2":

@@ -191,9 +191,6 @@ def walk_blocks(backbones: Mapping[str, nn.Module], inputs: Mapping[str, torch.T
         while done[name] < until:
             finish(name, done[name], backbones[name].run_block(done[name], states[name]))
 
-    def add(tokens: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
-        return tokens + update.reshape(tokens.shape)          # adapters work on (B, N, D), blocks on their layout
-
     visual, audio = backbones["visual"], backbones["audio"]
     for index, position in enumerate(positions):
         visual_block, audio_block = position.visual_block, position.audio_block
@@ -204,17 +201,19 @@ def walk_blocks(backbones: Mapping[str, nn.Module], inputs: Mapping[str, torch.T
         x_audio = audio.enter_block(audio_block, states["audio"])
         seq_visual, seq_audio = visual.to_sequence(x_visual), audio.to_sequence(x_audio)
         update_visual, update_audio = first_visual(seq_visual, seq_audio), first_audio(seq_audio, seq_visual)
-        x_visual = add(visual.attention_sublayer(visual_block, x_visual), update_visual)
+        # adapters work on (B, N, D), blocks on their own layout
+        x_visual = visual.add_to_sequence(visual.attention_sublayer(visual_block, x_visual), update_visual)
         x_audio = audio.attention_sublayer(audio_block, x_audio)
         if audio_after_block:
             x_audio = audio.mlp_sublayer(audio_block, x_audio)
-        x_audio = add(x_audio, update_audio)
+        x_audio = audio.add_to_sequence(x_audio, update_audio)
         seq_visual, seq_audio = visual.to_sequence(x_visual), audio.to_sequence(x_audio)
         update_visual, update_audio = second_visual(seq_visual, seq_audio), second_audio(seq_audio, seq_visual)
-        finish("visual", visual_block, add(visual.mlp_sublayer(visual_block, x_visual), update_visual))
+        finish("visual", visual_block,
+               visual.add_to_sequence(visual.mlp_sublayer(visual_block, x_visual), update_visual))
         if not audio_after_block:
             x_audio = audio.mlp_sublayer(audio_block, x_audio)
-        finish("audio", audio_block, add(x_audio, update_audio))
+        finish("audio", audio_block, audio.add_to_sequence(x_audio, update_audio))
     for name in names:
         catch_up(name, backbones[name].num_blocks)
     final = {name: backbones[name].to_sequence(states[name]) for name in names}

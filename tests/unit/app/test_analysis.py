@@ -148,7 +148,7 @@ def test_suggest_split_follows_the_curve():
 
 
 def test_analyze_layers_writes_csv_png_and_split(prepared, tmp_path):
-    analysis = analyze_layers(prepared, out_dir=tmp_path, backbone_preset="tiny", clips=3, segments_per_clip=2)
+    analysis = analyze_layers(prepared, out_dir=tmp_path, backbone="tiny", clips=3, segments_per_clip=2)
     with open(tmp_path / "layer_similarity.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 16 and {row["position"] for row in rows} == {"early", "mid", "late"}
@@ -160,10 +160,13 @@ def test_analyze_layers_writes_csv_png_and_split(prepared, tmp_path):
     assert set(analysis.results) == {"visual", "audio"} and "late blocks 6,7" in analysis.summary()
 
     other = analyze_layers(prepared, out_dir=tmp_path / "vit", visual="vit_tiny_patch16_224", audio="none",
-                           clips=1, segments_per_clip=2)
+                           visual_weights="random", clips=1, segments_per_clip=2)
     assert list(other.results) == ["visual"] and other.results["visual"].num_blocks == 12
-    with pytest.raises(ValueError, match="unknown backbone preset"):
-        analyze_layers(prepared, out_dir=tmp_path, backbone_preset="huge")
+    shared_audio = analyze_layers(prepared, out_dir=tmp_path / "shared", backbone="tiny-shared", visual="none",
+                                  clips=1, segments_per_clip=2)
+    assert list(shared_audio.results) == ["audio"] and shared_audio.results["audio"].num_blocks == 8
+    with pytest.raises(ValueError, match="unknown backbone 'huge'"):
+        analyze_layers(prepared, out_dir=tmp_path, backbone="huge")
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
-from ...backbones.timm_image import TimmBackbone
 
 __all__ = ["LayerAnalysis", "LayerSimilarity", "LayerSplit", "analyze_layers", "block_modules", "layer_similarity",
            "plot_layer_similarity", "sample_clips", "save_figure", "suggest_split",
@@ -474,42 +473,51 @@ def sample_clips(dataset: Any, clips: int) -> list[int]:
     return [rows[int(i)] for i in np.linspace(0, len(rows) - 1, clips).round().astype(int)]
 
 
-def _build_layer_backbones(backbone_preset: str, visual: str | None, audio: str | None, *,
-                           visual_weights: str | os.PathLike | None, audio_weights: str | os.PathLike | None,
-                           pretrained: bool, trust_checkpoint: bool = False) -> dict[str, nn.Module]:
-    from ...backbones import BACKBONE_PAIRS, build_backbones, build_htsat
+def _side_name(text: str, side: str) -> str:
+    """A ``--visual-backbone`` / ``--audio-backbone`` name; a bare timm name (visual) or HTS-AT preset (audio), as
+    earlier releases took, gets its kind."""
+    from ...backbones.registry import BACKBONE_KINDS
 
-    if backbone_preset not in BACKBONE_PAIRS:
-        raise ValueError(f"unknown backbone preset {backbone_preset!r}: expected one of {', '.join(BACKBONE_PAIRS)}")
+    if text.partition(":")[0].lower() in BACKBONE_KINDS:
+        return text
+    return f"timm:{text}" if side == "visual" else f"htsat:{text}"
+
+
+def _build_layer_backbones(backbone: str | Mapping[str, Any], visual: str | None, audio: str | None, *,
+                           visual_weights: str | os.PathLike | None, audio_weights: str | os.PathLike | None,
+                           trust_checkpoint: bool = False) -> dict[str, nn.Module]:
+    """The backbones to measure: ``backbone`` (a pair name or mapping) with ``visual`` / ``audio`` replacing a
+    side (``"none"`` skips it), seeded as training seeds them."""
+    from ...backbones.registry import backbone_options, backbone_sides, build_backbone, with_backbone_sides
+
     skip = {"none", ""}
     visual_skip = visual is not None and visual.lower() in skip
     audio_skip = audio is not None and audio.lower() in skip
     if visual_skip and audio_skip:
         raise ValueError("both backbones are disabled (visual='none', audio='none'): nothing to analyse")
-    needs_preset = (visual is None) or (audio is None)
-    preset_visual = preset_audio = None
-    if needs_preset:
-        shared = BACKBONE_PAIRS[backbone_preset][1] == "shared"
-        preset_visual, preset_audio = build_backbones(
-            backbone_preset, visual_weights=visual_weights if visual is None else None,
-            audio_weights=None if shared or audio is not None else audio_weights, trust_checkpoint=trust_checkpoint,
-            pretrained=pretrained and visual is None)
+    pair = with_backbone_sides(backbone, visual=None if visual is None or visual_skip else _side_name(visual, "visual"),
+                               audio=None if audio is None or audio_skip else _side_name(audio, "audio"))
+    visual_name, audio_name = backbone_sides(pair)
     backbones: dict[str, nn.Module] = {}
-    if visual is None:
-        backbones["visual"] = preset_visual
-    elif not visual_skip:
-        backbones["visual"] = TimmBackbone(visual, pretrained=pretrained, weights=visual_weights)
-    if audio is None:
-        backbones["audio"] = preset_audio
-    elif not audio_skip:
-        backbones["audio"] = build_htsat(audio, weights=audio_weights, trust_checkpoint=trust_checkpoint)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        built = None
+        if not visual_skip or (not audio_skip and audio_name.kind == "shared"):
+            built = build_backbone(visual_name, "visual", weights=visual_weights,
+                                   options=backbone_options(pair, "visual"))
+        if not visual_skip:
+            backbones["visual"] = built
+        if not audio_skip:
+            backbones["audio"] = build_backbone(audio_name, "audio", weights=audio_weights, visual=built,
+                                                options=backbone_options(pair, "audio"),
+                                                trust_checkpoint=trust_checkpoint)
     return backbones
 
 
-def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, backbone_preset: str = "tiny",
-                   visual: str | None = None, audio: str | None = None,
+def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike,
+                   backbone: str | Mapping[str, Any] = "tiny", visual: str | None = None, audio: str | None = None,
                    visual_weights: str | os.PathLike | None = None, audio_weights: str | os.PathLike | None = None,
-                   pretrained: bool = False, clips: int = 16, segments_per_clip: int | None = None,
+                   clips: int = 16, segments_per_clip: int | None = None,
                    split: str | None = None, batch_size: int = 16, early: int | None = None,
                    late: int = LATE_BLOCKS, task: str = "ave", setting: str | None = None,
                    trust_checkpoint: bool = False) -> LayerAnalysis:
@@ -522,15 +530,12 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
     Args:
         data_dir: a dataset root of ``task``'s layout (prepared on first use) or a prepared directory.
         out_dir: where ``layer_similarity.csv``, ``layer_similarity.png`` and ``layer_similarity.json`` go.
-        backbone_preset: ``tiny``, ``tiny-shared``, ``paper`` or ``shared`` (see :data:`molt.backbones.BACKBONE_PAIRS`).
-        visual: a timm model name (``timm:`` prefix optional) replacing the preset's visual backbone, built as a
-            :class:`~molt.backbones.timm_image.TimmBackbone` (any timm model with ``feature_info``), or ``"none"``
-            to skip the visual branch.
-        audio: an HTS-AT preset (``htsat_audioset``, ``htsat_tiny``) replacing the preset's audio backbone, or
-            ``"none"`` to skip the audio branch.
-        visual_weights, audio_weights: local weight files (random weights without them, unless ``pretrained``);
-            with ``visual`` the visual one may also be a Hugging Face snapshot folder.
-        pretrained: load the visual timm hub weights (through the local Hugging Face cache; online on first use).
+        backbone: a named pair (``tiny``, ``tiny-shared``, ``paper``, ``shared``) or a mapping
+            ``{visual: NAME, audio: NAME}`` (see :mod:`molt.backbones.registry`).
+        visual, audio: a backbone name replacing that side of the pair (``timm:vit_base_patch16_224``,
+            ``hf:/models/ast``, ...; a bare timm name or HTS-AT preset is taken as one), or ``"none"`` to skip it.
+        visual_weights, audio_weights: the weights of each side, as :func:`~molt.backbones.build_backbones` takes
+            them (a file, a folder for ``timm:``, ``random``; unset: ``timm:`` / ``hf:`` published weights).
         clips: number of distinct videos sampled evenly from the set.
         segments_per_clip: 1-s segments per clip (evenly spaced); ``None`` for all of them.
         split: ``train``, ``val``, ``test`` or ``None`` (all rows).
@@ -551,9 +556,8 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
     spec = get_task(task)
     prepared = spec.open_prepared(data_dir, setting, show_progress=False)
     dataset = spec.dataset(prepared, split)
-    backbones = _build_layer_backbones(backbone_preset, visual, audio, visual_weights=visual_weights,
-                                       audio_weights=audio_weights, pretrained=pretrained,
-                                       trust_checkpoint=trust_checkpoint)
+    backbones = _build_layer_backbones(backbone, visual, audio, visual_weights=visual_weights,
+                                       audio_weights=audio_weights, trust_checkpoint=trust_checkpoint)
     if "audio" in backbones:
         check_sample_rate(dataset.sample_rate, getattr(backbones["audio"], "sample_rate", dataset.sample_rate),
                           source=prepared)
@@ -570,9 +574,9 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
 
     results: dict[str, LayerSimilarity] = {}
     splits: dict[str, LayerSplit] = {}
-    for modality, backbone in backbones.items():
+    for modality, module in backbones.items():
         began = time.time()
-        results[modality] = layer_similarity(backbone, inputs[modality], batch_size=batch_size)
+        results[modality] = layer_similarity(module, inputs[modality], batch_size=batch_size)
         splits[modality] = suggest_split(results[modality], early=early, late=late)
         result = results[modality]
         _logger.info("%s (%s): %d blocks on %d samples in %.1f s; %s", modality, result.name, result.num_blocks,
@@ -581,7 +585,8 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ordered = list(results)
-    weights_note = "pretrained" if (pretrained or visual_weights or audio_weights) else "random weights"
+    weights_note = "random weights" if all(getattr(b, "weights_hash", lambda: None)() is None and
+                                           not getattr(b, "tag", "") for b in backbones.values()) else "pretrained"
     csv_path = write_layer_csv([results[m] for m in ordered], out / "layer_similarity.csv",
                                [splits[m] for m in ordered])
     png_path = plot_layer_similarity(
@@ -590,7 +595,7 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike, b
         suptitle=f"Block input/output cosine similarity ({len(rows)} clips x {count} segments, {weights_note})")
     json_path = out / "layer_similarity.json"
     payload = {
-        "task": task, "data": os.fspath(prepared), "split": split, "backbone_preset": backbone_preset, "visual": visual,
+        "task": task, "data": os.fspath(prepared), "split": split, "backbone": backbone, "visual": visual,
         "audio": audio, "weights": weights_note, "clips": [dataset.rows[r]["video_id"] for r in rows],
         "segments": segments,
         "backbones": {m: {"name": results[m].name, "similarity": results[m].similarity, "std": results[m].std,
