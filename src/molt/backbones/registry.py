@@ -206,6 +206,12 @@ def _check_weights(flag: str, weights: str | os.PathLike | None, *, folders: boo
     raise FileNotFoundError(f"{flag}: {kind} not found: {path} (or pass {RANDOM_WEIGHTS} for random weights)")
 
 
+def _refuse_shared_weights(weights: str | os.PathLike | None) -> None:
+    if weights is not None:
+        raise ValueError("the shared audio branch shares the visual Swin-V2 and its weights: drop --audio-weights "
+                         "(or name an audio backbone of its own, e.g. htsat)")
+
+
 def build_backbone(name: BackboneName | str, side: str, *, weights: str | os.PathLike | None = None,
                    load_weights: bool = True, options: Mapping[str, Any] | None = None,
                    visual: TapBackbone | None = None, audio_clip_seconds: int | None = None,
@@ -247,8 +253,7 @@ def build_backbone(name: BackboneName | str, side: str, *, weights: str | os.Pat
     if name.kind == "shared":
         if not isinstance(visual, SwinV2Backbone):
             raise ValueError("audio backbone 'shared' needs the visual Swin-V2 it reads the spectrogram with")
-        if weights is not None:
-            raise ValueError(f"the shared audio branch reads the visual Swin-V2's weights: drop {flag}")
+        _refuse_shared_weights(weights)
         return SpectrogramSwin(visual, frontend=shared_audio_frontend)
     if name.kind == "hf":
         from .hf_audio import HFAudioBackbone
@@ -275,6 +280,8 @@ def build_backbones(backbone: str | Mapping[str, Any] = "paper", *,
     :func:`build_backbone` for the rest.
     """
     visual_name, audio_name = backbone_sides(backbone)
+    if audio_name.kind == "shared":
+        _refuse_shared_weights(audio_weights)
     if load_weights:  # before minutes of building a large backbone
         _check_weights("--visual-weights", visual_weights, folders=visual_name.kind == "timm")
         _check_weights("--audio-weights", audio_weights, folders=False)

@@ -55,7 +55,7 @@ def test_shared_preset_refuses_audio_weights(tmp_path):
 
 
 def test_unknown_preset():
-    with pytest.raises(ValueError, match="unknown backbone preset"):
+    with pytest.raises(ValueError, match="unknown backbone .huge.: name a pair"):
         build_backbones("huge")
 
 
@@ -135,5 +135,5 @@ def test_shared_audio_frontend_kaldi_fbank_feeds_the_normalised_fbank():
     torch.testing.assert_close(audio.embed(waveform), visual.model.patch_embed(image))  # no ImageNet normalisation
     assert audio.name.endswith("+kaldi_fbank") and build_backbones("tiny-shared")[1].name.endswith("+spectrogram")
     assert load_config("ave_molt_shared").shared_audio_frontend == "htsat"
-    with pytest.raises(ValueError, match="applies to the shared backbone presets"):
+    with pytest.raises(ValueError, match="applies to a Swin-V2 reading the spectrogram"):
         load_config("ave_molt_tiny", {"shared_audio_frontend": "kaldi_fbank"})
