@@ -25,7 +25,7 @@ def test_config_typos_are_errors(tmp_path):
     path.write_text("task: ave\ntrainer:\n  max_epoch: 3\n")
     with pytest.raises(ValueError, match="max_epoch"):
         load_config(str(path))
-    with pytest.raises(ValueError, match="unknown backbone preset"):
+    with pytest.raises(ValueError, match="unknown backbone .large.: name a pair"):
         ExperimentConfig(backbone="large")
     with pytest.raises(FileNotFoundError, match="no config preset named"):
         load_config("ave_molt_nope")
