@@ -43,7 +43,7 @@ from torch import nn
 
 from ...backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
 
-__all__ = ["LayerAnalysis", "LayerSimilarity", "LayerSplit", "analyze_layers", "block_modules", "layer_similarity",
+__all__ = ["LayerAnalysis", "LayerSimilarity", "LayerSplit", "analyze_layers", "measure_layers", "block_modules", "layer_similarity",
            "plot_layer_similarity", "sample_clips", "save_figure", "suggest_split",
            "write_layer_csv"]
 
@@ -561,6 +561,20 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike,
     if "audio" in backbones:
         check_sample_rate(dataset.sample_rate, getattr(backbones["audio"], "sample_rate", dataset.sample_rate),
                           source=prepared)
+    return measure_layers(backbones, dataset, out_dir=out_dir, clips=clips, segments_per_clip=segments_per_clip,
+                          batch_size=batch_size, early=early, late=late, started=start,
+                          about={"task": task, "data": os.fspath(prepared), "split": split, "backbone": backbone,
+                                 "visual": visual, "audio": audio})
+
+
+def measure_layers(backbones: Mapping[str, nn.Module], dataset: Any, *, out_dir: str | os.PathLike,
+                   clips: int = 16, segments_per_clip: int | None = None, batch_size: int = 16,
+                   early: int | None = None, late: int | None = LATE_BLOCKS, started: float | None = None,
+                   about: Mapping[str, Any] | None = None) -> LayerAnalysis:
+    """The measurement of :func:`analyze_layers` for backbones at hand (``{"visual": ..., "audio": ...}``, either
+    may be missing) on ``clips`` clips of a task's ``dataset``; writes ``layer_similarity.{csv,png,json}`` into
+    ``out_dir`` (the JSON with ``about``). ``late=None`` reads the late stage off the curves (``blocks: auto``)."""
+    start = time.time() if started is None else started
     rows = sample_clips(dataset, clips)
     num_segments = dataset.num_segments
     count = num_segments if segments_per_clip is None else min(segments_per_clip, num_segments)
@@ -595,13 +609,12 @@ def analyze_layers(data_dir: str | os.PathLike, *, out_dir: str | os.PathLike,
         suptitle=f"Block input/output cosine similarity ({len(rows)} clips x {count} segments, {weights_note})")
     json_path = out / "layer_similarity.json"
     payload = {
-        "task": task, "data": os.fspath(prepared), "split": split, "backbone": backbone, "visual": visual,
-        "audio": audio, "weights": weights_note, "clips": [dataset.rows[r]["video_id"] for r in rows],
+        **dict(about or {}), "weights": weights_note, "clips": [dataset.rows[r]["video_id"] for r in rows],
         "segments": segments,
         "backbones": {m: {"name": results[m].name, "similarity": results[m].similarity, "std": results[m].std,
                           "tokens": results[m].tokens, "dims": results[m].dims, "stages": results[m].stages,
                           "num_samples": results[m].num_samples, "split": splits[m].to_dict()} for m in ordered},
     }
-    json_path.write_text(json.dumps(payload, indent=1))
+    json_path.write_text(json.dumps(payload, indent=1, default=str))
     return LayerAnalysis(results=results, splits=splits, csv_path=csv_path, png_path=png_path, json_path=json_path,
                          seconds=round(time.time() - start, 1))
