@@ -29,11 +29,13 @@ methods only).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
+import re
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -112,6 +114,12 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(error).__name__
 
 
+def _first(output: Any) -> torch.Tensor:
+    """A module's output tensor: the first element of a tuple (attention weights, caches), the tensor itself
+    otherwise (transformers versions differ)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
 def _main_input(module: nn.Module) -> str | None:
     return getattr(module, "main_input_name", None)
 
@@ -137,6 +145,15 @@ def _weight_files(folder: str) -> list[str]:
                 shards = sorted(set(json.load(handle)["weight_map"].values()))
             return [os.path.join(folder, shard) for shard in shards]
     return []
+
+
+def _commit_of(config: Any, snapshot: str | None) -> str:
+    """Hub commit a config was read at: ``config._commit_hash`` (transformers 4), else the name of the cache
+    snapshot folder (``.../snapshots/<commit>``)."""
+    commit = getattr(config, "_commit_hash", None)
+    if not commit and snapshot is not None and re.fullmatch(r"[0-9a-f]{40}", os.path.basename(snapshot)):
+        commit = os.path.basename(snapshot)
+    return str(commit or "")
 
 
 def _find_encoder(model: nn.Module, source: str) -> nn.Module:
@@ -230,6 +247,7 @@ class HFAudioBackbone(TapBackbone):
         transformers = _require_transformers()
         super().__init__()
         source = os.fspath(source)
+        source = source[3:] if source.startswith("hf:") else source
         folder = os.path.expanduser(source)
         if os.path.isdir(folder):
             folder = os.path.abspath(folder)
@@ -249,11 +267,14 @@ class HFAudioBackbone(TapBackbone):
                 if folder is not None:
                     raise ValueError(f"hf:{source}: {folder} holds no readable {what} ({_first_line(error)}); "
                                      f"expected a folder written by save_pretrained") from None
-                raise FileNotFoundError(f"hf:{source}: {what} not found in the local Hugging Face cache (nor on the "
-                                        f"hub); {_FIX_MISSING}") from None
+                raise FileNotFoundError(f"hf:{source}: not in the local Hugging Face cache ({what} missing) and not "
+                                        f"downloadable here (offline, or not on the hub); {_FIX_MISSING}") from None
             except (ValueError, KeyError, TypeError) as error:
                 raise ValueError(f"hf:{source}: transformers cannot read its {what} ({_first_line(error)}); "
                                  f"expected {_EXPECTED}") from None
+            except RuntimeError as error:      # tensors of other shapes than the config's (ignore_mismatched_sizes)
+                raise ValueError(f"hf:{source}: the {what} in {where} do not fit its config.json (tensors of "
+                                 f"other shapes; another architecture's?): {_first_line(error)}") from None
 
         config = load("config", lambda: transformers.AutoConfig.from_pretrained(where, revision=revision))
         meta_encoder = self._meta_encoder(transformers, config, source)   # refuses what is not an audio encoder
@@ -272,7 +293,7 @@ class HFAudioBackbone(TapBackbone):
         self._build(transformers, config, feature_extractor, meta_encoder, source=source,
                     name=name or f"hf:{source}", sample_rate=sample_rate, init_seed=init_seed, loader=loader,
                     weights_path=None if random_init else (folder or snapshot),
-                    tag="" if random_init or folder is not None else str(getattr(config, "_commit_hash", "") or ""))
+                    tag="" if random_init or folder is not None else _commit_of(config, snapshot))
 
     @classmethod
     def from_objects(cls, config: Any, feature_extractor: Any, *, name: str, sample_rate: int = 32000,
@@ -351,10 +372,12 @@ class HFAudioBackbone(TapBackbone):
                 encoder = encoder.float()
         self.encoder = encoder.eval()
         self._layers = [self.encoder.get_submodule(layer) for layer in self.layer_names]
-        self.family = _sublayer_family(self._layers[0]) or type(self.encoder).__name__
-        if self.family not in ("ast", "ast_v4", "whisper") or \
-                any(_sublayer_family(layer) != self.family for layer in self._layers):
+        layout = _sublayer_family(self._layers[0])
+        if layout is None or any(_sublayer_family(layer) != layout for layer in self._layers):
             self.has_sublayers = False
+            layout = None
+        self._ast_v4 = layout == "ast_v4"
+        self.family = {"ast_v4": "ast"}.get(layout, layout) or type(self.encoder).__name__
         self.weights_path = weights_path
         self._tag = tag
         self._hash_memo: tuple[Any, str] | None = None
@@ -409,25 +432,23 @@ class HFAudioBackbone(TapBackbone):
 
         def record(index: int) -> Callable:
             def hook(module: nn.Module, args: tuple, output: Any) -> None:
-                shapes[index] = tuple((output[0] if isinstance(output, (tuple, list)) else output).shape)
+                shapes[index] = tuple(_first(output).shape)
             return hook
 
         handles = [layer.register_forward_hook(record(index)) for index, layer in enumerate(layers)]
-        fusion_handle = None
-        patch_embed = getattr(getattr(meta_encoder, "audio_encoder", None), "patch_embed", None)
-        if self._fusion and patch_embed is not None:
-            # CLAP fusion finds its longer clips with torch.where, which meta tensors cannot do: none is longer
-            def no_longer_clips(module: nn.Module, args: tuple) -> tuple:
-                return (args[0], torch.zeros(0, dtype=torch.long))
-            fusion_handle = patch_embed.register_forward_pre_hook(no_longer_clips)
+        context = contextlib.nullcontext()
+        if self._fusion:
+            # CLAP with fusion finds its longer clips with torch.nonzero, which meta tensors only do by assuming every
+            # clip is longer: the fused path gives tokens of the same shapes
+            from torch.fx.experimental import _config as fx_config
+            if hasattr(fx_config, "meta_nonzero_assume_all_nonzero"):
+                context = fx_config.patch(meta_nonzero_assume_all_nonzero=True)
         try:
-            with torch.no_grad():
+            with torch.no_grad(), context:
                 meta_encoder(**self._model_inputs(torch.zeros(shape, device="meta")))
         finally:
             for handle in handles:
                 handle.remove()
-            if fusion_handle is not None:
-                fusion_handle.remove()
         result = []
         for index, layer in enumerate(self.layer_names):
             out = shapes.get(index)
@@ -441,7 +462,7 @@ class HFAudioBackbone(TapBackbone):
 
     @property
     def tag(self) -> str:
-        """Hub commit of the weights (``config._commit_hash``) when read from the hub cache, else ``""``."""
+        """Hub commit the weights were read at (from the hub cache), else ``""`` (a folder, random weights)."""
         return self._tag
 
     def weights_hash(self) -> str | None:
@@ -517,7 +538,7 @@ class HFAudioBackbone(TapBackbone):
 
         def capture(index: int) -> Callable:
             def hook(module: nn.Module, args: tuple, output: Any) -> None:
-                captured[index] = output[0] if isinstance(output, (tuple, list)) else output
+                captured[index] = _first(output)
                 if index == last:
                     raise _StopForward
             return hook
@@ -572,10 +593,10 @@ class HFAudioBackbone(TapBackbone):
         self._sublayers()
         layer = self._layers[index]
         if self.family == "whisper":
-            attended = layer.self_attn(hidden_states=layer.self_attn_layer_norm(tokens), attention_mask=None)[0]
+            attended = _first(layer.self_attn(hidden_states=layer.self_attn_layer_norm(tokens), attention_mask=None))
             return tokens + nn.functional.dropout(attended, p=layer.dropout, training=layer.training)
-        attended = layer.attention(layer.layernorm_before(tokens))[0]
-        if self.family == "ast":
+        attended = _first(layer.attention(layer.layernorm_before(tokens)))
+        if not self._ast_v4:
             attended = layer.dropout(attended)
         return attended + tokens
 
@@ -592,6 +613,6 @@ class HFAudioBackbone(TapBackbone):
                 bound = torch.finfo(out.dtype).max - 1000
                 out = torch.clamp(out, min=-bound, max=bound)
             return out
-        if self.family == "ast_v4":                  # ASTOutput adds the residual itself
+        if self._ast_v4:                             # transformers 4: ASTOutput adds the residual itself
             return layer.output(layer.intermediate(layer.layernorm_after(tokens)), tokens)
         return layer.dropout(layer.mlp(layer.layernorm_after(tokens))) + tokens
