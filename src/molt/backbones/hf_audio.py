@@ -3,8 +3,9 @@
 :class:`HFAudioBackbone` wraps the audio encoder of any ``transformers`` model whose feature extractor takes
 waveforms: AST, Whisper (its encoder), wav2vec2 / HuBERT / WavLM, CLAP (its audio tower), and others of the same
 shape. Its taps are the outputs of the encoder's transformer layers, read with forward hooks on the model's own
-forward (so they are exactly ``output_hidden_states=True``'s ``hidden_states[i + 1]``); the forward stops after the
-last layer asked for. A Swin-style encoder (CLAP's HTS-AT) is tapped per Swin block, like
+forward, so they are exactly ``output_hidden_states=True``'s ``hidden_states[i + 1]`` (except that where a model's
+last hidden state has the encoder's final norm applied, as Whisper's, the last tap is the last layer's own output);
+the forward stops after the last layer asked for. A Swin-style encoder (CLAP's HTS-AT) is tapped per Swin block, like
 :class:`~molt.backbones.htsat.HTSATBackbone`: the output of each block, before the stage's patch merging.
 
 Front end. The model's own feature extractor computes its input (mel bins, normalisation, everything), on the CPU.
@@ -156,7 +157,7 @@ def _commit_of(config: Any, snapshot: str | None) -> str:
     return str(commit or "")
 
 
-def _find_encoder(model: nn.Module, source: str) -> nn.Module:
+def _find_encoder(model: nn.Module, label: str) -> nn.Module:
     """The audio encoder inside ``model``: the model itself (AST, wav2vec2), the encoder of an encoder-decoder
     (Whisper), or the audio tower of a multi-tower model (CLAP)."""
     config = getattr(model, "config", None)
@@ -170,11 +171,11 @@ def _find_encoder(model: nn.Module, source: str) -> nn.Module:
         tower = getattr(model, attribute, None)
         if isinstance(tower, nn.Module) and _main_input(tower) in _AUDIO_INPUTS:
             return tower
-    raise ValueError(f"hf:{source}: {type(model).__name__} is not an audio encoder (main input "
+    raise ValueError(f"{label}: {type(model).__name__} is not an audio encoder (main input "
                      f"{_main_input(model)!r}, no audio tower); expected {_EXPECTED}")
 
 
-def _find_layers(encoder: nn.Module, source: str) -> list[str]:
+def _find_layers(encoder: nn.Module, label: str) -> list[str]:
     """Names (in ``encoder``) of the modules whose outputs are the taps: the ModuleList of the encoder's layers
     (``config.num_hidden_layers`` / ``encoder_layers`` / ``len(depths)`` long), or, when its items are Swin stages
     holding ``blocks``, every block of every stage."""
@@ -186,7 +187,7 @@ def _find_layers(encoder: nn.Module, source: str) -> list[str]:
                   if isinstance(module, nn.ModuleList) and len(module) in counts
                   and name.rsplit(".", 1)[-1] in _LAYER_LIST_NAMES]
     if not candidates:
-        raise ValueError(f"hf:{source}: no ModuleList of {' or '.join(map(str, sorted(counts))) or '?'} layers "
+        raise ValueError(f"{label}: no ModuleList of {' or '.join(map(str, sorted(counts))) or '?'} layers "
                          f"(named {' / '.join(_LAYER_LIST_NAMES)}) in {type(encoder).__name__}; expected {_EXPECTED}")
     name, layers = min(candidates, key=lambda item: (item[0].count("."),
                                                      _LAYER_LIST_NAMES.index(item[0].rsplit(".", 1)[-1])))
@@ -277,7 +278,7 @@ class HFAudioBackbone(TapBackbone):
                                  f"other shapes; another architecture's?): {_first_line(error)}") from None
 
         config = load("config", lambda: transformers.AutoConfig.from_pretrained(where, revision=revision))
-        meta_encoder = self._meta_encoder(transformers, config, source)   # refuses what is not an audio encoder
+        meta_encoder = self._meta_encoder(transformers, config, f"hf:{source}")   # refuses non-audio models
         feature_extractor = load("feature extractor", lambda: transformers.AutoFeatureExtractor.from_pretrained(
             where, revision=revision))
 
@@ -311,16 +312,16 @@ class HFAudioBackbone(TapBackbone):
     # ----------------------------------------------------------------------------------------------- building
 
     @staticmethod
-    def _meta_encoder(transformers: Any, config: Any, source: str) -> nn.Module:
+    def _meta_encoder(transformers: Any, config: Any, label: str) -> nn.Module:
         """The audio encoder built from ``config`` on the meta device: no memory, no weights; it tells which
         module to keep and gives the shapes."""
         try:
             with torch.device("meta"):
                 model = transformers.AutoModel.from_config(config, **_float32_kwargs(transformers))
         except (ValueError, KeyError) as error:
-            raise ValueError(f"hf:{source}: transformers has no model for this config ({type(config).__name__}: "
+            raise ValueError(f"{label}: transformers has no model for this config ({type(config).__name__}: "
                              f"{_first_line(error)}); expected {_EXPECTED}") from None
-        return _find_encoder(model, source).eval()
+        return _find_encoder(model, label).eval()
 
     @staticmethod
     def _cache_snapshot(source: str, revision: str | None) -> str | None:
