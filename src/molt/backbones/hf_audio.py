@@ -277,16 +277,18 @@ class HFAudioBackbone(TapBackbone):
                 raise ValueError(f"hf:{source}: the {what} in {where} do not fit its config.json (tensors of "
                                  f"other shapes; another architecture's?): {_first_line(error)}") from None
 
-        config = load("config", lambda: transformers.AutoConfig.from_pretrained(where, revision=revision))
+        config = load("config", lambda: transformers.AutoConfig.from_pretrained(
+            where, revision=revision, trust_remote_code=False))
         meta_encoder = self._meta_encoder(transformers, config, f"hf:{source}")   # refuses non-audio models
         feature_extractor = load("feature extractor", lambda: transformers.AutoFeatureExtractor.from_pretrained(
-            where, revision=revision))
+            where, revision=revision, trust_remote_code=False))
 
         loader = None
         if not random_init:
             def loader() -> nn.Module:
                 return load("weights", lambda: transformers.AutoModel.from_pretrained(
-                    where, revision=revision, output_loading_info=True, **_float32_kwargs(transformers)))
+                    where, revision=revision, output_loading_info=True, trust_remote_code=False,
+                    **_float32_kwargs(transformers)))
 
         snapshot = None
         if folder is None and not random_init:

@@ -311,6 +311,13 @@ def test_refusals(folders, tmp_path, monkeypatch):
     (resized / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
     with pytest.raises(ValueError, match=rf"the weights in {resized} do not fit its config"):
         HFAudioBackbone(str(resized))
+    custom = tmp_path / "custom_code"         # a model that needs its own code (EAT, BEATs ports): refused, never run
+    custom.mkdir()
+    (custom / "config.json").write_text(json.dumps({"model_type": "eat", "auto_map": {
+        "AutoConfig": "configuration_eat.EATConfig", "AutoModel": "modeling_eat.EATModel"}}))
+    (custom / "configuration_eat.py").write_text("raise SystemExit('custom code ran')\n")
+    with pytest.raises(ValueError, match=rf"hf:{custom}: .*custom code"):
+        HFAudioBackbone(str(custom))
     no_extractor = tmp_path / "no_extractor"
     shutil.copytree(folders["ast"], no_extractor)
     (no_extractor / "preprocessor_config.json").unlink()
