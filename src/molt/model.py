@@ -188,7 +188,7 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backb
                                             shared_audio_frontend=config.shared_audio_frontend)
         # what the adapters record as the backbones' weights (weights_hash), though none were read
         for backbone, weights in ((visual, config.visual_weights), (audio, config.audio_weights)):
-            if weights not in (None, RANDOM_WEIGHTS):
+            if weights not in (None, RANDOM_WEIGHTS) and getattr(backbone, "weights_path", None) is None:
                 backbone.weights_path = os.fspath(weights)
     else:
         visual, audio = build_backbones(config.backbone, visual_weights=config.visual_weights,

@@ -223,7 +223,8 @@ def build_backbone(name: BackboneName | str, side: str, *, weights: str | os.Pat
         side: ``visual`` or ``audio``.
         weights: a local file (``timm:`` also a folder), :data:`RANDOM_WEIGHTS`, or ``None`` (``timm:`` / ``hf:``:
             published weights; our classes: random).
-        load_weights: ``False`` reads no weights at all (shapes only, e.g. on the ``meta`` device).
+        load_weights: ``False`` when building on the ``meta`` device: no weights are read (``timm:`` and ``hf:``
+            backbones still report the weights they would read).
         options: constructor overrides.
         visual: the visual backbone, which ``shared`` audio reads.
         audio_clip_seconds: the length HTS-AT tiles each 1-s segment to.
@@ -244,8 +245,9 @@ def build_backbone(name: BackboneName | str, side: str, *, weights: str | os.Pat
     if name.kind == "timm":
         from .timm_image import TimmBackbone
 
-        pretrained = load_weights and weights is None
-        return TimmBackbone(name.model, pretrained=pretrained, weights=file, name=str(name), **options)
+        # on the meta device TimmBackbone reads nothing but still reports the weights (file hash, hub tag)
+        weights_file = None if weights in (None, RANDOM_WEIGHTS) else os.fspath(weights)
+        return TimmBackbone(name.model, pretrained=weights is None, weights=weights_file, name=str(name), **options)
     if name.kind == "htsat":
         if audio_clip_seconds is not None:
             options.setdefault("clip_seconds", audio_clip_seconds)
@@ -261,8 +263,8 @@ def build_backbone(name: BackboneName | str, side: str, *, weights: str | os.Pat
         if weights not in (None, RANDOM_WEIGHTS):
             raise ValueError(f"{flag}: an hf: backbone reads its weights from its source; name the folder as "
                              f"hf:/path/to/folder, or pass {RANDOM_WEIGHTS}")
-        return HFAudioBackbone(name.model, name=str(name), random_init=weights == RANDOM_WEIGHTS or not load_weights,
-                               **options)
+        # built on the meta device (load_weights False), it reads no weights but still names the files it would
+        return HFAudioBackbone(name.model, name=str(name), random_init=weights == RANDOM_WEIGHTS, **options)
     raise ValueError(f"unknown backbone kind {name.kind!r}")  # parse_backbone_name admits only known kinds
 
 
