@@ -22,7 +22,7 @@ from .methods import MethodOutput, build_method, get_method
 from .tasks import TaskHead, get_task
 
 __all__ = ["AudioVisualModel", "ModelOutput", "build_model", "build_task_head", "TAP_KEYS",
-           "refuse_inblock_without_sublayers"]
+           "refuse_inblock_without_sublayers", "build_config_backbones"]
 
 TAP_KEYS = ("visual_taps", "audio_taps", "visual_stages")
 
@@ -165,18 +165,9 @@ def refuse_inblock_without_sublayers(method: str, *backbones: nn.Module | None) 
                              f"or a backbone with them (swinv2, htsat, timm ViTs, hf AST / Whisper)")
 
 
-def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backbones_on_meta: bool = False,
-                trust_checkpoint: bool = False) -> AudioVisualModel:
-    """Build backbones, method and head from an experiment config.
-
-    ``task_options`` holds what the data decides for the head (e.g. ``num_classes`` for AVE).
-    ``backbones_on_meta=True`` builds the frozen backbones on PyTorch's ``meta`` device (shapes only: no memory,
-    no weights read) for training from a feature cache, where batches carry the taps; they still report the
-    weights files of the config (``weights_hash``) so adapter files record what the cache was extracted with.
-    ``trust_checkpoint`` lets the audio weights file pickle more than tensors (``--trust-checkpoint``).
-    ``config.backbone_dtype`` other than float32 stores and runs the frozen backbones in that dtype
-    (:meth:`~molt.backbones.base.TapBackbone.set_compute_dtype`); adapters and head stay float32.
-    """
+def build_config_backbones(config: ExperimentConfig, *, backbones_on_meta: bool = False,
+                           trust_checkpoint: bool = False) -> tuple[nn.Module, nn.Module]:
+    """The frozen ``(visual, audio)`` backbones of ``config`` (see :func:`build_model` for the arguments)."""
     if backbones_on_meta:
         if not get_method(config.method).reads_taps:
             raise ValueError(f"{config.method} adapters run inside the backbone blocks, so {config.method} cannot "
@@ -196,6 +187,28 @@ def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backb
                                         audio_clip_seconds=config.audio_clip_seconds,
                                         trust_checkpoint=trust_checkpoint,
                                         shared_audio_frontend=config.shared_audio_frontend)
+    return visual, audio
+
+
+def build_model(config: ExperimentConfig, task_options: dict[str, Any], *, backbones_on_meta: bool = False,
+                trust_checkpoint: bool = False,
+                backbones: tuple[nn.Module, nn.Module] | None = None) -> AudioVisualModel:
+    """Build backbones, method and head from an experiment config.
+
+    ``task_options`` holds what the data decides for the head (e.g. ``num_classes`` for AVE).
+    ``backbones_on_meta=True`` builds the frozen backbones on PyTorch's ``meta`` device (shapes only: no memory,
+    no weights read) for training from a feature cache, where batches carry the taps; they still report the
+    weights files of the config (``weights_hash``) so adapter files record what the cache was extracted with.
+    ``trust_checkpoint`` lets the audio weights file pickle more than tensors (``--trust-checkpoint``).
+    ``backbones`` are the config's backbones, already built (:func:`build_config_backbones`).
+    ``config.backbone_dtype`` other than float32 stores and runs the frozen backbones in that dtype
+    (:meth:`~molt.backbones.base.TapBackbone.set_compute_dtype`); adapters and head stay float32.
+    """
+    if backbones is None:
+        visual, audio = build_config_backbones(config, backbones_on_meta=backbones_on_meta,
+                                               trust_checkpoint=trust_checkpoint)
+    else:
+        visual, audio = backbones
     refuse_inblock_without_sublayers(config.method, visual, audio)
     if config.backbone_dtype != "float32":
         if not get_method(config.method).reads_taps:

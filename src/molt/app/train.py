@@ -8,10 +8,13 @@ directory (:meth:`~molt.model.AudioVisualModel.save_pretrained`). Evaluation and
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from ..backbones.audio_frontend import check_sample_rate
 from ..backbones.base import TapBackbone
+from ..backbones.taps import AUTO_BLOCKS
 from ..checkpoints import (CONFIG_KEY, GLOBAL_STEP_KEY, RNG_KEY, add_training_entries, check_trainable_tensors,
                            dict_differences, read_training_checkpoint, restore_random_states)
 from ..config import ExperimentConfig
@@ -33,7 +37,7 @@ from ..data.files import replace_durably
 from ..data.sampling import EvalShard, ResumableLoader
 from ..features import cached_splits
 from ..methods import count_parameters
-from ..model import AudioVisualModel, build_model
+from ..model import AudioVisualModel, build_config_backbones, build_model
 from ..tasks import get_task
 from .memory import peak_rss_bytes
 
@@ -274,6 +278,33 @@ def _resolve_resume(resume: str | None, run_root: Path,
     return str(candidates[-1]), candidates[-1].parent.parent.name, _check_resumable(candidates[-1], config)
 
 
+def _choose_auto_blocks(config: ExperimentConfig, train_set: Any, *, features: str | os.PathLike | None,
+                        trust_checkpoint: bool) -> tuple[ExperimentConfig, Any, dict[str, Any] | None]:
+    """``blocks_visual: auto`` / ``blocks_audio: auto``: measure the backbones' layer similarity on a few training
+    clips (paper Fig. 4) and take the late blocks it suggests (:func:`~molt.app.analysis.layers.suggest_split`
+    with ``late=None``). Returns the config with explicit blocks, the backbones it built (``None`` when no block
+    selection is ``auto``), and the choice (``blocks``, and the ``folder`` holding the measurement's files)."""
+    sides = [side for side in ("visual", "audio")
+             if str(getattr(config.method_config, f"blocks_{side}", "")).strip().lower() == AUTO_BLOCKS]
+    if not sides:
+        return config, None, None
+    if features is not None:
+        raise ValueError("blocks auto measures the backbones on training clips, which training from a feature cache "
+                         "never runs; run molt analyze layers and set the blocks it suggests, or drop --features")
+    from .analysis.layers import measure_layers
+
+    backbones = build_config_backbones(config, trust_checkpoint=trust_checkpoint)
+    folder = tempfile.mkdtemp(prefix="molt-layers-")
+    analysis = measure_layers(dict(zip(("visual", "audio"), backbones)), train_set, out_dir=folder, clips=8,
+                              segments_per_clip=2, late=None, about={"task": config.task, "auto": sides})
+    blocks = {side: analysis.splits[side].late for side in sides}
+    for side in sides:
+        _logger.info("blocks_%s auto: %s late blocks %s (%s)", side, analysis.results[side].name,
+                     ",".join(map(str, blocks[side])), analysis.splits[side].reason)
+    method_config = config.method_config.replace(**{f"blocks_{side}": blocks[side] for side in sides})
+    return dataclasses.replace(config, method_config=method_config), backbones, {"blocks": blocks, "folder": folder}
+
+
 def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike = "runs",
           resume: str | None = None, run_name: str | None = None, enable_progress_bar: bool = True,
           features: str | os.PathLike | None = None, trust_checkpoint: bool = False) -> dict[str, Any]:
@@ -305,8 +336,10 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     prepared = spec.open_prepared(data, config.setting, show_progress=enable_progress_bar)
     train_set, val_set, test_set = (spec.open_split(prepared, split) for split in ("train", "val", "test"))
     task_options = train_set.task_options()
+    config, backbones, layer_choice = _choose_auto_blocks(config, train_set, features=features,
+                                                          trust_checkpoint=trust_checkpoint)
     model = build_model(config, task_options, backbones_on_meta=features is not None,
-                        trust_checkpoint=trust_checkpoint)
+                        trust_checkpoint=trust_checkpoint, backbones=backbones)
     if features is not None:
         cached = cached_splits(model, {"train": train_set, "val": val_set, "test": test_set}, features,
                                task=config.task, setting=config.setting, prepared=prepared)
@@ -353,6 +386,13 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()])
+    if layer_choice is not None:     # the measurement behind blocks: auto, beside the run's other files
+        if trainer.is_global_zero:
+            shutil.rmtree(run_dir / "layers", ignore_errors=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.move(layer_choice["folder"], run_dir / "layers")
+        else:
+            shutil.rmtree(layer_choice["folder"], ignore_errors=True)
     trainer.fit(lit, _train_loader(train_set, config, trainer), _eval_loader(val_set, config, trainer),
                 ckpt_path=resume_path, weights_only=True)
     best_path = best.best_model_path or last.best_model_path
@@ -374,6 +414,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         "wall_time_s": round(time.time() - start, 1),
         "global_step": trainer.global_step,
         "features": str(features) if features is not None else None,
+        "auto_blocks": None if layer_choice is None else layer_choice["blocks"],
         "environment": software_environment(),
     }
     if trainer.is_global_zero:
