@@ -630,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not sys.stderr.isatty():     # no download / weight-loading bars from Hugging Face libraries in a batch log
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if not args.verbose:            # transformers' load reports list the classifier an encoder is loaded without
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not getattr(args, "handler", None):

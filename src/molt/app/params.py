@@ -81,7 +81,7 @@ def parameter_table(names: list[str | ExperimentConfig]) -> str:
     for name in names:
         count = count_preset(name)
         paper = get_task(count.task).paper.parameters.get(count.backbone)
-        name = count.name
+        name = count.preset
         head = f"{count.head_params / 1e6:.2f}"
         lines.append(
             f"| {name} | {count.task} | {count.backbone} | {count.backbone_params / 1e6:.1f} | "

@@ -514,6 +514,10 @@ class HFAudioBackbone(TapBackbone):
                              f"{window}-sample window; give it 1-s segments at {self.sample_rate} Hz")
         return waveform.repeat(1, math.ceil(window / samples))[:, :window]
 
+    def block_modules(self) -> list[nn.Module]:
+        """The tapped layer modules, in order (what the layer analysis hooks)."""
+        return list(self._layers)
+
     def preprocess(self, waveform: torch.Tensor) -> torch.Tensor:
         """Float waveforms ``(B, S)`` at :attr:`sample_rate`, one segment per row -> the model's main input
         (``input_values`` or ``input_features``), float32, on the waveform's device."""
