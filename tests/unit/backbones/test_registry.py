@@ -101,3 +101,34 @@ def test_the_config_takes_a_mapping_and_names_the_file_in_errors(tmp_path):
         ExperimentConfig(backbone="tiny", shared_audio_frontend="kaldi_fbank")
     assert ExperimentConfig(backbone={"visual": "swinv2:swinv2_tiny_test", "audio": "swinv2:swinv2_tiny_test"},
                             shared_audio_frontend="kaldi_fbank").shared_audio_frontend == "kaldi_fbank"
+
+
+def test_the_core_builds_and_runs_without_transformers(monkeypatch):
+    """transformers is optional: with it unimportable, the named pairs and timm backbones still build and run, and
+    an hf: backbone says how to install it."""
+    import sys
+
+    from molt.config import load_config
+    from molt.model import build_model
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    model = build_model(load_config("ave_molt_tiny"), {"num_classes": 3})
+    batch = {"frames": torch.randint(0, 255, (1, 2, 3, 64, 64), dtype=torch.uint8), "audio": torch.zeros(1, 2, 32000)}
+    assert model(batch).predictions["event_logits"].shape[:2] == (1, 2)
+    with pytest.raises(ImportError, match=r"pip install 'molt-av\[hf\]'"):
+        build_backbones({"visual": "swinv2:swinv2_tiny_test", "audio": "hf:/models/ast"})
+
+
+def test_cli_names_one_side_and_real_encoders_get_the_paper_preset():
+    from molt.app.cli import _experiment, build_parser
+
+    def experiment(*argv):
+        return _experiment(build_parser().parse_args(["train", "ave", "--data", "x", *argv]), "ave")
+
+    config = experiment("--visual-backbone", "timm:vit_small_patch14_dinov2.lvd142m")
+    assert config.backbone == {"visual": "timm:vit_small_patch14_dinov2.lvd142m", "audio": "htsat:htsat_audioset"}
+    assert config.method_config.dim == 256                        # the paper preset's width, not the tiny one
+    tiny = experiment("--backbone", "tiny", "--audio-backbone", "hf:/models/ast", "--audio-weights", "random")
+    assert tiny.backbone == {"visual": "swinv2:swinv2_tiny_test", "audio": "hf:/models/ast"}
+    assert tiny.method_config.dim == 64 and tiny.audio_weights == "random"
+    assert experiment("--audio-backbone", "htsat:htsat_tiny").method_config.dim == 64
