@@ -424,11 +424,8 @@ def run_efficiency(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny"
     for method in methods:
         bench_config(task, backbone, method, backbone_dtype, setting)  # validates every name before the slow part
     table = EfficiencyTable(task=task, backbone=backbone_label(backbone), setting=setting)
-    if isinstance(backbone, str):
-        naming = ["--backbone", backbone]
-    else:
-        naming = [argument for side, name in zip(("visual", "audio"), backbone_sides(backbone))
-                  for argument in (f"--{side}-backbone", str(name))]
+    # the worker gets the backbones as they are given, constructor options included
+    naming = ["--backbone", backbone] if isinstance(backbone, str) else ["--backbone-json", json.dumps(backbone)]
     naming += [argument for flag, value in (("--visual-weights", visual_weights), ("--audio-weights", audio_weights))
                if value is not None for argument in (flag, os.fspath(value))]
     for method in methods:

@@ -341,7 +341,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     options = dict(batch_clips=args.batch_clips, device=args.device, backbone_dtype=args.backbone_dtype,
                    setting=args.setting, steps=args.steps, warmup=args.warmup, visual_weights=args.visual_weights,
                    audio_weights=args.audio_weights)
-    backbone = with_backbone_sides(args.backbone, visual=args.visual_backbone, audio=args.audio_backbone)
+    backbone = json.loads(args.backbone_json) if args.backbone_json else args.backbone
+    backbone = with_backbone_sides(backbone, visual=args.visual_backbone, audio=args.audio_backbone)
     if args.what == "worker":  # not in the help: the process run_efficiency starts for each method
         if not (args.method and args.result):
             raise ValueError("molt bench worker needs --method and --result (it is started by molt bench efficiency)")
@@ -575,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="directory for efficiency.json, efficiency.md and efficiency.png")
     bench.add_argument("--method", help=argparse.SUPPRESS)  # molt bench worker: the one method it measures
     bench.add_argument("--result", help=argparse.SUPPRESS)  # molt bench worker: the JSON file it writes
+    bench.add_argument("--backbone-json", help=argparse.SUPPRESS)  # molt bench worker: a {visual:, audio:} mapping
 
     analyze = verb("analyze", "where to adapt: per-block input/output similarity (Fig. 4); token maps and fusion "
                    "weights of a trained model (Fig. 5)", _cmd_analyze,
