@@ -641,8 +641,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, NotImplementedError) as error:
-        if args.debug:
+    except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as error:
+        # an ImportError is bad input only when it says what to install (an optional extra); others are bugs
+        if args.debug or (isinstance(error, ImportError) and "pip install" not in str(error)):
             raise
         _logger.error("%s", str(error).replace("\n", " "))
         return 2

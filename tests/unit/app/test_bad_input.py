@@ -146,6 +146,23 @@ def _cases():
         ("audio weights that do not exist", ["train", "ave", "--data", d, "--config", "ave_molt_paper",
                                              "--audio-weights", "{root}/htsat.ckpt", "--out", "{root}/w_runs"],
          ["{root}/htsat.ckpt"]),
+        ("an unknown timm model", ["train", "ave", "--data", d, "--visual-backbone", "timm:vit_nosuch_patch16",
+                                   "--visual-weights", "random", "--out", "{root}/w_runs"],
+         ["unknown timm model 'vit_nosuch_patch16'", "close names"]),
+        ("an hf folder that does not exist", ["train", "ave", "--data", d, "--audio-backbone", "hf:{root}/no_ast",
+                                              "--out", "{root}/w_runs"],
+         ["{root}/no_ast"]),
+        ("an audio encoder on the visual side", ["train", "ave", "--data", d, "--visual-backbone", "hf:{root}/ast",
+                                                 "--out", "{root}/w_runs"],
+         ["hf backbones are audio encoders, not visual ones"]),
+        ("the shared audio branch without a Swin-V2", ["train", "ave", "--data", d, "--backbone", "tiny-shared",
+                                                       "--visual-backbone", "timm:test_vit", "--out",
+                                                       "{root}/w_runs"],
+         ["'shared'", "timm:test_vit"]),
+        ("an in-block method on a backbone without sub-layers",
+         ["train", "ave", "--data", d, "--config", "ave_molt_tiny", "--method", "lavish", "--visual-backbone",
+          "timm:eva02_tiny_patch14_224", "--visual-weights", "random", "--out", "{root}/w_runs"],
+         ["lavish", "timm:eva02_tiny_patch14_224", "does not expose"]),
     ]
 
 
