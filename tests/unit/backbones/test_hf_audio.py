@@ -343,3 +343,22 @@ def test_real_size_configs_on_meta():
         whisper = HFAudioBackbone.from_objects(WhisperConfig(), WhisperFeatureExtractor(), name="whisper")
     assert (ast.block_tokens, ast.block_dims, ast.window_samples) == ([1214] * 12, [768] * 12, 164080)
     assert (whisper.block_tokens, whisper.window_samples, whisper.window_policy) == ([1500] * 4, 480000, "tile to 30 s")
+
+
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_hubert_and_wavlm_are_tapped_like_wav2vec2(family, waveform):
+    """The other wav2vec2-style encoders: the segment as it is, taps equal the hidden states, no sub-layers."""
+    import transformers
+
+    kind = {"hubert": transformers.HubertConfig, "wavlm": transformers.WavLMConfig}[family]
+    config = kind(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  conv_dim=(16, 16), conv_stride=(10, 8), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+                  num_conv_pos_embedding_groups=2, vocab_size=16)
+    extractor = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000)
+    backbone = HFAudioBackbone.from_objects(config, extractor, name=f"hf:tiny-{family}")
+    assert backbone.window_samples is None and not backbone.has_sublayers
+    x = backbone.preprocess(waveform)
+    taps = backbone.forward_taps(x, "all")
+    hidden = _hidden_states(backbone, x)
+    assert [tuple(tap.shape) for tap in taps] == [(2, 200, 32)] * 2
+    torch.testing.assert_close(taps[0], hidden[1], atol=1e-6, rtol=0)
