@@ -41,7 +41,8 @@ import torch
 from .base import TapBackbone
 
 __all__ = ["BACKBONE_PAIRS", "BACKBONE_KINDS", "RANDOM_WEIGHTS", "BackboneName", "parse_backbone_name",
-           "backbone_sides", "with_backbone_sides", "backbone_options", "backbone_label", "build_backbone", "build_backbones",
+           "backbone_sides", "with_backbone_sides", "backbone_options", "backbone_label", "build_backbone",
+           "build_backbones",
            "describe_backbone_names"]
 
 #: pair name -> (visual backbone, audio backbone)

@@ -1,4 +1,5 @@
-"""Generic timm backbone: per-block patch-token taps of ViT / DINOv2 / SigLIP / EVA-02 / Swin-V2, sub-layers, weights."""
+"""Generic timm backbone: per-block patch-token taps of ViT / DINOv2 / SigLIP / EVA-02 / Swin-V2, sub-layers,
+weights."""
 import hashlib
 
 import pytest
