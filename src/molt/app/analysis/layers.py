@@ -44,7 +44,7 @@ from torch import nn
 from ...backbones.taps import EARLY_BLOCKS, LATE_BLOCKS
 
 __all__ = ["LayerAnalysis", "LayerSimilarity", "LayerSplit", "analyze_layers", "measure_layers", "block_modules",
-           "layer_similarity",           "plot_layer_similarity", "sample_clips", "save_figure", "suggest_split",
+           "layer_similarity", "plot_layer_similarity", "sample_clips", "save_figure", "suggest_split",
            "write_layer_csv"]
 
 _logger = logging.getLogger(__name__)
