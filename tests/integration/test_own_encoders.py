@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import predict_with_cli
 from hf_models import save_tiny_ast, save_tiny_wav2vec2, save_tiny_whisper
 from molt.app.cli import main
 from molt.tasks import get_task
@@ -75,6 +76,10 @@ def test_every_task_trains_on_a_timm_vit_and_an_hf_ast(task, encoders, tmp_path)
                  str(evaluated)]) == 0
     metrics = json.loads((evaluated / "metrics.json").read_text())
     assert 0.0 <= metrics[get_task(task).monitor] <= 1.0 and metrics["checkpoint"] == str(adapters)
+    if task == "ave":               # molt predict reads a video at the encoders' own input size and rate
+        video = sorted((data / "AVE").glob("*.mp4"))[0]
+        predicted = predict_with_cli(adapters, "ave", tmp_path / "predicted", "--video", str(video))
+        assert len(predicted["segments"]) == 10
 
 
 def test_whisper_encoder_and_in_block_methods(encoders, tmp_path):
