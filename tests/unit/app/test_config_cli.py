@@ -113,3 +113,13 @@ def test_bad_method_and_head_values_name_the_file_and_key(tmp_path):
             load_config(str(tmp_path / name))
         for part in expected:
             assert part in str(error.value), (name, str(error.value))
+
+
+def test_molt_backbones_lists_the_pairs_and_the_name_forms(capsys):
+    from molt.app.cli import main
+    from molt.backbones import BACKBONE_PAIRS
+
+    assert main(["backbones"]) == 0
+    text = capsys.readouterr().out
+    assert all(f"  {name} " in text for name in BACKBONE_PAIRS)
+    assert "timm:ANY_TIMM_MODEL" in text and "hf:/path/to/saved/folder" in text and "HF_HUB_OFFLINE=1" in text
