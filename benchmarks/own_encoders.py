@@ -6,13 +6,12 @@ The modern pair is DINOv2-L/14 (timm ``vit_large_patch14_dinov2.lvd142m`` at 224
 (the ``ASTConfig()`` defaults of ``MIT/ast-finetuned-audioset-10-10-0.4593``: 12 layers of 768, 1024 frames), both
 at their real size with random weights (``random``: nothing is downloaded; weights do not change time or memory).
 The paper pair is Swin-V2-L + HTS-AT (``--backbone paper``). Each method runs in its own process
-(:func:`molt.app.bench.run_efficiency`); the tables land in ``OUT/modern`` and ``OUT/paper``, and ``OUT/README.md``
-puts them side by side.
+(:func:`molt.app.bench.run_efficiency`); the tables land in ``OUT/modern`` and ``OUT/paper``, the AST configuration in
+``OUT/ast-defaults``, and ``OUT/README.md`` puts them side by side.
 """
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from molt.app.bench import BENCH_METHODS, run_efficiency
@@ -42,13 +41,12 @@ def main() -> None:
     out = Path(args.out)
     options = dict(steps=args.steps, warmup=args.warmup, device=args.device)
     sections = []
-    with tempfile.TemporaryDirectory() as scratch:
-        ast = save_ast_defaults(Path(scratch) / "ast-defaults")
-        modern = {"visual": "timm:vit_large_patch14_dinov2.lvd142m", "audio": f"hf:{ast}",
-                  "visual_options": {"img_size": 224}}
-        table = run_efficiency(args.task, modern, methods, out_dir=out / "modern", visual_weights="random",
-                               audio_weights="random", **options)
-        sections.append(("DINOv2-L/14 (224 px) + AST, random weights", table.markdown()))
+    ast = save_ast_defaults(out / "ast-defaults")   # kept beside the tables: the AST configuration measured
+    modern = {"visual": "timm:vit_large_patch14_dinov2.lvd142m", "audio": f"hf:{ast}",
+              "visual_options": {"img_size": 224}}
+    table = run_efficiency(args.task, modern, methods, out_dir=out / "modern", visual_weights="random",
+                           audio_weights="random", **options)
+    sections.append(("DINOv2-L/14 (224 px) + AST, random weights", table.markdown()))
     if not args.skip_paper:
         table = run_efficiency(args.task, "paper", methods, out_dir=out / "paper", **options)
         sections.append(("Swin-V2-L + HTS-AT (the paper's pair), random weights", table.markdown()))
