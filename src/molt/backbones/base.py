@@ -15,18 +15,54 @@ MoLT and Mettle only call :meth:`forward_taps`, which never builds an autograd g
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
 from .taps import BlockSelection, resolve_blocks
 
-__all__ = ["TapBackbone", "BACKBONE_DTYPES"]
+__all__ = ["TapBackbone", "BACKBONE_DTYPES", "hooked_taps"]
 
 #: ``backbone_dtype`` names -> the dtype the frozen weights are stored and run in
 BACKBONE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                            "float16": torch.float16}
+
+
+class _StopForward(Exception):
+    """Raised by the hook of the last selected block to end the model's forward pass there."""
+
+
+def hooked_taps(name: str, modules: Sequence[nn.Module], indices: Sequence[int], run: Callable[[], Any],
+                convert: Callable[[int, Any], torch.Tensor]) -> list[torch.Tensor]:
+    """Taps read with forward hooks while a wrapped model runs its own forward: ``run()`` runs it (without
+    autograd), the hook on ``modules[i]`` turns that block's output into a tap with ``convert(i, output)`` for each
+    ``i`` in ``indices`` (sorted), and the forward stops after the last of them. ``name`` names the backbone in the
+    errors: a block that runs twice, or one that never ran."""
+    last, captured = indices[-1], {}
+
+    def make_hook(index: int):
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if index in captured:
+                raise RuntimeError(f"{name}: block {index} ran twice in one forward pass")
+            captured[index] = convert(index, output)
+            if index == last:
+                raise _StopForward
+        return hook
+
+    handles = [modules[index].register_forward_hook(make_hook(index)) for index in indices]
+    try:
+        with torch.no_grad():
+            run()
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    absent = [index for index in indices if index not in captured]
+    if absent:
+        raise RuntimeError(f"{name}: blocks {absent} did not run in the model's forward pass")
+    return [captured[index] for index in indices]
 
 
 def _cast_inputs(dtype: torch.dtype):

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import TapBackbone
+from .base import TapBackbone, hooked_taps
 from .swin_v2 import file_sha256
 from .taps import BlockSelection
 
@@ -61,10 +61,6 @@ _LAYER_LIST_NAMES = ("layers", "layer", "blocks")
 _EXPECTED = ("a transformers audio encoder whose feature extractor takes waveforms (AST, Whisper, wav2vec2 / HuBERT / "
              "WavLM, CLAP)")
 _FIX_MISSING = "download it once online, or pass a local folder: hf:/path/to/folder"
-
-
-class _StopForward(Exception):
-    """Raised by the hook of the last layer asked for, to end the encoder's forward there."""
 
 
 def _require_transformers() -> Any:
@@ -539,30 +535,8 @@ class HFAudioBackbone(TapBackbone):
         """Outputs of the selected layers ``[(B, N_l, D_l)]`` (float32, every token, AST's two prefix tokens
         included) from the encoder's own forward on ``x`` (the output of :meth:`preprocess`), stopped after the
         last selected layer, without autograd graph."""
-        indices = self.resolve_blocks(blocks)
-        wanted, last = set(indices), indices[-1]
-        captured: dict[int, torch.Tensor] = {}
-
-        def capture(index: int) -> Callable:
-            def hook(module: nn.Module, args: tuple, output: Any) -> None:
-                captured[index] = _first(output)
-                if index == last:
-                    raise _StopForward
-            return hook
-
-        handles = [self._layers[index].register_forward_hook(capture(index)) for index in sorted(wanted)]
-        try:
-            with torch.no_grad():
-                self.encoder(**self._model_inputs(x))
-        except _StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        missing = [index for index in indices if index not in captured]
-        if missing:
-            raise RuntimeError(f"{self.name}: layers {missing} did not run in the encoder's forward")
-        return [captured[index].float() for index in indices]
+        return hooked_taps(self.name, self._layers, self.resolve_blocks(blocks),
+                           lambda: self.encoder(**self._model_inputs(x)), lambda index, output: _first(output).float())
 
     # ------------------------------------------------------------------------------------------- sub-layers
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import TapBackbone
+from .base import TapBackbone, hooked_taps
 from .swin_v2 import file_sha256
 from .taps import BlockSelection
 
@@ -56,10 +56,6 @@ _EXAMPLES = ("vit_base_patch16_224, vit_large_patch14_dinov2.lvd142m, vit_base_p
 _INTERPOLATIONS = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}
 _HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
 _LOADER_LOCK = threading.Lock()
-
-
-class _StopForward(Exception):
-    """Raised by the hook of the last selected block to end the model's forward pass there."""
 
 
 class _LoadFailure(Exception):
@@ -438,31 +434,11 @@ class TimmBackbone(TapBackbone):
         of them; no autograd graph is kept."""
         indices = self.resolve_blocks(blocks)
         self._check_input(x)
-        last, captured = indices[-1], {}
 
-        def make_hook(index: int):
-            def hook(module: nn.Module, args: Any, output: Any) -> None:
-                if index in captured:
-                    raise RuntimeError(f"{self.name}: block {index} ran twice in one forward pass")
-                captured[index] = self._as_tokens(index, output).to(torch.float32, copy=True,
-                                                                     memory_format=torch.contiguous_format)
-                if index == last:
-                    raise _StopForward
-            return hook
+        def convert(index: int, output: Any) -> torch.Tensor:
+            return self._as_tokens(index, output).to(torch.float32, copy=True, memory_format=torch.contiguous_format)
 
-        handles = [self._blocks[i].register_forward_hook(make_hook(i)) for i in indices]
-        try:
-            with torch.no_grad():
-                self._drive(x)
-        except _StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        absent = [i for i in indices if i not in captured]
-        if absent:
-            raise RuntimeError(f"{self.name}: blocks {absent} did not run in the model's forward_features")
-        return [captured[i] for i in indices]
+        return hooked_taps(self.name, self._blocks, indices, lambda: self._drive(x), convert)
 
     # ------------------------------------------------------------------------------------------------------------
     # Per-block walk and sub-layers (timm VisionTransformer with standard blocks, timm Swin-V2)
