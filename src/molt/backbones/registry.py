@@ -287,7 +287,8 @@ def build_backbones(backbone: str | Mapping[str, Any] = "paper", *,
         _refuse_shared_weights(audio_weights)
     if load_weights:  # before minutes of building a large backbone
         _check_weights("--visual-weights", visual_weights, folders=visual_name.kind == "timm")
-        _check_weights("--audio-weights", audio_weights, folders=False)
+        if audio_name.kind != "hf":   # an hf: backbone's weights come with its source (build_backbone says so)
+            _check_weights("--audio-weights", audio_weights, folders=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
         visual = build_backbone(visual_name, "visual", weights=visual_weights, load_weights=load_weights,

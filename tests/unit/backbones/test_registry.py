@@ -132,3 +132,8 @@ def test_cli_names_one_side_and_real_encoders_get_the_paper_preset():
     assert tiny.backbone == {"visual": "swinv2:swinv2_tiny_test", "audio": "hf:/models/ast"}
     assert tiny.method_config.dim == 64 and tiny.audio_weights == "random"
     assert experiment("--audio-backbone", "htsat:htsat_tiny").method_config.dim == 64
+
+
+def test_hf_weights_come_with_the_source(tmp_path):
+    with pytest.raises(ValueError, match="--audio-weights: an hf: backbone reads its weights from its source"):
+        build_backbones({"visual": "swinv2:swinv2_tiny_test", "audio": "hf:/models/ast"}, audio_weights=tmp_path)
