@@ -59,6 +59,8 @@ class TrainerConfig:
     gradient_clip_val: float | None = None
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int | None = None
+    #: off a terminal (batch logs, pipes), also log a progress line every N training steps (besides every epoch)
+    progress_every_n_steps: int | None = None
     seed: int = 0
 
 

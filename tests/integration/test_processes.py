@@ -58,3 +58,22 @@ def test_eval_predict_extract_analyze_params_do_not_import_lightning(tmp_path):
     assert (tmp_path / "layers" / "layer_similarity.png").is_file()
     assert (tmp_path / "p" / "timeline.png").is_file() and (tmp_path / "p" / "predictions.json").is_file()
     assert (tmp_path / "cache" / "test" / "split.json").is_file()
+
+
+def test_train_piped_to_a_file_logs_every_epoch(tmp_path):
+    """A batch job's view: molt train with its output piped shows one line per epoch with the validation score,
+    elapsed time and ETA, and none of Lightning's start-up lines."""
+    from molt.tasks.ave import generate_ave
+
+    data = tmp_path / "ave"
+    generate_ave(data, num_videos=12, seed=1, workers=1, show_progress=False)
+    done = subprocess.run([sys.executable, "-m", "molt", "train", "ave", "--data", str(data), "--epochs", "3",
+                           "--out", str(tmp_path / "runs"), "--workers", "0"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    epochs = [line for line in log.splitlines() if " molt.app.train: epoch " in line and "step" not in line]
+    assert [line.split(" molt.app.train: ")[1].split(":")[0] for line in epochs] == \
+        ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("val/accuracy" in line and "elapsed, ETA" in line for line in epochs)
+    assert "GPU available" not in log and "Seed set to" not in log

@@ -195,6 +195,9 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint-every-n-steps", type=int, metavar="N",
                        help="also rewrite last.ckpt every N training steps, so --resume last continues mid-epoch "
                             "(default: at the end of every epoch only)")
+    group.add_argument("--progress-every-n-steps", type=int, metavar="N",
+                       help="when the output is not a terminal (a batch log, a pipe), also log a progress line every "
+                            "N training steps (default: one line per epoch)")
 
 
 def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,7 +210,8 @@ def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
     trainer = {name: getattr(args, attr) for attr, name in
                (("epochs", "max_epochs"), ("batch_size", "batch_size"), ("seed", "seed"), ("workers", "num_workers"),
                 ("accelerator", "accelerator"), ("devices", "devices"), ("strategy", "strategy"),
-                ("precision", "precision"), ("checkpoint_every_n_steps", "checkpoint_every_n_steps"))
+                ("precision", "precision"), ("checkpoint_every_n_steps", "checkpoint_every_n_steps"),
+                ("progress_every_n_steps", "progress_every_n_steps"))
                if getattr(args, attr, None) is not None}
     if trainer:
         if "devices" in trainer and str(trainer["devices"]).isdigit():

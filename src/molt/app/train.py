@@ -179,11 +179,88 @@ def _eval_loader(dataset, config: ExperimentConfig, trainer: L.Trainer) -> DataL
                       drop_last=False)
 
 
-class _DropLightningTips(logging.Filter):
-    """Lightning advertises optional packages at every Trainer start; users did not ask for it."""
+class _DropLightningChatter(logging.Filter):
+    """What Lightning says at every run that a user did not ask for: tips advertising optional packages, the
+    accelerators it found and did not use, the seed, the end of fit and the reloading of the best checkpoint for
+    the test (the run's own lines say what happened)."""
+
+    NOISE = ("Tip:", "GPU available:", "TPU available:", "HPU available:", "IPU available:", "Seed set to",
+             "`Trainer.fit` stopped:", "Restoring states from the checkpoint",
+             "Loaded model weights from the checkpoint")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in record.getMessage()
+        message = record.getMessage()
+        return not any(part in message for part in self.NOISE)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 10 s``, ``1 h 02 min``."""
+    seconds = int(round(max(seconds, 0.0)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class ProgressLines(L.Callback):
+    """Progress for logs that are not a terminal (a batch job, a pipe, ``nohup``), where no progress bar is drawn:
+    one line at the end of every epoch (the epoch's mean training loss, the validation score and the best so far,
+    elapsed time and ETA) and, with ``every_n_steps``, one every that many training steps (the loss averaged over
+    the epoch so far). Logged by the first process only."""
+
+    def __init__(self, monitor: str, mode: str, every_n_steps: int | None = None) -> None:
+        self.monitor, self.mode, self.every_n_steps = monitor, mode, every_n_steps
+        self.started = time.monotonic()
+        self.first_epoch = 0
+        self.best: float | None = None      # of the epochs this process saw (checkpoint callbacks update later)
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = time.monotonic()
+        self.first_epoch = trainer.current_epoch          # a resumed run counts its ETA from where it resumed
+
+    def _times(self, trainer: L.Trainer, epochs_done: float) -> str:
+        elapsed = time.monotonic() - self.started
+        remaining = trainer.max_epochs - self.first_epoch - epochs_done
+        eta = elapsed / epochs_done * remaining if epochs_done > 0 else 0.0
+        return f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}"
+
+    def _metric(self, trainer: L.Trainer, key: str) -> str:
+        value = trainer.callback_metrics.get(key)
+        return "-" if value is None else f"{float(value):.4f}"
+
+    def _mean_loss(self) -> str:
+        return f"{self.loss_sum / self.loss_count:.4f}" if self.loss_count else "-"
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if torch.is_tensor(loss):
+            self.loss_sum += float(loss.detach())
+            self.loss_count += 1
+        if not self.every_n_steps or not trainer.is_global_zero or (batch_idx + 1) % self.every_n_steps:
+            return
+        batches = trainer.num_training_batches
+        done = trainer.current_epoch - self.first_epoch + (batch_idx + 1) / batches
+        _logger.info("epoch %d/%d step %d/%d: train loss %s, %s", trainer.current_epoch + 1, trainer.max_epochs,
+                     batch_idx + 1, batches, self._mean_loss(), self._times(trainer, done))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None:
+            value = float(value)
+            better = max if self.mode == "max" else min
+            self.best = value if self.best is None else better(self.best, value)
+        _logger.info("epoch %d/%d: train loss %s, %s %s (best %s), %s", trainer.current_epoch + 1,
+                     trainer.max_epochs, self._mean_loss(), self.monitor,
+                     self._metric(trainer, self.monitor), "-" if self.best is None else f"{self.best:.4f}",
+                     self._times(trainer, trainer.current_epoch + 1 - self.first_epoch))
 
 
 def _one_log_line_per_event() -> None:
@@ -199,9 +276,11 @@ def _one_log_line_per_event() -> None:
                 library_logger.removeHandler(handler)
         library_logger.propagate = True
         library_logger.setLevel(logging.NOTSET)
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropLightningTips) for f in rank_zero.filters):
-        rank_zero.addFilter(_DropLightningTips())
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed",
+                 "lightning.fabric.utilities.rank_zero"):
+        chatty = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningChatter) for f in chatty.filters):
+            chatty.addFilter(_DropLightningChatter())
 
 
 def software_environment() -> dict[str, Any]:
@@ -377,6 +456,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
                                          enable_version_counter=False))
     if enable_progress_bar:
         callbacks.append(TQDMProgressBar())
+    else:
+        callbacks.append(ProgressLines(monitor, spec.monitor_mode, trainer_cfg.progress_every_n_steps))
     trainer = L.Trainer(
         max_epochs=trainer_cfg.max_epochs, accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices,
         strategy=trainer_cfg.strategy, precision=trainer_cfg.precision, logger=logger,
