@@ -225,12 +225,12 @@ def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] | None = None):
     """The experiment config of a verb: ``--config`` (or the task's preset for ``--backbone``), the overrides of
     the command line, and ``--method``."""
-    from ..backbones.registry import with_backbone_sides
+    from ..backbones.registry import parse_backbone_name, with_backbone_sides
     from ..config import load_config, switch_method
     from ..tasks import get_task
 
     sides = {side: getattr(args, f"{side}_backbone", None) for side in ("visual", "audio")}
-    real = any(name and name.split(":")[0] in ("timm", "hf") for name in sides.values())
+    real = any(name and parse_backbone_name(name, side).kind in ("timm", "hf") for side, name in sides.items())
     preset = args.config or get_task(task).default_preset(args.backbone or ("paper" if real else None))
     config = load_config(preset, {**_experiment_overrides(args), **(overrides or {})})
     if any(sides.values()):

@@ -203,6 +203,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def _four_places(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.4f}"
+
+
 class ProgressLines(L.Callback):
     """Progress for logs that are not a terminal (a batch job, a pipe, ``nohup``), where no progress bar is drawn:
     one line at the end of every epoch (the epoch's mean training loss, the validation score and the best so far,
@@ -226,12 +230,8 @@ class ProgressLines(L.Callback):
         eta = elapsed / epochs_done * remaining if epochs_done > 0 else 0.0
         return f"{_duration(elapsed)} elapsed, ETA {_duration(eta)}"
 
-    def _metric(self, trainer: L.Trainer, key: str) -> str:
-        value = trainer.callback_metrics.get(key)
-        return "-" if value is None else f"{float(value):.4f}"
-
     def _mean_loss(self) -> str:
-        return f"{self.loss_sum / self.loss_count:.4f}" if self.loss_count else "-"
+        return _four_places(self.loss_sum / self.loss_count if self.loss_count else None)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.loss_sum, self.loss_count = 0.0, 0
@@ -254,13 +254,11 @@ class ProgressLines(L.Callback):
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None:
-            value = float(value)
             better = max if self.mode == "max" else min
-            self.best = value if self.best is None else better(self.best, value)
+            self.best = float(value) if self.best is None else better(self.best, float(value))
         _logger.info("epoch %d/%d: train loss %s, %s %s (best %s), %s", trainer.current_epoch + 1,
-                     trainer.max_epochs, self._mean_loss(), self.monitor,
-                     self._metric(trainer, self.monitor), "-" if self.best is None else f"{self.best:.4f}",
-                     self._times(trainer, trainer.current_epoch + 1 - self.first_epoch))
+                     trainer.max_epochs, self._mean_loss(), self.monitor, _four_places(value),
+                     _four_places(self.best), self._times(trainer, trainer.current_epoch + 1 - self.first_epoch))
 
 
 def _one_log_line_per_event() -> None:

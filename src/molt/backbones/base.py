@@ -22,11 +22,24 @@ from torch import nn
 
 from .taps import BlockSelection, resolve_blocks
 
-__all__ = ["TapBackbone", "BACKBONE_DTYPES", "hooked_taps"]
+__all__ = ["TapBackbone", "BACKBONE_DTYPES", "hooked_taps", "default_device_is_meta", "error_gist"]
 
 #: ``backbone_dtype`` names -> the dtype the frozen weights are stored and run in
 BACKBONE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
                                            "float16": torch.float16}
+
+
+def default_device_is_meta() -> bool:
+    """Whether new tensors land on the ``meta`` device (a ``with torch.device("meta"):`` build: read no weights)."""
+    return torch.empty(0).device.type == "meta"
+
+
+def error_gist(error: BaseException) -> str:
+    """The gist of a wrapped library's error in one line (its first line, and the next one when the first only
+    announces it), for the one-line messages the backbones raise."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    return text[:300]
 
 
 class _StopForward(Exception):

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import TapBackbone, hooked_taps
+from .base import TapBackbone, default_device_is_meta, error_gist, hooked_taps
 from .swin_v2 import file_sha256
 from .taps import BlockSelection
 
@@ -100,15 +100,6 @@ def resample_fft(waveform: torch.Tensor, orig_rate: int, target_rate: int) -> to
 def _looks_like_path(source: str) -> bool:
     """A hub id is ``name`` or ``owner/name``; anything else with a separator is a path."""
     return source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
-
-
-def _default_device_is_meta() -> bool:
-    return torch.empty(0).device.type == "meta"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _first(output: Any) -> torch.Tensor:
@@ -262,16 +253,16 @@ class HFAudioBackbone(TapBackbone):
                 return loader()
             except OSError as error:
                 if folder is not None:
-                    raise ValueError(f"hf:{source}: {folder} holds no readable {what} ({_first_line(error)}); "
+                    raise ValueError(f"hf:{source}: {folder} holds no readable {what} ({error_gist(error)}); "
                                      f"expected a folder written by save_pretrained") from None
                 raise FileNotFoundError(f"hf:{source}: not in the local Hugging Face cache ({what} missing) and not "
                                         f"downloadable here (offline, or not on the hub); {_FIX_MISSING}") from None
             except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(f"hf:{source}: transformers cannot read its {what} ({_first_line(error)}); "
+                raise ValueError(f"hf:{source}: transformers cannot read its {what} ({error_gist(error)}); "
                                  f"expected {_EXPECTED}") from None
             except RuntimeError as error:      # tensors of other shapes than the config's (ignore_mismatched_sizes)
                 raise ValueError(f"hf:{source}: the {what} in {where} do not fit its config.json (tensors of "
-                                 f"other shapes; another architecture's?): {_first_line(error)}") from None
+                                 f"other shapes; another architecture's?): {error_gist(error)}") from None
 
         config = load("config", lambda: transformers.AutoConfig.from_pretrained(
             where, revision=revision, trust_remote_code=False))
@@ -318,7 +309,7 @@ class HFAudioBackbone(TapBackbone):
                 model = transformers.AutoModel.from_config(config, **_float32_kwargs(transformers))
         except (ValueError, KeyError) as error:
             raise ValueError(f"{label}: transformers has no model for this config ({type(config).__name__}: "
-                             f"{_first_line(error)}); expected {_EXPECTED}") from None
+                             f"{error_gist(error)}); expected {_EXPECTED}") from None
         return _find_encoder(model, label).eval()
 
     @staticmethod
@@ -357,7 +348,7 @@ class HFAudioBackbone(TapBackbone):
         self.layer_names = _find_layers(meta_encoder, name)
         self._fusion = bool(getattr(meta_encoder.config, "enable_fusion", False))
 
-        if _default_device_is_meta():
+        if default_device_is_meta():
             encoder = meta_encoder
         elif loader is None:
             with torch.random.fork_rng(devices=[]):

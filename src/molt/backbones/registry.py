@@ -239,7 +239,8 @@ def build_backbone(name: BackboneName | str, side: str, *, weights: str | os.Pat
     name = name if isinstance(name, BackboneName) else parse_backbone_name(name, side)
     options = dict(options or {})
     flag = f"--{side}-weights"
-    file = None if not load_weights or weights in (None, RANDOM_WEIGHTS) else os.fspath(weights)
+    given = None if weights in (None, RANDOM_WEIGHTS) else os.fspath(weights)
+    file = given if load_weights else None
     if name.kind == "swinv2":
         swin = SwinV2Backbone(name.model, weights=file, **options)
         return swin if side == "visual" else SpectrogramSwin(swin, frontend=shared_audio_frontend)
@@ -247,8 +248,7 @@ def build_backbone(name: BackboneName | str, side: str, *, weights: str | os.Pat
         from .timm_image import TimmBackbone
 
         # on the meta device TimmBackbone reads nothing but still reports the weights (file hash, hub tag)
-        weights_file = None if weights in (None, RANDOM_WEIGHTS) else os.fspath(weights)
-        return TimmBackbone(name.model, pretrained=weights is None, weights=weights_file, name=str(name), **options)
+        return TimmBackbone(name.model, pretrained=weights is None, weights=given, name=str(name), **options)
     if name.kind == "htsat":
         if audio_clip_seconds is not None:
             options.setdefault("clip_seconds", audio_clip_seconds)
@@ -261,7 +261,7 @@ def build_backbone(name: BackboneName | str, side: str, *, weights: str | os.Pat
     if name.kind == "hf":
         from .hf_audio import HFAudioBackbone
 
-        if weights not in (None, RANDOM_WEIGHTS):
+        if given is not None:
             raise ValueError(f"{flag}: an hf: backbone reads its weights from its source; name the folder as "
                              f"hf:/path/to/folder, or pass {RANDOM_WEIGHTS}")
         # built on the meta device (load_weights False), it reads no weights but still names the files it would

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import TapBackbone, hooked_taps
+from .base import TapBackbone, default_device_is_meta, error_gist, hooked_taps
 from .swin_v2 import file_sha256
 from .taps import BlockSelection
 
@@ -99,13 +99,6 @@ def _recorded_loading(report: dict[str, Any]) -> Iterator[None]:
             _builder.load_pretrained = original
 
 
-def _first_line(error: BaseException) -> str:
-    """The gist of an error in one line (its first line, and the next one when the first only announces it)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
-    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
-    return text[:300]
-
-
 def _resolve_weights(weights: str | os.PathLike) -> str:
     """A weights file, or the first of :data:`WEIGHT_FILE_NAMES` inside a weights folder."""
     path = os.fspath(weights)
@@ -143,10 +136,6 @@ def _pretrained_tags(arch: str) -> list[str]:
     import timm
 
     return timm.list_pretrained(f"{arch}.*")[:8]
-
-
-def _default_device_is_meta() -> bool:
-    return torch.empty(()).device.type == "meta"
 
 
 class TimmBackbone(TapBackbone):
@@ -187,7 +176,7 @@ class TimmBackbone(TapBackbone):
         self.weights_path = _resolve_weights(weights) if weights is not None else None
         self.pretrained = bool(pretrained or self.weights_path)
         self._hub_weights = pretrained and self.weights_path is None
-        on_meta = _default_device_is_meta()
+        on_meta = default_device_is_meta()
         self.model = self._create(overrides, load=not on_meta)
         if not self.pretrained:
             self._init_random_post_norms()
@@ -235,7 +224,7 @@ class TimmBackbone(TapBackbone):
             cause = failure.__cause__ or failure
             if file is not None:
                 raise ValueError(f"visual weights {file} do not fit timm model {self.timm_name!r}: "
-                                 f"{_first_line(cause)}") from cause
+                                 f"{error_gist(cause)}") from cause
             if isinstance(cause, OSError):
                 raise FileNotFoundError(
                     f"pretrained weights of timm model {self.timm_name!r} are not in the local Hugging Face cache "
