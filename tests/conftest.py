@@ -1,4 +1,8 @@
-"""Shared pytest configuration: paper-scale checks run only with ``--runslow``; one torch thread per test process."""
+"""Shared pytest configuration: paper-scale checks run only with ``--runslow``; one torch thread per test process;
+the tests run in a scratch directory, so the verbs' default outputs (runs/, evaluations/, predictions/, analysis/,
+molt-demo/) never land in the checkout."""
+import os
+
 import pytest
 import torch
 
@@ -25,6 +29,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_working_directory(tmp_path_factory):
+    """Every test (and every process it starts) works in one scratch directory of the session."""
+    before = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)
 
 
 @pytest.fixture(scope="session")

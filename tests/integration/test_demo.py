@@ -12,4 +12,5 @@ def test_demo_runs_end_to_end_from_the_cli(tmp_path, capsys):
     assert summary["trainable_params"] < summary["total_params"]
     assert (tmp_path / "runs").is_dir()
     assert list(tmp_path.glob("runs/*/version_0/adapters/best/adapter_model.safetensors"))
-    assert list(tmp_path.glob("runs/*/version_0/adapters/best/eval_test/timelines.png"))
+    assert (tmp_path / "evaluations" / "test" / "timelines.png").is_file()
+    assert str(tmp_path) in printed       # it says where it wrote

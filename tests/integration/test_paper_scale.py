@@ -30,7 +30,7 @@ def test_paper_presets_are_counted_without_allocating(capsys):
 def test_params_all_has_every_task_at_paper_scale(capsys):
     from molt.tasks import task_names
 
-    assert main(["params", "--all"]) == 0
+    assert main(["params"]) == 0
     out = capsys.readouterr().out
     for task in task_names():
         for backbone in ("paper", "shared"):

@@ -58,7 +58,7 @@ def test_avs_prediction_from_frames_and_wav_is_the_models_on_the_prepared_clip(t
     frames = next((tmp_path / "data").rglob(f"visual_frames/*/*/{name}"))
     audio = next((tmp_path / "data").rglob(f"{name}.wav"))
     result = predict_with_cli(adapters, "avs", tmp_path / "out", "--frames", str(frames), "--audio", str(audio),
-                      "--overlay-video", "yes")
+                              "--overlay-video")
     model, outputs = model_outputs(adapters, prepared, "test", 0)
     masks = model.task.predict(outputs)[0].numpy()
     for row, mask in zip(result["frames"], masks):

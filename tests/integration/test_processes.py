@@ -58,7 +58,7 @@ def test_eval_predict_extract_analyze_params_do_not_import_lightning(tmp_path):
             ["eval", "ave", "--data", data, "--checkpoint", checkpoint, "--out", {str(tmp_path / "eval")!r}],
             ["predict", "ave", "--checkpoint", checkpoint, "--video", str(video), "--out", {str(tmp_path / "p")!r}],
             ["extract", "ave", "--data", data, "--out", {str(tmp_path / "cache")!r}, "--splits", "test",
-             "--device", "cpu"],
+             "--accelerator", "cpu"],
             ["analyze", "layers", "ave", "--data", data, "--clips", "2", "--out", {str(tmp_path / "layers")!r}],
             ["analyze", "tokens", "ave", "--data", data, "--checkpoint", checkpoint, "--clips", "1",
              "--out", {str(tmp_path / "tokens")!r}],

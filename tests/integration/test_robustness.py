@@ -86,7 +86,7 @@ def test_training_from_a_feature_cache_matches_online_training(prepared, tmp_pat
     from molt.app.cli import main
 
     cache = tmp_path / "cache"
-    assert main(["extract", "--task", "ave", "--data", str(prepared), "--out", str(cache), "--dtype", "float32"]) == 0
+    assert main(["extract", "ave", "--data", str(prepared), "--out", str(cache), "--dtype", "float32"]) == 0
     config = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 2, "batch_size": 8, "seed": 5}})
     online = train(config, data=prepared, out_dir=tmp_path / "online", enable_progress_bar=False)
     cached = train(config, data=prepared, out_dir=tmp_path / "cached", enable_progress_bar=False, features=cache)
@@ -102,7 +102,7 @@ def test_a_cache_for_other_blocks_or_lavish_is_refused(prepared, tmp_path):
     from molt.app.cli import main
 
     cache = tmp_path / "cache"
-    assert main(["extract", "--task", "ave", "--data", str(prepared), "--out", str(cache), "--splits",
+    assert main(["extract", "ave", "--data", str(prepared), "--out", str(cache), "--splits",
                  "train,val,test", "--blocks", "late"]) == 0
     mid = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 1},
                                         "method_config": {"blocks_visual": "mid", "blocks_audio": "mid"}})

@@ -436,10 +436,11 @@ def run_efficiency(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny"
                        "--method", method, "--batch-clips", str(batch_clips), "--result", str(result),
                        "--backbone-dtype", backbone_dtype, "--steps", str(steps), "--warmup", str(warmup)]
             if device:
-                command += ["--device", device]
+                command += ["--accelerator", "cpu" if device == "cpu" else "gpu"]
             if setting:
                 command += ["--setting", setting]
-            _logger.info("efficiency: %s on %s (%s)", method, table.backbone, " ".join(command))
+            _logger.info("efficiency: %s on %s", method, table.backbone)
+            _logger.debug("efficiency worker: %s", " ".join(command))
             try:
                 completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -24,6 +24,10 @@ _BACKBONES = ("tiny", "tiny-shared", "paper", "shared")  # molt.config.BACKBONE_
 _BACKBONE_DTYPES = ("float32", "bfloat16", "float16")  # molt.config.BACKBONE_DTYPES
 _SHARED_AUDIO_FRONTENDS = ("htsat", "kaldi_fbank")    # molt.backbones.shared.SHARED_AUDIO_FRONTENDS
 _METHODS = ("molt", "mettle", "lavish", "dgsct", "avmoe")  # molt.methods.method_names()
+# the values of Lightning's Trainer that the command line offers (a YAML config may name others)
+_ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+_STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
+_PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -31,7 +35,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("%(default)" not in text and action.option_strings and action.default not in (None, False)
+        if ("%(default)" not in text and "(default:" not in text and action.option_strings
+                and action.default is not None and action.default is not False
                 and action.default is not argparse.SUPPRESS):
             text += " (default: %(default)s)"
         return text
@@ -48,48 +53,80 @@ def _deprecated(old: str, new: str) -> None:
 # ------------------------------------------------------------------------------------------------------------------
 # shared options
 
-def _add_task(parser: argparse.ArgumentParser, tasks: list[str], *, legacy_flag: bool = False) -> None:
-    """The positional ``TASK``; ``legacy_flag`` also accepts the old ``--task NAME`` (with a warning)."""
-    if legacy_flag:
-        parser.add_argument("task", nargs="?", choices=tasks, metavar="TASK",
-                            help=f"the task: {', '.join(tasks)}")
-        parser.add_argument("--task", dest="task_flag", choices=tasks, help=argparse.SUPPRESS)
-    else:
-        parser.add_argument("task", choices=tasks, metavar="TASK", help=f"the task: {', '.join(tasks)}")
-
-
-def _task_of(args: argparse.Namespace, verb: str, *, default: str | None = None) -> str:
-    """The task of a verb that also took ``--task`` (deprecated), or ``default`` (deprecated) when none is given."""
-    flag = getattr(args, "task_flag", None)
-    if flag is not None:
-        if args.task is not None and args.task != flag:
-            raise ValueError(f"molt {verb}: TASK {args.task!r} and --task {flag!r} disagree; give the task once")
-        _deprecated(f"molt {verb} --task {flag}", f"molt {verb} {flag}")
-        return flag
-    if args.task is None:
-        if default is None:
-            raise ValueError(f"molt {verb}: name the task, e.g. molt {verb} ave")
-        _deprecated(f"molt {verb} without a task", f"molt {verb} {default}")
-        return default
-    return args.task
+def _add_task(parser: argparse.ArgumentParser, tasks: list[str], *, optional: bool = False) -> None:
+    """The positional ``TASK`` (``optional``: only where leaving it out has a meaning, e.g. ``analyze tokens``)."""
+    parser.add_argument("task", nargs="?" if optional else None, choices=tasks, metavar="TASK",
+                        help=f"the task: {', '.join(tasks)}")
 
 
 def _add_data(parser: argparse.ArgumentParser, *, what: str = "dataset root (prepared on first use) or prepared "
-                                                               "directory", legacy_root: bool = False) -> None:
-    parser.add_argument("--data", required=not legacy_root, help=what)
-    if legacy_root:
-        parser.add_argument("--root", help=argparse.SUPPRESS)
+                                                               "directory") -> None:
+    parser.add_argument("--data", required=True, help=what)
 
 
-def _data_of(args: argparse.Namespace, verb: str) -> str:
-    if getattr(args, "root", None) is not None:
-        if args.data is not None:
-            raise ValueError(f"molt {verb}: give the data root once (--data)")
-        _deprecated(f"molt {verb} --root DIR", f"molt {verb} TASK --data DIR")
-        return args.root
-    if args.data is None:
-        raise ValueError(f"molt {verb}: --data DIR is required (the dataset root)")
-    return args.data
+# old spellings, rewritten before parsing, each with a deprecation warning (they go away in the next release)
+_VALUE_SPELLINGS = {("*", "--task"): None, ("prepare", "--root"): "--data", ("extract", "--device"): "--accelerator",
+                    ("bench", "--device"): "--accelerator"}
+_OLD_DEVICES = {"cuda": "gpu", "cpu": "cpu"}
+_TASK_AFTER_WHAT = {"bench": "ave"}   # molt bench WHAT TASK; without a task it meant ave
+
+
+def _modern_spelling(argv: list[str], tasks: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``argv`` with the old spellings of the previous release replaced, and ``(old, new)`` for each: ``--task NAME``
+    (now the positional TASK), ``prepare --root`` (``--data``), ``extract/bench --device cpu|cuda``
+    (``--accelerator cpu|gpu``), ``predict --overlay-video yes|no`` (a switch), ``params --all`` (the default),
+    ``bench WHAT`` without a task (ave)."""
+    verb_at = next((i for i, token in enumerate(argv) if not token.startswith("-")), None)
+    if verb_at is None:
+        return argv, []
+    verb, rest, kept, task, notes = argv[verb_at], argv[verb_at + 1:], [], None, []
+    i = 0
+    while i < len(rest):
+        name, equals, value = rest[i].partition("=")
+        key = next((k for k in ((verb, name), ("*", name)) if k in _VALUE_SPELLINGS), None)
+        if key is not None and (equals or i + 1 < len(rest)):
+            value, i = (value, i + 1) if equals else (rest[i + 1], i + 2)
+            new = _VALUE_SPELLINGS[key]
+            if new is None:
+                task = value
+            else:
+                modern = _OLD_DEVICES.get(value, value) if new == "--accelerator" else value
+                notes.append((f"molt {verb} {name} {value}", f"molt {verb} {new} {modern}"))
+                kept += [new, modern]
+            continue
+        if verb == "predict" and name == "--overlay-video" and (equals or rest[i + 1:i + 2] in (["yes"], ["no"])):
+            value, i = (value, i + 1) if equals else (rest[i + 1], i + 2)
+            notes.append((f"molt predict --overlay-video {value}", "molt predict --overlay-video (a switch)"))
+            kept += ["--overlay-video"] if value == "yes" else []
+            continue
+        if verb == "params" and rest[i] == "--all":
+            notes.append(("molt params --all", "molt params (every preset is the default)"))
+            i += 1
+            continue
+        kept.append(rest[i])
+        i += 1
+    positionals = [token for token in kept if not token.startswith("-")]
+    where = 1 if verb in ("bench", "analyze") else 0      # molt bench WHAT TASK, molt analyze WHAT TASK
+    given = positionals[where] if len(positionals) > where and positionals[where] in tasks else None
+    if task is not None:
+        shown = f"{verb} {positionals[0]}" if where and positionals else verb
+        notes.append((f"molt {shown} --task {task}", f"molt {shown} {task}"))
+    elif verb in _TASK_AFTER_WHAT and positionals and given is None:
+        task = _TASK_AFTER_WHAT[verb]
+        notes.append((f"molt {verb} {positionals[0]} without a task", f"molt {verb} {positionals[0]} {task}"))
+    if task is not None and given is not None and given != task:
+        raise ValueError(f"molt {verb}: TASK {given!r} and --task {task!r} disagree; give the task once")
+    if task is not None and given is None:
+        kept.insert(kept.index(positionals[0]) + 1 if where and positionals else 0, task)
+    return [*argv[:verb_at + 1], *kept], notes
+
+
+def _analyzed_task(args: argparse.Namespace) -> str:
+    """The task of ``molt analyze layers``: TASK, or ave (deprecated) when none is given."""
+    if args.task is None:
+        _deprecated("molt analyze layers without a task", "molt analyze layers ave")
+        return "ave"
+    return args.task
 
 
 def _add_setting(parser: argparse.ArgumentParser) -> None:
@@ -111,14 +148,18 @@ def _task_option_owners(kind: str) -> dict[str, list]:
     return owners
 
 
-def _add_task_options(parser: argparse.ArgumentParser, kind: str) -> None:
-    """One flag per task option of any task, its help naming the tasks that have it."""
+def _add_task_options(parser: argparse.ArgumentParser, kind: str, help_task: str | None = None) -> None:
+    """One flag per task option of any task, its help naming the tasks that have it; with ``help_task`` (``molt
+    VERB TASK --help``) the other tasks' flags are left out of the help."""
     for name, owners in _task_option_owners(kind).items():
         option = owners[0][1]
         tasks = ", ".join(task for task, _ in owners)
         default = f" (default: {option.default})" if option.default is not None else ""
-        parser.add_argument(option.flag, dest=name, choices=option.choices, default=None,
-                            help=f"{tasks}{' (required)' if option.required else ''}: {option.help}{default}")
+        shown = help_task is None or help_task in {task for task, _ in owners}
+        text = f"{tasks}{' (required)' if option.required else ''}: {option.help}{default}"
+        kind_of_flag = dict(action="store_const", const=True) if option.switch else dict(choices=option.choices)
+        parser.add_argument(option.flag, dest=name, default=None, help=text if shown else argparse.SUPPRESS,
+                            **kind_of_flag)
 
 
 def _task_options(args: argparse.Namespace, spec, kind: str) -> dict[str, str]:
@@ -139,13 +180,14 @@ def _task_options(args: argparse.Namespace, spec, kind: str) -> dict[str, str]:
     return given
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    """What builds the model: preset, method, backbones, weights, modalities."""
+def _add_model_options(parser: argparse.ArgumentParser, *, method: bool = True) -> None:
+    """What builds the model: preset, method (unless the verb decides it), backbones, weights, modalities."""
     group = parser.add_argument_group("model")
     group.add_argument("--config", help="preset name (see `molt params --list`) or path to a YAML file "
                                         "(default: the task's MoLT preset for --backbone, e.g. ave_molt_tiny)")
-    group.add_argument("--method", choices=_METHODS,
-                       help="method on the frozen backbones (default: the preset's, molt)")
+    if method:
+        group.add_argument("--method", choices=_METHODS,
+                           help="method on the frozen backbones (default: the preset's, molt)")
     group.add_argument("--backbone", choices=_BACKBONES, help="a named backbone pair (default: the preset's, tiny)")
     _add_backbone_names(group)
     group.add_argument("--backbone-dtype", choices=_BACKBONE_DTYPES,
@@ -173,6 +215,16 @@ def _add_backbone_names(group) -> None:
                                                "HTSAT_AudioSet_Saved_1.ckpt), or 'random'")
 
 
+def _add_accelerator(parser, help_text: str, default: str | None = "auto") -> None:
+    """``--accelerator``, the same flag for training, extraction and benchmarks."""
+    parser.add_argument("--accelerator", choices=_ACCELERATORS, default=default, help=help_text)
+
+
+def _torch_device(accelerator: str | None) -> str | None:
+    """The torch device of an ``--accelerator`` choice (``None``: a GPU when one is visible, else the CPU)."""
+    return {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(accelerator or "auto")
+
+
 def _add_trust(parser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="read a weights file that pickles Python objects beyond tensors and the safe types of "
@@ -187,10 +239,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lr", type=float, help="learning rate of the adapters (default: the preset's)")
     group.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dropout (default: 0)")
     group.add_argument("--workers", type=int, help="DataLoader worker processes (default: 0)")
-    group.add_argument("--accelerator", help="cpu | gpu | auto (default: auto)")
-    group.add_argument("--devices", help="number of devices (default: 1)")
-    group.add_argument("--strategy", help="auto | ddp (several devices; on CPU with --accelerator cpu it uses gloo)")
-    group.add_argument("--precision", help="32-true | bf16-mixed | 16-mixed (default: 32-true)")
+    _add_accelerator(group, "where training runs (default: the preset's, auto: a GPU when one is visible)",
+                     default=None)
+    group.add_argument("--devices", help="devices per machine: a count, auto, or GPU ids such as 0,2 (default: 1)")
+    group.add_argument("--strategy", choices=_STRATEGIES,
+                       help="several devices: ddp (on CPU with --accelerator cpu it uses gloo) (default: auto)")
+    group.add_argument("--precision", choices=_PRECISIONS, help="numeric precision of training (default: 32-true)")
     group.add_argument("--checkpoint-every-n-steps", type=int, metavar="N",
                        help="also rewrite last.ckpt every N training steps, so --resume last continues mid-epoch "
                             "(default: at the end of every epoch only)")
@@ -273,7 +327,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from ..tasks import get_task
 
     spec = get_task(args.task)
-    prepared = spec.open_prepared(_data_of(args, "prepare"), args.setting, image_size=args.image_size,
+    prepared = spec.open_prepared(args.data, args.setting, image_size=args.image_size,
                                   workers=args.workers, out_dir=args.out, limit=args.limit, force=True,
                                   show_progress=not args.quiet, **_task_options(args, spec, "prepare_options"))
     print(f"prepared {args.task} data in {prepared}")
@@ -293,12 +347,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_extract(args: argparse.Namespace) -> int:
     from .extract import extract
 
-    task = _task_of(args, "extract")
+    task = args.task
     overrides = {"method_config": {"blocks_visual": args.blocks, "blocks_audio": args.blocks}} if args.blocks else {}
     config = _experiment(args, task, overrides)
     splits = tuple(split for split in args.splits.split(",") if split)
     reports = extract(config, data=args.data, out_dir=args.out, splits=splits, dtype=args.dtype,
-                      batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
+                      batch_size=args.batch_size, chunk_size=args.chunk_size, device=_torch_device(args.accelerator),
                       verify_existing=args.verify, trust_checkpoint=args.trust_checkpoint, show_progress=not args.quiet,
                       devices=args.devices, num_nodes=args.num_nodes, node_rank=args.node_rank)
     for split, report in reports.items():
@@ -338,12 +392,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_efficiency, run_worker
 
-    task = _task_of(args, f"bench {args.what}", default="ave")
+    task = args.task
     from ..backbones.registry import with_backbone_sides
 
-    options = dict(batch_clips=args.batch_clips, device=args.device, backbone_dtype=args.backbone_dtype,
-                   setting=args.setting, steps=args.steps, warmup=args.warmup, visual_weights=args.visual_weights,
-                   audio_weights=args.audio_weights)
+    options = dict(batch_clips=args.batch_clips, device=_torch_device(args.accelerator),
+                   backbone_dtype=args.backbone_dtype, setting=args.setting, steps=args.steps, warmup=args.warmup,
+                   visual_weights=args.visual_weights, audio_weights=args.audio_weights)
     backbone = json.loads(args.backbone_json) if args.backbone_json else args.backbone
     backbone = with_backbone_sides(backbone, visual=args.visual_backbone, audio=args.audio_backbone)
     if args.what == "worker":  # not in the help: the process run_efficiency starts for each method
@@ -361,10 +415,11 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .analysis import analyze_layers, analyze_tokens
+    from .evaluate import checkpoint_label
 
     if args.what == "layers":
-        task = _task_of(args, "analyze layers", default="ave")
-        out = args.out or Path(args.data) / "analysis"
+        task = _analyzed_task(args)
+        out = args.out or Path("analysis") / f"layers_{task}"
         result = analyze_layers(
             args.data, out_dir=out, backbone=args.backbone, visual=args.visual_backbone, audio=args.audio_backbone,
             visual_weights=args.visual_weights, audio_weights=args.audio_weights, clips=args.clips,
@@ -375,9 +430,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         return 0
     if not args.checkpoint:
         raise ValueError("molt analyze tokens needs --checkpoint (an adapter directory or training checkpoint)")
-    given = args.task is not None or args.task_flag is not None
-    task = _task_of(args, "analyze tokens") if given else None  # None: the checkpoint's own task
-    payload = analyze_tokens(args.checkpoint, args.data, out_dir=args.out or Path(args.checkpoint) / "tokens",
+    task = args.task    # None: the checkpoint's own task
+    out = args.out or Path("analysis") / f"tokens_{checkpoint_label(args.checkpoint)}"
+    payload = analyze_tokens(args.checkpoint, args.data, out_dir=out,
                              split=args.split or "test", clips=args.clips, task=task,
                              trust_checkpoint=args.trust_checkpoint)
     print("\n".join(str(path) for path in payload["files"]))
@@ -387,7 +442,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _cmd_ablate(args: argparse.Namespace) -> int:
     from .ablate import run_ablation
 
-    task = _task_of(args, "ablate")
+    task = args.task
     out = args.out or f"ablations/{task}"
     result = run_ablation(task, args.table, data=args.data, out_dir=out, config=args.config,
                           backbone=args.backbone or "tiny", setting=args.setting,
@@ -404,7 +459,7 @@ def _cmd_params(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(preset_names()))
         return 0
-    names: list[Any] = resolve_preset_names(None if args.all else args.name)
+    names: list[Any] = resolve_preset_names(args.name)
     sides = {"visual": args.visual_backbone, "audio": args.audio_backbone}
     if any(sides.values()):
         from ..backbones.registry import with_backbone_sides
@@ -429,7 +484,8 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------------------
 # parser
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
+    """The ``molt`` parser; ``help_task`` leaves other tasks' flags out of the help (``molt predict avs --help``)."""
     from ..tasks import registered_tasks, task_names
 
     tasks = task_names()
@@ -447,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     def verb(name: str, help_text: str, handler: Callable[[argparse.Namespace], int], *examples: str):
+        if help_task is not None:     # molt VERB TASK --help: that task's examples, where the verb has some
+            examples = tuple(e for e in examples if f" {help_task} " in f"{e} ") or examples
         sub = verbs.add_parser(name, help=help_text, description=help_text, epilog=_examples(*examples),
                                formatter_class=_HelpFormatter)
         sub.set_defaults(handler=handler)
@@ -454,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = verb("demo", "generate a small synthetic AVE set, train MoLT on tiny backbones, evaluate (CPU, minutes)",
                 _cmd_demo, "molt demo", "molt demo --workdir /tmp/molt-demo --epochs 5")
-    demo.add_argument("--workdir", help="where data and runs go (default: ~/.cache/molt/demo)")
+    demo.add_argument("--workdir", help="where the data, the run and demo.json go (default: molt-demo in the "
+                                        "current directory)")
     demo.add_argument("--videos", type=int, default=320, help="synthetic clips to generate")
     demo.add_argument("--epochs", type=int, default=15, help="training epochs")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
@@ -475,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "molt prepare ave --data /data/AVE --workers 8",
                    "molt prepare avs --setting ms3 --data /data/AVSBench --out /scratch/avs_ms3")
     _add_task(prepare, tasks)
-    _add_data(prepare, what="dataset root in the task's real layout (annotation files, videos)", legacy_root=True)
+    _add_data(prepare, what="dataset root in the task's real layout (annotation files, videos)")
     _add_setting(prepare)
     prepare.add_argument("--out", help="output directory (default: the task's place inside the root, e.g. "
                                        "ROOT/prepared)")
@@ -483,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="frame size (default: the generator's size for synthetic data, else 192)")
     prepare.add_argument("--workers", type=int, default=2, help="decoding processes")
     prepare.add_argument("--limit", type=int, help="only the first N videos (for a quick look)")
-    _add_task_options(prepare, "prepare_options")
+    _add_task_options(prepare, "prepare_options", help_task)
 
     train = verb("train", "train adapters and a task head on frozen backbones", _cmd_train,
                  "molt train ave --data data/synth --backbone tiny --epochs 10",
@@ -503,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
                    _cmd_extract, "molt extract ave --data data/synth --out cache/ave_tiny",
                    "molt extract ave --data /data/AVE --config ave_molt_paper --blocks late --dtype float16 "
                    "--visual-weights swin.safetensors --audio-weights HTSAT_AudioSet_Saved_1.ckpt --out cache/ave")
-    _add_task(extract, tasks, legacy_flag=True)
+    _add_task(extract, tasks)
     _add_data(extract)
     _add_setting(extract)
     extract.add_argument("--out", required=True, help="cache directory (resumes what is already there)")
@@ -513,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--splits", default="train,val,test", help="comma-separated splits to extract")
     extract.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
     extract.add_argument("--chunk-size", type=int, default=256, help="clips per chunk file (unit of resume)")
-    extract.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_accelerator(extract, "where the backbones run (auto: a GPU when one is visible)")
     extract.add_argument("--verify", action="store_true", help="re-check the checksums of chunks already written")
     extract.add_argument("--devices", type=int, default=1,
                          help="processes on this machine, one per GPU (cuda:0, cuda:1, ...) or CPU processes; they "
@@ -536,7 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
                                + "; ".join(f"{name}: {' | '.join(names)}" for name, names in variants.items())
                                + "; default: the first)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
-    evaluate.add_argument("--out", help="where metrics.json and PNGs go (default: next to the checkpoint)")
+    evaluate.add_argument("--out", help="where metrics.json and the pictures go (default: "
+                                        "evaluations/RUN_version_N_best_SPLIT in the current directory)")
     _add_trust(evaluate)
 
     predict = verb("predict", "predictions of a trained checkpoint for one video file", _cmd_predict,
@@ -551,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="directory for predictions.json and the pictures (default: "
                                        "predictions/<video name>)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")
-    _add_task_options(predict, "predict_options")
+    _add_task_options(predict, "predict_options", help_task)
     _add_trust(predict)
 
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
@@ -561,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "molt bench efficiency ave --visual-backbone timm:vit_large_patch14_dinov2.lvd142m --visual-weights "
                  "random --audio-backbone htsat")
     bench.add_argument("what", choices=["efficiency", "worker"], metavar="{efficiency}", help="what to benchmark")
-    _add_task(bench, tasks, legacy_flag=True)
+    _add_task(bench, tasks)
     bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="a named backbone pair")
     _add_backbone_names(bench)
     bench.add_argument("--methods", default="molt,mettle,lavish,dgsct,avmoe",
@@ -571,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting(bench)
     bench.add_argument("--steps", type=int, default=5, help="timed training steps per method (median reported)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed training steps before them")
-    bench.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_accelerator(bench, "where the steps run (auto: a GPU when one is visible)")
     bench.add_argument("--backbone-dtype", default="float32", choices=_BACKBONE_DTYPES,
                        help="dtype the frozen backbones are stored and run in (tap-reading methods)")
     bench.add_argument("--out", help="directory for efficiency.json, efficiency.md and efficiency.png")
@@ -585,10 +645,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "--audio-weights HTSAT_AudioSet_Saved_1.ckpt",
                    "molt analyze tokens ave --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
     analyze.add_argument("what", choices=["layers", "tokens"], help="layers (Fig. 4) or tokens (Fig. 5)")
-    _add_task(analyze, tasks, legacy_flag=True)
+    _add_task(analyze, tasks, optional=True)
     _add_data(analyze)
     _add_setting(analyze)
-    analyze.add_argument("--out", help="output directory (default: DATA/analysis, or CHECKPOINT/tokens)")
+    analyze.add_argument("--out", help="output directory (default: analysis/layers_TASK, or "
+                                       "analysis/tokens_RUN_version_N_best, in the current directory)")
     analyze.add_argument("--checkpoint", help="trained model (tokens)")
     analyze.add_argument("--backbone", default="tiny", choices=list(_BACKBONES),
                          help="a named backbone pair (layers; --visual-backbone / --audio-backbone NAME or none "
@@ -604,21 +665,20 @@ def build_parser() -> argparse.ArgumentParser:
                   "5: tokens, 6: adapters, 7: fusion, 8: TOR) and write it as markdown", _cmd_ablate,
                   "molt ablate ave --table 7 --data data/synth --epochs 10",
                   "molt ablate avs --setting s4 --table 5 --data data/avs_synth --out ablations/avs")
-    _add_task(ablate, tasks, legacy_flag=True)
+    _add_task(ablate, tasks)
     ablate.add_argument("--table", required=True, type=int, choices=[4, 5, 6, 7, 8], help="the paper's table")
     _add_data(ablate)
     _add_setting(ablate)
     ablate.add_argument("--out", help="output directory (default: ablations/TASK)")
-    _add_model_options(ablate)
+    _add_model_options(ablate, method=False)     # the tables are MoLT's own ablations
     _add_training_options(ablate)
 
     params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
-                  _cmd_params, "molt params ave", "molt params ave_molt_paper", "molt params --all",
+                  _cmd_params, "molt params ave", "molt params ave_molt_paper", "molt params",
                   "molt params --list",
                   "molt params ave --visual-backbone timm:vit_large_patch14_dinov2.lvd142m --audio-backbone htsat")
     params.add_argument("name", nargs="?", metavar="TASK|PRESET",
                         help="a task (all its presets) or one preset (default: every preset)")
-    params.add_argument("--all", action="store_true", help="one table for every preset")
     params.add_argument("--list", action="store_true", help="list preset names")
     params.add_argument("--visual-backbone", metavar="NAME", help="count with this visual encoder (see molt backbones)")
     params.add_argument("--audio-backbone", metavar="NAME", help="count with this audio encoder (see molt backbones)")
@@ -628,15 +688,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _help_task(argv: list[str], tasks: list[str]) -> str | None:
+    """The TASK of ``molt VERB TASK --help`` (its help then lists only that task's flags)."""
+    if "-h" not in argv and "--help" not in argv:
+        return None
+    return next((token for token in argv if token in tasks), None)
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    from ..tasks import task_names
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, old_spellings = _modern_spelling(argv, task_names())
+    except ValueError as error:
+        _configure_logging(verbose=False, quiet=False)
+        _logger.error("%s", error)
+        return 2
+    parser = build_parser(help_task=_help_task(argv, task_names()))
     args = parser.parse_args(argv)
     if not sys.stderr.isatty():     # no download / weight-loading bars from Hugging Face libraries in a batch log
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if not args.verbose:            # transformers' load reports list the classifier an encoder is loaded without
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    _configure_logging(args.verbose, args.quiet)
+    for old, new in old_spellings:
+        _deprecated(old, new)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0

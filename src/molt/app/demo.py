@@ -1,6 +1,7 @@
 """``molt demo``: the whole pipeline on a fresh CPU machine in minutes, with no downloads.
 
-1. generate a small synthetic AVE set (real mp4 files + AVE annotation files) into a cache directory;
+1. generate a small synthetic AVE set (real mp4 files + AVE annotation files) into ``molt-demo/`` in the current
+   directory (``--workdir`` elsewhere), where the run, its pictures and ``demo.json`` go too;
 2. decode and prepare it exactly as a real AVE download would be (``molt prepare``);
 3. train MoLT on the tiny random-weight backbones (``molt train``), selecting on val;
 4. evaluate on test and print accuracy next to the majority-class baseline, parameters, peak memory, wall time.
@@ -19,8 +20,8 @@ _logger = logging.getLogger(__name__)
 
 
 def default_workdir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "molt" / "demo"
+    """``molt-demo`` in the current directory: where a user looks for what a command wrote."""
+    return Path("molt-demo")
 
 
 def demo_data(workdir: str | os.PathLike | None = None, *, videos: int = 320, seed: int = 0,
@@ -54,7 +55,7 @@ def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 320, epo
     train_labels = PreparedAVE(prepared, "train").segment_labels()
     test_labels = PreparedAVE(prepared, "test").segment_labels()
     baseline = majority_accuracy(train_labels, test_labels)
-    figures = evaluate(result["adapters"], data=prepared, split="test")
+    figures = evaluate(result["adapters"], data=prepared, split="test", out_dir=workdir / "evaluations" / "test")
     wall = time.time() - start
     rows = [
         ("test segment accuracy (MoLT)", f"{100 * result['test']['accuracy']:.1f} %"),
@@ -64,6 +65,7 @@ def run_demo(workdir: str | os.PathLike | None = None, *, videos: int = 320, epo
                                      f"({100 * result['trainable_params'] / result['total_params']:.1f} %)"),
         ("peak memory (RSS)", f"{result['peak_rss_mb']:.0f} MB"),
         ("wall time (all steps)", f"{wall:.0f} s"),
+        ("data", str(data_dir)),
         ("adapters", result["adapters"]),
         ("timelines (test)", figures["figures"][0]),
         ("TensorBoard", f"tensorboard --logdir {workdir / 'runs'}"),

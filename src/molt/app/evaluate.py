@@ -21,7 +21,7 @@ from ..config import ExperimentConfig
 from ..model import AudioVisualModel, build_model
 from ..tasks import get_task
 
-__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint"]
+__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "checkpoint_label"]
 
 _logger = logging.getLogger(__name__)
 
@@ -53,6 +53,16 @@ def load_trained(checkpoint: str | os.PathLike, *, task: str | None = None,
     if task is not None and task != model.experiment_config.task:
         raise ValueError(f"{checkpoint} was trained for task {model.experiment_config.task!r}, not {task!r}")
     return model, model.experiment_config, model.task_options
+
+
+def checkpoint_label(checkpoint: str | os.PathLike) -> str:
+    """A short name of a trained model for the folders written about it: ``RUN_version_N_best`` for
+    ``runs/RUN/version_N/adapters/best`` (and ``..._last`` for ``checkpoints/last.ckpt``), else the folder's or
+    file's own name."""
+    path = Path(checkpoint).resolve()
+    if path.parent.name in ("adapters", "checkpoints") and path.parents[1].name.startswith("version_"):
+        return f"{path.parents[2].name}_{path.parents[1].name}_{path.stem}"
+    return path.stem
 
 
 @torch.no_grad()
@@ -87,8 +97,7 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
                              f"data root (see the {spec.dataset_name} reader) and prepare it again with `molt "
                              f"prepare {spec.name} --data ROOT`")
     _check_same_data(checkpoint, task_options, dataset.task_options(), prepared)
-    source = Path(checkpoint)
-    out = Path(out_dir) if out_dir else (source if source.is_dir() else source.parent) / f"eval_{split}"
+    out = Path(out_dir) if out_dir else Path("evaluations") / f"{checkpoint_label(checkpoint)}_{split}"
     out.mkdir(parents=True, exist_ok=True)
     head = model.task
     head.reset_metrics()

@@ -55,6 +55,7 @@ class TaskOption:
         choices: the accepted values (``None``: any text).
         default: the value when the flag is not given (``None``: the function's own default).
         required: the task refuses to run without it.
+        switch: a flag without a value (``--overlay-video``); the function receives ``True`` when it is given.
     """
 
     name: str
@@ -62,6 +63,7 @@ class TaskOption:
     choices: tuple[str, ...] | None = None
     default: str | None = None
     required: bool = False
+    switch: bool = False
 
     @property
     def flag(self) -> str:

@@ -42,7 +42,7 @@ def test_ablation_rejects_unknown_tables_and_other_methods():
 def test_ablate_tor_table_end_to_end(ave_data, tmp_path, capsys):
     data = ave_data
     out = tmp_path / "ablations"
-    code = main(["ablate", "--task", "ave", "--table", "8", "--data", str(data), "--out", str(out), "--epochs", "1",
+    code = main(["ablate", "ave", "--table", "8", "--data", str(data), "--out", str(out), "--epochs", "1",
                  "--batch-size", "8"])
     assert code == 0
     table = (out / "tab8_ave.md").read_text()

@@ -157,32 +157,64 @@ def test_every_flag_has_help_and_task_verbs_take_the_task_first():
 def test_each_verb_shows_only_its_own_flags_with_defaults():
     verbs = _subparsers(build_parser())
     extract_help = verbs["extract"].format_help()
-    for training_only in ("--epochs", "--lr", "--strategy", "--precision", "--accelerator", "--resume"):
+    for training_only in ("--epochs", "--lr", "--strategy", "--precision", "--resume"):
         assert training_only not in extract_help
     assert "(default: float16)" in extract_help and "(default: 256)" in extract_help
     assert "--epochs" in verbs["train"].format_help() and "--epochs" in verbs["ablate"].format_help()
     assert "(default: runs)" in verbs["train"].format_help()
     assert "--root" not in verbs["prepare"].format_help() and "--task " not in verbs["extract"].format_help()
+    assert "--method" not in verbs["ablate"].format_help()      # MoLT's own ablation tables
+    assert "(default: 0)" in verbs["extract"].format_help()     # --node-rank: a zero default is shown too
+    for flag, choices in (("--accelerator", "auto,cpu,gpu"), ("--precision", "32-true,bf16-mixed"),
+                          ("--strategy", "auto,ddp")):
+        assert choices in verbs["train"].format_help(), flag
+    assert "--accelerator" in extract_help and "--device " not in extract_help
 
 
-def test_old_spellings_work_with_a_deprecation_warning(tmp_path, caplog, monkeypatch):
-    from molt.app import cli
+def test_old_spellings_work_with_a_deprecation_warning(caplog):
+    from molt.app.cli import _modern_spelling
 
-    seen = {}
-    monkeypatch.setattr(cli, "_cmd_extract", lambda args: seen.setdefault("extract", cli._task_of(args, "extract")))
-    parser = cli.build_parser()
-    args = parser.parse_args(["extract", "--task", "avs", "--data", "d", "--out", "o"])
-    assert cli._task_of(args, "extract") == "avs"
-    assert "deprecated: molt extract --task avs; use molt extract avs" in caplog.text
-    args = parser.parse_args(["bench", "efficiency", "--backbone", "tiny"])
-    assert cli._task_of(args, "bench efficiency", default="ave") == "ave"
-    assert "deprecated: molt bench efficiency without a task" in caplog.text
-    args = parser.parse_args(["prepare", "ave", "--root", "r"])
-    assert cli._data_of(args, "prepare") == "r" and "molt prepare TASK --data DIR" in caplog.text
-    args = parser.parse_args(["ablate", "ave", "--task", "avs", "--table", "7", "--data", "d"])
+    tasks = task_names()
+    cases = [
+        (["extract", "--task", "avs", "--data", "d", "--out", "o"], ["extract", "avs", "--data", "d", "--out", "o"],
+         "molt extract --task avs; use molt extract avs"),
+        (["-q", "extract", "--data", "d", "--task=avs"], ["-q", "extract", "avs", "--data", "d"], "--task avs"),
+        (["bench", "efficiency", "--backbone", "tiny"], ["bench", "efficiency", "ave", "--backbone", "tiny"],
+         "molt bench efficiency without a task; use molt bench efficiency ave"),
+        (["bench", "efficiency", "--task", "avs"], ["bench", "efficiency", "avs"], "molt bench efficiency avs"),
+        (["analyze", "layers", "--task", "avqa", "--data", "d"], ["analyze", "layers", "avqa", "--data", "d"],
+         "molt analyze layers avqa"),
+        (["prepare", "ave", "--root", "r"], ["prepare", "ave", "--data", "r"], "molt prepare --root r; use molt prepare --data r"),
+        (["extract", "ave", "--device", "cuda"], ["extract", "ave", "--accelerator", "gpu"],
+         "molt extract --device cuda; use molt extract --accelerator gpu"),
+        (["predict", "avs", "--overlay-video", "yes"], ["predict", "avs", "--overlay-video"], "a switch"),
+        (["predict", "avs", "--overlay-video", "no"], ["predict", "avs"], "a switch"),
+        (["params", "--all"], ["params"], "every preset is the default"),
+        (["train", "ave", "--data", "d"], ["train", "ave", "--data", "d"], None),
+    ]
+    for old, new, note in cases:
+        modern, notes = _modern_spelling(old, tasks)
+        assert modern == new, old
+        assert (note is None and notes == []) or any(note in f"{a}; use {b}" for a, b in notes), (old, notes)
     with pytest.raises(ValueError, match="disagree"):
-        cli._task_of(args, "ablate")
-    assert main(["prepare", "ave"]) == 2 and "--data DIR is required" in caplog.text
+        _modern_spelling(["ablate", "ave", "--task", "avs", "--table", "7", "--data", "d"], tasks)
+    assert main(["ablate", "ave", "--task", "avs", "--table", "7", "--data", "d"]) == 2
+    assert main(["params", "--all", "--list"]) == 0
+    assert "deprecated: molt params --all; use molt params (every preset is the default)" in caplog.text
+    with pytest.raises(SystemExit):
+        main(["prepare", "ave"])     # --data is required, as the usage line says
+
+
+def test_a_task_help_lists_only_that_tasks_flags(capsys):
+    for argv, shown, hidden in ((["predict", "avs", "--help"], ["--frames", "--overlay-video"], ["--question"]),
+                                (["predict", "avqa", "--help"], ["--question"], ["--frames", "--overlay-video"]),
+                                (["predict", "--help"], ["--question", "--frames"], []),
+                                (["prepare", "ave", "--help"], [], ["--duplicates"])):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert all(flag in out for flag in shown) and not any(flag in out for flag in hidden), argv
+        assert "usage: molt" in out and "[TASK]" not in out and "[--data" not in out
 
 
 # ------------------------------------------------------------------------------------------------------------------

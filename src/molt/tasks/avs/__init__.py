@@ -60,5 +60,5 @@ SPEC = register_task(TaskSpec(
     settings=tuple(SETTINGS), default_setting="s4",
     predict_options=(TaskOption("frames", "instead of --video: a folder of the clip's 5 frames (AVSBench layout)"),
                      TaskOption("audio", "with --frames: the clip's WAV file"),
-                     TaskOption("overlay_video", "also write overlay.mp4 (tinted frames with the audio)", ("no", "yes"),
-                                "no"))))
+                     TaskOption("overlay_video", "also write overlay.mp4 (tinted frames with the audio)",
+                                switch=True))))

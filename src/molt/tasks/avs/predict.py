@@ -69,11 +69,11 @@ def _picture(frames: np.ndarray, overlay: np.ndarray, size: int = 192):
 @torch.no_grad()
 def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str | os.PathLike | None, *,
                   out_dir: str | os.PathLike, frames: str | None = None, audio: str | None = None,
-                  overlay_video: str = "no") -> dict[str, Any]:
+                  overlay_video: bool = False) -> dict[str, Any]:
     """Masks of ``model`` (in eval mode) for one clip: ``video``, or ``frames`` (folder) with ``audio`` (WAV).
 
     Returns the input, per frame its foreground fraction and mask file, and ``files`` (masks, ``overlay.png``,
-    ``overlay.mp4`` when ``overlay_video == "yes"``).
+    ``overlay.mp4`` when ``overlay_video``).
 
     Raises:
         ValueError: neither or both inputs given, fewer than 5 frame images.
@@ -105,7 +105,7 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     picture = out / "overlay.png"
     _picture(media["frames"].permute(0, 2, 3, 1).numpy(), overlay).save(picture)
     files.append(picture)
-    if overlay_video == "yes":
+    if overlay_video:
         movie = out / "overlay.mp4"
         sample_rate = model_input(model)["sample_rate"]
         write_clip(movie, overlay, media["audio"].reshape(-1).numpy(), fps=1, sample_rate=sample_rate)
