@@ -695,9 +695,24 @@ def _help_task(argv: list[str], tasks: list[str]) -> str | None:
     return next((token for token in argv if token in tasks), None)
 
 
+class _BesideProgressBars(logging.StreamHandler):
+    """Writes each record on a line of its own while a progress bar is drawn (through ``tqdm.write``, which clears
+    the bar, prints the line and redraws the bar), so that no log line is glued to the end of a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise; report it the standard way
+            self.handleError(record)
+
+
 def _configure_logging(verbose: bool, quiet: bool) -> None:
+    handler = _BesideProgressBars(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+                        handlers=[handler])
 
 
 def main(argv: list[str] | None = None) -> int:
