@@ -14,7 +14,7 @@ PAGE = "cli.md"
 USAGE_WIDTH = 100
 
 
-def _verbs(parser: argparse.ArgumentParser) -> tuple[dict[str, argparse.ArgumentParser], dict[str, str]]:
+def verb_parsers(parser: argparse.ArgumentParser) -> tuple[dict[str, argparse.ArgumentParser], dict[str, str]]:
     """The subparsers of ``parser`` by verb name, and each verb's one-line help."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -71,7 +71,7 @@ def cli_reference_markdown(parser: argparse.ArgumentParser | None = None) -> str
         from molt.app.cli import build_parser
 
         parser = build_parser()
-    verbs, helps = _verbs(parser)
+    verbs, helps = verb_parsers(parser)
     lines = ["## molt", "", _cell(parser.description or ""), "", "```text", _usage(parser), "```",
              *_arguments(parser), *_epilog(parser), "", "| verb | what it does |", "|---|---|"]
     lines += [f"| [`{name}`](#molt-{name}) | {_cell(helps.get(name, ''))} |" for name in verbs]
