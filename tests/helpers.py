@@ -16,12 +16,25 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 FIXTURES = TESTS / "fixtures"
 SHARED_FIXTURES = ROOT.parent / "shared" / "fixtures"
+FETCHED_FIXTURES = FIXTURES / "real"      # where tools/fetch_fixtures.py writes by default
+HOW_TO_FETCH = "run python tools/fetch_fixtures.py, or set MOLT_FIXTURES to a folder holding them"
+
+
+def real_fixtures_root() -> Path | None:
+    """The folder of real annotation files (``ave/``, ``avsbench/``, ``llp/``, ``music_avqa/``): ``$MOLT_FIXTURES``,
+    ``tests/fixtures/real`` (``tools/fetch_fixtures.py``) or ``../shared/fixtures`` beside the checkout, the first
+    that exists; ``None`` when none does."""
+    for candidate in (os.environ.get("MOLT_FIXTURES"), FETCHED_FIXTURES, SHARED_FIXTURES):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
 
 
 def shared_fixture_dir(name: str, marker: str, environment: str | None = None) -> Path | None:
-    """A folder of real annotation files: ``$environment``, ``tests/fixtures/<name>`` or ``../shared/fixtures/<name>``
-    (the first holding ``marker``), or ``None``."""
-    candidates = [os.environ.get(environment) if environment else None, FIXTURES / name, SHARED_FIXTURES / name]
+    """A folder of real annotation files: ``$environment``, ``tests/fixtures/<name>`` or ``<real root>/<name>``
+    (:func:`real_fixtures_root`; the first holding ``marker``), or ``None``."""
+    root = real_fixtures_root()
+    candidates = [os.environ.get(environment) if environment else None, FIXTURES / name, root / name if root else None]
     for candidate in candidates:
         if candidate and (Path(candidate) / marker).is_file():
             return Path(candidate)
@@ -29,10 +42,10 @@ def shared_fixture_dir(name: str, marker: str, environment: str | None = None) -
 
 
 def needs_shared_fixtures(found: Path | None, what: str):
-    """Skip when ``../shared`` is absent (a checkout on its own, outside CI); when it is there, or under CI, a
-    missing file is a failure."""
+    """Skip, saying how to get them, when the real files are not on this machine (a clone on its own, outside CI);
+    when ``../shared`` is beside the checkout, or under CI, a missing file is a failure."""
     return pytest.mark.skipif(found is None and not SHARED_FIXTURES.parent.is_dir() and not os.environ.get("CI"),
-                              reason=f"{what}: ../shared/fixtures is not beside this checkout")
+                              reason=f"{what} are not on this machine: {HOW_TO_FETCH}")
 
 
 def backward_and_check_side_gradients(model, backbones, out) -> None:

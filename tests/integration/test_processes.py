@@ -22,6 +22,26 @@ def test_molt_help_runs_as_a_program():
     assert "train" in out.stdout
 
 
+def test_help_of_every_verb_imports_no_torch():
+    """``molt --help`` and each ``molt VERB --help`` are instant: one process prints them all and checks that
+    neither torch nor the tasks' code (heads, datasets) was imported."""
+    script = textwrap.dedent("""
+        import contextlib, io, sys
+        from molt.app.cli import build_parser, main
+        verbs = [None] + sorted(build_parser()._subparsers._group_actions[0].choices)
+        for verb in verbs:
+            with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):
+                main(["--help"] if verb is None else [verb, "--help"])
+            assert "usage: molt" in out.getvalue(), (verb, out.getvalue()[:200])
+        heavy = sorted(name for name in sys.modules if name == "torch" or name.startswith(("molt.tasks.ave.head",
+                       "molt.tasks.avs.head", "molt.methods", "molt.backbones", "lightning")))
+        assert not heavy, heavy
+        print(len(verbs))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) > 10
+
+
 def test_eval_predict_extract_analyze_params_do_not_import_lightning(tmp_path):
     """One process runs each library verb for real (on the format-1 fixture model and generated clips) and then
     checks that Lightning was never imported."""

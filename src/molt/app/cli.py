@@ -23,6 +23,7 @@ _logger = logging.getLogger("molt")
 _BACKBONES = ("tiny", "tiny-shared", "paper", "shared")  # molt.config.BACKBONE_PRESETS
 _BACKBONE_DTYPES = ("float32", "bfloat16", "float16")  # molt.config.BACKBONE_DTYPES
 _SHARED_AUDIO_FRONTENDS = ("htsat", "kaldi_fbank")    # molt.backbones.shared.SHARED_AUDIO_FRONTENDS
+_METHODS = ("molt", "mettle", "lavish", "dgsct", "avmoe")  # molt.methods.method_names()
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -140,12 +141,10 @@ def _task_options(args: argparse.Namespace, spec, kind: str) -> dict[str, str]:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     """What builds the model: preset, method, backbones, weights, modalities."""
-    from ..methods import method_names
-
     group = parser.add_argument_group("model")
     group.add_argument("--config", help="preset name (see `molt params --list`) or path to a YAML file "
                                         "(default: the task's MoLT preset for --backbone, e.g. ave_molt_tiny)")
-    group.add_argument("--method", choices=method_names(),
+    group.add_argument("--method", choices=_METHODS,
                        help="method on the frozen backbones (default: the preset's, molt)")
     group.add_argument("--backbone", choices=_BACKBONES, help="a named backbone pair (default: the preset's, tiny)")
     _add_backbone_names(group)
@@ -555,8 +554,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(predict, "predict_options")
     _add_trust(predict)
 
-    from ..methods import method_names
-
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
                  "molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish",
                  "molt bench efficiency avs --setting ms3 --backbone paper --methods molt,dgsct,avmoe",
@@ -568,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="a named backbone pair")
     _add_backbone_names(bench)
     bench.add_argument("--methods", default="molt,mettle,lavish,dgsct,avmoe",
-                       help=f"comma-separated methods ({', '.join(method_names())})")
+                       help=f"comma-separated methods ({', '.join(_METHODS)})")
     bench.add_argument("--batch-clips", type=int, default=1,
                        help="clips per training step (10 segments each; 5 frames for avs)")
     _add_setting(bench)

@@ -7,14 +7,20 @@ task-free pieces under :mod:`molt.data`. No task imports another. Adding a task 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import ave, avqa, avs, avvp  # noqa: F401 - each registers its TaskSpec
-from .base import HeadConfig, SegmentHeadConfig, TaskHead, TokenPool
-from .spec import TaskSpec, get_task, register_task, registered_tasks, task_names
+from .._lazy import lazy_exports
+# each registers its TaskSpec; the specs are plain data (their code loads on first use), so this imports no torch
+from . import ave, avqa, avs, avvp  # noqa: F401
+from .spec import TaskParts, TaskSpec, get_task, register_task, registered_tasks, task_names
 
-__all__ = ["TaskHead", "HeadConfig", "SegmentHeadConfig", "TokenPool", "TaskSpec", "register_task", "get_task",
-           "task_names", "registered_tasks", "build_head"]
+if TYPE_CHECKING:
+    from .base import HeadConfig, SegmentHeadConfig, TaskHead, TokenPool
+
+__all__ = ["TaskHead", "HeadConfig", "SegmentHeadConfig", "TokenPool", "TaskSpec", "TaskParts", "register_task",
+           "get_task", "task_names", "registered_tasks", "build_head"]
+
+__getattr__ = lazy_exports(__name__, {".base": ("HeadConfig", "SegmentHeadConfig", "TaskHead", "TokenPool")})
 
 
 def build_head(name: str, **options: Any) -> TaskHead:

@@ -31,13 +31,15 @@ import dataclasses
 import inspect
 import os
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .base import HeadConfig, TaskHead
+if TYPE_CHECKING:
+    from .base import HeadConfig, TaskHead
 
-__all__ = ["TaskSpec", "TaskOption", "PaperFigures", "BenchHooks", "register_task", "get_task", "task_names",
-           "registered_tasks"]
+__all__ = ["TaskSpec", "TaskParts", "TaskOption", "PaperFigures", "BenchHooks", "register_task", "get_task",
+           "task_names", "registered_tasks"]
 
 _TASKS: dict[str, "TaskSpec"] = {}
 
@@ -98,29 +100,59 @@ class BenchHooks:
 
 
 @dataclass(frozen=True)
-class TaskSpec:
-    """Everything task-specific, as real objects (no import strings).
+class TaskParts:
+    """The code of a task: the objects that need torch, media libraries or plotting, imported on first use.
 
     Attributes:
-        name: the ``TASK`` of every ``molt VERB TASK`` command and the ``task:`` of a config.
-        description: one line for ``--help``.
-        dataset_name: the real dataset's name in messages (``AVE``, ``AVSBench``, ...).
         reader: the class that reads the real release's annotation files (its on-disk layout).
         prepare: prepared directory for a dataset root or prepared directory (see the module docstring).
         dataset: the ``Dataset`` class over a prepared directory.
         synthesize: the procedural generator writing clips in the real layout.
         head: the :class:`~molt.tasks.base.TaskHead` subclass (head + loss + metrics).
-        monitor: validation metric that selects the best checkpoint; ``monitor_mode`` ``max`` or ``min``.
-        metric_columns: ``(column title, metric key)`` of the paper's tables, in their order (ablation tables).
         figures: the function drawing the task's pictures of results (called by the head's ``save_figures``).
-        presets: backbone preset (``tiny``, ``paper``, ``shared``) -> name of the task's MoLT config preset.
-        paper: what the paper reports for this task (:class:`PaperFigures`).
-        settings: task variants (``s4``, ``ms3`` for AVSBench); ``default_setting`` when none is given.
         predictor: ``(model, task_options, video, *, out_dir, **predict_options) -> dict`` predictions for one user
             video (``molt predict``), JSON-serialisable, its pictures written into ``out_dir`` and listed under
             ``"files"``; ``None`` when the task has no predictor yet.
         bench: what ``molt bench efficiency`` needs (:class:`BenchHooks`), or ``None`` when the task is not
             benchmarked.
+    """
+
+    reader: type
+    prepare: Callable[..., Path]
+    dataset: Callable[..., Any]
+    synthesize: Callable[..., Any]
+    head: type[TaskHead]
+    figures: Callable[..., Any]
+    predictor: Callable[..., dict[str, Any]] | None = None
+    bench: BenchHooks | None = None
+
+
+@cache
+def _load_parts(load: Callable[[], TaskParts]) -> TaskParts:
+    parts = load()
+    if not isinstance(parts, TaskParts):
+        raise TypeError(f"{load.__module__}.{load.__qualname__} must return a TaskParts, got {type(parts).__name__}")
+    return parts
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything task-specific: what the command line and the configs need (names, settings, presets, options;
+    plain data, importable without torch, so that ``molt --help`` is instant) and a function that imports the
+    task's code (:class:`TaskParts`) on first use. The parts read as attributes of the spec (``spec.head``,
+    ``spec.dataset``, ...).
+
+    Attributes:
+        name: the ``TASK`` of every ``molt VERB TASK`` command and the ``task:`` of a config.
+        description: one line for ``--help``.
+        dataset_name: the real dataset's name in messages (``AVE``, ``AVSBench``, ...).
+        parts: a function without arguments returning the task's :class:`TaskParts`, called once, on first use of
+            a part (the task package's ``_parts``, which imports its modules).
+        monitor: validation metric that selects the best checkpoint; ``monitor_mode`` ``max`` or ``min``.
+        metric_columns: ``(column title, metric key)`` of the paper's tables, in their order (ablation tables).
+        presets: backbone preset (``tiny``, ``paper``, ``shared``) -> name of the task's MoLT config preset.
+        paper: what the paper reports for this task (:class:`PaperFigures`).
+        settings: task variants (``s4``, ``ms3`` for AVSBench); ``default_setting`` when none is given.
         test_variants: test files of a task whose release has several, ``name -> split`` (the first is the
             default), chosen with ``molt eval TASK --test-json NAME``.
         splits: the split names of the dataset (``molt eval --split`` takes any of them).
@@ -131,25 +163,50 @@ class TaskSpec:
     name: str
     description: str
     dataset_name: str
-    reader: type
-    prepare: Callable[..., Path]
-    dataset: Callable[..., Any]
-    synthesize: Callable[..., Any]
-    head: type[TaskHead]
+    parts: Callable[[], TaskParts]
     monitor: str
     metric_columns: tuple[tuple[str, str], ...]
-    figures: Callable[..., Any]
     presets: Mapping[str, str]
     paper: PaperFigures
     monitor_mode: str = "max"
     settings: tuple[str, ...] = ()
     default_setting: str | None = None
-    predictor: Callable[..., dict[str, Any]] | None = None
-    bench: BenchHooks | None = None
     test_variants: Mapping[str, str] = field(default_factory=dict)
     splits: tuple[str, ...] = ("train", "val", "test")
     prepare_options: tuple[TaskOption, ...] = ()
     predict_options: tuple[TaskOption, ...] = ()
+
+    @property
+    def reader(self) -> type:
+        return _load_parts(self.parts).reader
+
+    @property
+    def prepare(self) -> Callable[..., Path]:
+        return _load_parts(self.parts).prepare
+
+    @property
+    def dataset(self) -> Callable[..., Any]:
+        return _load_parts(self.parts).dataset
+
+    @property
+    def synthesize(self) -> Callable[..., Any]:
+        return _load_parts(self.parts).synthesize
+
+    @property
+    def head(self) -> type[TaskHead]:
+        return _load_parts(self.parts).head
+
+    @property
+    def figures(self) -> Callable[..., Any]:
+        return _load_parts(self.parts).figures
+
+    @property
+    def predictor(self) -> Callable[..., dict[str, Any]] | None:
+        return _load_parts(self.parts).predictor
+
+    @property
+    def bench(self) -> BenchHooks | None:
+        return _load_parts(self.parts).bench
 
     def __post_init__(self) -> None:
         if self.monitor not in {key for _, key in self.metric_columns}:

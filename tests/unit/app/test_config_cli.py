@@ -74,9 +74,11 @@ def test_the_cli_spells_the_library_choices_as_the_library_does():
     from molt.app import cli
     from molt.backbones.shared import SHARED_AUDIO_FRONTENDS
     from molt.config import BACKBONE_DTYPES, BACKBONE_PRESETS
+    from molt.methods import method_names
 
     assert cli._BACKBONES == BACKBONE_PRESETS
     assert cli._BACKBONE_DTYPES == BACKBONE_DTYPES
+    assert cli._METHODS == tuple(method_names())
     assert cli._SHARED_AUDIO_FRONTENDS == SHARED_AUDIO_FRONTENDS
 
 

@@ -55,7 +55,7 @@ from torch import nn
 from ..base import SegmentHeadConfig, TaskHead, TokenPool, segments_per_clip
 from .figures import plot_timelines
 
-__all__ = ["AVEHead", "AVEHeadConfig", "AVE_NUM_SEGMENTS", "segment_targets", "clip_targets"]
+__all__ = ["AVEHead", "AVEHeadConfig", "AVE_NUM_SEGMENTS", "segment_targets", "clip_targets", "bench_targets"]
 
 _logger = logging.getLogger(__name__)
 
@@ -289,3 +289,10 @@ class AVEHead(TaskHead):
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, modalities={self.modalities!r}, "
                 f"event_threshold={self.event_threshold}")
+
+
+def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random segment labels ``(B, T)`` in ``[0, C]`` (``C`` = background) for one benchmark step."""
+    return {"labels": torch.randint(0, task_options["num_classes"] + 1, (batch_clips, num_segments),
+                                    generator=generator)}

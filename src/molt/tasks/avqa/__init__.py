@@ -7,44 +7,52 @@ loss, ``metrics`` the per-type accuracy, majority baseline and Tab.-1 table, ``f
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-import torch
+from ..._lazy import lazy_exports
+from ..spec import BenchHooks, PaperFigures, TaskOption, TaskParts, TaskSpec, register_task
+from .reader import DUPLICATE_POLICIES, ORIGINAL_TEST_SPLIT, QUESTION_TYPES, SPLIT_FILES
 
-from ..spec import BenchHooks, PaperFigures, TaskOption, TaskSpec, register_task
-from .figures import plot_attention, plot_type_accuracy
-from .head import AVQAHeadConfig, AVQAHead, negative_partners
-from .metrics import avqa_metrics, format_avqa_table, majority_baseline, metrics_from_counts
-from .predict import predict_video
-from .prepared import PreparedAVQA, ensure_prepared, prepare_avqa
-from .reader import DUPLICATE_POLICIES, ORIGINAL_TEST_SPLIT, QUESTION_TYPES, SPLIT_FILES, MusicAVQA
-from .synthetic import generate_avqa
+if TYPE_CHECKING:
+    from .figures import plot_attention, plot_type_accuracy
+    from .head import AVQAHead, AVQAHeadConfig, negative_partners
+    from .metrics import avqa_metrics, format_avqa_table, majority_baseline, metrics_from_counts
+    from .predict import predict_video
+    from .prepared import PreparedAVQA, ensure_prepared, prepare_avqa
+    from .reader import MusicAVQA
+    from .synthetic import generate_avqa
 
 __all__ = ["SPEC", "AVQAHead", "AVQAHeadConfig", "MusicAVQA", "PreparedAVQA", "ensure_prepared", "prepare_avqa",
            "generate_avqa", "avqa_metrics", "metrics_from_counts", "majority_baseline", "format_avqa_table",
            "plot_type_accuracy", "plot_attention", "negative_partners", "predict_video", "QUESTION_TYPES"]
 
+__getattr__ = lazy_exports(__name__, {
+    ".figures": ("plot_attention", "plot_type_accuracy"), ".head": ("AVQAHead", "AVQAHeadConfig", "negative_partners"),
+    ".metrics": ("avqa_metrics", "format_avqa_table", "majority_baseline", "metrics_from_counts"),
+    ".predict": ("predict_video",), ".prepared": ("PreparedAVQA", "ensure_prepared", "prepare_avqa"),
+    ".reader": ("MusicAVQA",), ".synthetic": ("generate_avqa",)})
+
 # MUSIC-AVQA: about 93 question words (as the peers build the vocabulary) and 42 answers
 _PAPER_VOCABULARY = ["<pad>", "<unk>"] + [f"w{i}" for i in range(91)]
 
 
-def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],
-                  generator: torch.Generator) -> dict[str, Any]:
-    """Random questions of 14 words ``(B, 14)`` from the vocabulary and answers ``(B,)`` for one benchmark step;
-    one video per clip (so the audio-visual match loss pairs clips of different videos)."""
-    vocabulary, answers = len(task_options["question_vocab"]), len(task_options["answers"])
-    return {"question": torch.randint(2, vocabulary, (batch_clips, 14), generator=generator),
-            "question_length": torch.full((batch_clips,), 14),
-            "answer": torch.randint(0, answers, (batch_clips,), generator=generator),
-            "video_id": [f"bench{i}" for i in range(batch_clips)]}
+def _parts() -> TaskParts:
+    from .figures import plot_type_accuracy
+    from .head import AVQAHead, bench_targets
+    from .predict import predict_video
+    from .prepared import PreparedAVQA, ensure_prepared
+    from .reader import MusicAVQA
+    from .synthetic import generate_avqa
+
+    return TaskParts(reader=MusicAVQA, prepare=ensure_prepared, dataset=PreparedAVQA, synthesize=generate_avqa,
+                     head=AVQAHead, figures=plot_type_accuracy, predictor=predict_video,
+                     bench=BenchHooks(bench_targets))
 
 
 SPEC = register_task(TaskSpec(
     name="avqa", description="audio-visual question answering (MUSIC-AVQA): one of the answers per question",
-    dataset_name="MUSIC-AVQA", reader=MusicAVQA, prepare=ensure_prepared, dataset=PreparedAVQA,
-    synthesize=generate_avqa, head=AVQAHead, monitor="accuracy",
+    dataset_name="MUSIC-AVQA", parts=_parts, monitor="accuracy",
     metric_columns=(("AQ", "AQ/accuracy"), ("VQ", "VQ/accuracy"), ("AVQ", "AVQ/accuracy"), ("Avg.", "accuracy")),
-    figures=plot_type_accuracy,
     presets={"tiny": "avqa_molt_tiny", "paper": "avqa_molt_paper", "shared": "avqa_molt_shared"},
     paper=PaperFigures(
         task_options={"question_vocab": _PAPER_VOCABULARY, "answers": [f"a{i}" for i in range(42)]},
@@ -59,6 +67,5 @@ SPEC = register_task(TaskSpec(
     splits=(*SPLIT_FILES, ORIGINAL_TEST_SPLIT),
     prepare_options=(TaskOption("duplicates", "question ids repeated within a question file: keep the first record "
                                 "of each, keep all, or refuse the file", DUPLICATE_POLICIES, "first"),),
-    predictor=predict_video, bench=BenchHooks(bench_targets),
     predict_options=(TaskOption("question", "the question to answer about the video, e.g. \"Is the violin playing "
                                 "longer than the piano?\"", required=True),)))

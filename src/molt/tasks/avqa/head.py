@@ -73,7 +73,7 @@ from .figures import plot_attention, plot_type_accuracy
 from .metrics import avqa_metrics, cell_counts, format_avqa_table, metrics_from_counts
 from .reader import FAMILIES, QUESTION_TYPES, SUBTYPES, question_type_name
 
-__all__ = ["AVQAHead", "AVQAHeadConfig", "negative_partners"]
+__all__ = ["AVQAHead", "AVQAHeadConfig", "negative_partners", "bench_targets"]
 
 _logger = logging.getLogger(__name__)
 
@@ -447,3 +447,14 @@ class AVQAHead(TaskHead):
             answers = list(task_options.get("answers", self.answers))
             paths.append(plot_attention(samples, vocab, answers, out_dir / "avqa_temporal_attention.png"))
         return paths
+
+
+def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],
+                  generator: torch.Generator) -> dict[str, Any]:
+    """Random questions of 14 words ``(B, 14)`` from the vocabulary and answers ``(B,)`` for one benchmark step;
+    one video per clip (so the audio-visual match loss pairs clips of different videos)."""
+    vocabulary, answers = len(task_options["question_vocab"]), len(task_options["answers"])
+    return {"question": torch.randint(2, vocabulary, (batch_clips, 14), generator=generator),
+            "question_length": torch.full((batch_clips,), 14),
+            "answer": torch.randint(0, answers, (batch_clips,), generator=generator),
+            "video_id": [f"bench{i}" for i in range(batch_clips)]}

@@ -6,41 +6,48 @@ TPAVI + FPN mask decoder and its loss, ``metrics`` the official M_J (mIoU) and M
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-import torch
+from ..._lazy import lazy_exports
+from ..spec import BenchHooks, PaperFigures, TaskOption, TaskParts, TaskSpec, register_task
+from .reader import SETTINGS
 
-from ..spec import BenchHooks, PaperFigures, TaskOption, TaskSpec, register_task
-from .figures import plot_masks
-from .head import AVS_NUM_FRAMES, TPAVI, AVSHeadConfig, AVSHead
-from .metrics import f_curves, f_measure, f_thresholds, frame_iou, mask_iou
-from .predict import predict_video
-from .prepared import PreparedAVS, ensure_prepared, prepare_avs
-from .reader import SETTINGS, AVSBenchLayout
-from .synthetic import generate_avs
+if TYPE_CHECKING:
+    from .figures import plot_masks
+    from .head import AVS_NUM_FRAMES, TPAVI, AVSHead, AVSHeadConfig
+    from .metrics import f_curves, f_measure, f_thresholds, frame_iou, mask_iou
+    from .predict import predict_video
+    from .prepared import PreparedAVS, ensure_prepared, prepare_avs
+    from .reader import AVSBenchLayout
+    from .synthetic import generate_avs
 
 __all__ = ["SPEC", "AVSHead", "AVSHeadConfig", "TPAVI", "AVSBenchLayout", "PreparedAVS", "ensure_prepared",
            "prepare_avs", "generate_avs", "plot_masks", "frame_iou", "mask_iou", "f_thresholds", "f_curves",
-           "f_measure", "AVS_NUM_FRAMES", "SETTINGS"]
+           "f_measure", "AVS_NUM_FRAMES", "SETTINGS", "predict_video"]
+
+__getattr__ = lazy_exports(__name__, {
+    ".figures": ("plot_masks",), ".head": ("AVS_NUM_FRAMES", "TPAVI", "AVSHead", "AVSHeadConfig"),
+    ".metrics": ("f_curves", "f_measure", "f_thresholds", "frame_iou", "mask_iou"), ".predict": ("predict_video",),
+    ".prepared": ("PreparedAVS", "ensure_prepared", "prepare_avs"), ".reader": ("AVSBenchLayout",),
+    ".synthetic": ("generate_avs",)})
 
 
-def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],
-                  generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random binary masks ``(B, T, S, S)`` for one benchmark step; S4 trains on the first frame only
-    (``mask_valid``), MS3 on all."""
-    size = int(task_options.get("mask_size", 224))
-    masks = (torch.rand(batch_clips, num_segments, size, size, generator=generator) > 0.5).float()
-    valid = torch.ones(batch_clips, num_segments)
-    if task_options.get("setting", "s4") == "s4":
-        valid[:, 1:] = 0
-    return {"masks": masks, "mask_valid": valid}
+def _parts() -> TaskParts:
+    from .figures import plot_masks
+    from .head import AVS_NUM_FRAMES, AVSHead, bench_targets
+    from .predict import predict_video
+    from .prepared import PreparedAVS, ensure_prepared
+    from .reader import AVSBenchLayout
+    from .synthetic import generate_avs
+
+    return TaskParts(reader=AVSBenchLayout, prepare=ensure_prepared, dataset=PreparedAVS, synthesize=generate_avs,
+                     head=AVSHead, figures=plot_masks, predictor=predict_video,
+                     bench=BenchHooks(bench_targets, segments=AVS_NUM_FRAMES))
 
 
 SPEC = register_task(TaskSpec(
     name="avs", description="audio-visual segmentation (AVSBench S4 / MS3): masks of the sounding objects",
-    dataset_name="AVSBench", reader=AVSBenchLayout, prepare=ensure_prepared, dataset=PreparedAVS,
-    synthesize=generate_avs, head=AVSHead, monitor="mIoU", metric_columns=(("M_J", "mIoU"), ("M_F", "F_score")),
-    figures=plot_masks,
+    dataset_name="AVSBench", parts=_parts, monitor="mIoU", metric_columns=(("M_J", "mIoU"), ("M_F", "F_score")),
     presets={"tiny": "avs_molt_tiny", "paper": "avs_molt_paper", "shared": "avs_molt_shared"},
     paper=PaperFigures(
         task_options={"mask_size": 224, "setting": "s4"},
@@ -50,8 +57,7 @@ SPEC = register_task(TaskSpec(
                     ("paper", "lavish"): (47.6, 389.7, None), ("paper", "dgsct"): (61.5, 594.8, 9.0),
                     ("paper", "avmoe"): (54.4, 501.2, 9.5), ("shared", "molt"): (8.3, 313.1, 3.6),
                     ("shared", "mettle"): (11.1, 257.2, 2.7), ("shared", "lavish"): (14.0, 266.4, 5.9)}),
-    settings=tuple(SETTINGS), default_setting="s4", predictor=predict_video,
-    bench=BenchHooks(bench_targets, segments=AVS_NUM_FRAMES),
+    settings=tuple(SETTINGS), default_setting="s4",
     predict_options=(TaskOption("frames", "instead of --video: a folder of the clip's 5 frames (AVSBench layout)"),
                      TaskOption("audio", "with --frames: the clip's WAV file"),
                      TaskOption("overlay_video", "also write overlay.mp4 (tinted frames with the audio)", ("no", "yes"),

@@ -84,7 +84,7 @@ from ..base import HeadConfig, TaskHead, TokenPool
 from .figures import plot_masks
 from .metrics import METRIC_VARIANTS, f_curves, frame_iou
 
-__all__ = ["AVSHead", "AVSHeadConfig", "TPAVI", "AVS_NUM_FRAMES"]
+__all__ = ["AVSHead", "AVSHeadConfig", "TPAVI", "AVS_NUM_FRAMES", "bench_targets"]
 
 _logger = logging.getLogger(__name__)
 
@@ -483,3 +483,15 @@ class AVSHead(TaskHead):
     def extra_repr(self) -> str:
         return (f"setting={self.setting!r}, mask_size={self.mask_size}, stage_dims={self.stage_dims}, "
                 f"channels={self.channels}, modalities={self.modalities!r}, tpavi_stages={self.tpavi_stages}")
+
+
+def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random binary masks ``(B, T, S, S)`` for one benchmark step; S4 trains on the first frame only
+    (``mask_valid``), MS3 on all."""
+    size = int(task_options.get("mask_size", 224))
+    masks = (torch.rand(batch_clips, num_segments, size, size, generator=generator) > 0.5).float()
+    valid = torch.ones(batch_clips, num_segments)
+    if task_options.get("setting", "s4") == "s4":
+        valid[:, 1:] = 0
+    return {"masks": masks, "mask_valid": valid}
