@@ -2,11 +2,13 @@
 the parser, and the README's commands agree with what CI runs and pins."""
 import argparse
 import importlib.util
+import json
 import re
 
 import pytest
 
 from docs_examples import DOCS, ROOT, fenced_blocks, markdown_files
+from helpers import needs_shared_fixtures, real_fixtures_root
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 
@@ -86,3 +88,36 @@ def test_docs_extra_is_pinned_in_constraints():
             if "==" in line and not line.startswith("#")}
     names = {re.split(r"[\[<>=!~ ]", requirement)[0].lower() for requirement in extras["docs"]}
     assert names and names <= pins, names - pins
+
+
+REAL = real_fixtures_root()
+
+
+@needs_shared_fixtures(REAL, "the real annotation files the documentation quotes")
+def test_quoted_annotation_lines_are_lines_of_the_real_files():
+    """Every annotation line the README and the task pages show as a release's format (AVE records, LLP rows,
+    AVSBench-semantic rows, MUSIC-AVQA records) is a line or record of the real file, so the formats shown are the
+    releases' own."""
+    real_lines = {path.name: set(path.read_text(encoding="utf-8").splitlines())
+                  for path in [REAL / "ave" / "Annotations.txt", REAL / "avsbench" / "metadata.csv",
+                               *sorted((REAL / "llp").glob("*.csv"))]}
+    questions = [record for name in ("avqa-val.json", "avqa-test.json")
+                 for record in json.loads((REAL / "music_avqa" / name).read_text(encoding="utf-8"))]
+    quoted = 0
+    for path in [ROOT / "README.md", *sorted((DOCS / "tasks").glob("*.md"))]:
+        for _, language, body in fenced_blocks(path.read_text(encoding="utf-8")):
+            for line in body.splitlines() if language in ("text", "json") else []:
+                if not line or line[0].isspace():       # blank, or a layout listing's indented line
+                    continue
+                if line.startswith('{"video_id"'):
+                    assert json.loads(line) in questions, (path.name, line)
+                elif line.count("&") == 4:
+                    assert line in real_lines["Annotations.txt"], (path.name, line)
+                elif "\t" in line:
+                    assert any(line in lines for name, lines in real_lines.items() if name.endswith(".csv")), line
+                elif line.count(",") == 6:
+                    assert line in real_lines["metadata.csv"], (path.name, line)
+                else:
+                    continue
+                quoted += 1
+    assert quoted >= 20
