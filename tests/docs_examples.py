@@ -5,7 +5,7 @@ file run in order, in one namespace (a later block may use what an earlier one d
 directory, on the tiny random-weight backbones and generated data. A block preceded by the line
 :data:`INTEGRATION_MARKER` (an HTML comment, invisible on the page) is slow (it generates clips or trains): the unit
 tier (``tests/unit/test_docs_examples.py``) runs the file's other blocks, the integration tier
-(``tests/integration/test_docs_examples.py``) runs the whole file.
+(``tests/integration/test_slow_docs_examples.py``) runs the whole file.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Python examples of README.md and docs/ run (the unit-tier blocks of each file; see ``tests/docs_examples.py``
-for the rules and the marker that moves a slow block to ``tests/integration/test_docs_examples.py``)."""
+for the rules and the marker that moves a slow block to ``tests/integration/test_slow_docs_examples.py``)."""
 import pytest
 
 from docs_examples import ROOT, files_with_examples, python_examples, run_examples
