@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--presets", default="tiny,paper")
     parser.add_argument("--share-projections", default="", help="adapter or modality (default: each preset's own)")
     parser.add_argument("--timed-batches", type=int, default=8,
-                        help="timed training batches per epoch (after one warm-up batch); at least 8 for the README")
+                        help="timed training batches per epoch (after one warm-up batch); at least 8 as in docs/")
     parser.add_argument("--batch-size", type=int, default=0, help="clips per batch (default: each preset's own)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))

@@ -1,4 +1,4 @@
-"""The pictures of the README's "Run it on your own video": `molt predict` for every task, on synthetic clips.
+"""The pictures of the task pages (docs/tasks/*.md): `molt predict` for every task, on synthetic clips.
 
     python benchmarks/predict_pictures.py [--workdir /tmp/molt-predict] [--demo-workdir DIR] [--out docs]
 

@@ -1,4 +1,4 @@
-"""The benchmark scripts whose figures the README quotes still run end to end (tiny backbones, on the CPU)."""
+"""The benchmark scripts whose figures the README and docs/ quote still run end to end (tiny backbones, on the CPU)."""
 import json
 import subprocess
 import sys
