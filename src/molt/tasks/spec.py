@@ -242,6 +242,9 @@ class TaskSpec:
         """The prepared directory of ``data`` (a prepared directory, or a dataset root prepared on first use) for
         ``setting`` (checked, ``None`` -> the default); ``options`` go to :attr:`prepare` (``show_progress``,
         ``image_size``, ``force``, the task's :attr:`prepare_options`, ...)."""
+        if not Path(data).exists():
+            raise FileNotFoundError(f"{data} does not exist: give --data the {self.dataset_name} release as you "
+                                    f"downloaded it (its annotation files and videos) or a prepared directory")
         return self.prepare(data, setting=self.check_setting(setting), **options)
 
     def open_split(self, prepared: str | os.PathLike, split: str):

@@ -127,7 +127,7 @@ def _cases():
                                                       "--video", "{video}"],
          ["avqa needs --question"]),
         ("train on a missing data root", ["train", "ave", "--data", "{root}/nowhere"],
-         ["{root}/nowhere", "Annotations.txt"]),
+         ["{root}/nowhere does not exist", "the AVE release as you downloaded it"]),
         ("train on a folder of another task", ["train", "avvp", "--data", d],
          ["{data}", "LLP"]),
         ("a GPU asked for on a machine without one", ["train", "ave", "--data", d, "--accelerator", "gpu",
