@@ -64,18 +64,20 @@ def find_video(root: str | os.PathLike, video_id: str) -> Path | None:
 
 def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = 192, workers: int = 2,
                 limit: int | None = None, num_segments: int = 10, sample_rate: int = 32000,
-                show_progress: bool = True) -> PrepareReport:
+                show_progress: bool = True, overwrite: bool = False) -> PrepareReport:
     """Decode every clip of the AVE layout at ``root`` into the prepared format in ``out_dir``.
 
     Args:
         root: AVE root (annotation files; mp4 files in ``root/AVE/`` or ``root/``).
-        out_dir: output directory (created; a previous prepared set there is replaced).
+        out_dir: output directory (created; a previous prepared set of ``root`` there is replaced).
         image_size: frame size ``S`` (bicubic resize to ``S x S``).
         workers: decoding processes (``<= 1``: decode in this process).
         limit: only the first ``limit`` distinct videos (train, then val, then test order).
         num_segments: segments per clip ``T``.
         sample_rate: audio rate (32 kHz for HTS-AT).
         show_progress: tqdm progress bar.
+        overwrite: prepare into ``out_dir`` even when it holds something else than a prepared set of ``root``
+            (see :class:`~molt.data.prepared.PrepareRun`).
 
     Returns:
         a :class:`PrepareReport`; unusable clips are listed in it and in ``out_dir/skipped.tsv``.
@@ -88,7 +90,8 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
         if limit < 1:
             raise ValueError(f"expected limit >= 1 or None, got {limit}")
         video_ids = video_ids[:limit]
-    run = PrepareRun(out_dir)
+    run = PrepareRun(out_dir, source_root=root, format=FORMAT, command=f"molt prepare ave --data {root}",
+                     overwrite=overwrite)
     options = {"num_segments": num_segments, "image_size": image_size, "sample_rate": sample_rate}
     paths = {video_id: find_video(root, video_id) for video_id in video_ids}
     jobs = []
@@ -127,7 +130,7 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
                     workers: int = 2, show_progress: bool = True,
                     out_dir: str | os.PathLike | None = None, limit: int | None = None,
-                    force: bool = False) -> Path:
+                    force: bool = False, overwrite: bool = False) -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` may be a prepared directory (holds ``index.json``) or an AVE root (holds ``Annotations.txt``), whose
@@ -136,7 +139,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
     AVE has no settings: ``setting`` must be ``None`` (the argument exists for the task registry's contract).
 
     ``out_dir`` puts a new prepared copy elsewhere; ``force=True`` (or a ``limit``: only the first ``limit``
-    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does).
+    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does);
+    ``overwrite`` lets it replace what another source left in ``out_dir``.
     """
     if setting is not None:
         raise ValueError(f"AVE has no settings, got setting={setting!r}")
@@ -151,7 +155,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         return out
     if image_size is None:
         image_size = generated_image_size(data) or 192
-    prepare_ave(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit)
+    prepare_ave(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit,
+                overwrite=overwrite)
     return out
 
 
