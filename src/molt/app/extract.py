@@ -79,6 +79,9 @@ def _extract_rank(local_rank: int, config: ExperimentConfig, prepared: Path, out
     """One process of a multi-process extraction (started by :func:`extract`)."""
     import torch
 
+    from ..data.media import die_with_parent
+
+    die_with_parent(os.getppid())  # a killed `molt extract` leaves no process behind
     logging.basicConfig(level=logging.INFO if show_progress else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     device = options["device"] or ("cuda" if torch.cuda.is_available() else "cpu")

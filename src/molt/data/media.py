@@ -47,7 +47,8 @@ import av
 import numpy as np
 
 __all__ = ["Clip", "MediaError", "read_clip", "write_clip", "is_silent", "rms_dbfs", "decode_pcm16",
-           "worker_context", "parallel_map", "media_seconds", "whole_segments", "on_video_timeline"]
+           "worker_context", "parallel_map", "media_seconds", "whole_segments", "on_video_timeline",
+           "die_with_parent"]
 
 PathLike = str | os.PathLike
 
@@ -319,8 +320,9 @@ def worker_context() -> multiprocessing.context.BaseContext:
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with_parent(parent: int) -> None:
-    """Initializer of every pool worker: the worker is killed when its parent dies, even by SIGKILL (Linux
+def die_with_parent(parent: int) -> None:
+    """Make this (child) process die with ``parent``, its parent's pid; the initializer of every pool worker of
+    :func:`parallel_map`. The process is killed when its parent dies, even by SIGKILL (Linux
     ``prctl(PR_SET_PDEATHSIG)``; elsewhere it notices at its next job, see :func:`_orphaned`), and leaves SIGINT
     (Ctrl-C reaches the whole process group) to the parent, which stops the pool itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -354,7 +356,7 @@ def parallel_map(function: Callable[[Any], Any], jobs: Sequence[Any], workers: i
         yield from map(function, jobs)
         return
     parent = os.getpid()
-    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context(), initializer=_die_with_parent,
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context(), initializer=die_with_parent,
                                initargs=(parent,))
     try:
         yield from pool.map(functools.partial(_orphaned, function, parent), jobs)

@@ -45,8 +45,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...data.media import parallel_map
-from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, class_sound,
-                               output_folder, shape_mask, split_sizes, video_ids, write_text)
+from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, claim_output,
+                               class_sound, output_folder, shape_mask, split_sizes, video_ids, write_text)
 from ...progress import progress_bar
 from .reader import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS
 
@@ -216,8 +216,8 @@ def _render_and_write(job: tuple[dict[str, Any], int, dict[str, Any], str, str])
 def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 0, *, image_size: int = 64,
                  workers: int = 2, setting: str | None = "s4", num_classes: int = 6,
                  objects_per_clip: tuple[int, int] = (2, 3), sample_rate: int = 16000,
-                 split_fractions: Sequence[float] = (0.7, 0.15, 0.15), show_progress: bool = True
-                 ) -> dict[str, Any]:
+                 split_fractions: Sequence[float] = (0.7, 0.15, 0.15), show_progress: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Write a synthetic AVSBench-object set of one setting into ``out_dir`` (layout: module docstring).
 
     Args:
@@ -233,6 +233,8 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
         sample_rate: sample rate of the wav files (the release's are 16 kHz; readers resample).
         split_fractions: train / val / test fractions.
         show_progress: tqdm progress bar.
+        overwrite: write into ``out_dir`` even when it holds a data set not written by this generator with
+            these options (see :func:`molt.data.synthetic.claim_output`; the same run again needs no flag).
 
     Returns:
         a summary dict: output directory, meta file, counts per split, mean foreground fraction of the written
@@ -244,6 +246,12 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
     plans = plan_avs_videos(num_videos, seed, setting=setting, num_classes=num_classes,
                             objects_per_clip=objects_per_clip, split_fractions=split_fractions)
     subset_dir, data_name = OBJECT_SUBSETS[setting]
+    claim_output(Path(out_dir) / subset_dir,
+                 {"generator": "molt.tasks.avs.synthetic.generate_avs", "seed": seed, "num_videos": num_videos,
+                  "setting": setting, "options": {"image_size": image_size, "num_classes": num_classes,
+                                                  "objects_per_clip": objects_per_clip, "sample_rate": sample_rate,
+                                                  "split_fractions": split_fractions}},
+                 overwrite=overwrite, prepared=[Path(out_dir) / f"prepared_{setting}"])
     data_dir = output_folder(out_dir, subset_dir, data_name)
     subset = data_dir.parent
     meta_path = subset / OBJECT_META_FILES[setting]
