@@ -211,7 +211,7 @@ class PrepareRun:
         self._memmaps: list[np.memmap] = []
         if not overwrite:
             self._check_owner()
-        with self._storage("cannot create the prepared directory"):
+        with self._storage(f"cannot write the prepared set into {self.out}"):
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_json(self.out / OWNER_FILE, self.owner)
             (self.out / INDEX_FILE).unlink(missing_ok=True)
@@ -253,7 +253,8 @@ class PrepareRun:
             yield
         except BaseException as error:
             self.abandon()
-            converted = storage_error(error, self.out, what=what, fix=self._fix) if isinstance(error, OSError) \
+            place = next((folder for folder in (self.out, *self.out.parents) if folder.exists()), self.out)
+            converted = storage_error(error, place, what=what, fix=self._fix) if isinstance(error, OSError) \
                 else None
             if converted is not None:
                 raise converted from None
@@ -284,7 +285,7 @@ class PrepareRun:
         path = self.out / f"{array.file}.partial"
         dtype = np.dtype(array.dtype)
         self._arrays[array.file] = array
-        with self._storage(f"cannot write {path.name}"):
+        with self._storage(f"cannot write {path}"):
             with open(path, "wb") as handle:
                 np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                               "fortran_order": False, "shape": array.shape})
@@ -307,7 +308,7 @@ class PrepareRun:
             workers: decoding processes (``<= 1``: in this process).
             show_progress: tqdm progress bar; ``desc`` its label.
         """
-        with self._storage("cannot prepare the data"):
+        with self._storage(f"cannot write the prepared set into {self.out}"):
             check_free_space(self.out, self.needed_bytes(arrays), what=f"preparing {self.owner['source_root']}",
                              fix=self._fix)
             memmaps = None
@@ -347,7 +348,7 @@ class PrepareRun:
         position = {name: i for i, name in enumerate(order)}
         report.skipped.sort(key=lambda item: position[item[0]])
         report.stored = [name for name in order if name in self.stored_at]
-        with self._storage("cannot finish the prepared set"):
+        with self._storage(f"cannot write the prepared set into {self.out}"):
             write_skipped(self.out, report.skipped, paths or {}, name_column=name_column)
             for memmap in self._memmaps:
                 memmap.flush()
