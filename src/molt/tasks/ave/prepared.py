@@ -11,13 +11,16 @@ Prepared format (``out_dir``, format version 1)::
 
     frames.npy   uint8 (V, T, S, S, 3)   RGB, one frame per 1-s segment, S = image_size (see molt.data.media)
     audio.npy    int16 (V, T, R)         mono PCM at ``sample_rate``, R = sample_rate samples per segment;
-                                          float value = int16 / 32768
+                                          float value = int16 / 32768; on the video's timeline (an audio
+                                          stream that starts late is preceded by silence, see molt.data.media)
     labels.npy   uint8 (N, T, C + 1)     one-hot label matrix of each annotation row (background = index C)
     index.json   metadata: format, format_version, categories, num_segments, image_size, sample_rate,
                  source_root, videos (video id of each media row V, null for a clip that was skipped) and
                  rows (one per annotation line of a split whose clip was stored: video_id, split, media_index,
                  category, start, end, line)
     skipped.tsv  video_id, reason, detail, path of every clip that could not be used
+    prepare.json the source it was prepared from (format, source_root, setting): another root's or task's run
+                 refuses to write into the directory (:class:`molt.data.prepared.PrepareRun`)
 
 Media rows are per *video* (a video with several annotation lines is decoded and stored once); annotation rows
 are per *line* of the split files, like the official split sizes (see :mod:`molt.tasks.ave.reader` for the quirks).
@@ -26,7 +29,9 @@ clips stay zero and no annotation row points at them.
 
 Crash safety: ``index.json`` is removed when a run starts, the arrays are written under ``*.partial`` names and
 renamed when complete, and ``index.json`` is written last (atomically), so a directory without ``index.json`` is
-never mistaken for a complete data set.
+never mistaken for a complete data set. A failed or stopped run removes its ``*.partial`` files, the next run
+those of a killed one; a full disk or a read-only root is one sentence with the fix (prepare elsewhere with
+``--out``), see :class:`molt.data.prepared.PrepareRun`.
 
 :class:`PreparedAVE` reads that format with ``numpy.load(mmap_mode="r")`` (opened lazily in each DataLoader
 worker) and returns uint8 frames: normalisation belongs to the backbone (``preprocess``), which knows its own

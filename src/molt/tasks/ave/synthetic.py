@@ -31,6 +31,8 @@ Layout written under ``out_dir``::
     trainSet.txt, valSet.txt, testSet.txt   the same lines, no header (stratified 80/10/10 split)
     categories.txt         class names, one per line (as in the DG-SCT copy of AVE)
     synthetic_ground_truth.json   generator parameters and per-segment visual/audio/label ground truth
+    molt_synth.json        generator, seed and options, written first: the same run again may write into the
+                           folder, anything else needs ``overwrite`` (:func:`molt.data.synthetic.claim_output`)
     AVE/{video_id}.mp4     one 10-s clip per video
 """
 from __future__ import annotations

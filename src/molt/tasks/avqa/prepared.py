@@ -20,13 +20,15 @@ skipped with the reason ``too short`` and its length in ``skipped.tsv`` (tests/u
 Prepared format (``out_dir``, format version 1)::
 
     frames.npy   uint8 (V, T, S, S, 3)   RGB, one frame per segment
-    audio.npy    int16 (V, T, R)         mono PCM at ``sample_rate`` (R samples per segment); float = int16 / 32768
+    audio.npy    int16 (V, T, R)         mono PCM at ``sample_rate`` (R samples per segment); float = int16 / 32768;
+                                          on the video's timeline (a late audio stream is preceded by silence)
     index.json   metadata: format, format_version, num_segments, image_size, sample_rate, question_vocab (from the
                  training questions only), answers, question_types, max_question_length, videos (the id of each
                  media row, null for a clip that was skipped), rows (one per question whose clip was stored:
                  split, video_id, question_id, media_index, family, subtype, question, words, answer), dropped
                  duplicate question ids per split
     skipped.tsv  video_id, reason, detail, path of every clip that could not be used
+    prepare.json the source it was prepared from (format, source_root, setting)
 
 Crash safety as in :mod:`molt.data.prepared`: ``index.json`` is removed first, arrays are written as ``*.partial``
 and renamed when complete, and ``index.json`` is written last (atomically).

@@ -48,6 +48,8 @@ Layout written under ``out_dir``::
 
     avqa-train.json, avqa-val.json, avqa-test.json   questions (avqa-train.json written last = set complete)
     synthetic_ground_truth.json                      generator options and every scene
+    molt_synth.json                                  generator, seed and options (written first, see
+                                                     molt.data.synthetic.claim_output)
     MUSIC-AVQA-videos-Real/{video_id}.mp4            one 10-s clip per video (8-digit ids, as in the real set)
 """
 from __future__ import annotations

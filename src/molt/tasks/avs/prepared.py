@@ -15,6 +15,7 @@ Prepared format (``out_dir``, format version 1), one media row per clip::
                  num_segments, videos (name of each media row, null for a skipped clip) and rows (one per stored
                  clip: video_id, split, media_index, category, objects, annotated = 0/1 per frame)
     skipped.tsv  video_id, reason, detail of every clip that could not be used
+    prepare.json the source it was prepared from (format, source_root, setting)
 
 Masks are kept at their own size ``M`` because AVSBench scores them at the annotation resolution (224 x 224 in
 the release), whatever size the frames are fed to the backbone at. Crash safety is that of

@@ -24,6 +24,8 @@ Layout written under ``out_dir`` (that of the release, see :mod:`molt.tasks.avs.
     Single-source/s4_data/gt_masks/{split}/{category}/{name}/{name}_{i}.png   (train: i = 1 only)
     Single-source/s4_data/audio_wav/{split}/{category}/{name}.wav             (16-bit mono, 5 s)
     Single-source/synthetic_ground_truth.json   options and per-clip objects / sounding objects
+    Single-source/molt_synth.json              generator, seed and options (written first, see
+                                               molt.data.synthetic.claim_output)
 
 or, for MS3, ``Multi-sources/ms3_meta_data.csv`` (``name,split``) and ``Multi-sources/ms3_data/`` with
 ``visual_frames/{name}/{name}.mp4_{1..5}.png``, ``gt_masks/{split}/{name}/{name}_{1..5}.png`` and

@@ -8,7 +8,8 @@ Input layout (``root``): the LLP csv files (see :mod:`molt.tasks.avvp.reader`) a
 script puts them), ``root/video/`` and ``root/``.
 
 Prepared format (``out_dir``, format version 1), decoded like AVE (:mod:`molt.data.media`: one frame per 1-s
-segment, nearest the segment's centre; mono audio resampled to ``sample_rate``; ``T = 10`` segments)::
+segment, nearest the segment's centre; mono audio resampled to ``sample_rate`` and placed on the video's
+timeline by its stream's start time; ``T = 10`` segments)::
 
     frames.npy         uint8 (V, T, S, S, 3)   RGB frame per segment, S = image_size
     audio.npy          int16 (V, T, R)         mono PCM, R = sample_rate samples per segment (value / 32768)
@@ -19,6 +20,7 @@ segment, nearest the segment's centre; mono audio resampled to ``sample_rate``; 
                        videos (filename of each media row, null when skipped), rows (one per stored annotation
                        line: filename, video_id, split, media_index, label_valid, line)
     skipped.tsv        filename, reason, detail, path of every clip that could not be used
+    prepare.json       the source it was prepared from (format, source_root, setting)
 
 ``label_valid`` is true for val/test rows when the eval files exist (train rows never have segment labels). Media
 rows are per distinct filename (train, then val, then test order); crash safety as in

@@ -33,6 +33,8 @@ Layout written under ``out_dir`` (the layout of the authors' ``data/`` directory
     AVVP_dataset_full.csv                               every clip (filename \\t event_labels)
     categories.txt                                      class names, one per line
     synthetic_ground_truth.json                         generator options and every clip's plan
+    molt_synth.json                                     generator, seed and options (written first, see
+                                                        molt.data.synthetic.claim_output)
     LLP_dataset/video/{YouTube-like id}.mp4             one 10-s clip per line
 
 ``AVVP_train.csv`` is written last, so its presence means the set is complete.
