@@ -170,17 +170,21 @@ def test_prepare_and_extract_onto_a_full_disk(root, ave_prepared_40, tmp_path, c
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_a_read_only_data_root(root, tmp_path, caplog, capfd):
+def test_a_read_only_data_root(root, ave_prepared_40, tmp_path, caplog, capfd):
     with _tmpfs(tmp_path / "share", "32m") as share:
         for name in [path.name for path in root.iterdir() if path.is_file()] + ["AVE"]:
             copy = shutil.copytree if (root / name).is_dir() else shutil.copy
             copy(root / name, share / name)
         subprocess.run(["mount", "-o", "remount,ro", str(share)], check=True)
-        for argv in (["prepare", "ave", "--data", str(share)],
-                     ["train", "ave", "--data", str(share), "--out", str(tmp_path / "runs"), "--epochs", "1"]):
+        prepare_elsewhere = [f"molt prepare ave --data {share} --out DIR", "pass the prepared DIR as --data"]
+        for argv, fix in ((["prepare", "ave", "--data", str(share)], prepare_elsewhere),
+                          (["train", "ave", "--data", str(share), "--out", str(tmp_path / "runs"), "--epochs", "1"],
+                           prepare_elsewhere),
+                          (["extract", "ave", "--data", str(ave_prepared_40), "--out", str(share / "cache"),
+                            "--splits", "val", "--device", "cpu"], ["extract into another directory (--out DIR)"])):
             caplog.clear()
             assert main(["-q", *argv]) == 2, argv
             message = _one_error(caplog)
             assert f"{share} is read-only" in message, message
-            assert f"molt prepare ave --data {share} --out DIR" in message and "as --data" in message
+            assert all(part in message for part in fix), message
     assert "Traceback" not in capfd.readouterr().err

@@ -268,8 +268,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     options = {"image_size": args.image_size, "workers": args.workers, "overwrite": args.overwrite}
     if args.setting is not None:
         options["setting"] = spec.check_setting(args.setting)
-    summary = spec.synthesize(args.out, num_videos=args.videos, seed=args.seed, show_progress=not args.quiet,
-                              **options)
+    try:
+        summary = spec.synthesize(args.out, num_videos=args.videos, seed=args.seed, show_progress=not args.quiet,
+                                  **options)
+    except OSError as error:  # a full disk or a read-only place: one line (a rerun completes the set)
+        from ..data.files import storage_error
+
+        converted = storage_error(error, args.out, what=f"molt synth could not write into {args.out}",
+                                  fix="choose another --out (or free space), then run the command again")
+        if converted is None:
+            raise
+        raise converted from None
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -270,9 +270,16 @@ def extract_features(dataset: Dataset, compute_taps: Callable[[Any], Mapping[str
     if num_items == 0:
         raise ValueError(f"split {split!r} has no items: nothing to extract")
     out = Path(out_dir)
-    _prepare_store(out, manifest)
     split_dir = out / split
-    split_dir.mkdir(exist_ok=True)
+    try:
+        _prepare_store(out, manifest)
+        split_dir.mkdir(exist_ok=True)
+    except OSError as error:
+        place = next((folder for folder in (out, *out.parents) if folder.exists()), out)
+        converted = storage_error(error, place, what=f"cannot write the feature cache {out}", fix=_SPACE_FIX)
+        if converted is None:
+            raise
+        raise converted from None
     info_path = split_dir / SPLIT_FILE
     if info_path.is_file():
         previous = read_json(info_path, "split record").get("num_items")

@@ -58,6 +58,13 @@ def _no_blocks_left(monkeypatch):
     monkeypatch.setattr(files.os, "posix_fallocate", fallocate)
 
 
+def _no_room_for_clips(monkeypatch):
+    def write_clip(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("molt.tasks.ave.synthetic.write_clip", write_clip)
+
+
 def _cases():
     copy = "{copy}"
     synth = ["synth", "ave", "--videos", "4", "--workers", "1", "--out"]
@@ -69,6 +76,9 @@ def _cases():
           "--overwrite"]),
         ("synth over its own set with another seed", [*synth, "{data}", "--seed", "5"], None,
          ["{data} holds a synthetic set generated with other options", "seed 0, now 5", "--overwrite"]),
+        ("synth onto a full disk", [*synth, "{copy}/more"], _no_room_for_clips,
+         ["molt synth could not write into {copy}/more: the disk holding {copy}/more is full",
+          "choose another --out (or free space), then run the command again"]),
         ("prepare into a folder that is not a prepared set", [*prepare, "--out", "{foreign}"], None,
          ["{foreign} is not empty and holds no prepared set", "--out NEW_DIR", "--overwrite"]),
         ("prepare into the prepared set of another root", [*prepare, "--out", "{data}/prepared"], None,
