@@ -312,21 +312,22 @@ class PrepareRun:
             check_free_space(self.out, self.needed_bytes(arrays), what=f"preparing {self.owner['source_root']}",
                              fix=self._fix)
             memmaps = None
-            decoded = progress_bar(parallel_map(decode, jobs, workers), total=len(jobs), desc=desc, unit="clip",
-                                   show=show_progress)
-            for position, name, *values, status, detail in decoded:
-                if memmaps is None:  # opened once the workers run: they must not inherit the maps
-                    memmaps = [self.open(array) for array in arrays]
-                if values[0] is None:
-                    self.report.skipped.append((name, status, detail))
-                    _logger.debug("skipped %s: %s %s", name, status, detail)
-                    continue
-                for memmap, value in zip(memmaps, values):
-                    memmap[position] = value
-                self.stored_at[name] = position
-                if status != "ok":
-                    self.report.silent.append(name)
-                    _logger.debug("%s: %s %s", name, status, detail)
+            results = parallel_map(decode, jobs, workers)
+            with contextlib.closing(results):  # a failure here stops the workers now, not when collected
+                for position, name, *values, status, detail in progress_bar(results, total=len(jobs), desc=desc,
+                                                                            unit="clip", show=show_progress):
+                    if memmaps is None:  # opened once the workers run: they must not inherit the maps
+                        memmaps = [self.open(array) for array in arrays]
+                    if values[0] is None:
+                        self.report.skipped.append((name, status, detail))
+                        _logger.debug("skipped %s: %s %s", name, status, detail)
+                        continue
+                    for memmap, value in zip(memmaps, values):
+                        memmap[position] = value
+                    self.stored_at[name] = position
+                    if status != "ok":
+                        self.report.silent.append(name)
+                        _logger.debug("%s: %s %s", name, status, detail)
             for memmap in memmaps if memmaps is not None else [self.open(array) for array in arrays]:
                 memmap.flush()
         return self.stored_at
