@@ -58,8 +58,17 @@ def extract(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str |
     import torch.multiprocessing as mp
 
     start = time.perf_counter()
-    mp.start_processes(_extract_rank, args=(config, prepared, out_dir, options, devices, num_nodes, node_rank,
-                                            show_progress), nprocs=devices, start_method="spawn")
+    context = mp.start_processes(_extract_rank, args=(config, prepared, out_dir, options, devices, num_nodes,
+                                                      node_rank, show_progress), nprocs=devices,
+                                 start_method="spawn", join=False)
+    try:
+        while not context.join():
+            pass
+    except BaseException:  # stopped (SIGTERM, Ctrl-C) or a rank failed: no rank outlives the command
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+        raise
     seconds = time.perf_counter() - start
     result = {}
     for split in splits:
