@@ -62,6 +62,7 @@ def test_resume_after_a_real_sigkill(tmp_path, one_thread):
     report = extract_features(namespace["Clips"](), compute, out, namespace["MANIFEST"], split="train",
                               batch_size=1, show_progress=False)
     assert compute.calls == 3 and (report.chunks_skipped, report.chunks_written) == (2, 2)
+    assert not list(out.rglob("*.partial"))  # the killed chunk's files are gone once it is redone
     cache = FeatureCache(out, "train")
     assert cache.verify() == []
     reference = namespace["Compute"]()

@@ -2,17 +2,21 @@
 
 Every verb imports its implementation lazily, so ``molt --help`` is instant; only ``molt train``, ``molt ablate`` and
 ``molt demo`` import Lightning. Task names and everything task-specific (settings, presets) come from the task
-registry (:mod:`molt.tasks`). Errors a user can fix (bad file, bad key, unknown name) are one line on stderr and
-exit code 2.
+registry (:mod:`molt.tasks`). Errors a user can fix (bad file, bad key, unknown name, a full disk, a read-only
+directory) are one line on stderr and exit code 2. The verbs that write data (synth, prepare, extract) stopped by
+SIGTERM or SIGINT clean up, say in one line what running them again does, and exit with 128 + the signal's number.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 __all__ = ["main", "build_parser"]
@@ -314,11 +318,20 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from ..tasks import get_task
 
     spec = get_task(args.task)
-    options = {"image_size": args.image_size, "workers": args.workers}
+    options = {"image_size": args.image_size, "workers": args.workers, "overwrite": args.overwrite}
     if args.setting is not None:
         options["setting"] = spec.check_setting(args.setting)
-    summary = spec.synthesize(args.out, num_videos=args.videos, seed=args.seed, show_progress=not args.quiet,
-                              **options)
+    try:
+        summary = spec.synthesize(args.out, num_videos=args.videos, seed=args.seed, show_progress=not args.quiet,
+                                  **options)
+    except OSError as error:  # a full disk or a read-only place: one line (a rerun completes the set)
+        from ..data.files import storage_error
+
+        converted = storage_error(error, args.out, what=f"molt synth could not write into {args.out}",
+                                  fix="choose another --out (or free space), then run the command again")
+        if converted is None:
+            raise
+        raise converted from None
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -329,7 +342,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     spec = get_task(args.task)
     prepared = spec.open_prepared(args.data, args.setting, image_size=args.image_size,
                                   workers=args.workers, out_dir=args.out, limit=args.limit, force=True,
-                                  show_progress=not args.quiet, **_task_options(args, spec, "prepare_options"))
+                                  overwrite=args.overwrite, show_progress=not args.quiet,
+                                  **_task_options(args, spec, "prepare_options"))
     print(f"prepared {args.task} data in {prepared}")
     return 0
 
@@ -528,6 +542,10 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="seed of everything generated")
     synth.add_argument("--image-size", type=int, default=64, help="frame size in pixels")
     synth.add_argument("--workers", type=int, default=2, help="encoding processes")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="write into --out even when it holds a data set not generated with these options "
+                            "(the same command run again needs no flag: it writes the same files)")
+    synth.set_defaults(stop_hint="run the same command again to write the whole set")
 
     prepare = verb("prepare", "decode a dataset's videos into the memory-mapped training format (again, if it "
                    "was already prepared)", _cmd_prepare,
@@ -542,6 +560,11 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                          help="frame size (default: the generator's size for synthetic data, else 192)")
     prepare.add_argument("--workers", type=int, default=2, help="decoding processes")
     prepare.add_argument("--limit", type=int, help="only the first N videos (for a quick look)")
+    prepare.add_argument("--overwrite", action="store_true",
+                         help="prepare into --out even when it holds something else than a prepared set of this root "
+                              "and setting")
+    prepare.set_defaults(stop_hint="its partial files are removed; run the same command again to prepare the set "
+                                   "from the start")
     _add_task_options(prepare, "prepare_options", help_task)
 
     train = verb("train", "train adapters and a task head on frozen backbones", _cmd_train,
@@ -581,6 +604,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                          help="machines extracting into the same (shared) --out directory, each with --devices")
     extract.add_argument("--node-rank", type=int, default=0, help="this machine's index among --num-nodes")
     _add_model_options(extract)
+    extract.set_defaults(stop_hint="the complete chunks are kept; run the same command again to resume")
 
     evaluate = verb("eval", "evaluate a trained checkpoint: metrics as JSON and pictures", _cmd_eval,
                     "molt eval ave --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
@@ -715,6 +739,33 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
                         handlers=[handler])
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT received by a verb that cleans up when stopped (synth, prepare, extract): raised where the
+    verb is, so that its clean-up runs, then turned into exit code 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals(active: bool):
+    """While the verb runs, SIGTERM and SIGINT raise :class:`_Stopped` (when ``active``, in the main thread)."""
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Stopped(signum)
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..tasks import task_names
 
@@ -738,7 +789,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.handler(args)
+        with _stop_on_signals(getattr(args, "stop_hint", None) is not None):
+            return args.handler(args)
+    except _Stopped as stop:
+        _logger.error("molt %s stopped by %s: %s", args.verb, signal.Signals(stop.signum).name, args.stop_hint)
+        return 128 + stop.signum
     except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as error:
         # an ImportError is bad input only when it says what to install (an optional extra); others are bugs
         if args.debug or (isinstance(error, ImportError) and "pip install" not in str(error)):

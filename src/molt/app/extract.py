@@ -58,8 +58,17 @@ def extract(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str |
     import torch.multiprocessing as mp
 
     start = time.perf_counter()
-    mp.start_processes(_extract_rank, args=(config, prepared, out_dir, options, devices, num_nodes, node_rank,
-                                            show_progress), nprocs=devices, start_method="spawn")
+    context = mp.start_processes(_extract_rank, args=(config, prepared, out_dir, options, devices, num_nodes,
+                                                      node_rank, show_progress), nprocs=devices,
+                                 start_method="spawn", join=False)
+    try:
+        while not context.join():
+            pass
+    except BaseException:  # stopped (SIGTERM, Ctrl-C) or a rank failed: no rank outlives the command
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+        raise
     seconds = time.perf_counter() - start
     result = {}
     for split in splits:
@@ -79,6 +88,9 @@ def _extract_rank(local_rank: int, config: ExperimentConfig, prepared: Path, out
     """One process of a multi-process extraction (started by :func:`extract`)."""
     import torch
 
+    from ..data.media import die_with_parent
+
+    die_with_parent(os.getppid())  # a killed `molt extract` leaves no process behind
     logging.basicConfig(level=logging.INFO if show_progress else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     device = options["device"] or ("cuda" if torch.cuda.is_available() else "cpu")

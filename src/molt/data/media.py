@@ -14,9 +14,12 @@ the last extracted frame):
   peers' pick by less than half a second and never depends on the frame rate the frames were extracted at.
 * **resize**: FFmpeg's bicubic scaler straight to ``image_size x image_size`` (aspect ratio not kept), like the
   peers' ``Resize([192, 192], bicubic)``.
-* **audio**: every audio track is decoded, down-mixed to mono and resampled to ``sample_rate`` with
-  :class:`av.AudioResampler`; samples are counted from the start of the decoded audio; the first
-  ``num_segments * segment_seconds`` seconds are cut into ``num_segments`` windows.
+* **audio**: the first audio track is decoded, down-mixed to mono and resampled to ``sample_rate`` with
+  :class:`av.AudioResampler`, then placed on the video's timeline: a container records when each stream starts
+  (the frames' presentation times), and an audio track that starts after the first video frame is preceded by
+  silence for that long, one that starts before it loses the samples before it (so a sound heard at second 3 of
+  the video is at second 3 of the decoded audio, whatever the streams' start times). The first
+  ``num_segments * segment_seconds`` seconds of that timeline are cut into ``num_segments`` windows.
 * **short clips**: a clip up to ``tolerance_seconds`` (default 0.5 s) shorter than needed is padded: audio by
   mirroring its last samples, frames by reusing the last frame. Anything shorter is a :class:`MediaError`.
 * **silence** is not an error: a muted clip is still a valid (if uninformative) training example. Use
@@ -28,8 +31,12 @@ Every failure to read a file raises :class:`MediaError` (a :class:`ValueError`) 
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import multiprocessing
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -40,7 +47,8 @@ import av
 import numpy as np
 
 __all__ = ["Clip", "MediaError", "read_clip", "write_clip", "is_silent", "rms_dbfs", "decode_pcm16",
-           "worker_context", "parallel_map", "media_seconds", "whole_segments"]
+           "worker_context", "parallel_map", "media_seconds", "whole_segments", "on_video_timeline",
+           "die_with_parent"]
 
 PathLike = str | os.PathLike
 
@@ -75,7 +83,8 @@ class Clip:
         audio: ``float32`` array ``(T, S)`` in ``[-1, 1]``, mono, ``S = sample_rate * segment_seconds``.
         sample_rate: audio sample rate of :attr:`audio`.
         video_seconds: duration covered by the decoded video frames.
-        audio_seconds: duration of the decoded audio.
+        audio_seconds: end of the decoded audio on the video's timeline (from the first video frame; a late
+            start counts as silence, see the module docstring).
     """
 
     frames: np.ndarray
@@ -165,6 +174,7 @@ def read_clip(path: PathLike, *, num_segments: int = 10, segment_seconds: float 
         last_time = None
         frame_step = 0.0
         chunks: list[np.ndarray] = []
+        audio_start = None
         frame_count = 0
         rate = float(video.average_rate) if video.average_rate else 0.0
         try:
@@ -188,6 +198,8 @@ def read_clip(path: PathLike, *, num_segments: int = 10, segment_seconds: float 
                             for index in np.flatnonzero(closer):
                                 best_frames[index] = frame
                     else:
+                        if audio_start is None:
+                            audio_start = _frame_seconds(frame, audio)
                         for resampled in resampler.resample(frame):
                             chunks.append(resampled.to_ndarray().reshape(-1))
             for resampled in resampler.resample(None):
@@ -200,14 +212,16 @@ def read_clip(path: PathLike, *, num_segments: int = 10, segment_seconds: float 
             frame_step = 1.0 / rate
         video_seconds = float(last_time + frame_step)
         waveform = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        if audio_start is not None and first_time is not None:
+            waveform = on_video_timeline(waveform, audio_start - first_time, sample_rate)
         audio_seconds = waveform.size / sample_rate
         shortest = min(video_seconds, audio_seconds)
         if shortest < needed - tolerance_seconds:
             which = "video" if video_seconds <= audio_seconds else "audio"
             raise MediaError(path, "too short",
-                             f"{which} lasts {shortest:.2f} s (video {video_seconds:.2f} s, audio {audio_seconds:.2f} s);"
-                             f" {num_segments} segments of {segment_seconds:g} s need {needed:g} s, at most "
-                             f"{tolerance_seconds:g} s less")
+                             f"{which} lasts {shortest:.2f} s (video {video_seconds:.2f} s, audio "
+                             f"{audio_seconds:.2f} s); {num_segments} segments of {segment_seconds:g} s need "
+                             f"{needed:g} s, at most {tolerance_seconds:g} s less")
         frames = np.stack([
             frame.reformat(width=image_size, height=image_size, format="rgb24",
                            interpolation="BICUBIC").to_ndarray()
@@ -227,9 +241,30 @@ def read_clip(path: PathLike, *, num_segments: int = 10, segment_seconds: float 
                 audio_seconds=audio_seconds)
 
 
+def _frame_seconds(frame: "av.AudioFrame", stream: "av.audio.stream.AudioStream") -> float | None:
+    """Presentation time of a decoded audio frame in seconds: its own, else its stream's start time, else
+    ``None`` (a container without timestamps: the audio is then taken to start with the video)."""
+    if frame.time is not None:
+        return float(frame.time)
+    if stream.start_time is not None and stream.time_base:
+        return float(stream.start_time * stream.time_base)
+    return None
+
+
+def on_video_timeline(waveform: np.ndarray, offset_seconds: float, sample_rate: int) -> np.ndarray:
+    """``waveform`` (1-D, starting ``offset_seconds`` after the first video frame; negative: before it) placed on
+    the video's timeline: preceded by that much silence for a late start, its first samples dropped for an early
+    one. A start within half a sample of the video's leaves it unchanged."""
+    shift = int(round(offset_seconds * sample_rate))
+    if shift > 0:
+        return np.concatenate([np.zeros(shift, dtype=waveform.dtype), waveform])
+    return waveform[-shift:] if shift < 0 else waveform
+
+
 def media_seconds(path: PathLike) -> tuple[float, float]:
     """``(video seconds, audio seconds)`` of a file, from its streams' durations, else the container's, else the
-    last packet's end (read without decoding).
+    last packet's end (read without decoding); the audio's is where it ends on the video's timeline (its stream's
+    start time counted, as :func:`read_clip` places it).
 
     Raises:
         MediaError: missing, empty or undecodable file, or a missing track.
@@ -240,6 +275,10 @@ def media_seconds(path: PathLike) -> tuple[float, float]:
         streams = (container.streams.video[0], container.streams.audio[0])
         seconds = [float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
                    for stream in streams]
+        starts = [float(stream.start_time * stream.time_base) if stream.start_time is not None and stream.time_base
+                  else None for stream in streams]
+        if seconds[1] is not None and None not in starts:  # the audio's end on the video's timeline
+            seconds[1] = max(0.0, seconds[1] + starts[1] - starts[0])
         if None in seconds and container.duration:
             seconds = [value if value is not None else container.duration / av.time_base for value in seconds]
         if None in seconds:
@@ -278,15 +317,51 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Make this (child) process die with ``parent``, its parent's pid; the initializer of every pool worker of
+    :func:`parallel_map`. The process is killed when its parent dies, even by SIGKILL (Linux
+    ``prctl(PR_SET_PDEATHSIG)``; elsewhere it notices at its next job, see :func:`_orphaned`), and leaves SIGINT
+    (Ctrl-C reaches the whole process group) to the parent, which stops the pool itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl in this libc: the check in _orphaned still applies
+            pass
+    if os.getppid() != parent:  # the parent died before the request above was in place
+        os._exit(1)
+
+
+def _orphaned(function: Callable[[Any], Any], parent: int, job: Any) -> Any:
+    """``function(job)`` in a pool worker, or the worker's exit when its parent has died meanwhile."""
+    if os.getppid() != parent:
+        os._exit(1)
+    return function(job)
+
+
 def parallel_map(function: Callable[[Any], Any], jobs: Sequence[Any], workers: int) -> Iterator[Any]:
     """``function(job)`` for every job, in job order: in this process when ``workers <= 1`` (or there is a single
     job), else in a pool of ``workers`` processes (:func:`worker_context`); ``function`` must be picklable. Every
-    decoder and generator of the package runs its clips through it."""
+    decoder and generator of the package runs its clips through it.
+
+    The workers die with this process, however it ends: killed (even by SIGKILL: they are asked to be killed with
+    their parent), or stopped by an exception (then the jobs not started are cancelled and the workers wait only
+    for the job at hand). So nothing keeps running, or keeps files mapped, after a stopped run."""
     if workers <= 1 or len(jobs) <= 1:
         yield from map(function, jobs)
         return
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context()) as pool:
-        yield from pool.map(function, jobs)
+    parent = os.getpid()
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=worker_context(), initializer=die_with_parent,
+                               initargs=(parent,))
+    try:
+        yield from pool.map(functools.partial(_orphaned, function, parent), jobs)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def decode_pcm16(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str, Any, Any, str, str]:
@@ -312,7 +387,7 @@ def decode_pcm16(job: tuple[int, str, str, dict[str, Any]]) -> tuple[int, str, A
 
 
 def write_clip(path: PathLike, frames: np.ndarray, audio: np.ndarray, *, fps: float, sample_rate: int,
-               crf: int = 18, preset: str = "superfast") -> None:
+               crf: int = 18, preset: str = "superfast", audio_start: float = 0.0) -> None:
     """Write an mp4 file with H.264 video (libx264, yuv420p) and AAC mono audio.
 
     The file is written under a temporary name and renamed into place, so ``path`` never holds a partial file.
@@ -328,6 +403,8 @@ def write_clip(path: PathLike, frames: np.ndarray, audio: np.ndarray, *, fps: fl
         sample_rate: sample rate of ``audio``.
         crf: x264 constant rate factor (lower = better quality).
         preset: x264 speed preset (see above before changing it).
+        audio_start: seconds after the first frame at which the audio track starts (its stream start time; 0:
+            together), to write a clip whose streams are out of step.
     """
     frames = np.asarray(frames)
     audio = np.asarray(audio)
@@ -337,8 +414,9 @@ def write_clip(path: PathLike, frames: np.ndarray, audio: np.ndarray, *, fps: fl
         raise ValueError(f"H.264 with yuv420p needs an even frame size, got {frames.shape[2]}x{frames.shape[1]}")
     if audio.ndim != 1:
         raise ValueError(f"expected mono audio (S,), got shape {audio.shape}")
-    if fps <= 0 or sample_rate <= 0:
-        raise ValueError(f"expected fps > 0 and sample_rate > 0, got {fps} and {sample_rate}")
+    if fps <= 0 or sample_rate <= 0 or audio_start < 0:
+        raise ValueError(f"expected fps > 0, sample_rate > 0 and audio_start >= 0, got {fps}, {sample_rate} and "
+                         f"{audio_start}")
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     container = av.open(str(temporary), mode="w", format="mp4")
@@ -362,7 +440,7 @@ def write_clip(path: PathLike, frames: np.ndarray, audio: np.ndarray, *, fps: fl
         samples = np.clip(audio.astype(np.float32), -1.0, 1.0)[None, :]
         audio_frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="flt", layout="mono")
         audio_frame.sample_rate = int(sample_rate)
-        audio_frame.pts = 0
+        audio_frame.pts = int(round(audio_start * sample_rate))
         for packet in sound.encode(audio_frame):
             container.mux(packet)
         for packet in sound.encode():

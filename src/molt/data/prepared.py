@@ -22,6 +22,7 @@ Frames stay uint8: normalisation belongs to the backbone (``preprocess``), which
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -35,17 +36,19 @@ import torch
 from torch.utils.data import Dataset
 
 from ..progress import progress_bar
-from .files import atomic_json, replace_durably
+from .files import atomic_json, check_free_space, preallocate, replace_durably, storage_error
 from .media import parallel_map
 
 __all__ = ["media_tensors", "PrepareReport", "PreparedArray", "PrepareRun", "media_arrays", "PreparedClips",
-           "read_prepared_index", "commit_index", "write_skipped", "reusable_prepared",
-           "generated_image_size", "normalize_frames", "INDEX_FILE", "SKIPPED_FILE", "GROUND_TRUTH_FILE",
+           "read_prepared_index", "commit_index", "write_skipped", "reusable_prepared", "generated_image_size",
+           "normalize_frames", "INDEX_FILE", "OWNER_FILE", "SKIPPED_FILE", "GROUND_TRUTH_FILE",
            "IMAGENET_MEAN", "IMAGENET_STD"]
 
 _logger = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
+# who a prepared directory belongs to (format, dataset root, setting), written when a run starts
+OWNER_FILE = "prepare.json"
 SKIPPED_FILE = "skipped.tsv"
 # where a procedural generator records its ground truth and options; preparation reads the frame size from it
 GROUND_TRUTH_FILE = "synthetic_ground_truth.json"
@@ -160,14 +163,27 @@ class PrepareRun:
 
     A task's ``prepare_*`` builds its decoding jobs and index rows; this class does the rest, in this order:
 
-    1. on creation: make ``out_dir`` and remove its ``index.json`` (a half-written directory is never complete);
+    1. on creation: check that ``out_dir`` is this run's to write (see below), make it, record the run's owner in
+       ``prepare.json``, remove its ``index.json`` (a half-written directory is never complete) and the
+       ``*.partial`` files of an earlier run that was killed;
     2. :meth:`skip_missing` for clips whose files are absent;
-    3. :meth:`decode`: decode the jobs in parallel into ``*.partial`` memory maps, with a progress bar; a clip
-       that cannot be used is skipped, a kept clip with a status other than ``"ok"`` (silent, short audio) is
-       noted in :attr:`PrepareReport.silent`;
+    3. :meth:`decode`: check the free space, decode the jobs in parallel into ``*.partial`` memory maps (their
+       blocks reserved first, :func:`~molt.data.files.preallocate`), with a progress bar; a clip that cannot be
+       used is skipped, a kept clip with a status other than ``"ok"`` (silent, short audio) is noted in
+       :attr:`PrepareReport.silent`;
     4. :meth:`open` for the task's own arrays (labels, ...) written from the index rows;
     5. :meth:`commit`: sort the skipped clips, write ``skipped.tsv``, rename the arrays from ``*.partial``, write
        ``index.json`` last (with ``created`` and ``seconds``) and log the report.
+
+    **Whose directory.** A run writes into an empty (or new) directory, or one prepared before from the same
+    source: same format, same setting and same dataset root (a prepared directory inside its root belongs to that
+    root, even after the root was moved). Anything else (a dataset, another task's or another root's prepared set)
+    is refused with a ``ValueError`` naming the directory, unless ``overwrite``.
+
+    **Faults.** A full disk or a read-only directory is a :class:`~molt.data.files.StorageError` (one sentence
+    with the fix); a failed or interrupted run removes its ``*.partial`` files, and the next run removes those of
+    a killed one. The decoding workers die with the process (:func:`molt.data.media.parallel_map`) and never map
+    the output files (the memory maps are opened after they start).
 
     Attributes:
         out: the prepared directory.
@@ -175,25 +191,107 @@ class PrepareRun:
         stored_at: media row of every stored clip name (after :meth:`decode`).
     """
 
-    def __init__(self, out_dir: str | os.PathLike) -> None:
+    def __init__(self, out_dir: str | os.PathLike, *, source_root: str | os.PathLike, format: str,
+                 command: str, setting: str | None = None, overwrite: bool = False) -> None:
+        """Args:
+            out_dir: the prepared directory.
+            source_root: the dataset root prepared.
+            format: the task's prepared format (``molt-prepared-ave``).
+            command: the command preparing this root (``molt prepare ave --data ROOT``), for the messages.
+            setting: the task variant prepared, ``None`` for a task without settings.
+            overwrite: write into ``out_dir`` even when it holds something else (a dataset, another prepared set).
+        """
         self._started = time.time()
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / INDEX_FILE).unlink(missing_ok=True)
+        self.command = command
+        self.owner = {"format": format, "source_root": str(Path(source_root).resolve()), "setting": setting}
         self.report = PrepareReport(out_dir=self.out)
         self.stored_at: dict[str, int] = {}
         self._arrays: dict[str, PreparedArray] = {}
         self._memmaps: list[np.memmap] = []
+        if not overwrite:
+            self._check_owner()
+        with self._storage(f"cannot write the prepared set into {self.out}"):
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_json(self.out / OWNER_FILE, self.owner)
+            (self.out / INDEX_FILE).unlink(missing_ok=True)
+            for stale in self.out.glob("*.partial"):  # the arrays of a run that was killed
+                stale.unlink()
+
+    def _check_owner(self) -> None:
+        """A ``ValueError`` when :attr:`out` holds something that is not an earlier preparation of this source."""
+        if not self.out.is_dir() or not any(self.out.iterdir()):
+            return
+        recorded = None
+        for name in (OWNER_FILE, INDEX_FILE):
+            if (self.out / name).is_file():
+                try:
+                    recorded = json.loads((self.out / name).read_text())
+                except (OSError, ValueError):
+                    recorded = None
+                if isinstance(recorded, dict):
+                    break
+        if not isinstance(recorded, dict):
+            raise ValueError(f"{self.out} is not empty and holds no prepared set (no {OWNER_FILE} or {INDEX_FILE}): "
+                             f"preparing into it would write over its files; prepare into an empty directory "
+                             f"(--out NEW_DIR), or pass --overwrite to write into it anyway")
+        root = Path(self.owner["source_root"])
+        inside_root = self.out.resolve().is_relative_to(root)
+        differences = [f"{key} {recorded.get(key)!r}" for key in ("format", "setting", "source_root")
+                       if recorded.get(key) != self.owner[key] and not (key == "source_root" and inside_root)]
+        if differences:
+            raise ValueError(f"{self.out} holds a prepared set of another source ({', '.join(differences)}; this run: "
+                             f"{self.owner['format']!r} of {root}" + (f", setting {self.owner['setting']!r}"
+                                                                     if self.owner["setting"] else "")
+                             + "): prepare into another directory (--out NEW_DIR), or pass --overwrite to replace it")
+
+    @contextlib.contextmanager
+    def _storage(self, what: str):
+        """Turn a full disk or a read-only directory into a :class:`StorageError` naming the fix; any failure
+        removes this run's ``*.partial`` files."""
+        try:
+            yield
+        except BaseException as error:
+            self.abandon()
+            place = next((folder for folder in (self.out, *self.out.parents) if folder.exists()), self.out)
+            converted = storage_error(error, place, what=what, fix=self._fix) if isinstance(error, OSError) \
+                else None
+            if converted is not None:
+                raise converted from None
+            raise
+
+    @property
+    def _fix(self) -> str:
+        return (f"prepare where there is room and you may write (`{self.command} --out DIR`), then pass the "
+                f"prepared DIR as --data")
+
+    def abandon(self) -> None:
+        """Drop the memory maps and remove the ``*.partial`` files of this run (a failed or interrupted run)."""
+        self._memmaps.clear()
+        for name in self._arrays:
+            (self.out / f"{name}.partial").unlink(missing_ok=True)
+
+    def needed_bytes(self, arrays: Sequence[PreparedArray]) -> int:
+        """Disk bytes the files of ``arrays`` take (a header page each, rounded up)."""
+        return sum(int(np.prod(array.shape)) * np.dtype(array.dtype).itemsize + 4096 for array in arrays)
 
     def skip_missing(self, name: str, detail: str) -> None:
         """Record clip ``name`` as skipped because its file is absent (``detail`` says where it was looked for)."""
         self.report.skipped.append((name, "missing file", detail))
 
     def open(self, array: PreparedArray) -> np.memmap:
-        """A writable memory map of ``array`` under its ``*.partial`` name (zeros until written)."""
-        memmap = np.lib.format.open_memmap(self.out / f"{array.file}.partial", mode="w+", dtype=np.dtype(array.dtype),
-                                           shape=array.shape)
+        """A writable memory map of ``array`` under its ``*.partial`` name (zeros until written), its disk
+        blocks reserved first (a full disk fails here, not with SIGBUS at a write)."""
+        path = self.out / f"{array.file}.partial"
+        dtype = np.dtype(array.dtype)
         self._arrays[array.file] = array
+        with self._storage(f"cannot write {path}"):
+            with open(path, "wb") as handle:
+                np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                              "fortran_order": False, "shape": array.shape})
+                header = handle.tell()
+            preallocate(path, header + int(np.prod(array.shape)) * dtype.itemsize)
+            memmap = np.lib.format.open_memmap(path, mode="r+")
         self._memmaps.append(memmap)
         return memmap
 
@@ -210,22 +308,28 @@ class PrepareRun:
             workers: decoding processes (``<= 1``: in this process).
             show_progress: tqdm progress bar; ``desc`` its label.
         """
-        memmaps = [self.open(array) for array in arrays]
-        decoded = progress_bar(parallel_map(decode, jobs, workers), total=len(jobs), desc=desc, unit="clip",
-                               show=show_progress)
-        for position, name, *values, status, detail in decoded:
-            if values[0] is None:
-                self.report.skipped.append((name, status, detail))
-                _logger.debug("skipped %s: %s %s", name, status, detail)
-                continue
-            for memmap, value in zip(memmaps, values):
-                memmap[position] = value
-            self.stored_at[name] = position
-            if status != "ok":
-                self.report.silent.append(name)
-                _logger.debug("%s: %s %s", name, status, detail)
-        for memmap in memmaps:
-            memmap.flush()
+        with self._storage(f"cannot write the prepared set into {self.out}"):
+            check_free_space(self.out, self.needed_bytes(arrays), what=f"preparing {self.owner['source_root']}",
+                             fix=self._fix)
+            memmaps = None
+            results = parallel_map(decode, jobs, workers)
+            with contextlib.closing(results):  # a failure here stops the workers now, not when collected
+                for position, name, *values, status, detail in progress_bar(results, total=len(jobs), desc=desc,
+                                                                            unit="clip", show=show_progress):
+                    if memmaps is None:  # opened once the workers run: they must not inherit the maps
+                        memmaps = [self.open(array) for array in arrays]
+                    if values[0] is None:
+                        self.report.skipped.append((name, status, detail))
+                        _logger.debug("skipped %s: %s %s", name, status, detail)
+                        continue
+                    for memmap, value in zip(memmaps, values):
+                        memmap[position] = value
+                    self.stored_at[name] = position
+                    if status != "ok":
+                        self.report.silent.append(name)
+                        _logger.debug("%s: %s %s", name, status, detail)
+            for memmap in memmaps if memmaps is not None else [self.open(array) for array in arrays]:
+                memmap.flush()
         return self.stored_at
 
     def videos(self, names: Sequence[str]) -> list[str | None]:
@@ -245,15 +349,16 @@ class PrepareRun:
         position = {name: i for i, name in enumerate(order)}
         report.skipped.sort(key=lambda item: position[item[0]])
         report.stored = [name for name in order if name in self.stored_at]
-        write_skipped(self.out, report.skipped, paths or {}, name_column=name_column)
-        for memmap in self._memmaps:
-            memmap.flush()
-        self._memmaps.clear()   # close the memory maps before the files are renamed
-        for name in self._arrays:
-            replace_durably(self.out / f"{name}.partial", self.out / name)
-        report.seconds = time.time() - self._started
-        return commit_index(self.out, {**index, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                       "seconds": round(report.seconds, 2)}, report)
+        with self._storage(f"cannot write the prepared set into {self.out}"):
+            write_skipped(self.out, report.skipped, paths or {}, name_column=name_column)
+            for memmap in self._memmaps:
+                memmap.flush()
+            self._memmaps.clear()   # close the memory maps before the files are renamed
+            for name in self._arrays:
+                replace_durably(self.out / f"{name}.partial", self.out / name)
+            report.seconds = time.time() - self._started
+            return commit_index(self.out, {**index, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                           "seconds": round(report.seconds, 2)}, report)
 
 
 def generated_image_size(root: str | os.PathLike) -> int | None:

@@ -11,12 +11,16 @@ pieces, so an event class looks and sounds the same in every task's synthetic da
 * :func:`video_ids`, :func:`split_sizes`, :func:`write_text`: YouTube-like ids, train/val/test sizes and atomic
   text files;
 * :func:`check_generator_options`, :func:`check_plan_sizes`, :func:`output_folder`: the opening checks of every
-  generator and its output folder.
+  generator and its output folder;
+* :func:`claim_output`: a generator writes only into a new or empty folder, or one it wrote itself with the same
+  options (recorded in :data:`SYNTH_MARKER`), so that it never replaces a real data set's files.
 
 Everything takes a ``numpy.random.Generator``, so what a generator writes depends only on its seed.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +28,17 @@ from typing import Sequence
 
 import numpy as np
 
-from .prepared import GROUND_TRUTH_FILE
+from .files import atomic_json
+from .prepared import GROUND_TRUTH_FILE, INDEX_FILE
 
 __all__ = ["ClassSpec", "CLASS_SPECS", "NONE", "GROUND_TRUTH_FILE", "video_ids", "split_sizes", "shape_mask",
            "object_track", "class_sound", "chirp", "write_text", "check_generator_options", "check_plan_sizes",
-           "output_folder"]
+           "output_folder", "claim_output", "SYNTH_MARKER"]
+
+_logger = logging.getLogger(__name__)
+
+# what a generator records in the folder it writes (generator, seed, size, options) before writing anything
+SYNTH_MARKER = "molt_synth.json"
 
 _ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
 
@@ -228,4 +238,59 @@ def output_folder(out_dir: str | os.PathLike, *parts: str) -> Path:
     """``out_dir/parts...``, created (with its parents) if needed: where a generator writes its clips."""
     folder = Path(out_dir).joinpath(*parts)
     folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def claim_output(folder: str | os.PathLike, record: dict, *, overwrite: bool = False,
+                 prepared: Sequence[str | os.PathLike] = ()) -> Path:
+    """Make ``folder`` this generator's output, or refuse it with a ``ValueError`` naming it and the fix.
+
+    ``record`` says what is generated (``generator``, ``seed``, ``num_videos`` and every option that changes the
+    files, JSON values). A new or empty folder is taken; so is one holding :data:`SYNTH_MARKER` with the same
+    record: the same generator run again writes the same files (generation is deterministic), which also completes
+    a killed run. A folder holding anything else (a real data set, a synthetic set of other options) is refused
+    unless ``overwrite``. The record is written before any clip.
+
+    Args:
+        folder: the folder the generator owns (the data set root; an AVSBench setting's subset folder).
+        record: what is generated.
+        overwrite: write into ``folder`` whatever it holds.
+        prepared: prepared copies of the set (``ROOT/prepared``); when the set changes (new record), their
+            ``index.json`` is removed, so that they are prepared again instead of being used with old clips.
+    """
+    folder = Path(folder)
+    record = json.loads(json.dumps(record))
+    found = _read_record(folder / SYNTH_MARKER)
+    if found is None:  # written before the marker existed: its ground truth names the generator, seed and size
+        truth = _read_record(folder / GROUND_TRUTH_FILE)
+        if truth is not None and all(truth.get(key) == record.get(key) for key in ("generator", "seed",
+                                                                                    "num_videos")):
+            found = record
+    if not overwrite and folder.is_dir() and any(folder.iterdir()):
+        if found is None:
+            names = sorted(path.name for path in folder.iterdir())
+            listing = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise ValueError(f"{folder} is not empty ({listing}) and was not written by `molt synth`: generating "
+                             f"into it would replace its files; choose another --out, or pass --overwrite")
+        if found != record:
+            changes = "; ".join(f"{key} {found.get(key)!r}, now {record.get(key)!r}"
+                                for key in sorted(set(found) | set(record)) if found.get(key) != record.get(key))
+            raise ValueError(f"{folder} holds a synthetic set generated with other options ({changes}): choose "
+                             f"another --out, or pass --overwrite to replace it")
+    folder.mkdir(parents=True, exist_ok=True)
+    if found != record:
+        for copy in prepared:
+            index = Path(copy) / INDEX_FILE
+            if index.is_file():
+                index.unlink()
+                _logger.warning("%s was prepared from the set now replaced: it will be prepared again", copy)
+    atomic_json(folder / SYNTH_MARKER, record)
     return folder

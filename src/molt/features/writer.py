@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from ..data.files import atomic_json
+from ..data.files import atomic_json, check_free_space, storage_error
 from ..progress import progress_bar
 from .chunks import ChunkWriter, chunk_directory, chunk_files, chunk_problems, chunk_ranges, tap_file_name, to_storage
 from .manifest import (DONE_FILE, DTYPES, MANIFEST_FILE, SAFE_NAME, SPLIT_FILE, FeatureManifest, MediaView,
@@ -50,6 +49,8 @@ __all__ = ["ExtractReport", "extract_features", "extract_splits"]
 
 _logger = logging.getLogger(__name__)
 
+_SPACE_FIX = ("free space, or extract into another directory (--out DIR), or store less (--dtype float16, fewer "
+              "--blocks); the chunks already complete are kept")
 _LIMITS = {"float16": torch.finfo(torch.float16).max, "bfloat16": torch.finfo(torch.bfloat16).max,
            "float32": torch.finfo(torch.float32).max}
 
@@ -147,8 +148,10 @@ class _ChunkSink:
         self.queue.put(None)
         self.thread.join()
         self.report.wait_seconds += time.perf_counter() - tic
-        if self.writer is not None:
+        if self.writer is not None:  # the unfinished chunk of a failed or interrupted run: nothing of it is kept
             self.writer.abandon()
+            for partial in self.writer.chunk_dir.glob("*.partial"):
+                partial.unlink()
             self.writer = None
         if raise_errors and self.error is not None:
             raise self.error
@@ -252,8 +255,9 @@ def extract_features(dataset: Dataset, compute_taps: Callable[[Any], Mapping[str
 
     Raises:
         ValueError: mismatched cache, bad split name, empty dataset, taps that do not match the manifest or
-            overflow float16. OSError: not enough free disk space for the chunks left to write (checked first:
-            better than failing hours later).
+            overflow float16. :class:`~molt.data.files.StorageError` (a ``ValueError``): not enough free disk space
+            for the chunks left to write (checked first: better than failing hours later), a disk that fills up
+            meanwhile or a read-only directory; the unfinished chunk's files are removed, finished chunks kept.
     """
     start_time = time.perf_counter()
     manifest = dataclasses.replace(manifest, chunk_size=chunk_size or manifest.chunk_size,
@@ -266,9 +270,16 @@ def extract_features(dataset: Dataset, compute_taps: Callable[[Any], Mapping[str
     if num_items == 0:
         raise ValueError(f"split {split!r} has no items: nothing to extract")
     out = Path(out_dir)
-    _prepare_store(out, manifest)
     split_dir = out / split
-    split_dir.mkdir(exist_ok=True)
+    try:
+        _prepare_store(out, manifest)
+        split_dir.mkdir(exist_ok=True)
+    except OSError as error:
+        place = next((folder for folder in (out, *out.parents) if folder.exists()), out)
+        converted = storage_error(error, place, what=f"cannot write the feature cache {out}", fix=_SPACE_FIX)
+        if converted is None:
+            raise
+        raise converted from None
     info_path = split_dir / SPLIT_FILE
     if info_path.is_file():
         previous = read_json(info_path, "split record").get("num_items")
@@ -295,12 +306,15 @@ def extract_features(dataset: Dataset, compute_taps: Callable[[Any], Mapping[str
     if todo:
         info_path.unlink(missing_ok=True)
         needed = sum(ranges[chunk][1] - ranges[chunk][0] for chunk in todo) * manifest.bytes_per_item()
-        free = shutil.disk_usage(split_dir).free
-        if needed > free:
-            raise OSError(f"extracting {split!r} into {out} needs {needed / 1e9:.2f} GB more, only {free / 1e9:.2f} "
-                          f"GB free: free space, choose another --out, or use a smaller dtype / fewer blocks")
-        _extract_chunks(dataset, compute_taps, split_dir, manifest, ranges, todo, report, batch_size=batch_size,
-                        show_progress=show_progress, num_workers=num_workers, collate_fn=collate_fn)
+        check_free_space(split_dir, needed, what=f"extracting split {split!r}", fix=_SPACE_FIX)
+        try:
+            _extract_chunks(dataset, compute_taps, split_dir, manifest, ranges, todo, report, batch_size=batch_size,
+                            show_progress=show_progress, num_workers=num_workers, collate_fn=collate_fn)
+        except OSError as error:
+            converted = storage_error(error, split_dir, what=f"extracting split {split!r} failed", fix=_SPACE_FIX)
+            if converted is None:
+                raise
+            raise converted from None
     report.seconds = time.perf_counter() - start_time
     others_left = [chunk for chunk, (start, stop) in enumerate(ranges) if chunk % world != rank and
                    chunk_problems(chunk_directory(split_dir, chunk), chunk_files(manifest, stop - start),

@@ -5,7 +5,7 @@ import av
 import numpy as np
 import pytest
 
-from molt.data.media import MediaError, is_silent, read_clip, rms_dbfs, write_clip
+from molt.data.media import MediaError, is_silent, media_seconds, on_video_timeline, read_clip, rms_dbfs, write_clip
 
 RATE = 16000
 
@@ -141,3 +141,31 @@ def test_write_clip_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match="mono"):
         write_clip(tmp_path / "stereo.mp4", frames, np.stack([audio, audio]), fps=4, sample_rate=RATE)
     assert not list(tmp_path.iterdir())   # nothing half-written
+
+
+def _onset_seconds(audio: np.ndarray, rate: int) -> float:
+    """Time of the first sample louder than a tenth of full scale."""
+    return float(np.flatnonzero(np.abs(audio.reshape(-1)) > 0.1)[0] / rate)
+
+
+@pytest.mark.parametrize("audio_start", [0.0, 2.0, 2.98])
+def test_audio_is_placed_on_the_video_timeline(tmp_path, audio_start):
+    """An audio stream that starts late (its container's start time) is heard late: a tone 1 s into the audio
+    track lands at 1 s + the stream's start on the decoded timeline, within one AAC frame (1024 samples); an
+    aligned clip is decoded as before (tone at 1 s), and so is what ``molt predict`` decodes (same reader)."""
+    frames = np.zeros((10 * 4, 16, 16, 3), dtype=np.uint8)
+    audio = np.zeros(10 * RATE, dtype=np.float32)
+    audio[RATE:] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(9 * RATE) / RATE)
+    path = tmp_path / "late.mp4"
+    write_clip(path, frames, audio, fps=4, sample_rate=RATE, audio_start=audio_start)
+    clip = read_clip(path, image_size=16)
+    assert _onset_seconds(clip.audio, clip.sample_rate) == pytest.approx(1.0 + audio_start, abs=1024 / RATE)
+    assert clip.audio_seconds == pytest.approx(10.0 + audio_start, abs=0.1)
+    assert media_seconds(path)[1] == pytest.approx(10.0 + audio_start, abs=0.1)
+
+
+def test_audio_before_the_first_frame_is_dropped():
+    waveform = np.arange(10, dtype=np.float32)
+    assert on_video_timeline(waveform, -0.3, 10).tolist() == [3, 4, 5, 6, 7, 8, 9]
+    assert on_video_timeline(waveform, 0.2, 10).tolist() == [0, 0] + list(range(10))
+    assert on_video_timeline(waveform, 0.01, 10) is waveform  # within half a sample: unchanged

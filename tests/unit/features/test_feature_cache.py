@@ -9,8 +9,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from molt.backbones import build_backbones
+from molt.data import files
+from molt.data.files import StorageError
 from molt.features import (DONE_FILE, CachedDataset, FeatureCache, FeatureManifest, TapGroupSpec, chunks,
-                           data_fingerprint, extract_features, writer)
+                           data_fingerprint, extract_features)
 
 NUM_CLIPS, SEGMENTS, BLOCKS = 7, 2, "late"
 QUIET = {"show_progress": False}
@@ -263,8 +265,9 @@ def test_bad_taps_overflow_and_full_disk_are_clear_errors(setup, tmp_path, monke
     bad = FeatureManifest.from_dict({**manifest.to_dict(), "num_segments": 3})
     with pytest.raises(ValueError, match=r"\(B\*T, N, D\)"):
         extract_features(clips, constant(0.0), tmp_path / "d", bad, split="train", **QUIET)
-    monkeypatch.setattr(writer.shutil, "disk_usage", lambda path: type("U", (), {"free": 10})())
-    with pytest.raises(OSError, match="GB free"):
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: type("U", (), {"free": 10})())
+    with pytest.raises(StorageError, match=r"extracting split 'train' needs [0-9.]+ (kB|MB) in .*, only 0.0 kB free: "
+                                           r"free space, or extract into another directory \(--out DIR\)"):
         extract_features(clips, constant(0.0), tmp_path / "e", manifest, split="train", **QUIET)
 
 
@@ -278,7 +281,8 @@ def test_write_errors_reach_the_caller_and_keep_finished_chunks(setup, tmp_path,
         original(self, rows)
 
     monkeypatch.setattr(chunks.ChunkWriter, "write", failing)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(StorageError, match="disk holding .* is full .*No space left.*: free space"):
         extract_features(clips, Taps(visual, audio), tmp_path, manifest, split="train", batch_size=3, **QUIET)
     assert (tmp_path / "train" / "chunk_00000" / DONE_FILE).is_file()
     assert not (tmp_path / "train" / "chunk_00001" / DONE_FILE).exists()
+    assert not list((tmp_path / "train").glob("chunk_*/*.partial"))  # the failed chunk's files are removed

@@ -11,13 +11,16 @@ Prepared format (``out_dir``, format version 1)::
 
     frames.npy   uint8 (V, T, S, S, 3)   RGB, one frame per 1-s segment, S = image_size (see molt.data.media)
     audio.npy    int16 (V, T, R)         mono PCM at ``sample_rate``, R = sample_rate samples per segment;
-                                          float value = int16 / 32768
+                                          float value = int16 / 32768; on the video's timeline (an audio
+                                          stream that starts late is preceded by silence, see molt.data.media)
     labels.npy   uint8 (N, T, C + 1)     one-hot label matrix of each annotation row (background = index C)
     index.json   metadata: format, format_version, categories, num_segments, image_size, sample_rate,
                  source_root, videos (video id of each media row V, null for a clip that was skipped) and
                  rows (one per annotation line of a split whose clip was stored: video_id, split, media_index,
                  category, start, end, line)
     skipped.tsv  video_id, reason, detail, path of every clip that could not be used
+    prepare.json the source it was prepared from (format, source_root, setting): another root's or task's run
+                 refuses to write into the directory (:class:`molt.data.prepared.PrepareRun`)
 
 Media rows are per *video* (a video with several annotation lines is decoded and stored once); annotation rows
 are per *line* of the split files, like the official split sizes (see :mod:`molt.tasks.ave.reader` for the quirks).
@@ -26,7 +29,9 @@ clips stay zero and no annotation row points at them.
 
 Crash safety: ``index.json`` is removed when a run starts, the arrays are written under ``*.partial`` names and
 renamed when complete, and ``index.json`` is written last (atomically), so a directory without ``index.json`` is
-never mistaken for a complete data set.
+never mistaken for a complete data set. A failed or stopped run removes its ``*.partial`` files, the next run
+those of a killed one; a full disk or a read-only root is one sentence with the fix (prepare elsewhere with
+``--out``), see :class:`molt.data.prepared.PrepareRun`.
 
 :class:`PreparedAVE` reads that format with ``numpy.load(mmap_mode="r")`` (opened lazily in each DataLoader
 worker) and returns uint8 frames: normalisation belongs to the backbone (``preprocess``), which knows its own
@@ -64,18 +69,20 @@ def find_video(root: str | os.PathLike, video_id: str) -> Path | None:
 
 def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = 192, workers: int = 2,
                 limit: int | None = None, num_segments: int = 10, sample_rate: int = 32000,
-                show_progress: bool = True) -> PrepareReport:
+                show_progress: bool = True, overwrite: bool = False) -> PrepareReport:
     """Decode every clip of the AVE layout at ``root`` into the prepared format in ``out_dir``.
 
     Args:
         root: AVE root (annotation files; mp4 files in ``root/AVE/`` or ``root/``).
-        out_dir: output directory (created; a previous prepared set there is replaced).
+        out_dir: output directory (created; a previous prepared set of ``root`` there is replaced).
         image_size: frame size ``S`` (bicubic resize to ``S x S``).
         workers: decoding processes (``<= 1``: decode in this process).
         limit: only the first ``limit`` distinct videos (train, then val, then test order).
         num_segments: segments per clip ``T``.
         sample_rate: audio rate (32 kHz for HTS-AT).
         show_progress: tqdm progress bar.
+        overwrite: prepare into ``out_dir`` even when it holds something else than a prepared set of ``root``
+            (see :class:`~molt.data.prepared.PrepareRun`).
 
     Returns:
         a :class:`PrepareReport`; unusable clips are listed in it and in ``out_dir/skipped.tsv``.
@@ -88,7 +95,8 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
         if limit < 1:
             raise ValueError(f"expected limit >= 1 or None, got {limit}")
         video_ids = video_ids[:limit]
-    run = PrepareRun(out_dir)
+    run = PrepareRun(out_dir, source_root=root, format=FORMAT, command=f"molt prepare ave --data {root}",
+                     overwrite=overwrite)
     options = {"num_segments": num_segments, "image_size": image_size, "sample_rate": sample_rate}
     paths = {video_id: find_video(root, video_id) for video_id in video_ids}
     jobs = []
@@ -127,7 +135,7 @@ def prepare_ave(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
                     workers: int = 2, show_progress: bool = True,
                     out_dir: str | os.PathLike | None = None, limit: int | None = None,
-                    force: bool = False) -> Path:
+                    force: bool = False, overwrite: bool = False) -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` may be a prepared directory (holds ``index.json``) or an AVE root (holds ``Annotations.txt``), whose
@@ -136,7 +144,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
     AVE has no settings: ``setting`` must be ``None`` (the argument exists for the task registry's contract).
 
     ``out_dir`` puts a new prepared copy elsewhere; ``force=True`` (or a ``limit``: only the first ``limit``
-    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does).
+    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does);
+    ``overwrite`` lets it replace what another source left in ``out_dir``.
     """
     if setting is not None:
         raise ValueError(f"AVE has no settings, got setting={setting!r}")
@@ -151,7 +160,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         return out
     if image_size is None:
         image_size = generated_image_size(data) or 192
-    prepare_ave(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit)
+    prepare_ave(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit,
+                overwrite=overwrite)
     return out
 
 

@@ -31,6 +31,8 @@ Layout written under ``out_dir``::
     trainSet.txt, valSet.txt, testSet.txt   the same lines, no header (stratified 80/10/10 split)
     categories.txt         class names, one per line (as in the DG-SCT copy of AVE)
     synthetic_ground_truth.json   generator parameters and per-segment visual/audio/label ground truth
+    molt_synth.json        generator, seed and options, written first: the same run again may write into the
+                           folder, anything else needs ``overwrite`` (:func:`molt.data.synthetic.claim_output`)
     AVE/{video_id}.mp4     one 10-s clip per video
 """
 from __future__ import annotations
@@ -46,7 +48,8 @@ import numpy as np
 
 from ...data.media import parallel_map, write_clip
 from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, NONE, check_generator_options, check_plan_sizes, chirp,
-                               class_sound, object_track, output_folder, shape_mask, split_sizes, video_ids, write_text)
+                               claim_output, class_sound, object_track, output_folder, shape_mask, split_sizes,
+                               video_ids, write_text)
 from ...progress import progress_bar
 
 __all__ = ["BACKGROUND_TYPES", "generate_ave", "plan_videos", "render_video", "single_modality_oracle"]
@@ -195,7 +198,7 @@ def generate_ave(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
                  fps: int = 8, sample_rate: int = 16000, num_classes: int = 8, num_segments: int = 10,
                  event_length: tuple[int, int] = (2, 7), background_types: dict[str, float] | None = None,
                  split_fractions: Sequence[float] = (0.8, 0.1, 0.1), workers: int = 2,
-                 show_progress: bool = True) -> dict[str, Any]:
+                 show_progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Write a synthetic AVE-format data set (mp4 files + annotation files) into ``out_dir``.
 
     Args:
@@ -213,6 +216,8 @@ def generate_ave(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
         split_fractions: train / val / test fractions (stratified by class).
         workers: encoder processes (``<= 1``: in this process).
         show_progress: show a tqdm progress bar.
+        overwrite: write into ``out_dir`` even when it holds a data set not written by this generator with
+            these options (see :func:`molt.data.synthetic.claim_output`; the same run again needs no flag).
 
     Returns:
         a summary dict: output directory, counts per split and class, event-segment fraction, the single-modality
@@ -221,6 +226,12 @@ def generate_ave(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
     check_generator_options(image_size=image_size, sample_rate=sample_rate, fps=fps)
     start_time = time.time()
     out = Path(out_dir)
+    claim_output(out, {"generator": "molt.tasks.ave.synthetic.generate_ave", "seed": seed, "num_videos": num_videos,
+                       "options": {"image_size": image_size, "fps": fps, "sample_rate": sample_rate,
+                                   "num_classes": num_classes, "num_segments": num_segments,
+                                   "event_length": event_length, "background_types": background_types,
+                                   "split_fractions": split_fractions}},
+                 overwrite=overwrite, prepared=[out / "prepared"])
     video_dir = output_folder(out, "AVE")
     plans = plan_videos(num_videos, seed, num_classes=num_classes, num_segments=num_segments,
                         event_length=event_length, background_types=background_types,

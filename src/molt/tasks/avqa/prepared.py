@@ -20,13 +20,15 @@ skipped with the reason ``too short`` and its length in ``skipped.tsv`` (tests/u
 Prepared format (``out_dir``, format version 1)::
 
     frames.npy   uint8 (V, T, S, S, 3)   RGB, one frame per segment
-    audio.npy    int16 (V, T, R)         mono PCM at ``sample_rate`` (R samples per segment); float = int16 / 32768
+    audio.npy    int16 (V, T, R)         mono PCM at ``sample_rate`` (R samples per segment); float = int16 / 32768;
+                                          on the video's timeline (a late audio stream is preceded by silence)
     index.json   metadata: format, format_version, num_segments, image_size, sample_rate, question_vocab (from the
                  training questions only), answers, question_types, max_question_length, videos (the id of each
                  media row, null for a clip that was skipped), rows (one per question whose clip was stored:
                  split, video_id, question_id, media_index, family, subtype, question, words, answer), dropped
                  duplicate question ids per split
     skipped.tsv  video_id, reason, detail, path of every clip that could not be used
+    prepare.json the source it was prepared from (format, source_root, setting)
 
 Crash safety as in :mod:`molt.data.prepared`: ``index.json`` is removed first, arrays are written as ``*.partial``
 and renamed when complete, and ``index.json`` is written last (atomically).
@@ -106,12 +108,12 @@ def decode_spread_seconds(job: tuple[int, str, str, dict[str, Any]]
 
 def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = 192, workers: int = 2,
                  limit: int | None = None, num_segments: int = 10, sample_rate: int = 32000,
-                 duplicates: str = "first", show_progress: bool = True) -> PrepareReport:
+                 duplicates: str = "first", show_progress: bool = True, overwrite: bool = False) -> PrepareReport:
     """Decode every clip of the MUSIC-AVQA layout at ``root`` into the prepared format in ``out_dir``.
 
     Args:
         root: data set root (question files and video folders, see the module docstring).
-        out_dir: output directory (created; a previous prepared set there is replaced).
+        out_dir: output directory (created; a previous prepared set of ``root`` there is replaced).
         image_size: frame size ``S``.
         workers: decoding processes (``<= 1``: decode in this process).
         limit: only the first ``limit`` distinct videos (train, then val, then test order).
@@ -119,6 +121,8 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
         sample_rate: audio rate (32 kHz for HTS-AT).
         duplicates: what to do with repeated question ids (see :meth:`molt.tasks.avqa.reader.MusicAVQA.from_dir`).
         show_progress: tqdm progress bar.
+        overwrite: prepare into ``out_dir`` even when it holds something else than a prepared set of ``root``
+            (see :class:`~molt.data.prepared.PrepareRun`).
 
     Returns:
         a :class:`molt.data.prepared.PrepareReport` (``rows``: questions stored per split); unusable clips are
@@ -130,7 +134,8 @@ def prepare_avqa(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_s
     if limit is not None and limit < 1:
         raise ValueError(f"expected limit >= 1 or None, got {limit}")
     video_ids = video_ids[:limit]
-    run = PrepareRun(out_dir)
+    run = PrepareRun(out_dir, source_root=root, format=FORMAT, command=f"molt prepare avqa --data {root}",
+                     overwrite=overwrite)
     paths = {video_id: find_video(root, video_id) for video_id in video_ids}
     options = {"image_size": image_size, "sample_rate": sample_rate, "num_segments": num_segments}
     jobs = [(row, clip, str(path), options) for row, (clip, path) in enumerate(paths.items()) if path is not None]
@@ -180,7 +185,7 @@ def _own_index(path: Path) -> dict[str, Any]:
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
                          workers: int = 2, show_progress: bool = True,
                          out_dir: str | os.PathLike | None = None, limit: int | None = None,
-                         force: bool = False, duplicates: str = "first") -> Path:
+                         force: bool = False, overwrite: bool = False, duplicates: str = "first") -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` may be a prepared MUSIC-AVQA directory (its ``index.json`` has format ``molt-prepared-avqa``) or a
@@ -190,7 +195,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
     ``setting`` must be ``None``.
 
     ``out_dir`` puts a new prepared copy elsewhere; ``force=True`` (or a ``limit``: only the first ``limit``
-    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does). ``duplicates``
+    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does);
+    ``overwrite`` lets it replace what another source left in ``out_dir``. ``duplicates``
     is the policy for repeated question ids (``molt prepare avqa --duplicates``, see
     :meth:`molt.tasks.avqa.reader.MusicAVQA.from_dir`); it applies when the set is prepared.
     """
@@ -210,7 +216,7 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
     if reusable_prepared(out, image_size=image_size, force=force, limit=limit, read=_own_index):
         return out
     prepare_avqa(data, out, image_size=image_size or generated_image_size(data) or 192, workers=workers,
-                 show_progress=show_progress, limit=limit, duplicates=duplicates)
+                 show_progress=show_progress, limit=limit, duplicates=duplicates, overwrite=overwrite)
     return out
 
 

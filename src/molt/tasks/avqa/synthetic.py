@@ -48,6 +48,8 @@ Layout written under ``out_dir``::
 
     avqa-train.json, avqa-val.json, avqa-test.json   questions (avqa-train.json written last = set complete)
     synthetic_ground_truth.json                      generator options and every scene
+    molt_synth.json                                  generator, seed and options (written first, see
+                                                     molt.data.synthetic.claim_output)
     MUSIC-AVQA-videos-Real/{video_id}.mp4            one 10-s clip per video (8-digit ids, as in the real set)
 """
 from __future__ import annotations
@@ -62,8 +64,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...data.media import parallel_map, write_clip
-from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, class_sound,
-                               output_folder, shape_mask, split_sizes)
+from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, claim_output,
+                               class_sound, output_folder, shape_mask, split_sizes)
 from .reader import SPLIT_FILES, VIDEO_DIRS
 from ...progress import progress_bar
 
@@ -286,7 +288,8 @@ def _write_json(path: Path, payload: Any, *, indent: int | None = 1, final_newli
 def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 0, *, image_size: int = 64,
                   workers: int = 2, setting: str | None = None, fps: int = 4, sample_rate: int = 16000,
                   num_instruments: int = 5, sound_probability: float = 0.65, offscreen_probability: float = 0.4,
-                  split_fractions: Sequence[float] = (0.8, 0.1, 0.1), show_progress: bool = True) -> dict[str, Any]:
+                  split_fractions: Sequence[float] = (0.8, 0.1, 0.1), show_progress: bool = True,
+                  overwrite: bool = False) -> dict[str, Any]:
     """Write a synthetic MUSIC-AVQA-format data set (mp4 files + question files) into ``out_dir``.
 
     Args:
@@ -303,6 +306,8 @@ def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int =
         offscreen_probability: chance of an off-screen instrument.
         split_fractions: train / val / test fractions of the videos (questions follow their video).
         show_progress: show a tqdm progress bar.
+        overwrite: write into ``out_dir`` even when it holds a data set not written by this generator with
+            these options (see :func:`molt.data.synthetic.claim_output`; the same run again needs no flag).
 
     Returns:
         a summary dict: output directory, videos and questions per split, questions and answer counts per type, and
@@ -312,6 +317,13 @@ def generate_avqa(out_dir: str | os.PathLike, num_videos: int = 200, seed: int =
                             setting=setting)
     started = time.time()
     out = Path(out_dir)
+    claim_output(out, {"generator": "molt.tasks.avqa.synthetic.generate_avqa", "seed": seed,
+                       "num_videos": num_videos,
+                       "options": {"image_size": image_size, "fps": fps, "sample_rate": sample_rate,
+                                   "num_instruments": num_instruments, "sound_probability": sound_probability,
+                                   "offscreen_probability": offscreen_probability,
+                                   "split_fractions": split_fractions}},
+                 overwrite=overwrite, prepared=[out / "prepared"])
     folder = output_folder(out, VIDEO_SUBDIR)
     (out / SPLIT_FILES["train"]).unlink(missing_ok=True)      # written last: its presence marks a complete set
     plans = plan_avqa_videos(num_videos, seed, num_instruments=num_instruments, sound_probability=sound_probability,

@@ -15,6 +15,7 @@ Prepared format (``out_dir``, format version 1), one media row per clip::
                  num_segments, videos (name of each media row, null for a skipped clip) and rows (one per stored
                  clip: video_id, split, media_index, category, objects, annotated = 0/1 per frame)
     skipped.tsv  video_id, reason, detail of every clip that could not be used
+    prepare.json the source it was prepared from (format, source_root, setting)
 
 Masks are kept at their own size ``M`` because AVSBench scores them at the annotation resolution (224 x 224 in
 the release), whatever size the frames are fed to the backbone at. Crash safety is that of
@@ -51,12 +52,12 @@ _ARRAYS = ("frames.npy", "audio.npy", "masks.npy")
 def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting: str = "s4",
                 image_size: int = DEFAULT_IMAGE_SIZE, mask_size: int = DEFAULT_MASK_SIZE,
                 sample_rate: int = DEFAULT_SAMPLE_RATE, workers: int = 2, limit: int | None = None,
-                show_progress: bool = True) -> PrepareReport:
+                show_progress: bool = True, overwrite: bool = False) -> PrepareReport:
     """Decode every clip of ``setting`` found under ``root`` into the prepared format in ``out_dir``.
 
     Args:
         root: AVSBench root (see :meth:`AVSBenchLayout.find` for where the metadata may be).
-        out_dir: output directory (created; a previous prepared set there is replaced).
+        out_dir: output directory (created; a previous prepared set of ``root`` there is replaced).
         setting: ``"s4"`` or ``"ms3"``.
         image_size: frame size ``S``.
         mask_size: mask size ``M`` (the resolution the metrics are computed at).
@@ -64,6 +65,8 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
         workers: decoding processes (``<= 1``: in this process).
         limit: only the first ``limit`` clips (metadata order).
         show_progress: tqdm progress bar.
+        overwrite: prepare into ``out_dir`` even when it holds something else than a prepared set of ``root``
+            (see :class:`~molt.data.prepared.PrepareRun`).
 
     Returns:
         a :class:`~molt.data.prepared.PrepareReport` (``silent`` also lists clips with tiled short audio).
@@ -79,7 +82,8 @@ def prepare_avs(root: str | os.PathLike, out_dir: str | os.PathLike, *, setting:
         records = records[:limit]
     if not records:
         raise ValueError(f"{layout.meta_path} lists no {setting.upper()} clip")
-    run = PrepareRun(out_dir)
+    run = PrepareRun(out_dir, source_root=root, format=FORMAT, setting=setting,
+                     command=f"molt prepare avs --setting {setting} --data {root}", overwrite=overwrite)
     options = {"image_size": image_size, "mask_size": mask_size, "sample_rate": sample_rate}
     jobs = [(position, record.name, [str(p) for p in layout.frame_paths(record)],
              [None if c is None else [str(p) for p in c] for c in layout.mask_paths(record)],
@@ -115,7 +119,7 @@ def _read_index(path: Path) -> dict[str, Any]:
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
                         workers: int = 2, show_progress: bool = True,
                         out_dir: str | os.PathLike | None = None, limit: int | None = None,
-                        force: bool = False) -> Path:
+                        force: bool = False, overwrite: bool = False) -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` may be a prepared directory (holds ``index.json``) or an AVSBench root, whose prepared copy of a
@@ -125,7 +129,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
     meta file) or 192 for the frames and 224 for the masks (the release's annotation size).
 
     ``out_dir`` puts a new prepared copy elsewhere; ``force=True`` (or a ``limit``: only the first ``limit``
-    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does).
+    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does);
+    ``overwrite`` lets it replace what another source left in ``out_dir``.
 
     Raises:
         ValueError: a prepared directory of another setting than the one asked for, or of another format.
@@ -151,7 +156,7 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         mask_size = generated
         image_size = generated if image_size is None else image_size
     prepare_avs(data, out, setting=setting, image_size=image_size or DEFAULT_IMAGE_SIZE, mask_size=mask_size,
-                workers=workers, show_progress=show_progress, limit=limit)
+                workers=workers, show_progress=show_progress, limit=limit, overwrite=overwrite)
     return out
 
 

@@ -24,6 +24,8 @@ Layout written under ``out_dir`` (that of the release, see :mod:`molt.tasks.avs.
     Single-source/s4_data/gt_masks/{split}/{category}/{name}/{name}_{i}.png   (train: i = 1 only)
     Single-source/s4_data/audio_wav/{split}/{category}/{name}.wav             (16-bit mono, 5 s)
     Single-source/synthetic_ground_truth.json   options and per-clip objects / sounding objects
+    Single-source/molt_synth.json              generator, seed and options (written first, see
+                                               molt.data.synthetic.claim_output)
 
 or, for MS3, ``Multi-sources/ms3_meta_data.csv`` (``name,split``) and ``Multi-sources/ms3_data/`` with
 ``visual_frames/{name}/{name}.mp4_{1..5}.png``, ``gt_masks/{split}/{name}/{name}_{1..5}.png`` and
@@ -45,8 +47,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ...data.media import parallel_map
-from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, class_sound,
-                               output_folder, shape_mask, split_sizes, video_ids, write_text)
+from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, claim_output,
+                               class_sound, output_folder, shape_mask, split_sizes, video_ids, write_text)
 from ...progress import progress_bar
 from .reader import NUM_FRAMES, OBJECT_META_FILES, OBJECT_SUBSETS, SETTINGS
 
@@ -216,8 +218,8 @@ def _render_and_write(job: tuple[dict[str, Any], int, dict[str, Any], str, str])
 def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 0, *, image_size: int = 64,
                  workers: int = 2, setting: str | None = "s4", num_classes: int = 6,
                  objects_per_clip: tuple[int, int] = (2, 3), sample_rate: int = 16000,
-                 split_fractions: Sequence[float] = (0.7, 0.15, 0.15), show_progress: bool = True
-                 ) -> dict[str, Any]:
+                 split_fractions: Sequence[float] = (0.7, 0.15, 0.15), show_progress: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Write a synthetic AVSBench-object set of one setting into ``out_dir`` (layout: module docstring).
 
     Args:
@@ -233,6 +235,8 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
         sample_rate: sample rate of the wav files (the release's are 16 kHz; readers resample).
         split_fractions: train / val / test fractions.
         show_progress: tqdm progress bar.
+        overwrite: write into ``out_dir`` even when it holds a data set not written by this generator with
+            these options (see :func:`molt.data.synthetic.claim_output`; the same run again needs no flag).
 
     Returns:
         a summary dict: output directory, meta file, counts per split, mean foreground fraction of the written
@@ -244,6 +248,12 @@ def generate_avs(out_dir: str | os.PathLike, num_videos: int = 120, seed: int = 
     plans = plan_avs_videos(num_videos, seed, setting=setting, num_classes=num_classes,
                             objects_per_clip=objects_per_clip, split_fractions=split_fractions)
     subset_dir, data_name = OBJECT_SUBSETS[setting]
+    claim_output(Path(out_dir) / subset_dir,
+                 {"generator": "molt.tasks.avs.synthetic.generate_avs", "seed": seed, "num_videos": num_videos,
+                  "setting": setting, "options": {"image_size": image_size, "num_classes": num_classes,
+                                                  "objects_per_clip": objects_per_clip, "sample_rate": sample_rate,
+                                                  "split_fractions": split_fractions}},
+                 overwrite=overwrite, prepared=[Path(out_dir) / f"prepared_{setting}"])
     data_dir = output_folder(out_dir, subset_dir, data_name)
     subset = data_dir.parent
     meta_path = subset / OBJECT_META_FILES[setting]

@@ -8,7 +8,8 @@ Input layout (``root``): the LLP csv files (see :mod:`molt.tasks.avvp.reader`) a
 script puts them), ``root/video/`` and ``root/``.
 
 Prepared format (``out_dir``, format version 1), decoded like AVE (:mod:`molt.data.media`: one frame per 1-s
-segment, nearest the segment's centre; mono audio resampled to ``sample_rate``; ``T = 10`` segments)::
+segment, nearest the segment's centre; mono audio resampled to ``sample_rate`` and placed on the video's
+timeline by its stream's start time; ``T = 10`` segments)::
 
     frames.npy         uint8 (V, T, S, S, 3)   RGB frame per segment, S = image_size
     audio.npy          int16 (V, T, R)         mono PCM, R = sample_rate samples per segment (value / 32768)
@@ -19,6 +20,7 @@ segment, nearest the segment's centre; mono audio resampled to ``sample_rate``; 
                        videos (filename of each media row, null when skipped), rows (one per stored annotation
                        line: filename, video_id, split, media_index, label_valid, line)
     skipped.tsv        filename, reason, detail, path of every clip that could not be used
+    prepare.json       the source it was prepared from (format, source_root, setting)
 
 ``label_valid`` is true for val/test rows when the eval files exist (train rows never have segment labels). Media
 rows are per distinct filename (train, then val, then test order); crash safety as in
@@ -61,17 +63,19 @@ def find_llp_video(root: str | os.PathLike, record: LLPRecord) -> Path | None:
 
 def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_size: int = _DEFAULT_IMAGE_SIZE,
                 workers: int = 2, limit: int | None = None, sample_rate: int = 32000,
-                show_progress: bool = True) -> PrepareReport:
+                show_progress: bool = True, overwrite: bool = False) -> PrepareReport:
     """Decode every clip of the LLP layout at ``root`` into the prepared format in ``out_dir``.
 
     Args:
         root: LLP root (csv files and mp4 files, see the module docstring).
-        out_dir: output directory (created; a previous prepared set there is replaced).
+        out_dir: output directory (created; a previous prepared set of ``root`` there is replaced).
         image_size: frame size ``S``.
         workers: decoding processes (``<= 1``: in this process).
         limit: only the first ``limit`` distinct clips (train, then val, then test order).
         sample_rate: audio rate (32 kHz for HTS-AT).
         show_progress: tqdm progress bar.
+        overwrite: prepare into ``out_dir`` even when it holds something else than a prepared set of ``root``
+            (see :class:`~molt.data.prepared.PrepareRun`).
 
     Returns:
         a :class:`~molt.data.prepared.PrepareReport` (its ``stored`` and ``skipped`` name filenames).
@@ -88,7 +92,8 @@ def prepare_llp(root: str | os.PathLike, out_dir: str | os.PathLike, *, image_si
     first_record = {}
     for record in records:
         first_record.setdefault(record.filename, record)
-    run = PrepareRun(out_dir)
+    run = PrepareRun(out_dir, source_root=root, format=FORMAT, command=f"molt prepare avvp --data {root}",
+                     overwrite=overwrite)
     options = {"num_segments": segments, "image_size": image_size, "sample_rate": sample_rate}
     paths = {name: find_llp_video(root, first_record[name]) for name in names}
     # media rows for the clips found only: a partial download (YouTube clips go missing) stays small on disk
@@ -138,7 +143,7 @@ def _own_index(path: Path) -> dict[str, Any] | None:
 def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, image_size: int | None = None,
                         workers: int = 2, show_progress: bool = True,
                         out_dir: str | os.PathLike | None = None, limit: int | None = None,
-                        force: bool = False) -> Path:
+                        force: bool = False, overwrite: bool = False) -> Path:
     """Return a prepared directory for ``data``, preparing it on first use.
 
     ``data`` is a prepared directory (holds ``index.json``) or an LLP root (holds a split csv file), whose prepared
@@ -147,7 +152,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
     settings: ``setting`` must be ``None``.
 
     ``out_dir`` puts a new prepared copy elsewhere; ``force=True`` (or a ``limit``: only the first ``limit``
-    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does).
+    videos, for a quick look) prepares it again even when one exists (what ``molt prepare`` does);
+    ``overwrite`` lets it replace what another source left in ``out_dir``.
     """
     if setting is not None:
         raise ValueError(f"LLP (task avvp) has no settings, got setting={setting!r}")
@@ -163,7 +169,8 @@ def ensure_prepared(data: str | os.PathLike, *, setting: str | None = None, imag
         return out
     if image_size is None:
         image_size = generated_image_size(data) or _DEFAULT_IMAGE_SIZE
-    prepare_llp(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit)
+    prepare_llp(data, out, image_size=image_size, workers=workers, show_progress=show_progress, limit=limit,
+                overwrite=overwrite)
     return out
 
 

@@ -33,6 +33,8 @@ Layout written under ``out_dir`` (the layout of the authors' ``data/`` directory
     AVVP_dataset_full.csv                               every clip (filename \\t event_labels)
     categories.txt                                      class names, one per line
     synthetic_ground_truth.json                         generator options and every clip's plan
+    molt_synth.json                                     generator, seed and options (written first, see
+                                                        molt.data.synthetic.claim_output)
     LLP_dataset/video/{YouTube-like id}.mp4             one 10-s clip per line
 
 ``AVVP_train.csv`` is written last, so its presence means the set is complete.
@@ -50,7 +52,8 @@ import numpy as np
 
 from ...data.media import parallel_map, write_clip
 from ...data.synthetic import (CLASS_SPECS, GROUND_TRUTH_FILE, check_generator_options, check_plan_sizes, chirp,
-                               class_sound, object_track, output_folder, shape_mask, split_sizes, video_ids)
+                               claim_output, class_sound, object_track, output_folder, shape_mask, split_sizes,
+                               video_ids)
 from .reader import CATEGORIES_FILE, EVAL_FILES, SPLIT_FILES, VIDEO_SUBDIR
 from ...progress import progress_bar
 
@@ -197,7 +200,8 @@ def generate_llp(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
                  workers: int = 2, setting: str | None = None, fps: int = 8, sample_rate: int = 16000,
                  num_classes: int = 6, events_per_video: tuple[int, int] = (1, 3),
                  event_length: tuple[int, int] = (2, 8), event_kinds: dict[str, float] | None = None,
-                 split_fractions: Sequence[float] = (0.7, 0.15, 0.15), show_progress: bool = True) -> dict[str, Any]:
+                 split_fractions: Sequence[float] = (0.7, 0.15, 0.15), show_progress: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Write a synthetic LLP-format data set (mp4 files + csv files) into ``out_dir``.
 
     Args:
@@ -215,6 +219,8 @@ def generate_llp(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
             :data:`EVENT_KINDS`).
         split_fractions: train / val / test fractions.
         show_progress: tqdm progress bar.
+        overwrite: write into ``out_dir`` even when it holds a data set not written by this generator with
+            these options (see :func:`molt.data.synthetic.claim_output`; the same run again needs no flag).
 
     Returns:
         a summary: output directory, clips per split, categories, events per kind, wall time.
@@ -223,6 +229,12 @@ def generate_llp(out_dir: str | os.PathLike, num_videos: int = 200, seed: int = 
                             setting=setting)
     start_time = time.time()
     out = Path(out_dir)
+    claim_output(out, {"generator": "molt.tasks.avvp.synthetic.generate_llp", "seed": seed, "num_videos": num_videos,
+                       "options": {"image_size": image_size, "fps": fps, "sample_rate": sample_rate,
+                                   "num_classes": num_classes, "events_per_video": events_per_video,
+                                   "event_length": event_length, "event_kinds": event_kinds,
+                                   "split_fractions": split_fractions}},
+                 overwrite=overwrite, prepared=[out / "prepared"])
     video_dir = output_folder(out, VIDEO_SUBDIR)
     (out / SPLIT_FILES["train"]).unlink(missing_ok=True)
     plans = plan_llp_videos(num_videos, seed, num_classes=num_classes, events_per_video=events_per_video,
