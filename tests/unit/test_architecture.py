@@ -72,8 +72,8 @@ def test_arrows_point_down():
         lightning = {d for d in deps if d.startswith(("lightning", "pytorch_lightning"))}
         assert not lightning or name == "molt.app.train", f"{name} imports Lightning"
         if name.startswith(("molt.data", "molt.methods", "molt.features", "molt.backbones")):
-            upward = {d for d in deps if d.startswith(("molt.tasks", "molt.model", "molt.app.train", "molt.app.evaluate",
-                                                       "molt.app.cli"))}
+            upward = {d for d in deps if d.startswith(("molt.tasks", "molt.model", "molt.app.train",
+                                                       "molt.app.evaluate", "molt.app.cli"))}
             assert not upward, f"{name} imports {sorted(upward)}"
         if name.startswith("molt.tasks."):
             own = ".".join(name.split(".")[:3])

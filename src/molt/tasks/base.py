@@ -7,8 +7,8 @@ predictions, together with everything the trainer must not know about: the loss 
 Metrics accumulate *sums* across calls of :meth:`TaskHead.update_metrics` (never per-batch means), so an evaluation
 gives the same figures whatever the batch size. The sums live in :attr:`TaskHead.metric_state`, a dict of float64
 CPU tensors filled with :meth:`TaskHead.accumulate`; :meth:`TaskHead.compute_metrics` reads nothing else, so under
-DDP the trainer adds every process's state (an all-reduce of each tensor) before computing the figures. They are not buffers: they
-never enter a ``state_dict`` or a checkpoint.
+DDP the trainer adds every process's state (an all-reduce of each tensor) before computing the figures. They are
+not buffers: they never enter a ``state_dict`` or a checkpoint.
 
 Contract with the data (see :class:`molt.tasks.spec.TaskSpec`): every batch holds ``frames`` uint8 ``(B, T, 3, S, S)``,
 ``audio`` float ``(B, T, R)`` (or cached taps instead of both) and ``video_id`` (``B`` strings), plus the task's

@@ -81,7 +81,8 @@ def test_several_events_and_ids_in_two_splits(real):
     assert (len(train_ids & val_ids), len(train_ids & test_ids), len(val_ids & test_ids)) == (10, 8, 0)
     shared = "0qvQIuQoODo"   # Male speech in train, Female speech in test, both on 1-4
     train_labels, test_labels = real.labels(shared, "train"), real.labels(shared, "test")
-    male, female = real.category_index["Male speech, man speaking"], real.category_index["Female speech, woman speaking"]
+    male = real.category_index["Male speech, man speaking"]
+    female = real.category_index["Female speech, woman speaking"]
     assert train_labels[1:4, male].all() and not train_labels[:, female].any()
     assert test_labels[1:4, female].all() and not test_labels[:, male].any()
     with pytest.raises(KeyError):
