@@ -17,9 +17,9 @@ places them) bridges the other modality's tokens to its own shape once, then mix
   at zero;
 * **uni-modal experts** (:class:`UniModalExpert`): optional self-attention over the own tokens, then the same
   bottleneck *without* the ReLU (as the repository builds it), times a gate at zero. The self-attention is either
-  a 4-head attention (``uni_attention="multihead"``, the repository's ``--self_attention_version v1``) or the
-  weight-free latent-token exchange of the own tokens with themselves through ``num_latents`` latent tokens, added
-  with a gate at zero (``"latent"``, its ``v2``).
+  a 4-head attention with dropout 0.2 (``uni_attention="multihead"``, the repository's
+  ``--self_attention_version v1``) or the weight-free latent-token exchange of the own tokens with themselves
+  through ``num_latents`` latent tokens, added with a gate at zero (``"latent"``, its ``v2``).
 
 With the output gates (``audio_gate``; the visual experts always have them) every expert ends in a zero gate, so
 before training the backbones compute what they compute alone. The mixture is dense (every expert runs; no top-k);
@@ -136,7 +136,7 @@ class UniModalExpert(nn.Module):
 
     def __init__(self, dim: int, *, config: AVMoEConfig, gated: bool = True) -> None:
         super().__init__()
-        self.attention = nn.MultiheadAttention(dim, 4 if dim % 4 == 0 else 1, batch_first=True) \
+        self.attention = nn.MultiheadAttention(dim, 4 if dim % 4 == 0 else 1, dropout=0.2, batch_first=True) \
             if config.uni_self_attention and config.uni_attention == "multihead" else None
         latent = config.uni_self_attention and config.uni_attention == "latent"
         self.latents = nn.Parameter(torch.rand(config.num_latents, dim)) if latent else None

@@ -12,7 +12,8 @@ What it builds, as the repositories do:
 * **Adapter** (:class:`~molt.methods.inblock.LatentTokenAdapter`): ``num_latents`` latent tokens at the block's
   full width absorb the other modality's tokens by a weight-free softmax attention, the block's tokens read them
   back (added with a gate at zero); LayerNorm, grouped 1x1-convolution bottleneck (``groups``, no bias) with
-  BatchNorm and ReLU, LayerNorm; times an output gate at zero.
+  BatchNorm (``batch_norm``) and ReLU, LayerNorm; times an output gate at zero (the audio adapters only with
+  ``audio_gate``).
 * **Shared setting** (``--backbone shared``, as ``GenjiB/LAVISH``): one Swin reads frames and spectrogram, an
   adapter pair at every one of the 24 blocks for each modality, no bridges (both streams have the same shapes).
 * **Separate backbones** (``--backbone paper``, as DG-SCT builds its LAVisH baseline): adapters at the 12 paired
