@@ -56,8 +56,10 @@ __all__ = ["DGSCTConfig", "DualGuidedAttention", "DGSCTAdapter", "DGSCT", "DGSCT
 #: (@211fc57, under ``DG-SCT/``) and the argparse defaults they leave in place; ``avs`` is S4, ``avs:ms3`` adds MS3's
 #: changes to it
 DGSCT_TASK_SETTINGS: dict[str, dict[str, Any]] = {
-    # AVE/train.sh l.1, 3, 5: --Adapter_downsample=8, --is_bn=1, --is_gate=1, --num_conv_group=2, --num_tokens=32
-    "ave": {"num_latents": 32, "reduction": 8, "groups": 2, "batch_norm": True, "audio_gate": True},
+    # AVE/train.sh l.1, 3, 5: --Adapter_downsample=8, --is_bn=1, --is_gate=1, --num_conv_group=2, --num_tokens=32;
+    # alpha, beta: AVE/nets/net_trans.py l.611
+    "ave": {"num_latents": 32, "reduction": 8, "groups": 2, "batch_norm": True, "audio_gate": True,
+            "alpha": 0.3, "beta": 0.05},
     # AVS/avs_scripts/avs_s4/train.sh l.8: --num_tokens 32 --Adapter_downsample 8; avs_s4/base_options.py l.57
     # (num_conv_group 2), l.60 (is_bn 0), l.61 (is_gate 0); alpha, beta: avs_s4/model/PVT_AVSModel.py l.246
     "avs": {"num_latents": 32, "reduction": 8, "groups": 2, "batch_norm": False, "audio_gate": False,
@@ -66,8 +68,9 @@ DGSCT_TASK_SETTINGS: dict[str, dict[str, Any]] = {
     # l.70 (num_tokens 32); alpha, beta: avs_ms3/model/PVT_AVSModel.py l.244
     "avs:ms3": {"reduction": 2, "alpha": 0.2, "beta": 0.1},
     # AVQA/train.sh l.4: --Adapter_downsample 8 --num_tokens 2; AVQA/net_grd_avst/base_options.py l.70
-    # (num_conv_group 4), l.77 (is_bn 0), l.78 (is_gate 0)
-    "avqa": {"num_latents": 2, "reduction": 8, "groups": 4, "batch_norm": False, "audio_gate": False},
+    # (num_conv_group 4), l.77 (is_bn 0), l.78 (is_gate 0); alpha, beta: AVQA/net_grd_avst/net_avst.py l.163
+    "avqa": {"num_latents": 2, "reduction": 8, "groups": 4, "batch_norm": False, "audio_gate": False,
+             "alpha": 0.3, "beta": 0.05},
 }
 
 
