@@ -14,7 +14,7 @@ from .molt import FeatureDistillationModule, MoLT, MoLTConfig, build_molt, build
 from .mettle import Mettle, MettleConfig, build_mettle_method
 from .lavish import LAVISH_TASK_SETTINGS, Lavish, LavishAdapter, LavishConfig
 from .dgsct import DGSCT, DGSCT_TASK_SETTINGS, DGSCTAdapter, DGSCTConfig, DualGuidedAttention
-from .avmoe import AVMOE_TASK_SETTINGS, AVMoE, AVMoEAdapter, AVMoEConfig, UniModalExpert
+from .avmoe import AVMOE_TASK_SETTINGS, AVMoE, AVMoEAdapter, AVMoEConfig, UniModalExpert, load_balance_loss
 from .inblock import (AdapterPosition, ConvBottleneck, InBlockMethod, InBlockModel, LatentTokenAdapter, TokenBridge,
                       adapter_positions, latent_token_attention, walk_blocks)
 from .orthogonality import token_cosine_similarity, token_orthogonality_loss
@@ -33,7 +33,7 @@ __all__ = [
     "MettleConfig", "Mettle", "LayerCentricDistillation", "build_mettle_method",
     "LavishConfig", "Lavish", "LavishAdapter", "LAVISH_TASK_SETTINGS",
     "DGSCTConfig", "DGSCT", "DGSCTAdapter", "DualGuidedAttention", "DGSCT_TASK_SETTINGS",
-    "AVMoEConfig", "AVMoE", "AVMoEAdapter", "UniModalExpert", "AVMOE_TASK_SETTINGS",
+    "AVMoEConfig", "AVMoE", "AVMoEAdapter", "UniModalExpert", "AVMOE_TASK_SETTINGS", "load_balance_loss",
     "AdapterPosition", "adapter_positions", "TokenBridge", "latent_token_attention", "ConvBottleneck",
     "LatentTokenAdapter", "InBlockMethod", "InBlockModel", "walk_blocks",
 ]

@@ -17,12 +17,15 @@ positions of Swin-V2-L + HTS-AT) reads its own tokens ``x`` ``(B, N, D)`` and th
 3. **spatial attention guided by it**: ``m_s = sigmoid(w_s (relu(W_v2 (x * (m_c + 1))) * relu(W_a2 a)))``
    ``(B, N, 1)`` (hidden width ``D / 2``);
 4. ``x <- x * (alpha * m_c + beta * m_s + 1 - alpha)`` (``alpha, beta`` = 0.3, 0.05; 0.2, 0.1 for MS3);
-5. LayerNorm, grouped 1x1-convolution bottleneck with BatchNorm and ReLU, LayerNorm, times a gate at zero.
+5. LayerNorm, grouped 1x1-convolution bottleneck with BatchNorm (``batch_norm``) and ReLU, LayerNorm, times a gate
+   at zero (the audio adapters only with ``audio_gate``).
 
 With both gates at zero the backbones compute exactly what they compute alone.
 
-Per task (:data:`DGSCT_TASK_SETTINGS`, applied by ``--method dgsct``): 32 latent tokens for AVE and AVS, 2 for
-AVQA; reduction 8 (2 for MS3); 2 convolution groups (4 for AVQA).
+Per task (:data:`DGSCT_TASK_SETTINGS`, applied by ``--method dgsct``, each entry citing its script): 32 latent tokens
+for AVE and AVS, 2 for AVQA; reduction 8 (2 for MS3); 2 convolution groups (4 for AVQA); BatchNorm and the audio
+adapters' output gate for AVE only (the AVQA and AVS scripts leave ``--is_bn`` and ``--is_gate`` at 0, so there the
+audio adapters' update is not zero at initialisation).
 
 Assumptions and departures:
 
@@ -49,12 +52,25 @@ from .registry import MethodSpec, register_method
 
 __all__ = ["DGSCTConfig", "DualGuidedAttention", "DGSCTAdapter", "DGSCT", "DGSCT_TASK_SETTINGS"]
 
-#: ``method_config`` defaults per task (``task`` or ``task:setting``) from the repository's scripts
+#: ``method_config`` defaults per task (``task`` or ``task:setting``) from the run scripts of ``haoyi-duan/DG-SCT``
+#: (@211fc57, under ``DG-SCT/``) and the argparse defaults they leave in place; ``avs`` is S4, ``avs:ms3`` adds MS3's
+#: changes to it
 DGSCT_TASK_SETTINGS: dict[str, dict[str, Any]] = {
-    "ave": {"num_latents": 32, "reduction": 8, "groups": 2},
-    "avs": {"num_latents": 32, "reduction": 8, "groups": 2},
+    # AVE/train.sh l.1, 3, 5: --Adapter_downsample=8, --is_bn=1, --is_gate=1, --num_conv_group=2, --num_tokens=32;
+    # alpha, beta: AVE/nets/net_trans.py l.611
+    "ave": {"num_latents": 32, "reduction": 8, "groups": 2, "batch_norm": True, "audio_gate": True,
+            "alpha": 0.3, "beta": 0.05},
+    # AVS/avs_scripts/avs_s4/train.sh l.8: --num_tokens 32 --Adapter_downsample 8; avs_s4/base_options.py l.57
+    # (num_conv_group 2), l.60 (is_bn 0), l.61 (is_gate 0); alpha, beta: avs_s4/model/PVT_AVSModel.py l.246
+    "avs": {"num_latents": 32, "reduction": 8, "groups": 2, "batch_norm": False, "audio_gate": False,
+            "alpha": 0.3, "beta": 0.05},
+    # AVS/avs_scripts/avs_ms3/train.sh passes none of them: avs_ms3/base_options.py l.56 (Adapter_downsample 2),
+    # l.70 (num_tokens 32); alpha, beta: avs_ms3/model/PVT_AVSModel.py l.244
     "avs:ms3": {"reduction": 2, "alpha": 0.2, "beta": 0.1},
-    "avqa": {"num_latents": 2, "reduction": 8, "groups": 4},
+    # AVQA/train.sh l.4: --Adapter_downsample 8 --num_tokens 2; AVQA/net_grd_avst/base_options.py l.70
+    # (num_conv_group 4), l.77 (is_bn 0), l.78 (is_gate 0); alpha, beta: AVQA/net_grd_avst/net_avst.py l.163
+    "avqa": {"num_latents": 2, "reduction": 8, "groups": 4, "batch_norm": False, "audio_gate": False,
+             "alpha": 0.3, "beta": 0.05},
 }
 
 

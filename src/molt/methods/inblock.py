@@ -22,15 +22,18 @@ one position per block (24). Blocks not at a position run unadapted.
     x_a = mlp_a(x_a) + r2_a           (shared setting)    # or, with HTS-AT: x_a = x_a + r2_a
 
 An adapter returns a residual update ``(B, N, D)`` that ends in a gate initialised at zero, so before training
-the frozen backbones compute exactly what they compute alone. Gradients reach the adapters *through* the frozen
-blocks (their parameters keep ``requires_grad=False``): every activation of both backbones stays alive for the
-backward pass, which is what the efficiency benchmark measures against MoLT.
+the frozen backbones compute exactly what they compute alone. The repositories' AVQA and AVS scripts build the
+*audio* adapters without that gate (``--is_gate`` left at 0; the visual ones always have it): with
+``audio_gate=False`` the audio stream is changed from the first step, as there. Gradients reach the adapters
+*through* the frozen blocks (their parameters keep ``requires_grad=False``): every activation of both backbones
+stays alive for the backward pass, which is what the efficiency benchmark measures against MoLT.
 
 **Pieces.** :class:`TokenBridge` maps the other modality's tokens to this adapter's token count (a 1x1
 convolution over the token axis, with bias) and width (a linear layer), and is absent where the shapes already
 agree (the shared setting); :func:`latent_token_attention` is the weight-free exchange through ``K`` latent
 tokens at the block's full width; :class:`ConvBottleneck` is the LayerNorm / grouped 1x1 convolution (no bias) /
-BatchNorm / ReLU / grouped 1x1 convolution / BatchNorm / LayerNorm bottleneck.
+BatchNorm / ReLU / grouped 1x1 convolution / BatchNorm / LayerNorm bottleneck (the BatchNorms only with
+``batch_norm=True``: the repositories' AVE scripts pass ``--is_bn 1``, their AVQA and AVS scripts leave it at 0).
 
 **Read-out.** The adapted final-block tokens of each modality go through a LayerNorm and one uni-modal distillation
 adapter (MoLT eq. 1) to ``(B', K, D)``, so every task head reads the same input for every method (the repositories
@@ -220,12 +223,19 @@ def walk_blocks(backbones: Mapping[str, nn.Module], inputs: Mapping[str, torch.T
     return final, [kept[block] for block in keep_visual]
 
 
+def _gate_value(gate: nn.Parameter | None) -> torch.Tensor:
+    """A gate's value, detached, as a 1-element tensor (1 where there is no gate)."""
+    return torch.ones(1) if gate is None else gate.detach().reshape(-1)
+
+
 class InBlockMethod(Method):
     """Base of the in-block methods' trainable parts: a ``(p1, p2)`` adapter pair per modality and position, and
     the read-out to ``(B', K, D)``.
 
     Subclasses set :attr:`adapter_class`, built as ``adapter_class(dim, tokens, other_dim, other_tokens,
-    config=config)`` and called as ``adapter(x (B, N, D), other (B, M, D_o)) -> (B, N, D)``, the residual update.
+    config=config, gated=...)`` and called as ``adapter(x (B, N, D), other (B, M, D_o)) -> (B, N, D)``, the residual
+    update; ``gated`` (whether the update ends in an output gate) is true for the visual adapters and
+    ``config.audio_gate`` for the audio ones.
     Positions in the stages of ``config.skip_stages`` (when the config has it) get no adapters.
 
     Args:
@@ -264,7 +274,9 @@ class InBlockMethod(Method):
                 blocks = {"visual": position.visual_block, "audio": position.audio_block}
                 shape = (self.dims[name][blocks[name]], self.tokens[name][blocks[name]],
                          self.dims[other[name]][blocks[other[name]]], self.tokens[other[name]][blocks[other[name]]])
-                pairs.append(nn.ModuleList([self.adapter_class(*shape, config=config) for _ in range(2)]))
+                gated = name == "visual" or config.audio_gate
+                pairs.append(nn.ModuleList([self.adapter_class(*shape, config=config, gated=gated)
+                                            for _ in range(2)]))
             adapters[name] = nn.ModuleList(pairs)
         self.adapters = nn.ModuleDict(adapters)
 
@@ -277,9 +289,9 @@ class InBlockMethod(Method):
 
     def extras(self) -> dict:
         """Detached diagnostics for :class:`~molt.methods.base.MethodOutput`: every adapter's output gate,
-        ``{"gates": {m: (2 * positions,)}}`` in (p1, p2) order (subclasses without one gate per adapter override
-        this)."""
-        return {"gates": {name: torch.cat([adapter.gate.detach().reshape(-1) for pair in pairs for adapter in pair])
+        ``{"gates": {m: (2 * positions,)}}`` in (p1, p2) order, 1 for an adapter built without one (its update
+        passes unscaled); subclasses without one gate per adapter override this."""
+        return {"gates": {name: torch.cat([_gate_value(adapter.gate) for pair in pairs for adapter in pair])
                           for name, pairs in self.adapters.items()}}
 
     def aux_losses(self) -> dict[str, torch.Tensor]:
@@ -360,7 +372,12 @@ class InBlockConfig(MethodConfig):
         num_latents: latent tokens per adapter (or cross-modal expert).
         reduction: bottleneck reduction factor.
         groups: groups of the bottleneck's 1x1 convolutions.
-        batch_norm: BatchNorm after each bottleneck convolution.
+        batch_norm: BatchNorm after each bottleneck convolution (``--is_bn``: 1 in the repositories' AVE scripts,
+            0 in their AVQA and AVS ones).
+        audio_gate: the audio adapters end in an output gate initialised at zero (``--is_gate``: 1 in the
+            repositories' AVE scripts, 0 in their AVQA and AVS ones, where the audio update is not zero at
+            initialisation); the visual adapters always have it. Files saved before this field existed were
+            trained with it on.
         num_tokens: read-out tokens per modality ``K`` (what the task head reads).
         num_tokens_audio: audio read-out tokens if different from ``num_tokens``.
         dim: read-out width ``D``.
@@ -372,6 +389,7 @@ class InBlockConfig(MethodConfig):
     reduction: int = 8
     groups: int = 2
     batch_norm: bool = True
+    audio_gate: bool = True
     out_heads: int = 8
 
     def __post_init__(self) -> None:
@@ -387,49 +405,53 @@ class LatentTokenAdapter(nn.Module):
     """The adapter core of LAVisH (and DG-SCT's and AVMoE's cross-modal parts) on already bridged tokens.
 
     ``x <- x + gate_cross * latent_token_attention(x, latents, other)``, then an optional ``guide(x, other)``
-    (DG-SCT's channel and spatial attention), then ``gate * ConvBottleneck(x)``. Both gates start at zero; the
-    latent tokens start uniform in ``[0, 1)`` as in the repositories.
+    (DG-SCT's channel and spatial attention), then ``gate * ConvBottleneck(x)`` (``ConvBottleneck(x)`` alone with
+    ``gate=False``). Both gates start at zero; the latent tokens start uniform in ``[0, 1)`` as in the
+    repositories.
 
     ``forward(x (B, N, D), other (B, N', D))`` -> ``(B, N, D)``.
     """
 
     def __init__(self, dim: int, *, num_latents: int, reduction: int, groups: int, batch_norm: bool = True,
-                 activation: bool = True, guide: nn.Module | None = None) -> None:
+                 activation: bool = True, guide: nn.Module | None = None, gate: bool = True) -> None:
         super().__init__()
         self.latents = nn.Parameter(torch.rand(num_latents, dim))
         self.gate_cross = nn.Parameter(torch.zeros(1))
         self.guide = guide
         self.bottleneck = ConvBottleneck(dim, reduction=reduction, groups=groups, batch_norm=batch_norm,
                                          activation=activation)
-        self.gate = nn.Parameter(torch.zeros(1))
+        self.gate = nn.Parameter(torch.zeros(1)) if gate else None
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         x = x + self.gate_cross * latent_token_attention(x, self.latents, other)
         if self.guide is not None:
             x = self.guide(x, other)
-        return self.gate * self.bottleneck(x)
+        update = self.bottleneck(x)
+        return update if self.gate is None else self.gate * update
 
 
 class BridgedAdapter(nn.Module):
     """:class:`TokenBridge` (where the shapes differ) + :class:`LatentTokenAdapter`, for one sub-layer: LAVisH's
     adapter, and DG-SCT's with its :meth:`guide`.
 
-    ``forward(x (B, N, D), other (B, M, D_o))`` -> the residual update ``(B, N, D)``.
+    ``forward(x (B, N, D), other (B, M, D_o))`` -> the residual update ``(B, N, D)``; ``gated=False`` builds it
+    without the output gate.
     """
 
-    def __init__(self, dim: int, tokens: int, other_dim: int, other_tokens: int, *, config: InBlockConfig) -> None:
+    def __init__(self, dim: int, tokens: int, other_dim: int, other_tokens: int, *, config: InBlockConfig,
+                 gated: bool = True) -> None:
         super().__init__()
         self.bridge = TokenBridge(in_tokens=other_tokens, in_dim=other_dim, out_tokens=tokens, out_dim=dim)
         self.core = LatentTokenAdapter(dim, num_latents=config.num_latents, reduction=config.reduction,
                                        groups=config.groups, batch_norm=config.batch_norm,
-                                       guide=self.guide(dim, config))
+                                       guide=self.guide(dim, config), gate=gated)
 
     def guide(self, dim: int, config: InBlockConfig) -> nn.Module | None:
         """The module run between the latent-token exchange and the bottleneck (none here)."""
         return None
 
     @property
-    def gate(self) -> nn.Parameter:
+    def gate(self) -> nn.Parameter | None:
         return self.core.gate
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:

@@ -12,14 +12,17 @@ What it builds, as the repositories do:
 * **Adapter** (:class:`~molt.methods.inblock.LatentTokenAdapter`): ``num_latents`` latent tokens at the block's
   full width absorb the other modality's tokens by a weight-free softmax attention, the block's tokens read them
   back (added with a gate at zero); LayerNorm, grouped 1x1-convolution bottleneck (``groups``, no bias) with
-  BatchNorm and ReLU, LayerNorm; times an output gate at zero.
+  BatchNorm (``batch_norm``) and ReLU, LayerNorm; times an output gate at zero (the audio adapters only with
+  ``audio_gate``).
 * **Shared setting** (``--backbone shared``, as ``GenjiB/LAVISH``): one Swin reads frames and spectrogram, an
   adapter pair at every one of the 24 blocks for each modality, no bridges (both streams have the same shapes).
 * **Separate backbones** (``--backbone paper``, as DG-SCT builds its LAVisH baseline): adapters at the 12 paired
   blocks (stage 3: HTS-AT block ``j`` with Swin block ``3j + 2``), each with a bridge from the other modality
   (1x1 convolution over tokens + linear over width); the audio p1 update is added after the whole HTS-AT block.
-* **Per task** (:data:`LAVISH_TASK_SETTINGS`, applied by ``--method lavish``): AVE reduction 8 and 2 latent
-  tokens, AVS reduction 2 and 32, AVQA reduction 16, 4 groups and 32; 2 groups otherwise.
+* **Per task** (:data:`LAVISH_TASK_SETTINGS`, applied by ``--method lavish``, each entry citing its script): AVE
+  reduction 8 and 2 latent tokens, AVS reduction 2 and 32, AVQA reduction 16, 4 groups and 32; 2 groups otherwise.
+  The AVQA and AVS scripts build the adapters without BatchNorm and the audio adapters without the output gate
+  (``batch_norm=False``, ``audio_gate=False``), the AVE script with both.
 
 Where it still departs:
 
@@ -43,11 +46,17 @@ from .registry import MethodSpec, register_method
 
 __all__ = ["LavishConfig", "LavishAdapter", "Lavish", "LAVISH_TASK_SETTINGS"]
 
-#: ``method_config`` defaults per task (``task`` or ``task:setting``) from the repository's scripts
+#: ``method_config`` defaults per task (``task`` or ``task:setting``) from the run scripts of ``GenjiB/LAVISH``
+#: (@97722b0) and the argparse defaults they leave in place
 LAVISH_TASK_SETTINGS: dict[str, dict[str, Any]] = {
-    "ave": {"num_latents": 2, "reduction": 8, "groups": 2},
-    "avs": {"num_latents": 32, "reduction": 2, "groups": 2},
-    "avqa": {"num_latents": 32, "reduction": 16, "groups": 4},
+    # AVE/run_v2.sh l.1, 3, 5: --Adapter_downsample=8, --is_bn=1, --is_gate=1, --num_conv_group=2, --num_tokens=2
+    "ave": {"num_latents": 2, "reduction": 8, "groups": 2, "batch_norm": True, "audio_gate": True},
+    # AVS/avs_scripts/avs_s4/train.sh l.16 passes none of them: avs_s4/base_options.py l.54 (Adapter_downsample 2),
+    # l.55 (num_conv_group 2), l.58 (is_bn 0), l.59 (is_gate 0), l.68 (num_tokens 32)
+    "avs": {"num_latents": 32, "reduction": 2, "groups": 2, "batch_norm": False, "audio_gate": False},
+    # AVQA/train.sh l.1 passes none of them: AVQA/net_grd_avst/base_options.py l.67 (Adapter_downsample 16),
+    # l.70 (num_conv_group 4), l.77 (is_bn 0), l.78 (is_gate 0), l.87 (num_tokens 32)
+    "avqa": {"num_latents": 32, "reduction": 16, "groups": 4, "batch_norm": False, "audio_gate": False},
 }
 
 
