@@ -24,7 +24,7 @@ from .backbones.registry import BACKBONE_PAIRS, backbone_label, backbone_sides
 from .backbones.shared import SHARED_AUDIO_FRONTENDS
 from .methods import MethodConfig, get_method
 from .tasks import HeadConfig, get_task
-from .typed_config import check_field_types, check_known_keys
+from .typed_config import TypedConfig, check_field_types, check_field_values, check_known_keys, ranged
 
 __all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
            "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
@@ -36,32 +36,39 @@ BACKBONE_DTYPES = tuple(_DTYPE_BY_NAME)
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(TypedConfig):
     """Adam on the adapters (``lr``) and the task head (``head_lr``), StepLR schedule."""
 
-    lr: float = 5e-4
-    head_lr: float = 5e-4
-    weight_decay: float = 0.0
-    step_size: int = 3
-    gamma: float = 0.35
+    lr: float = ranged(5e-4, above=0, meaning="learning rate of the adapters")
+    head_lr: float = ranged(5e-4, above=0, meaning="learning rate of the task head")
+    weight_decay: float = ranged(0.0, at_least=0, meaning="L2 penalty")
+    step_size: int = ranged(3, at_least=1, meaning="epochs between learning-rate decays")
+    gamma: float = ranged(0.35, above=0, at_most=1, meaning="learning-rate factor at each decay")
 
 
 @dataclass
-class TrainerConfig:
-    max_epochs: int = 10
-    batch_size: int = 8
-    num_workers: int = 0
+class TrainerConfig(TypedConfig):
+    max_epochs: int = ranged(10, at_least=1, meaning="epochs to train")
+    batch_size: int = ranged(8, at_least=1, meaning="clips per batch")
+    num_workers: int = ranged(0, at_least=0, meaning="DataLoader worker processes, 0: none")
     accelerator: str = "auto"
+    #: a count of devices (-1: all of them), or Lightning's "auto" or a list such as "0,1"
     devices: int | str = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = None
-    log_every_n_steps: int = 10
-    checkpoint_every_n_steps: int | None = None
+    accumulate_grad_batches: int = ranged(1, at_least=1, meaning="batches per optimiser step")
+    gradient_clip_val: float | None = ranged(None, above=0, meaning="largest gradient norm, null: no clipping")
+    log_every_n_steps: int = ranged(10, at_least=1, meaning="training steps between logged values")
+    checkpoint_every_n_steps: int | None = ranged(None, at_least=1, meaning="training steps between checkpoints")
     #: off a terminal (batch logs, pipes), also log a progress line every N training steps (besides every epoch)
-    progress_every_n_steps: int | None = None
-    seed: int = 0
+    progress_every_n_steps: int | None = ranged(None, at_least=1, meaning="training steps between progress lines")
+    seed: int = ranged(0, at_least=0, at_most=2**32 - 1, meaning="random seed")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.devices, int) and not isinstance(self.devices, bool) and (
+                self.devices == 0 or self.devices < -1):
+            raise ValueError(f"devices must be at least 1 (or -1: all devices), got {self.devices}")
 
 
 @dataclass
@@ -79,7 +86,7 @@ class ExperimentConfig:
     backbone: str | dict[str, Any] = "tiny"
     visual_weights: str | None = None
     audio_weights: str | None = None
-    audio_clip_seconds: int | None = None
+    audio_clip_seconds: int | None = ranged(None, at_least=1, meaning="seconds of audio per clip")
     backbone_dtype: str = "float32"
     shared_audio_frontend: str = "htsat"
     method_config: MethodConfig | None = None
@@ -88,6 +95,8 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
+        check_field_values(type(self), {"audio_clip_seconds": self.audio_clip_seconds}, "config",
+                           fix="pass a value in that range")
         if self.backbone_dtype not in BACKBONE_DTYPES:
             raise ValueError(f"backbone_dtype must be {', '.join(BACKBONE_DTYPES[:-1])} or {BACKBONE_DTYPES[-1]}, "
                              f"got {self.backbone_dtype!r}")
@@ -124,13 +133,11 @@ class ExperimentConfig:
         data = dict(data)
         check_known_keys(cls, data, source)
         check_field_types(cls, data, source)
+        check_field_values(cls, data, source)
         nested = {"optim": OptimConfig, "trainer": TrainerConfig}
         for key, kind in nested.items():
             if key in data:
-                value = data[key] or {}
-                check_known_keys(kind, value, f"{source}: {key}")
-                check_field_types(kind, value, f"{source}: {key}")
-                data[key] = kind(**value)
+                data[key] = kind.from_dict(data[key] or {}, source=f"{source}: {key}")
         # the method's and the head's sections are parsed here, once, so their errors name this file
         method = get_method(data.get("method", "molt"))
         data["method_config"] = method.config_class.from_dict(data.get("method_config") or {},

@@ -1,18 +1,25 @@
-"""Typed configs read from YAML or JSON: dataclasses with key and type checks whose errors name the file and key.
+"""Typed configs read from YAML or JSON: dataclasses with key, type and range checks whose errors name the file
+and key.
 
-Part of molt-av (Apache-2.0). The method configs (:class:`~molt.methods.base.MethodConfig`) and the task heads'
-configs (:class:`~molt.tasks.base.HeadConfig`) derive from :class:`TypedConfig`; the experiment config
-(:mod:`molt.config`) parses them once and holds the objects.
+Part of molt-av (Apache-2.0). The method configs (:class:`~molt.methods.base.MethodConfig`), the task heads'
+configs (:class:`~molt.tasks.base.HeadConfig`) and the optimiser's and trainer's (:mod:`molt.config`) derive from
+:class:`TypedConfig`; the experiment config parses them once and holds the objects.
+
+A numeric field declares what its value means with :func:`ranged` (``max_epochs: int = ranged(10, at_least=1,
+meaning="epochs to train")``); :func:`check_field_values` refuses a value outside that range, in one line naming
+the source, the key, the value and the range, wherever the value came from (a YAML file, an adapter config, a
+command-line flag, or a config built in Python: :class:`TypedConfig` checks in ``__post_init__``).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, TypeVar, Union
 
-__all__ = ["TypedConfig", "check_known_keys", "check_field_types"]
+__all__ = ["TypedConfig", "Range", "ranged", "check_known_keys", "check_field_types", "check_field_values"]
 
 ConfigT = TypeVar("ConfigT", bound="TypedConfig")
 
@@ -70,6 +77,75 @@ def check_field_types(kind: type, data: dict[str, Any], source: str) -> None:
                              f"({type(value).__name__}); correct it in {source.split(': ')[0]}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric field may take: bounds (inclusive ``at_least`` / ``at_most``, exclusive ``above`` /
+    ``below``; ``None``: unbounded) and what the number means, for the error message."""
+
+    at_least: float | None = None
+    above: float | None = None
+    at_most: float | None = None
+    below: float | None = None
+    meaning: str = ""
+
+    def accepts(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return ((self.at_least is None or value >= self.at_least) and (self.above is None or value > self.above)
+                and (self.at_most is None or value <= self.at_most) and (self.below is None or value < self.below))
+
+    def describe(self) -> str:
+        """``"at least 1"``, ``"in [0, 1)"``, ``"above 0"``, ..."""
+        low = (f"[{_number(self.at_least)}" if self.at_least is not None
+               else f"({_number(self.above)}" if self.above is not None else None)
+        high = (f"{_number(self.at_most)}]" if self.at_most is not None
+                else f"{_number(self.below)})" if self.below is not None else None)
+        if low and high:
+            return f"in {low}, {high}"
+        if low:
+            return f"at least {low[1:]}" if self.at_least is not None else f"above {low[1:]}"
+        if high:
+            return f"at most {high[:-1]}" if self.at_most is not None else f"below {high[:-1]}"
+        return "a finite number"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+#: the key of a dataclass field's metadata that holds its :class:`Range`
+RANGE_KEY = "range"
+
+
+def ranged(default: Any = dataclasses.MISSING, *, at_least: float | None = None, above: float | None = None,
+           at_most: float | None = None, below: float | None = None, meaning: str = "") -> Any:
+    """A dataclass field whose value (when not ``None``) must lie in the given range (see :class:`Range`);
+    :func:`check_field_values` reads it."""
+    return dataclasses.field(default=default, metadata={RANGE_KEY: Range(at_least, above, at_most, below, meaning)})
+
+
+def field_range(kind: type, key: str) -> Range | None:
+    """The :class:`Range` declared for field ``key`` of the dataclass ``kind`` (``None``: none declared)."""
+    for item in dataclasses.fields(kind):
+        if item.name == key:
+            return item.metadata.get(RANGE_KEY)
+    return None
+
+
+def check_field_values(kind: type, data: dict[str, Any], source: str, *, fix: str | None = None) -> None:
+    """Raise a ``ValueError`` naming ``source``, the key, the value and the allowed range when a number of ``data``
+    lies outside the range its field of ``kind`` declares (:func:`ranged`); values of another type are left to
+    :func:`check_field_types`. ``fix`` ends the message (default: correct it in the file ``source`` names)."""
+    for key, value in data.items():
+        allowed = field_range(kind, key)
+        if allowed is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if not allowed.accepts(value):
+            meaning = f" ({allowed.meaning})" if allowed.meaning else ""
+            raise ValueError(f"{source}: {key} must be {allowed.describe()}{meaning}, got {value!r}; "
+                             f"{fix or 'correct it in ' + source.split(': ')[0]}")
+
+
 def _default(field: dataclasses.Field) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
@@ -84,6 +160,11 @@ class TypedConfig:
     ``to_dict(only_set=True)`` gives them back, so an experiment config written out holds what its YAML said and
     not every default. A config built directly counts the fields that differ from their defaults as set.
     """
+
+    def __post_init__(self) -> None:
+        """Check every declared range (:func:`ranged`); subclasses with checks of their own call this first."""
+        values = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        check_field_values(type(self), values, type(self).__name__, fix="pass a value in that range")
 
     def set_fields(self) -> list[str]:
         """The fields the source set (see the class docstring)."""
@@ -103,6 +184,7 @@ class TypedConfig:
         source = source or cls.__name__
         check_known_keys(cls, data, source)
         check_field_types(cls, data, source)
+        check_field_values(cls, data, source)
         try:
             config = cls(**data)
         except ValueError as error:

@@ -219,7 +219,33 @@ def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["trainer"] = trainer
     if getattr(args, "lr", None) is not None:
         overrides["optim"] = {"lr": args.lr}
+    _check_flag_values(overrides)
     return overrides
+
+
+#: the flags of ``_add_training_options`` that set a number of the experiment config: (section, key) -> flag
+_NUMBER_FLAGS = {("trainer", "max_epochs"): "--epochs", ("trainer", "batch_size"): "--batch-size",
+                 ("trainer", "seed"): "--seed", ("trainer", "num_workers"): "--workers",
+                 ("trainer", "devices"): "--devices", ("optim", "lr"): "--lr",
+                 ("trainer", "checkpoint_every_n_steps"): "--checkpoint-every-n-steps",
+                 ("trainer", "progress_every_n_steps"): "--progress-every-n-steps"}
+
+
+def _check_flag_values(overrides: dict[str, Any]) -> None:
+    """Refuse a number given on the command line outside the range its config field declares, naming the flag
+    (the same check as for a YAML file: :func:`~molt.typed_config.check_field_values`)."""
+    from ..config import OptimConfig, TrainerConfig
+    from ..typed_config import check_field_values
+
+    kinds = {"trainer": TrainerConfig, "optim": OptimConfig}
+    for (section, key), flag in _NUMBER_FLAGS.items():
+        value = overrides.get(section, {}).get(key)
+        if value is None:
+            continue
+        check_field_values(kinds[section], {key: value}, flag, fix=f"pass {flag} with a value in that range")
+        if key == "devices" and isinstance(value, int) and (value == 0 or value < -1):
+            raise ValueError(f"{flag}: devices must be at least 1 (or -1: all devices), got {value}; pass {flag} "
+                             f"with a value in that range")
 
 
 def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] | None = None):

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..typed_config import ranged
 from .inblock import (ConvBottleneck, InBlockConfig, InBlockMethod, InBlockModel, LatentTokenAdapter, TokenBridge,
                       build_in_block)
 from .registry import MethodSpec, register_method
@@ -74,21 +75,19 @@ class AVMoEConfig(InBlockConfig):
         uni_self_attention: the uni-modal experts' self-attention over their tokens.
     """
 
-    num_latents: int = 32
-    cross_experts: int = 1
-    uni_experts: int = 1
+    num_latents: int = ranged(32, at_least=1, meaning="latent tokens per cross-modal expert")
+    cross_experts: int = ranged(1, at_least=0, meaning="cross-modal experts per adapter")
+    uni_experts: int = ranged(1, at_least=0, meaning="uni-modal experts per adapter")
     skip_stages: list[int] = field(default_factory=lambda: [1, 3])
-    router_noise: float = 0.0
+    router_noise: float = ranged(0.0, at_least=0, meaning="std of the router noise")
     uni_self_attention: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.skip_stages = [int(stage) for stage in self.skip_stages]
-        if self.cross_experts < 0 or self.uni_experts < 0 or self.cross_experts + self.uni_experts < 1:
+        if self.cross_experts + self.uni_experts < 1:
             raise ValueError(f"AVMoE needs at least one expert: cross_experts={self.cross_experts}, "
                              f"uni_experts={self.uni_experts}")
-        if self.router_noise < 0:
-            raise ValueError(f"router_noise must be >= 0, got {self.router_noise}")
 
 
 class UniModalExpert(nn.Module):
