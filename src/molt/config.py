@@ -22,6 +22,7 @@ import yaml
 from .backbones.base import BACKBONE_DTYPES as _DTYPE_BY_NAME
 from .backbones.registry import BACKBONE_PAIRS, backbone_label, backbone_sides
 from .backbones.shared import SHARED_AUDIO_FRONTENDS
+from .data.files import read_text
 from .methods import MethodConfig, get_method
 from .tasks import HeadConfig, get_task
 from .typed_config import TypedConfig, check_field_types, check_field_values, check_known_keys, ranged
@@ -167,17 +168,48 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _preset_path(name: str) -> Path:
+def _preset_path(name: str, relative_to: Path | None = None) -> Path:
+    """The YAML file of a preset name or path; a relative path is looked up beside ``relative_to`` (the file whose
+    ``base:`` names it) first, then in the current directory."""
     path = Path(name)
-    if path.suffix in (".yaml", ".yml") or os.sep in name:
+    if path.suffix in (".yaml", ".yml") or os.sep in name or "/" in name:
+        if relative_to is not None and not path.is_absolute() and (relative_to.parent / path).is_file():
+            return relative_to.parent / path
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {name}")
+            where = f" (named by base: in {relative_to})" if relative_to is not None else ""
+            raise FileNotFoundError(f"config file not found: {name}{where}")
         return path
     candidate = resources.files("molt") / "configs" / f"{name}.yaml"
     if not candidate.is_file():
-        raise FileNotFoundError(f"no config preset named {name!r}; available: {', '.join(preset_names())}, "
+        where = f" (named by base: in {relative_to})" if relative_to is not None else ""
+        raise FileNotFoundError(f"no config preset named {name!r}{where}; available: {', '.join(preset_names())}, "
                                 f"or pass a path to a YAML file")
     return Path(str(candidate))
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a YAML config file with its ``base:`` merged in (the base, checked on its own so that its
+    errors name it, then this file's keys); ``chain`` holds the files that named this one, to refuse a cycle."""
+    text = read_text(path, what="config file")
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    loaded = {} if loaded is None else loaded
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of keys at the top level, got {type(loaded).__name__}")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{path}: base must be the name of a preset or the path of a YAML file, got {base!r}")
+    base_path = _preset_path(base, relative_to=path)
+    seen = (*chain, path)
+    if any(base_path.resolve() == earlier.resolve() for earlier in seen):
+        cycle = " -> ".join(str(p) for p in (*seen, base_path))
+        raise ValueError(f"{path}: base: {base} makes a cycle ({cycle}); remove one of these base: lines")
+    base_config = ExperimentConfig.from_dict(_read_yaml(base_path, seen), source=str(base_path))
+    return _merge(base_config.to_dict(), loaded)
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -202,17 +234,7 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | Non
     if name_or_path:
         path = _preset_path(name_or_path)
         source = str(path)
-        with open(path) as handle:
-            try:
-                loaded = yaml.safe_load(handle) or {}
-            except yaml.YAMLError as error:
-                raise ValueError(f"{path}: not valid YAML: {error}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
-        base = loaded.pop("base", None)
-        if base:
-            data = load_config(base).to_dict()
-        data = _merge(data, loaded)
+        data = _read_yaml(path)
     if overrides:
         data = _merge(data, overrides)
     return ExperimentConfig.from_dict(data, source=source)

@@ -12,6 +12,7 @@ command-line flag, or a config built in Python: :class:`TypedConfig` checks in `
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import math
@@ -19,7 +20,8 @@ import types
 import typing
 from typing import Any, TypeVar, Union
 
-__all__ = ["TypedConfig", "Range", "ranged", "check_known_keys", "check_field_types", "check_field_values"]
+__all__ = ["TypedConfig", "Range", "ranged", "field_range", "check_known_keys", "check_field_types",
+           "check_field_values", "accepts", "type_name"]
 
 ConfigT = TypeVar("ConfigT", bound="TypedConfig")
 
@@ -34,11 +36,11 @@ def check_known_keys(kind: type, data: Any, source: str) -> None:
         raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
 
 
-def _accepts(annotation: Any, value: Any) -> bool | None:
+def accepts(annotation: Any, value: Any) -> bool | None:
     """Whether ``value`` fits ``annotation`` (``None``: a type this check does not look into)."""
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
-        answers = [_accepts(argument, value) for argument in typing.get_args(annotation)]
+        answers = [accepts(argument, value) for argument in typing.get_args(annotation)]
         return True if True in answers else (None if None in answers else False)
     if annotation is type(None):
         return value is None
@@ -52,18 +54,27 @@ def _accepts(annotation: Any, value: Any) -> bool | None:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is str:
         return isinstance(value, str)
-    if annotation in (list, tuple) or origin in (list, tuple):
-        return isinstance(value, (list, tuple))
+    if annotation in (list, tuple) or origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        arguments = [argument for argument in typing.get_args(annotation) if argument is not Ellipsis]
+        if len(arguments) == 1 and any(accepts(arguments[0], item) is False for item in value):
+            return False
+        return True
     if annotation is dict or origin is dict:
         return isinstance(value, dict)
     return None
 
 
-def _type_name(annotation: Any) -> str:
+def type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) in (Union, types.UnionType):
-        return " or ".join(_type_name(argument) for argument in typing.get_args(annotation))
+        return " or ".join(type_name(argument) for argument in typing.get_args(annotation))
     if annotation is type(None):
         return "null"
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, collections.abc.Sequence):
+        arguments = [argument for argument in typing.get_args(annotation) if argument is not Ellipsis]
+        return f"a list of {type_name(arguments[0])}" if len(arguments) == 1 else "a list"
     return getattr(annotation, "__name__", None) or str(annotation)
 
 
@@ -72,8 +83,8 @@ def check_field_types(kind: type, data: dict[str, Any], source: str) -> None:
     does not fit the annotation of ``kind``'s dataclass field (e.g. ``num_tokens: four``)."""
     hints = typing.get_type_hints(kind)
     for key, value in data.items():
-        if key in hints and _accepts(hints[key], value) is False:
-            raise ValueError(f"{source}: {key} must be {_type_name(hints[key])}, got {value!r} "
+        if key in hints and accepts(hints[key], value) is False:
+            raise ValueError(f"{source}: {key} must be {type_name(hints[key])}, got {value!r} "
                              f"({type(value).__name__}); correct it in {source.split(': ')[0]}")
 
 

@@ -174,6 +174,17 @@ def _add_backbone_names(group) -> None:
                                                "HTSAT_AudioSet_Saved_1.ckpt), or 'random'")
 
 
+def _add_recorded_weights(parser) -> None:
+    """``--visual-weights`` / ``--audio-weights`` of the verbs that rebuild a trained model: they replace the weights
+    files its checkpoint records (which are opened only inside the current directory, or when their SHA-256 is the
+    recorded one)."""
+    for side in ("visual", "audio"):
+        parser.add_argument(f"--{side}-weights", metavar="PATH",
+                            help=f"the {side} encoder's weights the model was trained with, instead of the file its "
+                                 f"checkpoint records (needed when that file lies elsewhere; the adapters check its "
+                                 f"SHA-256)")
+
+
 def _add_trust(parser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="read a weights file that pickles Python objects beyond tensors and the safe types of "
@@ -339,7 +350,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task,
-                      batch_size=args.batch_size, test_file=args.test_json, trust_checkpoint=args.trust_checkpoint)
+                      batch_size=args.batch_size, test_file=args.test_json, trust_checkpoint=args.trust_checkpoint,
+                      visual_weights=args.visual_weights, audio_weights=args.audio_weights)
     table = result.pop("table")
     print(json.dumps(result, indent=2, default=str))
     print(table)
@@ -352,8 +364,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ..tasks import get_task
 
     options = _task_options(args, get_task(args.task), "predict_options")
+    if args.json is not None and os.path.isdir(args.json):
+        raise ValueError(f"--json {args.json}: a directory of that name exists; name a file (written as JSON)")
     result = predict_with_checkpoint(args.checkpoint, args.video, task=args.task, out_dir=args.out,
-                     trust_checkpoint=args.trust_checkpoint, **options)
+                                     trust_checkpoint=args.trust_checkpoint, visual_weights=args.visual_weights,
+                                     audio_weights=args.audio_weights, **options)
     print("\n".join(result.get("summary", [])) or json.dumps(result, indent=2, default=str))
     print("wrote " + ", ".join(result["files"]))
     if args.json:
@@ -564,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
                                + "; default: the first)")
     evaluate.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
     evaluate.add_argument("--out", help="where metrics.json and PNGs go (default: next to the checkpoint)")
+    _add_recorded_weights(evaluate)
     _add_trust(evaluate)
 
     predict = verb("predict", "predictions of a trained checkpoint for one video file", _cmd_predict,
@@ -579,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "predictions/<video name>)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")
     _add_task_options(predict, "predict_options")
+    _add_recorded_weights(predict)
     _add_trust(predict)
 
     from ..methods import method_names
