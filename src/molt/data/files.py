@@ -21,7 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["atomic_json", "fsync_path", "replace_durably", "read_text", "read_lines", "read_json", "check_name"]
+__all__ = ["atomic_json", "fsync_path", "replace_durably", "read_text", "read_lines", "read_names", "read_json",
+           "check_name"]
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -76,6 +77,21 @@ def read_text(path: str | os.PathLike, *, what: str = "file") -> str:
 def read_lines(path: str | os.PathLike, *, what: str = "file") -> list[str]:
     """The lines of :func:`read_text` (without their endings)."""
     return read_text(path, what=what).split("\n")
+
+
+def read_names(path: str | os.PathLike, *, what: str = "file") -> list[str]:
+    """The names of a file holding one a line (``categories.txt``, ``ans_vocab.txt``; surrounding spaces and blank
+    lines skipped); a ``ValueError`` naming the line of a name given twice."""
+    names: dict[str, int] = {}
+    for number, line in enumerate(read_lines(path, what=what), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in names:
+            raise ValueError(f"{path}:{number}: {name!r} already listed on line {names[name]}; remove one of the two "
+                             f"lines")
+        names[name] = number
+    return list(names)
 
 
 def read_json(path: str | os.PathLike, *, what: str = "JSON file", fix: str = "") -> Any:
