@@ -85,6 +85,8 @@ class AVMoEConfig(InBlockConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.skip_stages = [int(stage) for stage in self.skip_stages]
+        if any(stage < 0 for stage in self.skip_stages):
+            raise ValueError(f"skip_stages must be stage indices (0 = first), got {self.skip_stages}")
         if self.cross_experts + self.uni_experts < 1:
             raise ValueError(f"AVMoE needs at least one expert: cross_experts={self.cross_experts}, "
                              f"uni_experts={self.uni_experts}")
