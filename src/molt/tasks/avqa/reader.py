@@ -230,7 +230,10 @@ def read_questions(path: str | os.PathLike, split: str | None = None) -> tuple[l
         raise ValueError(f"{path}: expected a JSON array of question records, got {type(data).__name__}")
     records, deleted = [], 0
     for position, raw in enumerate(data):
-        record, flag = _parse_record(raw, split, position, f"{path} record {position}")
+        try:
+            record, flag = _parse_record(raw, split, position, f"{path} record {position}")
+        except ValueError as error:
+            raise ValueError(f"{error}; correct or remove that record") from None
         if flag:
             deleted += 1
         else:
