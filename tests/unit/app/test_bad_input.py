@@ -102,7 +102,7 @@ def _truncate(path, keep=1000):
 
 _PREPARED_DAMAGE = {
     "truncated_frames": lambda prepared: _truncate(prepared / "frames.npy"),
-    "corrupt_index": lambda prepared: _truncate(prepared / "index.json", 40),
+    "corrupt_index": lambda prepared: (prepared / "index.json").write_text('{"format": '),
     "index_without_rows": lambda prepared: (prepared / "index.json").write_text(json.dumps(
         {key: value for key, value in json.loads((prepared / "index.json").read_text()).items() if key != "rows"})),
 }
@@ -325,7 +325,7 @@ def _input_validation_cases():
          ["{prepared_truncated_frames}/frames.npy cannot be read", "prepare the data again (`molt prepare ave"]),
         ("a corrupt prepared index", ["eval", "ave", "--data", "{prepared_corrupt_index}", "--checkpoint", best,
                                       "--out", "{root}/eval_out"],
-         ["{prepared_corrupt_index}/index.json:3:2: not valid JSON", "prepare the data again"]),
+         ["{prepared_corrupt_index}/index.json:1:12: not valid JSON", "prepare the data again"]),
         ("a prepared index without rows", ["eval", "ave", "--data", "{prepared_index_without_rows}", "--checkpoint",
                                            best, "--out", "{root}/eval_out"],
          ["{prepared_index_without_rows}/index.json: no rows", "prepare the data again"]),
@@ -402,6 +402,66 @@ def test_bad_input_is_one_line_naming_the_file(world, name, argv, expected, capl
     for folder in ("gpu_runs", "cache_runs", "w_runs", "eval_out"):
         assert not (world["root"] / folder).exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def _windows(text: str) -> bytes:
+    """``text`` as a Windows editor saves it: a byte-order mark and CRLF line endings."""
+    return b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()
+
+
+def _read_ave(root):
+    from molt.tasks.ave.reader import AVEAnnotations
+
+    annotations = AVEAnnotations.from_dir(root)
+    return annotations.categories, annotations.records(), annotations.records("train")
+
+
+def _read_avs(root):
+    from molt.tasks.avs.reader import AVSBenchLayout
+
+    return AVSBenchLayout.find(root, "s4").records
+
+
+def _read_avqa(root):
+    from molt.tasks.avqa.reader import MusicAVQA
+
+    data = MusicAVQA.from_dir(root)
+    return data.records(), data.answers
+
+
+def _read_avvp(root):
+    from molt.tasks.avvp.reader import LLPAnnotations
+
+    annotations = LLPAnnotations.from_dir(root)
+    record = annotations.records("val")[0]
+    return annotations.categories, annotations.records("train"), [m.tolist() for m in
+                                                                   annotations.segment_labels(record)]
+
+
+_WINDOWS_FILES = [
+    ("ave", _read_ave, {"Annotations.txt": _AVE_HEADER + "Dog&abc&good&0&5\nCat&abd&good&2&10\n",
+                        "trainSet.txt": "Dog&abc&good&0&5\n", "categories.txt": "Dog\nCat\n"}),
+    ("avs", _read_avs, {"s4_meta_data.csv": "name,start,category,split\nabc,0,dog,train\nabd,1,cat,test\n"}),
+    ("avqa", _read_avqa, {"avqa-train.json": json.dumps([_QUESTION], indent=1), "ans_vocab.txt": "two\nthree\n"}),
+    ("avvp", _read_avvp, {"AVVP_train.csv": _LLP_WEAK + "abcdefghijk_0_10\tDog,Cat\n",
+                          "AVVP_val_pd.csv": _LLP_WEAK + "bbcdefghijk_0_10\tDog\n",
+                          "AVVP_eval_audio.csv": _LLP_EVENTS + "bbcdefghijk_0_10\t1\t3\tDog\n",
+                          "AVVP_eval_visual.csv": _LLP_EVENTS + "bbcdefghijk_0_10\t2\t4\tDog\n",
+                          "categories.txt": "Dog\nCat\n"}),
+]
+
+
+@pytest.mark.parametrize("task, read, files", _WINDOWS_FILES, ids=[row[0] for row in _WINDOWS_FILES])
+def test_files_saved_on_windows_read_as_the_same_records(tmp_path, task, read, files):
+    """A byte-order mark and CRLF line endings (what Windows editors write) change nothing, in every file of every
+    task's reader."""
+    for flavour, encode in (("unix", str.encode), ("windows", _windows)):
+        for name, text in files.items():
+            (tmp_path / flavour / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / flavour / name).write_bytes(encode(text))
+    unix, windows = read(tmp_path / "unix"), read(tmp_path / "windows")
+    assert unix == windows
+    assert "\ufeff" not in repr(windows) and "\\r" not in repr(windows)
 
 
 def test_debug_shows_the_traceback(world, capfd):
