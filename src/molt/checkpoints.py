@@ -345,7 +345,8 @@ def _inside_working_directory(path: Path) -> bool:
 
 
 def confine_weights(experiment: dict[str, Any], source: str, backbones: Any = None, *,
-                    visual_weights: str | None = None, audio_weights: str | None = None) -> dict[str, Any]:
+                    visual_weights: str | None = None, audio_weights: str | None = None,
+                    prefix: str = "extra_config.experiment") -> dict[str, Any]:
     """``experiment`` (a recorded experiment config, as plain data) with its weights paths made safe to open.
 
     ``visual_weights`` / ``audio_weights`` are the user's own (``--visual-weights`` / ``--audio-weights``): they
@@ -353,7 +354,8 @@ def confine_weights(experiment: dict[str, Any], source: str, backbones: Any = No
     records is used only when it is a file inside the current directory (where ``molt train`` resolved the relative
     path it recorded), or a file anywhere whose SHA-256 is the one recorded for that backbone in ``backbones``
     (the weights the adapters were trained with, on this machine). Anything else (``../../etc/passwd``, an absolute
-    path outside, a device) is refused in a ``ValueError`` naming ``source`` and the flag that replaces it.
+    path outside, a device) is refused in a ``ValueError`` naming ``source``, the key (``prefix.audio_weights``)
+    and the flag that replaces it.
     """
     from .backbones.registry import RANDOM_WEIGHTS
     from .backbones.swin_v2 import file_sha256
@@ -367,9 +369,9 @@ def confine_weights(experiment: dict[str, Any], source: str, backbones: Any = No
         recorded = experiment.get(key)
         if recorded is None or recorded == RANDOM_WEIGHTS:
             continue
-        where = f"{source}: extra_config.experiment.{key}"
+        where = f"{source}: {prefix}.{key}"
         if not isinstance(recorded, str) or not recorded:
-            _refuse(source, f"extra_config.experiment.{key}", "a path or null", recorded)
+            _refuse(source, f"{prefix}.{key}", "a path or null", recorded)
         path = Path(recorded)
         if not path.is_file():
             raise ValueError(f"{where} {recorded!r} (the weights it was trained with) is not a file here; pass "
@@ -606,7 +608,8 @@ def checkpoint_config(state: dict[str, Any], source: str | os.PathLike, *, visua
     if not isinstance(recorded, dict) or not isinstance(options, dict):
         raise ValueError(f"{source}: the entries '{CONFIG_KEY}' and '{TASK_OPTIONS_KEY}' must be mappings; this is "
                          f"not a checkpoint written by molt train")
-    experiment = confine_weights(recorded, str(source), visual_weights=visual_weights, audio_weights=audio_weights)
+    experiment = confine_weights(recorded, str(source), visual_weights=visual_weights, audio_weights=audio_weights,
+                                 prefix=CONFIG_KEY)
     config = load_config(overrides=experiment, source=str(source))
     check_task_options(config.task, options, str(source))
     return config, dict(options)

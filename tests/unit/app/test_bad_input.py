@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from helpers import FIXTURES
 from molt.app.cli import main
@@ -69,6 +70,10 @@ def world(ave_data, ave_run, tmp_path_factory):
         change(config)
         (adapters / "adapter_config.json").write_text(json.dumps(config))
         paths[f"adapters_{name}"] = adapters
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["molt_config"]["audio_weights"] = "/etc/passwd"
+    paths["ckpt_weights_outside"] = root / "weights_outside.ckpt"
+    torch.save(state, paths["ckpt_weights_outside"])
     for name, damage in _PREPARED_DAMAGE.items():
         prepared = root / f"prepared_{name}"
         shutil.copytree(data / "prepared", prepared)
@@ -317,6 +322,16 @@ def _input_validation_cases():
                                                   "--video", "{video}"],
          ["{adapters_weights_absolute}/adapter_config.json: extra_config.experiment.visual_weights '/etc/passwd'",
           outside, "pass --visual-weights PATH"]),
+        ("recorded weights outside, in a training checkpoint", ["eval", "ave", "--data", d, "--checkpoint",
+                                                                "{ckpt_weights_outside}"],
+         ["{ckpt_weights_outside}: molt_config.audio_weights '/etc/passwd'", outside,
+          "pass --audio-weights PATH"]),
+        ("audio weights that are not a checkpoint", ["eval", "ave", "--data", d, "--checkpoint", best,
+                                                     "--audio-weights", "{a_file}", "--out", "{root}/eval_out"],
+         ["{a_file}: not a readable torch checkpoint", "pass the HTS-AT weights file"]),
+        ("visual weights that are not a checkpoint", ["eval", "ave", "--data", d, "--checkpoint", best,
+                                                      "--visual-weights", "{a_file}", "--out", "{root}/eval_out"],
+         ["{a_file}: not a readable", "pass a timm or original Swin-V2 checkpoint file"]),
         ("a negative epoch count in an adapter config", ["eval", "ave", "--data", d, "--checkpoint",
                                                          "{adapters_negative_epochs}"],
          ["{adapters_negative_epochs}/adapter_config.json", "trainer: max_epochs must be at least 1"]),
