@@ -329,6 +329,35 @@ def check_task_options(task: str, options: dict[str, Any], source: str) -> None:
             _refuse(source, where, "at least 1 (a count or a size)", value)
 
 
+def _confine_hf_folder(name: str, side: str, source: str, prefix: str, backbones: Any,
+                       given: str | None) -> tuple[str, bool]:
+    """``(name, whether given was used)``: the ``hf:`` backbone name to build for a recorded one. A hub id as it is;
+    a local folder only inside the current directory or with the recorded weights SHA-256 (see
+    :func:`confine_weights`), else refused; the user's own folder (``--audio-weights FOLDER``) replaces it."""
+    from .backbones.hf_audio import folder_weights_sha256, looks_like_path
+
+    model = name[3:]
+    folder = Path(os.path.expanduser(model))
+    if not (folder.is_dir() or looks_like_path(model)):
+        return name, False                              # a hub id, read from the Hugging Face cache
+    if given is not None:
+        return f"hf:{os.fspath(given)}", True
+    where, flag = f"{source}: {prefix}.backbone.{side}", f"--{side}-weights"
+    if not folder.is_dir():
+        raise ValueError(f"{where} {name!r} (the encoder it was trained with) is not a folder here; pass {flag} "
+                         f"FOLDER with that encoder's save_pretrained folder")
+    if _inside_working_directory(folder):
+        return name, False
+    digest = _backbone_hash(backbones, side)
+    if digest is None or folder_weights_sha256(folder) != digest:
+        reason = ("the file records no SHA-256 to check it against" if digest is None
+                  else "the SHA-256 of its weights is not the one the file records")
+        raise ValueError(f"{where} {name!r} lies outside the current directory and {reason}; molt opens only "
+                         f"weights it can vouch for: pass {flag} FOLDER with the encoder the adapters were trained "
+                         f"with")
+    return name, False
+
+
 def _backbone_hash(backbones: Any, side: str) -> str | None:
     """The weights SHA-256 an adapter config records for the ``side`` backbone (``features.visual``, ``visual``)."""
     if not isinstance(backbones, dict):
@@ -349,19 +378,30 @@ def confine_weights(experiment: dict[str, Any], source: str, backbones: Any = No
                     prefix: str = "extra_config.experiment") -> dict[str, Any]:
     """``experiment`` (a recorded experiment config, as plain data) with its weights paths made safe to open.
 
-    ``visual_weights`` / ``audio_weights`` are the user's own (``--visual-weights`` / ``--audio-weights``): they
-    replace what the file records (the adapters then still check the SHA-256 their file records). A path the file
-    records is used only when it is a file inside the current directory (where ``molt train`` resolved the relative
-    path it recorded), or a file anywhere whose SHA-256 is the one recorded for that backbone in ``backbones``
-    (the weights the adapters were trained with, on this machine). Anything else (``../../etc/passwd``, an absolute
-    path outside, a device) is refused in a ``ValueError`` naming ``source``, the key (``prefix.audio_weights``)
-    and the flag that replaces it.
+    ``visual_weights`` / ``audio_weights`` are the user's own (``--visual-weights`` / ``--audio-weights``; for an
+    ``hf:`` encoder read from a local folder, that folder): they replace what the file records (the adapters then
+    still check the SHA-256 their file records). A path the file records (a weights file, or the folder of an
+    ``hf:`` encoder) is used only when it lies inside the current directory (where ``molt train`` resolved the
+    relative path it recorded), or anywhere when its weights' SHA-256 is the one recorded for that backbone in
+    ``backbones`` (the weights the adapters were trained with, on this machine). Anything else
+    (``../../etc/passwd``, an absolute path outside, a device) is refused in a ``ValueError`` naming ``source``, the
+    key (``prefix.audio_weights``) and the flag that replaces it.
     """
     from .backbones.registry import RANDOM_WEIGHTS
     from .backbones.swin_v2 import file_sha256
 
     experiment = dict(experiment)
-    for side, given in (("visual", visual_weights), ("audio", audio_weights)):
+    given_weights = {"visual": visual_weights, "audio": audio_weights}
+    backbone = experiment.get("backbone")
+    if isinstance(backbone, dict):
+        experiment["backbone"] = backbone = dict(backbone)
+        for side in ("visual", "audio"):
+            name = backbone.get(side)
+            if isinstance(name, str) and name.startswith("hf:"):
+                backbone[side], used = _confine_hf_folder(name, side, source, prefix, backbones, given_weights[side])
+                if used:
+                    given_weights[side] = None
+    for side, given in given_weights.items():
         key, flag = f"{side}_weights", f"--{side}-weights"
         if given is not None:
             experiment[key] = os.fspath(given)

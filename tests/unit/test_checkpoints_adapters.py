@@ -170,6 +170,12 @@ _FIELD_ROWS = [
     (_EXPERIMENT + ".visual_weights", "/dev/zero", "visual_weights '/dev/zero' (the weights it was trained with) is "
                                                    "not a file here; pass --visual-weights PATH"),
     (_EXPERIMENT + ".audio_weights", "gone/htsat.ckpt", "is not a file here; pass --audio-weights PATH"),
+    (_EXPERIMENT + ".backbone", {"visual": "swinv2:swinv2_tiny_test", "audio": "hf:/etc"},
+     "extra_config.experiment.backbone.audio 'hf:/etc' lies outside the current directory"),
+    (_EXPERIMENT + ".backbone", {"visual": "swinv2:swinv2_tiny_test", "audio": "hf:../../../../../../../../etc"},
+     "backbone.audio 'hf:../../../../../../../../etc' lies outside the current directory"),
+    (_EXPERIMENT + ".backbone", {"visual": "swinv2:swinv2_tiny_test", "audio": "hf:./gone"},
+     "backbone.audio 'hf:./gone' (the encoder it was trained with) is not a folder here; pass --audio-weights"),
 ]
 
 
@@ -250,3 +256,33 @@ def test_recorded_weights_are_opened_only_when_molt_can_vouch_for_them(tmp_path,
     _write(directory, config)
     with pytest.raises(ValueError, match="lies outside the current directory"):
         pretrained_config(directory)
+
+
+def test_a_recorded_hf_encoder_folder_is_confined_like_a_weights_file(tmp_path, monkeypatch):
+    import hashlib
+
+    from molt.checkpoints import pretrained_config
+
+    outside = tmp_path / "ast"
+    outside.mkdir()
+    (outside / "model.safetensors").write_bytes(b"ast weights")
+    work = tmp_path / "work"
+    (work / "local_ast").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    directory, config = _fixture_copy(tmp_path)
+    experiment = config["extra_config"]["experiment"]
+    experiment["backbone"] = {"visual": "swinv2:swinv2_tiny_test", "audio": "hf:local_ast"}
+    _write(directory, config)
+    assert pretrained_config(directory)[0].backbone["audio"] == "hf:local_ast"   # inside the current directory
+    experiment["backbone"]["audio"] = "hf:MIT/ast-finetuned-audioset-10-10-0.4593"
+    _write(directory, config)                                                      # a hub id: not a path
+    assert pretrained_config(directory)[0].backbone["audio"] == "hf:MIT/ast-finetuned-audioset-10-10-0.4593"
+    experiment["backbone"]["audio"] = f"hf:{outside}"
+    _write(directory, config)
+    with pytest.raises(ValueError, match="backbone.audio .* lies outside the current directory"):
+        pretrained_config(directory)
+    mine = pretrained_config(directory, audio_weights=str(work / "local_ast"))[0]    # the user's own folder
+    assert mine.backbone["audio"] == f"hf:{work / 'local_ast'}" and mine.audio_weights is None
+    config["backbones"]["features.audio"]["weights_sha256"] = hashlib.sha256(b"ast weights").hexdigest()
+    _write(directory, config)                                                      # the recorded weights
+    assert pretrained_config(directory)[0].backbone["audio"] == f"hf:{outside}"

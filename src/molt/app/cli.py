@@ -180,9 +180,9 @@ def _add_recorded_weights(parser) -> None:
     recorded one)."""
     for side in ("visual", "audio"):
         parser.add_argument(f"--{side}-weights", metavar="PATH",
-                            help=f"the {side} encoder's weights the model was trained with, instead of the file its "
-                                 f"checkpoint records (needed when that file lies elsewhere; the adapters check its "
-                                 f"SHA-256)")
+                            help=f"the {side} encoder's weights the model was trained with (an hf: encoder: its "
+                                 f"folder), instead of what its checkpoint records (needed when that lies elsewhere; "
+                                 f"the adapters check the SHA-256)")
 
 
 def _add_trust(parser) -> None:
