@@ -40,8 +40,8 @@ BACKBONE_DTYPES = tuple(_DTYPE_BY_NAME)
 class OptimConfig(TypedConfig):
     """Adam on the adapters (``lr``) and the task head (``head_lr``), StepLR schedule."""
 
-    lr: float = ranged(5e-4, above=0, meaning="learning rate of the adapters")
-    head_lr: float = ranged(5e-4, above=0, meaning="learning rate of the task head")
+    lr: float = ranged(5e-4, at_least=0, meaning="learning rate of the adapters, 0: frozen")
+    head_lr: float = ranged(5e-4, at_least=0, meaning="learning rate of the task head, 0: frozen")
     weight_decay: float = ranged(0.0, at_least=0, meaning="L2 penalty")
     step_size: int = ranged(3, at_least=1, meaning="epochs between learning-rate decays")
     gamma: float = ranged(0.35, above=0, at_most=1, meaning="learning-rate factor at each decay")
@@ -58,7 +58,7 @@ class TrainerConfig(TypedConfig):
     strategy: str = "auto"
     precision: str = "32-true"
     accumulate_grad_batches: int = ranged(1, at_least=1, meaning="batches per optimiser step")
-    gradient_clip_val: float | None = ranged(None, above=0, meaning="largest gradient norm, null: no clipping")
+    gradient_clip_val: float | None = ranged(None, at_least=0, meaning="largest gradient norm, 0 or null: none")
     log_every_n_steps: int = ranged(10, at_least=1, meaning="training steps between logged values")
     checkpoint_every_n_steps: int | None = ranged(None, at_least=1, meaning="training steps between checkpoints")
     #: off a terminal (batch logs, pipes), also log a progress line every N training steps (besides every epoch)
