@@ -55,6 +55,10 @@ def world(ave_data, ave_run, tmp_path_factory):
         "cycle_a.yaml": "base: cycle_b.yaml\n",
         "cycle_b.yaml": "base: cycle_a.yaml\n",
         "base_not_a_name.yaml": "base: [ave_molt_tiny]\n",
+        "negative_image_size.yaml": "base: ave_molt_tiny\nbackbone: {visual: swinv2:swinv2_tiny_test, audio: "
+                                    "htsat:htsat_tiny, visual_options: {img_size: -5}}\n",
+        "word_for_seconds.yaml": "base: ave_molt_tiny\nbackbone: {visual: swinv2:swinv2_tiny_test, audio: "
+                                 "htsat:htsat_tiny, audio_options: {clip_seconds: ten}}\n",
     })
     for name, text in configs.items():
         (root / name).write_text(text)
@@ -294,6 +298,10 @@ def _input_validation_cases():
          ["base: cycle_a.yaml makes a cycle", "{cycle_a} -> {cycle_b} -> {cycle_a}", "remove one of these base:"]),
         ("a base: that is not a name", ["train", "ave", "--data", d, "--config", "{base_not_a_name}"],
          ["{base_not_a_name}: base must be the name of a preset or the path of a YAML file"]),
+        ("a negative backbone option", ["train", "ave", "--data", d, "--config", "{negative_image_size}"],
+         ["backbone: visual_options {{'img_size': -5}} cannot build swinv2:swinv2_tiny_test", "correct or remove"]),
+        ("a word for a backbone number", ["train", "ave", "--data", d, "--config", "{word_for_seconds}"],
+         ["backbone: audio_options {{'clip_seconds': 'ten'}} cannot build htsat:htsat_tiny", "correct or remove"]),
         ("a config that is not UTF-8", ["train", "ave", "--data", d, "--config", "{not_utf8}"],
          ["{not_utf8}:2: not UTF-8 text (byte 0xff", "save the config file as UTF-8"]),
         ("eval --out that is a file", ["eval", "ave", "--data", d, "--checkpoint", best, "--out", "{a_file}"],
