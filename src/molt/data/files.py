@@ -21,8 +21,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["atomic_json", "fsync_path", "replace_durably", "read_text", "read_lines", "read_names", "read_json",
-           "check_name"]
+#: the fix that ends a message about one line of a file a user did not write
+LINE_FIX = "correct or remove that line"
+
+__all__ = ["LINE_FIX", "atomic_json", "fsync_path", "replace_durably", "read_text", "read_lines", "read_names",
+           "read_json", "check_name"]
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -113,5 +116,5 @@ def check_name(name: str, where: str, what: str = "name") -> str:
     if (not name or name in (".", "..") or any(c in name for c in "/\\\0") or
             (len(name) > 1 and name[1] == ":")):
         raise ValueError(f"{where}: {what} {name!r} is not a plain file name (it would point outside the data "
-                         f"folder); correct the line or remove it")
+                         f"folder); {LINE_FIX}")
     return name

@@ -39,7 +39,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ...data.files import check_name, read_lines, read_names
+from ...data.files import LINE_FIX, check_name, read_lines, read_names
 
 __all__ = ["AVERecord", "AVEAnnotations", "HEADER", "SPLIT_FILES", "read_records", "label_matrix"]
 
@@ -94,18 +94,18 @@ def read_records(path: str | os.PathLike, split: str | None = None, *, num_segme
         fields = text.split("&")
         if len(fields) != 5:
             raise ValueError(f"{path}:{number}: expected 5 '&'-separated fields "
-                             f"({HEADER}), got {len(fields)}: {text!r}")
+                             f"({HEADER}), got {len(fields)}: {text!r}; {LINE_FIX}")
         category, video_id, quality, start_text, end_text = (field.strip() for field in fields)
         try:
             start, end = int(start_text), int(end_text)
         except ValueError:
             raise ValueError(f"{path}:{number}: expected whole-second StartTime and EndTime, got "
-                             f"{start_text!r} and {end_text!r}") from None
+                             f"{start_text!r} and {end_text!r}; {LINE_FIX}") from None
         if not 0 <= start <= end <= num_segments:
             raise ValueError(f"{path}:{number}: expected 0 <= StartTime <= EndTime <= {num_segments}, got "
-                             f"{start} and {end}")
+                             f"{start} and {end}; {LINE_FIX}")
         if not category or not video_id:
-            raise ValueError(f"{path}:{number}: empty category or video id: {text!r}")
+            raise ValueError(f"{path}:{number}: empty category or video id: {text!r}; {LINE_FIX}")
         check_name(video_id, f"{path}:{number}", "VideoID")
         records.append(AVERecord(category, video_id, quality, start, end, split, number))
     return records

@@ -65,7 +65,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ...data.files import check_name, read_lines, read_names
+from ...data.files import LINE_FIX, check_name, read_lines, read_names
 
 __all__ = ["LLP_CATEGORIES", "SPLIT_FILES", "EVAL_FILES", "CATEGORIES_FILE", "VIDEO_SUBDIR", "LLP_NUM_SEGMENTS",
            "LLPRecord", "LLPEvent", "LLPAnnotations", "parse_filename", "read_weak_labels", "read_segment_events"]
@@ -163,17 +163,17 @@ def _read_table(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, dict[
         fields = text.split("\t")
         if len(fields) != len(header):
             raise ValueError(f"{path}:{number}: expected {len(header)} tab-separated fields "
-                             f"({', '.join(header)}), got {len(fields)}: {text!r}")
+                             f"({', '.join(header)}), got {len(fields)}: {text!r}; {LINE_FIX}")
         yield number, {name: value.strip() for name, value in zip(header, fields)}
 
 
 def _check_label(label: str, known: set[str] | None, path: Path, number: int) -> None:
     if not label:
-        raise ValueError(f"{path}:{number}: empty event label")
+        raise ValueError(f"{path}:{number}: empty event label; {LINE_FIX}")
     if known is not None and label not in known:
         raise ValueError(f"{path}:{number}: unknown category {label!r}; expected one of the {len(known)} "
                          f"categories (LLP names such as Speech, Dog, Frying_(food), or those of "
-                         f"{CATEGORIES_FILE})")
+                         f"{CATEGORIES_FILE}); {LINE_FIX}, or add the category to {CATEGORIES_FILE}")
 
 
 def read_weak_labels(path: str | os.PathLike, split: str | None = None, *,
@@ -195,11 +195,11 @@ def read_weak_labels(path: str | os.PathLike, split: str | None = None, *,
         try:
             video_id, start, end = parse_filename(row["filename"])
         except ValueError as error:
-            raise ValueError(f"{path}:{number}: {error}") from None
+            raise ValueError(f"{path}:{number}: {error}; {LINE_FIX}") from None
         check_name(row["filename"], f"{path}:{number}", "filename")
         if start >= end:
             raise ValueError(f"{path}:{number}: the clip {row['filename']!r} ends ({end:g} s) before it starts "
-                             f"({start:g} s); correct the line")
+                             f"({start:g} s); {LINE_FIX}")
         labels = tuple(dict.fromkeys(label.strip() for label in row["event_labels"].split(",")))
         for label in labels:
             _check_label(label, known, path, number)
@@ -213,7 +213,8 @@ def _whole_second(text: str, column: str, path: Path, number: int) -> int:
     except ValueError:
         value = float("nan")
     if not value.is_integer():
-        raise ValueError(f"{path}:{number}: expected a whole number of seconds in column {column!r}, got {text!r}")
+        raise ValueError(f"{path}:{number}: expected a whole number of seconds in column {column!r}, got {text!r}; "
+                         f"{LINE_FIX}")
     return int(value)
 
 
@@ -239,7 +240,7 @@ def read_segment_events(path: str | os.PathLike, modality: str, *, categories: S
         offset = _whole_second(row["offset"], "offset", path, number)
         if not (0 <= onset <= num_segments and 0 <= offset <= num_segments):
             raise ValueError(f"{path}:{number}: expected onset and offset in 0..{num_segments}, got {onset} "
-                             f"and {offset}")
+                             f"and {offset}; {LINE_FIX}")
         if onset > offset:
             reversed_lines.append(number)
         _check_label(row["event_labels"], known, path, number)
