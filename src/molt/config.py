@@ -194,7 +194,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(error).split())}; correct the YAML syntax there") \
+            from None
     loaded = {} if loaded is None else loaded
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of keys at the top level, got {type(loaded).__name__}")
