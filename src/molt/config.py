@@ -27,8 +27,8 @@ from .methods import MethodConfig, get_method
 from .tasks import HeadConfig, get_task
 from .typed_config import TypedConfig, check_field_types, check_field_values, check_known_keys, ranged
 
-__all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
-           "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
+__all__ = ["OptimConfig", "TrainerConfig", "check_devices", "ExperimentConfig", "load_config", "preset_names",
+           "switch_method", "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
 
 #: the named backbone pairs (``backbone: NAME``); any other pair is ``backbone: {visual: ..., audio: ...}``
 BACKBONE_PRESETS = tuple(BACKBONE_PAIRS)
@@ -67,9 +67,13 @@ class TrainerConfig(TypedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.devices, int) and not isinstance(self.devices, bool) and (
-                self.devices == 0 or self.devices < -1):
-            raise ValueError(f"devices must be at least 1 (or -1: all devices), got {self.devices}")
+        check_devices(self.devices)
+
+
+def check_devices(devices: Any) -> None:
+    """A ``ValueError`` for a device count that is neither at least 1 nor -1 (all devices); text is Lightning's."""
+    if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
+        raise ValueError(f"devices must be at least 1 (or -1: all devices), got {devices}")
 
 
 @dataclass

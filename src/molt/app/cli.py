@@ -245,7 +245,7 @@ _NUMBER_FLAGS = {("trainer", "max_epochs"): "--epochs", ("trainer", "batch_size"
 def _check_flag_values(overrides: dict[str, Any]) -> None:
     """Refuse a number given on the command line outside the range its config field declares, naming the flag
     (the same check as for a YAML file: :func:`~molt.typed_config.check_field_values`)."""
-    from ..config import OptimConfig, TrainerConfig
+    from ..config import OptimConfig, TrainerConfig, check_devices
     from ..typed_config import check_field_values
 
     kinds = {"trainer": TrainerConfig, "optim": OptimConfig}
@@ -253,10 +253,13 @@ def _check_flag_values(overrides: dict[str, Any]) -> None:
         value = overrides.get(section, {}).get(key)
         if value is None:
             continue
-        check_field_values(kinds[section], {key: value}, flag, fix=f"pass {flag} with a value in that range")
-        if key == "devices" and isinstance(value, int) and (value == 0 or value < -1):
-            raise ValueError(f"{flag}: devices must be at least 1 (or -1: all devices), got {value}; pass {flag} "
-                             f"with a value in that range")
+        fix = f"pass {flag} with a value in that range"
+        check_field_values(kinds[section], {key: value}, flag, fix=fix)
+        if key == "devices":
+            try:
+                check_devices(value)
+            except ValueError as error:
+                raise ValueError(f"{flag}: {error}; {fix}") from None
 
 
 def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] | None = None):
