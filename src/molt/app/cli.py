@@ -424,7 +424,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     task = _task_of(args, "analyze tokens") if given else None  # None: the checkpoint's own task
     payload = analyze_tokens(args.checkpoint, args.data, out_dir=args.out or Path(args.checkpoint) / "tokens",
                              split=args.split or "test", clips=args.clips, task=task,
-                             trust_checkpoint=args.trust_checkpoint)
+                             trust_checkpoint=args.trust_checkpoint, visual_weights=args.visual_weights,
+                             audio_weights=args.audio_weights)
     print("\n".join(str(path) for path in payload["files"]))
     return 0
 
