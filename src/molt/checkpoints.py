@@ -24,11 +24,13 @@ Training checkpoints (``best.ckpt``, ``last.ckpt`` of ``molt train``) are Lightn
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import os
 import pickle
 import random
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +40,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ExperimentConfig, load_config
+from .data.files import read_json
+from .typed_config import accepts, type_name
 
 __all__ = [
     # adapter directories
     "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_FORMAT_VERSION", "KEY_MAPS", "EARLIER_DEFAULTS",
-    "RETIRED_FIELDS", "save_adapters", "load_adapters", "read_adapter_config", "adapter_state_dict",
+    "RETIRED_FIELDS", "save_adapters", "load_adapters", "read_adapter_config", "check_adapter_config",
+    "check_task_options", "confine_weights", "adapter_state_dict",
     "describe_backbones", "upgrade_tensor_names", "earlier_defaults", "dict_differences", "save_pretrained",
     "pretrained_config",
     # training checkpoints
@@ -220,23 +225,207 @@ def save_adapters(model: nn.Module, path: str | os.PathLike, backbone_info: dict
 
 
 def read_adapter_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``adapter_config.json`` of an adapter directory (or the file itself)."""
+    """The ``adapter_config.json`` of an adapter directory (or the file itself), every field type-checked
+    (:func:`check_adapter_config`)."""
     file = Path(path)
     if file.is_dir():
         file = file / ADAPTER_CONFIG_NAME
     if not file.is_file():
         raise FileNotFoundError(f"adapter config not found: {file} (expected a directory written by save_adapters)")
-    try:
-        with open(file) as handle:
-            config = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{file}: not valid JSON: {error}") from None
-    if not isinstance(config, dict) or "format_version" not in config:
-        raise ValueError(f"{file}: not an adapter config (no format_version)")
-    if config["format_version"] > ADAPTER_FORMAT_VERSION:
-        raise ValueError(f"{file}: adapter format version {config['format_version']} is newer than this library "
-                         f"supports ({ADAPTER_FORMAT_VERSION}); upgrade molt-av")
+    config = read_json(file, what="adapter config", fix="copy the adapter directory again or export it again")
+    check_adapter_config(config, str(file))
     return config
+
+
+def _refuse(source: str, key: str, expected: str, value: Any) -> None:
+    raise ValueError(f"{source}: {key} must be {expected}, got {value!r} ({type(value).__name__}); this file was "
+                     f"not written by molt-av or was edited: export the adapters again")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_strings(mapping: dict[str, Any], keys: tuple[str, ...], source: str, prefix: str) -> None:
+    for key in keys:
+        if mapping.get(key) is not None and not isinstance(mapping[key], str):
+            _refuse(source, f"{prefix}{key}", "a string or null", mapping[key])
+
+
+def check_adapter_config(config: Any, source: str) -> None:
+    """Raise a ``ValueError`` naming ``source`` and the key when a field of an adapter config has the wrong type or
+    an impossible value (an unknown format version, a negative tensor dimension, ...)."""
+    if not isinstance(config, dict) or "format_version" not in config:
+        raise ValueError(f"{source}: not an adapter config (no format_version)")
+    version = config["format_version"]
+    if not _is_int(version):
+        _refuse(source, "format_version", "an integer", version)
+    if version > ADAPTER_FORMAT_VERSION:
+        raise ValueError(f"{source}: adapter format version {version} is newer than this library supports "
+                         f"({ADAPTER_FORMAT_VERSION}); upgrade molt-av")
+    if version < 1:
+        _refuse(source, "format_version", f"a version from 1 to {ADAPTER_FORMAT_VERSION}", version)
+    _check_strings(config, ("library",), source, "")
+    method = config.get("method")
+    if method is not None:
+        if not isinstance(method, dict):
+            _refuse(source, "method", "an object (module, class, config) or null", method)
+        _check_strings(method, ("module", "class"), source, "method.")
+        if not isinstance(method.get("config"), dict):
+            _refuse(source, "method.config", "an object", method.get("config"))
+    backbones = config.get("backbones")
+    if backbones is not None:
+        if not isinstance(backbones, dict):
+            _refuse(source, "backbones", "an object of backbone records or null", backbones)
+        for name, entry in backbones.items():
+            prefix = f"backbones.{name}."
+            if not isinstance(entry, dict):
+                _refuse(source, prefix[:-1], "an object", entry)
+            _check_strings(entry, ("class", "name", "tag"), source, prefix)
+            digest = entry.get("weights_sha256")
+            if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                           and all(c in "0123456789abcdef" for c in digest)):
+                _refuse(source, prefix + "weights_sha256", "64 hexadecimal digits or null", digest)
+            blocks = entry.get("num_blocks")
+            if blocks is not None and not (_is_int(blocks) and blocks >= 1):
+                _refuse(source, prefix + "num_blocks", "an integer >= 1 or null", blocks)
+            selected = entry.get("blocks")
+            if selected is not None and not (isinstance(selected, list)
+                                             and all(_is_int(i) and i >= 0 for i in selected)):
+                _refuse(source, prefix + "blocks", "a list of block indices (integers >= 0)", selected)
+    extra = config.get("extra_config")
+    if extra is not None and not isinstance(extra, dict):
+        _refuse(source, "extra_config", "an object or null", extra)
+    for key in ("experiment", "task_options"):
+        if extra is not None and key in extra and not isinstance(extra[key], dict):
+            _refuse(source, f"extra_config.{key}", "an object", extra[key])
+    tensors = config.get("tensors")
+    if tensors is not None:
+        if not isinstance(tensors, dict):
+            _refuse(source, "tensors", "an object of tensor shapes", tensors)
+        for name, shape in tensors.items():
+            if not (isinstance(shape, list) and all(_is_int(size) and size >= 0 for size in shape)):
+                _refuse(source, f"tensors.{name}", "a shape (a list of integers >= 0)", shape)
+
+
+def check_task_options(task: str, options: dict[str, Any], source: str) -> None:
+    """Raise a ``ValueError`` naming ``source`` and the key when the task options recorded for ``task`` do not fit
+    its head's constructor: an unknown key, a value of another type than its annotation (``num_classes: "many"``),
+    or an integer below 1 (every integer a task option holds is a count or a size)."""
+    from .tasks import get_task
+
+    head = get_task(task).head
+    parameters = inspect.signature(head.__init__).parameters
+    hints = typing.get_type_hints(head.__init__)
+    for key, value in options.items():
+        where = f"extra_config.task_options.{key}"
+        if key not in parameters or key in ("self", "config", "dim"):
+            raise ValueError(f"{source}: {where} is not an option of the {task} head (it takes "
+                             f"{', '.join(k for k in parameters if k not in ('self', 'config', 'dim'))}); this file "
+                             f"was not written by molt-av or was edited: export the adapters again")
+        if key in hints and accepts(hints[key], value) is False:
+            _refuse(source, where, type_name(hints[key]), value)
+        if _is_int(value) and value < 1:
+            _refuse(source, where, "at least 1 (a count or a size)", value)
+
+
+def _confine_hf_folder(name: str, side: str, source: str, prefix: str, backbones: Any,
+                       given: str | None) -> tuple[str, bool]:
+    """``(name, whether given was used)``: the ``hf:`` backbone name to build for a recorded one. A hub id as it is;
+    a local folder only inside the current directory or with the recorded weights SHA-256 (see
+    :func:`confine_weights`), else refused; the user's own folder (``--audio-weights FOLDER``) replaces it."""
+    from .backbones.hf_audio import folder_weights_sha256, looks_like_path
+
+    model = name[3:]
+    folder = Path(os.path.expanduser(model))
+    if not (folder.is_dir() or looks_like_path(model)):
+        return name, False                              # a hub id, read from the Hugging Face cache
+    if given is not None:
+        return f"hf:{os.fspath(given)}", True
+    where, flag = f"{source}: {prefix}.backbone.{side}", f"--{side}-weights"
+    if not folder.is_dir():
+        raise ValueError(f"{where} {name!r} (the encoder it was trained with) is not a folder here; pass {flag} "
+                         f"FOLDER with that encoder's save_pretrained folder")
+    if _inside_working_directory(folder):
+        return name, False
+    digest = _backbone_hash(backbones, side)
+    if digest is None or folder_weights_sha256(folder) != digest:
+        reason = ("the file records no SHA-256 to check it against" if digest is None
+                  else "the SHA-256 of its weights is not the one the file records")
+        raise ValueError(f"{where} {name!r} lies outside the current directory and {reason}; molt opens only "
+                         f"weights it can vouch for: pass {flag} FOLDER with the encoder the adapters were trained "
+                         f"with")
+    return name, False
+
+
+def _backbone_hash(backbones: Any, side: str) -> str | None:
+    """The weights SHA-256 an adapter config records for the ``side`` backbone (``features.visual``, ``visual``)."""
+    if not isinstance(backbones, dict):
+        return None
+    for name, entry in backbones.items():
+        if str(name).rpartition(".")[2] == side and isinstance(entry, dict):
+            return entry.get("weights_sha256")
+    return None
+
+
+def _inside_working_directory(path: Path) -> bool:
+    cwd = os.path.abspath(os.getcwd())
+    return os.path.commonpath([cwd, os.path.abspath(path)]) == cwd
+
+
+def confine_weights(experiment: dict[str, Any], source: str, backbones: Any = None, *,
+                    visual_weights: str | None = None, audio_weights: str | None = None,
+                    prefix: str = "extra_config.experiment") -> dict[str, Any]:
+    """``experiment`` (a recorded experiment config, as plain data) with its weights paths made safe to open.
+
+    ``visual_weights`` / ``audio_weights`` are the user's own (``--visual-weights`` / ``--audio-weights``; for an
+    ``hf:`` encoder read from a local folder, that folder): they replace what the file records (the adapters then
+    still check the SHA-256 their file records). A path the file records (a weights file, or the folder of an
+    ``hf:`` encoder) is used only when it lies inside the current directory (where ``molt train`` resolved the
+    relative path it recorded), or anywhere when its weights' SHA-256 is the one recorded for that backbone in
+    ``backbones`` (the weights the adapters were trained with, on this machine). Anything else
+    (``../../etc/passwd``, an absolute path outside, a device) is refused in a ``ValueError`` naming ``source``, the
+    key (``prefix.audio_weights``) and the flag that replaces it.
+    """
+    from .backbones.registry import RANDOM_WEIGHTS
+    from .backbones.swin_v2 import file_sha256
+
+    experiment = dict(experiment)
+    given_weights = {"visual": visual_weights, "audio": audio_weights}
+    backbone = experiment.get("backbone")
+    if isinstance(backbone, dict):
+        experiment["backbone"] = backbone = dict(backbone)
+        for side in ("visual", "audio"):
+            name = backbone.get(side)
+            if isinstance(name, str) and name.startswith("hf:"):
+                backbone[side], used = _confine_hf_folder(name, side, source, prefix, backbones, given_weights[side])
+                if used:
+                    given_weights[side] = None
+    for side, given in given_weights.items():
+        key, flag = f"{side}_weights", f"--{side}-weights"
+        if given is not None:
+            experiment[key] = os.fspath(given)
+            continue
+        recorded = experiment.get(key)
+        if recorded is None or recorded == RANDOM_WEIGHTS:
+            continue
+        where = f"{source}: {prefix}.{key}"
+        if not isinstance(recorded, str) or not recorded:
+            _refuse(source, f"{prefix}.{key}", "a path or null", recorded)
+        path = Path(recorded)
+        if not path.is_file():
+            raise ValueError(f"{where} {recorded!r} (the weights it was trained with) is not a file here; pass "
+                             f"{flag} PATH with those weights")
+        if _inside_working_directory(path):
+            continue
+        digest = _backbone_hash(backbones, side)
+        if digest is None or file_sha256(path) != digest:
+            reason = ("the file records no SHA-256 to check it against" if digest is None
+                      else "its SHA-256 is not the one the file records")
+            raise ValueError(f"{where} {recorded!r} lies outside the current directory and {reason}; molt opens "
+                             f"only weights it can vouch for: pass {flag} PATH with the weights the adapters were "
+                             f"trained with")
+    return experiment
 
 
 def dict_differences(saved: Any, current: Any, prefix: str, sides: tuple[str, str] = ("file", "model")) -> list[str]:
@@ -345,14 +534,19 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike, config: Expe
     return save_adapters(model, directory, extra_config={"experiment": experiment, "task_options": task_options})
 
 
-def pretrained_config(directory: str | os.PathLike) -> tuple[ExperimentConfig, dict[str, Any]]:
+def pretrained_config(directory: str | os.PathLike, *, visual_weights: str | None = None,
+                      audio_weights: str | None = None) -> tuple[ExperimentConfig, dict[str, Any]]:
     """``(experiment config, task options)`` that rebuild the model of an adapter directory written by
     :func:`save_pretrained`, of any format: the method config comes from the method record (format 3 on), or from
     the experiment record of older files, with the values of fields added since (:func:`earlier_defaults`).
 
+    The weights files the directory records are opened only as :func:`confine_weights` allows;
+    ``visual_weights`` / ``audio_weights`` replace them (the user's own files).
+
     Raises:
         FileNotFoundError: ``directory`` or its config file is missing.
-        ValueError: a damaged config, one not written by :func:`save_pretrained`, or adapters of a retired method.
+        ValueError: a damaged config, one not written by :func:`save_pretrained`, a field of the wrong type or out
+            of range, a recorded weights path it will not open, or adapters of a retired method.
     """
     path = Path(directory)
     if not path.is_dir():
@@ -364,7 +558,8 @@ def pretrained_config(directory: str | os.PathLike) -> tuple[ExperimentConfig, d
     if "experiment" not in extra or "task_options" not in extra:
         raise ValueError(f"{source}: no experiment config in 'extra_config'; this directory was not written by "
                          f"AudioVisualModel.save_pretrained")
-    experiment = dict(extra["experiment"])
+    experiment = confine_weights(extra["experiment"], source, saved.get("backbones"),
+                                 visual_weights=visual_weights, audio_weights=audio_weights)
     record = saved.get("method")
     if saved["format_version"] >= _METHOD_RECORD_ONLY:
         if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
@@ -373,7 +568,9 @@ def pretrained_config(directory: str | os.PathLike) -> tuple[ExperimentConfig, d
     earlier = earlier_defaults(record, source)
     if earlier:
         experiment["method_config"] = {**experiment.get("method_config", {}), **earlier}
-    return load_config(overrides=experiment, source=source), dict(extra["task_options"])
+    config = load_config(overrides=experiment, source=f"{source}: extra_config.experiment")
+    check_task_options(config.task, extra["task_options"], source)
+    return config, dict(extra["task_options"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -441,10 +638,21 @@ def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def checkpoint_config(state: dict[str, Any], source: str | os.PathLike) -> tuple[ExperimentConfig, dict[str, Any]]:
+def checkpoint_config(state: dict[str, Any], source: str | os.PathLike, *, visual_weights: str | None = None,
+                      audio_weights: str | None = None) -> tuple[ExperimentConfig, dict[str, Any]]:
     """``(experiment config, task options)`` of a training checkpoint read by :func:`read_training_checkpoint`
-    from the file ``source`` (named in errors)."""
-    return load_config(overrides=state[CONFIG_KEY], source=str(source)), dict(state[TASK_OPTIONS_KEY])
+    from the file ``source`` (named in errors); its recorded weights paths are opened only as
+    :func:`confine_weights` allows (a training checkpoint records no weights hash), ``visual_weights`` /
+    ``audio_weights`` replace them."""
+    recorded, options = state[CONFIG_KEY], state[TASK_OPTIONS_KEY]
+    if not isinstance(recorded, dict) or not isinstance(options, dict):
+        raise ValueError(f"{source}: the entries '{CONFIG_KEY}' and '{TASK_OPTIONS_KEY}' must be mappings; this is "
+                         f"not a checkpoint written by molt train")
+    experiment = confine_weights(recorded, str(source), visual_weights=visual_weights, audio_weights=audio_weights,
+                                 prefix=CONFIG_KEY)
+    config = load_config(overrides=experiment, source=str(source))
+    check_task_options(config.task, options, str(source))
+    return config, dict(options)
 
 
 def check_trainable_tensors(model: nn.Module, state: dict[str, Any], source: str | os.PathLike) -> None:

@@ -22,12 +22,13 @@ import yaml
 from .backbones.base import BACKBONE_DTYPES as _DTYPE_BY_NAME
 from .backbones.registry import BACKBONE_PAIRS, backbone_label, backbone_sides
 from .backbones.shared import SHARED_AUDIO_FRONTENDS
+from .data.files import read_text
 from .methods import MethodConfig, get_method
 from .tasks import HeadConfig, get_task
-from .typed_config import check_field_types, check_known_keys
+from .typed_config import TypedConfig, check_field_types, check_field_values, check_known_keys, ranged
 
-__all__ = ["OptimConfig", "TrainerConfig", "ExperimentConfig", "load_config", "preset_names", "switch_method",
-           "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
+__all__ = ["OptimConfig", "TrainerConfig", "check_devices", "ExperimentConfig", "load_config", "preset_names",
+           "switch_method", "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
 
 #: the named backbone pairs (``backbone: NAME``); any other pair is ``backbone: {visual: ..., audio: ...}``
 BACKBONE_PRESETS = tuple(BACKBONE_PAIRS)
@@ -36,32 +37,43 @@ BACKBONE_DTYPES = tuple(_DTYPE_BY_NAME)
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(TypedConfig):
     """Adam on the adapters (``lr``) and the task head (``head_lr``), StepLR schedule."""
 
-    lr: float = 5e-4
-    head_lr: float = 5e-4
-    weight_decay: float = 0.0
-    step_size: int = 3
-    gamma: float = 0.35
+    lr: float = ranged(5e-4, at_least=0, meaning="learning rate of the adapters, 0: frozen")
+    head_lr: float = ranged(5e-4, at_least=0, meaning="learning rate of the task head, 0: frozen")
+    weight_decay: float = ranged(0.0, at_least=0, meaning="L2 penalty")
+    step_size: int = ranged(3, at_least=1, meaning="epochs between learning-rate decays")
+    gamma: float = ranged(0.35, above=0, at_most=1, meaning="learning-rate factor at each decay")
 
 
 @dataclass
-class TrainerConfig:
-    max_epochs: int = 10
-    batch_size: int = 8
-    num_workers: int = 0
+class TrainerConfig(TypedConfig):
+    max_epochs: int = ranged(10, at_least=1, meaning="epochs to train")
+    batch_size: int = ranged(8, at_least=1, meaning="clips per batch")
+    num_workers: int = ranged(0, at_least=0, meaning="DataLoader worker processes, 0: none")
     accelerator: str = "auto"
+    #: a count of devices (-1: all of them), or Lightning's "auto" or a list such as "0,1"
     devices: int | str = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = None
-    log_every_n_steps: int = 10
-    checkpoint_every_n_steps: int | None = None
+    accumulate_grad_batches: int = ranged(1, at_least=1, meaning="batches per optimiser step")
+    gradient_clip_val: float | None = ranged(None, at_least=0, meaning="largest gradient norm, 0 or null: none")
+    log_every_n_steps: int = ranged(10, at_least=1, meaning="training steps between logged values")
+    checkpoint_every_n_steps: int | None = ranged(None, at_least=1, meaning="training steps between checkpoints")
     #: off a terminal (batch logs, pipes), also log a progress line every N training steps (besides every epoch)
-    progress_every_n_steps: int | None = None
-    seed: int = 0
+    progress_every_n_steps: int | None = ranged(None, at_least=1, meaning="training steps between progress lines")
+    seed: int = ranged(0, at_least=0, at_most=2**32 - 1, meaning="random seed")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_devices(self.devices)
+
+
+def check_devices(devices: Any) -> None:
+    """A ``ValueError`` for a device count that is neither at least 1 nor -1 (all devices); text is Lightning's."""
+    if isinstance(devices, int) and not isinstance(devices, bool) and (devices == 0 or devices < -1):
+        raise ValueError(f"devices must be at least 1 (or -1: all devices), got {devices}")
 
 
 @dataclass
@@ -79,7 +91,7 @@ class ExperimentConfig:
     backbone: str | dict[str, Any] = "tiny"
     visual_weights: str | None = None
     audio_weights: str | None = None
-    audio_clip_seconds: int | None = None
+    audio_clip_seconds: int | None = ranged(None, at_least=1, meaning="seconds of audio per clip")
     backbone_dtype: str = "float32"
     shared_audio_frontend: str = "htsat"
     method_config: MethodConfig | None = None
@@ -88,6 +100,8 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
+        check_field_values(type(self), {"audio_clip_seconds": self.audio_clip_seconds}, "config",
+                           fix="pass a value in that range")
         if self.backbone_dtype not in BACKBONE_DTYPES:
             raise ValueError(f"backbone_dtype must be {', '.join(BACKBONE_DTYPES[:-1])} or {BACKBONE_DTYPES[-1]}, "
                              f"got {self.backbone_dtype!r}")
@@ -124,13 +138,11 @@ class ExperimentConfig:
         data = dict(data)
         check_known_keys(cls, data, source)
         check_field_types(cls, data, source)
+        check_field_values(cls, data, source)
         nested = {"optim": OptimConfig, "trainer": TrainerConfig}
         for key, kind in nested.items():
             if key in data:
-                value = data[key] or {}
-                check_known_keys(kind, value, f"{source}: {key}")
-                check_field_types(kind, value, f"{source}: {key}")
-                data[key] = kind(**value)
+                data[key] = kind.from_dict(data[key] or {}, source=f"{source}: {key}")
         # the method's and the head's sections are parsed here, once, so their errors name this file
         method = get_method(data.get("method", "molt"))
         data["method_config"] = method.config_class.from_dict(data.get("method_config") or {},
@@ -160,17 +172,49 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _preset_path(name: str) -> Path:
+def _preset_path(name: str, relative_to: Path | None = None) -> Path:
+    """The YAML file of a preset name or path; a relative path is looked up beside ``relative_to`` (the file whose
+    ``base:`` names it) first, then in the current directory."""
     path = Path(name)
-    if path.suffix in (".yaml", ".yml") or os.sep in name:
+    if path.suffix in (".yaml", ".yml") or os.sep in name or "/" in name:
+        if relative_to is not None and not path.is_absolute() and (relative_to.parent / path).is_file():
+            return relative_to.parent / path
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {name}")
+            where = f" (named by base: in {relative_to})" if relative_to is not None else ""
+            raise FileNotFoundError(f"config file not found: {name}{where}")
         return path
     candidate = resources.files("molt") / "configs" / f"{name}.yaml"
     if not candidate.is_file():
-        raise FileNotFoundError(f"no config preset named {name!r}; available: {', '.join(preset_names())}, "
+        where = f" (named by base: in {relative_to})" if relative_to is not None else ""
+        raise FileNotFoundError(f"no config preset named {name!r}{where}; available: {', '.join(preset_names())}, "
                                 f"or pass a path to a YAML file")
     return Path(str(candidate))
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a YAML config file with its ``base:`` merged in (the base, checked on its own so that its
+    errors name it, then this file's keys); ``chain`` holds the files that named this one, to refuse a cycle."""
+    text = read_text(path, what="config file")
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(error).split())}; correct the YAML syntax there") \
+            from None
+    loaded = {} if loaded is None else loaded
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of keys at the top level, got {type(loaded).__name__}")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"{path}: base must be the name of a preset or the path of a YAML file, got {base!r}")
+    base_path = _preset_path(base, relative_to=path)
+    seen = (*chain, path)
+    if any(base_path.resolve() == earlier.resolve() for earlier in seen):
+        cycle = " -> ".join(str(p) for p in (*seen, base_path))
+        raise ValueError(f"{path}: base: {base} makes a cycle ({cycle}); remove one of these base: lines")
+    base_config = ExperimentConfig.from_dict(_read_yaml(base_path, seen), source=str(base_path))
+    return _merge(base_config.to_dict(), loaded)
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -195,17 +239,7 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | Non
     if name_or_path:
         path = _preset_path(name_or_path)
         source = str(path)
-        with open(path) as handle:
-            try:
-                loaded = yaml.safe_load(handle) or {}
-            except yaml.YAMLError as error:
-                raise ValueError(f"{path}: not valid YAML: {error}") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
-        base = loaded.pop("base", None)
-        if base:
-            data = load_config(base).to_dict()
-        data = _merge(data, loaded)
+        data = _read_yaml(path)
     if overrides:
         data = _merge(data, overrides)
     return ExperimentConfig.from_dict(data, source=source)

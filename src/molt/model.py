@@ -122,16 +122,21 @@ class AudioVisualModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, *, backbones_on_meta: bool = False,
-                        trust_checkpoint: bool = False) -> AudioVisualModel:
+                        trust_checkpoint: bool = False, visual_weights: str | os.PathLike | None = None,
+                        audio_weights: str | os.PathLike | None = None) -> AudioVisualModel:
         """Rebuild a model saved with :meth:`save_pretrained` (frozen backbones from the weights files its config
         names) and load its trainable tensors; adapter files of an older format are read too (see
-        :func:`molt.checkpoints.pretrained_config` and :data:`molt.checkpoints.KEY_MAPS`).
+        :func:`molt.checkpoints.pretrained_config` and :data:`molt.checkpoints.KEY_MAPS`). ``visual_weights`` /
+        ``audio_weights`` replace the weights files the directory records (which are opened only inside the
+        current directory or when their SHA-256 is the recorded one, see :func:`molt.checkpoints.confine_weights`).
 
         Raises:
             FileNotFoundError: ``directory`` or one of its two files is missing.
             ValueError: a damaged file, or adapters made for another model (every difference listed).
         """
-        config, task_options = checkpoints.pretrained_config(directory)
+        config, task_options = checkpoints.pretrained_config(
+            directory, visual_weights=None if visual_weights is None else os.fspath(visual_weights),
+            audio_weights=None if audio_weights is None else os.fspath(audio_weights))
         model = build_model(config, task_options, backbones_on_meta=backbones_on_meta,
                             trust_checkpoint=trust_checkpoint)
         checkpoints.load_adapters(model, directory)

@@ -229,6 +229,17 @@ def _torch_device(accelerator: str | None) -> str | None:
     return {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}.get(accelerator or "auto")
 
 
+def _add_recorded_weights(parser) -> None:
+    """``--visual-weights`` / ``--audio-weights`` of the verbs that rebuild a trained model: they replace the weights
+    files its checkpoint records (which are opened only inside the current directory, or when their SHA-256 is the
+    recorded one)."""
+    for side in ("visual", "audio"):
+        parser.add_argument(f"--{side}-weights", metavar="PATH",
+                            help=f"the {side} encoder's weights the model was trained with (an hf: encoder: its "
+                                 f"folder), instead of what its checkpoint records (needed when that lies elsewhere; "
+                                 f"the adapters check the SHA-256)")
+
+
 def _add_trust(parser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="read a weights file that pickles Python objects beyond tensors and the safe types of "
@@ -276,7 +287,36 @@ def _experiment_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["trainer"] = trainer
     if getattr(args, "lr", None) is not None:
         overrides["optim"] = {"lr": args.lr}
+    _check_flag_values(overrides)
     return overrides
+
+
+#: the flags of ``_add_training_options`` that set a number of the experiment config: (section, key) -> flag
+_NUMBER_FLAGS = {("trainer", "max_epochs"): "--epochs", ("trainer", "batch_size"): "--batch-size",
+                 ("trainer", "seed"): "--seed", ("trainer", "num_workers"): "--workers",
+                 ("trainer", "devices"): "--devices", ("optim", "lr"): "--lr",
+                 ("trainer", "checkpoint_every_n_steps"): "--checkpoint-every-n-steps",
+                 ("trainer", "progress_every_n_steps"): "--progress-every-n-steps"}
+
+
+def _check_flag_values(overrides: dict[str, Any]) -> None:
+    """Refuse a number given on the command line outside the range its config field declares, naming the flag
+    (the same check as for a YAML file: :func:`~molt.typed_config.check_field_values`)."""
+    from ..config import OptimConfig, TrainerConfig, check_devices
+    from ..typed_config import check_field_values
+
+    kinds = {"trainer": TrainerConfig, "optim": OptimConfig}
+    for (section, key), flag in _NUMBER_FLAGS.items():
+        value = overrides.get(section, {}).get(key)
+        if value is None:
+            continue
+        fix = f"pass {flag} with a value in that range"
+        check_field_values(kinds[section], {key: value}, flag, fix=fix)
+        if key == "devices":
+            try:
+                check_devices(value)
+            except ValueError as error:
+                raise ValueError(f"{flag}: {error}; {fix}") from None
 
 
 def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] | None = None):
@@ -380,7 +420,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task,
-                      batch_size=args.batch_size, test_file=args.test_json, trust_checkpoint=args.trust_checkpoint)
+                      batch_size=args.batch_size, test_file=args.test_json, trust_checkpoint=args.trust_checkpoint,
+                      visual_weights=args.visual_weights, audio_weights=args.audio_weights)
     table = result.pop("table")
     print(json.dumps(result, indent=2, default=str))
     print(table)
@@ -393,8 +434,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from ..tasks import get_task
 
     options = _task_options(args, get_task(args.task), "predict_options")
+    if args.json is not None and os.path.isdir(args.json):
+        raise ValueError(f"--json {args.json}: a directory of that name exists; name a file (written as JSON)")
     result = predict_with_checkpoint(args.checkpoint, args.video, task=args.task, out_dir=args.out,
-                     trust_checkpoint=args.trust_checkpoint, **options)
+                                     trust_checkpoint=args.trust_checkpoint, visual_weights=args.visual_weights,
+                                     audio_weights=args.audio_weights, **options)
     print("\n".join(result.get("summary", [])) or json.dumps(result, indent=2, default=str))
     print("wrote " + ", ".join(result["files"]))
     if args.json:
@@ -448,7 +492,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     out = args.out or Path("analysis") / f"tokens_{checkpoint_label(args.checkpoint)}"
     payload = analyze_tokens(args.checkpoint, args.data, out_dir=out,
                              split=args.split or "test", clips=args.clips, task=task,
-                             trust_checkpoint=args.trust_checkpoint)
+                             trust_checkpoint=args.trust_checkpoint, visual_weights=args.visual_weights,
+                             audio_weights=args.audio_weights)
     print("\n".join(str(path) for path in payload["files"]))
     return 0
 
@@ -621,6 +666,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
     evaluate.add_argument("--out", help="where metrics.json and the pictures go (default: "
                                         "evaluations/RUN_version_N_best_SPLIT in the current directory)")
+    _add_recorded_weights(evaluate)
     _add_trust(evaluate)
 
     predict = verb("predict", "predictions of a trained checkpoint for one video file", _cmd_predict,
@@ -636,6 +682,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                                        "predictions/<video name>)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")
     _add_task_options(predict, "predict_options", help_task)
+    _add_recorded_weights(predict)
     _add_trust(predict)
 
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,

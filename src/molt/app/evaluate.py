@@ -21,12 +21,27 @@ from ..config import ExperimentConfig
 from ..model import AudioVisualModel, build_model
 from ..tasks import get_task
 
-__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "checkpoint_label"]
+__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "checkpoint_label",
+           "check_output_dir"]
 
 _logger = logging.getLogger(__name__)
 
 
-def load_training_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> AudioVisualModel:
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> None:
+    """A ``ValueError`` naming ``flag`` when ``path`` (an output directory, created when missing) or a folder above
+    it is an existing file."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ValueError(f"{flag} {path}: {folder} is a file, not a directory; name a directory (it is "
+                                 f"created when missing) or move the file away")
+            return
+
+
+def load_training_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False,
+                             visual_weights: str | None = None, audio_weights: str | None = None
+                             ) -> AudioVisualModel:
     """Rebuild a model from a training checkpoint of ``molt train`` (read by
     :func:`~molt.checkpoints.read_training_checkpoint`).
 
@@ -35,21 +50,24 @@ def load_training_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool 
         ValueError: the file cannot be read, is not a molt checkpoint, or lacks trainable tensors of its model.
     """
     state = read_training_checkpoint(path)
-    config, task_options = checkpoint_config(state, path)
+    config, task_options = checkpoint_config(state, path, visual_weights=visual_weights, audio_weights=audio_weights)
     model = build_model(config, task_options, trust_checkpoint=trust_checkpoint)
     load_checkpoint_tensors(model, state, path)
     return model
 
 
-def load_trained(checkpoint: str | os.PathLike, *, task: str | None = None,
-                 trust_checkpoint: bool = False) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
+def load_trained(checkpoint: str | os.PathLike, *, task: str | None = None, trust_checkpoint: bool = False,
+                 visual_weights: str | None = None, audio_weights: str | None = None
+                 ) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
     """``(model, experiment config, task options)`` from an adapter directory or a training checkpoint file.
 
     ``task``, when given, must be the task the checkpoint was trained for. ``trust_checkpoint`` is passed to the
-    backbones (an HTS-AT weights file that pickles more than tensors)."""
+    backbones (an HTS-AT weights file that pickles more than tensors). ``visual_weights`` / ``audio_weights``
+    replace the weights files the checkpoint records (see :func:`~molt.checkpoints.confine_weights`)."""
     path = Path(checkpoint)
-    model = (AudioVisualModel.from_pretrained(path, trust_checkpoint=trust_checkpoint) if path.is_dir()
-             else load_training_checkpoint(path, trust_checkpoint=trust_checkpoint))
+    weights = {"visual_weights": visual_weights, "audio_weights": audio_weights}
+    model = (AudioVisualModel.from_pretrained(path, trust_checkpoint=trust_checkpoint, **weights) if path.is_dir()
+             else load_training_checkpoint(path, trust_checkpoint=trust_checkpoint, **weights))
     if task is not None and task != model.experiment_config.task:
         raise ValueError(f"{checkpoint} was trained for task {model.experiment_config.task!r}, not {task!r}")
     return model, model.experiment_config, model.task_options
@@ -68,17 +86,23 @@ def checkpoint_label(checkpoint: str | os.PathLike) -> str:
 @torch.no_grad()
 def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
              out_dir: str | os.PathLike | None = None, batch_size: int = 8, figure_batches: int = 2,
-             task: str | None = None, test_file: str | None = None,
-             trust_checkpoint: bool = False) -> dict[str, Any]:
+             task: str | None = None, test_file: str | None = None, trust_checkpoint: bool = False,
+             visual_weights: str | None = None, audio_weights: str | None = None) -> dict[str, Any]:
     """Metrics of a trained model on one split, written as ``metrics.json``, plus the task's pictures of results
     (e.g. AVE timelines, AVS mask overlays) for the first ``figure_batches`` batches.
 
     ``task``, when given, must be the task the checkpoint was trained for. ``test_file`` picks one of the task's
     test files (``TaskSpec.test_variants``, e.g. ``"original"`` for MUSIC-AVQA) instead of ``split="test"``. The
     result holds the metrics, the figure paths and ``table``, the metrics as the task prints them under a title
-    naming the split (and test file).
+    naming the split (and test file). ``visual_weights`` / ``audio_weights`` replace the weights files the
+    checkpoint records (see :func:`load_trained`).
     """
-    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1 (items per forward pass), got {batch_size!r}")
+    if out_dir is not None:
+        check_output_dir(out_dir)
+    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint,
+                                               visual_weights=visual_weights, audio_weights=audio_weights)
     model.eval()
     spec = get_task(config.task)
     if test_file is not None:
@@ -98,6 +122,7 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
                              f"prepare {spec.name} --data ROOT`")
     _check_same_data(checkpoint, task_options, dataset.task_options(), prepared)
     out = Path(out_dir) if out_dir else Path("evaluations") / f"{checkpoint_label(checkpoint)}_{split}"
+    check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     head = model.task
     head.reset_metrics()
@@ -143,7 +168,7 @@ def _check_same_data(checkpoint: str | os.PathLike, trained: dict[str, Any], dat
 
 def predict_with_checkpoint(checkpoint: str | os.PathLike, video: str | os.PathLike | None, *, task: str | None = None,
             out_dir: str | os.PathLike | None = None, trust_checkpoint: bool = False,
-            **options: Any) -> dict[str, Any]:
+            visual_weights: str | None = None, audio_weights: str | None = None, **options: Any) -> dict[str, Any]:
     """The task's predictions of a trained model for one user video (see ``TaskSpec.predictor``).
 
     ``task``, when given, must be the task the checkpoint was trained for; ``options`` are the task's
@@ -156,13 +181,17 @@ def predict_with_checkpoint(checkpoint: str | os.PathLike, video: str | os.PathL
         if not video.is_file():
             raise FileNotFoundError(f"{video}: no such video file; pass --video with the path of a video that has "
                                     f"an audio track")
-    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
+    if out_dir is not None:
+        check_output_dir(out_dir)
+    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint,
+                                               visual_weights=visual_weights, audio_weights=audio_weights)
     spec = get_task(config.task)
     if spec.predictor is None:
         raise NotImplementedError(f"task {config.task!r} has no predictor for single videos yet; use molt eval on "
                                   f"a prepared data set")
     name = video.stem if video is not None else Path(str(options.get("frames") or "clip")).name
     out = Path(out_dir) if out_dir is not None else Path("predictions") / name
+    check_output_dir(out)
     model.eval()
     result = spec.predictor(model, task_options, video, out_dir=out, **options)
     out.mkdir(parents=True, exist_ok=True)

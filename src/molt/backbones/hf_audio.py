@@ -47,7 +47,7 @@ from .base import TapBackbone, default_device_is_meta, error_gist, hooked_taps
 from .swin_v2 import file_sha256
 from .taps import BlockSelection
 
-__all__ = ["HFAudioBackbone", "resample_fft", "INSTALL_HINT"]
+__all__ = ["HFAudioBackbone", "resample_fft", "INSTALL_HINT", "folder_weights_sha256", "looks_like_path"]
 
 _logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def resample_fft(waveform: torch.Tensor, orig_rate: int, target_rate: int) -> to
     return torch.fft.irfft(spectrum, n=n_out, dim=-1) * (n_out / n_in)
 
 
-def _looks_like_path(source: str) -> bool:
+def looks_like_path(source: str) -> bool:
     """A hub id is ``name`` or ``owner/name``; anything else with a separator is a path."""
     return source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
 
@@ -133,6 +133,20 @@ def _weight_files(folder: str) -> list[str]:
                 shards = sorted(set(json.load(handle)["weight_map"].values()))
             return [os.path.join(folder, shard) for shard in shards]
     return []
+
+
+def folder_weights_sha256(folder: str | os.PathLike) -> str | None:
+    """SHA-256 of the weights of a ``save_pretrained`` folder: of its one weights file, or of its shards hashed
+    together in sorted order; ``None`` when it holds none (what :meth:`HFAudioBackbone.weights_hash` records)."""
+    files = _weight_files(os.fspath(folder))
+    if len(files) <= 1:
+        return file_sha256(files[0]) if files else None
+    hasher = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def _commit_of(config: Any, snapshot: str | None) -> str:
@@ -241,7 +255,7 @@ class HFAudioBackbone(TapBackbone):
             folder = os.path.abspath(folder)
         elif os.path.exists(folder):
             raise ValueError(f"hf:{source}: a file; expected a folder written by save_pretrained or a hub id")
-        elif _looks_like_path(source):
+        elif looks_like_path(source):
             raise FileNotFoundError(f"hf:{source}: no such folder (expected a folder written by save_pretrained, "
                                     f"or a hub id such as MIT/ast-finetuned-audioset-10-10-0.4593)")
         else:
@@ -457,7 +471,7 @@ class HFAudioBackbone(TapBackbone):
 
     def weights_hash(self) -> str | None:
         """SHA-256 of the weights file (``model.safetensors``), or of the sharded files hashed together in sorted
-        order, in :attr:`weights_path`; ``None`` for random weights."""
+        order, in :attr:`weights_path` (:func:`folder_weights_sha256`); ``None`` for random weights."""
         path = self.weights_path
         if path is None:
             return None
@@ -471,15 +485,7 @@ class HFAudioBackbone(TapBackbone):
         stamp = tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
         if self._hash_memo is not None and self._hash_memo[0] == stamp:
             return self._hash_memo[1]
-        if len(files) == 1:
-            digest = file_sha256(files[0])
-        else:
-            hasher = hashlib.sha256()
-            for file in files:
-                with open(file, "rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        hasher.update(chunk)
-            digest = hasher.hexdigest()
+        digest = folder_weights_sha256(path)
         self._hash_memo = (stamp, digest)
         return digest
 

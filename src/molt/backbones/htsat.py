@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .audio_frontend import LogMelFilterBank, Spectrogram
-from .base import TapBackbone
+from .base import TapBackbone, error_gist
 from .swin_v2 import file_sha256
 
 __all__ = [
@@ -594,6 +594,9 @@ def read_htsat_state_dict(path: str | os.PathLike, *, trust_checkpoint: bool = F
             with torch.serialization.safe_globals(lightning_checkpoint_safe_globals()):
                 payload = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
+            if "Unsupported operand" in str(error):     # bytes that are no pickle at all
+                raise ValueError(f"{path}: not a readable torch checkpoint ({error_gist(error)}); pass the HTS-AT "
+                                 f"weights file (e.g. HTSAT_AudioSet_Saved_1.ckpt)") from None
             if not trust_checkpoint:
                 refused = next((line.strip() for line in str(error).splitlines() if "Unsupported global" in line
                                 or "WeightsUnpickler error" in line), str(error).splitlines()[0])
@@ -605,8 +608,9 @@ def read_htsat_state_dict(path: str | os.PathLike, *, trust_checkpoint: bool = F
             _logger.warning("%s: reading with torch.load(weights_only=False) because --trust-checkpoint was given; "
                             "this runs whatever the file pickles", path)
             payload = torch.load(path, map_location="cpu", weights_only=False)
-        except (RuntimeError, EOFError, OSError) as error:
-            raise ValueError(f"{path}: not a readable torch checkpoint ({error})") from None
+        except (RuntimeError, EOFError, OSError, KeyError, ValueError) as error:  # KeyError: not a torch file
+            raise ValueError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error}); pass "
+                             f"the HTS-AT weights file (e.g. HTSAT_AudioSet_Saved_1.ckpt)") from None
     if isinstance(payload, Mapping) and "state_dict" in payload and "pytorch-lightning_version" in payload:
         _logger.info("%s: Lightning %s checkpoint, %s entries besides the state dict ignored", path,
                      payload["pytorch-lightning_version"], len(payload) - 1)

@@ -31,14 +31,15 @@ always have.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
-from .base import TapBackbone
+from .base import TapBackbone, error_gist
 
 __all__ = ["BACKBONE_PAIRS", "BACKBONE_KINDS", "RANDOM_WEIGHTS", "BackboneName", "parse_backbone_name",
            "backbone_sides", "with_backbone_sides", "backbone_options", "backbone_label", "build_backbone",
@@ -291,10 +292,25 @@ def build_backbones(backbone: str | Mapping[str, Any] = "paper", *,
             _check_weights("--audio-weights", audio_weights, folders=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        visual = build_backbone(visual_name, "visual", weights=visual_weights, load_weights=load_weights,
-                                options=backbone_options(backbone, "visual"))
-        audio = build_backbone(audio_name, "audio", weights=audio_weights, load_weights=load_weights,
-                               options=backbone_options(backbone, "audio"), visual=visual,
-                               audio_clip_seconds=audio_clip_seconds, trust_checkpoint=trust_checkpoint,
-                               shared_audio_frontend=shared_audio_frontend)
+        with _options_named("visual", visual_name, backbone_options(backbone, "visual")):
+            visual = build_backbone(visual_name, "visual", weights=visual_weights, load_weights=load_weights,
+                                    options=backbone_options(backbone, "visual"))
+        with _options_named("audio", audio_name, backbone_options(backbone, "audio")):
+            audio = build_backbone(audio_name, "audio", weights=audio_weights, load_weights=load_weights,
+                                   options=backbone_options(backbone, "audio"), visual=visual,
+                                   audio_clip_seconds=audio_clip_seconds, trust_checkpoint=trust_checkpoint,
+                                   shared_audio_frontend=shared_audio_frontend)
     return visual, audio
+
+
+@contextlib.contextmanager
+def _options_named(side: str, name: BackboneName, options: Mapping[str, Any]) -> Iterator[None]:
+    """Turn what a constructor raises on a bad ``backbone: {side}_options`` value (a negative size, a word for a
+    number) into one ``ValueError`` naming the key; without options, errors pass unchanged."""
+    try:
+        yield
+    except (TypeError, RuntimeError, AssertionError) as error:
+        if not options:
+            raise
+        raise ValueError(f"backbone: {side}_options {dict(options)} cannot build {name} ({type(error).__name__}: "
+                         f"{error_gist(error)}); correct or remove them in the config") from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from .base import TapBackbone
+from .base import TapBackbone, error_gist
 
 __all__ = ["SwinV2Backbone", "SwinV2Preset", "SWIN_V2_PRESETS", "build_swin_v2", "file_sha256"]
 
@@ -96,7 +97,13 @@ class SwinV2Backbone(TapBackbone):
         self.timm_name = timm_name
         self.weights_path = weights
         self.pretrained = pretrained
-        self.model = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, **kwargs)
+        try:
+            self.model = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, **kwargs)
+        except (KeyError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+            if weights is None:
+                raise
+            raise ValueError(f"{weights}: not a readable {timm_name} checkpoint ({type(error).__name__}: "
+                             f"{error_gist(error)}); pass a timm or original Swin-V2 checkpoint file") from None
         if not pretrained:
             self._init_random_post_norms()
         cfg = self.model.pretrained_cfg

@@ -1,4 +1,6 @@
-"""Durable atomic writes: what was renamed into place survives a power loss, not just a killed process.
+"""Durable atomic writes, and reading the text files a user did not write (annotation, split and config files).
+
+Writes: what was renamed into place survives a power loss, not just a killed process.
 
 Part of molt-av (Apache-2.0). Files are written under a temporary name and renamed (``os.replace``), so a reader
 never sees half a file; :func:`replace_durably` also flushes the file's data to disk before the rename and the
@@ -10,6 +12,11 @@ Places that cannot take what is to be written (a full disk, a read-only share) a
 writers check the free space first (:func:`check_free_space`), reserve the blocks of the files they fill through a
 memory map (:func:`preallocate`: a full disk then fails at allocation instead of killing the process with SIGBUS
 at a write) and turn the operating system's errors into one sentence (:func:`storage_error`).
+
+Reads: :func:`read_text` decodes UTF-8 with or without a byte-order mark and any line ending (``\\n``, ``\\r\\n``,
+``\\r``, as Windows editors write them); :func:`read_json` parses JSON; both name the file, the line and the fix in
+a ``ValueError``. :func:`check_name` keeps a name read from such a file (a video id, a clip name) from leading
+outside the folder it is looked up in.
 """
 from __future__ import annotations
 
@@ -22,10 +29,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["atomic_json", "fsync_path", "replace_durably", "StorageError", "format_bytes", "check_free_space",
-           "preallocate", "storage_error", "READ_ONLY_ERRNOS"]
+           "preallocate", "storage_error", "READ_ONLY_ERRNOS", "LINE_FIX", "read_text", "read_lines", "read_names",
+           "read_json", "check_name"]
 
 # what writing into a read-only place fails with: EROFS (read-only file system), EACCES / EPERM (permissions)
 READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+#: the fix that ends a message about one line of a file a user did not write
+LINE_FIX = "correct or remove that line"
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -110,3 +120,66 @@ def storage_error(error: OSError, directory: str | os.PathLike, *, what: str, fi
     if error.errno in READ_ONLY_ERRNOS:
         return StorageError(f"{what}: {directory} is read-only ({error.strerror}): {fix}", error.errno)
     return None
+
+
+def read_text(path: str | os.PathLike, *, what: str = "file") -> str:
+    """The text of a UTF-8 file (a byte-order mark dropped, line endings made ``\\n``); a ``ValueError`` naming the
+    file, the line and the byte when it is not UTF-8, a ``FileNotFoundError`` naming ``what`` when it is missing."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: expected a {what}, found a directory") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        offset = error.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw.count(b"\n", 0, offset) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[offset]:02x} at offset {offset}); "
+                         f"save the {what} as UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_lines(path: str | os.PathLike, *, what: str = "file") -> list[str]:
+    """The lines of :func:`read_text` (without their endings)."""
+    return read_text(path, what=what).split("\n")
+
+
+def read_names(path: str | os.PathLike, *, what: str = "file") -> list[str]:
+    """The names of a file holding one a line (``categories.txt``, ``ans_vocab.txt``; surrounding spaces and blank
+    lines skipped); a ``ValueError`` naming the line of a name given twice."""
+    names: dict[str, int] = {}
+    for number, line in enumerate(read_lines(path, what=what), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in names:
+            raise ValueError(f"{path}:{number}: {name!r} already listed on line {names[name]}; remove one of the two "
+                             f"lines")
+        names[name] = number
+    return list(names)
+
+
+def read_json(path: str | os.PathLike, *, what: str = "JSON file", fix: str = "") -> Any:
+    """The JSON value of a UTF-8 file; a ``ValueError`` naming the file, line and column (and ``fix``, or: repair
+    or replace it) when it is not valid JSON."""
+    path = Path(path)
+    text = read_text(path, what=what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg}); "
+                         f"{fix or f'repair or replace the {what}'}") from None
+
+
+def check_name(name: str, where: str, what: str = "name") -> str:
+    """``name`` when it is one plain path component (a file or folder name: no ``/`` or ``\\``, not ``.`` or ``..``,
+    no NUL, no drive), so that ``folder / name`` stays inside ``folder``; else a ``ValueError`` naming ``where``
+    (a file and line)."""
+    if (not name or name in (".", "..") or any(c in name for c in "/\\\0") or
+            (len(name) > 1 and name[1] == ":")):
+        raise ValueError(f"{where}: {what} {name!r} is not a plain file name (it would point outside the data "
+                         f"folder); {LINE_FIX}")
+    return name

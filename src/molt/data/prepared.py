@@ -36,12 +36,12 @@ import torch
 from torch.utils.data import Dataset
 
 from ..progress import progress_bar
-from .files import atomic_json, check_free_space, preallocate, replace_durably, storage_error
+from .files import atomic_json, check_free_space, preallocate, read_json, replace_durably, storage_error
 from .media import parallel_map
 
 __all__ = ["media_tensors", "PrepareReport", "PreparedArray", "PrepareRun", "media_arrays", "PreparedClips",
-           "read_prepared_index", "commit_index", "write_skipped", "reusable_prepared", "generated_image_size",
-           "normalize_frames", "INDEX_FILE", "OWNER_FILE", "SKIPPED_FILE", "GROUND_TRUTH_FILE",
+           "read_prepared_index", "read_index", "commit_index", "write_skipped", "reusable_prepared",
+           "generated_image_size", "normalize_frames", "INDEX_FILE", "OWNER_FILE", "SKIPPED_FILE", "GROUND_TRUTH_FILE",
            "IMAGENET_MEAN", "IMAGENET_STD"]
 
 _logger = logging.getLogger(__name__)
@@ -372,13 +372,23 @@ def generated_image_size(root: str | os.PathLike) -> int | None:
 def read_prepared_index(path: Path, *, expected_format: str, version: int, dataset_name: str,
                         prepare_command: str) -> dict[str, Any]:
     """``index.json`` of a prepared directory, after checking it is of ``expected_format`` and ``version``."""
-    meta = json.loads(Path(path).read_text())
+    meta = read_index(path, prepare_command)
     if meta.get("format") != expected_format:
         raise ValueError(f"{path} is a {meta.get('format')!r} index, not a prepared {dataset_name} set "
                          f"({expected_format!r}); prepare it with `{prepare_command}` or pass the dataset root")
     if meta.get("format_version") != version:
         raise ValueError(f"{path}: format version {meta.get('format_version')} is not supported (expected "
                          f"{version}); prepare the data again (`{prepare_command}`)")
+    return meta
+
+
+def read_index(path: Path, prepare_command: str = "molt prepare") -> dict[str, Any]:
+    """The mapping of a prepared directory's ``index.json``; a ``ValueError`` naming the file and saying to prepare
+    the data again when it is damaged (not JSON, not a mapping)."""
+    fix = f"the prepared copy is damaged: prepare the data again (`{prepare_command} --data ROOT`)"
+    meta = read_json(path, what="prepared index", fix=fix)
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(meta).__name__}; {fix}")
     return meta
 
 
@@ -392,7 +402,7 @@ def reusable_prepared(out: Path, *, image_size: int | None, force: bool = False,
     index_path = Path(out) / INDEX_FILE
     if force or limit is not None or not index_path.is_file():
         return False
-    existing = read(index_path) if read is not None else json.loads(index_path.read_text())
+    existing = read(index_path) if read is not None else read_index(index_path)
     return existing is not None and image_size in (None, existing.get("image_size"))
 
 
@@ -438,6 +448,16 @@ class PreparedClips(Dataset):
                                     f"directory (run `{self.prepare_command}`)")
         meta = read_prepared_index(index_path, expected_format=self.prepared_format, version=self.prepared_version,
                                    dataset_name=self.dataset_name, prepare_command=self.prepare_command)
+        fix = f"the prepared copy is damaged: prepare the data again (`{self.prepare_command} --data ROOT`)"
+        missing = [key for key in ("num_segments", "image_size", "sample_rate", "rows") if key not in meta]
+        if missing or not isinstance(meta["rows"], list) or not all(isinstance(row, dict) and "split" in row
+                                                                    for row in meta["rows"]):
+            raise ValueError(f"{index_path}: {'no ' + ', '.join(missing) if missing else 'malformed rows'}; {fix}")
+        for name in self.array_files:
+            try:
+                np.load(self.root / name, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise ValueError(f"{self.root / name} cannot be read ({error}); {fix}") from None
         if split is not None and split not in self.splits:
             raise ValueError(f"unknown split {split!r}; expected one of {list(self.splits)} or None")
         self.split = split

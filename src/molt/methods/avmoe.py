@@ -55,6 +55,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..typed_config import ranged
 from .inblock import (ConvBottleneck, InBlockConfig, InBlockMethod, InBlockModel, LatentTokenAdapter, TokenBridge,
                       build_in_block, latent_token_attention)
 from .registry import MethodSpec, register_method
@@ -107,27 +108,25 @@ class AVMoEConfig(InBlockConfig):
         load_balance_weight: weight of the load-balancing loss (0: none; 0.01 in the MS3 recipe).
     """
 
-    num_latents: int = 32
-    cross_experts: int = 1
-    uni_experts: int = 1
+    num_latents: int = ranged(32, at_least=1, meaning="latent tokens per cross-modal expert")
+    cross_experts: int = ranged(1, at_least=0, meaning="cross-modal experts per adapter")
+    uni_experts: int = ranged(1, at_least=0, meaning="uni-modal experts per adapter")
     skip_stages: list[int] = field(default_factory=lambda: [1, 3])
-    router_noise: float = 0.0
+    router_noise: float = ranged(0.0, at_least=0, meaning="std of the router noise")
     uni_self_attention: bool = False
     uni_attention: str = "multihead"
-    load_balance_weight: float = 0.0
+    load_balance_weight: float = ranged(0.0, at_least=0, meaning="weight of the load-balancing loss")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.skip_stages = [int(stage) for stage in self.skip_stages]
-        if self.cross_experts < 0 or self.uni_experts < 0 or self.cross_experts + self.uni_experts < 1:
+        if any(stage < 0 for stage in self.skip_stages):
+            raise ValueError(f"skip_stages must be stage indices (0 = first), got {self.skip_stages}")
+        if self.cross_experts + self.uni_experts < 1:
             raise ValueError(f"AVMoE needs at least one expert: cross_experts={self.cross_experts}, "
                              f"uni_experts={self.uni_experts}")
-        if self.router_noise < 0:
-            raise ValueError(f"router_noise must be >= 0, got {self.router_noise}")
         if self.uni_attention not in UNI_ATTENTIONS:
             raise ValueError(f"uni_attention must be one of {', '.join(UNI_ATTENTIONS)}, got {self.uni_attention!r}")
-        if self.load_balance_weight < 0:
-            raise ValueError(f"load_balance_weight must be >= 0, got {self.load_balance_weight}")
 
 
 class UniModalExpert(nn.Module):

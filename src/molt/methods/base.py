@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..backbones.taps import BlockSelection
-from ..typed_config import TypedConfig
+from ..typed_config import TypedConfig, ranged
 
 __all__ = ["MODALITIES", "MethodConfig", "TapMethodConfig", "MethodOutput", "Method", "MethodModel",
            "TapReadingModel", "check_taps", "check_method_taps", "resolve_tap_blocks", "fuse_and_zero_fill",
@@ -39,18 +39,15 @@ class MethodConfig(TypedConfig):
         modalities: ``"both"``, ``"visual"`` or ``"audio"`` (single-modality variants).
     """
 
-    dim: int = 512
-    num_tokens: int = 8
-    num_tokens_audio: int | None = None
+    dim: int = ranged(512, at_least=1, meaning="width of the fused tokens")
+    num_tokens: int = ranged(8, at_least=1, meaning="tokens per modality")
+    num_tokens_audio: int | None = ranged(None, at_least=1, meaning="audio tokens, null: num_tokens")
     modalities: str = "both"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {', '.join(MODALITIES)}, got {self.modalities!r}")
-        if self.num_tokens < 1 or (self.num_tokens_audio is not None and self.num_tokens_audio < 1):
-            raise ValueError(f"num_tokens must be at least 1, got {self.num_tokens} (audio: {self.num_tokens_audio})")
-        if self.dim < 1:
-            raise ValueError(f"dim must be at least 1, got {self.dim}")
 
     @property
     def tokens_visual(self) -> int:
@@ -78,8 +75,8 @@ class TapMethodConfig(MethodConfig):
 
     blocks_visual: BlockSelection = "late"
     blocks_audio: BlockSelection = "late"
-    num_heads: int = 8
-    dropout: float = 0.0
+    num_heads: int = ranged(8, at_least=1, meaning="attention heads, dividing dim")
+    dropout: float = ranged(0.0, at_least=0, below=1, meaning="attention dropout probability")
     pre_norm: bool = True
 
     def __post_init__(self) -> None:
@@ -88,10 +85,8 @@ class TapMethodConfig(MethodConfig):
             value = getattr(self, name)
             if isinstance(value, tuple):
                 setattr(self, name, list(value))
-        if self.num_heads < 1 or self.dim % self.num_heads:
+        if self.dim % self.num_heads:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of num_heads ({self.num_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass

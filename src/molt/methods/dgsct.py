@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..typed_config import ranged
 from .inblock import BridgedAdapter, InBlockConfig, InBlockMethod, InBlockModel, build_in_block
 from .registry import MethodSpec, register_method
 
@@ -84,9 +85,9 @@ class DGSCTConfig(InBlockConfig):
         beta: weight of the spatial map.
     """
 
-    num_latents: int = 32
-    alpha: float = 0.3
-    beta: float = 0.05
+    num_latents: int = ranged(32, at_least=1, meaning="latent tokens per adapter")
+    alpha: float = ranged(0.3, at_least=0, meaning="weight of the channel map")
+    beta: float = ranged(0.05, at_least=0, meaning="weight of the spatial map")
 
 
 class DualGuidedAttention(nn.Module):

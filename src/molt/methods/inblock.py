@@ -48,6 +48,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from ..typed_config import ranged
 from .base import Method, MethodConfig, MethodModel, MethodOutput, preprocess_input
 from .distillation_adapters import LayerCentricDistillation
 
@@ -385,19 +386,16 @@ class InBlockConfig(MethodConfig):
         modalities: must be ``"both"`` (checked when the method is built).
     """
 
-    num_latents: int = 2
-    reduction: int = 8
-    groups: int = 2
+    num_latents: int = ranged(2, at_least=1, meaning="latent tokens per adapter")
+    reduction: int = ranged(8, at_least=1, meaning="bottleneck reduction factor")
+    groups: int = ranged(2, at_least=1, meaning="groups of the bottleneck convolutions")
     batch_norm: bool = True
     audio_gate: bool = True
-    out_heads: int = 8
+    out_heads: int = ranged(8, at_least=1, meaning="attention heads of the read-out, dividing dim")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("num_latents", "reduction", "groups"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.out_heads < 1 or self.dim % self.out_heads:
+        if self.dim % self.out_heads:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of out_heads ({self.out_heads})")
 
 

@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..typed_config import ranged
 from .base import (Method, MethodOutput, TapMethodConfig, TapReadingModel, check_method_taps, fuse_and_zero_fill,
                    resolve_tap_blocks)
 from .distillation_adapters import CrossModalDistillationAdapter, UniModalDistillationAdapter
@@ -81,12 +82,12 @@ class MoLTConfig(TapMethodConfig):
             tokens, residual ``W`` and the CDAs' cross-attentions stay per adapter.
     """
 
-    num_uda: int = 2
-    num_cda: int = 2
+    num_uda: int = ranged(2, at_least=0, meaning="uni-modal distillation adapters per layer")
+    num_cda: int = ranged(2, at_least=0, meaning="cross-modal distillation adapters per layer")
     fusion: str = "mlp"
-    tor_weight: float = 0.1
-    router_hidden: int | None = None
-    fusion_hidden: int | None = None
+    tor_weight: float = ranged(0.1, at_least=0, meaning="weight of the token orthogonality loss, 0: off")
+    router_hidden: int | None = ranged(None, at_least=1, meaning="hidden width of the router, null: dim")
+    fusion_hidden: int | None = ranged(None, at_least=1, meaning="hidden width of the token fusion, null: dim")
     share_projections: str = "adapter"
 
     def __post_init__(self) -> None:
@@ -96,15 +97,11 @@ class MoLTConfig(TapMethodConfig):
                              f"{self.share_projections!r}")
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {self.fusion!r}")
-        if self.num_uda < 0 or self.num_cda < 0:
-            raise ValueError(f"num_uda and num_cda must be >= 0, got {self.num_uda} and {self.num_cda}")
         if self.modalities == "both" and self.num_uda + self.num_cda < 1:
             raise ValueError("MoLT needs at least one distillation adapter per layer (num_uda + num_cda >= 1)")
         if self.modalities != "both" and self.num_uda < 1:
             raise ValueError(f"the single-modality variant ({self.modalities}) has no cross-modal adapters: "
                              f"it needs num_uda >= 1, got {self.num_uda}")
-        if self.tor_weight < 0:
-            raise ValueError(f"tor_weight must be >= 0, got {self.tor_weight}")
 
     @property
     def num_cda_active(self) -> int:

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..typed_config import TypedConfig
+from ..typed_config import TypedConfig, ranged
 
 __all__ = ["TaskHead", "HeadConfig", "SegmentHeadConfig", "TokenPool", "segments_per_clip", "HEAD_MODALITIES",
            "POOLING_MODES"]
@@ -57,6 +57,7 @@ class HeadConfig(TypedConfig):
     modalities: str = "both"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.modalities not in HEAD_MODALITIES:
             raise ValueError(f"modalities must be one of {', '.join(HEAD_MODALITIES)}, got {self.modalities!r}")
 
@@ -73,21 +74,16 @@ class SegmentHeadConfig(HeadConfig):
         dropout: dropout of the head's layers.
     """
 
-    hidden_dim: int | None = None
-    num_heads: int = 4
-    num_segments: int = 10
+    hidden_dim: int | None = ranged(None, at_least=1, meaning="width of the head, null: the token width")
+    num_heads: int = ranged(4, at_least=1, meaning="attention heads, dividing hidden_dim")
+    num_segments: int = ranged(10, at_least=1, meaning="segments per clip")
     pooling: str = "attention"
-    dropout: float = 0.1
+    dropout: float = ranged(0.1, at_least=0, below=1, meaning="dropout probability")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (self.hidden_dim is not None and self.hidden_dim <= 0) or self.num_segments <= 0 or self.num_heads <= 0:
-            raise ValueError(f"hidden_dim, num_heads and num_segments must be positive, got {self.hidden_dim}, "
-                             f"{self.num_heads}, {self.num_segments}")
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
     def hidden_width(self, dim: int, layers: int) -> int:
         """``H`` for tokens of width ``dim`` (``hidden_dim``, or ``dim`` when unset), checked against ``num_heads``

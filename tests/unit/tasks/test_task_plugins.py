@@ -290,7 +290,7 @@ def test_the_segment_heads_share_their_option_checks():
             kind(pooling="max")
         with pytest.raises(ValueError, match="modalities must be one of"):
             kind(modalities="text")
-        with pytest.raises(ValueError, match="hidden_dim, num_heads and num_segments must be positive"):
+        with pytest.raises(ValueError, match="num_segments must be at least 1 \\(segments per clip\\), got 0"):
             kind(num_segments=0)
     with pytest.raises(ValueError, match="num_heads \\(3\\) must divide hidden_dim \\(32\\)"):
         build_head("avvp", dim=16, num_classes=4, hidden_dim=32, num_heads=3)

@@ -122,7 +122,8 @@ def _safe_name(text: str) -> str:
 @torch.no_grad()
 def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *, out_dir: str | os.PathLike,
                    split: str = "test", clips: int = 4, segment: int | None = None,
-                   task: str | None = None, trust_checkpoint: bool = False) -> dict[str, Any]:
+                   task: str | None = None, trust_checkpoint: bool = False, visual_weights: str | None = None,
+                   audio_weights: str | None = None) -> dict[str, Any]:
     """Token similarity maps and TFM weights of a trained MoLT model on a few clips (paper Fig. 5).
 
     Each clip's ``T`` segments go through the model as one batch; per modality, :func:`token_diagnostics` gives the
@@ -140,6 +141,8 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
         segment: one segment index instead of the mean over segments.
         task: when given, the task the checkpoint must have been trained for.
         trust_checkpoint: as for :func:`~molt.app.analysis.layers.analyze_layers`.
+        visual_weights, audio_weights: the encoders' weights, instead of what the checkpoint records (see
+            :func:`molt.app.evaluate.load_trained`).
 
     Returns:
         the JSON payload, with the written files under ``"files"``.
@@ -150,7 +153,8 @@ def analyze_tokens(checkpoint: str | os.PathLike, data_dir: str | os.PathLike, *
 
     if clips < 1:
         raise ValueError(f"clips must be >= 1, got {clips}")
-    model, config, _ = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
+    model, config, _ = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint,
+                                    visual_weights=visual_weights, audio_weights=audio_weights)
     model.eval()
     spec = get_task(config.task)
     prepared = spec.open_prepared(data_dir, config.setting, show_progress=False)

@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...typed_config import ranged
 from ..base import SegmentHeadConfig, TaskHead, TokenPool, segments_per_clip
 from .figures import plot_timelines
 
@@ -109,18 +110,11 @@ class AVEHeadConfig(SegmentHeadConfig):
         event_weight, category_weight: weights of the two loss terms.
     """
 
-    num_segments: int = AVE_NUM_SEGMENTS
-    temporal_layers: int = 1
-    event_threshold: float = 0.5
-    event_weight: float = 1.0
-    category_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.temporal_layers < 0:
-            raise ValueError(f"temporal_layers must be >= 0, got {self.temporal_layers}")
-        if not 0.0 < self.event_threshold < 1.0:
-            raise ValueError(f"event_threshold must lie in (0, 1), got {self.event_threshold}")
+    num_segments: int = ranged(AVE_NUM_SEGMENTS, at_least=1, meaning="segments per clip")
+    temporal_layers: int = ranged(1, at_least=0, meaning="Transformer layers across segments, 0: none")
+    event_threshold: float = ranged(0.5, above=0, below=1, meaning="event probability threshold")
+    event_weight: float = ranged(1.0, at_least=0, meaning="weight of the event loss")
+    category_weight: float = ranged(1.0, at_least=0, meaning="weight of the category loss")
 
 
 class AVEHead(TaskHead):

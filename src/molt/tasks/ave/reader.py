@@ -39,6 +39,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ...data.files import LINE_FIX, check_name, read_lines, read_names
+
 __all__ = ["AVERecord", "AVEAnnotations", "HEADER", "SPLIT_FILES", "read_records", "label_matrix"]
 
 _logger = logging.getLogger(__name__)
@@ -76,36 +78,36 @@ def read_records(path: str | os.PathLike, split: str | None = None, *, num_segme
     """Parse one AVE annotation file (header line optional; blank lines ignored).
 
     Raises:
-        ValueError: a malformed line (wrong field count, non-integer or out-of-range times), naming the file
-            and line.
+        ValueError: a malformed line (wrong field count, non-integer or out-of-range times, a video id that is not
+            a plain file name), naming the file and line; a file that is not UTF-8 (a byte-order mark and Windows
+            line endings are fine).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"AVE annotation file not found: {path}")
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            text = raw.rstrip("\r\n")
-            if not text.strip():
-                continue
-            if number == 1 and text.lstrip("\ufeff") == HEADER:
-                continue
-            fields = text.split("&")
-            if len(fields) != 5:
-                raise ValueError(f"{path}:{number}: expected 5 '&'-separated fields "
-                                 f"({HEADER}), got {len(fields)}: {text!r}")
-            category, video_id, quality, start_text, end_text = (field.strip() for field in fields)
-            try:
-                start, end = int(start_text), int(end_text)
-            except ValueError:
-                raise ValueError(f"{path}:{number}: expected whole-second StartTime and EndTime, got "
-                                 f"{start_text!r} and {end_text!r}") from None
-            if not 0 <= start <= end <= num_segments:
-                raise ValueError(f"{path}:{number}: expected 0 <= StartTime <= EndTime <= {num_segments}, got "
-                                 f"{start} and {end}")
-            if not category or not video_id:
-                raise ValueError(f"{path}:{number}: empty category or video id: {text!r}")
-            records.append(AVERecord(category, video_id, quality, start, end, split, number))
+    for number, text in enumerate(read_lines(path, what="AVE annotation file"), start=1):
+        if not text.strip():
+            continue
+        if number == 1 and text.strip() == HEADER:
+            continue
+        fields = text.split("&")
+        if len(fields) != 5:
+            raise ValueError(f"{path}:{number}: expected 5 '&'-separated fields "
+                             f"({HEADER}), got {len(fields)}: {text!r}; {LINE_FIX}")
+        category, video_id, quality, start_text, end_text = (field.strip() for field in fields)
+        try:
+            start, end = int(start_text), int(end_text)
+        except ValueError:
+            raise ValueError(f"{path}:{number}: expected whole-second StartTime and EndTime, got "
+                             f"{start_text!r} and {end_text!r}; {LINE_FIX}") from None
+        if not 0 <= start <= end <= num_segments:
+            raise ValueError(f"{path}:{number}: expected 0 <= StartTime <= EndTime <= {num_segments}, got "
+                             f"{start} and {end}; {LINE_FIX}")
+        if not category or not video_id:
+            raise ValueError(f"{path}:{number}: empty category or video id: {text!r}; {LINE_FIX}")
+        check_name(video_id, f"{path}:{number}", "VideoID")
+        records.append(AVERecord(category, video_id, quality, start, end, split, number))
     return records
 
 
@@ -175,15 +177,29 @@ class AVEAnnotations:
             raise FileNotFoundError(f"no split file ({', '.join(SPLIT_FILES.values())}) in {root}")
         categories_path = root / CATEGORIES_FILE
         if categories_path.is_file():
-            categories = [line.strip() for line in categories_path.read_text(encoding="utf-8").splitlines()
-                          if line.strip()]
+            categories = read_names(categories_path, what="categories file")
         else:
             categories = list(dict.fromkeys(record.category for record in annotations))
+        if not categories:
+            raise ValueError(f"{annotations_path}: no annotation line; expected one line per event "
+                             f"({HEADER})")
+        known = set(categories)
+        for split, records in [(None, annotations), *splits.items()]:
+            path = root / (SPLIT_FILES[split] if split else ANNOTATIONS_FILE)
+            for record in records:
+                if record.category not in known:
+                    where = CATEGORIES_FILE if categories_path.is_file() else ANNOTATIONS_FILE
+                    raise ValueError(f"{path}:{record.line}: unknown category {record.category!r} (video "
+                                     f"{record.video_id}); it is not among the {len(categories)} categories of "
+                                     f"{root / where}: correct the line or add the category there")
         result = cls(annotations=annotations, splits=splits, categories=categories, num_segments=num_segments)
         result._log_quirks(root)
         return result
 
     def _log_quirks(self, root: Path) -> None:
+        for split, records in self.splits.items():
+            if not records:
+                _logger.warning("%s: %s holds no line: the %s split is empty", root, SPLIT_FILES[split], split)
         for split, records in self.splits.items():
             for record in records:
                 if record.start == record.end:

@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from ...typed_config import ranged
 from ..base import HeadConfig, TaskHead
 from .figures import plot_attention, plot_type_accuracy
 from .metrics import avqa_metrics, cell_counts, format_avqa_table, metrics_from_counts
@@ -163,30 +164,22 @@ class AVQAHeadConfig(HeadConfig):
             or ``"layer"`` (LayerNorm per token) before the projection ``D -> H``.
     """
 
-    hidden_dim: int | None = None
-    word_dim: int | None = None
-    lstm_layers: int = 1
-    num_heads: int = 4
-    num_segments: int = 10
-    temporal_layers: int = 0
+    hidden_dim: int | None = ranged(None, at_least=1, meaning="width of the head, null: the token width")
+    word_dim: int | None = ranged(None, at_least=1, meaning="word embedding width, null: hidden_dim")
+    lstm_layers: int = ranged(1, at_least=1, meaning="LSTM layers of the question encoder")
+    num_heads: int = ranged(4, at_least=1, meaning="attention heads, dividing hidden_dim")
+    num_segments: int = ranged(10, at_least=1, meaning="segments per clip")
+    temporal_layers: int = ranged(0, at_least=0, meaning="Transformer layers over the segments, 0: none")
     position_embedding: bool = True
-    grounding_scale: float = 10.0
-    dropout: float = 0.1
-    match_weight: float = 0.5
+    grounding_scale: float = ranged(10.0, above=0, meaning="initial scale of the grounding similarities")
+    dropout: float = ranged(0.1, at_least=0, below=1, meaning="dropout probability")
+    match_weight: float = ranged(0.5, at_least=0, meaning="weight of the matching loss, 0: off")
     input_norm: str = "batch"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        widths = [value for value in (self.hidden_dim, self.word_dim) if value is not None]
-        if min([*widths, self.num_segments, self.lstm_layers, self.num_heads]) <= 0:
-            raise ValueError(f"hidden_dim, word_dim, num_segments, lstm_layers and num_heads must be positive, got "
-                             f"{self.hidden_dim}, {self.word_dim}, {self.num_segments}, {self.lstm_layers}, "
-                             f"{self.num_heads}")
         if self.input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
-        if self.temporal_layers < 0 or self.grounding_scale <= 0 or self.match_weight < 0:
-            raise ValueError(f"expected temporal_layers >= 0, grounding_scale > 0 and match_weight >= 0, got "
-                             f"{self.temporal_layers}, {self.grounding_scale}, {self.match_weight}")
 
 
 class AVQAHead(TaskHead):

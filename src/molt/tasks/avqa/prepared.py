@@ -50,7 +50,7 @@ import torch
 
 from ...data.media import decode_pcm16
 from ...data.prepared import (INDEX_FILE, PreparedClips, PrepareReport, PrepareRun, generated_image_size, media_arrays,
-                              reusable_prepared)
+                              read_index, reusable_prepared)
 from .reader import (FAMILIES, ORIGINAL_TEST_SPLIT, SPLIT_FILES, SUBTYPES, VIDEO_DIRS, MusicAVQA, encode_question,
                      find_annotation_dir, find_video, question_type_name)
 
@@ -175,7 +175,7 @@ def _index_format(path: Path) -> str | None:
 
 def _own_index(path: Path) -> dict[str, Any]:
     """``index.json`` at ``path``; a ``ValueError`` when it is another task's."""
-    existing = json.loads(path.read_text())
+    existing = read_index(path, "molt prepare avqa")
     if existing.get("format") != FORMAT:
         raise ValueError(f"{path.parent} holds a prepared {existing.get('format')!r} set; move it away or pass "
                          f"another MUSIC-AVQA root")

@@ -63,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ...data.files import check_name, read_json, read_names
+
 __all__ = ["AVQARecord", "MusicAVQA", "ORIGINAL_TEST_SPLIT", "ORIGINAL_TEST_DIRS", "find_original_test", "FAMILIES",
            "FAMILY_ABBREVIATIONS", "SUBTYPES", "QUESTION_TYPES",
            "SPLIT_FILES", "ANSWER_VOCAB_FILE", "PAD", "UNK", "VIDEO_DIRS", "read_questions", "fill_placeholders",
@@ -188,18 +190,27 @@ def _parse_record(raw: Any, split: str | None, position: int, where: str) -> tup
         raise ValueError(f"{where}: templ_values must encode a list, got {raw['templ_values']!r}")
     template = raw["question_content"]
     if not isinstance(template, str) or not isinstance(raw["anser"], str) or not raw["anser"].strip():
-        raise ValueError(f"{where}: question_content and anser must be non-empty strings")
+        raise ValueError(f"{where}: question_content and anser must be non-empty strings, got "
+                         f"{template!r} and {raw['anser']!r}")
+    if not all(isinstance(value, (str, int, float)) and not isinstance(value, bool) for value in values):
+        raise ValueError(f"{where}: templ_values must hold words, got {values!r}")
     question = fill_placeholders(template, [str(v) for v in values], where=where)
     words = tokenize(question)
     if not words:
         raise ValueError(f"{where}: the question {question!r} has no word")
+    if isinstance(raw["video_id"], bool) or not isinstance(raw["video_id"], (str, int)):
+        raise ValueError(f"{where}: video_id must be a string such as \"00000093\", got {raw['video_id']!r}")
     video_id = str(raw["video_id"]).strip()
     if not video_id:
         raise ValueError(f"{where}: empty video_id")
+    check_name(video_id, where, "video_id")
+    deleted = raw["question_deleted"]
+    if deleted is not None and (isinstance(deleted, bool) or not isinstance(deleted, int)):
+        raise ValueError(f"{where}: question_deleted must be 0 or 1, got {deleted!r}")
     record = AVQARecord(video_id=video_id, question_id=question_id, family=family, subtype=subtype,
                         template=template, templ_values=tuple(str(v) for v in values), question=question.strip(),
                         words=tuple(words), answer=raw["anser"].strip(), split=split, position=position)
-    return record, int(raw["question_deleted"] or 0)
+    return record, int(deleted or 0)
 
 
 def read_questions(path: str | os.PathLike, split: str | None = None) -> tuple[list[AVQARecord], int]:
@@ -214,15 +225,15 @@ def read_questions(path: str | os.PathLike, split: str | None = None) -> tuple[l
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MUSIC-AVQA annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); expected the MUSIC-AVQA question list") from None
+    data = read_json(path, what="MUSIC-AVQA annotation file", fix="expected the MUSIC-AVQA question list")
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON array of question records, got {type(data).__name__}")
     records, deleted = [], 0
     for position, raw in enumerate(data):
-        record, flag = _parse_record(raw, split, position, f"{path} record {position}")
+        try:
+            record, flag = _parse_record(raw, split, position, f"{path} record {position}")
+        except ValueError as error:
+            raise ValueError(f"{error}; correct or remove that record") from None
         if flag:
             deleted += 1
         else:
@@ -373,7 +384,7 @@ class MusicAVQA:
         answers = None
         vocab_path = folder / ANSWER_VOCAB_FILE
         if vocab_path.is_file():
-            answers = [line.strip() for line in vocab_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            answers = read_names(vocab_path, what="answer vocabulary")
         result = cls(splits=splits, answers=answers, source=str(folder))
         result.files = files
         result.dropped = {split: records for split, records in dropped.items() if records}

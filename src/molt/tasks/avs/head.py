@@ -80,6 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...typed_config import ranged
 from ..base import HeadConfig, TaskHead, TokenPool
 from .figures import plot_masks
 from .metrics import METRIC_VARIANTS, f_curves, frame_iou
@@ -202,20 +203,18 @@ class AVSHeadConfig(HeadConfig):
         metric_batch_clips: clips per AVSBench test batch in the ``official`` variant (AVSBench default: 1).
     """
 
-    channels: int = 256
+    channels: int = ranged(256, at_least=1, meaning="width of the decoder")
     tpavi_stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     projection_dilations: list[int] = field(default_factory=lambda: [3, 6, 12, 18])
     visual_injection: bool = True
-    num_segments: int = AVS_NUM_FRAMES
+    num_segments: int = ranged(AVS_NUM_FRAMES, at_least=1, meaning="frames per clip")
     metric_variant: str = "official"
-    metric_batch_clips: int = 1
+    metric_batch_clips: int = ranged(1, at_least=1, meaning="clips per test batch of the official metric")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.tpavi_stages = [int(stage) for stage in self.tpavi_stages]
         self.projection_dilations = [int(dilation) for dilation in self.projection_dilations]
-        if self.channels <= 0 or self.num_segments <= 0:
-            raise ValueError(f"channels and num_segments must be positive, got {self.channels}, {self.num_segments}")
         if len(set(self.tpavi_stages)) != len(self.tpavi_stages) or any(s < 0 for s in self.tpavi_stages):
             raise ValueError(f"tpavi_stages must be distinct stage indices (0 = finest), got {self.tpavi_stages}")
         if not self.projection_dilations or min(self.projection_dilations) < 1:
@@ -223,8 +222,6 @@ class AVSHeadConfig(HeadConfig):
         if self.metric_variant not in METRIC_VARIANTS:
             raise ValueError(f"metric_variant must be one of {', '.join(METRIC_VARIANTS)}, got "
                              f"{self.metric_variant!r}")
-        if self.metric_batch_clips < 1:
-            raise ValueError(f"metric_batch_clips must be >= 1, got {self.metric_batch_clips}")
 
 
 class AVSHead(TaskHead):

@@ -59,7 +59,7 @@ Decoding (torch-free, so that worker processes stay light): :func:`read_frame`, 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -67,6 +67,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from ...data.files import LINE_FIX, check_name, read_json, read_text
 
 __all__ = ["AVSRecord", "AVSBenchLayout", "SETTINGS", "SPLITS", "NUM_FRAMES", "SEMANTIC_HEADER", "SEMANTIC_LABELS",
            "OBJECT_META_FILES", "OBJECT_SUBSETS", "annotated_frames", "read_object_meta", "read_semantic_meta",
@@ -130,9 +132,11 @@ def _check_setting(setting: str) -> str:
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     if not path.is_file():
         raise FileNotFoundError(f"AVSBench metadata file not found: {path}")
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle)
+    reader = csv.reader(io.StringIO(read_text(path, what="AVSBench metadata file")))
+    try:
         rows = [(reader.line_num, [cell.strip() for cell in row]) for row in reader]
+    except csv.Error as error:
+        raise ValueError(f"{path}:{reader.line_num}: not a valid csv line ({error}); {LINE_FIX}") from None
     rows = [(number, row) for number, row in rows if any(row)]
     if not rows:
         raise ValueError(f"{path}: empty metadata file (expected a header line and one row per clip)")
@@ -141,7 +145,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 
 def _check_split(path: Path, number: int, split: str) -> str:
     if split not in SPLITS:
-        raise ValueError(f"{path}:{number}: unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+        raise ValueError(f"{path}:{number}: unknown split {split!r} (expected one of {', '.join(SPLITS)}); {LINE_FIX}")
     return split
 
 
@@ -177,15 +181,18 @@ def read_object_meta(path: str | os.PathLike, setting: str | None = None) -> lis
     for number, row in rows:
         if len(row) < len(header):
             raise ValueError(f"{path}:{number}: expected {len(header)} comma-separated fields ({','.join(header)}), "
-                             f"got {len(row)}: {row}")
+                             f"got {len(row)}: {row}; {LINE_FIX}")
         name = row[name_column]
         if not name:
-            raise ValueError(f"{path}:{number}: empty clip name")
+            raise ValueError(f"{path}:{number}: empty clip name; {LINE_FIX}")
+        check_name(name, f"{path}:{number}", "clip name")
         if name in seen:
-            raise ValueError(f"{path}:{number}: clip {name!r} already listed on line {seen[name]}")
+            raise ValueError(f"{path}:{number}: clip {name!r} already listed on line {seen[name]}; {LINE_FIX}")
         seen[name] = number
         split = _check_split(path, number, row[columns["split"]])
         category = row[columns["category"]] if "category" in columns else None
+        if category:
+            check_name(category, f"{path}:{number}", "category")
         start = None
         if start_column is not None:
             try:
@@ -215,22 +222,23 @@ def read_semantic_meta(path: str | os.PathLike) -> list[AVSRecord]:
     for number, row in rows:
         if len(row) != len(SEMANTIC_HEADER):
             raise ValueError(f"{path}:{number}: expected {len(SEMANTIC_HEADER)} fields "
-                             f"({','.join(SEMANTIC_HEADER)}), got {len(row)}: {row}")
+                             f"({','.join(SEMANTIC_HEADER)}), got {len(row)}: {row}; {LINE_FIX}")
         vid, uid, s_min, s_sec, a_obj, split, label = row
         if label not in SEMANTIC_LABELS:
             raise ValueError(f"{path}:{number}: unknown label {label!r} (expected one of "
-                             f"{', '.join(SEMANTIC_LABELS)})")
+                             f"{', '.join(SEMANTIC_LABELS)}); {LINE_FIX}")
         _check_split(path, number, split)
         if not uid:
-            raise ValueError(f"{path}:{number}: empty uid")
+            raise ValueError(f"{path}:{number}: empty uid; {LINE_FIX}")
+        check_name(uid, f"{path}:{number}", "uid")
         if uid in seen:
-            raise ValueError(f"{path}:{number}: uid {uid!r} already listed on line {seen[uid]}")
+            raise ValueError(f"{path}:{number}: uid {uid!r} already listed on line {seen[uid]}; {LINE_FIX}")
         seen[uid] = number
         try:
             start = 60.0 * int(s_min) + int(s_sec)
         except ValueError:
             raise ValueError(f"{path}:{number}: expected integer s_min and s_sec, got {s_min!r} and "
-                             f"{s_sec!r}") from None
+                             f"{s_sec!r}; {LINE_FIX}") from None
         objects = []
         for name in a_obj.split("_") if a_obj else []:
             if name in _OBJECT_NAME_FIXES:
@@ -250,8 +258,9 @@ def read_label2idx(path: str | os.PathLike) -> dict[str, int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label2idx.json not found: {path}")
-    mapping = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(mapping, dict) or not all(isinstance(v, int) for v in mapping.values()):
+    mapping = read_json(path, what="AVSBench class map")
+    if not isinstance(mapping, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                for v in mapping.values()):
         raise ValueError(f"{path}: expected a JSON object mapping class names to integer indices")
     return mapping
 

@@ -81,6 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...typed_config import ranged
 from ..base import SegmentHeadConfig, TaskHead, TokenPool, segments_per_clip
 from .figures import plot_parsing
 from .metrics import EPS, METRIC_KINDS, event_level_f1, segment_counts, segment_level_f1
@@ -127,22 +128,12 @@ class AVVPHeadConfig(SegmentHeadConfig):
         audio_smoothing, visual_smoothing: label smoothing ``s`` of those terms (target ``s y + (1 - s) / 2``).
     """
 
-    num_segments: int = AVVP_NUM_SEGMENTS
-    han_layers: int = 1
-    threshold: float = 0.5
-    guided_weight: float = 1.0
-    audio_smoothing: float = 1.0
-    visual_smoothing: float = 0.9
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.han_layers < 0:
-            raise ValueError(f"han_layers must be >= 0, got {self.han_layers}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
-        if not (0.0 <= self.audio_smoothing <= 1.0 and 0.0 <= self.visual_smoothing <= 1.0) or self.guided_weight < 0:
-            raise ValueError(f"expected smoothing in [0, 1] and guided_weight >= 0, got {self.audio_smoothing}, "
-                             f"{self.visual_smoothing}, {self.guided_weight}")
+    num_segments: int = ranged(AVVP_NUM_SEGMENTS, at_least=1, meaning="segments per clip")
+    han_layers: int = ranged(1, at_least=0, meaning="hybrid attention layers, 0: none")
+    threshold: float = ranged(0.5, above=0, below=1, meaning="probability threshold of the predictions")
+    guided_weight: float = ranged(1.0, at_least=0, meaning="weight of the per-stream loss terms")
+    audio_smoothing: float = ranged(1.0, at_least=0, at_most=1, meaning="label smoothing of the audio term")
+    visual_smoothing: float = ranged(0.9, at_least=0, at_most=1, meaning="label smoothing of the visual term")
 
 
 class AVVPHead(TaskHead):

@@ -28,7 +28,6 @@ rows are per distinct filename (train, then val, then test order); crash safety 
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 
 from ...data.media import decode_pcm16
 from ...data.prepared import (INDEX_FILE, PreparedArray, PreparedClips, PrepareReport, PrepareRun, generated_image_size,
-                              media_arrays, read_prepared_index, reusable_prepared)
+                              media_arrays, read_index, read_prepared_index, reusable_prepared)
 from .reader import SPLIT_FILES, VIDEO_SUBDIR, LLPAnnotations, LLPRecord
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "find_llp_video", "prepare_llp", "ensure_prepared", "PreparedLLP"]
@@ -136,7 +135,7 @@ def _read_index(path: Path) -> dict[str, Any]:
 
 def _own_index(path: Path) -> dict[str, Any] | None:
     """``index.json`` at ``path`` if it is an LLP one (of any version), else ``None`` (prepared again)."""
-    meta = json.loads(path.read_text())
+    meta = read_index(path, "molt prepare avvp")
     return meta if meta.get("format") == FORMAT else None
 
 

@@ -65,6 +65,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ...data.files import LINE_FIX, check_name, read_lines, read_names
+
 __all__ = ["LLP_CATEGORIES", "SPLIT_FILES", "EVAL_FILES", "CATEGORIES_FILE", "VIDEO_SUBDIR", "LLP_NUM_SEGMENTS",
            "LLPRecord", "LLPEvent", "LLPAnnotations", "parse_filename", "read_weak_labels", "read_segment_events"]
 
@@ -147,32 +149,31 @@ def _read_table(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, dict[
     """Rows of a tab-separated file with a header naming at least ``columns`` (blank lines skipped)."""
     if not path.is_file():
         raise FileNotFoundError(f"LLP annotation file not found: {path}")
-    with open(path, encoding="utf-8") as handle:
-        header_text = handle.readline().lstrip("\ufeff").rstrip("\r\n")
-        header = [name.strip() for name in header_text.split("\t")]
-        missing = [name for name in columns if name not in header]
-        if missing:
-            hint = " (the file looks comma-separated; LLP files are tab-separated)" if "," in header_text else ""
-            raise ValueError(f"{path}:1: expected a tab-separated header with the columns {', '.join(columns)}, "
-                             f"got {header_text!r}{hint}")
-        for number, raw in enumerate(handle, start=2):
-            text = raw.rstrip("\r\n")
-            if not text.strip():
-                continue
-            fields = text.split("\t")
-            if len(fields) != len(header):
-                raise ValueError(f"{path}:{number}: expected {len(header)} tab-separated fields "
-                                 f"({', '.join(header)}), got {len(fields)}: {text!r}")
-            yield number, {name: value.strip() for name, value in zip(header, fields)}
+    lines = read_lines(path, what="LLP annotation file")
+    header_text = lines[0]
+    header = [name.strip() for name in header_text.split("\t")]
+    missing = [name for name in columns if name not in header]
+    if missing:
+        hint = " (the file looks comma-separated; LLP files are tab-separated)" if "," in header_text else ""
+        raise ValueError(f"{path}:1: expected a tab-separated header with the columns {', '.join(columns)}, "
+                         f"got {header_text!r}{hint}")
+    for number, text in enumerate(lines[1:], start=2):
+        if not text.strip():
+            continue
+        fields = text.split("\t")
+        if len(fields) != len(header):
+            raise ValueError(f"{path}:{number}: expected {len(header)} tab-separated fields "
+                             f"({', '.join(header)}), got {len(fields)}: {text!r}; {LINE_FIX}")
+        yield number, {name: value.strip() for name, value in zip(header, fields)}
 
 
 def _check_label(label: str, known: set[str] | None, path: Path, number: int) -> None:
     if not label:
-        raise ValueError(f"{path}:{number}: empty event label")
+        raise ValueError(f"{path}:{number}: empty event label; {LINE_FIX}")
     if known is not None and label not in known:
         raise ValueError(f"{path}:{number}: unknown category {label!r}; expected one of the {len(known)} "
                          f"categories (LLP names such as Speech, Dog, Frying_(food), or those of "
-                         f"{CATEGORIES_FILE})")
+                         f"{CATEGORIES_FILE}); {LINE_FIX}, or add the category to {CATEGORIES_FILE}")
 
 
 def read_weak_labels(path: str | os.PathLike, split: str | None = None, *,
@@ -194,7 +195,11 @@ def read_weak_labels(path: str | os.PathLike, split: str | None = None, *,
         try:
             video_id, start, end = parse_filename(row["filename"])
         except ValueError as error:
-            raise ValueError(f"{path}:{number}: {error}") from None
+            raise ValueError(f"{path}:{number}: {error}; {LINE_FIX}") from None
+        check_name(row["filename"], f"{path}:{number}", "filename")
+        if start >= end:
+            raise ValueError(f"{path}:{number}: the clip {row['filename']!r} ends ({end:g} s) before it starts "
+                             f"({start:g} s); {LINE_FIX}")
         labels = tuple(dict.fromkeys(label.strip() for label in row["event_labels"].split(",")))
         for label in labels:
             _check_label(label, known, path, number)
@@ -208,7 +213,8 @@ def _whole_second(text: str, column: str, path: Path, number: int) -> int:
     except ValueError:
         value = float("nan")
     if not value.is_integer():
-        raise ValueError(f"{path}:{number}: expected a whole number of seconds in column {column!r}, got {text!r}")
+        raise ValueError(f"{path}:{number}: expected a whole number of seconds in column {column!r}, got {text!r}; "
+                         f"{LINE_FIX}")
     return int(value)
 
 
@@ -234,10 +240,11 @@ def read_segment_events(path: str | os.PathLike, modality: str, *, categories: S
         offset = _whole_second(row["offset"], "offset", path, number)
         if not (0 <= onset <= num_segments and 0 <= offset <= num_segments):
             raise ValueError(f"{path}:{number}: expected onset and offset in 0..{num_segments}, got {onset} "
-                             f"and {offset}")
+                             f"and {offset}; {LINE_FIX}")
         if onset > offset:
             reversed_lines.append(number)
         _check_label(row["event_labels"], known, path, number)
+        check_name(row["filename"], f"{path}:{number}", "filename")
         events.append(LLPEvent(row["filename"], onset, offset, row["event_labels"], modality, number))
     if reversed_lines:
         _logger.warning("%s: %d line(s) with onset > offset mark no segment, as in the official evaluation "
@@ -293,8 +300,10 @@ class LLPAnnotations:
         root = Path(root)
         categories_path = root / CATEGORIES_FILE
         if categories_path.is_file():
-            categories = [line.strip() for line in categories_path.read_text(encoding="utf-8").splitlines()
-                          if line.strip()]
+            categories = read_names(categories_path, what="categories file")
+            if not categories:
+                raise ValueError(f"{categories_path}: no category; write one name a line, or remove the file to use "
+                                 f"the {len(LLP_CATEGORIES)} LLP categories")
         else:
             categories = list(LLP_CATEGORIES)
         splits = {split: read_weak_labels(root / name, split, categories=categories)
