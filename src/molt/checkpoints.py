@@ -231,7 +231,9 @@ def read_adapter_config(path: str | os.PathLike) -> dict[str, Any]:
     if file.is_dir():
         file = file / ADAPTER_CONFIG_NAME
     if not file.is_file():
-        raise FileNotFoundError(f"adapter config not found: {file} (expected a directory written by save_adapters)")
+        raise FileNotFoundError(f"adapter config not found: {file} (expected an adapters folder, as molt train writes "
+                                f"into RUN/version_N/adapters/best, holding adapter_config.json and "
+                                f"adapter_model.safetensors)")
     config = read_json(file, what="adapter config", fix="copy the adapter directory again or export it again")
     check_adapter_config(config, str(file))
     return config

@@ -11,6 +11,7 @@ YAML file never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -186,8 +187,10 @@ def _preset_path(name: str, relative_to: Path | None = None) -> Path:
     candidate = resources.files("molt") / "configs" / f"{name}.yaml"
     if not candidate.is_file():
         where = f" (named by base: in {relative_to})" if relative_to is not None else ""
-        raise FileNotFoundError(f"no config preset named {name!r}{where}; available: {', '.join(preset_names())}, "
-                                f"or pass a path to a YAML file")
+        close = difflib.get_close_matches(name, preset_names(), n=1, cutoff=0.6)
+        guess = f"; did you mean {close[0]}?" if close else ""
+        raise FileNotFoundError(f"no config preset named {name!r}{where}{guess} (available: "
+                                f"{', '.join(preset_names())}, or a path to a YAML file)")
     return Path(str(candidate))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import difflib
 import json
 import math
 import types
@@ -33,7 +34,33 @@ def check_known_keys(kind: type, data: Any, source: str) -> None:
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+        hints = "".join(_where_it_belongs(key, kind) for key in unknown)
+        raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}{hints}; valid keys: "
+                         f"{', '.join(sorted(known))}")
+
+
+def _where_it_belongs(key: str, kind: type) -> str:
+    """``; did you mean X?`` for a misspelt key of ``kind``, or ``; KEY is a key of SECTION:`` (or a close one is)
+    for a key of one of its sections written at the wrong level (``epochs`` -> ``trainer: max_epochs``)."""
+    names = [f.name for f in dataclasses.fields(kind)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    try:
+        hints = typing.get_type_hints(kind)
+    except (NameError, TypeError):
+        return ""
+    for section in names:
+        inner = hints.get(section)
+        if not (isinstance(inner, type) and dataclasses.is_dataclass(inner)):
+            continue
+        fields = [f.name for f in dataclasses.fields(inner)]
+        if key in fields:
+            return f"; {key} is a key of {section}: (put it under {section}:)"
+        close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+        if close:
+            return f"; did you mean {section}: {close[0]}?"
+    return ""
 
 
 def accepts(annotation: Any, value: Any) -> bool | None:

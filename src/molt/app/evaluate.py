@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from ..checkpoints import checkpoint_config, load_checkpoint_tensors, read_training_checkpoint
+from ..checkpoints import ADAPTER_CONFIG_NAME, checkpoint_config, load_checkpoint_tensors, read_training_checkpoint
 from ..config import ExperimentConfig
 from ..model import AudioVisualModel, build_model
 from ..tasks import get_task
@@ -65,12 +65,25 @@ def load_trained(checkpoint: str | os.PathLike, *, task: str | None = None, trus
     backbones (an HTS-AT weights file that pickles more than tensors). ``visual_weights`` / ``audio_weights``
     replace the weights files the checkpoint records (see :func:`~molt.checkpoints.confine_weights`)."""
     path = Path(checkpoint)
+    _refuse_a_run_folder(path)
     weights = {"visual_weights": visual_weights, "audio_weights": audio_weights}
     model = (AudioVisualModel.from_pretrained(path, trust_checkpoint=trust_checkpoint, **weights) if path.is_dir()
              else load_training_checkpoint(path, trust_checkpoint=trust_checkpoint, **weights))
     if task is not None and task != model.experiment_config.task:
         raise ValueError(f"{checkpoint} was trained for task {model.experiment_config.task!r}, not {task!r}")
     return model, model.experiment_config, model.task_options
+
+
+def _refuse_a_run_folder(path: Path) -> None:
+    """A ``ValueError`` pointing at the adapters inside when ``path`` is a run folder (or a run's root) rather than
+    the adapters folder or checkpoint file a trained model is loaded from."""
+    if not path.is_dir() or (path / ADAPTER_CONFIG_NAME).is_file():
+        return
+    found = sorted(path.glob(f"adapters/*/{ADAPTER_CONFIG_NAME}")) or sorted(
+        path.glob(f"version_*/adapters/*/{ADAPTER_CONFIG_NAME}"))
+    if found:
+        choices = " or ".join(str(file.parent) for file in found[:3])
+        raise ValueError(f"{path} is a run folder, not a trained model's adapters: pass --checkpoint {choices}")
 
 
 def checkpoint_label(checkpoint: str | os.PathLike) -> str:
