@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any, Callable
 
@@ -281,11 +282,44 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+def _resume_command(argv: list[str]) -> str:
+    """The command line that continues a stopped ``molt train``: the same arguments with ``--resume last``."""
+    import shlex
 
-    result = train(_experiment(args, args.task), data=args.data, out_dir=args.out, resume=args.resume,
-                   features=args.features, trust_checkpoint=args.trust_checkpoint, enable_progress_bar=not args.quiet)
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["molt", *kept, "--resume", "last"])
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Exit status: 0 finished, 2 bad input, 3 non-finite loss, 4 no space left on the device, 128 + N stopped by
+    signal N (130 SIGINT, 143 SIGTERM); every status but 0 comes with one line saying what was saved and what next."""
+    import errno
+
+    from .train import EXIT_NO_SPACE, TrainingStopped, train
+
+    try:
+        result = train(_experiment(args, args.task), data=args.data, out_dir=args.out, resume=args.resume,
+                       features=args.features, trust_checkpoint=args.trust_checkpoint,
+                       enable_progress_bar=not args.quiet)
+    except TrainingStopped as error:
+        if _is_main_process():
+            resume = f"; resume with: {_resume_command(args.argv)}" if error.resumable else ""
+            _logger.error("%s%s", str(error).replace("\n", " "), resume)
+        return error.exit_code
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if _is_main_process():
+            _logger.error("no space left on the device writing %s: free space there (or use another --out) and "
+                          "resume with: %s", error.filename or args.out, _resume_command(args.argv))
+        return EXIT_NO_SPACE
     if _is_main_process():
         print(json.dumps(result, indent=2, default=str))
     return 0
@@ -634,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not sys.stderr.isatty():     # no download / weight-loading bars from Hugging Face libraries in a batch log
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if not args.verbose:            # transformers' load reports list the classifier an encoder is loaded without
@@ -651,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _logger.error("%s", str(error).replace("\n", " "))
         return 2
+    except KeyboardInterrupt:
+        _logger.error("interrupted (SIGINT) before anything was saved")
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":
