@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .chunks import chunk_directory, chunk_files, chunk_problems, chunk_ranges, from_storage, tap_file_name
+from .chunks import (chunk_directory, chunk_files, chunk_problems, chunk_ranges, first_non_finite_row,
+                     from_storage, tap_file_name)
 from .manifest import (DONE_FILE, DTYPES, MANIFEST_FILE, SPLIT_FILE, FeatureManifest, MediaView, expected_manifest,
                        read_json)
 
@@ -119,8 +120,9 @@ class FeatureCache(Dataset):
         return {group: [from_storage(arrays[tap_file_name(group, block)][offset], self.manifest.dtype, self.dtype)
                         for block in self.manifest.groups[group].blocks] for group in self.groups}
 
-    def verify(self, *, repair: bool = False) -> list[str]:
-        """Recompute every file's CRC-32 (all groups) and return one line per problem, naming the file.
+    def verify(self, *, repair: bool = False, values: bool = False) -> list[str]:
+        """Recompute every file's CRC-32 (all groups) and return one line per problem, naming the file. With
+        ``values=True`` also look for NaN and Inf, naming the file and the first row (clip) that holds one.
 
         With ``repair=True`` the ``done.json`` of every bad chunk and the split's ``split.json`` are removed, so that
         the next extraction recomputes exactly those chunks.
@@ -128,8 +130,22 @@ class FeatureCache(Dataset):
         problems = []
         for chunk, (start, stop) in enumerate(self.ranges):
             chunk_dir = chunk_directory(self.split_dir, chunk)
-            found = chunk_problems(chunk_dir, chunk_files(self.manifest, stop - start), self.manifest.dtype,
-                                   checksums=True)
+            files = chunk_files(self.manifest, stop - start)
+            found = chunk_problems(chunk_dir, files, self.manifest.dtype, checksums=True)
+            problem_of = {line.split(": ", 1)[0]: line for line in found}
+            for name in files if values else ():
+                path = chunk_dir / name
+                if "CRC-32" not in problem_of.get(str(path), "CRC-32"):
+                    continue        # missing, truncated or of another shape: nothing to scan
+                try:
+                    row = first_non_finite_row(path, self.manifest.dtype)
+                except (OSError, ValueError, EOFError):
+                    continue        # an unreadable file is reported by the checks above
+                if row is not None:
+                    where = f"row {row} (clip {start + row} of split {self.split!r}) holds NaN or Inf"
+                    line = problem_of.get(str(path))
+                    found = [f"{line}; {where}" if item == line else item for item in found] if line else \
+                        found + [f"{path}: {where}"]
             problems += found
             if found and repair:
                 (chunk_dir / DONE_FILE).unlink(missing_ok=True)
@@ -192,10 +208,15 @@ class CachedDataset(Dataset):
 
 
 def cached_splits(model: Any, datasets: Mapping[str, Any], features: str | os.PathLike, *, task: str,
-                  setting: str | None, prepared: str | os.PathLike) -> dict[str, CachedDataset]:
+                  setting: str | None, prepared: str | os.PathLike, verify: bool = True) -> dict[str, CachedDataset]:
     """Wrap each split's dataset so its items carry cached taps instead of frames and audio.
 
-    Raises a ``ValueError`` listing every difference when the cache was built for another setup.
+    Raises a ``ValueError`` listing every difference when the cache was built for another setup. With ``verify``
+    (the default) every file is checked first, once: its CRC-32 against the one recorded at extraction, and its
+    values for NaN and Inf; the first problem raises a ``ValueError`` naming the file (and the row). This reads
+    the whole cache once, at about the speed of the disk (or of the page cache): a full check when the cache is
+    opened rather than per chunk on first read, because with DataLoader workers each worker would check every
+    chunk it reads again.
     """
     cache_dir = Path(features)
     manifest_file = cache_dir / MANIFEST_FILE
@@ -209,6 +230,13 @@ def cached_splits(model: Any, datasets: Mapping[str, Any], features: str | os.Pa
     wrapped = {}
     for split, dataset in datasets.items():
         cache = FeatureCache(cache_dir, split, expected=expected, groups=list(expected.groups))
+        if verify:
+            problems = cache.verify(values=True)
+            if problems:
+                more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+                raise ValueError(f"feature cache {cache_dir}: {problems[0]}{more}; extract it again with `molt "
+                                 f"extract {task} --data ... --out {cache_dir} --verify` (it recomputes the damaged "
+                                 f"chunks)")
         positions = MediaView(dataset).positions() if expected.keyed_by == "media" else None
         wrapped[split] = CachedDataset(dataset, cache, positions=positions)   # checks the number of entries
     return wrapped
