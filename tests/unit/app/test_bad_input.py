@@ -50,7 +50,19 @@ def world(ave_data, ave_run, tmp_path_factory):
     for name, text in configs.items():
         (root / name).write_text(text)
         paths[name.removesuffix(".yaml")] = root / name
+    paths["nan_cache"] = _cache_with_a_nan_chunk(data, root / "nan_cache")
     return paths
+
+
+def _cache_with_a_nan_chunk(data, cache):
+    """A feature cache of the session's data whose validation chunk's first file was overwritten with NaN (same
+    shape and size, as a disk or a script could leave it; its recorded CRC-32 no longer matches)."""
+    assert main(["--quiet", "extract", "ave", "--data", str(data), "--out", str(cache), "--dtype", "float32",
+                 "--device", "cpu"]) == 0
+    chunk = sorted((cache / "val" / "chunk_00000").glob("*.npy"))[0]
+    values = np.load(chunk)
+    np.save(chunk, np.full_like(values, np.nan))
+    return cache
 
 
 def _video_without_audio(path):
@@ -136,6 +148,12 @@ def _cases():
         ("a feature cache that does not exist", ["train", "ave", "--data", d, "--features", "{root}/no_cache",
                                                  "--out", "{root}/cache_runs"],
          ["{root}/no_cache", "molt extract"]),
+        ("a feature cache whose validation chunk holds NaN", ["train", "ave", "--data", d, "--features",
+                                                               "{nan_cache}", "--out", "{root}/cache_runs"],
+         ["{nan_cache}/val/chunk_00000/", "CRC-32 mismatch", "row 0 (clip 0 of split 'val') holds NaN or Inf",
+          "--verify"]),
+        ("an --out inside a file", ["train", "ave", "--data", d, "--out", "{video}/runs"],
+         ["--out {video}/runs", "is not a directory"]),
         ("caching an in-block method", ["extract", "ave", "--data", d, "--out", "{root}/cache", "--method",
                                         "lavish"],
          ["lavish", "nothing to cache"]),
