@@ -120,10 +120,16 @@ def test_killed_after_a_mid_epoch_checkpoint_resumes_mid_epoch_bitwise_identical
 DDP = ("--strategy", "ddp", "--devices", 2, "--accelerator", "cpu")
 
 
-def test_ddp_on_two_processes_killed_mid_epoch_then_resumed_ends_bitwise_identical(prepared, tmp_path):
-    reference = tmp_path / "uninterrupted"
+@pytest.fixture(scope="module")
+def ddp_uninterrupted(prepared, tmp_path_factory):
+    reference = tmp_path_factory.mktemp("ddp_uninterrupted")
     _finish(_molt(prepared, reference, "--epochs", EPOCHS, *DDP))
-    expected = _outcome(reference)
+    return _outcome(reference)
+
+
+def test_ddp_on_two_processes_killed_mid_epoch_then_resumed_ends_bitwise_identical(prepared, ddp_uninterrupted,
+                                                                                    tmp_path):
+    expected = ddp_uninterrupted
     # 32 clips on 2 ranks in batches of 4: 4 steps per epoch; the test figures are those of one process
     assert expected[1]["global_step"] == EPOCHS * 4
     evaluated = subprocess.run([sys.executable, "-m", "molt", "--quiet", "eval", "ave", "--data", str(prepared),
@@ -185,3 +191,19 @@ def test_killed_or_signalled_at_an_exact_point_then_resumed_ends_bitwise_identic
     assert not list((run / "checkpoints").glob(".*.partial"))
     _finish(_molt(prepared, tmp_path, "--epochs", EPOCHS, "--checkpoint-every-n-steps", 1, "--resume", "last"))
     _assert_same(_outcome(tmp_path), uninterrupted)
+
+
+def test_ddp_sigterm_to_the_first_process_stops_both_with_one_checkpoint_and_resumes_bitwise_identical(
+        prepared, ddp_uninterrupted, tmp_path):
+    """SIGTERM reaches the first process only (as ``kill PID`` does): both processes stop after the same batch,
+    the first writes last.ckpt, one line is logged, exit status 143; the resumed run equals the uninterrupted one."""
+    process = _molt(prepared, tmp_path, "--epochs", EPOCHS, *DDP, fault="train:5:SIGTERM")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 143, output[-3000:]
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "stopped by SIGTERM at global step 6" in errors[0], output[-3000:]
+    last = tmp_path / "ave_molt_tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    assert read_training_checkpoint(last)["global_step"] == 6        # 4 steps per epoch: mid-epoch 2
+    assert sorted(path.name for path in (tmp_path / "ave_molt_tiny").iterdir()) == ["version_0"]
+    _finish(_molt(prepared, tmp_path, "--epochs", EPOCHS, "--resume", "last", *DDP))
+    _assert_same(_outcome(tmp_path), ddp_uninterrupted, steps_per_epoch=4)

@@ -316,18 +316,19 @@ class StopOnSignal(L.Callback):
         self.agreed = signum
         batches = trainer.num_training_batches
         if batch_idx + 1 >= batches:
-            trainer.should_stop = True          # stop after this epoch's validation and checkpoints
-            return
+            return          # stopped at the end of this epoch (on_train_epoch_end), after validation and checkpoints
         trainer.save_checkpoint(self.last_path, weights_only=False)
         raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} at global step "
                                           f"{trainer.global_step} (epoch {trainer.current_epoch + 1}, batch "
                                           f"{batch_idx + 1} of {batches}); saved {self.last_path}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # set here, not after the last batch: Lightning logs the step metrics of any step where should_stop is set,
+        # which would add a point to the curves that the uninterrupted run does not have
         if not self.agreed:
-            self.agreed = self._agree(trainer)
-            if self.agreed:
-                trainer.should_stop = True          # the signal came during validation: stop after this epoch
+            self.agreed = self._agree(trainer)      # the signal came during the last batch's validation
+        if self.agreed:
+            trainer.should_stop = True              # the epoch's checkpoints are written after this hook
 
 
 def _train_loader(dataset, config: ExperimentConfig, trainer: L.Trainer) -> ResumableLoader:
@@ -527,14 +528,18 @@ def _resolve_resume(resume: str | None, run_root: Path,
     return str(candidates[-1]), candidates[-1].parent.parent.name, _check_resumable(candidates[-1], config)
 
 
+def _versions(run_root: Path) -> list[int]:
+    """The numbers of the ``version_N`` directories under ``run_root``."""
+    return [int(path.name.split("_", 1)[1]) for path in run_root.glob("version_*")
+            if path.name.split("_", 1)[1].isdigit()]
+
+
 def claim_version(run_root: Path) -> str:
     """Create the next free ``version_N`` directory under ``run_root`` and return its name. ``mkdir`` without
     ``exist_ok`` is the lock: of several runs started at once on the same ``--out``, each gets its own directory
     (the one that finds ``version_N`` taken tries ``N + 1``)."""
     run_root.mkdir(parents=True, exist_ok=True)
-    taken = [int(path.name.split("_", 1)[1]) for path in run_root.glob("version_*")
-             if path.name.split("_", 1)[1].isdigit()]
-    number = max(taken, default=-1) + 1
+    number = max(_versions(run_root), default=-1) + 1
     while True:
         try:
             (run_root / f"version_{number}").mkdir()
@@ -546,14 +551,17 @@ def claim_version(run_root: Path) -> str:
 
 def _run_version(run_root: Path) -> str:
     """The version directory of a new run: claimed by the first process (global rank 0), which hands it to the
-    DDP processes it starts through :data:`RUN_VERSION_ENV`."""
-    inherited = os.environ.get(RUN_VERSION_ENV)
-    first = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-    if inherited and not first:
-        return inherited
-    version = claim_version(run_root)
-    os.environ[RUN_VERSION_ENV] = version
-    return version
+    DDP processes it starts through :data:`RUN_VERSION_ENV`. Processes started otherwise (``torchrun``, ``srun``)
+    never claim one: they write nothing there (Lightning broadcasts the first process's checkpoint folder), so they
+    name the newest existing version."""
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0" and \
+            os.environ.get("RANK", "0") == "0":
+        version = claim_version(run_root)
+        os.environ[RUN_VERSION_ENV] = version
+        return version
+    if os.environ.get(RUN_VERSION_ENV):
+        return os.environ[RUN_VERSION_ENV]
+    return f"version_{max(_versions(run_root), default=0)}"
 
 
 def _check_writable(out_dir: str | os.PathLike) -> None:
