@@ -258,14 +258,18 @@ class StopOnSignal(L.Callback):
 
     A second signal of either kind ends the process at once (the default action). Lightning installs its own SIGTERM
     handler when ``fit`` and ``test`` start; :meth:`install` runs again in ``on_train_start`` and ``on_test_start``
-    to take it back. Under SLURM, ``#SBATCH --signal=TERM@60`` with ``--requeue`` (and ``--resume last`` in the
-    job script) continues a run in the requeued job.
+    to take it back.
+
+    Under SLURM, ``#SBATCH --signal=TERM@120`` sends SIGTERM two minutes before the time limit; the same command
+    with ``--resume last``, in the next job, continues the run. Lightning's own auto-requeue
+    (``SLURMEnvironment(auto_requeue=True)``, on SIGUSR1) is left as it is: it writes an ``hpc_ckpt_N.ckpt`` of its
+    own and requeues the job itself.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, last_path: Path) -> None:
-        self.last_path = last_path
+    def __init__(self, last_path: Path | None = None) -> None:
+        self.last_path = last_path       # the run's last.ckpt, once its directory is known
         self.received = 0        # set by the handler (signal number)
         self.agreed = 0          # the signal every process stops for
         self._originals: dict[int, Any] = {}
@@ -300,8 +304,11 @@ class StopOnSignal(L.Callback):
         self.install()
         signum = self._agree(trainer)
         if signum:
+            earlier = self.last_path is not None and self.last_path.is_file()
             raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} before the first training "
-                                              f"step of this run, nothing new to save")
+                                              f"step of this run, nothing new to save"
+                                              f"{'' if earlier else '; start again with the same command'}",
+                                      resumable=earlier)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.install()
@@ -650,7 +657,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     start = time.time()
     _check_numbers(config)
     _check_writable(out_dir)
-    guard = StopOnSignal(Path(out_dir))
+    guard = StopOnSignal()
     guard.install()
     try:
         return _train(config, data=data, out_dir=out_dir, resume=resume, run_name=run_name, start=start,
