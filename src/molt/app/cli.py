@@ -3,7 +3,8 @@
 Every verb imports its implementation lazily, so ``molt --help`` is instant; only ``molt train``, ``molt ablate`` and
 ``molt demo`` import Lightning. Task names and everything task-specific (settings, presets) come from the task
 registry (:mod:`molt.tasks`). Errors a user can fix (bad file, bad key, unknown name) are one line on stderr and
-exit code 2.
+exit code 2. A training that stops before its end says in one line what it saved and how to continue, with its own
+exit code: 3 non-finite loss, 4 no space left on the device, 128 + N stopped by signal N (143 SIGTERM, 130 SIGINT).
 """
 from __future__ import annotations
 
@@ -689,6 +690,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _logger.error("interrupted (SIGINT) before anything was saved")
         return 128 + signal.SIGINT
+    except RuntimeError as error:
+        # a training stopped on purpose (signal, non-finite loss, full disk: molt.app.train.TrainingStopped) in a
+        # verb that trains several runs (molt ablate) carries its exit status; anything else is a bug
+        code = getattr(error, "exit_code", None)
+        if args.debug or not isinstance(code, int):
+            raise
+        _logger.error("%s", str(error).replace("\n", " "))
+        return code
 
 
 if __name__ == "__main__":
