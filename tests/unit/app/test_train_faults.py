@@ -116,3 +116,29 @@ def test_a_read_only_out_is_one_line_before_any_work(ave_data, tmp_path, caplog)
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and f"{out} is not writable" in errors[0] and "--out" in errors[0], errors
     assert list(out.iterdir()) == []
+
+
+def test_a_signal_before_the_first_step_stops_the_run_saying_so_and_restores_the_handlers(ave_data, tmp_path,
+                                                                                           monkeypatch):
+    """SIGTERM while the model is being built (before Lightning starts): the run stops when training would start,
+    with exit status 143 and nothing to resume, and the process's own handlers are back afterwards."""
+    import signal
+
+    import molt.app.train as train_module
+
+    build = train_module.build_model
+
+    def build_then_signal(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)      # handled by train's handler: recorded, acted on later
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "build_model", build_then_signal)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(load_config("ave_molt_tiny", {"trainer": {"max_epochs": 1}}), data=ave_data, out_dir=tmp_path,
+              enable_progress_bar=False)
+    assert stopped.value.exit_code == 143 and not stopped.value.resumable
+    assert "stopped by SIGTERM before the first training step" in str(stopped.value)
+    assert "start again with the same command" in str(stopped.value)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    assert not list(tmp_path.glob("*/version_0/checkpoints/*.ckpt"))
