@@ -1,7 +1,8 @@
 """``python fault_injection.py ARGS...`` runs ``molt ARGS...`` and sends the process a signal at an exact point of
 training, so the tests of killed and resumed runs do not depend on timing.
 
-``MOLT_TEST_FAULT=WHERE:STEP:SIGNAL`` chooses the point (no variable: no fault):
+``MOLT_TEST_FAULT=WHERE:STEP:SIGNAL[:group]`` chooses the point (no variable: no fault; ``group``: the signal goes
+to the whole process group, DataLoader workers included, as Ctrl+C in a terminal does):
 
 * ``save:STEP:SIGNAL``: right after the first checkpoint file of global step ``STEP`` is complete;
 * ``val:STEP:SIGNAL``: in the first validation batch run at global step ``STEP``;
@@ -15,13 +16,15 @@ import signal
 import sys
 
 
-def _signal_self(name: str) -> None:
-    os.kill(os.getpid(), getattr(signal, name))
-
-
 def install(spec: str) -> None:
-    where, step, name = spec.split(":")
+    where, step, name, *group = spec.split(":")
     step = int(step)
+
+    def _signal_self(name: str) -> None:
+        if group:
+            os.killpg(os.getpgid(0), getattr(signal, name))
+        else:
+            os.kill(os.getpid(), getattr(signal, name))
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
         return
     import molt.app.train as train

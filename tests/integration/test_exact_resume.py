@@ -207,3 +207,21 @@ def test_ddp_sigterm_to_the_first_process_stops_both_with_one_checkpoint_and_res
     assert sorted(path.name for path in (tmp_path / "ave_molt_tiny").iterdir()) == ["version_0"]
     _finish(_molt(prepared, tmp_path, "--epochs", EPOCHS, "--resume", "last", *DDP))
     _assert_same(_outcome(tmp_path), ddp_uninterrupted, steps_per_epoch=4)
+
+
+def test_ctrl_c_to_the_process_group_with_dataloader_workers_stops_cleanly_and_resumes_bitwise_identical(
+        prepared, tmp_path):
+    """SIGINT to the whole process group, as Ctrl+C in a terminal sends it: the DataLoader workers (forked, with the
+    run's handler) keep serving batches, the run stops after the batch with last.ckpt and exit status 130, and the
+    resumed run equals an uninterrupted run with the same workers."""
+    workers = ("--workers", 2)
+    _finish(_molt(prepared, tmp_path / "uninterrupted", "--epochs", EPOCHS, *workers))
+    stopped = tmp_path / "stopped"
+    process = _molt(prepared, stopped, "--epochs", EPOCHS, *workers, fault="train:5:SIGINT:group")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 130, output[-3000:]
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "stopped by SIGINT at global step 6" in errors[0], output[-3000:]
+    assert "Traceback" not in output and "DataLoader worker" not in output
+    _finish(_molt(prepared, stopped, "--epochs", EPOCHS, *workers, "--resume", "last"))
+    _assert_same(_outcome(stopped), _outcome(tmp_path / "uninterrupted"))

@@ -46,7 +46,7 @@ class FeatureCache(Dataset):
     ``cache[i]`` is ``{group: [Tensor (T, N_l, D_l) per block]}`` for clip ``i``. Chunk files are
     memory-mapped lazily on first use in each process (memory maps are not pickled: DataLoader workers reopen
     them). Opening a chunk checks its file sizes and headers; a truncated or unreadable file raises a
-    ``ValueError`` naming it. :meth:`verify` recomputes the checksums.
+    ``ValueError`` naming it. :meth:`verify` recomputes the checksums (and looks for NaN and Inf).
     """
 
     def __init__(self, out_dir: str | os.PathLike, split: str, *, expected: FeatureManifest | None = None,
@@ -120,6 +120,25 @@ class FeatureCache(Dataset):
         return {group: [from_storage(arrays[tap_file_name(group, block)][offset], self.manifest.dtype, self.dtype)
                         for block in self.manifest.groups[group].blocks] for group in self.groups}
 
+    def _with_non_finite_rows(self, chunk_dir: Path, files: Mapping[str, Any], start: int,
+                              found: list[str]) -> list[str]:
+        """``found`` (the problems of a chunk starting at clip ``start``) with the first row holding NaN or Inf of
+        each of its ``files``, added to the file's CRC-32 line or as a line of its own."""
+        lines = {line.split(": ", 1)[0]: line for line in found}
+        for name in files:
+            path = chunk_dir / name
+            line = lines.get(str(path))
+            if line is not None and "CRC-32" not in line:
+                continue            # missing, truncated or of another shape: nothing to scan
+            try:
+                row = first_non_finite_row(path, self.manifest.dtype)
+            except (OSError, ValueError, EOFError):
+                continue            # unreadable: reported by the checks of chunk_problems
+            if row is not None:
+                where = f"row {row} (clip {start + row} of split {self.split!r}) holds NaN or Inf"
+                lines[str(path)] = f"{line}; {where}" if line else f"{path}: {where}"
+        return list(lines.values())
+
     def verify(self, *, repair: bool = False, values: bool = False) -> list[str]:
         """Recompute every file's CRC-32 (all groups) and return one line per problem, naming the file. With
         ``values=True`` also look for NaN and Inf, naming the file and the first row (clip) that holds one.
@@ -132,20 +151,8 @@ class FeatureCache(Dataset):
             chunk_dir = chunk_directory(self.split_dir, chunk)
             files = chunk_files(self.manifest, stop - start)
             found = chunk_problems(chunk_dir, files, self.manifest.dtype, checksums=True)
-            problem_of = {line.split(": ", 1)[0]: line for line in found}
-            for name in files if values else ():
-                path = chunk_dir / name
-                if "CRC-32" not in problem_of.get(str(path), "CRC-32"):
-                    continue        # missing, truncated or of another shape: nothing to scan
-                try:
-                    row = first_non_finite_row(path, self.manifest.dtype)
-                except (OSError, ValueError, EOFError):
-                    continue        # an unreadable file is reported by the checks above
-                if row is not None:
-                    where = f"row {row} (clip {start + row} of split {self.split!r}) holds NaN or Inf"
-                    line = problem_of.get(str(path))
-                    found = [f"{line}; {where}" if item == line else item for item in found] if line else \
-                        found + [f"{path}: {where}"]
+            if values:
+                found = self._with_non_finite_rows(chunk_dir, files, start, found)
             problems += found
             if found and repair:
                 (chunk_dir / DONE_FILE).unlink(missing_ok=True)
@@ -234,9 +241,12 @@ def cached_splits(model: Any, datasets: Mapping[str, Any], features: str | os.Pa
             problems = cache.verify(values=True)
             if problems:
                 more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-                raise ValueError(f"feature cache {cache_dir}: {problems[0]}{more}; extract it again with `molt "
-                                 f"extract {task} --data ... --out {cache_dir} --verify` (it recomputes the damaged "
-                                 f"chunks)")
+                chunk = Path(problems[0].split(": ", 1)[0]).parent
+                fix = (f"extract it again with `molt extract {task} --data ... --out {cache_dir} --verify` (it "
+                       f"recomputes the damaged chunks)") if "NaN" not in problems[0] or "CRC-32" in problems[0] else \
+                    (f"the extraction wrote these values: delete {chunk} and run `molt extract {task} --data ... "
+                     f"--out {cache_dir}` again (with --dtype float32 if float16 overflowed)")
+                raise ValueError(f"feature cache {cache_dir}: {problems[0]}{more}; {fix}")
         positions = MediaView(dataset).positions() if expected.keyed_by == "media" else None
         wrapped[split] = CachedDataset(dataset, cache, positions=positions)   # checks the number of entries
     return wrapped

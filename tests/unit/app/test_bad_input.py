@@ -51,6 +51,7 @@ def world(ave_data, ave_run, tmp_path_factory):
         (root / name).write_text(text)
         paths[name.removesuffix(".yaml")] = root / name
     paths["nan_cache"] = _cache_with_a_nan_chunk(data, root / "nan_cache")
+    paths["nan_extracted"] = _as_if_extracted(paths["nan_cache"], root / "nan_extracted")
     return paths
 
 
@@ -63,6 +64,19 @@ def _cache_with_a_nan_chunk(data, cache):
     values = np.load(chunk)
     np.save(chunk, np.full_like(values, np.nan))
     return cache
+
+
+def _as_if_extracted(cache, copy):
+    """A copy of ``cache`` whose records match its NaN file, as if the extraction had written those values."""
+    from molt.features.chunks import file_crc32
+
+    shutil.copytree(cache, copy)
+    chunk = copy / "val" / "chunk_00000"
+    done = json.loads((chunk / "done.json").read_text())
+    for name, record in done["files"].items():
+        record["crc32"] = file_crc32(chunk / name)
+    (chunk / "done.json").write_text(json.dumps(done))
+    return copy
 
 
 def _video_without_audio(path):
@@ -152,6 +166,10 @@ def _cases():
                                                                "{nan_cache}", "--out", "{root}/cache_runs"],
          ["{nan_cache}/val/chunk_00000/", "CRC-32 mismatch", "row 0 (clip 0 of split 'val') holds NaN or Inf",
           "--verify"]),
+        ("a feature cache extracted with NaN", ["train", "ave", "--data", d, "--features", "{nan_extracted}",
+                                                 "--out", "{root}/cache_runs"],
+         ["{nan_extracted}/val/chunk_00000/", "row 0 (clip 0 of split 'val') holds NaN or Inf",
+          "the extraction wrote these values", "delete {nan_extracted}/val/chunk_00000"]),
         ("an --out inside a file", ["train", "ave", "--data", d, "--out", "{video}/runs"],
          ["--out {video}/runs", "is not a directory"]),
         ("caching an in-block method", ["extract", "ave", "--data", d, "--out", "{root}/cache", "--method",
