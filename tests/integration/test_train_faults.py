@@ -68,10 +68,14 @@ def _tmpfs(path, options):
 
 @pytest.mark.skipif(not _root(), reason="mounting a small tmpfs (a disk that fills up) needs root; the unit tier "
                                         "injects ENOSPC into the checkpoint writer instead")
-def test_a_disk_that_fills_up_keeps_the_earlier_checkpoint_and_says_how_much_space(prepared, tmp_path):
+@pytest.mark.parametrize("processes, steps", [((), 4), (("--strategy", "ddp", "--devices", 2, "--accelerator", "cpu"),
+                                                        2)], ids=["one process", "ddp"])
+def test_a_disk_that_fills_up_keeps_the_earlier_checkpoint_and_says_how_much_space(prepared, tmp_path, processes,
+                                                                                    steps):
+    """Under DDP the first process, the only one that writes, tells the others: all stop, none waits for it."""
     # room for one checkpoint of the tiny preset (about 11 MB) and TensorBoard's file, not for two
     with _tmpfs(tmp_path / "small_disk", "size=16m") as out:
-        code, output = _train(prepared, out, "--epochs", 2)
+        code, output = _train(prepared, out, "--epochs", 2, *processes)
         assert code == 4, output[-3000:]
         errors = _errors(output)
         assert len(errors) == 1 and "no space left on the device for" in errors[0], output[-3000:]
@@ -80,7 +84,7 @@ def test_a_disk_that_fills_up_keeps_the_earlier_checkpoint_and_says_how_much_spa
         assert "Traceback" not in output
         checkpoints = out / "ave_molt_tiny" / "version_0" / "checkpoints"
         assert [path.name for path in checkpoints.iterdir()] == ["best.ckpt"]   # no partial file left
-        assert read_training_checkpoint(checkpoints / "best.ckpt")["global_step"] == 4
+        assert read_training_checkpoint(checkpoints / "best.ckpt")["global_step"] == steps
 
 
 @pytest.mark.skipif(not _root(), reason="mounting a read-only tmpfs needs root (the unit tier checks a chmod-ed "

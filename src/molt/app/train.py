@@ -23,7 +23,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -48,7 +48,7 @@ from ..tasks import get_task
 from .memory import peak_rss_bytes
 
 __all__ = ["LitAudioVisual", "train", "software_environment", "TrainingStopped", "NonFiniteLossError",
-           "TrainingInterrupted", "NoSpaceLeftError", "StopOnSignal", "AtomicCheckpointIO", "claim_version",
+           "TrainingInterrupted", "NoSpaceLeftError", "GracefulStop", "AtomicCheckpointIO", "claim_version",
            "EXIT_NON_FINITE_LOSS", "EXIT_NO_SPACE", "RUN_VERSION_ENV"]
 
 _logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class NonFiniteLossError(TrainingStopped):
 
 
 class TrainingInterrupted(TrainingStopped):
-    """SIGTERM or SIGINT stopped the run at a consistent point (see :class:`StopOnSignal`); the exit status is
+    """SIGTERM or SIGINT stopped the run at a consistent point (see :class:`GracefulStop`); the exit status is
     128 + the signal's number, as a shell reports a process the signal ended."""
 
     def __init__(self, signum: int, message: str, *, resumable: bool = True) -> None:
@@ -195,7 +195,13 @@ def _megabytes(size: float) -> str:
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint under a temporary name and renames it, so a run killed while saving leaves the previous
     ``last.ckpt`` intact instead of a truncated file. A full disk (or quota) removes the temporary file and raises
-    :class:`NoSpaceLeftError` saying how much space the checkpoint needs and where."""
+    :class:`NoSpaceLeftError` saying how much space the checkpoint needs and where; with ``on_no_space`` it hands
+    the error to that function instead and returns (see :class:`GracefulStop`: under DDP only the first process
+    writes, and an error raised there alone would leave the others waiting for it)."""
+
+    def __init__(self, on_no_space: Callable[[NoSpaceLeftError], None] | None = None) -> None:
+        super().__init__()
+        self.on_no_space = on_no_space
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
                         storage_options: Any | None = None) -> None:
@@ -218,7 +224,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                                        f"{earlier}; free space on that disk (or quota)"
                                        f"{' and resume' if earlier else ' and start again'}")
             stopped.resumable = bool(earlier)
-            raise stopped from None
+            if self.on_no_space is None:
+                raise stopped from None
+            self.on_no_space(stopped)
 
 
 class StepCheckpoint(ModelCheckpoint):
@@ -238,9 +246,10 @@ class StepCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
-class StopOnSignal(L.Callback):
+class GracefulStop(L.Callback):
     """SIGTERM and SIGINT (sent by SLURM and Kubernetes before they kill a job, or by Ctrl+C) stop the run with a
-    resumable ``last.ckpt`` and :class:`TrainingInterrupted` (exit status 128 + the signal's number).
+    resumable ``last.ckpt`` and :class:`TrainingInterrupted` (exit status 128 + the signal's number); a checkpoint
+    that did not fit on the disk stops it with :class:`NoSpaceLeftError` (exit status 4).
 
     Why our own handlers rather than Lightning's: Lightning 2.x turns SIGTERM into ``SIGTERMException``, a
     ``SystemExit`` without a status (the process exits 0, as if the run had finished), its handler broadcasts a
@@ -256,6 +265,10 @@ class StopOnSignal(L.Callback):
       stop (a checkpoint before that epoch's validation would not resume exactly, see :class:`StepCheckpoint`);
     * during the final test: the test ends and the results are written, then the run exits with the signal's status.
 
+    A full disk is agreed on the same way (the first process, the only one that writes, reports it through
+    :class:`AtomicCheckpointIO`'s ``on_no_space``), at the next batch's end or at the end of training, so that every
+    process stops instead of waiting for the first one.
+
     A second signal of either kind ends the process at once (the default action). Lightning installs its own SIGTERM
     handler when ``fit`` and ``test`` start; :meth:`install` runs again in ``on_train_start`` and ``on_test_start``
     to take it back.
@@ -270,8 +283,9 @@ class StopOnSignal(L.Callback):
 
     def __init__(self, last_path: Path | None = None) -> None:
         self.last_path = last_path       # the run's last.ckpt, once its directory is known
-        self.received = 0        # set by the handler (signal number)
-        self.agreed = 0          # the signal every process stops for
+        self.received = 0                # set by the handler (signal number)
+        self.agreed = 0                  # the signal every process stops for
+        self.no_space: NoSpaceLeftError | None = None
         self._originals: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -293,12 +307,21 @@ class StopOnSignal(L.Callback):
             return
         self.received = signum
 
+    def checkpoint_failed(self, error: NoSpaceLeftError) -> None:
+        """:class:`AtomicCheckpointIO`'s ``on_no_space``: remember the first failure until the processes agree."""
+        self.no_space = self.no_space or error
+
     def _agree(self, trainer: L.Trainer) -> int:
-        """The signal any process received (the same number on every process)."""
-        if trainer.world_size <= 1:
-            return self.received
-        flag = torch.tensor([self.received], dtype=torch.int64, device=trainer.strategy.root_device)
-        return int(trainer.strategy.reduce(flag, reduce_op="max").item())
+        """The signal any process received (0: none), the same on every process; :class:`NoSpaceLeftError` on every
+        process when a checkpoint did not fit."""
+        signum, full = self.received, self.no_space is not None
+        if trainer.world_size > 1:
+            flags = torch.tensor([signum, int(full)], dtype=torch.int64, device=trainer.strategy.root_device)
+            signum, full = (int(value) for value in trainer.strategy.reduce(flags, reduce_op="max").tolist())
+        if full:
+            raise self.no_space or NoSpaceLeftError("the first process could not write a checkpoint (no space "
+                                                    "left on the device)")
+        return signum
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.install()
@@ -315,16 +338,16 @@ class StopOnSignal(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.agreed:
-            return
         signum = self._agree(trainer)
-        if not signum or (batch_idx + 1) % trainer.accumulate_grad_batches:
+        if self.agreed or not signum or (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
         self.agreed = signum
         batches = trainer.num_training_batches
         if batch_idx + 1 >= batches:
             return          # stopped at the end of this epoch (on_train_epoch_end), after validation and checkpoints
         trainer.save_checkpoint(self.last_path, weights_only=False)
+        if self.no_space is not None:
+            raise self.no_space
         raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} at global step "
                                           f"{trainer.global_step} (epoch {trainer.current_epoch + 1}, batch "
                                           f"{batch_idx + 1} of {batches}); saved {self.last_path}")
@@ -337,6 +360,8 @@ class StopOnSignal(L.Callback):
         if self.agreed:
             trainer.should_stop = True              # the epoch's checkpoints are written after this hook
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._agree(trainer)                        # the last epoch's checkpoints are written by now
 
 def _train_loader(dataset, config: ExperimentConfig, trainer: L.Trainer) -> ResumableLoader:
     """Training batches shuffled as a pure function of ``(seed, epoch, rank, world size)``; Lightning stores the
@@ -657,7 +682,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     start = time.time()
     _check_numbers(config)
     _check_writable(out_dir)
-    guard = StopOnSignal()
+    guard = GracefulStop()
     guard.install()
     try:
         return _train(config, data=data, out_dir=out_dir, resume=resume, run_name=run_name, start=start,
@@ -669,7 +694,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
 
 def _train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike, resume: str | None,
            run_name: str | None, start: float, enable_progress_bar: bool, features: str | os.PathLike | None,
-           trust_checkpoint: bool, guard: StopOnSignal) -> dict[str, Any]:
+           trust_checkpoint: bool, guard: GracefulStop) -> dict[str, Any]:
     if str(config.trainer.accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(f"--accelerator {config.trainer.accelerator}: no CUDA GPU is visible on this machine "
                          f"(torch.cuda.is_available() is False); use --accelerator cpu (or auto)")
@@ -743,7 +768,7 @@ def _train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | 
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
-        plugins=[AtomicCheckpointIO()])
+        plugins=[AtomicCheckpointIO(on_no_space=guard.checkpoint_failed)])
     if layer_choice is not None:     # the measurement behind blocks: auto, beside the run's other files
         if trainer.is_global_zero:
             shutil.rmtree(run_dir / "layers", ignore_errors=True)
@@ -756,7 +781,7 @@ def _train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | 
                     ckpt_path=resume_path, weights_only=True)
     except NonFiniteLossError as error:
         raise NonFiniteLossError(f"{error} {_finite_checkpoints(checkpoint_dir)}") from None
-    except SIGTERMException:   # Lightning's handler saw the signal before ours took over (see StopOnSignal)
+    except SIGTERMException:   # Lightning's handler saw the signal before ours took over (see GracefulStop)
         guard.agreed = guard.agreed or signal.SIGTERM
     if guard.agreed:
         raise TrainingInterrupted(guard.agreed, f"stopped by {signal.Signals(guard.agreed).name} at the end of epoch "

@@ -46,6 +46,11 @@ def test_a_full_disk_removes_the_partial_file_says_the_size_needed_and_keeps_ear
         io.save_checkpoint(_checkpoint(2.0), tmp_path / "new" / "best.ckpt")
     assert "start again" in str(first.value) and not first.value.resumable   # nothing earlier to resume from
 
+    handed = []                           # under GracefulStop: the error is handed over, every process stops
+    AtomicCheckpointIO(on_no_space=handed.append).save_checkpoint(_checkpoint(2.0), last)
+    assert [type(error) for error in handed] == [NoSpaceLeftError] and str(handed[0]) == message
+    assert last.read_bytes() == before and not list(tmp_path.glob(".*.partial"))
+
     def other_error(self, checkpoint, path, storage_options=None):
         raise OSError(errno.EIO, "Input/output error", str(path))
 
