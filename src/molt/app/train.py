@@ -678,6 +678,12 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     and the frozen backbones are never run nor loaded (they are built on the ``meta`` device).
     Returns a dict with the run directory, adapter directory, best validation and test metrics, parameter counts,
     peak memory and wall time. The progress bar is shown only on a terminal (one updating line; none in logs).
+
+    A run that stops early raises a :class:`TrainingStopped` whose message says what was saved:
+    :class:`TrainingInterrupted` (SIGTERM or SIGINT while this function runs, see :class:`GracefulStop`),
+    :class:`NonFiniteLossError`, :class:`NoSpaceLeftError`. Numbers no run can use (``max_epochs`` below 1, a
+    negative learning rate) and an ``out_dir`` it cannot write raise a ``ValueError`` before any work; a new run's
+    directory ``version_N`` is claimed atomically (:func:`claim_version`).
     """
     start = time.time()
     _check_numbers(config)
