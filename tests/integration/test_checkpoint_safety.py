@@ -87,8 +87,8 @@ def test_quiet_prints_the_result_only(frozen_run, tmp_path):
     import sys
 
     data, _ = frozen_run
-    done = subprocess.run([sys.executable, "-m", "molt", "--quiet", "train", "ave", "--data", str(data), "--epochs",
-                           "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "molt", "--quiet", "train", "ave", "--json", "--data", str(data),
+                           "--epochs", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr == ""
     result = json.loads(done.stdout)

@@ -110,7 +110,7 @@ def test_a_stopped_prepare_exits_with_128_plus_the_signal_and_cleans_up(root, tm
 def test_a_stopped_extract_keeps_its_chunks_and_resumes(ave_prepared_40, tmp_path):
     cache = tmp_path / "cache"
     command = [sys.executable, "-m", "molt.app.cli", "-q", "extract", "ave", "--data", str(ave_prepared_40), "--out",
-               str(cache), "--splits", "val", "--batch-size", "1", "--chunk-size", "1", "--device", "cpu"]
+               str(cache), "--splits", "val", "--batch-size", "1", "--chunk-size", "1", "--accelerator", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _until(lambda: list(cache.glob(f"val/chunk_*/{DONE_FILE}")), "the first complete chunk", limit=300)
     process.send_signal(signal.SIGTERM)
@@ -162,7 +162,7 @@ def test_prepare_and_extract_onto_a_full_disk(root, ave_prepared_40, tmp_path, c
         assert not list(disk.rglob("*.partial"))
         caplog.clear()
         assert main(["-q", "extract", "ave", "--data", str(ave_prepared_40), "--out", str(disk / "cache"),
-                     "--splits", "train", "--device", "cpu", "--dtype", "float32"]) == 2
+                     "--splits", "train", "--accelerator", "cpu", "--dtype", "float32"]) == 2
         message = _one_error(caplog)
         assert "extracting split 'train' needs" in message and " MB in " in message and "free" in message, message
         assert "0.00 GB" not in message and "--out DIR" in message
@@ -181,7 +181,8 @@ def test_a_read_only_data_root(root, ave_prepared_40, tmp_path, caplog, capfd):
                           (["train", "ave", "--data", str(share), "--out", str(tmp_path / "runs"), "--epochs", "1"],
                            prepare_elsewhere),
                           (["extract", "ave", "--data", str(ave_prepared_40), "--out", str(share / "cache"),
-                            "--splits", "val", "--device", "cpu"], ["extract into another directory (--out DIR)"])):
+                            "--splits", "val", "--accelerator", "cpu"],
+                           ["extract into another directory (--out DIR)"])):
             caplog.clear()
             assert main(["-q", *argv]) == 2, argv
             message = _one_error(caplog)

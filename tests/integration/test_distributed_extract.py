@@ -72,7 +72,7 @@ def test_ddp_training_from_the_cache_equals_ddp_training_online(prepared, tmp_pa
     _extract(prepared, cache, "--devices", "2")
     runs = {}
     for name, extra in (("online", []), ("cached", ["--features", str(cache)])):
-        command = [sys.executable, "-m", "molt", "--quiet", "train", "ave", "--data", str(prepared), "--out",
+        command = [sys.executable, "-m", "molt", "--quiet", "train", "ave", "--json", "--data", str(prepared), "--out",
                    str(tmp_path / name), "--epochs", "2", "--batch-size", "4", "--seed", "2", "--strategy", "ddp",
                    "--devices", "2", "--accelerator", "cpu", *extra]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600,

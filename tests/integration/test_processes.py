@@ -97,3 +97,9 @@ def test_train_piped_to_a_file_logs_every_epoch(tmp_path):
         ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert all("val/accuracy" in line and "elapsed, ETA" in line for line in epochs)
     assert "GPU available" not in log and "Seed set to" not in log
+    # then a summary of a few lines (the whole result is result.json, or --json), not a JSON dump
+    run = tmp_path / "runs" / "ave_molt_tiny" / "version_0"
+    summary = dict(line.split("  ", 1) for line in done.stdout.strip().splitlines())
+    assert summary["adapters"].strip() == str(run / "adapters" / "best")
+    assert summary["test"].strip().startswith("Acc. ") and "{" not in done.stdout
+    assert str(run / "result.json") in summary["everything"]

@@ -77,9 +77,10 @@ def test_bf16_mixed_precision_trains_on_cpu(prepared, tmp_path):
 
 def test_non_finite_loss_stops_the_run_naming_the_step(prepared, tmp_path):
     config = load_config("ave_molt_tiny", {"trainer": {"max_epochs": 1, "batch_size": 8},
-                                           "optim": {"lr": float("inf"), "head_lr": float("inf")}})
-    with pytest.raises(NonFiniteLossError, match=r"global step \d+, epoch 0, batch \d+ \(clips: \["):
+                                           "optim": {"lr": 1e10, "head_lr": 1e10}})
+    with pytest.raises(NonFiniteLossError, match=r"global step \d+, epoch 0, batch \d+ \(clips: \[") as stopped:
         train(config, data=prepared, out_dir=tmp_path, enable_progress_bar=False)
+    assert stopped.value.exit_code == 3 and "no checkpoint with finite weights was written" in str(stopped.value)
 
 
 def test_training_from_a_feature_cache_matches_online_training(prepared, tmp_path):

@@ -5,6 +5,8 @@ Every verb imports its implementation lazily, so ``molt --help`` is instant; onl
 registry (:mod:`molt.tasks`). Errors a user can fix (bad file, bad key, unknown name, a full disk, a read-only
 directory) are one line on stderr and exit code 2. The verbs that write data (synth, prepare, extract) stopped by
 SIGTERM or SIGINT clean up, say in one line what running them again does, and exit with 128 + the signal's number.
+A training that stops before its end says in one line what it saved and how to continue, with its own exit code:
+3 non-finite loss, 4 no space left on the device, 128 + N stopped by signal N (143 SIGTERM, 130 SIGINT).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 __all__ = ["main", "build_parser"]
@@ -388,14 +391,69 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+def _resume_command(argv: list[str]) -> str:
+    """The command line that continues a stopped ``molt train``: the same arguments with ``--resume last``."""
+    import shlex
 
-    result = train(_experiment(args, args.task), data=args.data, out_dir=args.out, resume=args.resume,
-                   features=args.features, trust_checkpoint=args.trust_checkpoint, enable_progress_bar=not args.quiet)
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["molt", *kept, "--resume", "last"])
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Exit status: 0 finished, 2 bad input, 3 non-finite loss, 4 no space left on the device, 128 + N stopped by
+    signal N (130 SIGINT, 143 SIGTERM); every status but 0 comes with one line saying what was saved and what next."""
+    import errno
+
+    from .train import EXIT_NO_SPACE, TrainingStopped, train
+
+    try:
+        result = train(_experiment(args, args.task), data=args.data, out_dir=args.out, resume=args.resume,
+                       features=args.features, trust_checkpoint=args.trust_checkpoint,
+                       enable_progress_bar=not args.quiet)
+    except TrainingStopped as error:
+        if _is_main_process():
+            resume = f"; resume with: {_resume_command(args.argv)}" if error.resumable else ""
+            _logger.error("%s%s", str(error).replace("\n", " "), resume)
+        return error.exit_code
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if _is_main_process():
+            _logger.error("no space left on the device writing %s: free space there (or use another --out) and "
+                          "resume with: %s", error.filename or args.out, _resume_command(args.argv))
+        return EXIT_NO_SPACE
     if _is_main_process():
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result, indent=2, default=str) if args.json else _train_summary(args.task, result))
     return 0
+
+
+def _train_summary(task: str, result: dict[str, Any]) -> str:
+    """The few lines ``molt train`` prints: where the run is, its figures, and where the rest is."""
+    from ..tasks import get_task
+
+    spec = get_task(task)
+    metric = result["monitor"].removeprefix("val/")
+    best = result.get(f"best_val_{metric}")
+    figures = ", ".join(f"{title} {result['test'][key]:.4f}" for title, key in spec.metric_columns
+                        if key in result["test"])
+    run = Path(result["run_dir"])
+    rows = [("run", f"{run} (tensorboard --logdir {run.parent.parent})"),
+            ("adapters", result["adapters"]),
+            (f"best val {metric}", "-" if best is None else f"{best:.4f}"),
+            ("test", figures),
+            ("params", f"{result['trainable_params']:,} trainable of {result['total_params']:,} "
+                       f"({100 * result['trainable_params'] / result['total_params']:.1f} %)"),
+            ("time, memory", f"{result['wall_time_s']:.0f} s, peak {result['peak_rss_mb']:.0f} MB"),
+            ("everything", f"{run / 'result.json'} (or molt train --json)")]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -470,8 +528,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .analysis import analyze_layers, analyze_tokens
     from .evaluate import checkpoint_label
 
@@ -623,6 +679,8 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     train.add_argument("--resume", help="checkpoint to resume from, or 'last' for the run's last checkpoint")
     train.add_argument("--features", help="feature cache written by `molt extract` for this setup: train without "
                                           "running (or loading) the frozen backbones")
+    train.add_argument("--json", action="store_true", help="print the run's whole result as JSON (what result.json "
+                                                          "holds) instead of a summary: for scripts")
     _add_model_options(train)
     _add_training_options(train)
 
@@ -825,6 +883,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser(help_task=_help_task(argv, task_names()))
     args = parser.parse_args(argv)
+    args.argv = argv
     if not sys.stderr.isatty():     # no download / weight-loading bars from Hugging Face libraries in a batch log
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if not args.verbose:            # transformers' load reports list the classifier an encoder is loaded without
@@ -847,6 +906,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _logger.error("%s", str(error).replace("\n", " "))
         return 2
+    except KeyboardInterrupt:
+        _logger.error("interrupted (SIGINT) before anything was saved")
+        return 128 + signal.SIGINT
+    except RuntimeError as error:
+        # a training stopped on purpose (signal, non-finite loss, full disk: molt.app.train.TrainingStopped) in a
+        # verb that trains several runs (molt ablate) carries its exit status; anything else is a bug
+        code = getattr(error, "exit_code", None)
+        if args.debug or not isinstance(code, int):
+            raise
+        _logger.error("%s", str(error).replace("\n", " "))
+        return code
 
 
 if __name__ == "__main__":

@@ -9,22 +9,28 @@ directory (:meth:`~molt.model.AudioVisualModel.save_pretrained`). Evaluation and
 from __future__ import annotations
 
 import dataclasses
+import errno
+import io
 import json
 import logging
+import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from ..backbones.audio_frontend import check_sample_rate
@@ -41,13 +47,50 @@ from ..model import AudioVisualModel, build_config_backbones, build_model
 from ..tasks import get_task
 from .memory import peak_rss_bytes
 
-__all__ = ["LitAudioVisual", "train", "software_environment", "NonFiniteLossError"]
+__all__ = ["LitAudioVisual", "train", "software_environment", "TrainingStopped", "NonFiniteLossError",
+           "TrainingInterrupted", "NoSpaceLeftError", "GracefulStop", "AtomicCheckpointIO", "claim_version",
+           "EXIT_NON_FINITE_LOSS", "EXIT_NO_SPACE", "RUN_VERSION_ENV"]
 
 _logger = logging.getLogger(__name__)
 
+#: exit status of ``molt train`` when the loss became NaN or infinite (0: finished, 2: bad input, 128 + N: signal N)
+EXIT_NON_FINITE_LOSS = 3
+#: exit status of ``molt train`` when a checkpoint (or another file of the run) did not fit on the disk
+EXIT_NO_SPACE = 4
+#: the run directory's version that the first process claimed, for the DDP processes it starts
+RUN_VERSION_ENV = "MOLT_RUN_VERSION"
 
-class NonFiniteLossError(RuntimeError):
+
+class TrainingStopped(RuntimeError):
+    """``molt train`` stopped before its end; the message says what was saved. ``exit_code`` is the process's exit
+    status and ``resumable`` whether ``--resume last`` continues the run."""
+
+    exit_code = 1
+    resumable = False
+
+
+class NonFiniteLossError(TrainingStopped):
     """The loss became NaN or infinite; the run stops instead of training on garbage."""
+
+    exit_code = EXIT_NON_FINITE_LOSS
+
+
+class TrainingInterrupted(TrainingStopped):
+    """SIGTERM or SIGINT stopped the run at a consistent point (see :class:`GracefulStop`); the exit status is
+    128 + the signal's number, as a shell reports a process the signal ended."""
+
+    def __init__(self, signum: int, message: str, *, resumable: bool = True) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.resumable = resumable
+
+
+class NoSpaceLeftError(TrainingStopped):
+    """A checkpoint did not fit on the disk; the earlier checkpoints are intact (they are replaced atomically)."""
+
+    exit_code = EXIT_NO_SPACE
+    resumable = True
 
 
 class LitAudioVisual(L.LightningModule):
@@ -145,18 +188,180 @@ class LitAudioVisual(L.LightningModule):
             restore_random_states(checkpoint[RNG_KEY])  # dropout continues where the saved run was
 
 
+def _megabytes(size: float) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint under a temporary name and renames it, so a run killed while saving leaves the previous
-    ``last.ckpt`` intact instead of a truncated file."""
+    ``last.ckpt`` intact instead of a truncated file. A full disk (or quota) removes the temporary file and raises
+    :class:`NoSpaceLeftError` saying how much space the checkpoint needs and where; with ``on_no_space`` it hands
+    the error to that function instead and returns (see :class:`GracefulStop`: under DDP only the first process
+    writes, and an error raised there alone would leave the others waiting for it)."""
+
+    def __init__(self, on_no_space: Callable[[NoSpaceLeftError], None] | None = None) -> None:
+        super().__init__()
+        self.on_no_space = on_no_space
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
                         storage_options: Any | None = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.partial")
-        super().save_checkpoint(checkpoint, temporary, storage_options)
-        replace_durably(temporary, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            super().save_checkpoint(checkpoint, temporary, storage_options)
+            replace_durably(temporary, path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
+            earlier = "; the earlier checkpoints there are intact" if any(path.parent.glob("*.ckpt")) else ""
+            stopped = NoSpaceLeftError(f"no space left on the device for {path}: the checkpoint needs "
+                                       f"{_megabytes(buffer.getbuffer().nbytes)}, {_megabytes(free)} are free there"
+                                       f"{earlier}; free space on that disk (or quota)"
+                                       f"{' and resume' if earlier else ' and start again'}")
+            stopped.resumable = bool(earlier)
+            if self.on_no_space is None:
+                raise stopped from None
+            self.on_no_space(stopped)
 
+
+class StepCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every N training steps, except after the last batch of an epoch.
+
+    A checkpoint written there (by ``on_train_batch_end``, before the epoch's validation) makes Lightning 2.x count
+    the epoch as complete on resume, validation included: the resumed run never validated that epoch, so its best
+    checkpoint (and the exported adapters) could differ from the uninterrupted run's. The epoch-end ``last.ckpt``
+    (written after validation) follows moments later; a run killed in between resumes from the checkpoint of the
+    batch before and trains the last batch again, exactly as the uninterrupted run did.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if batch_idx + 1 >= trainer.num_training_batches:
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class GracefulStop(L.Callback):
+    """SIGTERM and SIGINT (sent by SLURM and Kubernetes before they kill a job, or by Ctrl+C) stop the run with a
+    resumable ``last.ckpt`` and :class:`TrainingInterrupted` (exit status 128 + the signal's number); a checkpoint
+    that did not fit on the disk stops it with :class:`NoSpaceLeftError` (exit status 4).
+
+    Why our own handlers rather than Lightning's: Lightning 2.x turns SIGTERM into ``SIGTERMException``, a
+    ``SystemExit`` without a status (the process exits 0, as if the run had finished), its handler broadcasts a
+    tensor from inside the signal handler (which can interleave with DDP's gradient all-reduce), and it turns SIGINT
+    into a ``KeyboardInterrupt`` raised wherever the process happens to be (in the middle of an optimiser step).
+    Here the handler only records the signal; the training loop acts on it at one point per batch, after the
+    optimiser step (``on_train_batch_end``), where the processes agree on it with one all-reduce so that every DDP
+    process stops at the same batch and only the first one writes:
+
+    * in the middle of an epoch: ``last.ckpt`` of that moment (the state a ``--checkpoint-every-n-steps``
+      checkpoint holds, which resumes at the next batch), then stop;
+    * after the last batch of an epoch: the epoch ends as usual (validation, ``best.ckpt``, ``last.ckpt``), then
+      stop (a checkpoint before that epoch's validation would not resume exactly, see :class:`StepCheckpoint`);
+    * during the final test: the test ends and the results are written, then the run exits with the signal's status.
+
+    A full disk is agreed on the same way (the first process, the only one that writes, reports it through
+    :class:`AtomicCheckpointIO`'s ``on_no_space``), at the next batch's end or at the end of training, so that every
+    process stops instead of waiting for the first one.
+
+    A second signal of either kind ends the process at once (the default action). Lightning installs its own SIGTERM
+    handler when ``fit`` and ``test`` start; :meth:`install` runs again in ``on_train_start`` and ``on_test_start``
+    to take it back.
+
+    Under SLURM, ``#SBATCH --signal=TERM@120`` sends SIGTERM two minutes before the time limit; the same command
+    with ``--resume last``, in the next job, continues the run. Lightning's own auto-requeue
+    (``SLURMEnvironment(auto_requeue=True)``, on SIGUSR1) is left as it is: it writes an ``hpc_ckpt_N.ckpt`` of its
+    own and requeues the job itself.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, last_path: Path | None = None) -> None:
+        self.last_path = last_path       # the run's last.ckpt, once its directory is known
+        self.received = 0                # set by the handler (signal number)
+        self.agreed = 0                  # the signal every process stops for
+        self.no_space: NoSpaceLeftError | None = None
+        self._originals: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.SIGNALS:
+            previous = signal.signal(signum, self._handle)
+            self._originals.setdefault(signum, previous)
+
+    def restore(self) -> None:
+        for signum, handler in self._originals.items():
+            signal.signal(signum, handler)
+        self._originals = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received:        # asked twice: stop at once
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received = signum
+
+    def checkpoint_failed(self, error: NoSpaceLeftError) -> None:
+        """:class:`AtomicCheckpointIO`'s ``on_no_space``: remember the first failure until the processes agree."""
+        self.no_space = self.no_space or error
+
+    def _agree(self, trainer: L.Trainer) -> int:
+        """The signal any process received (0: none), the same on every process; :class:`NoSpaceLeftError` on every
+        process when a checkpoint did not fit."""
+        signum, full = self.received, self.no_space is not None
+        if trainer.world_size > 1:
+            flags = torch.tensor([signum, int(full)], dtype=torch.int64, device=trainer.strategy.root_device)
+            signum, full = (int(value) for value in trainer.strategy.reduce(flags, reduce_op="max").tolist())
+        if full:
+            raise self.no_space or NoSpaceLeftError("the first process could not write a checkpoint (no space "
+                                                    "left on the device)")
+        return signum
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.install()
+        signum = self._agree(trainer)
+        if signum:
+            earlier = self.last_path is not None and self.last_path.is_file()
+            raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} before the first training "
+                                              f"step of this run, nothing new to save"
+                                              f"{'' if earlier else '; start again with the same command'}",
+                                      resumable=earlier)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.install()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        signum = self._agree(trainer)
+        if self.agreed or not signum or (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        self.agreed = signum
+        batches = trainer.num_training_batches
+        if batch_idx + 1 >= batches:
+            return          # stopped at the end of this epoch (on_train_epoch_end), after validation and checkpoints
+        trainer.save_checkpoint(self.last_path, weights_only=False)
+        if self.no_space is not None:
+            raise self.no_space
+        raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} at global step "
+                                          f"{trainer.global_step} (epoch {trainer.current_epoch + 1}, batch "
+                                          f"{batch_idx + 1} of {batches}); saved {self.last_path}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # set here, not after the last batch: Lightning logs the step metrics of any step where should_stop is set,
+        # which would add a point to the curves that the uninterrupted run does not have
+        if not self.agreed:
+            self.agreed = self._agree(trainer)      # the signal came during the last batch's validation
+        if self.agreed:
+            trainer.should_stop = True              # the epoch's checkpoints are written after this hook
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._agree(trainer)                        # the last epoch's checkpoints are written by now
 
 def _train_loader(dataset, config: ExperimentConfig, trainer: L.Trainer) -> ResumableLoader:
     """Training batches shuffled as a pure function of ``(seed, epoch, rank, world size)``; Lightning stores the
@@ -355,6 +560,87 @@ def _resolve_resume(resume: str | None, run_root: Path,
     return str(candidates[-1]), candidates[-1].parent.parent.name, _check_resumable(candidates[-1], config)
 
 
+def _versions(run_root: Path) -> list[int]:
+    """The numbers of the ``version_N`` directories under ``run_root``."""
+    return [int(path.name.split("_", 1)[1]) for path in run_root.glob("version_*")
+            if path.name.split("_", 1)[1].isdigit()]
+
+
+def claim_version(run_root: Path) -> str:
+    """Create the next free ``version_N`` directory under ``run_root`` and return its name. ``mkdir`` without
+    ``exist_ok`` is the lock: of several runs started at once on the same ``--out``, each gets its own directory
+    (the one that finds ``version_N`` taken tries ``N + 1``)."""
+    run_root.mkdir(parents=True, exist_ok=True)
+    number = max(_versions(run_root), default=-1) + 1
+    while True:
+        try:
+            (run_root / f"version_{number}").mkdir()
+        except FileExistsError:
+            number += 1
+            continue
+        return f"version_{number}"
+
+
+def _run_version(run_root: Path) -> str:
+    """The version directory of a new run: claimed by the first process (global rank 0), which hands it to the
+    DDP processes it starts through :data:`RUN_VERSION_ENV`. Processes started otherwise (``torchrun``, ``srun``)
+    never claim one: they write nothing there (Lightning broadcasts the first process's checkpoint folder), so they
+    name the newest existing version."""
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0" and \
+            os.environ.get("RANK", "0") == "0":
+        version = claim_version(run_root)
+        os.environ[RUN_VERSION_ENV] = version
+        return version
+    if os.environ.get(RUN_VERSION_ENV):
+        return os.environ[RUN_VERSION_ENV]
+    return f"version_{max(_versions(run_root), default=0)}"
+
+
+def _check_writable(out_dir: str | os.PathLike) -> None:
+    """A ``ValueError`` naming ``out_dir`` when a run could not write there (read-only, no permission), before any
+    work is done. Creates nothing: the nearest existing folder on its path is checked."""
+    folder = Path(out_dir).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out_dir}: {folder} is not a directory; choose another --out")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out_dir}: {folder} is not writable (read-only or no permission); choose a "
+                         f"writable directory with --out, or make it writable")
+
+
+def _check_numbers(config: ExperimentConfig) -> None:
+    """What ``train`` cannot run with, in one line (the config checks its fields when it is read; this catches a
+    config built in Python)."""
+    epochs = config.trainer.max_epochs
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"trainer.max_epochs (--epochs) must be a whole number of at least 1, got {epochs!r}")
+    for name in ("lr", "head_lr"):
+        value = getattr(config.optim, name)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"optim.{name}{' (--lr)' if name == 'lr' else ''} must be a finite number of at least "
+                             f"0, got {value!r}")
+
+
+def _finite_checkpoints(checkpoint_dir: Path) -> str:
+    """Which checkpoints of the run a non-finite loss leaves to resume from, in words."""
+    found = []
+    for name in ("last.ckpt", "best.ckpt"):
+        path = checkpoint_dir / name
+        if not path.is_file():
+            continue
+        try:
+            state = read_training_checkpoint(path)
+        except ValueError:
+            continue
+        if all(torch.isfinite(tensor).all() for tensor in state["state_dict"].values() if tensor.is_floating_point()):
+            found.append(f"{path} (global step {state[GLOBAL_STEP_KEY]})")
+    if not found:
+        return "no checkpoint with finite weights was written before; start again with a lower learning rate"
+    return (f"the last finite weights are in {' and '.join(found)}: evaluate them with molt eval, or start again "
+            f"with a lower learning rate")
+
+
 def _choose_auto_blocks(config: ExperimentConfig, train_set: Any, *, features: str | os.PathLike | None,
                         trust_checkpoint: bool) -> tuple[ExperimentConfig, Any, dict[str, Any] | None]:
     """``blocks_visual: auto`` / ``blocks_audio: auto``: measure the backbones' layer similarity on a few training
@@ -392,8 +678,29 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     and the frozen backbones are never run nor loaded (they are built on the ``meta`` device).
     Returns a dict with the run directory, adapter directory, best validation and test metrics, parameter counts,
     peak memory and wall time. The progress bar is shown only on a terminal (one updating line; none in logs).
+
+    A run that stops early raises a :class:`TrainingStopped` whose message says what was saved:
+    :class:`TrainingInterrupted` (SIGTERM or SIGINT while this function runs, see :class:`GracefulStop`),
+    :class:`NonFiniteLossError`, :class:`NoSpaceLeftError`. Numbers no run can use (``max_epochs`` below 1, a
+    negative learning rate) and an ``out_dir`` it cannot write raise a ``ValueError`` before any work; a new run's
+    directory ``version_N`` is claimed atomically (:func:`claim_version`).
     """
     start = time.time()
+    _check_numbers(config)
+    _check_writable(out_dir)
+    guard = GracefulStop()
+    guard.install()
+    try:
+        return _train(config, data=data, out_dir=out_dir, resume=resume, run_name=run_name, start=start,
+                      enable_progress_bar=enable_progress_bar, features=features, trust_checkpoint=trust_checkpoint,
+                      guard=guard)
+    finally:
+        guard.restore()
+
+
+def _train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike, resume: str | None,
+           run_name: str | None, start: float, enable_progress_bar: bool, features: str | os.PathLike | None,
+           trust_checkpoint: bool, guard: GracefulStop) -> dict[str, Any]:
     if str(config.trainer.accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ValueError(f"--accelerator {config.trainer.accelerator}: no CUDA GPU is visible on this machine "
                          f"(torch.cuda.is_available() is False); use --accelerator cpu (or auto)")
@@ -431,11 +738,14 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
 
     run_name = run_name or f"{config.task}_{config.method}_{config.backbone_label}"
     resume_path, version, resume_step = _resolve_resume(resume, Path(out_dir, run_name), config)
+    if version is None:
+        version = _run_version(Path(out_dir, run_name))
     # a resumed run drops what the killed one logged after its checkpoint, so no step appears twice in TensorBoard
     purge = {"purge_step": resume_step} if resume_path else {}
     logger = TensorBoardLogger(save_dir=str(out_dir), name=run_name, version=version, **purge)
     run_dir = Path(logger.log_dir)
     checkpoint_dir = run_dir / "checkpoints"
+    guard.last_path = checkpoint_dir / "last.ckpt"
     monitor = f"val/{spec.monitor}"
     best = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor=monitor, mode=spec.monitor_mode,
                            save_top_k=1, enable_version_counter=False)
@@ -444,14 +754,14 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     last = ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1,
                            enable_version_counter=False)
     trainer_cfg = config.trainer
-    callbacks = [best, last]
+    callbacks = [guard, best, last]
     if trainer_cfg.checkpoint_every_n_steps:
         if trainer_cfg.checkpoint_every_n_steps < 1:
             raise ValueError(f"--checkpoint-every-n-steps must be at least 1, got "
                              f"{trainer_cfg.checkpoint_every_n_steps}")
-        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1,
-                                         every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
-                                         enable_version_counter=False))
+        callbacks.append(StepCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1,
+                                        every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
+                                        enable_version_counter=False))
     if enable_progress_bar:
         callbacks.append(TQDMProgressBar())
     else:
@@ -464,7 +774,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         accumulate_grad_batches=trainer_cfg.accumulate_grad_batches,
         gradient_clip_val=trainer_cfg.gradient_clip_val, deterministic=False,
         enable_progress_bar=enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
-        plugins=[AtomicCheckpointIO()])
+        plugins=[AtomicCheckpointIO(on_no_space=guard.checkpoint_failed)])
     if layer_choice is not None:     # the measurement behind blocks: auto, beside the run's other files
         if trainer.is_global_zero:
             shutil.rmtree(run_dir / "layers", ignore_errors=True)
@@ -472,11 +782,28 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
             shutil.move(layer_choice["folder"], run_dir / "layers")
         else:
             shutil.rmtree(layer_choice["folder"], ignore_errors=True)
-    trainer.fit(lit, _train_loader(train_set, config, trainer), _eval_loader(val_set, config, trainer),
-                ckpt_path=resume_path, weights_only=True)
+    try:
+        trainer.fit(lit, _train_loader(train_set, config, trainer), _eval_loader(val_set, config, trainer),
+                    ckpt_path=resume_path, weights_only=True)
+    except NonFiniteLossError as error:
+        raise NonFiniteLossError(f"{error} {_finite_checkpoints(checkpoint_dir)}") from None
+    except SIGTERMException:   # Lightning's handler saw the signal before ours took over (see GracefulStop)
+        guard.agreed = guard.agreed or signal.SIGTERM
+    if guard.agreed:
+        raise TrainingInterrupted(guard.agreed, f"stopped by {signal.Signals(guard.agreed).name} at the end of epoch "
+                                                f"{trainer.current_epoch} (global step {trainer.global_step}); saved "
+                                                f"{guard.last_path}")
     best_path = best.best_model_path or last.best_model_path
-    test_metrics = trainer.test(lit, _eval_loader(test_set, config, trainer), ckpt_path=best_path,
-                                verbose=False, weights_only=True)[0]
+    if not best_path:
+        raise ValueError(f"training ran {trainer.global_step} steps and wrote no checkpoint: the training split of "
+                         f"{data} has {len(train_set)} clips ({trainer.num_training_batches} batches); give it "
+                         f"clips and at least one epoch (--epochs)")
+    try:
+        test_metrics = trainer.test(lit, _eval_loader(test_set, config, trainer), ckpt_path=best_path,
+                                    verbose=False, weights_only=True)[0]
+    except SIGTERMException:
+        raise TrainingInterrupted(signal.SIGTERM, f"stopped by SIGTERM during the final test; training had "
+                                                  f"finished: {best_path} and {guard.last_path} are complete") from None
     adapter_dir = run_dir / "adapters" / "best"
     if trainer.is_global_zero:
         model.save_pretrained(adapter_dir)
@@ -499,4 +826,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     if trainer.is_global_zero:
         with open(run_dir / "result.json", "w") as handle:
             json.dump(result, handle, indent=2)
+    if guard.received:
+        raise TrainingInterrupted(guard.received, f"{signal.Signals(guard.received).name} arrived during the final "
+                                                  f"test; the run had finished: results in {run_dir / 'result.json'}",
+                                  resumable=False)
     return result

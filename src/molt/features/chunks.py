@@ -39,7 +39,7 @@ from ..data.files import atomic_json, replace_durably
 from .manifest import DONE_FILE, DTYPES, FeatureManifest
 
 __all__ = ["ChunkWriter", "chunk_directory", "chunk_files", "chunk_problems", "chunk_ranges", "file_crc32",
-           "from_storage", "tap_file_name", "to_storage", "CRC_BLOCK"]
+           "first_non_finite_row", "from_storage", "tap_file_name", "to_storage", "CRC_BLOCK"]
 
 CRC_BLOCK = 1 << 22  # bytes read at a time when checksumming a file
 
@@ -77,6 +77,27 @@ def file_crc32(path: Path) -> int:
         for block in iter(lambda: handle.read(CRC_BLOCK), b""):
             crc = zlib.crc32(block, crc)
     return crc
+
+
+#: storage dtype -> (unsigned view, exponent mask): a value is NaN or Inf when all its exponent bits are set
+_EXPONENT_BITS = {"float16": (np.uint16, 0x7C00), "bfloat16": (np.uint16, 0x7F80), "float32": (np.uint32, 0x7F800000)}
+
+
+def first_non_finite_row(path: Path, dtype: str) -> int | None:
+    """Index of the first row (clip of the chunk) of a chunk file holding NaN or Inf, ``None`` when every value is
+    finite. Reads the file by slices of rows of about :data:`CRC_BLOCK` bytes and tests the bit patterns (all
+    exponent bits set), several times faster than ``numpy.isfinite`` on float16."""
+    array = np.load(path, mmap_mode="r")
+    if array.ndim == 0 or not len(array):
+        return None
+    unsigned, mask = _EXPONENT_BITS[dtype]
+    step = max(1, CRC_BLOCK // max(array[0].nbytes, 1))
+    for start in range(0, len(array), step):
+        rows = np.asarray(array[start:start + step]).view(unsigned).reshape(min(step, len(array) - start), -1)
+        found = np.flatnonzero(((rows & unsigned(mask)) == unsigned(mask)).any(axis=1))
+        if len(found):
+            return start + int(found[0])
+    return None
 
 
 def chunk_problems(chunk_dir: Path, expected: Mapping[str, tuple[str, int, tuple[int, ...]]], dtype: str, *,

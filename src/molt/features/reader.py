@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .chunks import chunk_directory, chunk_files, chunk_problems, chunk_ranges, from_storage, tap_file_name
+from .chunks import (chunk_directory, chunk_files, chunk_problems, chunk_ranges, first_non_finite_row,
+                     from_storage, tap_file_name)
 from .manifest import (DONE_FILE, DTYPES, MANIFEST_FILE, SPLIT_FILE, FeatureManifest, MediaView, expected_manifest,
                        read_json)
 
@@ -45,7 +46,7 @@ class FeatureCache(Dataset):
     ``cache[i]`` is ``{group: [Tensor (T, N_l, D_l) per block]}`` for clip ``i``. Chunk files are
     memory-mapped lazily on first use in each process (memory maps are not pickled: DataLoader workers reopen
     them). Opening a chunk checks its file sizes and headers; a truncated or unreadable file raises a
-    ``ValueError`` naming it. :meth:`verify` recomputes the checksums.
+    ``ValueError`` naming it. :meth:`verify` recomputes the checksums (and looks for NaN and Inf).
     """
 
     def __init__(self, out_dir: str | os.PathLike, split: str, *, expected: FeatureManifest | None = None,
@@ -119,8 +120,28 @@ class FeatureCache(Dataset):
         return {group: [from_storage(arrays[tap_file_name(group, block)][offset], self.manifest.dtype, self.dtype)
                         for block in self.manifest.groups[group].blocks] for group in self.groups}
 
-    def verify(self, *, repair: bool = False) -> list[str]:
-        """Recompute every file's CRC-32 (all groups) and return one line per problem, naming the file.
+    def _with_non_finite_rows(self, chunk_dir: Path, files: Mapping[str, Any], start: int,
+                              found: list[str]) -> list[str]:
+        """``found`` (the problems of a chunk starting at clip ``start``) with the first row holding NaN or Inf of
+        each of its ``files``, added to the file's CRC-32 line or as a line of its own."""
+        lines = {line.split(": ", 1)[0]: line for line in found}
+        for name in files:
+            path = chunk_dir / name
+            line = lines.get(str(path))
+            if line is not None and "CRC-32" not in line:
+                continue            # missing, truncated or of another shape: nothing to scan
+            try:
+                row = first_non_finite_row(path, self.manifest.dtype)
+            except (OSError, ValueError, EOFError):
+                continue            # unreadable: reported by the checks of chunk_problems
+            if row is not None:
+                where = f"row {row} (clip {start + row} of split {self.split!r}) holds NaN or Inf"
+                lines[str(path)] = f"{line}; {where}" if line else f"{path}: {where}"
+        return list(lines.values())
+
+    def verify(self, *, repair: bool = False, values: bool = False) -> list[str]:
+        """Recompute every file's CRC-32 (all groups) and return one line per problem, naming the file. With
+        ``values=True`` also look for NaN and Inf, naming the file and the first row (clip) that holds one.
 
         With ``repair=True`` the ``done.json`` of every bad chunk and the split's ``split.json`` are removed, so that
         the next extraction recomputes exactly those chunks.
@@ -128,8 +149,10 @@ class FeatureCache(Dataset):
         problems = []
         for chunk, (start, stop) in enumerate(self.ranges):
             chunk_dir = chunk_directory(self.split_dir, chunk)
-            found = chunk_problems(chunk_dir, chunk_files(self.manifest, stop - start), self.manifest.dtype,
-                                   checksums=True)
+            files = chunk_files(self.manifest, stop - start)
+            found = chunk_problems(chunk_dir, files, self.manifest.dtype, checksums=True)
+            if values:
+                found = self._with_non_finite_rows(chunk_dir, files, start, found)
             problems += found
             if found and repair:
                 (chunk_dir / DONE_FILE).unlink(missing_ok=True)
@@ -192,10 +215,15 @@ class CachedDataset(Dataset):
 
 
 def cached_splits(model: Any, datasets: Mapping[str, Any], features: str | os.PathLike, *, task: str,
-                  setting: str | None, prepared: str | os.PathLike) -> dict[str, CachedDataset]:
+                  setting: str | None, prepared: str | os.PathLike, verify: bool = True) -> dict[str, CachedDataset]:
     """Wrap each split's dataset so its items carry cached taps instead of frames and audio.
 
-    Raises a ``ValueError`` listing every difference when the cache was built for another setup.
+    Raises a ``ValueError`` listing every difference when the cache was built for another setup. With ``verify``
+    (the default) every file is checked first, once: its CRC-32 against the one recorded at extraction, and its
+    values for NaN and Inf; the first problem raises a ``ValueError`` naming the file (and the row). This reads
+    the whole cache once, at about the speed of the disk (or of the page cache): a full check when the cache is
+    opened rather than per chunk on first read, because with DataLoader workers each worker would check every
+    chunk it reads again.
     """
     cache_dir = Path(features)
     manifest_file = cache_dir / MANIFEST_FILE
@@ -209,6 +237,16 @@ def cached_splits(model: Any, datasets: Mapping[str, Any], features: str | os.Pa
     wrapped = {}
     for split, dataset in datasets.items():
         cache = FeatureCache(cache_dir, split, expected=expected, groups=list(expected.groups))
+        if verify:
+            problems = cache.verify(values=True)
+            if problems:
+                more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+                chunk = Path(problems[0].split(": ", 1)[0]).parent
+                fix = (f"extract it again with `molt extract {task} --data ... --out {cache_dir} --verify` (it "
+                       f"recomputes the damaged chunks)") if "NaN" not in problems[0] or "CRC-32" in problems[0] else \
+                    (f"the extraction wrote these values: delete {chunk} and run `molt extract {task} --data ... "
+                     f"--out {cache_dir}` again (with --dtype float32 if float16 overflowed)")
+                raise ValueError(f"feature cache {cache_dir}: {problems[0]}{more}; {fix}")
         positions = MediaView(dataset).positions() if expected.keyed_by == "media" else None
         wrapped[split] = CachedDataset(dataset, cache, positions=positions)   # checks the number of entries
     return wrapped

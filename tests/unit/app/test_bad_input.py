@@ -91,6 +91,8 @@ def world(ave_data, ave_run, tmp_path_factory):
             (folder / file).parent.mkdir(parents=True, exist_ok=True)
             (folder / file).write_bytes(content if isinstance(content, bytes) else content.encode())
         paths[name] = folder
+    paths["nan_cache"] = _cache_with_a_nan_chunk(data, root / "nan_cache")
+    paths["nan_extracted"] = _as_if_extracted(paths["nan_cache"], root / "nan_extracted")
     return paths
 
 
@@ -159,6 +161,30 @@ _ANNOTATION_ROOTS = {
                              "AVVP_eval_audio.csv": _LLP_EVENTS + "../b_0_10\t1\t3\tSpeech\n",
                              "AVVP_eval_visual.csv": _LLP_EVENTS},
 }
+
+
+def _cache_with_a_nan_chunk(data, cache):
+    """A feature cache of the session's data whose validation chunk's first file was overwritten with NaN (same
+    shape and size, as a disk or a script could leave it; its recorded CRC-32 no longer matches)."""
+    assert main(["--quiet", "extract", "ave", "--data", str(data), "--out", str(cache), "--dtype", "float32",
+                 "--accelerator", "cpu"]) == 0
+    chunk = sorted((cache / "val" / "chunk_00000").glob("*.npy"))[0]
+    values = np.load(chunk)
+    np.save(chunk, np.full_like(values, np.nan))
+    return cache
+
+
+def _as_if_extracted(cache, copy):
+    """A copy of ``cache`` whose records match its NaN file, as if the extraction had written those values."""
+    from molt.features.chunks import file_crc32
+
+    shutil.copytree(cache, copy)
+    chunk = copy / "val" / "chunk_00000"
+    done = json.loads((chunk / "done.json").read_text())
+    for name, record in done["files"].items():
+        record["crc32"] = file_crc32(chunk / name)
+    (chunk / "done.json").write_text(json.dumps(done))
+    return copy
 
 
 def _video_without_audio(path):
@@ -254,6 +280,16 @@ def _cases():
         ("a feature cache that does not exist", ["train", "ave", "--data", d, "--features", "{root}/no_cache",
                                                  "--out", "{root}/cache_runs"],
          ["{root}/no_cache", "molt extract"]),
+        ("a feature cache whose validation chunk holds NaN", ["train", "ave", "--data", d, "--features",
+                                                               "{nan_cache}", "--out", "{root}/cache_runs"],
+         ["{nan_cache}/val/chunk_00000/", "CRC-32 mismatch", "row 0 (clip 0 of split 'val') holds NaN or Inf",
+          "--verify"]),
+        ("a feature cache extracted with NaN", ["train", "ave", "--data", d, "--features", "{nan_extracted}",
+                                                 "--out", "{root}/cache_runs"],
+         ["{nan_extracted}/val/chunk_00000/", "row 0 (clip 0 of split 'val') holds NaN or Inf",
+          "the extraction wrote these values", "delete {nan_extracted}/val/chunk_00000"]),
+        ("an --out inside a file", ["train", "ave", "--data", d, "--out", "{video}/runs"],
+         ["--out {video}/runs", "is not a directory"]),
         ("caching an in-block method", ["extract", "ave", "--data", d, "--out", "{root}/cache", "--method",
                                         "lavish"],
          ["lavish", "nothing to cache"]),

@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -286,3 +287,26 @@ def test_write_errors_reach_the_caller_and_keep_finished_chunks(setup, tmp_path,
     assert (tmp_path / "train" / "chunk_00000" / DONE_FILE).is_file()
     assert not (tmp_path / "train" / "chunk_00001" / DONE_FILE).exists()
     assert not list((tmp_path / "train").glob("chunk_*/*.partial"))  # the failed chunk's files are removed
+
+
+def test_nan_and_inf_are_named_by_file_and_row(setup, tmp_path):
+    """A chunk whose values are NaN or Inf, with its recorded CRC-32 matching (written so) or not (damaged later):
+    ``verify(values=True)`` names the file and the first row holding one."""
+    visual, audio, manifest, clips, _ = setup
+    extract_features(clips, Taps(visual, audio), tmp_path, manifest, split="train", batch_size=3, **QUIET)
+    chunk = tmp_path / "train" / "chunk_00001"
+    path = chunk / "visual_taps_7.npy"
+    values = np.load(path)
+    values[1, 0, 3, 2] = np.inf
+    np.save(path, values)
+    done = json.loads((chunk / DONE_FILE).read_text())
+    done["files"][path.name]["crc32"] = chunks.file_crc32(path)
+    (chunk / DONE_FILE).write_text(json.dumps(done))
+    cache = FeatureCache(tmp_path, "train")
+    assert cache.verify() == []                  # the checksums match: only the values tell
+    assert cache.verify(values=True) == [f"{path}: row 1 (clip 4 of split 'train') holds NaN or Inf"]
+    values[:] = np.nan
+    np.save(path, values)
+    problems = cache.verify(values=True)
+    assert problems == [f"{path}: CRC-32 mismatch (contents changed since extraction); row 0 (clip 3 of split "
+                        f"'train') holds NaN or Inf"]
