@@ -13,7 +13,6 @@ import errno
 import io
 import json
 import logging
-import math
 import os
 import shutil
 import signal
@@ -609,19 +608,6 @@ def _check_writable(out_dir: str | os.PathLike) -> None:
                          f"writable directory with --out, or make it writable")
 
 
-def _check_numbers(config: ExperimentConfig) -> None:
-    """What ``train`` cannot run with, in one line (the config checks its fields when it is read; this catches a
-    config built in Python)."""
-    epochs = config.trainer.max_epochs
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"trainer.max_epochs (--epochs) must be a whole number of at least 1, got {epochs!r}")
-    for name in ("lr", "head_lr"):
-        value = getattr(config.optim, name)
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"optim.{name}{' (--lr)' if name == 'lr' else ''} must be a finite number of at least "
-                             f"0, got {value!r}")
-
-
 def _finite_checkpoints(checkpoint_dir: Path) -> str:
     """Which checkpoints of the run a non-finite loss leaves to resume from, in words."""
     found = []
@@ -686,7 +672,6 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     directory ``version_N`` is claimed atomically (:func:`claim_version`).
     """
     start = time.time()
-    _check_numbers(config)
     _check_writable(out_dir)
     guard = GracefulStop()
     guard.install()

@@ -2,7 +2,6 @@
 checkpoint is written, concurrent runs claiming a run directory, an unwritable ``--out``, numbers no run can use,
 and the command that resumes a stopped run. (Signals and processes: ``tests/integration/test_exact_resume.py`` and
 ``tests/integration/test_train_faults.py``.)"""
-import dataclasses
 import errno
 import os
 import threading
@@ -89,23 +88,6 @@ def test_the_resume_command_repeats_the_arguments_with_resume_last():
     assert _resume_command(["train", "ave", "--resume=last"]) == "molt train ave --resume last"
     stopped = TrainingInterrupted(15, "stopped by SIGTERM")
     assert stopped.exit_code == 143 and stopped.resumable and TrainingInterrupted(2, "x").exit_code == 130
-
-
-@pytest.mark.parametrize("trainer, optim, expected", [
-    ({"max_epochs": 0}, {}, "max_epochs (--epochs) must be a whole number of at least 1, got 0"),
-    ({"max_epochs": -1}, {}, "got -1"),
-    ({}, {"lr": -0.1}, "optim.lr (--lr) must be a finite number of at least 0, got -0.1"),
-    ({}, {"head_lr": float("nan")}, "optim.head_lr must be a finite number"),
-])
-def test_numbers_no_run_can_use_are_refused_before_any_work(ave_data, tmp_path, trainer, optim, expected):
-    """Built in Python, around the config's own checks: train itself refuses them, creating nothing."""
-    config = load_config("ave_molt_tiny")
-    config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, **trainer),
-                                 optim=dataclasses.replace(config.optim, **optim))
-    with pytest.raises(ValueError) as refused:
-        train(config, data=ave_data, out_dir=tmp_path / "runs", enable_progress_bar=False)
-    assert expected in str(refused.value)
-    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a directory without write permission: chmod cannot "

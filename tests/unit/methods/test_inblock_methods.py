@@ -229,7 +229,7 @@ def test_molt_train_and_eval_run_each_in_block_method(ave_data, tmp_path, capsys
     from molt.app.cli import main
 
     runs = tmp_path / "runs"
-    assert main(["--quiet", "train", "ave", "--data", str(ave_data), "--method", method, "--epochs", "1",
+    assert main(["--quiet", "train", "ave", "--json", "--data", str(ave_data), "--method", method, "--epochs", "1",
                  "--out", str(runs)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert f"ave_{method}_tiny" in result["adapters"]

@@ -171,7 +171,7 @@ def test_molt_train_avs_with_mettle_injects_and_evaluates(tmp_path, capsys):
     data = tmp_path / "avs"
     assert main(["synth", "avs", "--setting", "s4", "--out", str(data), "--videos", "16", "--seed", "1"]) == 0
     capsys.readouterr()
-    assert main(["--quiet", "train", "avs", "--data", str(data), "--method", "mettle", "--epochs", "1",
+    assert main(["--quiet", "train", "avs", "--json", "--data", str(data), "--method", "mettle", "--epochs", "1",
                  "--out", str(tmp_path / "runs")]) == 0
     result = json.loads(capsys.readouterr().out)
     from molt.app.evaluate import load_trained
