@@ -37,6 +37,21 @@ _STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
 _PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors of the command line itself (a missing or unknown flag, a bad value) in one line, exit code 2, like
+    every other bad input; ``--help`` shows the usage."""
+
+    def error(self, message: str):
+        import difflib
+        import re
+
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if wrong:
+            close = difflib.get_close_matches(wrong[1], re.findall(r"'([^']*)'", wrong[2]), n=1)
+            message += f"; did you mean {close[0]!r}?" if close else ""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples' line breaks and shows every non-empty default."""
 
@@ -220,6 +235,20 @@ def _add_backbone_names(group) -> None:
                                                 "from the Hugging Face cache, swinv2 random)")
     group.add_argument("--audio-weights", help="local weights of the audio encoder (HTS-AT: e.g. "
                                                "HTSAT_AudioSet_Saved_1.ckpt), or 'random'")
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum`` (argparse names the flag and exits with 2)."""
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return whole_number
 
 
 def _add_accelerator(parser, help_text: str, default: str | None = "auto") -> None:
@@ -604,7 +633,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     from ..tasks import registered_tasks, task_names
 
     tasks = task_names()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="molt", formatter_class=_HelpFormatter,
         description="MoLT: memory-efficient audio-visual learning on frozen transformers. Task-specific verbs take "
                     f"the task first: molt VERB TASK --data DIR ... (tasks: {', '.join(tasks)}).",
@@ -629,9 +658,9 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                 _cmd_demo, "molt demo", "molt demo --workdir /tmp/molt-demo --epochs 5")
     demo.add_argument("--workdir", help="where the data, the run and demo.json go (default: molt-demo in the "
                                         "current directory)")
-    demo.add_argument("--videos", type=int, default=320, help="synthetic clips to generate")
-    demo.add_argument("--epochs", type=int, default=15, help="training epochs")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the data and of training")
+    demo.add_argument("--videos", type=_at_least(1), default=320, help="synthetic clips to generate")
+    demo.add_argument("--epochs", type=_at_least(1), default=15, help="training epochs")
+    demo.add_argument("--seed", type=_at_least(0), default=0, help="seed of the data and of training")
 
     synth = verb("synth", "write procedural audio-visual clips in a real dataset's on-disk layout", _cmd_synth,
                  "molt synth ave --out data/synth --videos 200 --seed 0",
@@ -639,10 +668,10 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     _add_task(synth, tasks)
     _add_setting(synth)
     synth.add_argument("--out", required=True, help="output directory (the dataset root to train on)")
-    synth.add_argument("--videos", type=int, default=200, help="number of clips")
-    synth.add_argument("--seed", type=int, default=0, help="seed of everything generated")
-    synth.add_argument("--image-size", type=int, default=64, help="frame size in pixels")
-    synth.add_argument("--workers", type=int, default=2, help="encoding processes")
+    synth.add_argument("--videos", type=_at_least(1), default=200, help="number of clips")
+    synth.add_argument("--seed", type=_at_least(0), default=0, help="seed of everything generated")
+    synth.add_argument("--image-size", type=_at_least(1), default=64, help="frame size in pixels")
+    synth.add_argument("--workers", type=_at_least(1), default=2, help="encoding processes")
     synth.add_argument("--overwrite", action="store_true",
                        help="write into --out even when it holds a data set not generated with these options "
                             "(the same command run again needs no flag: it writes the same files)")
@@ -657,10 +686,10 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     _add_setting(prepare)
     prepare.add_argument("--out", help="output directory (default: the task's place inside the root, e.g. "
                                        "ROOT/prepared)")
-    prepare.add_argument("--image-size", type=int,
+    prepare.add_argument("--image-size", type=_at_least(1),
                          help="frame size (default: the generator's size for synthetic data, else 192)")
-    prepare.add_argument("--workers", type=int, default=2, help="decoding processes")
-    prepare.add_argument("--limit", type=int, help="only the first N videos (for a quick look)")
+    prepare.add_argument("--workers", type=_at_least(1), default=2, help="decoding processes")
+    prepare.add_argument("--limit", type=_at_least(1), help="only the first N videos (for a quick look)")
     prepare.add_argument("--overwrite", action="store_true",
                          help="prepare into --out even when it holds something else than a prepared set of this root "
                               "and setting")
@@ -696,16 +725,16 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     extract.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"],
                          help="storage dtype of the taps")
     extract.add_argument("--splits", default="train,val,test", help="comma-separated splits to extract")
-    extract.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
-    extract.add_argument("--chunk-size", type=int, default=256, help="clips per chunk file (unit of resume)")
+    extract.add_argument("--batch-size", type=_at_least(1), default=8, help="clips per forward pass")
+    extract.add_argument("--chunk-size", type=_at_least(1), default=256, help="clips per chunk file (unit of resume)")
     _add_accelerator(extract, "where the backbones run (auto: a GPU when one is visible)")
     extract.add_argument("--verify", action="store_true", help="re-check the checksums of chunks already written")
-    extract.add_argument("--devices", type=int, default=1,
+    extract.add_argument("--devices", type=_at_least(1), default=1,
                          help="processes on this machine, one per GPU (cuda:0, cuda:1, ...) or CPU processes; they "
                               "share the chunks of every split")
-    extract.add_argument("--num-nodes", type=int, default=1,
+    extract.add_argument("--num-nodes", type=_at_least(1), default=1,
                          help="machines extracting into the same (shared) --out directory, each with --devices")
-    extract.add_argument("--node-rank", type=int, default=0, help="this machine's index among --num-nodes")
+    extract.add_argument("--node-rank", type=_at_least(0), default=0, help="this machine's index among --num-nodes")
     _add_model_options(extract)
     extract.set_defaults(stop_hint="the complete chunks are kept; run the same command again to resume")
 
@@ -721,7 +750,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                           help="which test file, for a task whose release has several ("
                                + "; ".join(f"{name}: {' | '.join(names)}" for name, names in variants.items())
                                + "; default: the first)")
-    evaluate.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
+    evaluate.add_argument("--batch-size", type=_at_least(1), default=8, help="items per forward pass")
     evaluate.add_argument("--out", help="where metrics.json and the pictures go (default: "
                                         "evaluations/RUN_version_N_best_SPLIT in the current directory)")
     _add_recorded_weights(evaluate)
@@ -755,11 +784,12 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     _add_backbone_names(bench)
     bench.add_argument("--methods", default="molt,mettle,lavish,dgsct,avmoe",
                        help=f"comma-separated methods ({', '.join(_METHODS)})")
-    bench.add_argument("--batch-clips", type=int, default=1,
+    bench.add_argument("--batch-clips", type=_at_least(1), default=1,
                        help="clips per training step (10 segments each; 5 frames for avs)")
     _add_setting(bench)
-    bench.add_argument("--steps", type=int, default=5, help="timed training steps per method (median reported)")
-    bench.add_argument("--warmup", type=int, default=2, help="untimed training steps before them")
+    bench.add_argument("--steps", type=_at_least(1), default=5,
+                       help="timed training steps per method (median reported)")
+    bench.add_argument("--warmup", type=_at_least(0), default=2, help="untimed training steps before them")
     _add_accelerator(bench, "where the steps run (auto: a GPU when one is visible)")
     bench.add_argument("--backbone-dtype", default="float32", choices=_BACKBONE_DTYPES,
                        help="dtype the frozen backbones are stored and run in (tap-reading methods)")
@@ -784,10 +814,11 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                          help="a named backbone pair (layers; --visual-backbone / --audio-backbone NAME or none "
                               "replace or skip one side)")
     _add_backbone_names(analyze)
-    analyze.add_argument("--clips", type=int, default=16, help="clips to sample")
+    analyze.add_argument("--clips", type=_at_least(1), default=16, help="clips to sample")
     analyze.add_argument("--split", help="split to sample (default: all for layers, test for tokens)")
-    analyze.add_argument("--early", type=int, help="fix the number of early blocks instead of reading the curve")
-    analyze.add_argument("--late", type=int, default=2, help="number of late blocks (paper: 2)")
+    analyze.add_argument("--early", type=_at_least(0),
+                         help="fix the number of early blocks instead of reading the curve")
+    analyze.add_argument("--late", type=_at_least(1), default=2, help="number of late blocks (paper: 2)")
     _add_trust(analyze)
 
     ablate = verb("ablate", "train the variants of one of the paper's ablation tables (4: adaptation position, "

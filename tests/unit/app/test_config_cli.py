@@ -125,3 +125,18 @@ def test_molt_backbones_lists_the_pairs_and_the_name_forms(capsys):
     text = capsys.readouterr().out
     assert all(f"  {name} " in text for name in BACKBONE_PAIRS)
     assert "timm:ANY_TIMM_MODEL" in text and "hf:/path/to/saved/folder" in text and "HF_HUB_OFFLINE=1" in text
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["synth", "ave", "--out", "x", "--videos", "0"], "molt synth: argument --videos: must be at least 1, got 0"),
+    (["extract", "ave", "--data", "d", "--out", "o", "--chunk-size", "two"], "expected a whole number, got 'two'"),
+    (["trian"], "did you mean 'train'?"),
+    (["train", "ave", "--data", "d", "--method", "molr"], "did you mean 'molt'?"),
+    (["train", "ave"], "the following arguments are required: --data"),
+])
+def test_command_line_errors_are_one_line_with_the_fix(capsys, argv, expected):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and expected in error and "--help)" in error
