@@ -117,6 +117,9 @@ class TaskParts:
             ``"files"``; ``None`` when the task has no predictor yet.
         bench: what ``molt bench efficiency`` needs (:class:`BenchHooks`), or ``None`` when the task is not
             benchmarked.
+        official_heads: the peers' own heads for this task (``head: official`` of an in-block method's config):
+            method name -> ``{"shared": head class, "separate": head class}`` (one backbone reading both
+            modalities, or two); each class takes ``(config, *, visual_dim, audio_dim, **task_options)``.
     """
 
     reader: type
@@ -127,6 +130,7 @@ class TaskParts:
     figures: Callable[..., Any]
     predictor: Callable[..., dict[str, Any]] | None = None
     bench: BenchHooks | None = None
+    official_heads: Mapping[str, Mapping[str, type[TaskHead]]] = field(default_factory=dict)
 
 
 @cache
@@ -197,6 +201,19 @@ class TaskSpec:
     @property
     def head(self) -> type[TaskHead]:
         return _load_parts(self.parts).head
+
+    def official_head(self, method: str, *, shared: bool) -> type[TaskHead]:
+        """The peer ``method``'s own head for this task (one backbone reading both modalities when ``shared``).
+
+        Raises:
+            ValueError: the task has no official head for ``method``, naming those it has.
+        """
+        heads = _load_parts(self.parts).official_heads
+        if method not in heads:
+            known = ", ".join(sorted(heads)) or "none"
+            raise ValueError(f"{self.name} has no official head for {method} (official heads: {known}); "
+                             f"use method_config.head: common")
+        return heads[method]["shared" if shared else "separate"]
 
     @property
     def figures(self) -> Callable[..., Any]:

@@ -34,13 +34,15 @@ __getattr__ = lazy_exports(__name__, {
 def _parts() -> TaskParts:
     from .figures import plot_timelines
     from .head import AVEHead, bench_targets
+    from .official import OFFICIAL_AVE_HEADS
     from .predict import predict_video
     from .prepared import PreparedAVE, ensure_prepared
     from .reader import AVEAnnotations
     from .synthetic import generate_ave
 
     return TaskParts(reader=AVEAnnotations, prepare=ensure_prepared, dataset=PreparedAVE, synthesize=generate_ave,
-                     head=AVEHead, figures=plot_timelines, predictor=predict_video, bench=BenchHooks(bench_targets))
+                     head=AVEHead, figures=plot_timelines, predictor=predict_video, bench=BenchHooks(bench_targets),
+                     official_heads=OFFICIAL_AVE_HEADS)
 
 
 SPEC = register_task(TaskSpec(
