@@ -473,6 +473,15 @@ def _cmd_params(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(preset_names()))
         return 0
+    if args.heads:
+        from .params import head_count_table
+        from ..tasks import task_names
+
+        if args.name not in task_names():
+            raise ValueError(f"molt params --heads needs a task ({', '.join(task_names())}), got {args.name!r}")
+        for backbone in ("paper", "shared"):
+            print(f"{args.name}, backbone preset {backbone}:\n{head_count_table(args.name, backbone)}\n")
+        return 0
     names: list[Any] = resolve_preset_names(args.name)
     sides = {"visual": args.visual_backbone, "audio": args.audio_backbone}
     if any(sides.values()):
@@ -699,11 +708,14 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
 
     params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
                   _cmd_params, "molt params ave", "molt params ave_molt_paper", "molt params",
-                  "molt params --list",
+                  "molt params --list", "molt params ave --heads",
                   "molt params ave --visual-backbone timm:vit_large_patch14_dinov2.lvd142m --audio-backbone htsat")
     params.add_argument("name", nargs="?", metavar="TASK|PRESET",
                         help="a task (all its presets) or one preset (default: every preset)")
     params.add_argument("--list", action="store_true", help="list preset names")
+    params.add_argument("--heads", action="store_true",
+                        help="the in-block methods (lavish, dgsct, avmoe) with our common head and with their own "
+                             "(method_config.head: official), counted as their scripts count")
     params.add_argument("--visual-backbone", metavar="NAME", help="count with this visual encoder (see molt backbones)")
     params.add_argument("--audio-backbone", metavar="NAME", help="count with this audio encoder (see molt backbones)")
 

@@ -203,6 +203,23 @@ class _PooledSegmentsHead(AVESegmentHead):
         return targets
 
 
+def _count(module: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def _uncalled_temporal_parts() -> dict[str, int]:
+    """What the repositories' ``TemporalAttention`` registers but never calls (counted on the meta device): the
+    template layer each encoder and decoder module keeps beside its clones, and the unused ``self_attn`` of the
+    two called decoder layers."""
+    with torch.device("meta"):
+        attention = nn.MultiheadAttention(_WIDTH, _HEADS)
+        encoder_layer = nn.TransformerEncoderLayer(_WIDTH, _HEADS, dim_feedforward=_FEEDFORWARD)
+        decoder_layer = _MemoryDecoderLayer(_WIDTH, _HEADS, _FEEDFORWARD)
+        return {"template encoder/decoder layers kept beside their clones":
+                2 * _count(encoder_layer) + 2 * (_count(decoder_layer) + _count(attention)),
+                "self_attn of the two decoder layers (never called)": 2 * _count(attention)}
+
+
 class DGSCTAVEHead(_PooledSegmentsHead):
     """DG-SCT's AVE head (temporal attention + CMBS) and loss; see the module docstring.
 
@@ -219,6 +236,19 @@ class DGSCTAVEHead(_PooledSegmentsHead):
 
     #: the gate term of the loss (DG-SCT's ``main_trans.py`` has it, AVMoE's ``main_trans_v3.py`` not)
     gate_loss = True
+
+    @classmethod
+    def script_only_parameters(cls) -> dict[str, int]:
+        """Parameters the repository's script counts as trainable but its forward never uses, by part (not built
+        here; independent of the input widths and class count): what turns this head's count into the
+        published one."""
+        parts = _uncalled_temporal_parts()
+        with torch.device("meta"):
+            inter = nn.MultiheadAttention(_WIDTH, _HEADS)
+            norm = nn.LayerNorm(_WIDTH)
+            parts["CMBS.AVInter + VAInter (outputs discarded)"] = 2 * (_count(inter) + _count(norm))
+            parts["CMBS.video_norm + audio_norm (never called)"] = 2 * _count(norm)
+        return parts
 
     def __init__(self, config: AVEHeadConfig | None = None, *, visual_dim: int, audio_dim: int, num_classes: int,
                  class_names: Sequence[str] | None = None) -> None:
@@ -258,6 +288,12 @@ class AVMoEAVEHead(DGSCTAVEHead):
 
     gate_loss = False
 
+    @classmethod
+    def script_only_parameters(cls) -> dict[str, int]:
+        """As :meth:`DGSCTAVEHead.script_only_parameters`; AVMoE's CMBS has no ``AVInter`` / ``VAInter`` or norms
+        with ``--is_inter_in_cmbs 0``."""
+        return _uncalled_temporal_parts()
+
 
 class LAVisHAVEHead(_PooledSegmentsHead):
     """LAVisH's AVE head: two linears on the concatenated pooled tokens, one softmax over ``C + 1`` classes per
@@ -285,6 +321,11 @@ class LAVisHAVEHead(_PooledSegmentsHead):
         targets = self._targets(batch, logits)
         one_hot = F.one_hot(targets, self.num_classes + 1).to(logits.dtype)
         return F.binary_cross_entropy(logits.softmax(dim=-1), one_hot)
+
+    @classmethod
+    def script_only_parameters(cls) -> dict[str, int]:
+        """None: the repository's two linears are all used."""
+        return {}
 
     def predict(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Segment classes ``(B, T)``: the argmax over the ``C + 1`` classes."""
