@@ -28,6 +28,7 @@ _BACKBONES = ("tiny", "tiny-shared", "paper", "shared")  # molt.config.BACKBONE_
 _BACKBONE_DTYPES = ("float32", "bfloat16", "float16")  # molt.config.BACKBONE_DTYPES
 _SHARED_AUDIO_FRONTENDS = ("htsat", "kaldi_fbank")    # molt.backbones.shared.SHARED_AUDIO_FRONTENDS
 _METHODS = ("molt", "mettle", "lavish", "dgsct", "avmoe")  # molt.methods.method_names()
+_HEADS = ("common", "official")  # molt.methods.inblock.HEAD_KINDS
 # the values of Lightning's Trainer that the command line offers (a YAML config may name others)
 _ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 _STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
@@ -192,6 +193,9 @@ def _add_model_options(parser: argparse.ArgumentParser, *, method: bool = True) 
     if method:
         group.add_argument("--method", choices=_METHODS,
                            help="method on the frozen backbones (default: the preset's, molt)")
+        group.add_argument("--head", choices=_HEADS,
+                           help="lavish, dgsct, avmoe: our common task head behind a read-out (default, the same for "
+                                "every method) or the method's own head from its repository (method_config.head)")
     group.add_argument("--backbone", choices=_BACKBONES, help="a named backbone pair (default: the preset's, tiny)")
     _add_backbone_names(group)
     group.add_argument("--backbone-dtype", choices=_BACKBONE_DTYPES,
@@ -294,6 +298,12 @@ def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] |
         config = dataclasses.replace(config, backbone=with_backbone_sides(config.backbone, **sides))
     if args.method:
         config = switch_method(config, args.method)
+    head = getattr(args, "head", None)
+    if head:
+        if "head" not in {f.name for f in dataclasses.fields(config.method_config)}:
+            raise ValueError(f"--head {head}: {config.method} has no head of its own; the in-block methods "
+                             f"(lavish, dgsct, avmoe) have one for some tasks (molt params {task} --heads)")
+        config = dataclasses.replace(config, method_config=config.method_config.replace(head=head))
     if config.task != task:
         raise ValueError(f"the config {preset!r} is for task {config.task!r}, not {task!r}")
     return config
