@@ -660,6 +660,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
                  "molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish",
                  "molt bench efficiency avs --setting ms3 --backbone paper --methods molt,dgsct,avmoe",
+                 "molt bench efficiency ave --backbone paper --methods dgsct,dgsct:official,avmoe,avmoe:official",
                  "molt bench efficiency ave --backbone paper --out benchmarks/results/efficiency_ave_paper",
                  "molt bench efficiency ave --visual-backbone timm:vit_large_patch14_dinov2.lvd142m --visual-weights "
                  "random --audio-backbone htsat")
@@ -668,7 +669,8 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="a named backbone pair")
     _add_backbone_names(bench)
     bench.add_argument("--methods", default="molt,mettle,lavish,dgsct,avmoe",
-                       help=f"comma-separated methods ({', '.join(_METHODS)})")
+                       help=f"comma-separated methods ({', '.join(_METHODS)}); METHOD:official measures lavish, "
+                            f"dgsct or avmoe with its own head instead of the common one")
     bench.add_argument("--batch-clips", type=int, default=1,
                        help="clips per training step (10 segments each; 5 frames for avs)")
     _add_setting(bench)
