@@ -165,3 +165,16 @@ def test_common_head_stays_the_default_and_refusals_name_the_fix():
                                      method_config={**SMALL, "head": "official"}), {"num_classes": C})
     with pytest.raises(ValueError, match="head"):
         ExperimentConfig(task="ave", method="molt", backbone="tiny", method_config={"head": "official"})
+
+
+def test_the_predictor_reads_a_head_with_one_distribution_per_segment():
+    from molt.tasks.ave.predict import _event_and_class_probabilities
+
+    logits = torch.log(torch.tensor([[[0.6, 0.2, 0.2], [0.1, 0.1, 0.8]]]))     # C = 2 classes + background
+    event, classes = _event_and_class_probabilities({"segment_logits": logits})
+    torch.testing.assert_close(event, torch.tensor([0.8, 0.2]))
+    torch.testing.assert_close(classes, torch.tensor([0.7, 0.3]))
+    event, classes = _event_and_class_probabilities({"event_logits": torch.zeros(1, 2),
+                                                     "class_logits": torch.zeros(1, 2)})
+    torch.testing.assert_close(event, torch.full((2,), 0.5))
+    torch.testing.assert_close(classes, torch.full((2,), 0.5))
