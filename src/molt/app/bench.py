@@ -28,7 +28,7 @@ A method that cannot run (e.g. out of memory) gets a row saying so instead of st
 
 Every method reads the task's common head by default. ``METHOD:official`` (``--methods dgsct,dgsct:official``)
 measures an in-block method with its own head (``method_config.head: official``); such a row also counts as the
-method's script counts (:func:`molt.app.params.script_frozen_extras` and the head's ``script_only_parameters``:
+method's script counts (:func:`script_frozen_extras` and the head's ``script_only_parameters``:
 the parts its head registers but never calls), which is how its published totals come out.
 ``molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish --out DIR`` runs it from a shell;
 :func:`run_efficiency` is the API. Each method's process is ``python -m molt bench worker ...`` (a sub-verb of the
@@ -56,9 +56,8 @@ from ..backbones.registry import backbone_label, backbone_sides
 from .memory import current_rss_bytes, peak_memory_bytes
 
 __all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "METHOD_NAMES", "bench_config", "method_label",
-           "split_method_head",
-           "bench_task_names", "random_batch", "classifier_parameters", "measure_training_step", "run_efficiency",
-           "write_efficiency", "run_worker"]
+           "split_method_head", "bench_task_names", "random_batch", "classifier_parameters", "script_frozen_extras",
+           "measure_training_step", "run_efficiency", "write_efficiency", "run_worker"]
 
 _logger = logging.getLogger(__name__)
 
@@ -230,6 +229,21 @@ def classifier_parameters(visual: Any) -> int:
     return int(model.num_features) * classes + classes if classes else 0
 
 
+def script_frozen_extras(visual: Any, audio: Any) -> dict[str, int]:
+    """Frozen tensors the peers' scripts count in their totals that our backbones drop or hold as buffers: the
+    classifier of the visual checkpoint (Swin-V2-L's ImageNet-22k head, 33.6 M; our backbone is built without it)
+    and HTS-AT's log-mel filter bank (``n_fft / 2 + 1`` x mel bins, an ``nn.Parameter`` in torchlibrosa, a buffer
+    here)."""
+    extras = {}
+    classifier = classifier_parameters(visual)
+    if classifier:
+        extras["classifier of the visual checkpoint"] = classifier
+    filter_bank = getattr(getattr(audio, "logmel_extractor", None), "melW", None)
+    if isinstance(filter_bank, torch.Tensor):
+        extras["HTS-AT log-mel filter bank (a Parameter in torchlibrosa)"] = filter_bank.numel()
+    return extras
+
+
 def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", method: str = "molt", *,
                           batch_clips: int = 1, device: str | None = None, seed: int = 0,
                           backbone_dtype: str = "float32", setting: str | None = None, steps: int = 5,
@@ -256,12 +270,7 @@ def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] =
     classifier = classifier_parameters(model.visual)
     official = getattr(config.method_config, "head", "common") == "official"
     script_only = getattr(type(model.task), "script_only_parameters", dict)() if official else {}
-    if official:
-        from .params import script_frozen_extras
-
-        frozen_extras = script_frozen_extras(model.visual, model.audio)
-    else:
-        frozen_extras = {}
+    frozen_extras = script_frozen_extras(model.visual, model.audio) if official else {}
     batch = random_batch(model, task, batch_clips, seed=seed, device=device, setting=setting)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=1e-4)

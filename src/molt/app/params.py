@@ -7,7 +7,7 @@ Swin-V2-L + HTS-AT presets are counted in seconds on any machine.
 common head and with their own (``method_config.head: official``), and adds, row by row, what their scripts count
 beside what is built here, so that the published totals can be reproduced: parameters their heads register but never
 call (the official head's ``script_only_parameters``), and frozen tensors our backbones hold as buffers or drop
-(:func:`script_frozen_extras`).
+(:func:`molt.app.bench.script_frozen_extras`).
 """
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from ..config import ExperimentConfig, load_config, preset_names
 from ..methods import build_method, count_parameters
 from ..model import build_task_head
 from ..tasks import get_task, task_names
+from .bench import script_frozen_extras
 
 __all__ = ["ParameterCount", "count_preset", "parameter_table", "presets_of_task", "resolve_preset_names",
-           "HeadCount", "script_frozen_extras", "count_heads", "head_count_table", "IN_BLOCK_METHODS"]
+           "HeadCount", "count_heads", "head_count_table", "IN_BLOCK_METHODS"]
 
 #: the methods that have their own heads (``method_config.head: official``)
 IN_BLOCK_METHODS = ("lavish", "dgsct", "avmoe")
@@ -107,23 +108,6 @@ def parameter_table(names: list[str | ExperimentConfig]) -> str:
     return "\n".join(lines)
 
 
-def script_frozen_extras(visual: Any, audio: Any) -> dict[str, int]:
-    """Frozen tensors the peers' scripts count in their totals that our backbones drop or hold as buffers: the
-    classifier of the visual checkpoint (Swin-V2-L's ImageNet-22k head, 33.6 M; our backbone is built without it)
-    and HTS-AT's log-mel filter bank (``n_fft / 2 + 1`` x mel bins, an ``nn.Parameter`` in torchlibrosa, a buffer
-    here)."""
-    from .bench import classifier_parameters
-
-    extras = {}
-    classifier = classifier_parameters(visual)
-    if classifier:
-        extras["classifier of the visual checkpoint"] = classifier
-    filter_bank = getattr(getattr(audio, "logmel_extractor", None), "melW", None)
-    if isinstance(filter_bank, torch.Tensor):
-        extras["HTS-AT log-mel filter bank (a Parameter in torchlibrosa)"] = filter_bank.numel()
-    return extras
-
-
 @dataclass
 class HeadCount:
     """One in-block method with one head, counted as built and as its script counts.
@@ -135,7 +119,8 @@ class HeadCount:
         method_params: the method's trainable parameters (adapters; with the common head, its read-out too).
         head_params: the head's.
         script_only: trainable parameters the script counts but never calls, by part (official heads).
-        frozen_extras: frozen tensors the script counts that are not parameters here (:func:`script_frozen_extras`).
+        frozen_extras: frozen tensors the script counts that are not parameters here
+            (:func:`molt.app.bench.script_frozen_extras`).
         paper: the MoLT paper's (trainable %, total M) for this method, task and backbone, if it has them.
     """
 

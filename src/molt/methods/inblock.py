@@ -40,7 +40,7 @@ LayerNorm and one uni-modal distillation adapter (MoLT eq. 1) to ``(B', K, D)``,
 input for every method. With ``head="official"`` there is no read-out: each modality's final tokens are pooled as
 the peer's script pools them, to ``(B', 1, D_last)`` (:meth:`InBlockMethod.pool_final`: the mean over the tokens
 for LAVisH and AVMoE, the last adapter's spatial map for DG-SCT), and the model builder gives them to the peer's
-own head for the task (``TaskSpec.official_heads``). Dense heads (AVS) read the *adapted* visual tokens at the
+own head for the task (``TaskSpec.official_head``). Dense heads (AVS) read the *adapted* visual tokens at the
 stage ends.
 """
 from __future__ import annotations
@@ -400,7 +400,7 @@ class InBlockConfig(MethodConfig):
             trained with it on.
         head: ``"common"`` (default): our read-out to ``(B', K, D)`` and the task's common head, as for every
             method; ``"official"``: no read-out, the peer's own pooling and head for the task (what its scripts
-            train and count; see :meth:`InBlockMethod.pool_final` and ``TaskSpec.official_heads``).
+            train and count; see :meth:`InBlockMethod.pool_final` and ``TaskSpec.official_head``).
         num_tokens: read-out tokens per modality ``K`` (what the task head reads).
         num_tokens_audio: audio read-out tokens if different from ``num_tokens``.
         dim: read-out width ``D``.

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..._lazy import lazy_exports
-from ..spec import BenchHooks, PaperFigures, TaskParts, TaskSpec, register_task
+from ..spec import (BenchHooks, PaperFigures, TaskParts, TaskSpec, register_official_heads,
+                    register_task)
 
 if TYPE_CHECKING:
     from .figures import plot_timelines
@@ -40,9 +41,9 @@ def _parts() -> TaskParts:
     from .reader import AVEAnnotations
     from .synthetic import generate_ave
 
+    register_official_heads("ave", OFFICIAL_AVE_HEADS)
     return TaskParts(reader=AVEAnnotations, prepare=ensure_prepared, dataset=PreparedAVE, synthesize=generate_ave,
-                     head=AVEHead, figures=plot_timelines, predictor=predict_video, bench=BenchHooks(bench_targets),
-                     official_heads=OFFICIAL_AVE_HEADS)
+                     head=AVEHead, figures=plot_timelines, predictor=predict_video, bench=BenchHooks(bench_targets))
 
 
 SPEC = register_task(TaskSpec(

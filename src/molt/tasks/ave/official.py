@@ -332,10 +332,11 @@ class LAVisHAVEHead(_PooledSegmentsHead):
         return outputs["segment_logits"].argmax(dim=-1)
 
 
-#: method name -> its own AVE head, per setting (``TaskParts.official_heads``): ``"shared"`` when one backbone reads
-#: both modalities, ``"separate"`` for two backbones. LAVisH's repository ships only the shared setting; its
-#: two-backbone version exists only in DG-SCT's repository, with DG-SCT's head, which is what the MoLT paper's
-#: "LAVisH (Swin-V2-L + HTS-AT)" rows count (3.7 M adapters + 98.4 M bridges + 12.6 M head).
+#: method name -> its own AVE head, per setting (registered with :func:`molt.tasks.spec.register_official_heads`):
+#: ``"shared"`` when one backbone reads both modalities, ``"separate"`` for two backbones. LAVisH's repository
+#: ships only the shared setting; its two-backbone version exists only in DG-SCT's repository, with DG-SCT's head,
+#: which is what the MoLT paper's "LAVisH (Swin-V2-L + HTS-AT)" rows count (3.7 M adapters + 98.4 M bridges +
+#: 12.6 M head).
 OFFICIAL_AVE_HEADS = {"lavish": {"shared": LAVisHAVEHead, "separate": DGSCTAVEHead},
                       "dgsct": {"shared": DGSCTAVEHead, "separate": DGSCTAVEHead},
                       "avmoe": {"shared": AVMoEAVEHead, "separate": AVMoEAVEHead}}
