@@ -145,13 +145,15 @@ def build_task_head(config: ExperimentConfig, method: nn.Module, visual: nn.Modu
     decides (``task_options``, e.g. ``num_classes``).
 
     An in-block method built with ``head: official`` (its config) gets the peer's own head for the task
-    (:meth:`~molt.tasks.spec.TaskSpec.official_head`), reading the widths of its pooled final tokens."""
+    (:meth:`~molt.tasks.spec.TaskSpec.official_head`), reading the widths of its final tokens; the method pools
+    those of the head's ``pooled_modalities``."""
     spec = get_task(config.task)
     head = config.head
     if "modalities" not in head.set_fields():
         head = head.replace(modalities=method.config.modalities)
     if getattr(method.config, "head", "common") == "official":
         official = spec.official_head(config.method, shared=not method.audio_after_block)
+        method.pooled_modalities = tuple(official.pooled_modalities)
         dims = method.final_dims
         return official(head, visual_dim=dims["visual"], audio_dim=dims["audio"], **task_options)
     arguments: dict[str, Any] = {"dim": method.output_dim}

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -57,7 +58,8 @@ from .memory import current_rss_bytes, peak_memory_bytes
 
 __all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "METHOD_NAMES", "bench_config", "method_label",
            "split_method_head", "bench_task_names", "random_batch", "classifier_parameters", "script_frozen_extras",
-           "measure_training_step", "run_efficiency", "write_efficiency", "run_worker"]
+           "script_only_parameters", "script_trainable_frozen", "measure_training_step", "run_efficiency",
+           "write_efficiency", "run_worker"]
 
 _logger = logging.getLogger(__name__)
 
@@ -244,6 +246,25 @@ def script_frozen_extras(visual: Any, audio: Any) -> dict[str, int]:
     return extras
 
 
+def script_only_parameters(head: Any, method: Any) -> dict[str, int]:
+    """An official head's parts its script counts as trainable but never calls (its class's
+    ``script_only_parameters``, at the method's final widths); ``{}`` for a head without them."""
+    count = getattr(type(head), "script_only_parameters", None)
+    if count is None:
+        return {}
+    dims = getattr(method, "final_dims", {})
+    widths = {f"{name}_dim": dims[name] for name in ("visual", "audio") if name in dims}
+    accepted = inspect.signature(count).parameters
+    return count(**{key: value for key, value in widths.items() if key in accepted})
+
+
+def script_trainable_frozen(head: Any, visual: Any) -> dict[str, int]:
+    """Frozen parameters of ``visual`` that an official head's script counts as trainable (its class's
+    ``script_trainable_frozen``), or ``{}``."""
+    count = getattr(type(head), "script_trainable_frozen", None)
+    return count(visual) if count is not None else {}
+
+
 def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", method: str = "molt", *,
                           batch_clips: int = 1, device: str | None = None, seed: int = 0,
                           backbone_dtype: str = "float32", setting: str | None = None, steps: int = 5,
@@ -269,7 +290,8 @@ def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] =
     trainable, total = count_parameters(model)
     classifier = classifier_parameters(model.visual)
     official = getattr(config.method_config, "head", "common") == "official"
-    script_only = getattr(type(model.task), "script_only_parameters", dict)() if official else {}
+    script_only = script_only_parameters(model.task, model.method) if official else {}
+    as_trainable = script_trainable_frozen(model.task, model.visual) if official else {}
     frozen_extras = script_frozen_extras(model.visual, model.audio) if official else {}
     batch = random_batch(model, task, batch_clips, seed=seed, device=device, setting=setting)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -312,6 +334,7 @@ def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] =
         "classifier_params": classifier, "total_params_with_classifier": total + classifier,
         "trainable_percent_with_classifier": 100.0 * trainable / (total + classifier),
         "head": type(model.task).__name__, "script_only_params": script_only, "script_frozen_params": frozen_extras,
+        "script_trainable_frozen_params": as_trainable,
         "activation_bytes": counter.bytes, "saved_tensors": counter.count,
         "peak_bytes": int(peak), "peak_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss",
         "rss_before_step_bytes": None if cuda else rss_before,
@@ -402,7 +425,8 @@ class EfficiencyTable:
         counted = [row for row in self.measured if row.get("script_only_params") or row.get("script_frozen_params")]
         if counted:
             lines += ["", "As the methods' scripts count (own heads): trainable as built + parts the head registers "
-                      "but never calls = trainable as counted; frozen as built + frozen tensors the script counts:", "",
+                      "but never calls (+ frozen weights the script counts as trainable, AVQA) = trainable as counted; "
+                      "frozen as built + frozen tensors the script counts:", "",
                       "| Method | Trainable as built (M) | Never called (M) | Trainable as counted (M) "
                       "| Frozen extras (M) | Total as counted (M) | Trainable % as counted "
                       "| Paper: trainable % / total M |",
@@ -410,7 +434,8 @@ class EfficiencyTable:
             for row in counted:
                 never = sum(row["script_only_params"].values())
                 extras = sum(row["script_frozen_params"].values())
-                trainable = row["trainable_params"] + never
+                as_trainable = sum(row.get("script_trainable_frozen_params", {}).values())
+                trainable = row["trainable_params"] + never + as_trainable
                 total = row["total_params"] + never + extras
                 figures = self.paper_for(row["method"])
                 lines.append(f"| {method_label(row['method'])} | {row['trainable_params'] / 1e6:.2f} "

@@ -22,17 +22,20 @@ from ..config import ExperimentConfig, load_config, preset_names
 from ..methods import build_method, count_parameters
 from ..model import build_task_head
 from ..tasks import get_task, task_names
-from .bench import script_frozen_extras
+from .bench import script_frozen_extras, script_only_parameters, script_trainable_frozen
 
 __all__ = ["ParameterCount", "count_preset", "parameter_table", "presets_of_task", "resolve_preset_names",
            "HeadCount", "count_heads", "head_count_table", "IN_BLOCK_METHODS"]
 
 #: the methods that have their own heads (``method_config.head: official``)
 IN_BLOCK_METHODS = ("lavish", "dgsct", "avmoe")
-#: where each peer's script prints its counts (the loop over ``named_parameters`` and the two prints)
-_COUNT_SOURCES = {"lavish": "GenjiB/LAVISH AVE/main_trans.py (shared setting); DG-SCT's LAVisH for two backbones",
-                  "dgsct": "haoyi-duan/DG-SCT DG-SCT/AVE/main_trans.py l.211-273",
-                  "avmoe": "yingchengy/AVMOE AVMOE/AVE/main_trans_v3.py l.268-319"}
+#: where each peer's script prints its counts (the loop over ``named_parameters`` and the prints), per task
+_COUNT_SOURCES = {
+    ("ave", "lavish"): "GenjiB/LAVISH AVE/main_trans.py (shared setting); DG-SCT's LAVisH for two backbones",
+    ("ave", "dgsct"): "haoyi-duan/DG-SCT DG-SCT/AVE/main_trans.py l.211-273",
+    ("ave", "avmoe"): "yingchengy/AVMOE AVMOE/AVE/main_trans_v3.py l.268-319",
+    ("avqa", "dgsct"): "haoyi-duan/DG-SCT DG-SCT/AVQA/net_grd_avst/main_avst.py l.273-312",
+    ("avqa", "avmoe"): "yingchengy/AVMOE AVMOE/AVQA/net_grd_avst/main_avst_v2.py l.368-407"}
 
 
 @dataclass
@@ -119,6 +122,8 @@ class HeadCount:
         method_params: the method's trainable parameters (adapters; with the common head, its read-out too).
         head_params: the head's.
         script_only: trainable parameters the script counts but never calls, by part (official heads).
+        frozen_as_trainable: frozen backbone parameters the script counts as trainable (the AVQA scripts' Swin norm
+            weights), by part; they are in ``frozen`` already.
         frozen_extras: frozen tensors the script counts that are not parameters here
             (:func:`molt.app.bench.script_frozen_extras`).
         paper: the MoLT paper's (trainable %, total M) for this method, task and backbone, if it has them.
@@ -131,6 +136,7 @@ class HeadCount:
     method_params: int
     head_params: int
     script_only: dict[str, int] = field(default_factory=dict)
+    frozen_as_trainable: dict[str, int] = field(default_factory=dict)
     frozen_extras: dict[str, int] = field(default_factory=dict)
     paper: tuple[float, float] | None = None
 
@@ -141,12 +147,13 @@ class HeadCount:
 
     @property
     def counted_trainable(self) -> int:
-        """As the script counts it (with what it registers but never calls)."""
-        return self.trainable + sum(self.script_only.values())
+        """As the script counts it (with what it registers but never calls, and frozen weights it counts as
+        trainable)."""
+        return self.trainable + sum(self.script_only.values()) + sum(self.frozen_as_trainable.values())
 
     @property
     def counted_total(self) -> int:
-        return self.frozen + sum(self.frozen_extras.values()) + self.counted_trainable
+        return self.frozen + sum(self.frozen_extras.values()) + self.trainable + sum(self.script_only.values())
 
 
 def count_heads(task: str, backbone: str = "paper", methods: tuple[str, ...] = IN_BLOCK_METHODS,
@@ -176,10 +183,12 @@ def count_heads(task: str, backbone: str = "paper", methods: tuple[str, ...] = I
                                                 visual, dict(spec.paper.task_options))
                 except ValueError:      # no official head for this task
                     continue
-            script_only = getattr(type(task_head), "script_only_parameters", dict)() if head == "official" else {}
+            official = head == "official"
+            script_only = script_only_parameters(task_head, built) if official else {}
+            as_trainable = script_trainable_frozen(task_head, visual) if official else {}
             rows.append(HeadCount(method, head, type(task_head).__name__, frozen, count_parameters(built)[0],
-                                  count_parameters(task_head)[0], script_only, extras if head == "official" else {},
-                                  _paper_parameters(task, backbone, method)))
+                                  count_parameters(task_head)[0], script_only, as_trainable,
+                                  extras if official else {}, _paper_parameters(task, backbone, method)))
     return rows
 
 
@@ -192,20 +201,23 @@ def head_count_table(task: str, backbone: str = "paper", **method_config: Any) -
     """Markdown: :func:`count_heads`, one row per method and head, and the parts added to reach each script's
     count."""
     lines = ["| method | head | frozen (M) | adapters (M) | head (M) | trainable as built (M) | counted, never called "
-             "(M) | frozen extras (M) | trainable as counted (M) | total as counted (M) | trainable % | paper: "
-             "trainable % / total (M) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(M) | frozen counted as trainable (M) | frozen extras (M) | trainable as counted (M) | total as counted "
+             "(M) | trainable % | paper: trainable % / total (M) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for row in count_heads(task, backbone, **method_config):
         paper = f"{row.paper[0]} / {row.paper[1]}" if row.paper else "-"
         lines.append(
             f"| {row.method} | {row.head} ({row.head_class}) | {row.frozen / 1e6:.1f} | {row.method_params / 1e6:.2f} "
             f"| {row.head_params / 1e6:.2f} | {row.trainable / 1e6:.2f} | {sum(row.script_only.values()) / 1e6:.2f} "
-            f"| {sum(row.frozen_extras.values()) / 1e6:.2f} | {row.counted_trainable / 1e6:.2f} "
-            f"| {row.counted_total / 1e6:.1f} | {100 * row.counted_trainable / row.counted_total:.1f} | {paper} |")
+            f"| {sum(row.frozen_as_trainable.values()) / 1e6:.2f} | {sum(row.frozen_extras.values()) / 1e6:.2f} "
+            f"| {row.counted_trainable / 1e6:.2f} | {row.counted_total / 1e6:.1f} "
+            f"| {100 * row.counted_trainable / row.counted_total:.1f} | {paper} |")
         if row.head == "official":
-            parts = "; ".join(f"{name} {count:,}" for name, count in {**row.script_only, **row.frozen_extras}.items())
-            notes.append(f"- {row.method}, own head ({_COUNT_SOURCES.get(row.method, '-')}): {parts or 'nothing'}")
+            parts = "; ".join(f"{name} {count:,}" for name, count in
+                              {**row.script_only, **row.frozen_as_trainable, **row.frozen_extras}.items())
+            source = _COUNT_SOURCES.get((task, row.method), "-")
+            notes.append(f"- {row.method}, own head ({source}): {parts or 'nothing'}")
     lines += ["", "With the common head the rows count what is built (our read-out + head, the backbones without "
               "the checkpoint's classifier). With the official head they count as the script does:"] + notes
     return "\n".join(lines)

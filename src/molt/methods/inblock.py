@@ -270,6 +270,9 @@ class InBlockMethod(Method):
             raise ValueError(f"{self.display_name}: no adapter position left (skip_stages={skip_stages})")
         self.audio_after_block = not shares_weights(visual, audio)
         self.official_head = config.head == "official"
+        #: with ``head="official"``: the modalities whose final tokens are pooled (the model builder sets the
+        #: head's ``pooled_modalities``); the others reach the head as they leave the last block
+        self.pooled_modalities: tuple[str, ...] = tuple(self.modalities)
         self.readout = None if self.official_head else nn.ModuleDict({
             name: LayerCentricDistillation(in_dim=self.dims[name][-1], dim=config.dim,
                                            num_tokens=self.num_tokens[name], num_heads=config.out_heads)
@@ -320,7 +323,8 @@ class InBlockMethod(Method):
     def forward(self, visual_taps: Sequence[torch.Tensor] | None,
                 audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
         """One adapted final-block tap per modality ``(B', N, D_last)`` -> ``(B', K, D)`` per modality (with
-        ``head="official"``: ``(B', 1, D_last)``, pooled by :meth:`pool_final`)."""
+        ``head="official"``: ``(B', 1, D_last)`` pooled by :meth:`pool_final` for the modalities in
+        :attr:`pooled_modalities`, the tokens ``(B', N, D_last)`` themselves for the others)."""
         fused = {}
         for name, taps in (("visual", visual_taps), ("audio", audio_taps)):
             width = self.dims[name][-1]
@@ -328,7 +332,10 @@ class InBlockMethod(Method):
                 got = "None" if taps is None else [tuple(t.shape) for t in taps]
                 raise ValueError(f"{self.display_name} expects one adapted final-block {name} tap "
                                  f"(B', N, {width}), got {got}")
-            fused[name] = self.pool_final(name, taps[0]) if self.readout is None else self.readout[name](taps[0])
+            if self.readout is not None:
+                fused[name] = self.readout[name](taps[0])
+            else:
+                fused[name] = self.pool_final(name, taps[0]) if name in self.pooled_modalities else taps[0]
         return MethodOutput(visual=fused["visual"], audio=fused["audio"], aux_losses=self.aux_losses(),
                             extras=self.extras())
 

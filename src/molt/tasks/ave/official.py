@@ -170,6 +170,9 @@ class TemporalAttentionCMBS(nn.Module):
 class _PooledSegmentsHead(AVESegmentHead):
     """Shared input handling of the official heads: one vector per segment and modality, reshaped to ``(B, T, D)``."""
 
+    #: the modalities whose final tokens the in-block method pools for this head (both)
+    pooled_modalities = ("visual", "audio")
+
     def __init__(self, config: AVEHeadConfig | None, *, visual_dim: int, audio_dim: int, num_classes: int,
                  class_names: Sequence[str] | None = None) -> None:
         super().__init__()
