@@ -52,3 +52,14 @@ def test_head_flag_picks_the_methods_own_head(caplog):
     assert _experiment(args, "ave").method_config.head == "common"
     assert main(["train", "ave", "--data", "d", "--head", "official"]) == 2
     assert "molt has no head of its own" in caplog.text
+
+
+def test_avqa_counts_add_what_the_avqa_scripts_count():
+    """The AVQA scripts count their head's uncalled layers and print every Swin ``norm`` weight as trainable."""
+    from molt.app.params import count_heads
+
+    row = {(r.method, r.head): r for r in count_heads("avqa", "paper", methods=("dgsct",))}["dgsct", "official"]
+    assert row.head_class == "AVSTAVQAHead" and row.head_params == 66_870_444
+    assert sum(row.script_only.values()) == 3_545_088
+    assert row.frozen_as_trainable == {"Swin norm weights counted as trainable (frozen)": 81_024}
+    assert row.counted_total - row.counted_trainable == row.frozen + sum(row.frozen_extras.values()) - 81_024
