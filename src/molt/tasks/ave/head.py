@@ -6,7 +6,9 @@ event categories (28 in the real dataset) or background (index ``C``). The metri
 
 The head follows the event-relevance + category design that the setups MoLT reports against use on AVE (DG-SCT,
 AVMoE, after CMBS): per segment an *is-event* logit, per clip one *category* distribution; a segment is predicted
-as the clip's category when ``sigmoid(is_event) > 0.5`` and as background otherwise.
+as the clip's category when ``sigmoid(is_event) > 0.5`` and as background otherwise. It is the common head of every
+method; the peers' own heads (``method_config.head: official``) are in :mod:`.official` and share
+:class:`AVESegmentHead` (prediction, metric, pictures) with it.
 
 Head (input: fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)`` from the method):
 

@@ -8,7 +8,8 @@ accuracy overall, per family and per sub-type.
 
 The head follows the spatio-temporal grounding network that the setups MoLT reports against use on MUSIC-AVQA
 (AVST of Li et al., as used by LAVisH, DG-SCT and AVMoE), on MoLT's fused tokens ``visual (B*T, K, D)`` and
-``audio (B*T, K, D)``:
+``audio (B*T, K, D)``; it is the common head of every method (DG-SCT's and AVMoE's own, ``method_config.head:
+official``, is in :mod:`.official` and shares :class:`AVQAAnswerHead` with it):
 
 1. **question encoder**: word embedding (``<pad>`` = 0) -> tanh -> LSTM over the real words (packed by
    ``question_length``) -> ``[h_n, c_n]`` of the last layer -> tanh -> Linear to ``q (B, H)``;
