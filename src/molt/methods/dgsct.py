@@ -34,9 +34,10 @@ Assumptions and departures:
 * The repository pools the final tokens with the last adapter's spatial map (a softmax over the tokens of the tanh
   of its spatial scores) before its heads; by default (``head="common"``) a LayerNorm + uni-modal distillation
   read-out gives ``(B', K, D)`` to the same task head every method uses, so the head is ours, not DG-SCT's (its AVE
-  head alone is 12.7 M parameters at paper scale). ``head="official"`` pools as the repository does
-  (:meth:`DGSCT.pool_final`, with gradients into the last p2 adapters' spatial layers) and trains DG-SCT's own
-  head (``molt.tasks.ave.official``). The frozen final LayerNorm of Swin-V2-L, which the repository applies
+  head is 12.6 M parameters as its script counts them, 7.9 M of them called). ``head="official"`` pools as the
+  repository does (:meth:`DGSCT.pool_final`, with gradients into the last p2 adapters' spatial layers; the audio
+  only on AVQA, whose head grounds over the visual grid) and trains DG-SCT's own head (``molt.tasks.ave.official``,
+  ``molt.tasks.avqa.official``). The frozen final LayerNorm of Swin-V2-L, which the repository applies
   before pooling, is not applied (our backbones end at their last block).
 * The repositories leave DropPath, SpecAugment and HTS-AT's ``bn0`` in training mode; ours stay frozen in
   inference mode (:class:`~molt.backbones.base.TapBackbone`).
