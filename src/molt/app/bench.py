@@ -418,8 +418,8 @@ class EfficiencyTable:
                   "backward (saved-tensor hooks, storages counted once, parameters excluded). Peak memory: "
                   + ("peak RSS of the method's own process (weights included)." if peak_kind == {"cpu_peak_rss"}
                      else "CUDA max allocated over the steps (weights included).")
-                  + " The paper's memory column is GPU training memory; its heads are the methods' own, ours are "
-                    "one head per task for every method."]
+                  + " The paper's memory column is GPU training memory; its heads are the methods' own (rows "
+                    "'(own head)' here), the other rows use one head per task for every method."]
         lines += [f"\nCounts: {note}" for methods, note in COUNT_NOTES.items()
                   if any(split_method_head(row["method"])[0] in methods for row in self.rows)]
         counted = [row for row in self.measured if row.get("script_only_params") or row.get("script_frozen_params")]

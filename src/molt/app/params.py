@@ -25,7 +25,7 @@ from ..tasks import get_task, task_names
 from .bench import script_frozen_extras, script_only_parameters, script_trainable_frozen
 
 __all__ = ["ParameterCount", "count_preset", "parameter_table", "presets_of_task", "resolve_preset_names",
-           "HeadCount", "count_heads", "head_count_table", "IN_BLOCK_METHODS"]
+           "HeadCount", "count_heads", "SCRIPT_NOTES", "head_count_table", "IN_BLOCK_METHODS"]
 
 #: the methods that have their own heads (``method_config.head: official``)
 IN_BLOCK_METHODS = ("lavish", "dgsct", "avmoe")
@@ -197,6 +197,19 @@ def _paper_parameters(task: str, backbone: str, method: str) -> tuple[float, flo
     return None if figures is None else (figures[0], figures[1])
 
 
+#: what a task's published in-block counts include that no head here builds (printed under ``molt params TASK
+#: --heads``), from the repositories' scripts
+SCRIPT_NOTES = {
+    "avs": "No official AVS head is built here (our AVS head is already the AVSBench decoder). DG-SCT's and AVMoE's "
+           "S4 models (avs_s4/model/PVT_AVSModel.py l.628, PVT_AVSModel_v2.py l.629) build AVSBench's PVT-v2-b5 "
+           "encoder, 81,443,008 parameters, and never call it (DG-SCT's call, l.885, is commented out; AVMoE's forward "
+           "has none), yet "
+           "their train.py / train_v2.py count it as trainable: every parameter not named swin is (DG-SCT "
+           "avs_s4/train.py l.145-169, AVMoE avs_s4/train_v2.py l.146-170), HTS-AT's 31.3 M included (DG-SCT trains "
+           "it in S4).",
+}
+
+
 def head_count_table(task: str, backbone: str = "paper", **method_config: Any) -> str:
     """Markdown: :func:`count_heads`, one row per method and head, and the parts added to reach each script's
     count."""
@@ -219,5 +232,9 @@ def head_count_table(task: str, backbone: str = "paper", **method_config: Any) -
             source = _COUNT_SOURCES.get((task, row.method), "-")
             notes.append(f"- {row.method}, own head ({source}): {parts or 'nothing'}")
     lines += ["", "With the common head the rows count what is built (our read-out + head, the backbones without "
-              "the checkpoint's classifier). With the official head they count as the script does:"] + notes
+              "the checkpoint's classifier)."]
+    if notes:
+        lines += ["With the official head they count as the script does:"] + notes
+    if task in SCRIPT_NOTES:
+        lines += ["", SCRIPT_NOTES[task]]
     return "\n".join(lines)

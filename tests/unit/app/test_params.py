@@ -63,3 +63,11 @@ def test_avqa_counts_add_what_the_avqa_scripts_count():
     assert sum(row.script_only.values()) == 3_545_088
     assert row.frozen_as_trainable == {"Swin norm weights counted as trainable (frozen)": 81_024}
     assert row.counted_total - row.counted_trainable == row.frozen + sum(row.frozen_extras.values()) - 81_024
+
+
+def test_avs_rows_say_what_the_avs_scripts_count_but_never_call():
+    from molt.app.params import count_heads, head_count_table
+
+    assert {row.head for row in count_heads("avs", "paper")} == {"common"}     # no official AVS head
+    table = head_count_table("avs", "paper")
+    assert "PVT-v2-b5" in table and "81,443,008" in table and "| dgsct | common (AVSHead) |" in table
