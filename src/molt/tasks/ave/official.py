@@ -337,9 +337,9 @@ class LAVisHAVEHead(_PooledSegmentsHead):
 
 #: method name -> its own AVE head, per setting (registered with :func:`molt.tasks.spec.register_official_heads`):
 #: ``"shared"`` when one backbone reads both modalities, ``"separate"`` for two backbones. LAVisH's repository
-#: ships only the shared setting; its two-backbone version exists only in DG-SCT's repository, with DG-SCT's head,
-#: which is what the MoLT paper's "LAVisH (Swin-V2-L + HTS-AT)" rows count (3.7 M adapters + 98.4 M bridges +
-#: 12.6 M head).
+#: ships only the shared setting; the MoLT paper's "LAVisH (Swin-V2-L + HTS-AT)" rows match, by arithmetic, DG-SCT's
+#: two-backbone code without its attention layers and with DG-SCT's head (3.7 M adapters + 98.4 M bridges + 12.6 M
+#: head), so with two backbones LAVisH gets DG-SCT's head (on the mean of the final tokens).
 OFFICIAL_AVE_HEADS = {"lavish": {"shared": LAVisHAVEHead, "separate": DGSCTAVEHead},
                       "dgsct": {"shared": DGSCTAVEHead, "separate": DGSCTAVEHead},
                       "avmoe": {"shared": AVMoEAVEHead, "separate": AVMoEAVEHead}}
