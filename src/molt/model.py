@@ -147,11 +147,20 @@ def build_task_head(config: ExperimentConfig, method: nn.Module, visual: nn.Modu
                     task_options: dict[str, Any]) -> TaskHead:
     """The task head for ``method``'s fused tokens: the config's ``head`` (reading the method's modalities unless it
     sets its own), what the backbone decides (the widths of the stage features a dense head reads) and what the data
-    decides (``task_options``, e.g. ``num_classes``)."""
+    decides (``task_options``, e.g. ``num_classes``).
+
+    An in-block method built with ``head: official`` (its config) gets the peer's own head for the task
+    (:meth:`~molt.tasks.spec.TaskSpec.official_head`), reading the widths of its final tokens; the method pools
+    those of the head's ``pooled_modalities``."""
     spec = get_task(config.task)
     head = config.head
     if "modalities" not in head.set_fields():
         head = head.replace(modalities=method.config.modalities)
+    if getattr(method.config, "head", "common") == "official":
+        official = spec.official_head(config.method, shared=not method.audio_after_block)
+        method.pooled_modalities = tuple(official.pooled_modalities)
+        dims = method.final_dims
+        return official(head, visual_dim=dims["visual"], audio_dim=dims["audio"], **task_options)
     arguments: dict[str, Any] = {"dim": method.output_dim}
     if spec.head.needs_visual_stages and visual is not None:
         arguments["stage_dims"] = [visual.block_dims[i] for i in visual.stage_end_blocks]

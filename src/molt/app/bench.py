@@ -25,6 +25,11 @@ report:
   and maximum (activation bytes are counted on the first step, outside the timed ones).
 
 A method that cannot run (e.g. out of memory) gets a row saying so instead of stopping the table.
+
+Every method reads the task's common head by default. ``METHOD:official`` (``--methods dgsct,dgsct:official``)
+measures an in-block method with its own head (``method_config.head: official``); such a row also counts as the
+method's script counts (:func:`script_frozen_extras` and the head's ``script_only_parameters``:
+the parts its head registers but never calls), which is how its published totals come out.
 ``molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish --out DIR`` runs it from a shell;
 :func:`run_efficiency` is the API. Each method's process is ``python -m molt bench worker ...`` (a sub-verb of the
 one command line, not in its help), which runs :func:`run_worker`.
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -50,8 +56,9 @@ import torch
 from ..backbones.registry import backbone_label, backbone_sides
 from .memory import current_rss_bytes, peak_memory_bytes
 
-__all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "METHOD_NAMES", "bench_config",
-           "bench_task_names", "random_batch", "classifier_parameters", "measure_training_step", "run_efficiency",
+__all__ = ["SavedTensorCounter", "EfficiencyTable", "BENCH_METHODS", "METHOD_NAMES", "bench_config", "method_label",
+           "split_method_head", "bench_task_names", "random_batch", "classifier_parameters", "script_frozen_extras",
+           "script_only_parameters", "script_trainable_frozen", "measure_training_step", "run_efficiency",
            "write_efficiency", "run_worker"]
 
 _logger = logging.getLogger(__name__)
@@ -67,9 +74,25 @@ COUNT_NOTES = {
                  "lcd_width: common (straight to D) is a third of that size.",
     ("lavish", "dgsct", "avmoe"): "LAVisH, DG-SCT, AVMoE: their adapters as the repositories build them "
                                   "(LAVisH's 12 paired positions with bridges: 98.4 M + 3.7 M, DG-SCT's 188.5 M), "
-                                  "but our task head and a LayerNorm + distillation read-out instead of their heads "
-                                  "(DG-SCT's AVE head alone is 12.7 M).",
+                                  "with our task head and a LayerNorm + distillation read-out (rows METHOD) or with "
+                                  "their own heads (rows METHOD (own head), --methods dgsct:official; DG-SCT's AVE "
+                                  "head is 7.9 M as built, 12.6 M as its script counts).",
 }
+
+
+def split_method_head(entry: str) -> tuple[str, str | None]:
+    """``"dgsct:official"`` -> ``("dgsct", "official")``; ``"dgsct"`` -> ``("dgsct", None)`` (the preset's head)."""
+    method, _, head = entry.partition(":")
+    return method, head or None
+
+
+def method_label(entry: str) -> str:
+    """A table's name for a method entry: ``"DG-SCT"``, ``"DG-SCT (own head)"``."""
+    method, head = split_method_head(entry)
+    name = METHOD_NAMES.get(method, method)
+    return f"{name} (own head)" if head == "official" else name if head in (None, "common") else f"{name} ({head})"
+
+
 _BACKBONE_NAMES = {"paper": ("Swin-V2-L", "HTS-AT"), "shared": ("Swin-V2-L", "(shared)"),
                    "tiny": ("Swin-V2 tiny", "HTS-AT tiny"), "tiny-shared": ("Swin-V2 tiny", "(shared)")}
 
@@ -150,10 +173,12 @@ def bench_config(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", 
     use the same backbone, head, output width ``D``, heads and tokens per modality ``K``, with their published
     settings for the task (and ``setting``, e.g. ``ms3``) and their own defaults otherwise (``switch_method``).
     ``backbone_dtype`` stores and runs the frozen backbones in that dtype (tap-reading methods only).
+    ``method`` may end in ``:official`` or ``:common`` (an in-block method's head, :func:`split_method_head`).
     """
     from ..config import load_config, switch_method
     from ..methods import get_method
 
+    method, head = split_method_head(method)
     get_method(method)
     spec = _bench_spec(task)
     backbone_sides(backbone)
@@ -162,6 +187,10 @@ def bench_config(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", 
                                                     ("audio_weights", audio_weights)) if value is not None})
     preset = spec.default_preset(backbone if isinstance(backbone, str) else "paper")
     config = switch_method(load_config(preset, overrides=overrides), method)
+    if head is not None:
+        if "head" not in {f.name for f in dataclasses.fields(config.method_config)}:
+            raise ValueError(f"{method}:{head}: {method} has no head of its own (only lavish, dgsct, avmoe)")
+        config = dataclasses.replace(config, method_config=config.method_config.replace(head=head))
     return dataclasses.replace(config, backbone_dtype=backbone_dtype)
 
 
@@ -202,6 +231,40 @@ def classifier_parameters(visual: Any) -> int:
     return int(model.num_features) * classes + classes if classes else 0
 
 
+def script_frozen_extras(visual: Any, audio: Any) -> dict[str, int]:
+    """Frozen tensors the peers' scripts count in their totals that our backbones drop or hold as buffers: the
+    classifier of the visual checkpoint (Swin-V2-L's ImageNet-22k head, 33.6 M; our backbone is built without it)
+    and HTS-AT's log-mel filter bank (``n_fft / 2 + 1`` x mel bins, an ``nn.Parameter`` in torchlibrosa, a buffer
+    here)."""
+    extras = {}
+    classifier = classifier_parameters(visual)
+    if classifier:
+        extras["classifier of the visual checkpoint"] = classifier
+    filter_bank = getattr(getattr(audio, "logmel_extractor", None), "melW", None)
+    if isinstance(filter_bank, torch.Tensor):
+        extras["HTS-AT log-mel filter bank (a Parameter in torchlibrosa)"] = filter_bank.numel()
+    return extras
+
+
+def script_only_parameters(head: Any, method: Any) -> dict[str, int]:
+    """An official head's parts its script counts as trainable but never calls (its class's
+    ``script_only_parameters``, at the method's final widths); ``{}`` for a head without them."""
+    count = getattr(type(head), "script_only_parameters", None)
+    if count is None:
+        return {}
+    dims = getattr(method, "final_dims", {})
+    widths = {f"{name}_dim": dims[name] for name in ("visual", "audio") if name in dims}
+    accepted = inspect.signature(count).parameters
+    return count(**{key: value for key, value in widths.items() if key in accepted})
+
+
+def script_trainable_frozen(head: Any, visual: Any) -> dict[str, int]:
+    """Frozen parameters of ``visual`` that an official head's script counts as trainable (its class's
+    ``script_trainable_frozen``), or ``{}``."""
+    count = getattr(type(head), "script_trainable_frozen", None)
+    return count(visual) if count is not None else {}
+
+
 def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", method: str = "molt", *,
                           batch_clips: int = 1, device: str | None = None, seed: int = 0,
                           backbone_dtype: str = "float32", setting: str | None = None, steps: int = 5,
@@ -226,6 +289,10 @@ def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] =
     build_s = time.perf_counter() - start
     trainable, total = count_parameters(model)
     classifier = classifier_parameters(model.visual)
+    official = getattr(config.method_config, "head", "common") == "official"
+    script_only = script_only_parameters(model.task, model.method) if official else {}
+    as_trainable = script_trainable_frozen(model.task, model.visual) if official else {}
+    frozen_extras = script_frozen_extras(model.visual, model.audio) if official else {}
     batch = random_batch(model, task, batch_clips, seed=seed, device=device, setting=setting)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(parameters, lr=1e-4)
@@ -266,6 +333,8 @@ def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] =
         "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total,
         "classifier_params": classifier, "total_params_with_classifier": total + classifier,
         "trainable_percent_with_classifier": 100.0 * trainable / (total + classifier),
+        "head": type(model.task).__name__, "script_only_params": script_only, "script_frozen_params": frozen_extras,
+        "script_trainable_frozen_params": as_trainable,
         "activation_bytes": counter.bytes, "saved_tensors": counter.count,
         "peak_bytes": int(peak), "peak_kind": "cuda_max_allocated" if cuda else "cpu_peak_rss",
         "rss_before_step_bytes": None if cuda else rss_before,
@@ -307,6 +376,10 @@ class EfficiencyTable:
         return {method: figures for (backbone, method), figures in _paper_efficiency(self.task).items()
                 if backbone == self.backbone}
 
+    def paper_for(self, entry: str) -> tuple[float, float, float | None] | None:
+        """The paper's figures for a method entry (``dgsct:official`` reads ``dgsct``'s)."""
+        return self.paper().get(split_method_head(entry)[0])
+
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "setting": self.setting, "backbone": self.backbone, "rows": self.rows,
                 "activation_ratio_vs_molt": self.ratios(),
@@ -326,10 +399,9 @@ class EfficiencyTable:
                  "Total with classifier (M) | Trainable % with classifier | Activation memory (GB) | "
                  "Peak memory (GB) | Step time (s) | Paper: trainable % / total M / memory GB |",
                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        paper = self.paper()
         for row in self.rows:
-            name = METHOD_NAMES.get(row["method"], row["method"])
-            figures = paper.get(row["method"])
+            name = method_label(row["method"])
+            figures = self.paper_for(row["method"])
             reference = " / ".join("-" if x is None else str(x) for x in figures) if figures else "-"
             if "error" in row:
                 lines.append(f"| {name} | did not run: {row['error']} |  |  |  |  |  |  |  |  |  | {reference} |")
@@ -346,14 +418,34 @@ class EfficiencyTable:
                   "backward (saved-tensor hooks, storages counted once, parameters excluded). Peak memory: "
                   + ("peak RSS of the method's own process (weights included)." if peak_kind == {"cpu_peak_rss"}
                      else "CUDA max allocated over the steps (weights included).")
-                  + " The paper's memory column is GPU training memory; its heads are the methods' own, ours are "
-                    "one head per task for every method."]
+                  + " The paper's memory column is GPU training memory; its heads are the methods' own (rows "
+                    "'(own head)' here), the other rows use one head per task for every method."]
         lines += [f"\nCounts: {note}" for methods, note in COUNT_NOTES.items()
-                  if any(row["method"] in methods for row in self.rows)]
+                  if any(split_method_head(row["method"])[0] in methods for row in self.rows)]
+        counted = [row for row in self.measured if row.get("script_only_params") or row.get("script_frozen_params")]
+        if counted:
+            lines += ["", "As the methods' scripts count (own heads): trainable as built + parts the head registers "
+                      "but never calls (+ frozen weights the script counts as trainable, AVQA) = trainable as counted; "
+                      "frozen as built + frozen tensors the script counts:", "",
+                      "| Method | Trainable as built (M) | Never called (M) | Trainable as counted (M) "
+                      "| Frozen extras (M) | Total as counted (M) | Trainable % as counted "
+                      "| Paper: trainable % / total M |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for row in counted:
+                never = sum(row["script_only_params"].values())
+                extras = sum(row["script_frozen_params"].values())
+                as_trainable = sum(row.get("script_trainable_frozen_params", {}).values())
+                trainable = row["trainable_params"] + never + as_trainable
+                total = row["total_params"] + never + extras
+                figures = self.paper_for(row["method"])
+                lines.append(f"| {method_label(row['method'])} | {row['trainable_params'] / 1e6:.2f} "
+                             f"| {never / 1e6:.2f} | {trainable / 1e6:.2f} | {extras / 1e6:.2f} | {total / 1e6:.1f} "
+                             f"| {100 * trainable / total:.1f} | "
+                             f"{f'{figures[0]} / {figures[1]}' if figures else '-'} |")
         ratios = self.ratios()
         if ratios:
             lines += ["", "MoLT's activation memory is "
-                      + ", ".join(f"1/{value:.1f} of {METHOD_NAMES.get(name, name)}'s"
+                      + ", ".join(f"1/{value:.1f} of {method_label(name)}'s"
                                   for name, value in ratios.items()) + "."]
         return "\n".join(lines) + "\n"
 
@@ -371,7 +463,7 @@ def write_efficiency(table: EfficiencyTable, out_dir: str | os.PathLike) -> dict
     import matplotlib.pyplot as plt
 
     rows = table.measured
-    methods = [METHOD_NAMES.get(row["method"], row["method"]) for row in rows]
+    methods = [method_label(row["method"]) for row in rows]
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     series = [("activation_bytes", "activation memory (GB)"), ("peak_bytes", "peak memory (GB)")]
     colours = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:gray"]
@@ -380,9 +472,8 @@ def write_efficiency(table: EfficiencyTable, out_dir: str | os.PathLike) -> dict
         bars = axis.bar(methods, values, color=colours[:len(values)])
         axis.bar_label(bars, fmt="%.3g")
         axis.set_ylabel(label)
-    paper = table.paper()
-    marked = [(name, paper[row["method"]][2]) for name, row in zip(methods, rows)
-              if paper.get(row["method"]) and paper[row["method"]][2] is not None]
+    papers = [table.paper_for(row["method"]) for row in rows]
+    marked = [(name, paper[2]) for name, paper in zip(methods, papers) if paper and paper[2] is not None]
     if marked:
         axes[1].scatter([name for name, _ in marked], [memory for _, memory in marked], color="black", marker="x",
                         zorder=3, label="paper (GPU training memory)")

@@ -31,6 +31,7 @@ _BACKBONES = ("tiny", "tiny-shared", "paper", "shared")  # molt.config.BACKBONE_
 _BACKBONE_DTYPES = ("float32", "bfloat16", "float16")  # molt.config.BACKBONE_DTYPES
 _SHARED_AUDIO_FRONTENDS = ("htsat", "kaldi_fbank")    # molt.backbones.shared.SHARED_AUDIO_FRONTENDS
 _METHODS = ("molt", "mettle", "lavish", "dgsct", "avmoe")  # molt.methods.method_names()
+_HEADS = ("common", "official")  # molt.methods.inblock.HEAD_KINDS
 # the values of Lightning's Trainer that the command line offers (a YAML config may name others)
 _ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 _STRATEGIES = ("auto", "ddp", "ddp_spawn", "fsdp")
@@ -210,6 +211,9 @@ def _add_model_options(parser: argparse.ArgumentParser, *, method: bool = True) 
     if method:
         group.add_argument("--method", choices=_METHODS,
                            help="method on the frozen backbones (default: the preset's, molt)")
+        group.add_argument("--head", choices=_HEADS,
+                           help="lavish, dgsct, avmoe: our common task head behind a read-out (default, the same for "
+                                "every method) or the method's own head from its repository (method_config.head)")
     group.add_argument("--backbone", choices=_BACKBONES, help="a named backbone pair (default: the preset's, tiny)")
     _add_backbone_names(group)
     group.add_argument("--backbone-dtype", choices=_BACKBONE_DTYPES,
@@ -366,6 +370,12 @@ def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] |
         config = dataclasses.replace(config, backbone=with_backbone_sides(config.backbone, **sides))
     if args.method:
         config = switch_method(config, args.method)
+    head = getattr(args, "head", None)
+    if head:
+        if "head" not in {f.name for f in dataclasses.fields(config.method_config)}:
+            raise ValueError(f"--head {head}: {config.method} has no head of its own; the in-block methods "
+                             f"(lavish, dgsct, avmoe) have one for some tasks (molt params {task} --heads)")
+        config = dataclasses.replace(config, method_config=config.method_config.replace(head=head))
     if config.task != task:
         raise ValueError(f"the config {preset!r} is for task {config.task!r}, not {task!r}")
     return config
@@ -603,6 +613,15 @@ def _cmd_params(args: argparse.Namespace) -> int:
     if args.list:
         print("\n".join(preset_names()))
         return 0
+    if args.heads:
+        from .params import head_count_table
+        from ..tasks import task_names
+
+        if args.name not in task_names():
+            raise ValueError(f"molt params --heads needs a task ({', '.join(task_names())}), got {args.name!r}")
+        for backbone in ("paper", "shared"):
+            print(f"{args.name}, backbone preset {backbone}:\n{head_count_table(args.name, backbone)}\n")
+        return 0
     names: list[Any] = resolve_preset_names(args.name)
     sides = {"visual": args.visual_backbone, "audio": args.audio_backbone}
     if any(sides.values()):
@@ -775,6 +794,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
                  "molt bench efficiency ave --backbone tiny --methods molt,mettle,lavish",
                  "molt bench efficiency avs --setting ms3 --backbone paper --methods molt,dgsct,avmoe",
+                 "molt bench efficiency ave --backbone paper --methods dgsct,dgsct:official,avmoe,avmoe:official",
                  "molt bench efficiency ave --backbone paper --out benchmarks/results/efficiency_ave_paper",
                  "molt bench efficiency ave --visual-backbone timm:vit_large_patch14_dinov2.lvd142m --visual-weights "
                  "random --audio-backbone htsat")
@@ -783,7 +803,8 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     bench.add_argument("--backbone", default="tiny", choices=list(_BACKBONES), help="a named backbone pair")
     _add_backbone_names(bench)
     bench.add_argument("--methods", default="molt,mettle,lavish,dgsct,avmoe",
-                       help=f"comma-separated methods ({', '.join(_METHODS)})")
+                       help=f"comma-separated methods ({', '.join(_METHODS)}); METHOD:official measures lavish, "
+                            f"dgsct or avmoe with its own head instead of the common one")
     bench.add_argument("--batch-clips", type=_at_least(1), default=1,
                        help="clips per training step (10 segments each; 5 frames for avs)")
     _add_setting(bench)
@@ -835,11 +856,14 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
 
     params = verb("params", "trainable / total parameters of config presets at their real scale (no forward pass)",
                   _cmd_params, "molt params ave", "molt params ave_molt_paper", "molt params",
-                  "molt params --list",
+                  "molt params --list", "molt params ave --heads",
                   "molt params ave --visual-backbone timm:vit_large_patch14_dinov2.lvd142m --audio-backbone htsat")
     params.add_argument("name", nargs="?", metavar="TASK|PRESET",
                         help="a task (all its presets) or one preset (default: every preset)")
     params.add_argument("--list", action="store_true", help="list preset names")
+    params.add_argument("--heads", action="store_true",
+                        help="the in-block methods (lavish, dgsct, avmoe) with our common head and with their own "
+                             "(method_config.head: official), counted as their scripts count")
     params.add_argument("--visual-backbone", metavar="NAME", help="count with this visual encoder (see molt backbones)")
     params.add_argument("--audio-backbone", metavar="NAME", help="count with this audio encoder (see molt backbones)")
 

@@ -2,10 +2,18 @@
 
 Models are built on PyTorch's ``meta`` device: shapes only, no memory, no weights, no computation, so the
 Swin-V2-L + HTS-AT presets are counted in seconds on any machine.
+
+:func:`head_count_table` (``molt params TASK --heads``) counts the in-block methods (LAVisH, DG-SCT, AVMoE) with our
+common head and with their own (``method_config.head: official``), and adds, row by row, what their scripts count
+beside what is built here, so that the published totals can be reproduced: parameters their heads register but never
+call (the official head's ``script_only_parameters``), and frozen tensors our backbones hold as buffers or drop
+(:func:`molt.app.bench.script_frozen_extras`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -14,8 +22,20 @@ from ..config import ExperimentConfig, load_config, preset_names
 from ..methods import build_method, count_parameters
 from ..model import build_task_head
 from ..tasks import get_task, task_names
+from .bench import script_frozen_extras, script_only_parameters, script_trainable_frozen
 
-__all__ = ["ParameterCount", "count_preset", "parameter_table", "presets_of_task", "resolve_preset_names"]
+__all__ = ["ParameterCount", "count_preset", "parameter_table", "presets_of_task", "resolve_preset_names",
+           "HeadCount", "count_heads", "SCRIPT_NOTES", "head_count_table", "IN_BLOCK_METHODS"]
+
+#: the methods that have their own heads (``method_config.head: official``)
+IN_BLOCK_METHODS = ("lavish", "dgsct", "avmoe")
+#: where each peer's script prints its counts (the loop over ``named_parameters`` and the prints), per task
+_COUNT_SOURCES = {
+    ("ave", "lavish"): "GenjiB/LAVISH AVE/main_trans.py (shared setting); DG-SCT's LAVisH for two backbones",
+    ("ave", "dgsct"): "haoyi-duan/DG-SCT DG-SCT/AVE/main_trans.py l.211-273",
+    ("ave", "avmoe"): "yingchengy/AVMOE AVMOE/AVE/main_trans_v3.py l.268-319",
+    ("avqa", "dgsct"): "haoyi-duan/DG-SCT DG-SCT/AVQA/net_grd_avst/main_avst.py l.273-312",
+    ("avqa", "avmoe"): "yingchengy/AVMOE AVMOE/AVQA/net_grd_avst/main_avst_v2.py l.368-407"}
 
 
 @dataclass
@@ -88,4 +108,133 @@ def parameter_table(names: list[str | ExperimentConfig]) -> str:
             f"{count.method_params / 1e6:.2f} | {head} | {count.trainable / 1e6:.2f} | {count.total / 1e6:.1f} | "
             f"{100 * count.trainable / count.total:.1f} | "
             f"{f'{paper[0]} / {paper[1]}' if paper else '-'} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class HeadCount:
+    """One in-block method with one head, counted as built and as its script counts.
+
+    Attributes:
+        method, head: the method and ``"common"`` or ``"official"``.
+        head_class: the head's class name.
+        frozen: the frozen backbones as built (each tensor once).
+        method_params: the method's trainable parameters (adapters; with the common head, its read-out too).
+        head_params: the head's.
+        script_only: trainable parameters the script counts but never calls, by part (official heads).
+        frozen_as_trainable: frozen backbone parameters the script counts as trainable (the AVQA scripts' Swin norm
+            weights), by part; they are in ``frozen`` already.
+        frozen_extras: frozen tensors the script counts that are not parameters here
+            (:func:`molt.app.bench.script_frozen_extras`).
+        paper: the MoLT paper's (trainable %, total M) for this method, task and backbone, if it has them.
+    """
+
+    method: str
+    head: str
+    head_class: str
+    frozen: int
+    method_params: int
+    head_params: int
+    script_only: dict[str, int] = field(default_factory=dict)
+    frozen_as_trainable: dict[str, int] = field(default_factory=dict)
+    frozen_extras: dict[str, int] = field(default_factory=dict)
+    paper: tuple[float, float] | None = None
+
+    @property
+    def trainable(self) -> int:
+        """As built: method + head."""
+        return self.method_params + self.head_params
+
+    @property
+    def counted_trainable(self) -> int:
+        """As the script counts it (with what it registers but never calls, and frozen weights it counts as
+        trainable)."""
+        return self.trainable + sum(self.script_only.values()) + sum(self.frozen_as_trainable.values())
+
+    @property
+    def counted_total(self) -> int:
+        return self.frozen + sum(self.frozen_extras.values()) + self.trainable + sum(self.script_only.values())
+
+
+def count_heads(task: str, backbone: str = "paper", methods: tuple[str, ...] = IN_BLOCK_METHODS,
+                **method_config: Any) -> list[HeadCount]:
+    """Each in-block method on the task's ``backbone`` preset (its published settings for the task, as
+    ``molt bench efficiency`` builds it), with the common head and, where the task has one, its own, on the meta
+    device. ``method_config`` overrides the methods' settings (e.g. ``num_latents=32``)."""
+    from ..config import switch_method
+
+    spec = get_task(task)
+    base = load_config(spec.default_preset(backbone))
+    rows = []
+    with torch.device("meta"):
+        visual, audio = build_backbones(base.backbone, load_weights=False,
+                                        audio_clip_seconds=base.audio_clip_seconds,
+                                        shared_audio_frontend=base.shared_audio_frontend)
+    _, frozen = count_parameters(torch.nn.ModuleList([visual, audio]))
+    extras = script_frozen_extras(visual, audio)
+    for method in methods:
+        config = switch_method(base, method)
+        for head in ("common", "official"):
+            method_settings = config.method_config.replace(head=head, **method_config)
+            with torch.device("meta"):
+                built, _, _ = build_method(method, method_settings, visual, audio)
+                try:
+                    task_head = build_task_head(dataclasses.replace(config, method_config=method_settings), built,
+                                                visual, dict(spec.paper.task_options))
+                except ValueError:      # no official head for this task
+                    continue
+            official = head == "official"
+            script_only = script_only_parameters(task_head, built) if official else {}
+            as_trainable = script_trainable_frozen(task_head, visual) if official else {}
+            rows.append(HeadCount(method, head, type(task_head).__name__, frozen, count_parameters(built)[0],
+                                  count_parameters(task_head)[0], script_only, as_trainable,
+                                  extras if official else {}, _paper_parameters(task, backbone, method)))
+    return rows
+
+
+def _paper_parameters(task: str, backbone: str, method: str) -> tuple[float, float] | None:
+    figures = get_task(task).paper.efficiency.get((backbone, method))
+    return None if figures is None else (figures[0], figures[1])
+
+
+#: what a task's published in-block counts include that no head here builds (printed under ``molt params TASK
+#: --heads``), from the repositories' scripts
+SCRIPT_NOTES = {
+    "avs": "No official AVS head is built here (our AVS head is already the AVSBench decoder). DG-SCT's and AVMoE's "
+           "S4 models (avs_s4/model/PVT_AVSModel.py l.628, PVT_AVSModel_v2.py l.629) build AVSBench's PVT-v2-b5 "
+           "encoder, 81,443,008 parameters, and never call it (DG-SCT's call, l.885, is commented out; AVMoE's forward "
+           "has none), yet "
+           "their train.py / train_v2.py count it as trainable: every parameter not named swin is (DG-SCT "
+           "avs_s4/train.py l.145-169, AVMoE avs_s4/train_v2.py l.146-170), HTS-AT's 31.3 M included (DG-SCT trains "
+           "it in S4).",
+}
+
+
+def head_count_table(task: str, backbone: str = "paper", **method_config: Any) -> str:
+    """Markdown: :func:`count_heads`, one row per method and head, and the parts added to reach each script's
+    count."""
+    lines = ["| method | head | frozen (M) | adapters (M) | head (M) | trainable as built (M) | counted, never called "
+             "(M) | frozen counted as trainable (M) | frozen extras (M) | trainable as counted (M) | total as counted "
+             "(M) | trainable % | paper: trainable % / total (M) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for row in count_heads(task, backbone, **method_config):
+        paper = f"{row.paper[0]} / {row.paper[1]}" if row.paper else "-"
+        lines.append(
+            f"| {row.method} | {row.head} ({row.head_class}) | {row.frozen / 1e6:.1f} | {row.method_params / 1e6:.2f} "
+            f"| {row.head_params / 1e6:.2f} | {row.trainable / 1e6:.2f} | {sum(row.script_only.values()) / 1e6:.2f} "
+            f"| {sum(row.frozen_as_trainable.values()) / 1e6:.2f} | {sum(row.frozen_extras.values()) / 1e6:.2f} "
+            f"| {row.counted_trainable / 1e6:.2f} | {row.counted_total / 1e6:.1f} "
+            f"| {100 * row.counted_trainable / row.counted_total:.1f} | {paper} |")
+        if row.head == "official":
+            parts = "; ".join(f"{name} {count:,}" for name, count in
+                              {**row.script_only, **row.frozen_as_trainable, **row.frozen_extras}.items())
+            source = _COUNT_SOURCES.get((task, row.method), "-")
+            notes.append(f"- {row.method}, own head ({source}): {parts or 'nothing'}")
+    lines += ["", "With the common head the rows count what is built (our read-out + head, the backbones without "
+              "the checkpoint's classifier)."]
+    if notes:
+        lines += ["With the official head they count as the script does:"] + notes
+    if task in SCRIPT_NOTES:
+        lines += ["", SCRIPT_NOTES[task]]
     return "\n".join(lines)

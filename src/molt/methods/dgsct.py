@@ -31,9 +31,14 @@ Assumptions and departures:
 
 * **Temporal prompts**: the paper's temporal part is not applied in the released code (the repository's issue #7);
   not built here either.
-* The repository pools the final tokens with the last adapter's spatial map (a softmax over tanh scores) before its
-  heads; here a LayerNorm + uni-modal distillation read-out gives ``(B', K, D)`` to the same task head every method
-  uses, so the head is ours, not DG-SCT's (its AVE head alone is 12.7 M parameters at paper scale).
+* The repository pools the final tokens with the last adapter's spatial map (a softmax over the tokens of the tanh
+  of its spatial scores) before its heads; by default (``head="common"``) a LayerNorm + uni-modal distillation
+  read-out gives ``(B', K, D)`` to the same task head every method uses, so the head is ours, not DG-SCT's (its AVE
+  head is 12.6 M parameters as its script counts them, 7.9 M of them called). ``head="official"`` pools as the
+  repository does (:meth:`DGSCT.pool_final`, with gradients into the last p2 adapters' spatial layers; the audio
+  only on AVQA, whose head grounds over the visual grid) and trains DG-SCT's own head (``molt.tasks.ave.official``,
+  ``molt.tasks.avqa.official``). The frozen final LayerNorm of Swin-V2-L, which the repository applies
+  before pooling, is not applied (our backbones end at their last block).
 * The repositories leave DropPath, SpecAugment and HTS-AT's ``bn0`` in training mode; ours stay frozen in
   inference mode (:class:`~molt.backbones.base.TapBackbone`).
 * In the shared setting (one Swin reading both) the positions are every block and no bridge is needed; DG-SCT
@@ -94,7 +99,9 @@ class DualGuidedAttention(nn.Module):
     """Steps 2-4 of the module docstring: channel and spatial attention of ``x`` guided by the bridged ``other``.
 
     ``forward(x (B, N, D), other (B, N, D))`` -> rescaled ``x`` ``(B, N, D)``; the last maps are kept (detached)
-    in ``channel_map`` ``(B, 1, D)`` and ``spatial_map`` ``(B, N, 1)``.
+    in ``channel_map`` ``(B, 1, D)`` and ``spatial_map`` ``(B, N, 1)``, and, when :attr:`keep_scores` is set, the
+    spatial scores before the sigmoid, *with* their graph, in ``spatial_scores`` ``(B, N, 1)`` (what DG-SCT pools
+    the final tokens with).
     """
 
     def __init__(self, dim: int, *, alpha: float, beta: float) -> None:
@@ -110,14 +117,18 @@ class DualGuidedAttention(nn.Module):
         self.spatial_out = nn.Linear(hidden, 1)
         self.channel_map: torch.Tensor | None = None
         self.spatial_map: torch.Tensor | None = None
+        self.keep_scores = False
+        self.spatial_scores: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         guide = other.mean(dim=1, keepdim=True)                                             # (B, 1, D)
         joint = (torch.relu(self.other_channel(guide)) * torch.relu(self.own_channel(x))).mean(dim=1)
         channel = torch.sigmoid(self.channel_out(torch.relu(self.channel_bottleneck(joint))))[:, None]
         spatial_query = torch.relu(self.own_spatial(x * (channel + 1.0)))
-        spatial = torch.sigmoid(self.spatial_out(spatial_query * torch.relu(self.other_spatial(guide))))
+        scores = self.spatial_out(spatial_query * torch.relu(self.other_spatial(guide)))
+        spatial = torch.sigmoid(scores)
         self.channel_map, self.spatial_map = channel.detach(), spatial.detach()
+        self.spatial_scores = scores if self.keep_scores else None
         return x * (self.alpha * channel + self.beta * spatial + 1.0 - self.alpha)
 
 
@@ -137,6 +148,28 @@ class DGSCT(InBlockMethod):
 
     display_name = "DG-SCT"
     adapter_class = DGSCTAdapter
+
+    def __init__(self, config: DGSCTConfig, visual: nn.Module | None, audio: nn.Module | None) -> None:
+        super().__init__(config, visual, audio)
+        if self.official_head:
+            for name in self.modalities:
+                self._last_guide(name).keep_scores = True
+
+    def _last_guide(self, name: str) -> DualGuidedAttention:
+        return self.adapters[name][-1][1].core.guide
+
+    def pool_final(self, name: str, tokens: torch.Tensor) -> torch.Tensor:
+        """DG-SCT's pooling (``AVE/nets/net_trans.py``, ``forward_swin``): the final tokens ``(B', N, D_last)``
+        weighted by ``softmax_N(tanh(s))``, ``s`` ``(B', N, 1)`` the spatial scores of the modality's last p2
+        adapter in this forward pass -> ``(B', 1, D_last)``. The last position must be in the final stage (the
+        token counts agree), as with Swin-V2-L + HTS-AT."""
+        scores = self._last_guide(name).spatial_scores
+        if scores is None or scores.shape[:2] != tokens.shape[:2]:
+            shape = None if scores is None else tuple(scores.shape)
+            raise ValueError(f"DG-SCT's official pooling needs the last {name} adapter's spatial scores over the "
+                             f"final tokens {tuple(tokens.shape[:2])}, got {shape}")
+        weights = torch.softmax(torch.tanh(scores).transpose(1, 2), dim=-1)     # (B', 1, N)
+        return weights @ tokens
 
 
 register_method(MethodSpec("dgsct", DGSCTConfig, build_in_block(DGSCT), InBlockModel, reads_taps=False,

@@ -35,9 +35,13 @@ tokens at the block's full width; :class:`ConvBottleneck` is the LayerNorm / gro
 BatchNorm / ReLU / grouped 1x1 convolution / BatchNorm / LayerNorm bottleneck (the BatchNorms only with
 ``batch_norm=True``: the repositories' AVE scripts pass ``--is_bn 1``, their AVQA and AVS scripts leave it at 0).
 
-**Read-out.** The adapted final-block tokens of each modality go through a LayerNorm and one uni-modal distillation
-adapter (MoLT eq. 1) to ``(B', K, D)``, so every task head reads the same input for every method (the repositories
-pool the final tokens instead). Dense heads (AVS) read the *adapted* visual tokens at the stage ends.
+**Read-out.** With ``head="common"`` (the default) the adapted final-block tokens of each modality go through a
+LayerNorm and one uni-modal distillation adapter (MoLT eq. 1) to ``(B', K, D)``, so every task head reads the same
+input for every method. With ``head="official"`` there is no read-out: each modality's final tokens are pooled as
+the peer's script pools them, to ``(B', 1, D_last)`` (:meth:`InBlockMethod.pool_final`: the mean over the tokens
+for LAVisH and AVMoE, the last adapter's spatial map for DG-SCT), and the model builder gives them to the peer's
+own head for the task (``TaskSpec.official_head``). Dense heads (AVS) read the *adapted* visual tokens at the
+stage ends.
 """
 from __future__ import annotations
 
@@ -54,7 +58,10 @@ from .distillation_adapters import LayerCentricDistillation
 
 __all__ = ["AdapterPosition", "stages_of", "adapter_positions", "TokenBridge", "latent_token_attention",
            "ConvBottleneck", "walk_blocks", "InBlockMethod", "InBlockModel", "shares_weights", "build_in_block",
-           "InBlockConfig", "LatentTokenAdapter", "BridgedAdapter"]
+           "InBlockConfig", "LatentTokenAdapter", "BridgedAdapter", "HEAD_KINDS"]
+
+#: ``head`` of an in-block method's config: our common task head behind a read-out, or the peer's own head
+HEAD_KINDS = ("common", "official")
 
 @dataclass(frozen=True)
 class AdapterPosition:
@@ -263,7 +270,11 @@ class InBlockMethod(Method):
         if not self.positions:
             raise ValueError(f"{self.display_name}: no adapter position left (skip_stages={skip_stages})")
         self.audio_after_block = not shares_weights(visual, audio)
-        self.readout = nn.ModuleDict({
+        self.official_head = config.head == "official"
+        #: with ``head="official"``: the modalities whose final tokens are pooled (the model builder sets the
+        #: head's ``pooled_modalities``); the others reach the head as they leave the last block
+        self.pooled_modalities: tuple[str, ...] = tuple(self.modalities)
+        self.readout = None if self.official_head else nn.ModuleDict({
             name: LayerCentricDistillation(in_dim=self.dims[name][-1], dim=config.dim,
                                            num_tokens=self.num_tokens[name], num_heads=config.out_heads)
             for name in self.modalities})
@@ -299,9 +310,22 @@ class InBlockMethod(Method):
         """Auxiliary losses of the last forward pass (none by default)."""
         return {}
 
+    @property
+    def final_dims(self) -> dict[str, int]:
+        """Width of each modality's final tokens ``D_last`` (what an official head reads)."""
+        return {name: self.dims[name][-1] for name in self.modalities}
+
+    def pool_final(self, name: str, tokens: torch.Tensor) -> torch.Tensor:
+        """The peer's pooling of modality ``name``'s final tokens ``(B', N, D_last)`` -> ``(B', 1, D_last)`` before
+        its own head (``head="official"``): the mean over the tokens (LAVisH ``AVE/nets/net_trans.py``, AVMoE
+        ``AVE/nets/net_trans_v3.py``); subclasses that pool otherwise override it."""
+        return tokens.mean(dim=1, keepdim=True)
+
     def forward(self, visual_taps: Sequence[torch.Tensor] | None,
                 audio_taps: Sequence[torch.Tensor] | None) -> MethodOutput:
-        """One adapted final-block tap per modality ``(B', N, D_last)`` -> ``(B', K, D)`` per modality."""
+        """One adapted final-block tap per modality ``(B', N, D_last)`` -> ``(B', K, D)`` per modality (with
+        ``head="official"``: ``(B', 1, D_last)`` pooled by :meth:`pool_final` for the modalities in
+        :attr:`pooled_modalities`, the tokens ``(B', N, D_last)`` themselves for the others)."""
         fused = {}
         for name, taps in (("visual", visual_taps), ("audio", audio_taps)):
             width = self.dims[name][-1]
@@ -309,7 +333,10 @@ class InBlockMethod(Method):
                 got = "None" if taps is None else [tuple(t.shape) for t in taps]
                 raise ValueError(f"{self.display_name} expects one adapted final-block {name} tap "
                                  f"(B', N, {width}), got {got}")
-            fused[name] = self.readout[name](taps[0])
+            if self.readout is not None:
+                fused[name] = self.readout[name](taps[0])
+            else:
+                fused[name] = self.pool_final(name, taps[0]) if name in self.pooled_modalities else taps[0]
         return MethodOutput(visual=fused["visual"], audio=fused["audio"], aux_losses=self.aux_losses(),
                             extras=self.extras())
 
@@ -379,6 +406,9 @@ class InBlockConfig(MethodConfig):
             repositories' AVE scripts, 0 in their AVQA and AVS ones, where the audio update is not zero at
             initialisation); the visual adapters always have it. Files saved before this field existed were
             trained with it on.
+        head: ``"common"`` (default): our read-out to ``(B', K, D)`` and the task's common head, as for every
+            method; ``"official"``: no read-out, the peer's own pooling and head for the task (what its scripts
+            train and count; see :meth:`InBlockMethod.pool_final` and ``TaskSpec.official_head``).
         num_tokens: read-out tokens per modality ``K`` (what the task head reads).
         num_tokens_audio: audio read-out tokens if different from ``num_tokens``.
         dim: read-out width ``D``.
@@ -392,9 +422,12 @@ class InBlockConfig(MethodConfig):
     batch_norm: bool = True
     audio_gate: bool = True
     out_heads: int = ranged(8, at_least=1, meaning="attention heads of the read-out, dividing dim")
+    head: str = "common"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.head not in HEAD_KINDS:
+            raise ValueError(f"head must be one of {', '.join(HEAD_KINDS)}, got {self.head!r}")
         if self.dim % self.out_heads:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of out_heads ({self.out_heads})")
 

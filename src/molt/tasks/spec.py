@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 if TYPE_CHECKING:
     from .base import HeadConfig, TaskHead
 
-__all__ = ["TaskSpec", "TaskParts", "TaskOption", "PaperFigures", "BenchHooks", "register_task", "get_task",
-           "task_names", "registered_tasks"]
+__all__ = ["TaskSpec", "TaskParts", "TaskOption", "PaperFigures", "BenchHooks", "register_task",
+           "register_official_heads", "get_task", "task_names", "registered_tasks"]
 
 _TASKS: dict[str, "TaskSpec"] = {}
 
@@ -198,6 +198,20 @@ class TaskSpec:
     def head(self) -> type[TaskHead]:
         return _load_parts(self.parts).head
 
+    def official_head(self, method: str, *, shared: bool) -> type[TaskHead]:
+        """The peer ``method``'s own head for this task (one backbone reading both modalities when ``shared``).
+
+        Raises:
+            ValueError: the task has no official head for ``method``, naming those it has.
+        """
+        _load_parts(self.parts)     # a task registers its official heads when its parts are loaded
+        heads = _OFFICIAL_HEADS.get(self.name, {})
+        if method not in heads:
+            known = ", ".join(sorted(heads)) or "none"
+            raise ValueError(f"{self.name} has no official head for {method} (official heads: {known}); "
+                             f"use method_config.head: common")
+        return heads[method]["shared" if shared else "separate"]
+
     @property
     def figures(self) -> Callable[..., Any]:
         return _load_parts(self.parts).figures
@@ -302,6 +316,22 @@ class TaskSpec:
             config = self.head.config_class.from_dict({**config.to_dict(only_set=True), **changes},
                                                       source=f"{self.name} head")
         return self.head(config, **{key: value for key, value in options.items() if key not in fields})
+
+
+#: task name -> method name -> {"shared": head class, "separate": head class} (:func:`register_official_heads`)
+_OFFICIAL_HEADS: dict[str, dict[str, Mapping[str, type[TaskHead]]]] = {}
+
+
+def register_official_heads(task: str, heads: Mapping[str, Mapping[str, type[TaskHead]]]) -> None:
+    """Register the peers' own heads for ``task`` (``head: official`` of an in-block method's config), called by
+    the task's ``_parts`` when its code is loaded: method name -> ``{"shared": head class, "separate": head class}``
+    (one backbone reading both modalities, or two); each class takes ``(config, *, visual_dim, audio_dim,
+    **task_options)`` and reads the method's pooled final tokens. :meth:`TaskSpec.official_head` looks them up."""
+    for method, by_setting in heads.items():
+        if set(by_setting) != {"shared", "separate"}:
+            raise ValueError(f"official heads of {task}/{method}: expected the keys shared and separate, got "
+                             f"{sorted(by_setting)}")
+    _OFFICIAL_HEADS.setdefault(task, {}).update({method: dict(by_setting) for method, by_setting in heads.items()})
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:

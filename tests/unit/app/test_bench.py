@@ -104,3 +104,23 @@ def test_bad_names_fail_before_running():
         bench_config("avvp", "tiny", "molt")
     mettle, molt = bench_config("ave", "paper", "mettle"), bench_config("ave", "paper")
     assert mettle.method_config.dim == molt.method_config.dim
+
+
+def test_in_block_methods_are_measured_with_their_own_heads_too(tiny_rows, tmp_path):
+    row = measure_training_step("ave", "tiny", "dgsct:official", steps=1, warmup=0)
+    common = tiny_rows["dgsct"]
+    assert row["method"] == "dgsct:official" and row["head"] == "DGSCTAVEHead" and common["head"] == "AVEHead"
+    assert row["method_config"]["head"] == "official" and row["activation_bytes"] > 0
+    assert sum(row["script_only_params"].values()) == 4_740_096       # DG-SCT's uncalled head parts (any width)
+    assert row["script_frozen_params"] == {"classifier of the visual checkpoint": 192 * 1000 + 1000,
+                                           "HTS-AT log-mel filter bank (a Parameter in torchlibrosa)": 257 * 32}
+    assert common["script_only_params"] == {} and common["script_frozen_params"] == {}
+    assert row["trainable_params"] != common["trainable_params"]
+    table = EfficiencyTable(task="ave", backbone="paper", rows=[common, row])
+    assert table.paper_for("dgsct:official") == table.paper_for("dgsct") == (43.6, 461.3, 13.1)
+    markdown = write_efficiency(table, tmp_path)["md"].read_text()
+    assert "| DG-SCT |" in markdown and "| DG-SCT (own head) |" in markdown
+    counted = row["trainable_params"] + 4_740_096
+    assert f"| DG-SCT (own head) | {row['trainable_params'] / 1e6:.2f} | 4.74 | {counted / 1e6:.2f} |" in markdown
+    with pytest.raises(ValueError, match="molt has no head of its own"):
+        bench_config("ave", "tiny", "molt:official")

@@ -79,6 +79,8 @@ def test_the_cli_spells_the_library_choices_as_the_library_does():
     assert cli._BACKBONES == BACKBONE_PRESETS
     assert cli._BACKBONE_DTYPES == BACKBONE_DTYPES
     assert cli._METHODS == tuple(method_names())
+    from molt.methods.inblock import HEAD_KINDS
+    assert cli._HEADS == HEAD_KINDS
     assert cli._SHARED_AUDIO_FRONTENDS == SHARED_AUDIO_FRONTENDS
 
 

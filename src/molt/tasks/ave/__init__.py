@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..._lazy import lazy_exports
-from ..spec import BenchHooks, PaperFigures, TaskParts, TaskSpec, register_task
+from ..spec import (BenchHooks, PaperFigures, TaskParts, TaskSpec, register_official_heads,
+                    register_task)
 
 if TYPE_CHECKING:
     from .figures import plot_timelines
@@ -34,11 +35,13 @@ __getattr__ = lazy_exports(__name__, {
 def _parts() -> TaskParts:
     from .figures import plot_timelines
     from .head import AVEHead, bench_targets
+    from .official import OFFICIAL_AVE_HEADS
     from .predict import predict_video
     from .prepared import PreparedAVE, ensure_prepared
     from .reader import AVEAnnotations
     from .synthetic import generate_ave
 
+    register_official_heads("ave", OFFICIAL_AVE_HEADS)
     return TaskParts(reader=AVEAnnotations, prepare=ensure_prepared, dataset=PreparedAVE, synthesize=generate_ave,
                      head=AVEHead, figures=plot_timelines, predictor=predict_video, bench=BenchHooks(bench_targets))
 

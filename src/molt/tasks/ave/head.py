@@ -6,7 +6,9 @@ event categories (28 in the real dataset) or background (index ``C``). The metri
 
 The head follows the event-relevance + category design that the setups MoLT reports against use on AVE (DG-SCT,
 AVMoE, after CMBS): per segment an *is-event* logit, per clip one *category* distribution; a segment is predicted
-as the clip's category when ``sigmoid(is_event) > 0.5`` and as background otherwise.
+as the clip's category when ``sigmoid(is_event) > 0.5`` and as background otherwise. It is the common head of every
+method; the peers' own heads (``method_config.head: official``) are in :mod:`.official` and share
+:class:`AVESegmentHead` (prediction, metric, pictures) with it.
 
 Head (input: fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)`` from the method):
 
@@ -56,7 +58,8 @@ from ...typed_config import ranged
 from ..base import SegmentHeadConfig, TaskHead, TokenPool, segments_per_clip
 from .figures import plot_timelines
 
-__all__ = ["AVEHead", "AVEHeadConfig", "AVE_NUM_SEGMENTS", "segment_targets", "clip_targets", "bench_targets"]
+__all__ = ["AVEHead", "AVEHeadConfig", "AVESegmentHead", "AVE_NUM_SEGMENTS", "segment_targets", "clip_targets",
+           "bench_targets"]
 
 _logger = logging.getLogger(__name__)
 
@@ -117,7 +120,85 @@ class AVEHeadConfig(SegmentHeadConfig):
     category_weight: float = ranged(1.0, at_least=0, meaning="weight of the category loss")
 
 
-class AVEHead(TaskHead):
+class AVESegmentHead(TaskHead):
+    """What every AVE head shares (ours and the peers' own, :mod:`.official`): one label per segment from
+    ``event_logits (B, T)`` and ``class_logits (B, C)`` (:meth:`predict`; a head with other outputs overrides it),
+    the segment accuracy summed over a split, and the timelines picture.
+
+    Subclasses call :meth:`_setup_classes` in ``__init__`` and implement ``forward`` and ``loss``.
+    """
+
+    name = "ave"
+    config_class = AVEHeadConfig
+    num_segments: int = AVE_NUM_SEGMENTS
+
+    def _setup_classes(self, config: AVEHeadConfig, num_classes: int, class_names: Sequence[str] | None) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes (event classes, background excluded) must be >= 1, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names must name the {num_classes} event classes, got {len(class_names)} names")
+        self.config = config
+        self.num_classes = num_classes
+        self.num_segments = config.num_segments
+        self.modalities = config.modalities
+        self.event_threshold = config.event_threshold
+        self.class_names = list(class_names) if class_names is not None else None
+        self.reset_metrics()
+
+    @property
+    def background_index(self) -> int:
+        return self.num_classes
+
+    def predict(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Segment classes ``(B, T)`` int64: the clip's argmax category where ``sigmoid(event_logit)`` exceeds the
+        threshold, background (``C``) elsewhere."""
+        event_logits, class_logits = outputs["event_logits"], outputs["class_logits"]
+        category = class_logits.argmax(dim=-1, keepdim=True).expand_as(event_logits)
+        is_event = torch.sigmoid(event_logits) > self.event_threshold
+        return torch.where(is_event, category, torch.full_like(category, self.background_index))
+
+    @torch.no_grad()
+    def update_metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> None:
+        predictions = self.predict(outputs).cpu()
+        targets = segment_targets(batch["labels"], self.num_classes).cpu()
+        if targets.shape != predictions.shape:
+            raise ValueError(f"labels give {tuple(targets.shape)} segments but the head predicted "
+                             f"{tuple(predictions.shape)}")
+        self.accumulate("correct", (predictions == targets).sum())
+        self.accumulate("segments", targets.numel())
+        valid = batch.get("valid_labels") if hasattr(batch, "get") else None
+        if valid is not None:
+            valid = torch.as_tensor(valid).cpu()
+            if valid.shape != (*predictions.shape, self.num_classes + 1):
+                raise ValueError(f"expected valid_labels {(*predictions.shape, self.num_classes + 1)}, "
+                                 f"got {tuple(valid.shape)}")
+            self.accumulate("correct_any", (valid.gather(-1, predictions.unsqueeze(-1)).squeeze(-1) > 0).sum())
+            self.accumulate("segments_any", predictions.numel())
+
+    def compute_metrics(self) -> dict[str, float]:
+        """``accuracy`` (and ``accuracy_any_label`` when seen); ``nan`` when no segment was counted."""
+        state = getattr(self, "metric_state", {})
+        if float(state.get("segments", 0)) == 0:
+            _logger.warning("AVE metrics computed before any batch was added; returning nan")
+            return {"accuracy": float("nan")}
+        metrics = {"accuracy": float(state["correct"] / state["segments"])}
+        if float(state.get("segments_any", 0)):
+            metrics["accuracy_any_label"] = float(state["correct_any"] / state["segments_any"])
+        return metrics
+
+    def save_figures(self, samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], out_dir: Path,
+                     task_options: Mapping[str, Any]) -> list[Path]:
+        """``timelines.png``: true vs predicted event timelines of the first evaluated clips."""
+        if not samples:
+            return []
+        predictions = torch.cat([self.predict(outputs) for outputs, _ in samples])
+        targets = torch.cat([segment_targets(batch["labels"], self.num_classes) for _, batch in samples])
+        video_ids = [video_id for _, batch in samples for video_id in batch["video_id"]]
+        return [plot_timelines(predictions, targets, video_ids, task_options.get("class_names"),
+                               Path(out_dir) / "timelines.png", background_index=self.background_index)]
+
+
+class AVEHead(AVESegmentHead):
     """AVE head (event relevance per segment + category per clip), loss and segment accuracy.
 
     See the module docstring for the architecture, the loss and the metrics.
@@ -139,21 +220,12 @@ class AVEHead(TaskHead):
         super().__init__()
         config = config or AVEHeadConfig()
         hidden_dim = config.hidden_width(dim, config.temporal_layers)
-        if num_classes < 1:
-            raise ValueError(f"num_classes (event classes, background excluded) must be >= 1, got {num_classes}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"class_names must name the {num_classes} event classes, got {len(class_names)} names")
-        self.config = config
+        self._setup_classes(config, num_classes, class_names)
         num_segments, modalities, dropout = config.num_segments, config.modalities, config.dropout
         self.dim = dim
-        self.num_classes = num_classes
         self.hidden_dim = hidden_dim
-        self.num_segments = num_segments
-        self.modalities = modalities
-        self.event_threshold = config.event_threshold
         self.event_weight = config.event_weight
         self.category_weight = config.category_weight
-        self.class_names = list(class_names) if class_names is not None else None
 
         self.active = ["visual", "audio"] if modalities == "both" else [modalities]
         self.pool = nn.ModuleDict({m: TokenPool(dim, config.pooling) for m in self.active})
@@ -170,11 +242,6 @@ class AVEHead(TaskHead):
         self.norm = nn.LayerNorm(hidden_dim)
         self.event_head = nn.Linear(hidden_dim, 1)
         self.class_head = nn.Linear(hidden_dim, num_classes)
-        self.reset_metrics()
-
-    @property
-    def background_index(self) -> int:
-        return self.num_classes
 
     def _pooled(self, modality: str, tokens: torch.Tensor | None) -> torch.Tensor:
         if tokens is None or tokens.ndim != 3 or tokens.shape[-1] != self.dim:
@@ -231,54 +298,6 @@ class AVEHead(TaskHead):
         """``event_weight * event + category_weight * category`` (see :meth:`loss_terms`)."""
         terms = self.loss_terms(outputs, batch)
         return self.event_weight * terms["event"] + self.category_weight * terms["category"]
-
-    def predict(self, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Segment classes ``(B, T)`` int64: the clip's argmax category where ``sigmoid(event_logit)`` exceeds the
-        threshold, background (``C``) elsewhere."""
-        event_logits, class_logits = outputs["event_logits"], outputs["class_logits"]
-        category = class_logits.argmax(dim=-1, keepdim=True).expand_as(event_logits)
-        is_event = torch.sigmoid(event_logits) > self.event_threshold
-        return torch.where(is_event, category, torch.full_like(category, self.background_index))
-
-    @torch.no_grad()
-    def update_metrics(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> None:
-        predictions = self.predict(outputs).cpu()
-        targets = segment_targets(batch["labels"], self.num_classes).cpu()
-        if targets.shape != predictions.shape:
-            raise ValueError(f"labels give {tuple(targets.shape)} segments but the head predicted "
-                             f"{tuple(predictions.shape)}")
-        self.accumulate("correct", (predictions == targets).sum())
-        self.accumulate("segments", targets.numel())
-        valid = batch.get("valid_labels") if hasattr(batch, "get") else None
-        if valid is not None:
-            valid = torch.as_tensor(valid).cpu()
-            if valid.shape != (*predictions.shape, self.num_classes + 1):
-                raise ValueError(f"expected valid_labels {(*predictions.shape, self.num_classes + 1)}, "
-                                 f"got {tuple(valid.shape)}")
-            self.accumulate("correct_any", (valid.gather(-1, predictions.unsqueeze(-1)).squeeze(-1) > 0).sum())
-            self.accumulate("segments_any", predictions.numel())
-
-    def compute_metrics(self) -> dict[str, float]:
-        """``accuracy`` (and ``accuracy_any_label`` when seen); ``nan`` when no segment was counted."""
-        state = getattr(self, "metric_state", {})
-        if float(state.get("segments", 0)) == 0:
-            _logger.warning("AVE metrics computed before any batch was added; returning nan")
-            return {"accuracy": float("nan")}
-        metrics = {"accuracy": float(state["correct"] / state["segments"])}
-        if float(state.get("segments_any", 0)):
-            metrics["accuracy_any_label"] = float(state["correct_any"] / state["segments_any"])
-        return metrics
-
-    def save_figures(self, samples: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], out_dir: Path,
-                     task_options: Mapping[str, Any]) -> list[Path]:
-        """``timelines.png``: true vs predicted event timelines of the first evaluated clips."""
-        if not samples:
-            return []
-        predictions = torch.cat([self.predict(outputs) for outputs, _ in samples])
-        targets = torch.cat([segment_targets(batch["labels"], self.num_classes) for _, batch in samples])
-        video_ids = [video_id for _, batch in samples for video_id in batch["video_id"]]
-        return [plot_timelines(predictions, targets, video_ids, task_options.get("class_names"),
-                               Path(out_dir) / "timelines.png", background_index=self.background_index)]
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, modalities={self.modalities!r}, "

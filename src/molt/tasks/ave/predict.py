@@ -26,6 +26,17 @@ MIN_SECONDS = 1.0
 
 
 @torch.no_grad()
+def _event_and_class_probabilities(predictions: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per second ``P(event)`` ``(T,)`` and the window's class distribution ``(C,)`` of the first clip: from
+    ``event_logits`` / ``class_logits``, or, for a head with one distribution per segment over ``C + 1`` classes
+    (LAVisH's, ``segment_logits``), ``1 - P(background)`` and the mean event distribution over the segments."""
+    if "segment_logits" in predictions:
+        segment = torch.softmax(predictions["segment_logits"][0], dim=-1)
+        classes = segment[:, :-1].mean(dim=0)
+        return 1.0 - segment[:, -1], classes / classes.sum().clamp_min(1e-12)
+    return torch.sigmoid(predictions["event_logits"][0]), torch.softmax(predictions["class_logits"][0], dim=-1)
+
+
 def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str | os.PathLike, *,
                   out_dir: str | os.PathLike) -> dict[str, Any]:
     """Per-second AVE predictions of ``model`` (in eval mode) for one video file, and their timeline picture.
@@ -49,8 +60,8 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     for start, end in windows(seconds, window):
         predictions = model({key: value[None, start:end] for key, value in media.items()}).predictions
         labels += model.task.predict(predictions)[0].tolist()
-        event_probability += torch.sigmoid(predictions["event_logits"][0]).tolist()
-        probabilities = torch.softmax(predictions["class_logits"][0], dim=-1)
+        event, probabilities = _event_and_class_probabilities(predictions)
+        event_probability += event.tolist()
         class_probability += probabilities * (end - start)
         best = int(probabilities.argmax())
         read.append({"start": start, "end": end, "category": names[best],

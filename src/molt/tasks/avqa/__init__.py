@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..._lazy import lazy_exports
-from ..spec import BenchHooks, PaperFigures, TaskOption, TaskParts, TaskSpec, register_task
+from ..spec import (BenchHooks, PaperFigures, TaskOption, TaskParts, TaskSpec, register_official_heads,
+                    register_task)
 from .reader import DUPLICATE_POLICIES, ORIGINAL_TEST_SPLIT, QUESTION_TYPES, SPLIT_FILES
 
 if TYPE_CHECKING:
@@ -39,11 +40,13 @@ _PAPER_VOCABULARY = ["<pad>", "<unk>"] + [f"w{i}" for i in range(91)]
 def _parts() -> TaskParts:
     from .figures import plot_type_accuracy
     from .head import AVQAHead, bench_targets
+    from .official import OFFICIAL_AVQA_HEADS
     from .predict import predict_video
     from .prepared import PreparedAVQA, ensure_prepared
     from .reader import MusicAVQA
     from .synthetic import generate_avqa
 
+    register_official_heads("avqa", OFFICIAL_AVQA_HEADS)
     return TaskParts(reader=MusicAVQA, prepare=ensure_prepared, dataset=PreparedAVQA, synthesize=generate_avqa,
                      head=AVQAHead, figures=plot_type_accuracy, predictor=predict_video,
                      bench=BenchHooks(bench_targets))

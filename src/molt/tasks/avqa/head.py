@@ -8,7 +8,8 @@ accuracy overall, per family and per sub-type.
 
 The head follows the spatio-temporal grounding network that the setups MoLT reports against use on MUSIC-AVQA
 (AVST of Li et al., as used by LAVisH, DG-SCT and AVMoE), on MoLT's fused tokens ``visual (B*T, K, D)`` and
-``audio (B*T, K, D)``:
+``audio (B*T, K, D)``; it is the common head of every method (DG-SCT's and AVMoE's own, ``method_config.head:
+official``, is in :mod:`.official` and shares :class:`AVQAAnswerHead` with it):
 
 1. **question encoder**: word embedding (``<pad>`` = 0) -> tanh -> LSTM over the real words (packed by
    ``question_length``) -> ``[h_n, c_n]`` of the last layer -> tanh -> Linear to ``q (B, H)``;
@@ -74,7 +75,7 @@ from .figures import plot_attention, plot_type_accuracy
 from .metrics import avqa_metrics, cell_counts, format_avqa_table, metrics_from_counts
 from .reader import FAMILIES, QUESTION_TYPES, SUBTYPES, question_type_name
 
-__all__ = ["AVQAHead", "AVQAHeadConfig", "negative_partners", "bench_targets"]
+__all__ = ["AVQAHead", "AVQAHeadConfig", "AVQAAnswerHead", "negative_partners", "bench_targets"]
 
 _logger = logging.getLogger(__name__)
 
@@ -182,50 +183,26 @@ class AVQAHeadConfig(HeadConfig):
             raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
 
 
-class AVQAHead(TaskHead):
-    """MUSIC-AVQA head (question LSTM, audio-guided grounding, question-guided temporal attention), loss and
-    per-type accuracy. See the module docstring for the architecture, the loss and the departures from the peers.
+class AVQAAnswerHead(TaskHead):
+    """What every MUSIC-AVQA head shares (ours and the peers' own, :mod:`.official`): the answer vocabulary, the
+    loss ``CE(answer) + match_weight * CE(match)`` on ``answer_logits (B, A)`` and, when present,
+    ``match_logits`` / ``negative_match_logits (B, T, 2)`` with ``negative_valid (B,)``, the per-type accuracy
+    summed over a split, its table and pictures.
 
-    Args:
-        config: the head's options (:class:`AVQAHeadConfig`; default: its defaults).
-        dim: width ``D`` of the method's fused tokens.
-        question_vocab: question words (``<pad>`` first, id 0), from the training questions; its size sets the
-            embedding table.
-        answers: the answer vocabulary; its size ``A`` sets the classifier.
-        question_types: ``"Family/Sub-type"`` names (kept for reports and pictures; default: the nine MUSIC-AVQA
-            types).
-
-    Batches hold ``question (B, L)`` int64 token ids and ``question_length (B,)`` (optional: counted from the
-    non-``<pad>`` ids), and for the loss and metrics ``answer (B,)`` (``-1``: unknown answer, ignored by the loss
-    and counted as wrong), ``family (B,)`` and ``subtype (B,)``; ``video_id`` picks the negatives.
-
-    Outputs of :meth:`forward`: ``answer_logits (B, A)``; with both modalities also ``match_logits (B, T, 2)`` and
-    ``negative_match_logits (B, T, 2)`` (class 1 = matched), ``negative_valid (B,)`` and ``spatial_attention
-    (B, T, K)``; ``temporal_attention_audio`` / ``temporal_attention_visual (B, T)`` for the modalities read.
+    Subclasses call :meth:`_setup_answers` in ``__init__`` and implement ``forward``.
     """
 
     name = "avqa"
     config_class = AVQAHeadConfig
 
-    def __init__(self, config: AVQAHeadConfig | None = None, *, dim: int, question_vocab: Sequence[str],
-                 answers: Sequence[str], question_types: Sequence[str] | None = None) -> None:
-        super().__init__()
-        config = config or AVQAHeadConfig()
-        hidden_dim = dim if config.hidden_dim is None else config.hidden_dim
-        word_dim = hidden_dim if config.word_dim is None else config.word_dim
-        if dim <= 0:
-            raise ValueError(f"dim must be positive, got {dim}")
-        if hidden_dim % config.num_heads:
-            raise ValueError(f"num_heads ({config.num_heads}) must divide hidden_dim ({hidden_dim})")
+    def _setup_answers(self, config: AVQAHeadConfig, question_vocab: Sequence[str], answers: Sequence[str],
+                       question_types: Sequence[str] | None) -> None:
         if len(question_vocab) < 2 or question_vocab[0] != "<pad>":
             raise ValueError(f"question_vocab must start with '<pad>' (id 0) and hold at least one more word, got "
                              f"{list(question_vocab[:3])}... ({len(question_vocab)} words); take it from the data "
                              f"(PreparedAVQA.task_options())")
         if len(answers) < 1 or len(set(answers)) != len(answers):
             raise ValueError(f"answers must be a non-empty list of distinct strings, got {len(answers)} answers")
-        self.config = config
-        modalities, num_heads, dropout = config.modalities, config.num_heads, config.dropout
-        num_segments = config.num_segments
         names = list(question_types) if question_types is not None else [question_type_name(*t)
                                                                          for t in QUESTION_TYPES]
         for name in names:
@@ -233,124 +210,18 @@ class AVQAHead(TaskHead):
             if family not in FAMILIES or subtype not in SUBTYPES:
                 raise ValueError(f"question type {name!r} is not 'Family/Sub-type' with a family of {FAMILIES} and "
                                  f"a sub-type of {SUBTYPES}")
-        self.dim = dim
-        self.hidden_dim = hidden_dim
-        self.num_segments = num_segments
-        self.modalities = modalities
+        self.config = config
+        self.num_segments = config.num_segments
+        self.modalities = config.modalities
         self.match_weight = config.match_weight
         self.question_vocab = list(question_vocab)
         self.answers = list(answers)
         self.question_types = names
-        self.active = ["audio", "visual"] if modalities == "both" else [modalities]
-
-        self.question = _QuestionEncoder(len(question_vocab), word_dim, hidden_dim, config.lstm_layers)
-        norm = _TokenBatchNorm if config.input_norm == "batch" else nn.LayerNorm
-        self.project = nn.ModuleDict({m: nn.Sequential(norm(dim), nn.Linear(dim, hidden_dim)) for m in self.active})
-        if "visual" in self.active:
-            self.visual_segment = nn.Linear(2 * hidden_dim, hidden_dim)
-        if modalities == "both":
-            self.log_scale = nn.Parameter(torch.tensor(math.log(config.grounding_scale)))
-            self.match = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 2))
-        self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim)) if config.position_embedding else None
-        if self.position is not None:
-            nn.init.trunc_normal_(self.position, std=0.02)
-        self.temporal = nn.ModuleDict({m: nn.ModuleList(
-            nn.TransformerEncoderLayer(hidden_dim, num_heads, dim_feedforward=2 * hidden_dim, dropout=dropout,
-                                       activation="gelu", batch_first=True, norm_first=True)
-            for _ in range(config.temporal_layers)) for m in self.active})
-        self.attend = nn.ModuleDict({m: _QuestionAttention(hidden_dim, num_heads, dropout) for m in self.active})
-        self.fuse = nn.Linear(len(self.active) * hidden_dim, hidden_dim)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, len(answers)))
         self.reset_metrics()
 
     @property
     def num_answers(self) -> int:
         return len(self.answers)
-
-    # ------------------------------------------------------------------------------------------------------------
-    # forward
-
-    def _tokens(self, modality: str, tokens: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-        """``(B*T, K, D)`` -> projected ``(B, T, K, H)``."""
-        if tokens is None or tokens.ndim != 3 or tokens.shape[-1] != self.dim:
-            shape = None if tokens is None else tuple(tokens.shape)
-            raise ValueError(f"expected {modality} tokens (B*T, K, {self.dim}), got {shape}")
-        if tokens.shape[0] % batch_size:
-            raise ValueError(f"expected B*T {modality} token rows for B = {batch_size} questions, got "
-                             f"{tokens.shape[0]} rows")
-        segments = tokens.shape[0] // batch_size
-        if segments > self.num_segments:
-            raise ValueError(f"clips have {segments} segments, more than the head's num_segments "
-                             f"({self.num_segments})")
-        return self.project[modality](tokens).reshape(batch_size, segments, tokens.shape[1], self.hidden_dim)
-
-    def _ground(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Audio-guided spatial grounding: ``audio (B, T, H)``, ``visual (B, T, K, H)`` -> segment vectors
-        ``(B, T, H)`` and the attention over the ``K`` tokens ``(B, T, K)``."""
-        similarity = torch.einsum("btkh,bth->btk", F.normalize(visual, dim=-1), F.normalize(audio, dim=-1))
-        weights = (self.log_scale.exp() * similarity).softmax(dim=-1)
-        grounded = torch.einsum("btk,btkh->bth", weights, visual)
-        return torch.tanh(self.visual_segment(torch.cat([grounded, visual.mean(dim=2)], dim=-1))), weights
-
-    def _sequence(self, modality: str, sequence: torch.Tensor) -> torch.Tensor:
-        if self.position is not None:
-            sequence = sequence + self.position[:, :sequence.shape[1]]
-        for layer in self.temporal[modality]:
-            sequence = layer(sequence)
-        return sequence
-
-    def forward(self, visual: torch.Tensor | None, audio: torch.Tensor | None,
-                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Answer logits for fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)`` and the questions of
-        ``batch`` (``question (B, L)``, ``question_length (B,)``; ``video_id`` for the negatives).
-
-        Only the tokens of :attr:`modalities` are read (the other may be ``None``).
-        """
-        tokens = torch.as_tensor(batch["question"]).long()
-        if tokens.ndim != 2:
-            raise ValueError(f"expected question token ids (B, L), got {tuple(tokens.shape)}")
-        lengths = batch.get("question_length")
-        lengths = (tokens != 0).sum(dim=1) if lengths is None else torch.as_tensor(lengths).long().reshape(-1)
-        batch_size = tokens.shape[0]
-        device = next(self.parameters()).device
-        question = self.question(tokens.to(device), lengths)
-        outputs: dict[str, torch.Tensor] = {}
-        sequences: dict[str, torch.Tensor] = {}
-        if "audio" in self.active:
-            sequences["audio"] = self._tokens("audio", audio, batch_size).mean(dim=2)
-        if "visual" in self.active:
-            projected = self._tokens("visual", visual, batch_size)
-            if self.modalities == "both":
-                if projected.shape[1] != sequences["audio"].shape[1]:
-                    raise ValueError(f"visual and audio tokens must have the same number of rows (B*T), got "
-                                     f"{visual.shape[0]} and {audio.shape[0]}")
-                sequences["visual"], outputs["spatial_attention"] = self._ground(sequences["audio"], projected)
-                outputs.update(self._match(sequences["audio"], sequences["visual"], projected, batch))
-            else:
-                mean = projected.mean(dim=2)
-                sequences["visual"] = torch.tanh(self.visual_segment(torch.cat([mean, mean], dim=-1)))
-        pooled = []
-        for modality in self.active:
-            vector, weights = self.attend[modality](question, self._sequence(modality, sequences[modality]))
-            outputs[f"temporal_attention_{modality}"] = weights
-            pooled.append(vector)
-        fused = torch.tanh(self.fuse(torch.cat(pooled, dim=-1)))
-        outputs["answer_logits"] = self.classifier(torch.tanh(fused * question))
-        return outputs
-
-    def _match(self, audio: torch.Tensor, visual_segments: torch.Tensor, visual_tokens: torch.Tensor,
-               batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        batch_size = audio.shape[0]
-        video_ids = batch.get("video_id") if hasattr(batch, "get") else None
-        partner, valid = negative_partners(video_ids, batch_size)
-        partner = partner.to(audio.device)
-        negative, _ = self._ground(audio, visual_tokens[partner])
-        return {"match_logits": self.match(torch.cat([audio, visual_segments], dim=-1)),
-                "negative_match_logits": self.match(torch.cat([audio, negative], dim=-1)),
-                "negative_valid": valid.to(audio.device)}
-
-    # ------------------------------------------------------------------------------------------------------------
-    # loss, predictions, metrics
 
     def _answers(self, batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
         answers = torch.as_tensor(batch["answer"]).long().reshape(-1).to(device)
@@ -440,6 +311,151 @@ class AVQAHead(TaskHead):
             answers = list(task_options.get("answers", self.answers))
             paths.append(plot_attention(samples, vocab, answers, out_dir / "avqa_temporal_attention.png"))
         return paths
+
+
+class AVQAHead(AVQAAnswerHead):
+    """MUSIC-AVQA head (question LSTM, audio-guided grounding, question-guided temporal attention), loss and
+    per-type accuracy. See the module docstring for the architecture, the loss and the departures from the peers.
+
+    Args:
+        config: the head's options (:class:`AVQAHeadConfig`; default: its defaults).
+        dim: width ``D`` of the method's fused tokens.
+        question_vocab: question words (``<pad>`` first, id 0), from the training questions; its size sets the
+            embedding table.
+        answers: the answer vocabulary; its size ``A`` sets the classifier.
+        question_types: ``"Family/Sub-type"`` names (kept for reports and pictures; default: the nine MUSIC-AVQA
+            types).
+
+    Batches hold ``question (B, L)`` int64 token ids and ``question_length (B,)`` (optional: counted from the
+    non-``<pad>`` ids), and for the loss and metrics ``answer (B,)`` (``-1``: unknown answer, ignored by the loss
+    and counted as wrong), ``family (B,)`` and ``subtype (B,)``; ``video_id`` picks the negatives.
+
+    Outputs of :meth:`forward`: ``answer_logits (B, A)``; with both modalities also ``match_logits (B, T, 2)`` and
+    ``negative_match_logits (B, T, 2)`` (class 1 = matched), ``negative_valid (B,)`` and ``spatial_attention
+    (B, T, K)``; ``temporal_attention_audio`` / ``temporal_attention_visual (B, T)`` for the modalities read.
+    """
+
+    name = "avqa"
+    config_class = AVQAHeadConfig
+
+    def __init__(self, config: AVQAHeadConfig | None = None, *, dim: int, question_vocab: Sequence[str],
+                 answers: Sequence[str], question_types: Sequence[str] | None = None) -> None:
+        super().__init__()
+        config = config or AVQAHeadConfig()
+        hidden_dim = dim if config.hidden_dim is None else config.hidden_dim
+        word_dim = hidden_dim if config.word_dim is None else config.word_dim
+        if dim <= 0:
+            raise ValueError(f"dim must be positive, got {dim}")
+        if hidden_dim % config.num_heads:
+            raise ValueError(f"num_heads ({config.num_heads}) must divide hidden_dim ({hidden_dim})")
+        self._setup_answers(config, question_vocab, answers, question_types)
+        modalities, num_heads, dropout = config.modalities, config.num_heads, config.dropout
+        num_segments = config.num_segments
+        self.dim = dim
+        self.hidden_dim = hidden_dim
+        self.active = ["audio", "visual"] if modalities == "both" else [modalities]
+
+        self.question = _QuestionEncoder(len(question_vocab), word_dim, hidden_dim, config.lstm_layers)
+        norm = _TokenBatchNorm if config.input_norm == "batch" else nn.LayerNorm
+        self.project = nn.ModuleDict({m: nn.Sequential(norm(dim), nn.Linear(dim, hidden_dim)) for m in self.active})
+        if "visual" in self.active:
+            self.visual_segment = nn.Linear(2 * hidden_dim, hidden_dim)
+        if modalities == "both":
+            self.log_scale = nn.Parameter(torch.tensor(math.log(config.grounding_scale)))
+            self.match = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 2))
+        self.position = nn.Parameter(torch.zeros(1, num_segments, hidden_dim)) if config.position_embedding else None
+        if self.position is not None:
+            nn.init.trunc_normal_(self.position, std=0.02)
+        self.temporal = nn.ModuleDict({m: nn.ModuleList(
+            nn.TransformerEncoderLayer(hidden_dim, num_heads, dim_feedforward=2 * hidden_dim, dropout=dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(config.temporal_layers)) for m in self.active})
+        self.attend = nn.ModuleDict({m: _QuestionAttention(hidden_dim, num_heads, dropout) for m in self.active})
+        self.fuse = nn.Linear(len(self.active) * hidden_dim, hidden_dim)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_dim, len(answers)))
+
+    # ------------------------------------------------------------------------------------------------------------
+    # forward
+
+    def _tokens(self, modality: str, tokens: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        """``(B*T, K, D)`` -> projected ``(B, T, K, H)``."""
+        if tokens is None or tokens.ndim != 3 or tokens.shape[-1] != self.dim:
+            shape = None if tokens is None else tuple(tokens.shape)
+            raise ValueError(f"expected {modality} tokens (B*T, K, {self.dim}), got {shape}")
+        if tokens.shape[0] % batch_size:
+            raise ValueError(f"expected B*T {modality} token rows for B = {batch_size} questions, got "
+                             f"{tokens.shape[0]} rows")
+        segments = tokens.shape[0] // batch_size
+        if segments > self.num_segments:
+            raise ValueError(f"clips have {segments} segments, more than the head's num_segments "
+                             f"({self.num_segments})")
+        return self.project[modality](tokens).reshape(batch_size, segments, tokens.shape[1], self.hidden_dim)
+
+    def _ground(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Audio-guided spatial grounding: ``audio (B, T, H)``, ``visual (B, T, K, H)`` -> segment vectors
+        ``(B, T, H)`` and the attention over the ``K`` tokens ``(B, T, K)``."""
+        similarity = torch.einsum("btkh,bth->btk", F.normalize(visual, dim=-1), F.normalize(audio, dim=-1))
+        weights = (self.log_scale.exp() * similarity).softmax(dim=-1)
+        grounded = torch.einsum("btk,btkh->bth", weights, visual)
+        return torch.tanh(self.visual_segment(torch.cat([grounded, visual.mean(dim=2)], dim=-1))), weights
+
+    def _sequence(self, modality: str, sequence: torch.Tensor) -> torch.Tensor:
+        if self.position is not None:
+            sequence = sequence + self.position[:, :sequence.shape[1]]
+        for layer in self.temporal[modality]:
+            sequence = layer(sequence)
+        return sequence
+
+    def forward(self, visual: torch.Tensor | None, audio: torch.Tensor | None,
+                batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Answer logits for fused tokens ``visual (B*T, K_v, D)`` and ``audio (B*T, K_a, D)`` and the questions of
+        ``batch`` (``question (B, L)``, ``question_length (B,)``; ``video_id`` for the negatives).
+
+        Only the tokens of :attr:`modalities` are read (the other may be ``None``).
+        """
+        tokens = torch.as_tensor(batch["question"]).long()
+        if tokens.ndim != 2:
+            raise ValueError(f"expected question token ids (B, L), got {tuple(tokens.shape)}")
+        lengths = batch.get("question_length")
+        lengths = (tokens != 0).sum(dim=1) if lengths is None else torch.as_tensor(lengths).long().reshape(-1)
+        batch_size = tokens.shape[0]
+        device = next(self.parameters()).device
+        question = self.question(tokens.to(device), lengths)
+        outputs: dict[str, torch.Tensor] = {}
+        sequences: dict[str, torch.Tensor] = {}
+        if "audio" in self.active:
+            sequences["audio"] = self._tokens("audio", audio, batch_size).mean(dim=2)
+        if "visual" in self.active:
+            projected = self._tokens("visual", visual, batch_size)
+            if self.modalities == "both":
+                if projected.shape[1] != sequences["audio"].shape[1]:
+                    raise ValueError(f"visual and audio tokens must have the same number of rows (B*T), got "
+                                     f"{visual.shape[0]} and {audio.shape[0]}")
+                sequences["visual"], outputs["spatial_attention"] = self._ground(sequences["audio"], projected)
+                outputs.update(self._match(sequences["audio"], sequences["visual"], projected, batch))
+            else:
+                mean = projected.mean(dim=2)
+                sequences["visual"] = torch.tanh(self.visual_segment(torch.cat([mean, mean], dim=-1)))
+        pooled = []
+        for modality in self.active:
+            vector, weights = self.attend[modality](question, self._sequence(modality, sequences[modality]))
+            outputs[f"temporal_attention_{modality}"] = weights
+            pooled.append(vector)
+        fused = torch.tanh(self.fuse(torch.cat(pooled, dim=-1)))
+        outputs["answer_logits"] = self.classifier(torch.tanh(fused * question))
+        return outputs
+
+    def _match(self, audio: torch.Tensor, visual_segments: torch.Tensor, visual_tokens: torch.Tensor,
+               batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        batch_size = audio.shape[0]
+        video_ids = batch.get("video_id") if hasattr(batch, "get") else None
+        partner, valid = negative_partners(video_ids, batch_size)
+        partner = partner.to(audio.device)
+        negative, _ = self._ground(audio, visual_tokens[partner])
+        return {"match_logits": self.match(torch.cat([audio, visual_segments], dim=-1)),
+                "negative_match_logits": self.match(torch.cat([audio, negative], dim=-1)),
+                "negative_valid": valid.to(audio.device)}
+
 
 
 def bench_targets(batch_clips: int, num_segments: int, task_options: dict[str, Any],
