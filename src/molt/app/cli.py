@@ -235,6 +235,24 @@ def _add_trust(parser) -> None:
                              "Lightning checkpoints (runs what it pickles: only for files from a trusted source)")
 
 
+def _add_checkpoint(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--checkpoint`` (a folder, a Hugging Face repository id or a .ckpt file), ``--revision`` and the backbones'
+    weights files of an adapters repository."""
+    parser.add_argument("--checkpoint", required=required,
+                        help="adapter directory, Hugging Face repository id of one (org/name or org/name@revision; "
+                             "downloaded into the Hugging Face cache, HF_HUB_OFFLINE=1 reads the cache only) or "
+                             "training checkpoint (.ckpt)")
+    parser.add_argument("--revision", help="branch, tag or commit of a repository id (default: main)")
+    parser.add_argument("--visual-weights", help="the visual backbone's weights file, where it is not at the path "
+                                                 "the adapters record (see the model card)")
+    parser.add_argument("--audio-weights", help="the audio backbone's weights file, where it is not at the path the "
+                                                "adapters record (e.g. HTSAT_AudioSet_Saved_1.ckpt)")
+
+
+def _loading(args: argparse.Namespace) -> dict[str, Any]:
+    return {"revision": args.revision, "visual_weights": args.visual_weights, "audio_weights": args.audio_weights}
+
+
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
     """How to train: epochs, batch, optimiser, devices, precision."""
     group = parser.add_argument_group("training")
@@ -380,7 +398,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task,
-                      batch_size=args.batch_size, test_file=args.test_json, trust_checkpoint=args.trust_checkpoint)
+                      batch_size=args.batch_size, test_file=args.test_json, trust_checkpoint=args.trust_checkpoint,
+                      **_loading(args))
     table = result.pop("table")
     print(json.dumps(result, indent=2, default=str))
     print(table)
@@ -394,7 +413,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     options = _task_options(args, get_task(args.task), "predict_options")
     result = predict_with_checkpoint(args.checkpoint, args.video, task=args.task, out_dir=args.out,
-                     trust_checkpoint=args.trust_checkpoint, **options)
+                                     trust_checkpoint=args.trust_checkpoint, **_loading(args), **options)
     print("\n".join(result.get("summary", [])) or json.dumps(result, indent=2, default=str))
     print("wrote " + ", ".join(result["files"]))
     if args.json:
@@ -485,6 +504,16 @@ def _cmd_params(args: argparse.Namespace) -> int:
         configs = [load_config(name) for name in names]
         names = [dataclasses.replace(c, backbone=with_backbone_sides(c.backbone, **sides)) for c in configs]
     print(parameter_table(names))
+    return 0
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from .web import require_gradio, serve
+
+    require_gradio()
+    _logger.info("molt app on http://%s:%d (Ctrl+C stops it)", args.host, args.port)
+    serve(args.checkpoint, task=args.task, host=args.host, port=args.port, clips=args.clips,
+          trust_checkpoint=args.trust_checkpoint)
     return 0
 
 
@@ -610,7 +639,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                     "molt eval ave --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
     _add_task(evaluate, tasks)
     _add_data(evaluate)
-    evaluate.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
+    _add_checkpoint(evaluate)
     evaluate.add_argument("--split", default="test", help="split to evaluate (train, val, test, or another split "
                                                           "of the task)")
     variants = {spec.name: list(spec.test_variants) for spec in registered_tasks() if spec.test_variants}
@@ -628,9 +657,11 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                    "molt predict avs --checkpoint ADAPTERS --frames v1s/UID/frames --audio v1s/UID/audio.wav",
                    "molt predict avqa --checkpoint ADAPTERS --video 00000086.mp4 --question \"Is the violin playing "
                    "longer than the piano?\"",
-                   "molt predict avvp --checkpoint ADAPTERS --video party.mp4 --out predictions/party")
+                   "molt predict avvp --checkpoint ADAPTERS --video party.mp4 --out predictions/party",
+                   "molt predict ave --checkpoint org/molt-ave-swinv2-htsat@v1 --video clip.mp4 --audio-weights "
+                   "HTSAT_AudioSet_Saved_1.ckpt")
     _add_task(predict, tasks)
-    predict.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
+    _add_checkpoint(predict)
     predict.add_argument("--video", help="a video file with an audio track (mp4, mkv, ...)")
     predict.add_argument("--out", help="directory for predictions.json and the pictures (default: "
                                        "predictions/<video name>)")
@@ -706,6 +737,17 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     params.add_argument("--list", action="store_true", help="list preset names")
     params.add_argument("--visual-backbone", metavar="NAME", help="count with this visual encoder (see molt backbones)")
     params.add_argument("--audio-backbone", metavar="NAME", help="count with this audio encoder (see molt backbones)")
+
+    app = verb("app", "a page on localhost to try a trained model on your own video (pip install 'molt-av[app]')",
+               _cmd_app, "molt app --checkpoint runs/ave_molt_tiny/version_0/adapters/best",
+               "molt app --checkpoint org/molt-ave-swinv2-htsat@main --task ave --port 7861")
+    _add_task(app, tasks, optional=True)
+    app.add_argument("--checkpoint", help="adapters shown when the page opens: a folder or a Hugging Face repository "
+                                          "id (org/name@revision); the page can change it")
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 shares it on the network)")
+    app.add_argument("--port", type=int, default=7860, help="port of the page")
+    app.add_argument("--clips", help="folder of videos to offer beside the upload (default: 4 generated AVE clips)")
+    _add_trust(app)
 
     verb("backbones", "the named backbone pairs and how to name any timm or Hugging Face encoder", _cmd_backbones,
          "molt backbones")

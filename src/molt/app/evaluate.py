@@ -21,7 +21,8 @@ from ..config import ExperimentConfig
 from ..model import AudioVisualModel, build_model
 from ..tasks import get_task
 
-__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "checkpoint_label"]
+__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "predict_with_model",
+           "check_video", "checkpoint_label"]
 
 _logger = logging.getLogger(__name__)
 
@@ -41,15 +42,25 @@ def load_training_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool 
     return model
 
 
-def load_trained(checkpoint: str | os.PathLike, *, task: str | None = None,
-                 trust_checkpoint: bool = False) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
-    """``(model, experiment config, task options)`` from an adapter directory or a training checkpoint file.
+def load_trained(checkpoint: str | os.PathLike, *, task: str | None = None, trust_checkpoint: bool = False,
+                 revision: str | None = None, visual_weights: str | None = None,
+                 audio_weights: str | None = None) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
+    """``(model, experiment config, task options)`` from an adapter directory, a Hugging Face repository id of one
+    (``org/name``, ``org/name@revision`` or ``revision``; see :func:`molt.hub.resolve_pretrained`) or a training
+    checkpoint file (``.ckpt``).
 
     ``task``, when given, must be the task the checkpoint was trained for. ``trust_checkpoint`` is passed to the
-    backbones (an HTS-AT weights file that pickles more than tensors)."""
+    backbones (an HTS-AT weights file that pickles more than tensors); ``visual_weights`` / ``audio_weights``
+    replace the backbones' weights files that adapters record."""
     path = Path(checkpoint)
-    model = (AudioVisualModel.from_pretrained(path, trust_checkpoint=trust_checkpoint) if path.is_dir()
-             else load_training_checkpoint(path, trust_checkpoint=trust_checkpoint))
+    if path.is_file() or (path.suffix == ".ckpt" and revision is None):
+        if visual_weights or audio_weights:
+            raise ValueError(f"{checkpoint}: --visual-weights / --audio-weights apply to adapter folders; a training "
+                             f"checkpoint reads the weights files of its run")
+        model = load_training_checkpoint(path, trust_checkpoint=trust_checkpoint)
+    else:
+        model = AudioVisualModel.from_pretrained(checkpoint, revision=revision, visual_weights=visual_weights,
+                                                 audio_weights=audio_weights, trust_checkpoint=trust_checkpoint)
     if task is not None and task != model.experiment_config.task:
         raise ValueError(f"{checkpoint} was trained for task {model.experiment_config.task!r}, not {task!r}")
     return model, model.experiment_config, model.task_options
@@ -68,8 +79,8 @@ def checkpoint_label(checkpoint: str | os.PathLike) -> str:
 @torch.no_grad()
 def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
              out_dir: str | os.PathLike | None = None, batch_size: int = 8, figure_batches: int = 2,
-             task: str | None = None, test_file: str | None = None,
-             trust_checkpoint: bool = False) -> dict[str, Any]:
+             task: str | None = None, test_file: str | None = None, trust_checkpoint: bool = False,
+             **loading: Any) -> dict[str, Any]:
     """Metrics of a trained model on one split, written as ``metrics.json``, plus the task's pictures of results
     (e.g. AVE timelines, AVS mask overlays) for the first ``figure_batches`` batches.
 
@@ -78,7 +89,7 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
     result holds the metrics, the figure paths and ``table``, the metrics as the task prints them under a title
     naming the split (and test file).
     """
-    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
+    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint, **loading)
     model.eval()
     spec = get_task(config.task)
     if test_file is not None:
@@ -142,24 +153,39 @@ def _check_same_data(checkpoint: str | os.PathLike, trained: dict[str, Any], dat
 
 
 def predict_with_checkpoint(checkpoint: str | os.PathLike, video: str | os.PathLike | None, *, task: str | None = None,
-            out_dir: str | os.PathLike | None = None, trust_checkpoint: bool = False,
-            **options: Any) -> dict[str, Any]:
+            out_dir: str | os.PathLike | None = None, trust_checkpoint: bool = False, revision: str | None = None,
+            visual_weights: str | None = None, audio_weights: str | None = None, **options: Any) -> dict[str, Any]:
     """The task's predictions of a trained model for one user video (see ``TaskSpec.predictor``).
 
     ``task``, when given, must be the task the checkpoint was trained for; ``options`` are the task's
     ``predict_options`` (e.g. ``question`` for MUSIC-AVQA, ``frames`` and ``audio`` instead of a video for
     AVSBench). The predictions are written as ``predictions.json`` into ``out_dir`` (default
     ``predictions/<video name>``) beside the task's pictures, whose paths are listed under ``"files"``.
+    ``checkpoint`` may be a Hugging Face repository id (``revision``, weights files: see :func:`load_trained`).
     """
-    if video is not None:
-        video = Path(video)
-        if not video.is_file():
-            raise FileNotFoundError(f"{video}: no such video file; pass --video with the path of a video that has "
-                                    f"an audio track")
-    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint)
-    spec = get_task(config.task)
+    check_video(video)
+    model, _, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint,
+                                          revision=revision, visual_weights=visual_weights,
+                                          audio_weights=audio_weights)
+    return predict_with_model(model, task_options, video, out_dir=out_dir, **options)
+
+
+def check_video(video: str | os.PathLike | None) -> None:
+    """A ``FileNotFoundError`` for a ``--video`` that is not a file."""
+    if video is not None and not Path(video).is_file():
+        raise FileNotFoundError(f"{video}: no such video file; pass --video with the path of a video that has "
+                                f"an audio track")
+
+
+def predict_with_model(model: AudioVisualModel, task_options: dict[str, Any], video: str | os.PathLike | None, *,
+                       out_dir: str | os.PathLike | None = None, **options: Any) -> dict[str, Any]:
+    """What :func:`predict_with_checkpoint` does with a model already loaded (``molt app`` keeps it between
+    videos): the task's predictor, ``predictions.json`` and the pictures in ``out_dir``."""
+    check_video(video)
+    video = Path(video) if video is not None else None
+    spec = get_task(model.experiment_config.task)
     if spec.predictor is None:
-        raise NotImplementedError(f"task {config.task!r} has no predictor for single videos yet; use molt eval on "
+        raise NotImplementedError(f"task {spec.name!r} has no predictor for single videos yet; use molt eval on "
                                   f"a prepared data set")
     name = video.stem if video is not None else Path(str(options.get("frames") or "clip")).name
     out = Path(out_dir) if out_dir is not None else Path("predictions") / name

@@ -478,8 +478,6 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     test_metrics = trainer.test(lit, _eval_loader(test_set, config, trainer), ckpt_path=best_path,
                                 verbose=False, weights_only=True)[0]
     adapter_dir = run_dir / "adapters" / "best"
-    if trainer.is_global_zero:
-        model.save_pretrained(adapter_dir)
     result = {
         "run_dir": str(run_dir),
         "adapters": str(adapter_dir),
@@ -497,6 +495,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
         "environment": software_environment(),
     }
     if trainer.is_global_zero:
+        model.save_pretrained(adapter_dir, results=result)     # the model card shows the run's metrics
         with open(run_dir / "result.json", "w") as handle:
             json.dump(result, handle, indent=2)
     return result
