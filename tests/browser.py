@@ -54,15 +54,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def start_app(*arguments: str, log: Path, timeout: float = 180.0):
-    """``molt app ARGUMENTS --port P`` as a process; yields the page's address once it answers, stops it after."""
+def start_app(*arguments: str, log: Path, timeout: float = 180.0, cwd: Path | None = None):
+    """``molt app ARGUMENTS --port P`` as a process (in ``cwd``); yields the page's address once it answers, stops
+    it after."""
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1] / "src"),
                                                        os.environ.get("PYTHONPATH")]))}
     with open(log, "w") as output:
         process = subprocess.Popen([sys.executable, "-m", "molt.app.cli", "app", *arguments, "--port", str(port)],
-                                   stdout=output, stderr=subprocess.STDOUT, env=env)
+                                   stdout=output, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         url = f"http://127.0.0.1:{port}/"
         try:
             deadline = time.time() + timeout

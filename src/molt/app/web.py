@@ -191,7 +191,9 @@ def build_app(checkpoint: str | None = None, *, task: str | None = None, clips: 
         except (ValueError, FileNotFoundError, NotImplementedError) as error:
             return ("", None, f"Cannot predict: {refusal(error)}", None)
         label = f"## {headline(task_name, result)}\n\n{_details(task_name, result)}"
-        return (label, picture_of(result), "\n".join(result.get("summary", [])), result)
+        # the upload's temporary folder means nothing to the person who uploaded it: the summary names the file
+        summary = [line.replace(str(video), Path(video).name) for line in result.get("summary", [])]
+        return (label, picture_of(result), "\n".join(summary), result)
 
     with gr.Blocks(title="molt-av: try a model", analytics_enabled=False) as app:
         gr.Markdown("# molt-av: try a model\nChoose the task and the adapters (a folder written by `molt train`, or "
@@ -208,13 +210,16 @@ def build_app(checkpoint: str | None = None, *, task: str | None = None, clips: 
                 clip_box = gr.Dropdown(choices=list(clip_paths), value=None, label="or a generated demo clip",
                                        elem_id="molt-clip")
                 question_box = gr.Textbox(label="Question (AVQA)", placeholder="Is the violin playing longer than "
-                                                                               "the piano?", elem_id="molt-question")
+                                                                               "the piano?", elem_id="molt-question",
+                                          visible=(task or "ave") == "avqa")
                 run_button = gr.Button("Run", variant="primary", elem_id="molt-run")
             with gr.Column():
                 label_box = gr.Markdown(elem_id="molt-label")
                 picture_box = gr.Image(label="Result", type="filepath", elem_id="molt-picture")
                 status_box = gr.Textbox(label="Summary", lines=6, elem_id="molt-status")
                 json_box = gr.JSON(label="predictions.json", elem_id="molt-json")
+        task_box.change(lambda name: gr.Textbox(visible=name == "avqa"), inputs=task_box, outputs=question_box,
+                        api_name=False)
         run_button.click(predict, inputs=[task_box, adapters_box, revision_box, upload_box, clip_box, question_box],
                          outputs=[label_box, picture_box, status_box, json_box], api_name="predict")
     app.molt_work_dir = work
