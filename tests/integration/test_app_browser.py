@@ -65,3 +65,15 @@ def test_help_imports_neither_torch_nor_gradio():
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_screenshot_script_of_the_docs_runs(chromium, tmp_path):
+    """benchmarks/app_screenshot.py (docs/app.png) end to end, on a smaller budget."""
+    from helpers import ROOT
+
+    script = ROOT / "benchmarks" / "app_screenshot.py"
+    done = subprocess.run([sys.executable, str(script), "--workdir", str(tmp_path / "work"), "--videos", "16",
+                           "--epochs", "1", "--out", str(tmp_path / "app.png")],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "the page shows" in done.stdout and (tmp_path / "app.png").stat().st_size > 10_000
