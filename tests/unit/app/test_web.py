@@ -141,3 +141,37 @@ def test_without_gradio_molt_app_is_one_line_naming_the_extra(monkeypatch, caplo
     assert main(["app"]) == 2
     errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
     assert errors == [APP_EXTRA_HINT] and "pip install 'molt-av[app]'" in errors[0]
+
+
+TASK_OPTIONS = {"avqa": {"question_vocab": ["<pad>", "<unk>", "is", "the", "violin", "playing"],
+                         "answers": ["yes", "no", "two", "one", "zero", "three"]},
+                "avs": {"mask_size": 32}, "avvp": {"num_classes": 3, "class_names": ["Dog", "Speech", "Car"]}}
+PICTURES = {"avqa": "attention.png", "avs": "overlay.png", "avvp": "events.png"}
+
+
+@pytest.mark.parametrize("task", sorted(TASK_OPTIONS))
+def test_run_shows_each_tasks_label_and_picture_as_molt_predict_writes_them(task, tmp_path):
+    """What *Run* computes for AVQA, AVS and AVVP (generated tiny models, no server): ``molt predict``'s result, its
+    picture, and the headline the page shows."""
+    from molt.app.web import ModelCache, run_prediction
+
+    torch.manual_seed(3)
+    adapters = build_model(load_config(f"{task}_molt_tiny"), TASK_OPTIONS[task]).save_pretrained(tmp_path / "m")
+    video = tone_clip(tmp_path / "ten.mp4", 10)
+    question = ["--question", "Is the violin playing?"] if task == "avqa" else []
+    expected = predict_with_cli(adapters, task, tmp_path / "cli", "--video", str(video), *question)
+    shown = run_prediction(ModelCache(), task, str(adapters), str(video), question="Is the violin playing?",
+                           out_dir=tmp_path / "page")
+    assert picture_of(shown) == str(tmp_path / "page" / PICTURES[task])
+    def without_paths(result):    # the folders differ; AVS rows name their mask files
+        rows = [{k: v for k, v in row.items() if k != "mask"} for row in result.get("frames", [])]
+        return {**{key: value for key, value in result.items() if key != "files"}, "frames": rows}
+
+    assert without_paths(shown) == without_paths(expected)
+    label = headline(task, shown)
+    if task == "avqa":
+        assert label == expected["answer"] and len(expected["top"]) == 5
+    elif task == "avvp":
+        assert label == (", ".join(item["event"] for item in expected["labels"]) or "no event")
+    else:
+        assert label.count("%") == len(expected["frames"]) == 5
