@@ -114,29 +114,42 @@ class AudioVisualModel(nn.Module):
         """Only the trainable tensors (method + head): what checkpoints and adapter files hold."""
         return checkpoints.adapter_state_dict(self)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, *, results: dict[str, Any] | None = None) -> Path:
         """Write the trainable tensors (``adapter_model.safetensors``) and what rebuilds the model
         (``adapter_config.json``: method config, experiment config, task options, backbones) into ``directory``
-        (see :func:`molt.checkpoints.save_pretrained`)."""
-        return checkpoints.save_pretrained(self, directory, self.experiment_config, self.task_options)
+        (see :func:`molt.checkpoints.save_pretrained`), with a model card (``README.md``, :mod:`molt.card`) that
+        shows ``results`` (a run's ``result.json``) when given."""
+        from .card import write_model_card
+
+        saved = checkpoints.save_pretrained(self, directory, self.experiment_config, self.task_options)
+        write_model_card(saved, results=results)
+        return saved
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, *, backbones_on_meta: bool = False,
-                        trust_checkpoint: bool = False, visual_weights: str | os.PathLike | None = None,
-                        audio_weights: str | os.PathLike | None = None) -> AudioVisualModel:
+    def from_pretrained(cls, directory: str | os.PathLike, *, revision: str | None = None,
+                        visual_weights: str | os.PathLike | None = None,
+                        audio_weights: str | os.PathLike | None = None, backbones_on_meta: bool = False,
+                        trust_checkpoint: bool = False) -> AudioVisualModel:
         """Rebuild a model saved with :meth:`save_pretrained` (frozen backbones from the weights files its config
-        names) and load its trainable tensors; adapter files of an older format are read too (see
-        :func:`molt.checkpoints.pretrained_config` and :data:`molt.checkpoints.KEY_MAPS`). ``visual_weights`` /
-        ``audio_weights`` replace the weights files the directory records (which are opened only inside the
-        current directory or when their SHA-256 is the recorded one, see :func:`molt.checkpoints.confine_weights`).
+        names, or ``visual_weights`` / ``audio_weights``) and load its trainable tensors; adapter files of an older
+        format are read too (see :func:`molt.checkpoints.pretrained_config` and :data:`molt.checkpoints.KEY_MAPS`).
+        ``directory`` is a folder or a Hugging Face repository id (``org/name``, ``org/name@revision``, or
+        ``revision``), see :func:`molt.hub.resolve_pretrained`. The weights files the adapters record are opened only
+        inside the current directory or when their SHA-256 is the recorded one (see
+        :func:`molt.checkpoints.confine_weights`).
 
         Raises:
-            FileNotFoundError: ``directory`` or one of its two files is missing.
-            ValueError: a damaged file, or adapters made for another model (every difference listed).
+            FileNotFoundError: ``directory`` or one of its two files is missing, or a backbone weights file.
+            ValueError: a damaged file, adapters made for another model (every difference listed), or a repository
+                that cannot be had (:class:`molt.hub.HubError`).
         """
+        from .hub import resolve_pretrained, with_backbone_weights
+
+        directory = resolve_pretrained(directory, revision=revision)
         config, task_options = checkpoints.pretrained_config(
             directory, visual_weights=None if visual_weights is None else os.fspath(visual_weights),
             audio_weights=None if audio_weights is None else os.fspath(audio_weights))
+        config = with_backbone_weights(config, directory)
         model = build_model(config, task_options, backbones_on_meta=backbones_on_meta,
                             trust_checkpoint=trust_checkpoint)
         checkpoints.load_adapters(model, directory)

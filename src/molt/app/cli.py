@@ -273,13 +273,28 @@ def _add_recorded_weights(parser) -> None:
         parser.add_argument(f"--{side}-weights", metavar="PATH",
                             help=f"the {side} encoder's weights the model was trained with (an hf: encoder: its "
                                  f"folder), instead of what its checkpoint records (needed when that lies elsewhere; "
-                                 f"the adapters check the SHA-256)")
+                                 f"the model card says where to get it; the adapters check the SHA-256)")
 
 
 def _add_trust(parser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="read a weights file that pickles Python objects beyond tensors and the safe types of "
                              "Lightning checkpoints (runs what it pickles: only for files from a trusted source)")
+
+
+def _add_checkpoint(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--checkpoint`` (a folder, a Hugging Face repository id or a .ckpt file), ``--revision`` and the backbones'
+    weights files of an adapters repository."""
+    parser.add_argument("--checkpoint", required=required,
+                        help="adapter directory, Hugging Face repository id of one (org/name or org/name@revision; "
+                             "downloaded into the Hugging Face cache, HF_HUB_OFFLINE=1 reads the cache only) or "
+                             "training checkpoint (.ckpt)")
+    parser.add_argument("--revision", help="branch, tag or commit of a repository id (default: main)")
+    _add_recorded_weights(parser)
+
+
+def _loading(args: argparse.Namespace) -> dict[str, Any]:
+    return {"revision": args.revision, "visual_weights": args.visual_weights, "audio_weights": args.audio_weights}
 
 
 def _add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -518,7 +533,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task,
                       batch_size=args.batch_size, test_file=args.test_json, trust_checkpoint=args.trust_checkpoint,
-                      visual_weights=args.visual_weights, audio_weights=args.audio_weights)
+                      **_loading(args))
     table = result.pop("table")
     print(json.dumps(result, indent=2, default=str))
     print(table)
@@ -534,8 +549,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.json is not None and os.path.isdir(args.json):
         raise ValueError(f"--json {args.json}: a directory of that name exists; name a file (written as JSON)")
     result = predict_with_checkpoint(args.checkpoint, args.video, task=args.task, out_dir=args.out,
-                                     trust_checkpoint=args.trust_checkpoint, visual_weights=args.visual_weights,
-                                     audio_weights=args.audio_weights, **options)
+                                     trust_checkpoint=args.trust_checkpoint, **_loading(args), **options)
     print("\n".join(result.get("summary", [])) or json.dumps(result, indent=2, default=str))
     print("wrote " + ", ".join(result["files"]))
     if args.json:
@@ -634,6 +648,16 @@ def _cmd_params(args: argparse.Namespace) -> int:
         configs = [load_config(name) for name in names]
         names = [dataclasses.replace(c, backbone=with_backbone_sides(c.backbone, **sides)) for c in configs]
     print(parameter_table(names))
+    return 0
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from .web import require_gradio, serve
+
+    require_gradio()
+    _logger.info("molt app on http://%s:%d (Ctrl+C stops it)", args.host, args.port)
+    serve(args.checkpoint, task=args.task, host=args.host, port=args.port, clips=args.clips,
+          trust_checkpoint=args.trust_checkpoint)
     return 0
 
 
@@ -761,7 +785,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                     "molt eval ave --data data/synth --checkpoint runs/ave_molt_tiny/version_0/adapters/best")
     _add_task(evaluate, tasks)
     _add_data(evaluate)
-    evaluate.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
+    _add_checkpoint(evaluate)
     evaluate.add_argument("--split", default="test", help="split to evaluate (train, val, test, or another split "
                                                           "of the task)")
     variants = {spec.name: list(spec.test_variants) for spec in registered_tasks() if spec.test_variants}
@@ -772,7 +796,6 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=_at_least(1), default=8, help="items per forward pass")
     evaluate.add_argument("--out", help="where metrics.json and the pictures go (default: "
                                         "evaluations/RUN_version_N_best_SPLIT in the current directory)")
-    _add_recorded_weights(evaluate)
     _add_trust(evaluate)
 
     predict = verb("predict", "predictions of a trained checkpoint for one video file", _cmd_predict,
@@ -780,15 +803,16 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                    "molt predict avs --checkpoint ADAPTERS --frames v1s/UID/frames --audio v1s/UID/audio.wav",
                    "molt predict avqa --checkpoint ADAPTERS --video 00000086.mp4 --question \"Is the violin playing "
                    "longer than the piano?\"",
-                   "molt predict avvp --checkpoint ADAPTERS --video party.mp4 --out predictions/party")
+                   "molt predict avvp --checkpoint ADAPTERS --video party.mp4 --out predictions/party",
+                   "molt predict ave --checkpoint org/molt-ave-swinv2-htsat@v1 --video clip.mp4 --audio-weights "
+                   "HTSAT_AudioSet_Saved_1.ckpt")
     _add_task(predict, tasks)
-    predict.add_argument("--checkpoint", required=True, help="adapter directory or training checkpoint (.ckpt)")
+    _add_checkpoint(predict)
     predict.add_argument("--video", help="a video file with an audio track (mp4, mkv, ...)")
     predict.add_argument("--out", help="directory for predictions.json and the pictures (default: "
                                        "predictions/<video name>)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")
     _add_task_options(predict, "predict_options", help_task)
-    _add_recorded_weights(predict)
     _add_trust(predict)
 
     bench = verb("bench", "efficiency table: one training step of each method, each in its own process", _cmd_bench,
@@ -866,6 +890,17 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                              "(method_config.head: official), counted as their scripts count")
     params.add_argument("--visual-backbone", metavar="NAME", help="count with this visual encoder (see molt backbones)")
     params.add_argument("--audio-backbone", metavar="NAME", help="count with this audio encoder (see molt backbones)")
+
+    app = verb("app", "a page on localhost to try a trained model on your own video (pip install 'molt-av[app]')",
+               _cmd_app, "molt app --checkpoint runs/ave_molt_tiny/version_0/adapters/best",
+               "molt app --checkpoint org/molt-ave-swinv2-htsat@main --task ave --port 7861")
+    _add_task(app, tasks, optional=True)
+    app.add_argument("--checkpoint", help="adapters shown when the page opens: a folder or a Hugging Face repository "
+                                          "id (org/name@revision); the page can change it")
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 shares it on the network)")
+    app.add_argument("--port", type=int, default=7860, help="port of the page")
+    app.add_argument("--clips", help="folder of videos to offer beside the upload (default: 4 generated AVE clips)")
+    _add_trust(app)
 
     verb("backbones", "the named backbone pairs and how to name any timm or Hugging Face encoder", _cmd_backbones,
          "molt backbones")

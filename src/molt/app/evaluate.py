@@ -21,8 +21,8 @@ from ..config import ExperimentConfig
 from ..model import AudioVisualModel, build_model
 from ..tasks import get_task
 
-__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "checkpoint_label",
-           "check_output_dir"]
+__all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "predict_with_model",
+           "check_video", "checkpoint_label", "check_output_dir"]
 
 _logger = logging.getLogger(__name__)
 
@@ -57,9 +57,11 @@ def load_training_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool 
 
 
 def load_trained(checkpoint: str | os.PathLike, *, task: str | None = None, trust_checkpoint: bool = False,
-                 visual_weights: str | None = None, audio_weights: str | None = None
-                 ) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
-    """``(model, experiment config, task options)`` from an adapter directory or a training checkpoint file.
+                 revision: str | None = None, visual_weights: str | None = None,
+                 audio_weights: str | None = None) -> tuple[AudioVisualModel, ExperimentConfig, dict[str, Any]]:
+    """``(model, experiment config, task options)`` from an adapter directory, a Hugging Face repository id of one
+    (``org/name``, ``org/name@revision`` or ``revision``; see :func:`molt.hub.resolve_pretrained`) or a training
+    checkpoint file (``.ckpt``).
 
     ``task``, when given, must be the task the checkpoint was trained for. ``trust_checkpoint`` is passed to the
     backbones (an HTS-AT weights file that pickles more than tensors). ``visual_weights`` / ``audio_weights``
@@ -67,8 +69,11 @@ def load_trained(checkpoint: str | os.PathLike, *, task: str | None = None, trus
     path = Path(checkpoint)
     _refuse_a_run_folder(path)
     weights = {"visual_weights": visual_weights, "audio_weights": audio_weights}
-    model = (AudioVisualModel.from_pretrained(path, trust_checkpoint=trust_checkpoint, **weights) if path.is_dir()
-             else load_training_checkpoint(path, trust_checkpoint=trust_checkpoint, **weights))
+    if path.is_file() or (path.suffix == ".ckpt" and revision is None):
+        model = load_training_checkpoint(path, trust_checkpoint=trust_checkpoint, **weights)
+    else:
+        model = AudioVisualModel.from_pretrained(checkpoint, revision=revision, trust_checkpoint=trust_checkpoint,
+                                                 **weights)
     if task is not None and task != model.experiment_config.task:
         raise ValueError(f"{checkpoint} was trained for task {model.experiment_config.task!r}, not {task!r}")
     return model, model.experiment_config, model.task_options
@@ -100,22 +105,21 @@ def checkpoint_label(checkpoint: str | os.PathLike) -> str:
 def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
              out_dir: str | os.PathLike | None = None, batch_size: int = 8, figure_batches: int = 2,
              task: str | None = None, test_file: str | None = None, trust_checkpoint: bool = False,
-             visual_weights: str | None = None, audio_weights: str | None = None) -> dict[str, Any]:
+             **loading: Any) -> dict[str, Any]:
     """Metrics of a trained model on one split, written as ``metrics.json``, plus the task's pictures of results
     (e.g. AVE timelines, AVS mask overlays) for the first ``figure_batches`` batches.
 
     ``task``, when given, must be the task the checkpoint was trained for. ``test_file`` picks one of the task's
     test files (``TaskSpec.test_variants``, e.g. ``"original"`` for MUSIC-AVQA) instead of ``split="test"``. The
     result holds the metrics, the figure paths and ``table``, the metrics as the task prints them under a title
-    naming the split (and test file). ``visual_weights`` / ``audio_weights`` replace the weights files the
-    checkpoint records (see :func:`load_trained`).
+    naming the split (and test file). ``loading``: ``revision``, ``visual_weights``, ``audio_weights`` (see
+    :func:`load_trained`).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1 (items per forward pass), got {batch_size!r}")
     if out_dir is not None:
         check_output_dir(out_dir)
-    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint,
-                                               visual_weights=visual_weights, audio_weights=audio_weights)
+    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint, **loading)
     model.eval()
     spec = get_task(config.task)
     if test_file is not None:
@@ -180,7 +184,7 @@ def _check_same_data(checkpoint: str | os.PathLike, trained: dict[str, Any], dat
 
 
 def predict_with_checkpoint(checkpoint: str | os.PathLike, video: str | os.PathLike | None, *, task: str | None = None,
-            out_dir: str | os.PathLike | None = None, trust_checkpoint: bool = False,
+            out_dir: str | os.PathLike | None = None, trust_checkpoint: bool = False, revision: str | None = None,
             visual_weights: str | None = None, audio_weights: str | None = None, **options: Any) -> dict[str, Any]:
     """The task's predictions of a trained model for one user video (see ``TaskSpec.predictor``).
 
@@ -188,19 +192,33 @@ def predict_with_checkpoint(checkpoint: str | os.PathLike, video: str | os.PathL
     ``predict_options`` (e.g. ``question`` for MUSIC-AVQA, ``frames`` and ``audio`` instead of a video for
     AVSBench). The predictions are written as ``predictions.json`` into ``out_dir`` (default
     ``predictions/<video name>``) beside the task's pictures, whose paths are listed under ``"files"``.
+    ``checkpoint`` may be a Hugging Face repository id (``revision``, weights files: see :func:`load_trained`).
     """
-    if video is not None:
-        video = Path(video)
-        if not video.is_file():
-            raise FileNotFoundError(f"{video}: no such video file; pass --video with the path of a video that has "
-                                    f"an audio track")
+    check_video(video)
     if out_dir is not None:
         check_output_dir(out_dir)
-    model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint,
-                                               visual_weights=visual_weights, audio_weights=audio_weights)
-    spec = get_task(config.task)
+    model, _, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint,
+                                          revision=revision, visual_weights=visual_weights,
+                                          audio_weights=audio_weights)
+    return predict_with_model(model, task_options, video, out_dir=out_dir, **options)
+
+
+def check_video(video: str | os.PathLike | None) -> None:
+    """A ``FileNotFoundError`` for a ``--video`` that is not a file."""
+    if video is not None and not Path(video).is_file():
+        raise FileNotFoundError(f"{video}: no such video file; pass --video with the path of a video that has "
+                                f"an audio track")
+
+
+def predict_with_model(model: AudioVisualModel, task_options: dict[str, Any], video: str | os.PathLike | None, *,
+                       out_dir: str | os.PathLike | None = None, **options: Any) -> dict[str, Any]:
+    """What :func:`predict_with_checkpoint` does with a model already loaded (``molt app`` keeps it between
+    videos): the task's predictor, ``predictions.json`` and the pictures in ``out_dir``."""
+    check_video(video)
+    video = Path(video) if video is not None else None
+    spec = get_task(model.experiment_config.task)
     if spec.predictor is None:
-        raise NotImplementedError(f"task {config.task!r} has no predictor for single videos yet; use molt eval on "
+        raise NotImplementedError(f"task {spec.name!r} has no predictor for single videos yet; use molt eval on "
                                   f"a prepared data set")
     name = video.stem if video is not None else Path(str(options.get("frames") or "clip")).name
     out = Path(out_dir) if out_dir is not None else Path("predictions") / name

@@ -790,8 +790,6 @@ def _train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | 
         raise TrainingInterrupted(signal.SIGTERM, f"stopped by SIGTERM during the final test; training had "
                                                   f"finished: {best_path} and {guard.last_path} are complete") from None
     adapter_dir = run_dir / "adapters" / "best"
-    if trainer.is_global_zero:
-        model.save_pretrained(adapter_dir)
     result = {
         "run_dir": str(run_dir),
         "adapters": str(adapter_dir),
@@ -809,6 +807,7 @@ def _train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | 
         "environment": software_environment(),
     }
     if trainer.is_global_zero:
+        model.save_pretrained(adapter_dir, results=result)     # the model card shows the run's metrics
         with open(run_dir / "result.json", "w") as handle:
             json.dump(result, handle, indent=2)
     if guard.received:
