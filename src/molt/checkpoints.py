@@ -416,8 +416,12 @@ def confine_weights(experiment: dict[str, Any], source: str, backbones: Any = No
             _refuse(source, f"{prefix}.{key}", "a path or null", recorded)
         path = Path(recorded)
         if not path.is_file():
-            raise ValueError(f"{where} {recorded!r} (the weights it was trained with) is not a file here; pass "
-                             f"{flag} PATH with those weights")
+            from .hub import weights_source
+
+            card = Path(source).parent / "README.md"
+            told = f" as the model card {card} says" if card.is_file() else ""
+            raise FileNotFoundError(f"{where} {recorded!r} (the weights it was trained with) is not a file here; get "
+                                    f"it{told} ({weights_source(recorded)}) and pass {flag} PATH")
         if _inside_working_directory(path):
             continue
         digest = _backbone_hash(backbones, side)

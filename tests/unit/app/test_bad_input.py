@@ -362,8 +362,6 @@ def _input_validation_cases():
         ("predict --json that is a directory", ["predict", "ave", "--checkpoint", best, "--video", "{video}",
                                                 "--json", "{root}"],
          ["--json {root}", "a directory of that name exists"]),
-        ("eval --batch-size 0", ["eval", "ave", "--data", d, "--checkpoint", best, "--batch-size", "0"],
-         ["--batch-size must be at least 1", "got 0"]),
         ("an adapter format version that is a string", ["eval", "ave", "--data", d, "--checkpoint",
                                                         "{adapters_format_string}"],
          ["{adapters_format_string}/adapter_config.json: format_version must be an integer, got '2'"]),

@@ -132,6 +132,7 @@ def test_molt_backbones_lists_the_pairs_and_the_name_forms(capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["synth", "ave", "--out", "x", "--videos", "0"], "molt synth: argument --videos: must be at least 1, got 0"),
     (["extract", "ave", "--data", "d", "--out", "o", "--chunk-size", "two"], "expected a whole number, got 'two'"),
+    (["eval", "ave", "--data", "d", "--checkpoint", "c", "--batch-size", "0"], "--batch-size: must be at least 1"),
     (["trian"], "did you mean 'train'?"),
     (["train", "ave", "--data", "d", "--method", "molr"], "did you mean 'molt'?"),
     (["train", "ave"], "the following arguments are required: --data"),
