@@ -20,7 +20,8 @@ from typing import Any, Mapping
 import yaml
 
 from .checkpoints import ADAPTER_CONFIG_NAME, read_adapter_config
-from .hub import CARD_NAME, recorded_backbones, weights_source
+from .backbones.registry import weights_source
+from .hub import CARD_NAME, recorded_backbones
 
 __all__ = ["write_model_card", "model_card", "card_metadata", "read_card_metadata", "metric_id"]
 

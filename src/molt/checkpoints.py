@@ -416,7 +416,7 @@ def confine_weights(experiment: dict[str, Any], source: str, backbones: Any = No
             _refuse(source, f"{prefix}.{key}", "a path or null", recorded)
         path = Path(recorded)
         if not path.is_file():
-            from .hub import weights_source
+            from .backbones.registry import weights_source
 
             card = Path(source).parent / "README.md"
             told = f" as the model card {card} says" if card.is_file() else ""

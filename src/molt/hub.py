@@ -21,10 +21,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .backbones.registry import weights_source
 from .checkpoints import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
 
 __all__ = ["HubError", "CARD_NAME", "parse_hub_id", "looks_like_hub_id", "resolve_pretrained", "hub_cache_dir",
-           "cached_revisions", "is_offline", "weights_source", "missing_weights_message", "recorded_backbones",
+           "cached_revisions", "is_offline", "missing_weights_message", "recorded_backbones",
            "with_backbone_weights"]
 
 _logger = logging.getLogger(__name__)
@@ -35,12 +36,6 @@ _FILES = (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, CARD_NAME)
 _ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<revision>[^\s@]+))?$")
 _TRUE = {"1", "on", "yes", "true"}
 #: where to get the backbones' weights files that are not downloaded by timm or transformers themselves
-WEIGHTS_SOURCES = {
-    "HTSAT_AudioSet_Saved_1.ckpt": "the AudioSet checkpoint linked from the HTS-AT repository's README "
-                                   "(RetroCirce/HTS-Audio-Transformer)",
-}
-
-
 class HubError(ValueError):
     """An adapters repository that cannot be used (one line: the id, the revision, the fix)."""
 
@@ -155,18 +150,6 @@ def _offline_fix(offline: bool) -> str:
     if offline:
         return "; HF_HUB_OFFLINE=1 forbids downloading it: unset HF_HUB_OFFLINE (or download it once online)"
     return "; the Hub could not be reached: check the connection, or download it once on a machine that can"
-
-
-def weights_source(weights: str | os.PathLike | None, tag: str | None = None) -> str:
-    """Where to get a backbone weights file (:data:`WEIGHTS_SOURCES`, else the timm tag's published weights)."""
-    if weights in (None, "random"):
-        if weights is None and tag:
-            return f"the published weights of timm's {tag} (downloaded by timm)"
-        return "no file: randomly initialised (a test or demo model)"
-    name = Path(os.fspath(weights)).name
-    if name in WEIGHTS_SOURCES:
-        return WEIGHTS_SOURCES[name]
-    return f"{name} from whoever trained these adapters (ask the repository's owner; the SHA-256 identifies it)"
 
 
 def missing_weights_message(source: str, side: str, weights: str, sha256: str | None, card: str) -> str:

@@ -168,7 +168,7 @@ _FIELD_ROWS = [
      "SHA-256 to check it against"),
     (_EXPERIMENT + ".visual_weights", "/etc/passwd", "visual_weights '/etc/passwd' lies outside the current directory"),
     (_EXPERIMENT + ".visual_weights", "/dev/zero", "visual_weights '/dev/zero' (the weights it was trained with) is "
-                                                   "not a file here; pass --visual-weights PATH"),
+                                                   "not a file here; get it"),
     (_EXPERIMENT + ".audio_weights", "gone/htsat.ckpt", "is not a file here; get it"),
     (_EXPERIMENT + ".backbone", {"visual": "swinv2:swinv2_tiny_test", "audio": "hf:/etc"},
      "extra_config.experiment.backbone.audio 'hf:/etc' lies outside the current directory"),

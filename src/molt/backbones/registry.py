@@ -35,6 +35,7 @@ import contextlib
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
@@ -43,8 +44,7 @@ from .base import TapBackbone, error_gist
 
 __all__ = ["BACKBONE_PAIRS", "BACKBONE_KINDS", "RANDOM_WEIGHTS", "BackboneName", "parse_backbone_name",
            "backbone_sides", "with_backbone_sides", "backbone_options", "backbone_label", "build_backbone",
-           "build_backbones",
-           "describe_backbone_names"]
+           "build_backbones", "describe_backbone_names", "WEIGHTS_SOURCES", "weights_source"]
 
 #: pair name -> (visual backbone, audio backbone)
 BACKBONE_PAIRS: dict[str, tuple[str, str]] = {
@@ -314,3 +314,22 @@ def _options_named(side: str, name: BackboneName, options: Mapping[str, Any]) ->
             raise
         raise ValueError(f"backbone: {side}_options {dict(options)} cannot build {name} ({type(error).__name__}: "
                          f"{error_gist(error)}); correct or remove them in the config") from None
+
+
+#: where to get the weights files the model cards name, by file name
+WEIGHTS_SOURCES = {
+    "HTSAT_AudioSet_Saved_1.ckpt": "the AudioSet checkpoint linked from the HTS-AT repository's README "
+                                   "(RetroCirce/HTS-Audio-Transformer)",
+}
+
+
+def weights_source(weights: str | os.PathLike | None, tag: str | None = None) -> str:
+    """Where to get a backbone weights file (:data:`WEIGHTS_SOURCES`, else the timm tag's published weights)."""
+    if weights in (None, "random"):
+        if weights is None and tag:
+            return f"the published weights of timm's {tag} (downloaded by timm)"
+        return "no file: randomly initialised (a test or demo model)"
+    name = Path(os.fspath(weights)).name
+    if name in WEIGHTS_SOURCES:
+        return WEIGHTS_SOURCES[name]
+    return f"{name} from whoever trained these adapters (ask the repository's owner; the SHA-256 identifies it)"
