@@ -699,6 +699,8 @@ def _train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | 
     # with a feature cache the backbones sit on the meta device; BatchNorm fills in a missing num_batches_tracked
     # when Lightning loads a checkpoint (which holds trainable tensors only), and torch warns that it is a no-op
     warnings.filterwarnings("ignore", message=r"for .*num_batches_tracked: copying from a non-meta parameter")
+    # a resumed run writes into its own checkpoints folder again, on purpose (a new run claims a fresh version_N)
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     seed = config.trainer.seed
     L.seed_everything(seed, workers=True)
     spec = get_task(config.task)
