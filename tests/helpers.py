@@ -160,3 +160,34 @@ def fake_inputs(batch=3, seed=0):
     """Frames ``(B, 3, 4, 4)`` for :class:`FakeVisual` and waveforms ``(B, 128)`` for :class:`FakeAudio`."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 3, 4, 4, generator=generator), torch.randn(batch, 128, generator=generator)
+
+
+def video_without_audio(path: Path) -> Path:
+    """A short H.264 clip with no audio track (what ``molt predict`` refuses with "no audio track")."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=4)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for _ in range(8):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def refused_in_one_line(argv: list[str], caplog, capfd) -> str:
+    """Run ``molt ARGV``, check it is refused as bad input (exit 2, one error line, no traceback); the line."""
+    from molt.app.cli import main
+
+    caplog.clear()
+    assert main(argv) == 2, argv
+    errors = [record for record in caplog.records if record.levelname == "ERROR" and record.name == "molt"]
+    assert len(errors) == 1, [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    return errors[0].getMessage()

@@ -32,7 +32,7 @@ import pickle
 import random
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -350,13 +350,8 @@ def _confine_hf_folder(name: str, side: str, source: str, prefix: str, backbones
                          f"FOLDER with that encoder's save_pretrained folder")
     if _inside_working_directory(folder):
         return name, False
-    digest = _backbone_hash(backbones, side)
-    if digest is None or folder_weights_sha256(folder) != digest:
-        reason = ("the file records no SHA-256 to check it against" if digest is None
-                  else "the SHA-256 of its weights is not the one the file records")
-        raise ValueError(f"{where} {name!r} lies outside the current directory and {reason}; molt opens only "
-                         f"weights it can vouch for: pass {flag} FOLDER with the encoder the adapters were trained "
-                         f"with")
+    _vouch_for(where, name, _backbone_hash(backbones, side), lambda: folder_weights_sha256(folder),
+               f"{flag} FOLDER with the encoder the adapters were trained with")
     return name, False
 
 
@@ -424,14 +419,20 @@ def confine_weights(experiment: dict[str, Any], source: str, backbones: Any = No
                                     f"it{told} ({weights_source(recorded)}) and pass {flag} PATH")
         if _inside_working_directory(path):
             continue
-        digest = _backbone_hash(backbones, side)
-        if digest is None or file_sha256(path) != digest:
-            reason = ("the file records no SHA-256 to check it against" if digest is None
-                      else "its SHA-256 is not the one the file records")
-            raise ValueError(f"{where} {recorded!r} lies outside the current directory and {reason}; molt opens "
-                             f"only weights it can vouch for: pass {flag} PATH with the weights the adapters were "
-                             f"trained with")
+        _vouch_for(where, recorded, _backbone_hash(backbones, side), lambda: file_sha256(path),
+                   f"{flag} PATH with the weights the adapters were trained with")
     return experiment
+
+
+def _vouch_for(where: str, recorded: str, digest: str | None, actual: Callable[[], str], instead: str) -> None:
+    """Refuse, naming ``where``, weights outside the current directory whose SHA-256 (``actual()``) is not the
+    recorded ``digest`` (or when none is recorded); ``instead`` says what to pass."""
+    if digest is not None and actual() == digest:
+        return
+    reason = ("the file records no SHA-256 to check it against" if digest is None
+              else "its SHA-256 is not the one the file records")
+    raise ValueError(f"{where} {recorded!r} lies outside the current directory and {reason}; molt opens only weights "
+                     f"it can vouch for: pass {instead}")
 
 
 def dict_differences(saved: Any, current: Any, prefix: str, sides: tuple[str, str] = ("file", "model")) -> list[str]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import predict_with_cli
+from helpers import predict_with_cli, video_without_audio
 from molt.app.web import APP_EXTRA_HINT, headline, picture_of
 from molt.config import load_config
 from molt.data.media import write_clip
@@ -28,22 +28,6 @@ def tone_clip(path, seconds, fps=4, sample_rate=16000, colour=1):
     frames[:, 16:48, 16:48, colour] = 200
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     write_clip(path, frames, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), fps=fps, sample_rate=sample_rate)
-    return path
-
-
-def video_without_audio(path):
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=4)
-        stream.width = stream.height = 32
-        stream.pix_fmt = "yuv420p"
-        for _ in range(8):
-            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
     return path
 
 
