@@ -7,7 +7,7 @@ standard cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``~/.cache/huggingf
 files and the model card. ``HF_HUB_OFFLINE=1`` reads the cache only. Every failure is one line naming the id,
 the revision and the fix (:class:`HubError`, a ``ValueError``).
 
-The frozen backbones are not in an adapters repository: :func:`backbone_weights` says which weights files the
+The frozen backbones are not in an adapters repository: :func:`with_backbone_weights` says which weights files the
 adapters were trained on (name, SHA-256, where the model card says to get them) and refuses, in one line, a
 recorded file that is missing on this machine.
 """
@@ -35,7 +35,8 @@ CARD_NAME = "README.md"
 _FILES = (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, CARD_NAME)
 _ID = re.compile(r"^(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<revision>[^\s@]+))?$")
 _TRUE = {"1", "on", "yes", "true"}
-#: where to get the backbones' weights files that are not downloaded by timm or transformers themselves
+
+
 class HubError(ValueError):
     """An adapters repository that cannot be used (one line: the id, the revision, the fix)."""
 

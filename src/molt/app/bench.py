@@ -527,7 +527,7 @@ def run_efficiency(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny"
                        "--method", method, "--batch-clips", str(batch_clips), "--result", str(result),
                        "--backbone-dtype", backbone_dtype, "--steps", str(steps), "--warmup", str(warmup)]
             if device:
-                command += ["--accelerator", "cpu" if device == "cpu" else "gpu"]
+                command += ["--accelerator", {"cpu": "cpu", "mps": "mps"}.get(device, "gpu")]
             if setting:
                 command += ["--setting", setting]
             _logger.info("efficiency: %s on %s", method, table.backbone)

@@ -90,7 +90,6 @@ def _add_data(parser: argparse.ArgumentParser, *, what: str = "dataset root (pre
 # old spellings, rewritten before parsing, each with a deprecation warning (they go away in the next release)
 _VALUE_SPELLINGS = {("*", "--task"): None, ("prepare", "--root"): "--data", ("extract", "--device"): "--accelerator",
                     ("bench", "--device"): "--accelerator"}
-_OLD_DEVICES = {"cuda": "gpu", "cpu": "cpu"}
 _TASK_AFTER_WHAT = {"bench": "ave"}   # molt bench WHAT TASK; without a task it meant ave
 
 
@@ -113,7 +112,7 @@ def _modern_spelling(argv: list[str], tasks: list[str]) -> tuple[list[str], list
             if new is None:
                 task = value
             else:
-                modern = _OLD_DEVICES.get(value, value) if new == "--accelerator" else value
+                modern = ("gpu" if value.startswith("cuda") else value) if new == "--accelerator" else value
                 notes.append((f"molt {verb} {name} {value}", f"molt {verb} {new} {modern}"))
                 kept += [new, modern]
             continue
@@ -130,7 +129,7 @@ def _modern_spelling(argv: list[str], tasks: list[str]) -> tuple[list[str], list
         i += 1
     positionals = [token for token in kept if not token.startswith("-")]
     where = 1 if verb in ("bench", "analyze") else 0      # molt bench WHAT TASK, molt analyze WHAT TASK
-    given = positionals[where] if len(positionals) > where and positionals[where] in tasks else None
+    given = next((token for token in positionals[where:] if token in tasks), None)     # options' values too
     if task is not None:
         shown = f"{verb} {positionals[0]}" if where and positionals else verb
         notes.append((f"molt {shown} --task {task}", f"molt {shown} {task}"))
@@ -657,7 +656,8 @@ def _cmd_app(args: argparse.Namespace) -> int:
     require_gradio()
     _logger.info("molt app on http://%s:%d (Ctrl+C stops it)", args.host, args.port)
     serve(args.checkpoint, task=args.task, host=args.host, port=args.port, clips=args.clips,
-          trust_checkpoint=args.trust_checkpoint)
+          trust_checkpoint=args.trust_checkpoint, visual_weights=args.visual_weights,
+          audio_weights=args.audio_weights)
     return 0
 
 
@@ -893,13 +893,15 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
 
     app = verb("app", "a page on localhost to try a trained model on your own video (pip install 'molt-av[app]')",
                _cmd_app, "molt app --checkpoint runs/ave_molt_tiny/version_0/adapters/best",
-               "molt app --checkpoint org/molt-ave-swinv2-htsat@main --task ave --port 7861")
+               "molt app ave --checkpoint org/molt-ave-swinv2-htsat@main --audio-weights HTSAT_AudioSet_Saved_1.ckpt "
+               "--port 7861")
     _add_task(app, tasks, optional=True)
     app.add_argument("--checkpoint", help="adapters shown when the page opens: a folder or a Hugging Face repository "
                                           "id (org/name@revision); the page can change it")
     app.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 shares it on the network)")
     app.add_argument("--port", type=int, default=7860, help="port of the page")
     app.add_argument("--clips", help="folder of videos to offer beside the upload (default: 4 generated AVE clips)")
+    _add_recorded_weights(app)
     _add_trust(app)
 
     verb("backbones", "the named backbone pairs and how to name any timm or Hugging Face encoder", _cmd_backbones,

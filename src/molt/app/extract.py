@@ -58,8 +58,8 @@ def extract(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str |
     import torch.multiprocessing as mp
 
     start = time.perf_counter()
-    context = mp.start_processes(_extract_rank, args=(config, prepared, out_dir, options, devices, num_nodes,
-                                                      node_rank, show_progress), nprocs=devices,
+    context = mp.start_processes(_extract_rank, args=(os.getpid(), config, prepared, out_dir, options, devices,
+                                                      num_nodes, node_rank, show_progress), nprocs=devices,
                                  start_method="spawn", join=False)
     try:
         while not context.join():
@@ -83,14 +83,15 @@ def extract(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str |
     return result
 
 
-def _extract_rank(local_rank: int, config: ExperimentConfig, prepared: Path, out_dir: str | os.PathLike,
-                  options: dict, devices: int, num_nodes: int, node_rank: int, show_progress: bool) -> None:
+def _extract_rank(local_rank: int, parent: int, config: ExperimentConfig, prepared: Path,
+                  out_dir: str | os.PathLike, options: dict, devices: int, num_nodes: int, node_rank: int,
+                  show_progress: bool) -> None:
     """One process of a multi-process extraction (started by :func:`extract`)."""
     import torch
 
     from ..data.media import die_with_parent
 
-    die_with_parent(os.getppid())  # a killed `molt extract` leaves no process behind
+    die_with_parent(parent)  # a killed `molt extract` leaves no process behind
     logging.basicConfig(level=logging.INFO if show_progress else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     device = options["device"] or ("cuda" if torch.cuda.is_available() else "cpu")

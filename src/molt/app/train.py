@@ -743,9 +743,6 @@ def _train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | 
     trainer_cfg = config.trainer
     callbacks = [guard, best, last]
     if trainer_cfg.checkpoint_every_n_steps:
-        if trainer_cfg.checkpoint_every_n_steps < 1:
-            raise ValueError(f"--checkpoint-every-n-steps must be at least 1, got "
-                             f"{trainer_cfg.checkpoint_every_n_steps}")
         callbacks.append(StepCheckpoint(dirpath=checkpoint_dir, filename="last", monitor=None, save_top_k=1,
                                         every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
                                         enable_version_counter=False))

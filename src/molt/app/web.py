@@ -54,24 +54,27 @@ def require_gradio():
 
 
 class ModelCache:
-    """The last model loaded, kept while the same adapters are asked for again (one model at a time)."""
+    """The last model loaded, kept while the same adapters are asked for again (one model at a time);
+    ``visual_weights`` / ``audio_weights``: this machine's backbone weights files, for adapters that record others
+    (``molt app --audio-weights``)."""
 
-    def __init__(self, *, trust_checkpoint: bool = False) -> None:
+    def __init__(self, *, trust_checkpoint: bool = False, visual_weights: str | None = None,
+                 audio_weights: str | None = None) -> None:
         self.trust_checkpoint = trust_checkpoint
+        self.weights = {"visual_weights": visual_weights, "audio_weights": audio_weights}
         self._key: tuple | None = None
         self._loaded: tuple | None = None
         self._lock = threading.Lock()
 
-    def get(self, checkpoint: str, task: str | None, revision: str | None = None, visual_weights: str | None = None,
-            audio_weights: str | None = None):
+    def get(self, checkpoint: str, task: str | None, revision: str | None = None):
         """``(model, experiment config, task options)`` of :func:`molt.app.evaluate.load_trained`."""
         from .evaluate import load_trained
 
-        key = (checkpoint, revision, visual_weights, audio_weights)
+        key = (checkpoint, revision)
         with self._lock:
             if key != self._key:
                 self._loaded = load_trained(checkpoint, trust_checkpoint=self.trust_checkpoint, revision=revision,
-                                            visual_weights=visual_weights, audio_weights=audio_weights)
+                                            **self.weights)
                 self._key = key
             model, config, options = self._loaded
         if task and task != config.task:
@@ -168,13 +171,14 @@ def demo_clips(folder: str | os.PathLike | None = None, *, count: int = 4) -> li
 
 
 def build_app(checkpoint: str | None = None, *, task: str | None = None, clips: list[Path] | None = None,
-              trust_checkpoint: bool = False, work_dir: str | os.PathLike | None = None):
+              trust_checkpoint: bool = False, work_dir: str | os.PathLike | None = None,
+              visual_weights: str | None = None, audio_weights: str | None = None):
     """The Gradio page (a ``gradio.Blocks``); its *Run* button is also the API endpoint ``/predict`` (inputs:
     task, adapters, revision, video file, demo clip name, question)."""
     gr = require_gradio()
     from ..tasks import task_names
 
-    cache = ModelCache(trust_checkpoint=trust_checkpoint)
+    cache = ModelCache(trust_checkpoint=trust_checkpoint, visual_weights=visual_weights, audio_weights=audio_weights)
     clip_paths = {path.name: str(path) for path in clips or []}
     work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="molt-app-"))
     runs = {"count": 0}
@@ -228,11 +232,12 @@ def build_app(checkpoint: str | None = None, *, task: str | None = None, clips: 
 
 def serve(checkpoint: str | None = None, *, task: str | None = None, host: str = "127.0.0.1",
           port: int = DEFAULT_PORT, clips: str | os.PathLike | None = None, trust_checkpoint: bool = False,
-          block: bool = True):
+          block: bool = True, visual_weights: str | None = None, audio_weights: str | None = None):
     """Start the page on ``http://host:port`` (``block=False``: return the running app, for tests and scripts)."""
     gr = require_gradio()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    app = build_app(checkpoint, task=task, clips=demo_clips(clips), trust_checkpoint=trust_checkpoint)
+    app = build_app(checkpoint, task=task, clips=demo_clips(clips), trust_checkpoint=trust_checkpoint,
+                    visual_weights=visual_weights, audio_weights=audio_weights)
     theme = gr.themes.Default(font=list(_SYSTEM_FONTS), font_mono=list(_MONO_FONTS))
     app.queue().launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=True, theme=theme,
                        allowed_paths=[str(app.molt_work_dir)], footer_links=[], ssr_mode=False)

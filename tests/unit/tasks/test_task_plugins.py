@@ -192,6 +192,9 @@ def test_old_spellings_work_with_a_deprecation_warning(caplog):
         (["predict", "avs", "--overlay-video", "no"], ["predict", "avs"], "a switch"),
         (["params", "--all"], ["params"], "every preset is the default"),
         (["train", "ave", "--data", "d"], ["train", "ave", "--data", "d"], None),
+        (["bench", "efficiency", "--setting", "ms3", "avs"], ["bench", "efficiency", "--setting", "ms3", "avs"], None),
+        (["extract", "ave", "--device", "cuda:1"], ["extract", "ave", "--accelerator", "gpu"],
+         "molt extract --device cuda:1; use molt extract --accelerator gpu"),
     ]
     for old, new, note in cases:
         modern, notes = _modern_spelling(old, tasks)
