@@ -29,7 +29,7 @@ from .tasks import HeadConfig, get_task
 from .typed_config import TypedConfig, check_field_types, check_field_values, check_known_keys, ranged
 
 __all__ = ["OptimConfig", "TrainerConfig", "check_devices", "ExperimentConfig", "load_config", "preset_names",
-           "switch_method", "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
+           "switch_method", "with_head", "BACKBONE_PRESETS", "BACKBONE_DTYPES", "SHARED_AUDIO_FRONTENDS"]
 
 #: the named backbone pairs (``backbone: NAME``); any other pair is ``backbone: {visual: ..., audio: ...}``
 BACKBONE_PRESETS = tuple(BACKBONE_PAIRS)
@@ -246,6 +246,15 @@ def load_config(name_or_path: str | None = None, overrides: dict[str, Any] | Non
     if overrides:
         data = _merge(data, overrides)
     return ExperimentConfig.from_dict(data, source=source)
+
+
+def with_head(config: ExperimentConfig, head: str) -> ExperimentConfig:
+    """The same experiment with the method's ``head`` (``common`` or ``official``: LAVisH's, DG-SCT's and AVMoE's
+    own heads); a ``ValueError`` for a method without heads of its own."""
+    if "head" not in {f.name for f in dataclasses.fields(config.method_config)}:
+        raise ValueError(f"head {head}: {config.method} has no head of its own; the in-block methods (lavish, dgsct, "
+                         f"avmoe) have one for some tasks (molt params {config.task} --heads)")
+    return dataclasses.replace(config, method_config=config.method_config.replace(head=head))
 
 
 def switch_method(config: ExperimentConfig, method: str) -> ExperimentConfig:

@@ -175,7 +175,7 @@ def bench_config(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", 
     ``backbone_dtype`` stores and runs the frozen backbones in that dtype (tap-reading methods only).
     ``method`` may end in ``:official`` or ``:common`` (an in-block method's head, :func:`split_method_head`).
     """
-    from ..config import load_config, switch_method
+    from ..config import load_config, switch_method, with_head
     from ..methods import get_method
 
     method, head = split_method_head(method)
@@ -188,9 +188,7 @@ def bench_config(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", 
     preset = spec.default_preset(backbone if isinstance(backbone, str) else "paper")
     config = switch_method(load_config(preset, overrides=overrides), method)
     if head is not None:
-        if "head" not in {f.name for f in dataclasses.fields(config.method_config)}:
-            raise ValueError(f"{method}:{head}: {method} has no head of its own (only lavish, dgsct, avmoe)")
-        config = dataclasses.replace(config, method_config=config.method_config.replace(head=head))
+        config = with_head(config, head)
     return dataclasses.replace(config, backbone_dtype=backbone_dtype)
 
 

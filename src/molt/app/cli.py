@@ -373,7 +373,7 @@ def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] |
     """The experiment config of a verb: ``--config`` (or the task's preset for ``--backbone``), the overrides of
     the command line, and ``--method``."""
     from ..backbones.registry import parse_backbone_name, with_backbone_sides
-    from ..config import load_config, switch_method
+    from ..config import load_config, switch_method, with_head
     from ..tasks import get_task
 
     sides = {side: getattr(args, f"{side}_backbone", None) for side in ("visual", "audio")}
@@ -384,12 +384,8 @@ def _experiment(args: argparse.Namespace, task: str, overrides: dict[str, Any] |
         config = dataclasses.replace(config, backbone=with_backbone_sides(config.backbone, **sides))
     if args.method:
         config = switch_method(config, args.method)
-    head = getattr(args, "head", None)
-    if head:
-        if "head" not in {f.name for f in dataclasses.fields(config.method_config)}:
-            raise ValueError(f"--head {head}: {config.method} has no head of its own; the in-block methods "
-                             f"(lavish, dgsct, avmoe) have one for some tasks (molt params {task} --heads)")
-        config = dataclasses.replace(config, method_config=config.method_config.replace(head=head))
+    if getattr(args, "head", None):
+        config = with_head(config, args.head)
     if config.task != task:
         raise ValueError(f"the config {preset!r} is for task {config.task!r}, not {task!r}")
     return config
