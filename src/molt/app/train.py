@@ -38,7 +38,7 @@ from ..backbones.taps import AUTO_BLOCKS
 from ..checkpoints import (CONFIG_KEY, GLOBAL_STEP_KEY, RNG_KEY, add_training_entries, check_trainable_tensors,
                            dict_differences, read_training_checkpoint, restore_random_states)
 from ..config import ExperimentConfig
-from ..data.files import format_bytes, replace_durably
+from ..data.files import replace_durably
 from ..data.sampling import EvalShard, ResumableLoader
 from ..features import cached_splits
 from ..methods import count_parameters
@@ -187,6 +187,10 @@ class LitAudioVisual(L.LightningModule):
             restore_random_states(checkpoint[RNG_KEY])  # dropout continues where the saved run was
 
 
+def _megabytes(size: float) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint under a temporary name and renames it, so a run killed while saving leaves the previous
     ``last.ckpt`` intact instead of a truncated file. A full disk (or quota) removes the temporary file and raises
@@ -215,7 +219,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
             earlier = "; the earlier checkpoints there are intact" if any(path.parent.glob("*.ckpt")) else ""
             stopped = NoSpaceLeftError(f"no space left on the device for {path}: the checkpoint needs "
-                                       f"{format_bytes(buffer.getbuffer().nbytes)}, {format_bytes(free)} are free there"
+                                       f"{_megabytes(buffer.getbuffer().nbytes)}, {_megabytes(free)} are free there"
                                        f"{earlier}; free space on that disk (or quota)"
                                        f"{' and resume' if earlier else ' and start again'}")
             stopped.resumable = bool(earlier)
