@@ -3,7 +3,9 @@ test files and the real annotation fixtures are, checks and CLI steps several te
 fake backbones for the method tests."""
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,20 @@ def refused_in_one_line(argv: list[str], caplog, capfd) -> str:
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err + captured.out
     return errors[0].getMessage()
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, options: str):
+    """A tmpfs mounted on ``folder`` with mount ``options`` (``size=2m``, ``ro,size=1m``), always unmounted; the
+    test is skipped, with the reason, when this user cannot mount one (not root, or mount refused)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -1,8 +1,6 @@
 """The data verbs stopped or short of room for real: a killed ``molt prepare`` leaves no decoding worker behind and
 its rerun is clean; SIGTERM / SIGINT stop ``molt prepare`` and ``molt extract`` with exit code 128 + the signal and
 one line; a full disk and a read-only mount give one line and exit code 2 (mounts need root: skipped otherwise)."""
-import contextlib
-import os
 import re
 import shutil
 import signal
@@ -14,6 +12,7 @@ import numpy as np
 import psutil
 import pytest
 
+from helpers import mounted_tmpfs
 from molt.app.cli import main
 from molt.data.prepared import INDEX_FILE
 from molt.features import DONE_FILE, FeatureCache
@@ -129,22 +128,6 @@ def test_a_stopped_extract_keeps_its_chunks_and_resumes(ave_prepared_40, tmp_pat
     assert not list(cache.rglob("*.partial")) and FeatureCache(cache, "val").verify() == []
 
 
-@contextlib.contextmanager
-def _tmpfs(folder, size: str):
-    """A tmpfs of ``size`` mounted on ``folder`` (root only; skipped with the reason otherwise), always unmounted."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
 def _one_error(caplog) -> str:
     errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
     assert len(errors) == 1, errors
@@ -152,7 +135,7 @@ def _one_error(caplog) -> str:
 
 
 def test_prepare_and_extract_onto_a_full_disk(root, ave_prepared_40, tmp_path, caplog, capfd):
-    with _tmpfs(tmp_path / "small", "2m") as disk:
+    with mounted_tmpfs(tmp_path / "small", "size=2m") as disk:
         caplog.clear()
         assert main(["-q", "prepare", "ave", "--data", str(root), "--out", str(disk / "prepared")]) == 2
         message = _one_error(caplog)
@@ -171,7 +154,7 @@ def test_prepare_and_extract_onto_a_full_disk(root, ave_prepared_40, tmp_path, c
 
 
 def test_a_read_only_data_root(root, ave_prepared_40, tmp_path, caplog, capfd):
-    with _tmpfs(tmp_path / "share", "32m") as share:
+    with mounted_tmpfs(tmp_path / "share", "size=32m") as share:
         for name in [path.name for path in root.iterdir() if path.is_file()] + ["AVE"]:
             copy = shutil.copytree if (root / name).is_dir() else shutil.copy
             copy(root / name, share / name)

@@ -5,10 +5,10 @@ import json
 import os
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import pytest
 
+from helpers import mounted_tmpfs
 from molt.checkpoints import read_training_checkpoint
 
 
@@ -53,19 +53,6 @@ def _root() -> bool:
     return os.geteuid() == 0
 
 
-@contextmanager
-def _tmpfs(path, options):
-    path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
-                             text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
 @pytest.mark.skipif(not _root(), reason="mounting a small tmpfs (a disk that fills up) needs root; the unit tier "
                                         "injects ENOSPC into the checkpoint writer instead")
 @pytest.mark.parametrize("processes, steps", [((), 4), (("--strategy", "ddp", "--devices", 2, "--accelerator", "cpu"),
@@ -74,7 +61,7 @@ def test_a_disk_that_fills_up_keeps_the_earlier_checkpoint_and_says_how_much_spa
                                                                                     steps):
     """Under DDP the first process, the only one that writes, tells the others: all stop, none waits for it."""
     # room for one checkpoint of the tiny preset (about 11 MB) and TensorBoard's file, not for two
-    with _tmpfs(tmp_path / "small_disk", "size=16m") as out:
+    with mounted_tmpfs(tmp_path / "small_disk", "size=16m") as out:
         code, output = _train(prepared, out, "--epochs", 2, *processes)
         assert code == 4, output[-3000:]
         errors = _errors(output)
@@ -90,7 +77,7 @@ def test_a_disk_that_fills_up_keeps_the_earlier_checkpoint_and_says_how_much_spa
 @pytest.mark.skipif(not _root(), reason="mounting a read-only tmpfs needs root (the unit tier checks a chmod-ed "
                                         "directory as another user)")
 def test_a_read_only_out_is_one_line_and_exit_2_before_any_work(prepared, tmp_path):
-    with _tmpfs(tmp_path / "read_only", "ro,size=1m") as out:
+    with mounted_tmpfs(tmp_path / "read_only", "ro,size=1m") as out:
         code, output = _train(prepared, out / "runs", "--epochs", 1)
         assert code == 2, output[-3000:]
         errors = _errors(output)
