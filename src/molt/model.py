@@ -105,6 +105,8 @@ class AudioVisualModel(nn.Module):
         method_output = self.features.forward_from_taps(inputs["visual_taps"], inputs["audio_taps"])
         stages = inputs["visual_stages"]
         if stages is not None:
+            if getattr(self.task, "normed_last_stage", False) and self.visual is not None:
+                stages = [*stages[:-1], self.visual.final_norm(stages[-1])]
             inject = getattr(self.method, "inject_stages", None)  # e.g. Mettle's Meta-Token Injection
             batch = {**batch, "visual_stages": inject(stages, method_output) if callable(inject) else stages}
         predictions = self.task(method_output.visual, method_output.audio, batch)
@@ -173,6 +175,8 @@ def build_task_head(config: ExperimentConfig, method: nn.Module, visual: nn.Modu
         official = spec.official_head(config.method, shared=not method.audio_after_block)
         method.pooled_modalities = tuple(official.pooled_modalities)
         dims = method.final_dims
+        if official.needs_visual_stages and visual is not None:
+            task_options = {**task_options, "stage_dims": [visual.block_dims[i] for i in visual.stage_end_blocks]}
         return official(head, visual_dim=dims["visual"], audio_dim=dims["audio"], **task_options)
     arguments: dict[str, Any] = {"dim": method.output_dim}
     if spec.head.needs_visual_stages and visual is not None:

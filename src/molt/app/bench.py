@@ -256,11 +256,13 @@ def script_only_parameters(head: Any, method: Any) -> dict[str, int]:
     return count(**{key: value for key, value in widths.items() if key in accepted})
 
 
-def script_trainable_frozen(head: Any, visual: Any) -> dict[str, int]:
-    """Frozen parameters of ``visual`` that an official head's script counts as trainable (its class's
-    ``script_trainable_frozen``), or ``{}``."""
-    count = getattr(type(head), "script_trainable_frozen", None)
-    return count(visual) if count is not None else {}
+def script_trainable_frozen(head: Any, visual: Any, audio: Any = None) -> dict[str, int]:
+    """Frozen backbone parameters that an official head's script counts as trainable (the head's
+    ``script_trainable_frozen``, given ``visual`` and, where it takes it, ``audio``), or ``{}``."""
+    count = getattr(head, "script_trainable_frozen", None)
+    if count is None:
+        return {}
+    return count(visual, audio) if "audio" in inspect.signature(count).parameters else count(visual)
 
 
 def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] = "tiny", method: str = "molt", *,
@@ -289,7 +291,7 @@ def measure_training_step(task: str = "ave", backbone: str | Mapping[str, Any] =
     classifier = classifier_parameters(model.visual)
     official = getattr(config.method_config, "head", "common") == "official"
     script_only = script_only_parameters(model.task, model.method) if official else {}
-    as_trainable = script_trainable_frozen(model.task, model.visual) if official else {}
+    as_trainable = script_trainable_frozen(model.task, model.visual, model.audio) if official else {}
     frozen_extras = script_frozen_extras(model.visual, model.audio) if official else {}
     batch = random_batch(model, task, batch_clips, seed=seed, device=device, setting=setting)
     parameters = [p for p in model.parameters() if p.requires_grad]

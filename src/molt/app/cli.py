@@ -629,7 +629,9 @@ def _cmd_params(args: argparse.Namespace) -> int:
         if args.name not in task_names():
             raise ValueError(f"molt params --heads needs a task ({', '.join(task_names())}), got {args.name!r}")
         for backbone in ("paper", "shared"):
-            print(f"{args.name}, backbone preset {backbone}:\n{head_count_table(args.name, backbone)}\n")
+            table = head_count_table(args.name, backbone, setting=args.setting)
+            setting = f", setting {args.setting}" if args.setting else ""
+            print(f"{args.name}, backbone preset {backbone}{setting}:\n{table}\n")
         return 0
     names: list[Any] = resolve_preset_names(args.name)
     sides = {"visual": args.visual_backbone, "audio": args.audio_backbone}
@@ -884,6 +886,8 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     params.add_argument("--heads", action="store_true",
                         help="the in-block methods (lavish, dgsct, avmoe) with our common head and with their own "
                              "(method_config.head: official), counted as their scripts count")
+    params.add_argument("--setting", metavar="NAME",
+                        help="with --heads: count the task's setting NAME (avs: s4, ms3; default: the paper's)")
     params.add_argument("--visual-backbone", metavar="NAME", help="count with this visual encoder (see molt backbones)")
     params.add_argument("--audio-backbone", metavar="NAME", help="count with this audio encoder (see molt backbones)")
 

@@ -34,6 +34,11 @@ _COUNT_SOURCES = {
     ("ave", "lavish"): "GenjiB/LAVISH AVE/main_trans.py (shared setting); DG-SCT's LAVisH for two backbones",
     ("ave", "dgsct"): "haoyi-duan/DG-SCT DG-SCT/AVE/main_trans.py l.211-273",
     ("ave", "avmoe"): "yingchengy/AVMOE AVMOE/AVE/main_trans_v3.py l.268-319",
+    ("avs", "lavish"): "GenjiB/LAVISH AVS/avs_scripts/avs_s4/train.py l.142-166 (shared setting, S4 only)",
+    ("avs", "dgsct"): "haoyi-duan/DG-SCT DG-SCT/AVS/avs_scripts/avs_s4/train.py l.142-169 (avs_ms3/train.py "
+                      "l.115-143)",
+    ("avs", "avmoe"): "yingchengy/AVMOE AVMOE/AVS/avs_scripts/avs_s4/train_v2.py l.143-170 (avs_ms3/train_v2.py "
+                      "l.115-143)",
     ("avqa", "dgsct"): "haoyi-duan/DG-SCT DG-SCT/AVQA/net_grd_avst/main_avst.py l.273-312",
     ("avqa", "avmoe"): "yingchengy/AVMOE AVMOE/AVQA/net_grd_avst/main_avst_v2.py l.368-407"}
 
@@ -156,15 +161,22 @@ class HeadCount:
         return self.frozen + sum(self.frozen_extras.values()) + self.trainable + sum(self.script_only.values())
 
 
-def count_heads(task: str, backbone: str = "paper", methods: tuple[str, ...] = IN_BLOCK_METHODS,
-                **method_config: Any) -> list[HeadCount]:
+def count_heads(task: str, backbone: str = "paper", methods: tuple[str, ...] = IN_BLOCK_METHODS, *,
+                setting: str | None = None, **method_config: Any) -> list[HeadCount]:
     """Each in-block method on the task's ``backbone`` preset (its published settings for the task, as
     ``molt bench efficiency`` builds it), with the common head and, where the task has one, its own, on the meta
-    device. ``method_config`` overrides the methods' settings (e.g. ``num_latents=32``)."""
+    device. ``setting`` counts another of the task's settings (``"ms3"`` for AVS; default: the paper's);
+    ``method_config`` overrides the methods' settings (e.g. ``num_latents=32``)."""
     from ..config import switch_method
 
     spec = get_task(task)
     base = load_config(spec.default_preset(backbone))
+    task_options = dict(spec.paper.task_options)
+    if setting is not None:
+        if setting not in spec.settings:
+            raise ValueError(f"task {task} has the settings {', '.join(spec.settings) or 'none'}, got {setting!r}")
+        base = dataclasses.replace(base, setting=setting)
+        task_options["setting"] = setting
     rows = []
     with torch.device("meta"):
         visual, audio = build_backbones(base.backbone, load_weights=False,
@@ -180,12 +192,12 @@ def count_heads(task: str, backbone: str = "paper", methods: tuple[str, ...] = I
                 built, _, _ = build_method(method, method_settings, visual, audio)
                 try:
                     task_head = build_task_head(dataclasses.replace(config, method_config=method_settings), built,
-                                                visual, dict(spec.paper.task_options))
+                                                visual, dict(task_options))
                 except ValueError:      # no official head for this task
                     continue
             official = head == "official"
             script_only = script_only_parameters(task_head, built) if official else {}
-            as_trainable = script_trainable_frozen(task_head, visual) if official else {}
+            as_trainable = script_trainable_frozen(task_head, visual, audio) if official else {}
             rows.append(HeadCount(method, head, type(task_head).__name__, frozen, count_parameters(built)[0],
                                   count_parameters(task_head)[0], script_only, as_trainable,
                                   extras if official else {}, _paper_parameters(task, backbone, method)))
@@ -200,25 +212,29 @@ def _paper_parameters(task: str, backbone: str, method: str) -> tuple[float, flo
 #: what a task's published in-block counts include that no head here builds (printed under ``molt params TASK
 #: --heads``), from the repositories' scripts
 SCRIPT_NOTES = {
-    "avs": "No official AVS head is built here (our AVS head is already the AVSBench decoder). DG-SCT's and AVMoE's "
-           "S4 models (avs_s4/model/PVT_AVSModel.py l.628, PVT_AVSModel_v2.py l.629) build AVSBench's PVT-v2-b5 "
-           "encoder, 81,443,008 parameters, and never call it (DG-SCT's call, l.885, is commented out; AVMoE's forward "
-           "has none), yet "
-           "their train.py / train_v2.py count it as trainable: every parameter not named swin is (DG-SCT "
-           "avs_s4/train.py l.145-169, AVMoE avs_s4/train_v2.py l.146-170), HTS-AT's 31.3 M included (DG-SCT trains "
-           "it in S4).",
+    "avs": "The official AVS heads (molt.tasks.avs.official) are the peers' own decoders, not our AVSHead: "
+           "DG-SCT and AVMoE project each adapted Swin stage with a per-token Linear(C_s, 256) (no dilated "
+           "convolutions), resize it bicubically to AVSBench's PVT grids (56, 28, 14, 7) and gate it with a temporal "
+           "attention (LSTM + transformer encoders per scale) before TPAVI and the FPN; LAVisH keeps AVSBench's "
+           "dilated projections after linears to the PVT widths. All three build AVSBench's PVT-v2-b5 encoder, "
+           "81,443,008 parameters, and never call it (DG-SCT avs_s4/model/PVT_AVSModel.py l.628, its call l.885 "
+           "commented out; AVMoE PVT_AVSModel_v2.py l.629; LAVisH AVS/avs_scripts/avs_s4/model/PVT_AVSModel.py "
+           "l.324), yet their train scripts count it as trainable: every parameter not named swin is (DG-SCT "
+           "avs_s4/train.py l.145-169, AVMoE avs_s4/train_v2.py l.146-170, LAVisH avs_s4/train.py l.144-166), "
+           "HTS-AT included in S4 (its MS3 scripts freeze it: avs_ms3/train.py l.130-131). The MoLT paper prints "
+           "one set of AVS efficiency columns; DG-SCT's row is S4's count.",
 }
 
 
-def head_count_table(task: str, backbone: str = "paper", **method_config: Any) -> str:
-    """Markdown: :func:`count_heads`, one row per method and head, and the parts added to reach each script's
-    count."""
+def head_count_table(task: str, backbone: str = "paper", *, setting: str | None = None, **method_config: Any) -> str:
+    """Markdown: :func:`count_heads` (for ``setting``, default the paper's), one row per method and head, and the
+    parts added to reach each script's count."""
     lines = ["| method | head | frozen (M) | adapters (M) | head (M) | trainable as built (M) | counted, never called "
              "(M) | frozen counted as trainable (M) | frozen extras (M) | trainable as counted (M) | total as counted "
              "(M) | trainable % | paper: trainable % / total (M) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
-    for row in count_heads(task, backbone, **method_config):
+    for row in count_heads(task, backbone, setting=setting, **method_config):
         paper = f"{row.paper[0]} / {row.paper[1]}" if row.paper else "-"
         lines.append(
             f"| {row.method} | {row.head} ({row.head_class}) | {row.frozen / 1e6:.1f} | {row.method_params / 1e6:.2f} "

@@ -185,6 +185,11 @@ class TapBackbone(nn.Module):
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The backbone's own normalisation after its last block, on ``(B, N, D)`` tokens (the identity for a
+        backbone without one)."""
+        return tokens
+
     def add_to_sequence(self, tokens: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
         """``tokens`` (native layout) plus ``update`` ``(B, N, D)`` on the tokens :meth:`to_sequence` reads (an
         in-block adapter's residual update); tokens it does not read (a ViT's class token) are left as they are."""

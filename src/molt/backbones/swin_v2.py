@@ -176,6 +176,10 @@ class SwinV2Backbone(TapBackbone):
     def to_sequence(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens.flatten(1, 2)
 
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """timm's LayerNorm after the last stage (``model.norm``, frozen) on ``(B, N, D)`` tokens."""
+        return self.model.norm(tokens)
+
     def _block(self, index: int):
         stage_index, block_index = self._block_index[index]
         return self.model.layers[stage_index], block_index

@@ -2,14 +2,16 @@
 
 Part of molt-av (Apache-2.0). ``reader`` reads the release's layout (meta csv, frames, masks, audio), ``prepared``
 decodes it into memory-mapped arrays, ``synthetic`` writes procedural clips in the same layout, ``head`` is the
-TPAVI + FPN mask decoder and its loss, ``metrics`` the official M_J (mIoU) and M_F, ``figures`` the mask overlays.
+TPAVI + FPN mask decoder and its loss, ``official`` the peers' own decoders
+(``head: official``), ``metrics`` the official M_J (mIoU) and M_F, ``figures`` the mask overlays.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from ..._lazy import lazy_exports
-from ..spec import BenchHooks, PaperFigures, TaskOption, TaskParts, TaskSpec, register_task
+from ..spec import (BenchHooks, PaperFigures, TaskOption, TaskParts, TaskSpec, register_official_heads,
+                    register_task)
 from .reader import SETTINGS
 
 if TYPE_CHECKING:
@@ -35,11 +37,13 @@ __getattr__ = lazy_exports(__name__, {
 def _parts() -> TaskParts:
     from .figures import plot_masks
     from .head import AVS_NUM_FRAMES, AVSHead, bench_targets
+    from .official import OFFICIAL_AVS_HEADS
     from .predict import predict_video
     from .prepared import PreparedAVS, ensure_prepared
     from .reader import AVSBenchLayout
     from .synthetic import generate_avs
 
+    register_official_heads("avs", OFFICIAL_AVS_HEADS)
     return TaskParts(reader=AVSBenchLayout, prepare=ensure_prepared, dataset=PreparedAVS, synthesize=generate_avs,
                      head=AVSHead, figures=plot_masks, predictor=predict_video,
                      bench=BenchHooks(bench_targets, segments=AVS_NUM_FRAMES))

@@ -160,25 +160,33 @@ class SimpleFeaturePyramid(nn.Module):
 
 
 class _ResidualConvUnit(nn.Module):
-    def __init__(self, channels: int) -> None:
+    """``r + conv2(relu(conv1(relu(x))))`` with ``r = x``, or ``r = relu(x)`` with ``relu_residual`` (what the
+    peers' AVS decoders compute: their in-place ReLU overwrites the input before it is added back)."""
+
+    def __init__(self, channels: int, *, relu_residual: bool = False) -> None:
         super().__init__()
+        self.relu_residual = relu_residual
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        activated = F.relu(x)
+        return (activated if self.relu_residual else x) + self.conv2(F.relu(self.conv1(activated)))
 
 
 class _FusionBlock(nn.Module):
-    """FPN step: ``x (+ RCU(skip))`` -> RCU -> bilinear resize (``align_corners=True``) to ``size``."""
+    """FPN step: ``x (+ RCU(skip))`` -> RCU -> bilinear resize (``align_corners=True``) to ``size``; ``skip=False``
+    builds no skip unit (the coarsest step has no skip input)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, *, skip: bool = True, relu_residual: bool = False) -> None:
         super().__init__()
-        self.skip_unit = _ResidualConvUnit(channels)
-        self.unit = _ResidualConvUnit(channels)
+        self.skip_unit = _ResidualConvUnit(channels, relu_residual=relu_residual) if skip else None
+        self.unit = _ResidualConvUnit(channels, relu_residual=relu_residual)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
         if skip is not None:
+            if self.skip_unit is None:
+                raise ValueError("this fusion block was built without a skip unit")
             x = x + self.skip_unit(skip)
         return F.interpolate(self.unit(x), size=size, mode="bilinear", align_corners=True)
 
