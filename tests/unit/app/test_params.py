@@ -66,8 +66,12 @@ def test_avqa_counts_add_what_the_avqa_scripts_count():
 
 
 def test_avs_rows_say_what_the_avs_scripts_count_but_never_call():
-    from molt.app.params import count_heads, head_count_table
+    from molt.app.params import head_count_table
 
-    assert {row.head for row in count_heads("avs", "paper")} == {"common"}     # no official AVS head
     table = head_count_table("avs", "paper")
-    assert "PVT-v2-b5" in table and "81,443,008" in table and "| dgsct | common (AVSHead) |" in table
+    for method, head_class in (("lavish", "LAVisHAVSHead"), ("dgsct", "DGSCTAVSHead"), ("avmoe", "AVMoEAVSHead")):
+        assert f"| {method} | common (AVSHead) |" in table and f"| {method} | official ({head_class}) |" in table
+    assert "PVT-v2-b5 encoder (encoder_backbone, never called) 81,443,008" in table
+    assert "HTS-AT, trained by the S4 script 31,292,311" in table
+    official = next(line for line in table.splitlines() if line.startswith("| dgsct | official"))
+    assert official.endswith("| 365.96 | 594.8 | 61.5 | 61.5 / 594.8 |")
