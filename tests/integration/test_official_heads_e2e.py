@@ -1,5 +1,6 @@
 """The in-block methods with their own heads through the real trainer, checkpoint files and evaluation: one epoch of
-``molt train ave --method dgsct --head official`` (and AVMoE's) on the generated AVE set, then ``molt eval``."""
+``molt train ave --method dgsct --head official`` (and AVMoE's) on the generated AVE set, and of DG-SCT's AVS decoder
+on a generated AVSBench set, then ``molt eval``."""
 import json
 
 import pytest
@@ -24,3 +25,21 @@ def test_train_and_evaluate_with_the_official_head(ave_data, tmp_path, method, h
     metrics = json.loads(next((tmp_path / "eval").rglob("metrics.json")).read_text())
     accuracy = metrics.get("accuracy", metrics.get("metrics", {}).get("accuracy"))
     assert accuracy is not None and 0.0 <= accuracy <= 1.0
+
+
+def test_train_and_evaluate_avs_with_dgscts_own_decoder(tmp_path):
+    from molt.tasks.avs.official import DGSCTAVSHead
+    from molt.tasks.avs.synthetic import generate_avs
+
+    generate_avs(tmp_path / "data", num_videos=8, seed=4, image_size=64, workers=1, show_progress=False)
+    out = tmp_path / "runs"
+    assert main(["--quiet", "train", "avs", "--data", str(tmp_path / "data"), "--epochs", "1", "--batch-size", "2",
+                 "--method", "dgsct", "--head", "official", "--out", str(out)]) == 0
+    adapters = next(out.glob("*/version_0/adapters/best"))
+    model, config, _ = load_trained(adapters)
+    assert type(model.task) is DGSCTAVSHead and model.task.setting == "s4"
+    assert main(["--quiet", "eval", "avs", "--data", str(tmp_path / "data"), "--checkpoint", str(adapters),
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads(next((tmp_path / "eval").rglob("metrics.json")).read_text())
+    miou = metrics.get("mIoU", metrics.get("metrics", {}).get("mIoU"))
+    assert miou is not None and 0.0 <= miou <= 1.0
