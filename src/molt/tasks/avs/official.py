@@ -56,7 +56,10 @@ Parts the repositories build and count but never use are not built here (:meth:`
 listed by ``molt params avs --heads``): AVSBench's PVT-v2-b5 encoder (``encoder_backbone``, never called), DG-SCT's
 and AVMoE's ``conv1 .. conv4`` (``Classifier_Module``) and ``x{s}_linear`` (the forward uses ``x{s}_linear_``),
 the cross-modal decoders of the temporal attention (computed, outputs discarded) and the template layer each
-``Encoder`` keeps beside its clones, and ``path4.resConfUnit1`` (the coarsest step has no skip input).
+``Encoder`` keeps beside its clones, and ``path4.resConfUnit1`` (the coarsest step has no skip input); with
+DG-SCT's, the ``temporal_gated`` linear each of its AVS adapters builds (l.115-118) and never uses (l.240). Its S4
+script also trains and counts HTS-AT (:meth:`DGSCTAVSHead.script_trainable_frozen`; with two backbones LAVisH, which
+has no two-backbone script, is counted the same way).
 
 Departures: the stage grids follow the mask size (``M / 4 / 2^s``; 56 ... 7 at ``M = 224`` as in the scripts);
 the decoder width is the head config's ``channels`` (256 in the paper presets), the temporal attention's width
