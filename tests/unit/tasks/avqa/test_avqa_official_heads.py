@@ -76,19 +76,20 @@ def _batch():
             "video_id": ["a", "b"]}
 
 
-def _model(method):
+def _model(method, backbone="tiny"):
     torch.manual_seed(0)
-    config = ExperimentConfig(task="avqa", method=method, backbone="tiny",
+    config = ExperimentConfig(task="avqa", method=method, backbone=backbone,
                               method_config={**SMALL, **({"skip_stages": []} if method == "avmoe" else {})})
     return config, build_model(config, OPTIONS)
 
 
-@pytest.mark.parametrize("method, head_class", [("dgsct", AVSTAVQAHead), ("avmoe", AVSTAVQAHead),
-                                               ("lavish", LAVisHAVQAHead)])
-def test_one_training_step_with_the_official_avqa_head(method, head_class):
+@pytest.mark.parametrize("method, head_class, backbone", [
+    ("dgsct", AVSTAVQAHead, "tiny"), ("avmoe", AVSTAVQAHead, "tiny"), ("lavish", LAVisHAVQAHead, "tiny"),
+    ("lavish", LAVisHAVQAHead, "tiny-shared")])
+def test_one_training_step_with_the_official_avqa_head(method, head_class, backbone):
     from molt.app.train import LitAudioVisual
 
-    config, model = _model(method)
+    config, model = _model(method, backbone)
     assert type(model.task) is head_class and model.method.pooled_modalities == ("audio",)
     module = LitAudioVisual(model, config, OPTIONS)
     optimizer = module.configure_optimizers()["optimizer"]
