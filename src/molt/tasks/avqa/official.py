@@ -45,8 +45,8 @@ model's). One Swin-V2-L reads the frames and the audio fbank, so ``D_a = D_v = 1
    adapters, under ``no_grad``, l.365-368) pass the same projection *with* gradient (l.373);
 1. question: ``QstEncoder(93, 512, 512, 1, 512)`` (l.244): the LSTM of step 1 at 512;
 2. audio: ``Linear(relu(Linear(D_a, 512)(a)))``: the script projects each final audio token with ``yb_fc_a``
-   (``Linear(1536, 512)``, l.264, l.362), averages them (l.379), then ``fc_a2(relu(.))`` (l.389-390; ``fc_a1`` is
-   skipped, "for swin only"): the same two linears as DG-SCT's ``fc_a1`` / ``fc_a2`` (the mean commutes with the
+   (``Linear(1536, 512)``, l.264, l.362), averages them (l.379), then ``fc_a2(relu(.))`` (l.389-390; the call of
+   ``fc_a1`` is commented out): the same two linears as DG-SCT's ``fc_a1`` / ``fc_a2`` (the mean commutes with the
    linear, so the method's mean-pooled audio gives the same vector);
 3.-6. grounding (l.396-418), audio-visual match (``fc1`` ``1024 -> 512``, l.420-455), question-guided temporal
    attention (l.462-478), fusion and answer (l.480-487): DG-SCT's steps at ``C = 512``.
@@ -120,7 +120,7 @@ class AVSTAVQAHead(AVQAAnswerHead):
         config: the AVQA head's options (``modalities`` must be ``"both"``; ``num_segments`` and ``match_weight``
             are read).
         visual_dim, audio_dim: widths of the visual final tokens and of the pooled audio (1536 and 768 at paper
-            scale); the head works at ``C = visual_dim``.
+            scale); the head works at ``C = width``.
         question_vocab, answers, question_types: as for :class:`~molt.tasks.avqa.head.AVQAHead`.
         width: the head's width ``C`` (default ``visual_dim``, DG-SCT's); a subclass whose ``C`` differs from
             ``visual_dim`` sets :attr:`visual_in` to its projection of the visual tokens.
