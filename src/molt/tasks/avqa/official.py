@@ -29,10 +29,13 @@ Loss (``main_avst.py``): ``CE(answer) + 0.5 CE(match)`` over the positive and ne
 Departures: the negatives are the visual tokens of another clip of the same batch from another video (detached,
 as :class:`~molt.tasks.avqa.head.AVQAHead` draws them), where the scripts run the frozen Swin-V2-L without adapters
 on frames of another video; the frozen final LayerNorm of Swin-V2-L is not applied; the vocabulary and answer
-counts come from the data (the scripts hard-code 93 words and 42 answers). Parts the repository builds and counts
-but never calls are not built: ``fc_a1_pure``, ``fc_a2_pure``, ``norm3`` (:meth:`AVSTAVQAHead.script_only_parameters`).
-Its script also counts every Swin parameter named ``norm`` as trainable while it stays frozen
-(``--is_vit_ln 0``): :meth:`AVSTAVQAHead.script_trainable_frozen`.
+counts come from the data (the scripts hard-code 93 words and 42 answers); both scripts initialise ``fc_a1``,
+``fc_a2``, ``fc_gl`` (our ``visual_segment``) and ``fc1``-``fc4`` (our ``match``) from an audio-visual grounding
+checkpoint (``grounding_gen/models_grounding_gen/lavish_grounding_gen_best.pt``: DG-SCT ``main_avst.py`` l.252-262,
+AVMoE ``main_avst_v2.py`` l.339-351), a file the repositories do not hold, so here they start at random. Parts
+the repository builds and counts but never calls are not built: ``fc_a1_pure``, ``fc_a2_pure``, ``norm3``
+(:meth:`AVSTAVQAHead.script_only_parameters`). Its script also counts every Swin parameter named ``norm`` as
+trainable while it stays frozen (``--is_vit_ln 0``): :meth:`AVSTAVQAHead.script_trainable_frozen`.
 
 **LAVisH** (:class:`LAVisHAVQAHead`): ``GenjiB/LAVISH`` @97722b0, ``AVQA/net_grd_avst/net_avst.py``
 (``AVQA_Fusion_Net``, l.204-489) with its loss and counts in ``AVQA/net_grd_avst/main_avst.py`` (``train`` l.74-97,
