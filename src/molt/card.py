@@ -19,9 +19,9 @@ from typing import Any, Mapping
 
 import yaml
 
-from .checkpoints import ADAPTER_CONFIG_NAME, read_adapter_config
 from .backbones.registry import weights_source
-from .hub import CARD_NAME, recorded_backbones
+from .checkpoints import ADAPTER_CONFIG_NAME, backbones_by_side, read_adapter_config
+from .hub import CARD_NAME
 
 __all__ = ["write_model_card", "model_card", "card_metadata", "read_card_metadata", "metric_id"]
 
@@ -68,7 +68,7 @@ def card_metadata(config: Mapping[str, Any], results: Mapping[str, Any] | None =
     columns = list(spec.metric_columns) if spec else []
     test = _test_metrics(results)
     backbones = {}
-    for side, entry in recorded_backbones(config).items():
+    for side, entry in backbones_by_side(config.get("backbones")).items():
         weights = experiment.get(f"{side}_weights")
         backbones[side] = {"name": entry.get("name"), "class": entry.get("class"), "tag": entry.get("tag"),
                            "weights_file": Path(weights).name if weights not in (None, "random") else weights,

@@ -47,7 +47,7 @@ __all__ = [
     # adapter directories
     "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME", "ADAPTER_FORMAT_VERSION", "KEY_MAPS", "EARLIER_DEFAULTS",
     "RETIRED_FIELDS", "save_adapters", "load_adapters", "read_adapter_config", "check_adapter_config",
-    "check_task_options", "confine_weights", "adapter_state_dict",
+    "check_task_options", "confine_weights", "adapter_state_dict", "backbones_by_side",
     "describe_backbones", "upgrade_tensor_names", "earlier_defaults", "dict_differences", "save_pretrained",
     "pretrained_config",
     # training checkpoints
@@ -355,14 +355,18 @@ def _confine_hf_folder(name: str, side: str, source: str, prefix: str, backbones
     return name, False
 
 
-def _backbone_hash(backbones: Any, side: str) -> str | None:
-    """The weights SHA-256 an adapter config records for the ``side`` backbone (``features.visual``, ``visual``)."""
+def backbones_by_side(backbones: Any) -> dict[str, dict[str, Any]]:
+    """``{"visual": {...}, "audio": {...}}``: name, tag and weights hash of the backbones an adapter config records
+    under ``backbones``, keyed by side (``features.visual`` -> ``visual``); ``{}`` for anything but a mapping."""
     if not isinstance(backbones, dict):
-        return None
-    for name, entry in backbones.items():
-        if str(name).rpartition(".")[2] == side and isinstance(entry, dict):
-            return entry.get("weights_sha256")
-    return None
+        return {}
+    return {side: entry for side, entry in ((str(name).rpartition(".")[2], entry) for name, entry in backbones.items())
+            if side in ("visual", "audio") and isinstance(entry, dict)}
+
+
+def _backbone_hash(backbones: Any, side: str) -> str | None:
+    """The weights SHA-256 an adapter config records for the ``side`` backbone."""
+    return backbones_by_side(backbones).get(side, {}).get("weights_sha256")
 
 
 def _inside_working_directory(path: Path) -> bool:

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .backbones.registry import weights_source
-from .checkpoints import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
+from .checkpoints import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, backbones_by_side
 
 __all__ = ["HubError", "CARD_NAME", "parse_hub_id", "looks_like_hub_id", "resolve_pretrained", "hub_cache_dir",
-           "cached_revisions", "is_offline", "missing_weights_message", "recorded_backbones",
-           "with_backbone_weights"]
+           "cached_revisions", "is_offline", "missing_weights_message", "with_backbone_weights"]
 
 _logger = logging.getLogger(__name__)
 
@@ -161,17 +160,6 @@ def missing_weights_message(source: str, side: str, weights: str, sha256: str | 
             f"(molt eval|predict --{side}-weights PATH)")
 
 
-def recorded_backbones(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"visual": {...}, "audio": {...}}``: name, tag and weights hash of the backbones an adapter config
-    records, keyed by side (``features.visual`` -> ``visual``)."""
-    found: dict[str, dict[str, Any]] = {}
-    for path, entry in (config.get("backbones") or {}).items():
-        side = path.rsplit(".", 1)[-1]
-        if side in ("visual", "audio") and isinstance(entry, dict):
-            found[side] = entry
-    return found
-
-
 def with_backbone_weights(config: Any, directory: str | os.PathLike, visual_weights: str | os.PathLike | None = None,
                           audio_weights: str | os.PathLike | None = None) -> Any:
     """The experiment ``config`` of the adapters in ``directory`` with the backbones' weights files given here
@@ -183,7 +171,7 @@ def with_backbone_weights(config: Any, directory: str | os.PathLike, visual_weig
     config = dataclasses.replace(config, **changes) if changes else config
     folder = Path(directory)
     try:
-        recorded = recorded_backbones(json.loads((folder / ADAPTER_CONFIG_NAME).read_text()))
+        recorded = backbones_by_side(json.loads((folder / ADAPTER_CONFIG_NAME).read_text()).get("backbones"))
     except (OSError, ValueError):
         recorded = {}
     for side in ("visual", "audio"):

@@ -18,25 +18,14 @@ from torch.utils.data import DataLoader
 
 from ..checkpoints import ADAPTER_CONFIG_NAME, checkpoint_config, load_checkpoint_tensors, read_training_checkpoint
 from ..config import ExperimentConfig
+from ..data.files import check_output_dir
 from ..model import AudioVisualModel, build_model
 from ..tasks import get_task
 
 __all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "predict_with_model",
-           "check_video", "checkpoint_label", "check_output_dir"]
+           "check_video", "checkpoint_label"]
 
 _logger = logging.getLogger(__name__)
-
-
-def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> None:
-    """A ``ValueError`` naming ``flag`` when ``path`` (an output directory, created when missing) or a folder above
-    it is an existing file."""
-    path = Path(path)
-    for folder in (path, *path.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise ValueError(f"{flag} {path}: {folder} is a file, not a directory; name a directory (it is "
-                                 f"created when missing) or move the file away")
-            return
 
 
 def load_training_checkpoint(path: str | os.PathLike, *, trust_checkpoint: bool = False,

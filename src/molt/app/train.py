@@ -38,7 +38,7 @@ from ..backbones.taps import AUTO_BLOCKS
 from ..checkpoints import (CONFIG_KEY, GLOBAL_STEP_KEY, RNG_KEY, add_training_entries, check_trainable_tensors,
                            dict_differences, read_training_checkpoint, restore_random_states)
 from ..config import ExperimentConfig
-from ..data.files import replace_durably
+from ..data.files import check_output_dir, replace_durably
 from ..data.sampling import EvalShard, ResumableLoader
 from ..features import cached_splits
 from ..methods import count_parameters
@@ -595,19 +595,6 @@ def _run_version(run_root: Path) -> str:
     return f"version_{max(_versions(run_root), default=0)}"
 
 
-def _check_writable(out_dir: str | os.PathLike) -> None:
-    """A ``ValueError`` naming ``out_dir`` when a run could not write there (read-only, no permission), before any
-    work is done. Creates nothing: the nearest existing folder on its path is checked."""
-    folder = Path(out_dir).absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ValueError(f"--out {out_dir}: {folder} is not a directory; choose another --out")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out_dir}: {folder} is not writable (read-only or no permission); choose a "
-                         f"writable directory with --out, or make it writable")
-
-
 def _finite_checkpoints(checkpoint_dir: Path) -> str:
     """Which checkpoints of the run a non-finite loss leaves to resume from, in words."""
     found = []
@@ -672,7 +659,7 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
     directory ``version_N`` is claimed atomically (:func:`claim_version`).
     """
     start = time.time()
-    _check_writable(out_dir)
+    check_output_dir(out_dir)
     guard = GracefulStop()
     guard.install()
     try:

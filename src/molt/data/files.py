@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 __all__ = ["atomic_json", "fsync_path", "replace_durably", "StorageError", "format_bytes", "check_free_space",
            "preallocate", "storage_error", "READ_ONLY_ERRNOS", "LINE_FIX", "read_text", "read_lines", "read_names",
-           "read_json", "check_name"]
+           "read_json", "check_name", "check_output_dir"]
 
 # what writing into a read-only place fails with: EROFS (read-only file system), EACCES / EPERM (permissions)
 READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
@@ -94,6 +94,22 @@ def check_free_space(directory: str | os.PathLike, needed: int, *, what: str, fi
     if needed > free:
         raise StorageError(f"{what} needs {format_bytes(needed)} in {directory}, only {format_bytes(free)} free: "
                            f"{fix}", errno.ENOSPC)
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> None:
+    """A ``ValueError`` naming ``flag`` when nothing could be written to ``path`` (an output directory, created
+    when missing), checked before any work: the nearest existing folder on its path is a file, or it is read-only or
+    without permission. Creates nothing."""
+    path = Path(path)
+    folder = path.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {folder} is a file, not a directory; name a directory (it is created when "
+                         f"missing) or move the file away")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {folder} is not writable (read-only or no permission); choose a writable "
+                         f"directory with {flag}, or make it writable")
 
 
 def preallocate(path: str | os.PathLike, size: int) -> None:

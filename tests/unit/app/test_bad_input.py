@@ -273,7 +273,7 @@ def _cases():
          ["{nan_extracted}/val/chunk_00000/", "row 0 (clip 0 of split 'val') holds NaN or Inf",
           "the extraction wrote these values", "delete {nan_extracted}/val/chunk_00000"]),
         ("an --out inside a file", ["train", "ave", "--data", d, "--out", "{video}/runs"],
-         ["--out {video}/runs", "is not a directory"]),
+         ["--out {video}/runs", "is a file, not a directory"]),
         ("caching an in-block method", ["extract", "ave", "--data", d, "--out", "{root}/cache", "--method",
                                         "lavish"],
          ["lavish", "nothing to cache"]),

@@ -75,3 +75,20 @@ def test_avs_rows_say_what_the_avs_scripts_count_but_never_call():
     assert "HTS-AT, trained by the S4 script 31,292,311" in table
     official = next(line for line in table.splitlines() if line.startswith("| dgsct | official"))
     assert official.endswith("| 365.96 | 594.8 | 61.5 | 61.5 / 594.8 |")
+
+
+def test_lavish_avqa_rows_count_as_its_script():
+    """LAVisH's main_avst.py (one Swin, l.250-286) counts 16,825,276 trainable of 245,516,801 with its own head
+    (tests/unit/tasks/avqa/test_avqa_official_heads.py); the shared preset here also holds HTS-AT's STFT as two frozen
+    Conv1d of 513 x 1024. With two backbones the same head gives 30.1 % of 372.0 M (the paper: 28.7 % of 367.4 M)."""
+    from molt.app.params import _COUNT_SOURCES, count_heads
+
+    shared = {row.head: row for row in count_heads("avqa", "shared", methods=("lavish",))}["official"]
+    assert shared.head_class == "LAVisHAVQAHead" and shared.method_params == 4_562_064
+    assert shared.counted_trainable == 16_825_276
+    assert shared.counted_total - 2 * 513 * 1024 == 245_516_801
+    paper = {row.head: row for row in count_heads("avqa", "paper", methods=("lavish",))}["official"]
+    assert paper.head_class == "LAVisHAVQAHead" and paper.paper == (28.7, 367.4)
+    assert (round(paper.counted_total / 1e6, 1), round(100 * paper.counted_trainable / paper.counted_total, 1)) \
+        == (372.0, 30.1)
+    assert "AVQA/net_grd_avst/main_avst.py" in _COUNT_SOURCES["avqa", "lavish"]

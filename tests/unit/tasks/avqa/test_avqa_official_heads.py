@@ -1,11 +1,11 @@
-"""The peers' own MUSIC-AVQA head (``method_config.head: official``, DG-SCT's and AVMoE's net_avst): size against the
-authors' layers, one training step through the trainer's loss and optimiser, the grounding, save / load."""
+"""The peers' own MUSIC-AVQA heads (``method_config.head: official``, DG-SCT's and AVMoE's net_avst, LAVisH's): size
+against the authors' layers, one training step through the trainer's loss and optimiser, the grounding, save / load."""
 import pytest
 import torch
 
 from molt.config import ExperimentConfig
 from molt.model import AudioVisualModel, build_model
-from molt.tasks.avqa.official import AVSTAVQAHead
+from molt.tasks.avqa.official import AVSTAVQAHead, LAVisHAVQAHead
 
 SMALL = {"dim": 16, "out_heads": 4, "num_tokens": 3, "num_latents": 2, "reduction": 4, "head": "official"}
 OPTIONS = {"question_vocab": ["<pad>", "what", "is", "the", "sound"], "answers": ["yes", "no", "two"]}
@@ -16,6 +16,14 @@ OPTIONS = {"question_vocab": ["<pad>", "what", "is", "the", "sound"], "answers":
 # the forward (l.416-626) never calls fc_a1_pure, fc_a2_pure, norm3. AVMoE's net_avst_v2.py declares the same.
 AUTHORS_CALLED = 66_870_444
 AUTHORS_NEVER_CALLED = 3_545_088
+# LAVisH @97722b0 AVQA/net_grd_avst/net_avst.py, AVQA_Fusion_Net built from the file with the options of
+# base_options.py on the meta device in a scratch directory outside this repository (timm 1.0.31's
+# swinv2_large_window12_192): its parameters outside ``swin`` and ``adapter_blocks`` (l.212-264) are 12,182,188, of
+# which the forward (l.301-489) never calls fc_a1, fc_a1_pure, fc_a2_pure, fc_v, fc_st, fc, fc_aq, fc_vq, norm3.
+# Its main_avst.py count (l.250-286) gives 16,825,276 trainable (with the 4,562,064 of adapter_blocks and 81,024
+# Swin norm weights) of 245,516,801.
+LAVISH_HEAD = 12_182_188
+LAVISH_NEVER_CALLED = 2_757_632
 
 
 def _count(module):
@@ -30,6 +38,35 @@ def test_the_official_avqa_head_counts_as_the_authors_layers_at_paper_scale():
     assert sum(AVSTAVQAHead.script_only_parameters(1536, 768).values()) == AUTHORS_NEVER_CALLED
 
 
+def test_lavish_avqa_head_counts_as_the_authors_layers_at_paper_scale():
+    vocab, answers = ["<pad>"] + [f"w{i}" for i in range(92)], [f"a{i}" for i in range(42)]
+    with torch.device("meta"):
+        shared = LAVisHAVQAHead(visual_dim=1536, audio_dim=1536, question_vocab=vocab, answers=answers)
+        separate = LAVisHAVQAHead(visual_dim=1536, audio_dim=768, question_vocab=vocab, answers=answers)
+    never_called = sum(LAVisHAVQAHead.script_only_parameters().values())
+    assert never_called == LAVISH_NEVER_CALLED
+    assert _count(shared) + never_called == LAVISH_HEAD
+    assert _count(shared) - _count(separate) == (1536 - 768) * 512      # only yb_fc_a reads the audio width
+    assert shared.width == 512 and isinstance(shared.visual_in, torch.nn.Linear)
+
+
+def test_lavish_projects_the_negatives_with_gradient():
+    """The script runs the negatives' frozen Swin under ``no_grad`` but projects them (``yb_fc_v``) outside it: the
+    match loss of the negatives alone reaches the projection."""
+    torch.manual_seed(0)
+    head = LAVisHAVQAHead(visual_dim=8, audio_dim=6, **OPTIONS)
+    visual = torch.randn(2 * 3, 5, 8, requires_grad=True)
+    batch = {"question": torch.tensor([[1, 2], [3, 4]]), "video_id": ["a", "b"]}
+    outputs = head(visual, torch.randn(2 * 3, 1, 6), batch)
+    assert outputs["answer_logits"].shape == (2, 3) and outputs["negative_match_logits"].shape == (2, 3, 2)
+    assert outputs["spatial_attention"].shape == (2, 3, 5) and outputs["temporal_attention_visual"].shape == (2, 3)
+    outputs["negative_match_logits"].sum().backward()
+    assert head.visual_in.weight.grad is not None and bool(head.visual_in.weight.grad.abs().sum() > 0)
+    assert visual.grad is None or not bool(visual.grad.any())          # the negative tokens are detached
+    with pytest.raises(ValueError, match="multiple of 4 attention heads"):
+        AVSTAVQAHead(visual_dim=6, audio_dim=4, **OPTIONS)
+
+
 def _batch():
     generator = torch.Generator().manual_seed(0)
     return {"frames": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8, generator=generator),
@@ -39,19 +76,21 @@ def _batch():
             "video_id": ["a", "b"]}
 
 
-def _model(method):
+def _model(method, backbone="tiny"):
     torch.manual_seed(0)
-    config = ExperimentConfig(task="avqa", method=method, backbone="tiny",
+    config = ExperimentConfig(task="avqa", method=method, backbone=backbone,
                               method_config={**SMALL, **({"skip_stages": []} if method == "avmoe" else {})})
     return config, build_model(config, OPTIONS)
 
 
-@pytest.mark.parametrize("method", ["dgsct", "avmoe"])
-def test_one_training_step_with_the_official_avqa_head(method):
+@pytest.mark.parametrize("method, head_class, backbone", [
+    ("dgsct", AVSTAVQAHead, "tiny"), ("avmoe", AVSTAVQAHead, "tiny"), ("lavish", LAVisHAVQAHead, "tiny"),
+    ("lavish", LAVisHAVQAHead, "tiny-shared")])
+def test_one_training_step_with_the_official_avqa_head(method, head_class, backbone):
     from molt.app.train import LitAudioVisual
 
-    config, model = _model(method)
-    assert type(model.task) is AVSTAVQAHead and model.method.pooled_modalities == ("audio",)
+    config, model = _model(method, backbone)
+    assert type(model.task) is head_class and model.method.pooled_modalities == ("audio",)
     module = LitAudioVisual(model, config, OPTIONS)
     optimizer = module.configure_optimizers()["optimizer"]
     batch = _batch()
@@ -71,6 +110,7 @@ def test_one_training_step_with_the_official_avqa_head(method):
     changed = {name for name, p in model.named_parameters() if p.requires_grad and not torch.equal(before[name], p)}
     assert any(name.startswith("task.question.") for name in changed)
     assert any(name.startswith("features.method.adapters.") for name in changed)
+    assert ("task.visual_in.weight" in changed) == (head_class is LAVisHAVQAHead)
     model.eval()
     with torch.no_grad():
         model.task.reset_metrics()
@@ -102,6 +142,9 @@ def test_a_saved_avqa_model_rebuilds_its_official_head(tmp_path):
                                    model(_batch()).predictions["answer_logits"])
 
 
-def test_lavish_has_no_official_avqa_head():
-    with pytest.raises(ValueError, match="avqa has no official head for lavish"):
-        build_model(ExperimentConfig(task="avqa", method="lavish", backbone="tiny", method_config=SMALL), OPTIONS)
+def test_lavish_gets_its_own_avqa_head_with_one_backbone_or_two():
+    from molt.tasks import get_task
+
+    spec = get_task("avqa")
+    assert spec.official_head("lavish", shared=True) is LAVisHAVQAHead
+    assert spec.official_head("lavish", shared=False) is LAVisHAVQAHead
