@@ -425,8 +425,8 @@ class EfficiencyTable:
         counted = [row for row in self.measured if row.get("script_only_params") or row.get("script_frozen_params")]
         if counted:
             lines += ["", "As the methods' scripts count (own heads): trainable as built + parts the head registers "
-                      "but never calls (+ frozen weights the script counts as trainable, AVQA) = trainable as counted; "
-                      "frozen as built + frozen tensors the script counts:", "",
+                      "but never calls (+ frozen weights the script counts as trainable: AVQA, AVS S4) = trainable "
+                      "as counted; frozen as built + frozen tensors the script counts:", "",
                       "| Method | Trainable as built (M) | Never called (M) | Trainable as counted (M) "
                       "| Frozen extras (M) | Total as counted (M) | Trainable % as counted "
                       "| Paper: trainable % / total M |",
