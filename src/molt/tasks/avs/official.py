@@ -63,7 +63,9 @@ has no two-backbone script, is counted the same way).
 
 Departures: the stage grids follow the mask size (``M / 4 / 2^s``; 56 ... 7 at ``M = 224`` as in the scripts);
 the decoder width is the head config's ``channels`` (256 in the paper presets), the temporal attention's width
-stays 256; LAVisH has no MS3 script, so its MS3 loss is the BCE over the five frames.
+stays 256; LAVisH has no MS3 script, so its MS3 loss is the BCE over the five frames. LAVisH's forward re-views
+the stage tokens as 64², 32², 16², 8² grids (l.513-516, overriding the 48² ... 6² views of l.507-510), which only
+fits a 256-px Swin input, not the 192-px one it builds (l.326, l.435); here each stage keeps its own grid.
 """
 from __future__ import annotations
 
@@ -73,6 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...methods.inblock import shares_weights
 from ..ave.official import _MemoryDecoderLayer, _TemporalEncoder
 from .head import TPAVI, AVSHead, AVSHeadConfig, _DilatedProjection, _FusionBlock
 
@@ -280,8 +283,6 @@ class _OfficialAVSHead(AVSHead):
         """Frozen backbone parameters the script counts as trainable: in S4 every parameter not named ``swin`` is
         trained and counted (HTS-AT included; DG-SCT ``avs_s4/train.py`` l.145-165, AVMoE ``avs_s4/train_v2.py``
         l.146-166); the MS3 scripts freeze HTS-AT (``elif 'htsat' in name``)."""
-        from ...methods.inblock import shares_weights
-
         if self.setting != "s4" or audio is None or shares_weights(visual, audio):
             return {}
         return {"HTS-AT, trained by the S4 script": _count(audio)}
