@@ -49,8 +49,18 @@ def _sync(device: str) -> None:
 
 
 def _build(method: str, backbone: str, device: str, backbone_dtype: str = "float32"):
+    """The method's AVE model on ``device``: on a GPU built there (random initialisation of Swin-V2-L takes seconds
+    on a CPU), or on the CPU and moved when that fails."""
     config = bench_config(TASK, backbone, method, backbone_dtype)
-    return build_model(config, dict(get_task(TASK).paper.task_options)).to(device)
+    options = dict(get_task(TASK).paper.task_options)
+    if device.startswith("cuda"):
+        try:
+            with torch.device(device):
+                return build_model(config, options).to(device)
+        except Exception as error:          # e.g. a constant built from NumPy: build on the CPU instead
+            print(f"{method}: building on {device} failed ({_failure(error)}); building on the CPU", flush=True)
+            _free(device)
+    return build_model(config, options).to(device)
 
 
 def _training_steps(model, method: str, batch_clips: int, precision: str, steps: int, device: str,

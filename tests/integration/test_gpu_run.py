@@ -1,0 +1,104 @@
+"""benchmarks/gpu_run.py, the one command of a lent GPU, as a dry run on the CPU (tiny backbones, AVE, one
+precision, two methods in gpu_check): every stage runs, every file it promises is written with the expected
+stages, steps and rows; a budget too small for any stage skips them all and still writes the report; and
+gpu_check.py turns an out-of-memory row into a row saying so and goes on."""
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import ROOT
+
+FILES = {"gpu_run.json", "gpu_run.md", "pytest.txt", "cli.log", "nvidia-smi.txt", "gpu_check.json", "gpu_check.md"}
+AVE_STEPS = ["synth", "train 32-true", "eval (cpu)", "eval last.ckpt (cpu)", "predict (cpu)", "extract",
+             "train from features"]
+
+
+def _gpu_run(out, *extra):
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_run.py"), "--device", "cpu", "--backbone",
+                           "tiny", "--out", str(out), *extra], capture_output=True, text=True, timeout=1500)
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dry_run_writes_every_result(tmp_path):
+    done = _gpu_run(tmp_path, "--tasks", "ave", "--precisions", "32-true", "--methods", "molt,lavish", "--steps",
+                    "2", "--budget", "1200")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert {p.name for p in tmp_path.iterdir()} == FILES and all(p.is_file() for p in tmp_path.iterdir())
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in FILES)
+
+    report = json.loads((tmp_path / "gpu_run.json").read_text())
+    stages = report["stages"]
+    assert list(stages) == ["setup", "pytest", "cli", "gpu_check"]
+    assert {name: stage["status"] for name, stage in stages.items()} == dict.fromkeys(stages, "ok")
+    assert stages["setup"]["cuda_available"] is False and stages["setup"]["missing_modules"] == []
+    # on a CPU every CUDA test is collected and skipped, none fails
+    summary = stages["pytest"]["summary"]
+    assert re.search(r"\d+ skipped", summary) and "failed" not in summary and "error" not in summary
+    assert "needs a CUDA GPU" in (tmp_path / "pytest.txt").read_text()
+
+    steps = stages["cli"]["steps"]
+    assert [s["step"] for s in steps] == AVE_STEPS and {s["task"] for s in steps} == {"ave"}
+    assert all(s["status"] == "ok" and s["seconds"] > 0 for s in steps)
+    by_name = {s["step"]: s for s in steps}
+    for name in ("train 32-true", "train from features"):
+        assert by_name[name]["global_step"] > 0 and 0.0 <= by_name[name]["test"]["accuracy"] <= 1.0
+    assert "--accelerator cpu" in by_name["extract"]["argv"] and "--features" in by_name["train from features"]["argv"]
+    assert by_name["eval (cpu)"]["metrics"]["accuracy"] == pytest.approx(by_name["train 32-true"]["test"]["accuracy"],
+                                                                         abs=1e-6)
+    assert by_name["predict (cpu)"]["files"] >= 2
+
+    check = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [(r["method"], r["batch_clips"], r["precision"]) for r in check["training"]] == [
+        ("molt", 1, "32-true"), ("lavish", 1, "32-true")]
+    assert all(r["peak_bytes"] > 0 and r["median_step_s"] > 0 for r in check["training"])
+    assert check["steps"] == 2 and check["extraction"]["clips"] == 8
+    assert stages["gpu_check"]["rows_measured"] == 2 and stages["gpu_check"]["rows_skipped"] == 0
+
+    markdown = (tmp_path / "gpu_run.md").read_text()
+    assert "| cli | ok |" in markdown and "| ave | train from features | ok |" in markdown
+    assert "| lavish | 1 | 32-true | float32 |" in (tmp_path / "gpu_check.md").read_text()
+    assert "ave" in (tmp_path / "cli.log").read_text()
+
+
+def test_a_budget_too_small_skips_every_stage_and_still_reports(tmp_path):
+    done = _gpu_run(tmp_path, "--budget", "1")
+    assert done.returncode == 1
+    stages = json.loads((tmp_path / "gpu_run.json").read_text())["stages"]
+    assert [stages[name]["status"] for name in ("pytest", "cli", "gpu_check")] == ["skipped: time budget"] * 3
+    assert "| gpu_check | skipped: time budget |" in (tmp_path / "gpu_run.md").read_text()
+    assert (tmp_path / "nvidia-smi.txt").is_file()
+
+
+def test_gpu_check_writes_an_out_of_memory_row_and_goes_on(tmp_path, monkeypatch):
+    gpu_check = _gpu_check()
+    assert gpu_check._failure(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")) == \
+        "out of memory"
+    assert gpu_check._failure(ValueError("bad\nsecond line")) == "ValueError: bad"
+    measure = gpu_check._training_steps
+
+    def lavish_runs_out(model, method, *args, **kwargs):
+        if method == "lavish":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return measure(model, method, *args, **kwargs)
+
+    monkeypatch.setattr(gpu_check, "_training_steps", lavish_runs_out)
+    gpu_check.main(["--backbone", "tiny", "--device", "cpu", "--methods", "lavish,molt", "--batches", "1",
+                    "--precisions", "32-true", "--half-backbones", "", "--steps", "1", "--extract-clips", "0",
+                    "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "gpu_check.json").read_text())["training"]
+    assert [r["method"] for r in rows] == ["lavish", "molt"]
+    assert rows[0]["error"] == "out of memory" and "peak_bytes" not in rows[0]
+    assert rows[1]["peak_bytes"] > 0 and "error" not in rows[1]
+    assert "| lavish | 1 | 32-true | float32 | out of memory | out of memory |" in \
+        (tmp_path / "gpu_check.md").read_text()
