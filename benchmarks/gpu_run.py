@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,13 +45,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SITE = Path(tempfile.gettempdir()) / "site"
 # stage -> share of the time left when it starts (the last takes what is left)
-SHARES = {"pytest": 0.25, "cli": 0.55, "gpu_check": 1.0}
+SHARES = {"pytest": 0.3, "cli": 0.5, "gpu_check": 1.0}
 # clips generated per task for the CLI stage: every split gets at least one
 VIDEOS = {"ave": 16, "avs": 16, "avqa": 12, "avvp": 24}
 # modules the verbs need beyond the standard library, and the wheels (tools/gpu_wheels.sh) that provide them
 NEEDED = ("torch", "torchvision", "timm", "numpy", "yaml", "safetensors", "av", "tqdm", "PIL", "huggingface_hub",
           "lightning", "tensorboard", "matplotlib", "psutil", "pytest")
 SKIPPED = "skipped: time budget"
+TASK_RESERVE_S = 30.0
 
 
 def _environment() -> dict[str, str]:
@@ -63,19 +65,24 @@ def _environment() -> dict[str, str]:
 
 
 def _run(command: list[str], timeout: float, cwd: Path | None = None) -> dict:
-    """Run ``command``; its exit status, seconds and combined output (``timed out`` past ``timeout``)."""
+    """Run ``command`` in its own process group; its exit status, seconds and combined output (``timed out`` past
+    ``timeout``: then the whole group is killed, so no grandchild keeps the output pipe open)."""
     start = time.monotonic()
     try:
-        done = subprocess.run(command, cwd=cwd or ROOT, env=_environment(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=max(timeout, 1))
-        status, output = done.returncode, done.stdout
-    except subprocess.TimeoutExpired as expired:
-        status = "timed out"
-        output = expired.stdout.decode(errors="replace") if isinstance(expired.stdout, bytes) else expired.stdout or ""
+        process = subprocess.Popen(command, cwd=cwd or ROOT, env=_environment(), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
     except OSError as error:
-        status, output = f"could not start: {error}", ""
+        return {"command": " ".join(command), "rc": f"could not start: {error}", "seconds": 0.0, "output": ""}
+    try:
+        output, _ = process.communicate(timeout=max(timeout, 1))
+        status = process.returncode
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        status = "timed out"
     return {"command": " ".join(command), "rc": status, "seconds": round(time.monotonic() - start, 1),
-            "output": output}
+            "output": output or ""}
 
 
 def install_wheels() -> dict:
@@ -99,6 +106,7 @@ def install_wheels() -> dict:
 
 
 def setup(out: Path) -> dict:
+    start = time.monotonic()
     installed = install_wheels()
     smi = _run(["nvidia-smi"], timeout=30) if shutil.which("nvidia-smi") else {"rc": "no nvidia-smi",
                                                                                "output": ""}
@@ -116,6 +124,7 @@ def setup(out: Path) -> dict:
         result["missing_modules"] = json.loads(modules["output"].strip().splitlines()[-1])
     if result.get("missing_modules"):
         result["status"] = "missing modules: " + ", ".join(result["missing_modules"])
+    result["seconds"] = round(time.monotonic() - start, 1)
     return result
 
 
@@ -220,10 +229,12 @@ def cli_stage(out: Path, work: Path, args: argparse.Namespace, timeout: float) -
             steps.append({"task": task, "step": "all", "status": SKIPPED})
             continue
         record = work / f"{task}.json"
-        share = left / (len(tasks) - index)           # what an earlier task leaves goes to the later ones
+        # no step starts after this task's soft deadline, which keeps 30 s for each later task; the process is
+        # stopped at the stage's end
+        soft = max(left - TASK_RESERVE_S * (len(tasks) - index - 1), min(left, TASK_RESERVE_S)) - 5
         run = _run([sys.executable, str(Path(__file__).resolve()), "--cli-task", task, "--work", str(work / task),
                     "--record", str(record), "--accelerator", accelerator, "--precisions", args.precisions,
-                    "--seconds", str(share - 5)], timeout=share)
+                    "--seconds", str(soft)], timeout=left)
         logs.append(f"===== {task}: rc {run['rc']}, {run['seconds']} s\n{run['output'][-20000:]}")
         done = json.loads(record.read_text()) if record.is_file() else []
         steps += done
