@@ -1,6 +1,6 @@
-"""benchmarks/gpu_run.py, the one command of a lent GPU, as a dry run on the CPU (tiny backbones, AVE, one
-precision, two methods in gpu_check): every stage runs, every file it promises is written with the expected
-stages, steps and rows; a budget too small for any stage skips them all and still writes the report; and
+"""benchmarks/gpu_run.py, the one command of a lent GPU, as a dry run on the CPU (tiny backbones; AVE, AVS and
+MUSIC-AVQA in float32; the five methods in gpu_check): every stage runs, every file it promises is written with the
+expected stages, steps and rows; a budget too small for any stage skips them all and still writes the report; and
 gpu_check.py turns an out-of-memory row into a row saying so and goes on."""
 import importlib.util
 import json
@@ -14,8 +14,8 @@ import torch
 from helpers import ROOT
 
 FILES = {"gpu_run.json", "gpu_run.md", "pytest.txt", "cli.log", "nvidia-smi.txt", "gpu_check.json", "gpu_check.md"}
-AVE_STEPS = ["synth", "train 32-true", "eval (cpu)", "eval last.ckpt (cpu)", "predict (cpu)", "extract",
-             "train from features"]
+STEPS = ["synth", "train 32-true", "eval (cpu)", "predict (cpu)", "extract", "train from features"]
+METHODS = ["molt", "mettle", "lavish", "dgsct", "avmoe"]
 
 
 def _gpu_run(out, *extra):
@@ -31,8 +31,7 @@ def _gpu_check():
 
 
 def test_dry_run_writes_every_result(tmp_path):
-    done = _gpu_run(tmp_path, "--tasks", "ave", "--precisions", "32-true", "--methods", "molt,lavish", "--steps",
-                    "2", "--budget", "1200")
+    done = _gpu_run(tmp_path, "--precisions", "32-true", "--steps", "2", "--budget", "1200")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert {p.name for p in tmp_path.iterdir()} == FILES and all(p.is_file() for p in tmp_path.iterdir())
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in FILES)
@@ -48,27 +47,31 @@ def test_dry_run_writes_every_result(tmp_path):
     assert "needs a CUDA GPU" in (tmp_path / "pytest.txt").read_text()
 
     steps = stages["cli"]["steps"]
-    assert [s["step"] for s in steps] == AVE_STEPS and {s["task"] for s in steps} == {"ave"}
+    assert [(s["task"], s["step"]) for s in steps] == [
+        (task, step) for task in ("ave", "avs", "avqa")
+        for step in (STEPS[:3] + ["eval last.ckpt (cpu)"] + STEPS[3:] if task == "ave" else STEPS)]
     assert all(s["status"] == "ok" and s["seconds"] > 0 for s in steps)
-    by_name = {s["step"]: s for s in steps}
-    for name in ("train 32-true", "train from features"):
-        assert by_name[name]["global_step"] > 0 and 0.0 <= by_name[name]["test"]["accuracy"] <= 1.0
-    assert "--accelerator cpu" in by_name["extract"]["argv"] and "--features" in by_name["train from features"]["argv"]
-    assert by_name["eval (cpu)"]["metrics"]["accuracy"] == pytest.approx(by_name["train 32-true"]["test"]["accuracy"],
-                                                                         abs=1e-6)
-    assert by_name["predict (cpu)"]["files"] >= 2
+    by_name = {(s["task"], s["step"]): s for s in steps}
+    for task, metric in (("ave", "accuracy"), ("avs", "mIoU"), ("avqa", "accuracy")):
+        for name in ("train 32-true", "train from features"):
+            assert by_name[task, name]["global_step"] > 0 and 0.0 <= by_name[task, name]["test"][metric] <= 1.0
+        assert by_name[task, "eval (cpu)"]["metrics"][metric] == pytest.approx(
+            by_name[task, "train 32-true"]["test"][metric], abs=1e-6)
+        assert "--accelerator cpu" in by_name[task, "extract"]["argv"]
+        assert "--features" in by_name[task, "train from features"]["argv"]
+        assert by_name[task, "predict (cpu)"]["files"] >= 2
 
     check = json.loads((tmp_path / "gpu_check.json").read_text())
     assert [(r["method"], r["batch_clips"], r["precision"]) for r in check["training"]] == [
-        ("molt", 1, "32-true"), ("lavish", 1, "32-true")]
+        (method, 1, "32-true") for method in METHODS]
     assert all(r["peak_bytes"] > 0 and r["median_step_s"] > 0 for r in check["training"])
     assert check["steps"] == 2 and check["extraction"]["clips"] == 8
-    assert stages["gpu_check"]["rows_measured"] == 2 and stages["gpu_check"]["rows_skipped"] == 0
+    assert stages["gpu_check"]["rows_measured"] == 5 and stages["gpu_check"]["rows_skipped"] == 0
 
     markdown = (tmp_path / "gpu_run.md").read_text()
-    assert "| cli | ok |" in markdown and "| ave | train from features | ok |" in markdown
-    assert "| lavish | 1 | 32-true | float32 |" in (tmp_path / "gpu_check.md").read_text()
-    assert "ave" in (tmp_path / "cli.log").read_text()
+    assert "| cli | ok |" in markdown and "| avqa | train from features | ok |" in markdown
+    assert "| avmoe | 1 | 32-true | float32 |" in (tmp_path / "gpu_check.md").read_text()
+    assert all(f"===== {task}: rc 0" in (tmp_path / "cli.log").read_text() for task in ("ave", "avs", "avqa"))
 
 
 def test_a_budget_too_small_skips_every_stage_and_still_reports(tmp_path):
