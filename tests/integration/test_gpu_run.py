@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -105,3 +106,28 @@ def test_gpu_check_writes_an_out_of_memory_row_and_goes_on(tmp_path, monkeypatch
     assert rows[1]["peak_bytes"] > 0 and "error" not in rows[1]
     assert "| lavish | 1 | 32-true | float32 | out of memory | out of memory |" in \
         (tmp_path / "gpu_check.md").read_text()
+
+
+def test_wheels_the_image_lacks_are_installed_into_the_site_folder(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("gpu_run", ROOT / "benchmarks" / "gpu_run.py")
+    gpu_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_run)
+    checkout, site = tmp_path / "checkout", tmp_path / "site"
+    (checkout / ".whl").mkdir(parents=True)
+    files = {"gpurunfake/__init__.py": "ANSWER = 42\n",
+             "gpurunfake-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: gpurunfake\nVersion: 1.0\n",
+             "gpurunfake-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                               "Tag: py3-none-any\n"}
+    files["gpurunfake-1.0.dist-info/RECORD"] = "".join(f"{name},,\n" for name in files) + \
+        "gpurunfake-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(checkout / ".whl" / "gpurunfake-1.0-py3-none-any.whl", "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+    # pytest's own wheel is there too: importable already, so left alone
+    (checkout / ".whl" / "pytest-9.0.3-py3-none-any.whl").write_bytes(b"not read")
+    monkeypatch.setattr(gpu_run, "ROOT", checkout)
+    monkeypatch.setattr(gpu_run, "SITE", site)
+    installed = gpu_run.install_wheels()
+    assert installed["status"] == "installed" and installed["wheels"] == ["gpurunfake-1.0-py3-none-any.whl"]
+    assert (site / "gpurunfake" / "__init__.py").read_text() == "ANSWER = 42\n"
+    assert str(site) in gpu_run._environment()["PYTHONPATH"].split(":")
