@@ -165,7 +165,7 @@ def cli_task(task: str, work: Path, record: Path, accelerator: str, precisions: 
     steps: list[dict] = []
     data, runs = work / "data", work / "runs"
 
-    def step(name: str, argv: list[str], read=None) -> dict | None:
+    def step(name: str, argv: list[str], read=None) -> dict:
         entry = {"task": task, "step": name, "argv": " ".join(argv)}
         if time.monotonic() > deadline:
             entry["status"] = SKIPPED
@@ -212,9 +212,14 @@ def cli_task(task: str, work: Path, record: Path, accelerator: str, precisions: 
             step("eval last.ckpt (cpu)", ["eval", task, "--data", str(data), "--checkpoint",
                                           str(Path(last["run_dir"]) / "checkpoints" / "last.ckpt"), "--out",
                                           str(work / "eval_ckpt")])
-        step("predict (cpu)", ["predict", task, "--checkpoint", first["adapters"], "--out", str(work / "predict"),
-                               *_prediction_inputs(task, data)],
-             lambda: {"files": len(json.loads((work / "predict" / "predictions.json").read_text())["files"])})
+        try:
+            inputs = _prediction_inputs(task, data)
+        except (OSError, ValueError, KeyError, IndexError, StopIteration) as error:
+            steps.append({"task": task, "step": "predict (cpu)", "status": f"no input clip: {error!r}"[:300]})
+        else:
+            step("predict (cpu)", ["predict", task, "--checkpoint", first["adapters"], "--out",
+                                   str(work / "predict"), *inputs],
+                 lambda: {"files": len(json.loads((work / "predict" / "predictions.json").read_text())["files"])})
     step("extract", ["extract", task, "--data", str(data), "--out", str(work / "cache"), "--accelerator",
                      accelerator, "--batch-size", "4"])
     step("train from features", ["train", task, "--data", str(data), "--features", str(work / "cache"), "--epochs",
