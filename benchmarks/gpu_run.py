@@ -1,7 +1,10 @@
 """Everything a lent GPU should check, in one command of under 8 minutes (issue S).
 
     python3 benchmarks/gpu_run.py --out "$OUT"                  # on the GPU machine (defaults: cuda, paper scale)
-    python3 benchmarks/gpu_run.py --device cpu --backbone tiny --out /tmp/gpu_run   # dry run on a CPU (minutes)
+    python3 benchmarks/gpu_run.py --device cpu --backbone tiny --precisions 32-true --steps 2 --out /tmp/gpu_run
+                                                                # dry run on a CPU (2 minutes on 2 cores)
+
+(``bf16-mixed`` training of MUSIC-AVQA fails on a CPU: oneDNN has no bfloat16 LSTM for its question encoder.)
 
 Stages, each with its share of ``--budget`` seconds (what does not fit says ``skipped: time budget``):
 

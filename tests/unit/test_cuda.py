@@ -87,7 +87,7 @@ def test_cuda_paper_scale_molt_step_peak_memory_is_reported():
 
 # the same checks with the CPU as the other device: they must hold trivially, and run every line of the checks
 
-@pytest.mark.parametrize("method", ["molt", "lavish"])
+@pytest.mark.parametrize("method", METHODS)
 def test_training_step_check_on_the_cpu(method):
     norms = training_step_gradients(method, "cpu")
     assert norms["method"] and norms["head"]
