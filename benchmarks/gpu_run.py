@@ -269,7 +269,10 @@ def gpu_check_stage(out: Path, args: argparse.Namespace, timeout: float) -> dict
     with contextlib.suppress(OSError, ValueError):
         payload = json.loads((out / "gpu_check.json").read_text())
     rows = payload.get("training", [])
-    return {"status": "ok" if run["rc"] == 0 else f"rc {run['rc']}", "seconds": run["seconds"],
+    # a row out of memory is a measurement; any other failure is not
+    failed = sum("error" in r and r["error"] != "out of memory" for r in rows)
+    status = f"rc {run['rc']}" if run["rc"] != 0 else f"{failed} row(s) failed" if failed else "ok"
+    return {"status": status, "seconds": run["seconds"],
             "rows": len(rows), "rows_measured": sum("peak_bytes" in r for r in rows),
             "rows_out_of_memory": sum(r.get("error") == "out of memory" for r in rows),
             "rows_skipped": sum("skipped" in r for r in rows), "output": run["output"][-3000:]}
@@ -292,8 +295,8 @@ def write_report(out: Path, report: dict) -> None:
             if isinstance(result, dict):
                 result = ", ".join(f"{k} {v:.3f}" for k, v in list(result.items())[:3] if isinstance(v, float))
             lines.append(f"| {s['task']} | {s['step']} | {s['status']} | {s.get('seconds', '')} | {result} |")
-    if "gpu_check" in stages:
-        lines += ["", "gpu_check: see gpu_check.md."]
+    if (out / "gpu_check.md").is_file():
+        lines += ["", "## gpu_check", "", (out / "gpu_check.md").read_text().strip()]
     (out / "gpu_run.md").write_text("\n".join(lines) + "\n")
 
 
@@ -339,8 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             if left < 15:
                 stages[name] = {"status": SKIPPED}
             else:
-                later = [s for s in SHARES if s in args.stages.split(",")][-1] == name
-                timeout = left if later else left * SHARES[name]
+                is_last = [s for s in SHARES if s in args.stages.split(",")][-1] == name
+                timeout = left if is_last else left * SHARES[name]
                 if name == "pytest":
                     stages[name] = pytest_stage(out, timeout)
                 elif name == "cli":
