@@ -39,7 +39,8 @@ def _event_and_class_probabilities(predictions: dict[str, torch.Tensor]) -> tupl
 
 def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str | os.PathLike, *,
                   out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Per-second AVE predictions of ``model`` (in eval mode) for one video file, and their timeline picture.
+    """Per-second AVE predictions of ``model`` (in eval mode, on any device: the clip goes where its parameters are)
+    for one video file, and their timeline picture.
 
     Returns the video path, its length in whole seconds, the most likely event category with its probability,
     the windows the model read (start, end, category), and per second the predicted label and the event
@@ -57,10 +58,11 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     event_probability: list[float] = []
     class_probability = torch.zeros(len(names) - 1)
     read = []
+    device = next(model.parameters()).device         # a model moved to a GPU reads the clip there
     for start, end in windows(seconds, window):
-        predictions = model({key: value[None, start:end] for key, value in media.items()}).predictions
+        predictions = model({key: value[None, start:end].to(device) for key, value in media.items()}).predictions
         labels += model.task.predict(predictions)[0].tolist()
-        event, probabilities = _event_and_class_probabilities(predictions)
+        event, probabilities = (tensor.cpu() for tensor in _event_and_class_probabilities(predictions))
         event_probability += event.tolist()
         class_probability += probabilities * (end - start)
         best = int(probabilities.argmax())
