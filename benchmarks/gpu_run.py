@@ -4,8 +4,6 @@
     python3 benchmarks/gpu_run.py --device cpu --backbone tiny --precisions 32-true --steps 2 --out /tmp/gpu_run
                                                                 # dry run on a CPU (2 minutes on 2 cores)
 
-(``bf16-mixed`` training of MUSIC-AVQA fails on a CPU: oneDNN has no bfloat16 LSTM for its question encoder.)
-
 Stages, each with its share of ``--budget`` seconds (what does not fit says ``skipped: time budget``):
 
 1. **setup**: installs the wheels of ``.whl/`` (``tools/gpu_wheels.sh``: PyAV, pytest) that the image lacks into
@@ -15,10 +13,9 @@ Stages, each with its share of ``--budget`` seconds (what does not fit says ``sk
    they are skipped), its summary saved;
 3. **cli**: per task of ``--tasks`` (default ave, avs, avqa; tiny backbones, generated data) the verbs as a user
    runs them, in one process per task: ``molt synth``, ``molt train`` for one epoch on ``--device`` with each
-   precision of ``--precisions``, ``molt eval`` and ``molt predict`` of the first run's adapters (AVE: also
-   ``molt eval`` of the last run's ``last.ckpt``, a training checkpoint written on the device read on the CPU),
-   ``molt extract`` on the device and one epoch of training from that feature cache. ``molt eval`` and ``molt
-   predict`` run on the CPU (they have no device option);
+   precision of ``--precisions``, ``molt eval`` and ``molt predict`` of the first run's adapters on the device
+   (AVE: also ``molt eval --accelerator cpu`` of the last run's ``last.ckpt``, a training checkpoint written on the
+   device read on the CPU), ``molt extract`` on the device and one epoch of training from that feature cache;
 4. **gpu_check**: ``benchmarks/gpu_check.py`` at ``--backbone`` scale for the five methods (peak memory, median
    step time, extraction against bare inference); each row guarded (out of memory, time budget).
 
@@ -207,21 +204,21 @@ def cli_task(task: str, work: Path, record: Path, accelerator: str, precisions: 
         steps.append({"task": task, "step": "eval, predict", "status": "skipped: no trained run"})
     else:
         metrics = work / "eval" / "metrics.json"
-        step("eval (cpu)", ["eval", task, "--data", str(data), "--checkpoint", first["adapters"], "--out",
-                            str(work / "eval")],
+        step("eval", ["eval", task, "--data", str(data), "--checkpoint", first["adapters"], "--out",
+                      str(work / "eval"), "--accelerator", accelerator],
              lambda: {"metrics": {k: v for k, v in json.loads(metrics.read_text()).items()
                                   if isinstance(v, (int, float))}})
         if task == "ave" and "run_dir" in last:
             step("eval last.ckpt (cpu)", ["eval", task, "--data", str(data), "--checkpoint",
                                           str(Path(last["run_dir"]) / "checkpoints" / "last.ckpt"), "--out",
-                                          str(work / "eval_ckpt")])
+                                          str(work / "eval_ckpt"), "--accelerator", "cpu"])
         try:
             inputs = _prediction_inputs(task, data)
         except (OSError, ValueError, KeyError, IndexError, StopIteration) as error:
-            steps.append({"task": task, "step": "predict (cpu)", "status": f"no input clip: {error!r}"[:300]})
+            steps.append({"task": task, "step": "predict", "status": f"no input clip: {error!r}"[:300]})
         else:
-            step("predict (cpu)", ["predict", task, "--checkpoint", first["adapters"], "--out",
-                                   str(work / "predict"), *inputs],
+            step("predict", ["predict", task, "--checkpoint", first["adapters"], "--out", str(work / "predict"),
+                             "--accelerator", accelerator, *inputs],
                  lambda: {"files": len(json.loads((work / "predict" / "predictions.json").read_text())["files"])})
     step("extract", ["extract", task, "--data", str(data), "--out", str(work / "cache"), "--accelerator",
                      accelerator, "--batch-size", "4"])

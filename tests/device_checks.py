@@ -40,13 +40,16 @@ def full_float32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
-def tiny_model(method: str = "molt", backbone_dtype: str = "float32") -> AudioVisualModel:
-    """AVE with ``method`` on the tiny backbones, on the CPU, the same weights at every call."""
+def tiny_model(method: str = "molt", backbone_dtype: str = "float32",
+               task_options: dict | None = None) -> AudioVisualModel:
+    """AVE with ``method`` on the tiny backbones, on the CPU, the same weights at every call; ``task_options``:
+    the classes (default: the paper's 28)."""
     from molt.app.bench import bench_config
     from molt.tasks import get_task
 
     torch.manual_seed(0)
-    return build_model(bench_config(TASK, "tiny", method, backbone_dtype), dict(get_task(TASK).paper.task_options))
+    return build_model(bench_config(TASK, "tiny", method, backbone_dtype),
+                       dict(task_options or get_task(TASK).paper.task_options))
 
 
 def training_step_gradients(method: str, device: str) -> dict[str, dict[str, float]]:
@@ -144,28 +147,59 @@ def write_tone_clip(path: Path, seconds: float = 10.0, fps: int = 4, sample_rate
     return path
 
 
-def predictions_on(out: Path, video: Path, device: str) -> tuple[dict, dict]:
-    """The AVE predictions for ``video`` of one tiny model (its adapters saved in ``out/adapters``): through ``molt
-    predict`` (the CPU) and through the same predictor with the loaded model moved to ``device``."""
-    import json
+def _accelerator(device: str) -> str:
+    """The ``--accelerator`` choice of a torch device name (``cuda:0`` -> ``gpu``)."""
+    return "gpu" if device.startswith("cuda") else device
 
-    from molt.app.cli import main
-    from molt.app.evaluate import load_trained, predict_with_model
 
+def tiny_adapters(out: Path, task_options: dict | None = None) -> Path:
+    """Adapters of one tiny MoLT AVE model (``task_options``: see :func:`tiny_model`) whose head is moved off its
+    initialisation, saved once in ``out``."""
     adapters = out / "adapters"
     if not adapters.is_dir():
-        model = tiny_model()
+        model = tiny_model(task_options=task_options)
         with torch.no_grad():                           # a head that is not at its initialisation
             for parameter in model.task.parameters():
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(2)))
         model.save_pretrained(adapters)
-    assert main(["--quiet", "predict", "ave", "--checkpoint", str(adapters), "--video", str(video), "--out",
-                 str(out / "cli")]) == 0
-    on_cpu = json.loads((out / "cli" / "predictions.json").read_text())
-    model, _, task_options = load_trained(adapters)
-    with full_float32():
-        on_device = predict_with_model(model.to(device), task_options, video, out_dir=out / f"on_{device}")
-    return on_cpu, on_device
+    return adapters
+
+
+def predictions_on(out: Path, video: Path, device: str) -> tuple[dict, dict]:
+    """The AVE predictions for ``video`` of one tiny model (:func:`tiny_adapters`) through ``molt predict
+    --accelerator cpu`` and through ``molt predict --accelerator`` of ``device``."""
+    import json
+
+    from molt.app.cli import main
+
+    adapters = tiny_adapters(out)
+    results = []
+    for name, accelerator in (("cpu", "cpu"), (f"on_{device}", _accelerator(device))):
+        with full_float32():
+            assert main(["--quiet", "predict", "ave", "--checkpoint", str(adapters), "--video", str(video), "--out",
+                         str(out / name), "--accelerator", accelerator]) == 0
+        results.append(json.loads((out / name / "predictions.json").read_text()))
+    return results[0], results[1]
+
+
+def evaluations_on(data: Path, out: Path, device: str) -> tuple[dict, dict]:
+    """``molt eval ave`` of one tiny model (:func:`tiny_adapters`) on the test split of the prepared set ``data``,
+    with ``--accelerator cpu`` and with the ``--accelerator`` of ``device``: both ``metrics.json``."""
+    import json
+
+    from molt.app.cli import main
+
+    from molt.tasks import get_task
+
+    spec = get_task(TASK)
+    adapters = tiny_adapters(out, spec.open_split(spec.open_prepared(data, None), "test").task_options())
+    results = []
+    for name, accelerator in (("cpu", "cpu"), (f"on_{device}", _accelerator(device))):
+        with full_float32():
+            assert main(["--quiet", "eval", "ave", "--data", str(data), "--checkpoint", str(adapters), "--out",
+                         str(out / name), "--batch-size", "3", "--accelerator", accelerator]) == 0
+        results.append(json.loads((out / name / "metrics.json").read_text()))
+    return results[0], results[1]
 
 
 def checkpoint_round_trip(out: Path, device: str) -> None:

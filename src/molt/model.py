@@ -20,11 +20,37 @@ from . import checkpoints
 from .config import ExperimentConfig
 from .methods import MethodOutput, build_method, get_method
 from .tasks import TaskHead, get_task
+from .tasks.base import batch_to
 
 __all__ = ["AudioVisualModel", "ModelOutput", "build_model", "build_task_head", "TAP_KEYS",
-           "refuse_inblock_without_sublayers", "build_config_backbones"]
+           "refuse_inblock_without_sublayers", "build_config_backbones", "resolve_device"]
 
 TAP_KEYS = ("visual_taps", "audio_taps", "visual_stages")
+
+
+def resolve_device(accelerator: str | None = "auto") -> torch.device:
+    """The torch device of an ``--accelerator`` choice: ``auto`` (or ``None``) a GPU when one is visible, else
+    the CPU; ``gpu`` / ``cuda``, ``mps``, ``cpu``.
+
+    Raises:
+        ValueError: a GPU (or Apple's MPS) was asked for and none is visible, naming the fix.
+    """
+    choice = (accelerator or "auto").lower()
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--accelerator {accelerator}: no CUDA GPU is visible on this machine "
+                             f"(torch.cuda.is_available() is False); use --accelerator cpu (or auto)")
+        return torch.device("cuda")
+    if choice == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--accelerator {accelerator}: Apple's MPS is not available on this machine; use "
+                             f"--accelerator cpu (or auto)")
+        return torch.device("mps")
+    if choice == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"--accelerator {accelerator!r}: choose auto, cpu, gpu, cuda or mps")
 
 
 def _flatten_clips(taps: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
@@ -101,6 +127,9 @@ class AudioVisualModel(nn.Module):
         return inputs["visual_taps"], inputs["audio_taps"]
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
+        """The model on ``batch`` (its tensors are moved to the model's device first, so a batch read on the CPU
+        runs on a model moved to a GPU)."""
+        batch = batch_to(batch, next(self.parameters()).device)
         inputs = self.compute_inputs(batch)
         method_output = self.features.forward_from_taps(inputs["visual_taps"], inputs["audio_taps"])
         stages = inputs["visual_stages"]

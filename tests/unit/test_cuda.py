@@ -5,16 +5,16 @@ end run the same functions with ``device="cpu"``, so the checks themselves are e
 
 On a GPU: every method's training step leaves the frozen backbones without gradients and the adapters and head
 with them; the taps equal the CPU's within float32 tolerance (TF32 off) and, with bfloat16 backbones, within the
-CPU tests' bfloat16 bound; ``molt extract`` on the GPU writes the CPU's cache; the AVE predictor gives the CPU's
-labels; adapters saved on either side load on the other bit for bit; the peak memory of one MoLT AVE step at
-paper scale is printed (reported, not asserted).
+CPU tests' bfloat16 bound; ``molt extract`` on the GPU writes the CPU's cache; ``molt predict`` and ``molt eval``
+with ``--accelerator gpu`` give the CPU's labels and metrics; adapters saved on either side load on the other
+bit for bit; the peak memory of one MoLT AVE step at paper scale is printed (reported, not asserted).
 """
 import pytest
 import torch
 
 from device_checks import (BF16_TAP_TOLERANCE, FLOAT32_TAP_TOLERANCE, METHODS, checkpoint_round_trip,
-                           extraction_differences, paper_step_peak, predictions_on, relative_errors, taps_on,
-                           training_step_gradients, write_tone_clip)
+                           evaluations_on, extraction_differences, paper_step_peak, predictions_on, relative_errors,
+                           taps_on, training_step_gradients, write_tone_clip)
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (torch.cuda.is_available() is False); on a GPU machine: "
@@ -67,6 +67,18 @@ def test_cuda_predictions_are_the_cpu_labels(tone_clip, tmp_path):
     _same_predictions(*predictions_on(tmp_path, tone_clip, "cuda"))
 
 
+def _same_metrics(on_cpu: dict, on_device: dict) -> None:
+    assert on_cpu["items"] == on_device["items"] > 0
+    assert on_device["accuracy"] == pytest.approx(on_cpu["accuracy"], abs=1e-6)
+    assert len(on_device["figures"]) == len(on_cpu["figures"]) > 0
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_evaluation_gives_the_cpu_metrics(ave_data, tmp_path):
+    _same_metrics(*evaluations_on(ave_data, tmp_path, "cuda"))
+
+
 @pytest.mark.cuda
 @needs_cuda
 def test_cuda_checkpoints_load_on_the_cpu_and_back(tmp_path):
@@ -102,6 +114,10 @@ def test_tap_check_on_the_cpu():
 
 def test_prediction_check_on_the_cpu(tone_clip, tmp_path):
     _same_predictions(*predictions_on(tmp_path, tone_clip, "cpu"))
+
+
+def test_evaluation_check_on_the_cpu(ave_data, tmp_path):
+    _same_metrics(*evaluations_on(ave_data, tmp_path, "cpu"))
 
 
 def test_checkpoint_check_on_the_cpu(tmp_path):

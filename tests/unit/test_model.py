@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from molt.config import load_config
-from molt.model import build_model
+from molt.model import build_model, resolve_device
 from molt.tasks import TaskHead
+from molt.tasks.base import batch_to
 
 
 class _StageProbe(TaskHead):
@@ -80,3 +81,30 @@ def test_cached_inputs_per_clip_give_the_online_output():
                   **{key: [tap.unflatten(0, (2, 3)) for tap in taps] for key, taps in inputs.items()}}
         offline = model(cached).predictions["pooled"]
     torch.testing.assert_close(offline, online)
+
+
+def test_batch_to_moves_every_tensor_and_leaves_the_rest():
+    batch = {"frames": torch.zeros(2, 3), "visual_taps": [torch.ones(1), torch.ones(2)], "video_id": ["a", "b"],
+             "nested": {"mask": torch.zeros(1, dtype=torch.bool)}, "count": 3, "empty": []}
+    moved = batch_to(batch, "meta")
+    assert moved["frames"].device.type == "meta" and moved["frames"].shape == (2, 3)
+    assert [t.device.type for t in moved["visual_taps"]] == ["meta", "meta"]
+    assert moved["nested"]["mask"].device.type == "meta" and moved["nested"]["mask"].dtype == torch.bool
+    assert moved["video_id"] == ["a", "b"] and moved["count"] == 3 and moved["empty"] == []
+    assert batch["frames"].device.type == "cpu"                 # the input is not changed
+    assert batch_to(batch, "cpu")["frames"] is batch["frames"]    # nothing copied when already there
+
+
+def test_resolve_device_choices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    visible = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == resolve_device(None) == visible
+    with pytest.raises(ValueError, match="choose auto, cpu, gpu, cuda or mps"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")
+def test_resolve_device_refuses_a_gpu_that_is_not_there():
+    for choice in ("gpu", "cuda"):
+        with pytest.raises(ValueError, match=f"--accelerator {choice}: no CUDA GPU is visible.*--accelerator cpu"):
+            resolve_device(choice)

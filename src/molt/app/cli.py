@@ -528,7 +528,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate(args.checkpoint, data=args.data, split=args.split, out_dir=args.out, task=args.task,
                       batch_size=args.batch_size, test_file=args.test_json, trust_checkpoint=args.trust_checkpoint,
-                      **_loading(args))
+                      accelerator=args.accelerator, **_loading(args))
     table = result.pop("table")
     print(json.dumps(result, indent=2, default=str))
     print(table)
@@ -544,7 +544,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.json is not None and os.path.isdir(args.json):
         raise ValueError(f"--json {args.json}: a directory of that name exists; name a file (written as JSON)")
     result = predict_with_checkpoint(args.checkpoint, args.video, task=args.task, out_dir=args.out,
-                                     trust_checkpoint=args.trust_checkpoint, **_loading(args), **options)
+                                     trust_checkpoint=args.trust_checkpoint, accelerator=args.accelerator,
+                                     **_loading(args), **options)
     print("\n".join(result.get("summary", [])) or json.dumps(result, indent=2, default=str))
     print("wrote " + ", ".join(result["files"]))
     if args.json:
@@ -792,6 +793,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
                                + "; ".join(f"{name}: {' | '.join(names)}" for name, names in variants.items())
                                + "; default: the first)")
     evaluate.add_argument("--batch-size", type=_at_least(1), default=8, help="items per forward pass")
+    _add_accelerator(evaluate, "where the model runs (auto: a GPU when one is visible)")
     evaluate.add_argument("--out", help="where metrics.json and the pictures go (default: "
                                         "evaluations/RUN_version_N_best_SPLIT in the current directory)")
     _add_trust(evaluate)
@@ -810,6 +812,7 @@ def build_parser(help_task: str | None = None) -> argparse.ArgumentParser:
     predict.add_argument("--out", help="directory for predictions.json and the pictures (default: "
                                        "predictions/<video name>)")
     predict.add_argument("--json", help="also write the predictions to this JSON file")
+    _add_accelerator(predict, "where the model runs (auto: a GPU when one is visible)")
     _add_task_options(predict, "predict_options", help_task)
     _add_trust(predict)
 

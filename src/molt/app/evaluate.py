@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 from ..checkpoints import ADAPTER_CONFIG_NAME, checkpoint_config, load_checkpoint_tensors, read_training_checkpoint
 from ..config import ExperimentConfig
 from ..data.files import check_output_dir
-from ..model import AudioVisualModel, build_model
+from ..model import AudioVisualModel, build_model, resolve_device
+from ..tasks.base import batch_to
 from ..tasks import get_task
 
 __all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "predict_with_model",
@@ -94,22 +95,24 @@ def checkpoint_label(checkpoint: str | os.PathLike) -> str:
 def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: str = "test",
              out_dir: str | os.PathLike | None = None, batch_size: int = 8, figure_batches: int = 2,
              task: str | None = None, test_file: str | None = None, trust_checkpoint: bool = False,
-             **loading: Any) -> dict[str, Any]:
+             accelerator: str | None = "auto", **loading: Any) -> dict[str, Any]:
     """Metrics of a trained model on one split, written as ``metrics.json``, plus the task's pictures of results
     (e.g. AVE timelines, AVS mask overlays) for the first ``figure_batches`` batches.
 
     ``task``, when given, must be the task the checkpoint was trained for. ``test_file`` picks one of the task's
     test files (``TaskSpec.test_variants``, e.g. ``"original"`` for MUSIC-AVQA) instead of ``split="test"``. The
     result holds the metrics, the figure paths and ``table``, the metrics as the task prints them under a title
-    naming the split (and test file). ``loading``: ``revision``, ``visual_weights``, ``audio_weights`` (see
+    naming the split (and test file). ``accelerator``: where the model runs (``auto``: a GPU when one is visible;
+    :func:`~molt.model.resolve_device`). ``loading``: ``revision``, ``visual_weights``, ``audio_weights`` (see
     :func:`load_trained`).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1 (items per forward pass), got {batch_size!r}")
     if out_dir is not None:
         check_output_dir(out_dir)
+    device = resolve_device(accelerator)
     model, config, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint, **loading)
-    model.eval()
+    model.to(device).eval()
     spec = get_task(config.task)
     if test_file is not None:
         if split != "test":
@@ -133,9 +136,9 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
     head = model.task
     head.reset_metrics()
     samples = []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda"):
         output = model(batch)
-        head.update_metrics(output.predictions, batch)
+        head.update_metrics(output.predictions, batch_to(batch, device))
         if len(samples) < figure_batches:
             samples.append(({k: v.detach().cpu() for k, v in output.predictions.items()}, batch))
     metrics = {k: float(v) for k, v in head.compute_metrics().items()}
@@ -174,7 +177,8 @@ def _check_same_data(checkpoint: str | os.PathLike, trained: dict[str, Any], dat
 
 def predict_with_checkpoint(checkpoint: str | os.PathLike, video: str | os.PathLike | None, *, task: str | None = None,
             out_dir: str | os.PathLike | None = None, trust_checkpoint: bool = False, revision: str | None = None,
-            visual_weights: str | None = None, audio_weights: str | None = None, **options: Any) -> dict[str, Any]:
+            visual_weights: str | None = None, audio_weights: str | None = None, accelerator: str | None = "auto",
+            **options: Any) -> dict[str, Any]:
     """The task's predictions of a trained model for one user video (see ``TaskSpec.predictor``).
 
     ``task``, when given, must be the task the checkpoint was trained for; ``options`` are the task's
@@ -182,13 +186,16 @@ def predict_with_checkpoint(checkpoint: str | os.PathLike, video: str | os.PathL
     AVSBench). The predictions are written as ``predictions.json`` into ``out_dir`` (default
     ``predictions/<video name>``) beside the task's pictures, whose paths are listed under ``"files"``.
     ``checkpoint`` may be a Hugging Face repository id (``revision``, weights files: see :func:`load_trained`).
+    ``accelerator``: where the model runs (``auto``: a GPU when one is visible).
     """
     check_video(video)
     if out_dir is not None:
         check_output_dir(out_dir)
+    device = resolve_device(accelerator)
     model, _, task_options = load_trained(checkpoint, task=task, trust_checkpoint=trust_checkpoint,
                                           revision=revision, visual_weights=visual_weights,
                                           audio_weights=audio_weights)
+    model.to(device)
     return predict_with_model(model, task_options, video, out_dir=out_dir, **options)
 
 

@@ -42,7 +42,7 @@ from ..data.files import check_output_dir, replace_durably
 from ..data.sampling import EvalShard, ResumableLoader
 from ..features import cached_splits
 from ..methods import count_parameters
-from ..model import AudioVisualModel, build_config_backbones, build_model
+from ..model import AudioVisualModel, build_config_backbones, build_model, resolve_device
 from ..tasks import get_task
 from .memory import peak_rss_bytes
 
@@ -673,9 +673,8 @@ def train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | o
 def _train(config: ExperimentConfig, *, data: str | os.PathLike, out_dir: str | os.PathLike, resume: str | None,
            run_name: str | None, start: float, enable_progress_bar: bool, features: str | os.PathLike | None,
            trust_checkpoint: bool, guard: GracefulStop) -> dict[str, Any]:
-    if str(config.trainer.accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--accelerator {config.trainer.accelerator}: no CUDA GPU is visible on this machine "
-                         f"(torch.cuda.is_available() is False); use --accelerator cpu (or auto)")
+    if str(config.trainer.accelerator).lower() in ("gpu", "cuda", "mps"):
+        resolve_device(config.trainer.accelerator)      # refuses a GPU that is not there, naming the fix
     _one_log_line_per_event()
     enable_progress_bar = enable_progress_bar and sys.stdout.isatty()
     # frozen backbones stay in eval mode on purpose (see TapBackbone.train)

@@ -36,7 +36,7 @@ from torch import nn
 from ..typed_config import TypedConfig, ranged
 
 __all__ = ["TaskHead", "HeadConfig", "SegmentHeadConfig", "TokenPool", "segments_per_clip", "HEAD_MODALITIES",
-           "POOLING_MODES"]
+           "POOLING_MODES", "batch_to"]
 
 #: which modality's tokens a head reads
 HEAD_MODALITIES = ("both", "audio", "visual")
@@ -176,6 +176,19 @@ class TokenPool(nn.Module):
         if self.score is None:
             return tokens.mean(dim=1)
         return (self.score(tokens).softmax(dim=1) * tokens).sum(dim=1)
+
+
+def batch_to(batch: Any, device: torch.device | str) -> Any:
+    """``batch`` with every tensor in it (in dicts, lists and tuples, at any depth) on ``device``; anything else
+    (ids, question strings) as it is. A tensor already there is not copied."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: batch_to(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)) and any(isinstance(value, (torch.Tensor, dict, list, tuple))
+                                                for value in batch):
+        return type(batch)(batch_to(value, device) for value in batch)
+    return batch
 
 
 def segments_per_clip(rows: int, batch: Mapping[str, Any] | None, max_segments: int,

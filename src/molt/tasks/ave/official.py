@@ -53,68 +53,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..base import segments_per_clip
+from ..peer_layers import (TEMPORAL_FEEDFORWARD, TEMPORAL_HEADS, TEMPORAL_WIDTH, MemoryDecoderLayer, TemporalDecoder,
+                           TemporalEncoder)
 from .head import AVEHeadConfig, AVESegmentHead, clip_targets, segment_targets
 
 __all__ = ["TemporalAttentionCMBS", "DGSCTAVEHead", "AVMoEAVEHead", "LAVisHAVEHead", "OFFICIAL_AVE_HEADS"]
 
-_WIDTH = 256
-_HEADS = 4
-_FEEDFORWARD = 1024
 _TOP_K = 4
 _GATE_SCALE = 0.1
 _SCORE_SCALE = 0.3
-
-
-class _MemoryDecoderLayer(nn.Module):
-    """Post-norm decoder layer of the peers: the query ``(B, T, d)`` attends over ``[memory, query]`` along time,
-    residual + LayerNorm, ReLU FFN, residual + LayerNorm."""
-
-    def __init__(self, dim: int, heads: int, feedforward: int, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.linear1 = nn.Linear(dim, feedforward)
-        self.linear2 = nn.Linear(feedforward, dim)
-        self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-
-    def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        keys = torch.cat([memory, query], dim=1)
-        query = self.norm1(query + self.dropout1(self.attention(query, keys, keys, need_weights=False)[0]))
-        update = self.linear2(self.dropout(F.relu(self.linear1(query))))
-        return self.norm2(query + self.dropout2(update))
-
-
-class _TemporalEncoder(nn.Module):
-    """Linear to ``d``, then two post-norm self-attention layers over the ``T`` segments:
-    ``(B, T, D_in) -> (B, T, d)``."""
-
-    def __init__(self, in_dim: int) -> None:
-        super().__init__()
-        self.project = nn.Linear(in_dim, _WIDTH)
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(_WIDTH, _HEADS, dim_feedforward=_FEEDFORWARD, dropout=0.1, activation="relu",
-                                       batch_first=True, norm_first=False) for _ in range(2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.project(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
-
-
-class _TemporalDecoder(nn.Module):
-    """Linear to ``d``, then one :class:`_MemoryDecoderLayer`: ``(B, T, D_in), memory (B, T, d) -> (B, T, d)``."""
-
-    def __init__(self, in_dim: int) -> None:
-        super().__init__()
-        self.project = nn.Linear(in_dim, _WIDTH)
-        self.layer = _MemoryDecoderLayer(_WIDTH, _HEADS, _FEEDFORWARD)
-
-    def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        return self.layer(self.project(query), memory)
 
 
 class TemporalAttentionCMBS(nn.Module):
@@ -129,18 +76,18 @@ class TemporalAttentionCMBS(nn.Module):
         self.visual_in = nn.Linear(visual_dim, 512)
         self.audio_in = nn.Linear(audio_dim, 128)
         self.input_dropout = nn.Dropout(0.2)
-        self.visual_rnn = nn.LSTM(512, _WIDTH, batch_first=True, bidirectional=True)
-        self.audio_rnn = nn.LSTM(128, _WIDTH // 2, batch_first=True, bidirectional=True)
-        self.visual_encoder = _TemporalEncoder(2 * _WIDTH)
-        self.audio_encoder = _TemporalEncoder(_WIDTH)
-        self.visual_decoder = _TemporalDecoder(2 * _WIDTH)
-        self.audio_decoder = _TemporalDecoder(_WIDTH)
-        self.audio_gate = nn.Linear(_WIDTH, 1)
-        self.visual_gate = nn.Linear(_WIDTH, 1)
-        self.visual_scores = nn.Linear(_WIDTH, num_classes)
-        self.audio_scores = nn.Linear(_WIDTH, num_classes)
-        self.event = nn.Linear(_WIDTH, 1)
-        self.category = nn.Linear(_WIDTH, num_classes)
+        self.visual_rnn = nn.LSTM(512, TEMPORAL_WIDTH, batch_first=True, bidirectional=True)
+        self.audio_rnn = nn.LSTM(128, TEMPORAL_WIDTH // 2, batch_first=True, bidirectional=True)
+        self.visual_encoder = TemporalEncoder(2 * TEMPORAL_WIDTH)
+        self.audio_encoder = TemporalEncoder(TEMPORAL_WIDTH)
+        self.visual_decoder = TemporalDecoder(2 * TEMPORAL_WIDTH)
+        self.audio_decoder = TemporalDecoder(TEMPORAL_WIDTH)
+        self.audio_gate = nn.Linear(TEMPORAL_WIDTH, 1)
+        self.visual_gate = nn.Linear(TEMPORAL_WIDTH, 1)
+        self.visual_scores = nn.Linear(TEMPORAL_WIDTH, num_classes)
+        self.audio_scores = nn.Linear(TEMPORAL_WIDTH, num_classes)
+        self.event = nn.Linear(TEMPORAL_WIDTH, 1)
+        self.category = nn.Linear(TEMPORAL_WIDTH, num_classes)
 
     @staticmethod
     def _top_mean(scores: torch.Tensor) -> torch.Tensor:
@@ -215,9 +162,9 @@ def _uncalled_temporal_parts() -> dict[str, int]:
     template layer each encoder and decoder module keeps beside its clones, and the unused ``self_attn`` of the
     two called decoder layers."""
     with torch.device("meta"):
-        attention = nn.MultiheadAttention(_WIDTH, _HEADS)
-        encoder_layer = nn.TransformerEncoderLayer(_WIDTH, _HEADS, dim_feedforward=_FEEDFORWARD)
-        decoder_layer = _MemoryDecoderLayer(_WIDTH, _HEADS, _FEEDFORWARD)
+        attention = nn.MultiheadAttention(TEMPORAL_WIDTH, TEMPORAL_HEADS)
+        encoder_layer = nn.TransformerEncoderLayer(TEMPORAL_WIDTH, TEMPORAL_HEADS, dim_feedforward=TEMPORAL_FEEDFORWARD)
+        decoder_layer = MemoryDecoderLayer(TEMPORAL_WIDTH)
         return {"template encoder/decoder layers kept beside their clones":
                 2 * _count(encoder_layer) + 2 * (_count(decoder_layer) + _count(attention)),
                 "self_attn of the two decoder layers (never called)": 2 * _count(attention)}
@@ -247,8 +194,8 @@ class DGSCTAVEHead(_PooledSegmentsHead):
         published one."""
         parts = _uncalled_temporal_parts()
         with torch.device("meta"):
-            inter = nn.MultiheadAttention(_WIDTH, _HEADS)
-            norm = nn.LayerNorm(_WIDTH)
+            inter = nn.MultiheadAttention(TEMPORAL_WIDTH, TEMPORAL_HEADS)
+            norm = nn.LayerNorm(TEMPORAL_WIDTH)
             parts["CMBS.AVInter + VAInter (outputs discarded)"] = 2 * (_count(inter) + _count(norm))
             parts["CMBS.video_norm + audio_norm (never called)"] = 2 * _count(norm)
         return parts

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ...data.media import whole_segments
+from ..base import batch_to
 from ..predicting import decode_video, require_video, windows
 from .figures import plot_predicted_timeline
 
@@ -58,9 +59,9 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     event_probability: list[float] = []
     class_probability = torch.zeros(len(names) - 1)
     read = []
-    device = next(model.parameters()).device         # a model moved to a GPU reads the clip there
     for start, end in windows(seconds, window):
-        predictions = model({key: value[None, start:end].to(device) for key, value in media.items()}).predictions
+        predictions = batch_to(model({key: value[None, start:end] for key, value in media.items()}).predictions,
+                               "cpu")
         labels += model.task.predict(predictions)[0].tolist()
         event, probabilities = (tensor.cpu() for tensor in _event_and_class_probabilities(predictions))
         event_probability += event.tolist()

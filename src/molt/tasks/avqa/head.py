@@ -67,7 +67,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from ...typed_config import ranged
 from ..base import HeadConfig, TaskHead
@@ -75,7 +75,7 @@ from .figures import plot_attention, plot_type_accuracy
 from .metrics import avqa_metrics, cell_counts, format_avqa_table, metrics_from_counts
 from .reader import FAMILIES, QUESTION_TYPES, SUBTYPES, question_type_name
 
-__all__ = ["AVQAHead", "AVQAHeadConfig", "AVQAAnswerHead", "negative_partners", "bench_targets"]
+__all__ = ["AVQAHead", "AVQAHeadConfig", "AVQAAnswerHead", "negative_partners", "bench_targets", "float32_lstm"]
 
 _logger = logging.getLogger(__name__)
 
@@ -99,6 +99,17 @@ def negative_partners(video_ids: Sequence[str] | None, batch_size: int) -> tuple
     return torch.tensor(partner, dtype=torch.long), torch.tensor(valid, dtype=torch.bool)
 
 
+def float32_lstm(lstm: nn.LSTM, inputs: torch.Tensor | PackedSequence) -> tuple[Any, tuple[torch.Tensor, torch.Tensor]]:
+    """``lstm(inputs)`` in float32 with autocast off: the question LSTMs are small, and oneDNN has no bfloat16 LSTM
+    for every shape (``bf16-mixed`` on a CPU failed with "could not create a primitive descriptor")."""
+    with torch.autocast(device_type=lstm.weight_ih_l0.device.type, enabled=False):
+        if isinstance(inputs, PackedSequence):
+            inputs = inputs._replace(data=inputs.data.float())
+        else:
+            inputs = inputs.float()
+        return lstm(inputs)
+
+
 class _QuestionEncoder(nn.Module):
     """``(B, L)`` token ids + lengths -> ``(B, H)``: embedding -> tanh -> LSTM -> ``[h_n, c_n]`` -> tanh -> Linear."""
 
@@ -112,7 +123,7 @@ class _QuestionEncoder(nn.Module):
         words = torch.tanh(self.embed(tokens))
         packed = pack_padded_sequence(words, lengths.clamp(1, tokens.shape[1]).cpu(), batch_first=True,
                                       enforce_sorted=False)
-        _, (hidden, cell) = self.lstm(packed)
+        _, (hidden, cell) = float32_lstm(self.lstm, packed)
         return self.out(torch.tanh(torch.cat([hidden[-1], cell[-1]], dim=-1)))
 
 

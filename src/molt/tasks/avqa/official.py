@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .head import AVQAAnswerHead, AVQAHeadConfig, negative_partners
+from .head import AVQAAnswerHead, AVQAHeadConfig, float32_lstm, negative_partners
 
 __all__ = ["AVSTAVQAHead", "LAVisHAVQAHead", "OFFICIAL_AVQA_HEADS"]
 
@@ -93,7 +93,7 @@ class _QuestionLSTM(nn.Module):
         self.out = nn.Linear(2 * dim, dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        _, (hidden, cell) = self.lstm(torch.tanh(self.embed(tokens)))
+        _, (hidden, cell) = float32_lstm(self.lstm, torch.tanh(self.embed(tokens)))
         return self.out(torch.tanh(torch.cat([hidden[-1], cell[-1]], dim=-1)))
 
 

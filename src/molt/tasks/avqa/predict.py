@@ -17,6 +17,7 @@ from torch import nn
 
 from ...data.media import MediaError
 from ...data.prepared import media_tensors
+from ..base import batch_to
 from ..predicting import model_input, require_video
 from .prepared import decode_spread_seconds
 from .reader import encode_question, tokenize
@@ -57,7 +58,7 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     batch = {key: value[None] for key, value in media_tensors(frames, pcm).items()}
     batch["question"] = torch.tensor([encode_question(words, vocabulary, len(words))])
     batch["question_length"] = torch.tensor([len(words)])
-    outputs = model(batch).predictions
+    outputs = batch_to(model(batch).predictions, "cpu")
     probabilities = torch.softmax(outputs["answer_logits"][0].float(), dim=-1)
     answers = list(task_options["answers"])
     top = torch.topk(probabilities, k=min(_TOP, len(answers)))

@@ -76,7 +76,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...methods.inblock import shares_weights
-from ..ave.official import _MemoryDecoderLayer, _TemporalEncoder
+from ..peer_layers import (TEMPORAL_FEEDFORWARD, TEMPORAL_HEADS, TEMPORAL_WIDTH, MemoryDecoderLayer,
+                           TemporalEncoder)
 from .head import TPAVI, AVSHead, AVSHeadConfig, _DilatedProjection, _FusionBlock
 
 __all__ = ["StageTemporalGates", "DGSCTAVSHead", "AVMoEAVSHead", "LAVisHAVSHead", "OFFICIAL_AVS_HEADS",
@@ -94,9 +95,6 @@ _SWIN_L_WIDTHS = (192, 384, 768, 1536)
 _SWIN_L_POSITIONS = (192,) * 2 + (384,) * 2 + (768,) * 6 + (1536,) * 2
 _HTSAT_POSITIONS = (96,) * 2 + (192,) * 2 + (384,) * 6 + (768,) * 2
 _GUIDANCE = 128
-_TEMPORAL = 256
-_HEADS = 4
-_FEEDFORWARD = 1024
 _DILATIONS = (3, 6, 12, 18)
 #: ``TemporalAttention.gamma`` per setting (DG-SCT / AVMoE ``avs_s4`` l.450, ``avs_ms3`` ``--gamma`` default)
 _GAMMA = {"s4": 0.05, "ms3": 0.1}
@@ -117,15 +115,15 @@ class StageTemporalGates(nn.Module):
 
     def __init__(self, channels: int, stages: int = 4) -> None:
         super().__init__()
-        self.visual_in = nn.ModuleList(nn.Linear(channels, _TEMPORAL) for _ in range(stages))
-        self.visual_rnn = nn.ModuleList(nn.LSTM(_TEMPORAL, _TEMPORAL, batch_first=True, bidirectional=True)
+        self.visual_in = nn.ModuleList(nn.Linear(channels, TEMPORAL_WIDTH) for _ in range(stages))
+        self.visual_rnn = nn.ModuleList(nn.LSTM(TEMPORAL_WIDTH, TEMPORAL_WIDTH, batch_first=True, bidirectional=True)
                                         for _ in range(stages))
         self.audio_rnn = nn.ModuleList(nn.LSTM(_GUIDANCE, _GUIDANCE, batch_first=True, bidirectional=True)
                                        for _ in range(stages))
-        self.visual_encoder = nn.ModuleList(_TemporalEncoder(2 * _TEMPORAL) for _ in range(stages))
-        self.audio_encoder = nn.ModuleList(_TemporalEncoder(2 * _GUIDANCE) for _ in range(stages))
-        self.visual_gate = nn.ModuleList(nn.Linear(_TEMPORAL, 1) for _ in range(stages))
-        self.audio_gate = nn.ModuleList(nn.Linear(_TEMPORAL, 1) for _ in range(stages))
+        self.visual_encoder = nn.ModuleList(TemporalEncoder(2 * TEMPORAL_WIDTH) for _ in range(stages))
+        self.audio_encoder = nn.ModuleList(TemporalEncoder(2 * _GUIDANCE) for _ in range(stages))
+        self.visual_gate = nn.ModuleList(nn.Linear(TEMPORAL_WIDTH, 1) for _ in range(stages))
+        self.audio_gate = nn.ModuleList(nn.Linear(TEMPORAL_WIDTH, 1) for _ in range(stages))
         self.dropout = nn.Dropout(0.2)
 
     def forward(self, maps: Sequence[torch.Tensor], audio: torch.Tensor,
@@ -331,12 +329,13 @@ class DGSCTAVSHead(_OfficialAVSHead):
                 _count(_DilatedProjection(width, 256, _DILATIONS)) for width in _PVT_WIDTHS)
             parts["x1_linear .. x4_linear (never called)"] = sum(
                 _count(nn.Linear(swin, pvt)) for swin, pvt in zip(_SWIN_L_WIDTHS, _PVT_WIDTHS))
-            decoder_layer = _count(_MemoryDecoderLayer(_TEMPORAL, _HEADS, _FEEDFORWARD)) + \
-                _count(nn.MultiheadAttention(_TEMPORAL, _HEADS))
-            decoders = sum(_count(nn.Linear(width, _TEMPORAL)) + 2 * decoder_layer
-                           for width in (2 * _TEMPORAL, 2 * _GUIDANCE))
+            decoder_layer = _count(MemoryDecoderLayer(TEMPORAL_WIDTH, TEMPORAL_HEADS, TEMPORAL_FEEDFORWARD)) + \
+                _count(nn.MultiheadAttention(TEMPORAL_WIDTH, TEMPORAL_HEADS))
+            decoders = sum(_count(nn.Linear(width, TEMPORAL_WIDTH)) + 2 * decoder_layer
+                           for width in (2 * TEMPORAL_WIDTH, 2 * _GUIDANCE))
             parts["temporal attention: cross-modal decoders (outputs discarded)"] = 4 * decoders
-            template = _count(nn.TransformerEncoderLayer(_TEMPORAL, _HEADS, dim_feedforward=_FEEDFORWARD))
+            template = _count(nn.TransformerEncoderLayer(TEMPORAL_WIDTH, TEMPORAL_HEADS,
+                                                         dim_feedforward=TEMPORAL_FEEDFORWARD))
             parts["temporal attention: template encoder layers kept beside their clones"] = 8 * template
         if cls.adapter_temporal_gates:
             widths = [width for pair in zip(_SWIN_L_POSITIONS, _HTSAT_POSITIONS) for width in pair]

@@ -19,6 +19,7 @@ from torch import nn
 
 from ...data.media import MediaError, write_clip
 from ...data.prepared import media_tensors
+from ..base import batch_to
 from ..predicting import decode_video, model_input
 from .reader import NUM_FRAMES, decode_avs_clip
 
@@ -87,7 +88,7 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
         raise ValueError("--audio goes with --frames; a --video brings its own sound track")
     media = (decode_video(model, video, NUM_FRAMES) if video is not None
              else _from_frames(model, task_options, frames, audio))
-    outputs = model({key: value[None] for key, value in media.items()}).predictions
+    outputs = batch_to(model({key: value[None] for key, value in media.items()}).predictions, "cpu")
     masks = model.task.predict(outputs)[0]                                   # (T, M, M) 0/1
     probabilities = torch.sigmoid(outputs["mask_logits"][0].float())
     out = Path(out_dir)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ...data.media import whole_segments
+from ..base import batch_to
 from ..predicting import decode_video, require_video, windows
 from .figures import plot_predicted_events
 
@@ -42,7 +43,8 @@ def predict_video(model: nn.Module, task_options: Mapping[str, Any], video: str 
     names = [str(name) for name in task_options.get("class_names") or range(task_options["num_classes"])]
     probabilities, predicted, video_probability = [], [], torch.zeros(len(names))
     for start, end in windows(seconds, model.task.num_segments):
-        outputs = model({key: value[None, start:end] for key, value in media.items()}).predictions
+        outputs = batch_to(model({key: value[None, start:end] for key, value in media.items()}).predictions,
+                           "cpu")
         probabilities.append(torch.sigmoid(outputs["segment_logits"][0]))          # (t, 2, C)
         predicted.append(model.task.predict(outputs)[0].bool())
         video_probability = torch.maximum(video_probability, outputs["video_prob"][0])

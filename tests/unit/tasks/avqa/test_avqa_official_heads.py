@@ -148,3 +148,27 @@ def test_lavish_gets_its_own_avqa_head_with_one_backbone_or_two():
     spec = get_task("avqa")
     assert spec.official_head("lavish", shared=True) is LAVisHAVQAHead
     assert spec.official_head("lavish", shared=False) is LAVisHAVQAHead
+
+
+@pytest.mark.parametrize("method", ["molt", "dgsct:official", "lavish:official"])
+def test_a_bf16_mixed_step_on_the_cpu_runs_the_question_lstm_in_float32(method):
+    """``--precision bf16-mixed`` on a CPU: oneDNN has no bfloat16 LSTM for these shapes, so the question LSTMs run
+    in float32 inside autocast (it failed with "could not create a primitive descriptor")."""
+    from molt.app.bench import bench_config, random_batch
+    from molt.config import with_head
+    from molt.tasks import get_task
+
+    name, _, head = method.partition(":")
+    config = bench_config("avqa", "tiny", name)
+    config = with_head(config, head) if head else config
+    torch.manual_seed(0)
+    model = build_model(config, dict(get_task("avqa").paper.task_options))
+    batch = random_batch(model, "avqa", 2)
+    seen = []
+    model.task.question.lstm.register_forward_hook(lambda module, inputs, output: seen.append(output[1][0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = model(batch)
+        loss = model.task.loss(output.predictions, batch)
+    loss.backward()
+    assert seen == [torch.float32] and torch.isfinite(loss)
+    assert model.task.question.lstm.weight_ih_l0.grad is not None
