@@ -463,15 +463,20 @@ def write_efficiency(table: EfficiencyTable, out_dir: str | os.PathLike) -> dict
     import matplotlib.pyplot as plt
 
     rows = table.measured
-    methods = [method_label(row["method"]) for row in rows]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    # one colour per method, its own-head row hatched beside it; labels on two lines where a head is named
+    methods = [method_label(row["method"]).replace(" (", "\n(") for row in rows]
+    families = list(dict.fromkeys(split_method_head(row["method"])[0] for row in rows))
+    palette = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:gray", "tab:blue", "tab:olive"]
+    colours = [palette[families.index(split_method_head(row["method"])[0]) % len(palette)] for row in rows]
+    hatches = ["//" if split_method_head(row["method"])[1] not in (None, "common") else "" for row in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(max(10.0, 1.6 * len(rows)), 4.0))
     series = [("activation_bytes", "activation memory (GB)"), ("peak_bytes", "peak memory (GB)")]
-    colours = ["tab:green", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:gray"]
     for axis, (key, label) in zip(axes, series):
         values = [row[key] / GB for row in rows]
-        bars = axis.bar(methods, values, color=colours[:len(values)])
-        axis.bar_label(bars, fmt="%.3g")
+        bars = axis.bar(methods, values, color=colours, hatch=hatches, edgecolor="white")
+        axis.bar_label(bars, fmt="%.3g", fontsize="small")
         axis.set_ylabel(label)
+        axis.tick_params(axis="x", labelsize="small")
     papers = [table.paper_for(row["method"]) for row in rows]
     marked = [(name, paper[2]) for name, paper in zip(methods, papers) if paper and paper[2] is not None]
     if marked:
