@@ -20,8 +20,8 @@ from ..checkpoints import ADAPTER_CONFIG_NAME, checkpoint_config, load_checkpoin
 from ..config import ExperimentConfig
 from ..data.files import check_output_dir
 from ..model import AudioVisualModel, build_model, resolve_device
-from ..tasks.base import batch_to
 from ..tasks import get_task
+from ..tasks.base import batch_to
 
 __all__ = ["load_trained", "load_training_checkpoint", "evaluate", "predict_with_checkpoint", "predict_with_model",
            "check_video", "checkpoint_label"]
@@ -137,8 +137,9 @@ def evaluate(checkpoint: str | os.PathLike, *, data: str | os.PathLike, split: s
     head.reset_metrics()
     samples = []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda"):
-        output = model(batch)
-        head.update_metrics(output.predictions, batch_to(batch, device))
+        on_device = batch_to(batch, device)
+        output = model(on_device)
+        head.update_metrics(output.predictions, on_device)
         if len(samples) < figure_batches:
             samples.append(({k: v.detach().cpu() for k, v in output.predictions.items()}, batch))
     metrics = {k: float(v) for k, v in head.compute_metrics().items()}
