@@ -7,6 +7,7 @@ tensors next to an ``adapter_config.json`` that rebuilds the model) and rebuilt 
 """
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,15 @@ class AudioVisualModel(nn.Module):
         self.task_options = dict(task_options or {})
 
     @property
+    def input_device(self) -> torch.device | None:
+        """Where batches go: the device of the head's (else the method's) parameters, never ``meta`` (a model
+        trained from a feature cache keeps its backbones there); ``None`` when nothing has real storage."""
+        for parameter in itertools.chain(self.task.parameters(), self.features.parameters()):
+            if parameter.device.type != "meta":
+                return parameter.device
+        return None
+
+    @property
     def visual(self) -> nn.Module | None:
         return self.features.visual
 
@@ -127,9 +137,11 @@ class AudioVisualModel(nn.Module):
         return inputs["visual_taps"], inputs["audio_taps"]
 
     def forward(self, batch: dict[str, Any]) -> ModelOutput:
-        """The model on ``batch`` (its tensors are moved to the model's device first, so a batch read on the CPU
-        runs on a model moved to a GPU)."""
-        batch = batch_to(batch, next(self.parameters()).device)
+        """The model on ``batch`` (its tensors are moved to the device of the trainable parts first, so a batch read
+        on the CPU runs on a model moved to a GPU)."""
+        device = self.input_device
+        if device is not None:
+            batch = batch_to(batch, device)
         inputs = self.compute_inputs(batch)
         method_output = self.features.forward_from_taps(inputs["visual_taps"], inputs["audio_taps"])
         stages = inputs["visual_stages"]

@@ -108,3 +108,25 @@ def test_resolve_device_refuses_a_gpu_that_is_not_there():
     for choice in ("gpu", "cuda"):
         with pytest.raises(ValueError, match=f"--accelerator {choice}: no CUDA GPU is visible.*--accelerator cpu"):
             resolve_device(choice)
+
+
+def test_a_model_with_its_backbones_on_meta_reads_cached_taps_where_its_head_is():
+    """Training from a feature cache keeps the backbones on ``meta``: batches go to the head's device, not there."""
+    config = load_config("ave_molt_tiny")
+    torch.manual_seed(0)
+    full = build_model(config, {"num_classes": 3}).eval()
+    light = build_model(config, {"num_classes": 3}, backbones_on_meta=True).eval()
+    light.load_state_dict({key: value for key, value in full.state_dict().items()
+                           if not key.startswith(("features.visual.", "features.audio."))}, strict=False)
+    assert next(light.visual.parameters()).device.type == "meta" and light.input_device == torch.device("cpu")
+    batch = _batch(segments=10)
+    with torch.no_grad():
+        inputs = full.compute_inputs(batch)
+        cached = {**{key: [tap.unflatten(0, (2, 10)) for tap in taps] for key, taps in inputs.items()
+                     if taps is not None}, "video_id": batch["video_id"]}
+        expected = full(batch).predictions
+        got = light(cached).predictions
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        assert got[key].device.type == "cpu"
+        torch.testing.assert_close(got[key], value)
