@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from molt.app.bench import measure_training_step, random_batch
@@ -18,7 +17,7 @@ from molt.model import AudioVisualModel, build_model
 
 __all__ = ["BF16_TAP_TOLERANCE", "FLOAT32_TAP_TOLERANCE", "METHODS", "full_float32", "tiny_model",
            "training_step_gradients", "taps_on", "relative_errors", "extraction_differences",
-           "write_tone_clip", "predictions_on", "checkpoint_round_trip", "paper_step_peak"]
+           "tiny_adapters", "predictions_on", "evaluations_on", "checkpoint_round_trip", "paper_step_peak"]
 
 METHODS = ("molt", "mettle", "lavish", "dgsct", "avmoe")
 # relative L2 error of the bfloat16 taps against float32 that the CPU tests allow (tests/unit/backbones/
@@ -133,18 +132,6 @@ def extraction_differences(data: Path, out: Path, device: str) -> float:
         for group in mine:
             worst = max([worst, *relative_errors(theirs[group], mine[group])])
     return worst
-
-
-def write_tone_clip(path: Path, seconds: float = 10.0, fps: int = 4, sample_rate: int = 16000) -> Path:
-    """A 64 x 64 mp4 clip of ``seconds`` with a red square and a 523 Hz tone (what ``molt predict`` reads)."""
-    from molt.data.media import write_clip
-
-    frames = np.zeros((int(seconds * fps), 64, 64, 3), dtype=np.uint8)
-    frames[:, 16:48, 16:48, 0] = 220
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    write_clip(path, frames, (0.3 * np.sin(2 * np.pi * 523 * t)).astype(np.float32), fps=fps,
-               sample_rate=sample_rate)
-    return path
 
 
 def _accelerator(device: str) -> str:

@@ -210,3 +210,17 @@ def mounted_tmpfs(folder: Path, options: str):
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+def write_tone_clip(path: Path, seconds: float = 10.0, fps: int = 4, sample_rate: int = 16000) -> Path:
+    """A 64 x 64 mp4 clip of ``seconds`` with a red square and a 523 Hz tone (what ``molt predict`` reads)."""
+    import numpy as np
+
+    from molt.data.media import write_clip
+
+    frames = np.zeros((int(seconds * fps), 64, 64, 3), dtype=np.uint8)
+    frames[:, 16:48, 16:48, 0] = 220
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    write_clip(path, frames, (0.3 * np.sin(2 * np.pi * 523 * t)).astype(np.float32), fps=fps,
+               sample_rate=sample_rate)
+    return path

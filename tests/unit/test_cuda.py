@@ -14,7 +14,8 @@ import torch
 
 from device_checks import (BF16_TAP_TOLERANCE, FLOAT32_TAP_TOLERANCE, METHODS, checkpoint_round_trip,
                            evaluations_on, extraction_differences, paper_step_peak, predictions_on, relative_errors,
-                           taps_on, training_step_gradients, write_tone_clip)
+                           taps_on, training_step_gradients)
+from helpers import write_tone_clip
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="needs a CUDA GPU (torch.cuda.is_available() is False); on a GPU machine: "

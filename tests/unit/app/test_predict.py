@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import model_outputs, predict_with_cli
-from molt.data.media import write_clip
+from helpers import model_outputs, predict_with_cli, write_tone_clip
 from molt.app.evaluate import load_trained
 from molt.tasks import get_task
 
@@ -36,20 +35,11 @@ def test_ave_prediction_of_a_generated_clip_is_the_models_on_the_prepared_clip(a
     assert (tmp_path / "timeline.png").stat().st_size > 1000
 
 
-def _tone_clip(path, seconds, fps=4, sample_rate=16000):
-    frames = np.zeros((int(seconds * fps), 64, 64, 3), dtype=np.uint8)
-    frames[:, 16:48, 16:48, 0] = 220
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    write_clip(path, frames, (0.3 * np.sin(2 * np.pi * 523 * t)).astype(np.float32), fps=fps,
-               sample_rate=sample_rate)
-    return path
-
-
 @pytest.mark.parametrize("seconds, windows", [(6, [(0, 6)]), (20, [(0, 10), (10, 20)]), (23.4, [(0, 10), (10, 20),
                                                                                                  (20, 23)])])
 def test_ave_any_length_is_one_stitched_timeline(ave, tmp_path, seconds, windows):
     _, adapters = ave
-    video = _tone_clip(tmp_path / f"clip_{seconds}s.mp4", seconds)
+    video = write_tone_clip(tmp_path / f"clip_{seconds}s.mp4", seconds)
     result = predict_with_cli(adapters, "ave", tmp_path / "out", "--video", str(video))
     assert [(w["start"], w["end"]) for w in result["windows"]] == windows
     assert result["seconds"] == windows[-1][1] and [s["second"] for s in result["segments"]] == list(

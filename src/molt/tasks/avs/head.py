@@ -268,18 +268,9 @@ class AVSHead(TaskHead):
         if max(config.tpavi_stages, default=0) >= len(level_dims):
             raise ValueError(f"tpavi_stages must be distinct stage indices in [0, {len(level_dims) - 1}], "
                              f"got {config.tpavi_stages}")
-        self.config = config
-        channels, modalities = config.channels, config.modalities
-        self.dim = dim
-        self.mask_size = mask_size
-        self.stage_dims = stage_dims
-        self.setting = setting
-        self.channels = channels
-        self.modalities = modalities
-        self.tpavi_stages = sorted(config.tpavi_stages)
-        self.num_segments = config.num_segments
-        self.metric_variant = config.metric_variant
-        self.metric_batch_clips = config.metric_batch_clips
+        self._keep_settings(config, dim=dim, mask_size=mask_size, stage_dims=stage_dims, setting=setting,
+                            modalities=config.modalities)
+        channels, modalities = self.channels, self.modalities
         self.guide = "visual" if modalities == "visual" else "audio"
         self.inject = config.visual_injection and modalities in ("both", "visual")
 
@@ -300,6 +291,21 @@ class AVSHead(TaskHead):
         self.reset_metrics()
 
     # -- forward ------------------------------------------------------------------------------------------------
+
+    def _keep_settings(self, config: AVSHeadConfig, *, dim: int, mask_size: int, stage_dims: list[int], setting: str,
+                       modalities: str) -> None:
+        """The settings the loss, the metrics and the reports read, for this head and the peers' own."""
+        self.config = config
+        self.dim = dim
+        self.mask_size = mask_size
+        self.stage_dims = stage_dims
+        self.setting = setting
+        self.channels = config.channels
+        self.modalities = modalities
+        self.tpavi_stages = sorted(config.tpavi_stages)
+        self.num_segments = config.num_segments
+        self.metric_variant = config.metric_variant
+        self.metric_batch_clips = config.metric_batch_clips
 
     def _clip_shape(self, rows: int, batch: Mapping[str, Any] | None) -> tuple[int, int]:
         segments = None

@@ -168,18 +168,10 @@ class _OfficialAVSHead(AVSHead):
             raise ValueError(f"setting must be one of {', '.join(_GAMMA)}, got {setting!r}")
         if max(config.tpavi_stages, default=0) >= 4:
             raise ValueError(f"tpavi_stages must be stage indices in [0, 3], got {config.tpavi_stages}")
-        self.config = config
-        self.dim = visual_dim
+        self._keep_settings(config, dim=visual_dim, mask_size=mask_size, stage_dims=stage_dims, setting=setting,
+                            modalities="both")
         self.audio_dim = audio_dim
-        self.mask_size = mask_size
-        self.stage_dims = stage_dims
-        self.setting = setting
-        self.channels = channels = config.channels
-        self.modalities = "both"
-        self.tpavi_stages = sorted(config.tpavi_stages)
-        self.num_segments = config.num_segments
-        self.metric_variant = config.metric_variant
-        self.metric_batch_clips = config.metric_batch_clips
+        channels = self.channels
         self.gamma = _GAMMA[setting]
         self.match_weight = _MATCH_WEIGHT[setting] if self.temporal_attention else 0.0
         self.audio_in = nn.Linear(audio_dim, _GUIDANCE)
