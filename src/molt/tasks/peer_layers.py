@@ -1,6 +1,7 @@
 """The temporal transformer layers that DG-SCT's and AVMoE's own heads share (AVE's temporal attention, the AVS
 decoders' per-scale gates): post-norm self-attention encoders and a decoder layer whose query attends over the
-memory and itself, at width 256 with 4 heads and a 1024-wide feed-forward layer.
+memory and itself, at width 256 with 4 heads and a 1024-wide feed-forward layer; and the count of a part the
+peers' scripts build (:func:`parameter_count`).
 
 Part of molt-av (Apache-2.0). Re-implemented from the facts of ``haoyi-duan/DG-SCT`` @211fc57
 (``DG-SCT/AVE/nets/models.py``: ``Encoder``, ``EncoderLayer``, ``DecoderLayer``), no code copied; used by
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["TEMPORAL_WIDTH", "TEMPORAL_HEADS", "TEMPORAL_FEEDFORWARD", "MemoryDecoderLayer", "TemporalEncoder",
-           "TemporalDecoder"]
+           "TemporalDecoder", "parameter_count"]
 
 #: width ``d`` of the peers' temporal layers
 TEMPORAL_WIDTH = 256
@@ -73,3 +74,8 @@ class TemporalDecoder(nn.Module):
 
     def forward(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         return self.layer(self.project(query), memory)
+
+
+def parameter_count(module: nn.Module) -> int:
+    """All parameters of ``module``, trainable or not (what the peers' scripts count of a part they build)."""
+    return sum(parameter.numel() for parameter in module.parameters())

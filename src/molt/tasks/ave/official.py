@@ -54,7 +54,7 @@ from torch import nn
 
 from ..base import segments_per_clip
 from ..peer_layers import (TEMPORAL_FEEDFORWARD, TEMPORAL_HEADS, TEMPORAL_WIDTH, MemoryDecoderLayer, TemporalDecoder,
-                           TemporalEncoder)
+                           TemporalEncoder, parameter_count)
 from .head import AVEHeadConfig, AVESegmentHead, clip_targets, segment_targets
 
 __all__ = ["TemporalAttentionCMBS", "DGSCTAVEHead", "AVMoEAVEHead", "LAVisHAVEHead", "OFFICIAL_AVE_HEADS"]
@@ -153,10 +153,6 @@ class _PooledSegmentsHead(AVESegmentHead):
         return targets
 
 
-def _count(module: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in module.parameters())
-
-
 def _uncalled_temporal_parts() -> dict[str, int]:
     """What the repositories' ``TemporalAttention`` registers but never calls (counted on the meta device): the
     template layer each encoder and decoder module keeps beside its clones, and the unused ``self_attn`` of the
@@ -166,8 +162,8 @@ def _uncalled_temporal_parts() -> dict[str, int]:
         encoder_layer = nn.TransformerEncoderLayer(TEMPORAL_WIDTH, TEMPORAL_HEADS, dim_feedforward=TEMPORAL_FEEDFORWARD)
         decoder_layer = MemoryDecoderLayer(TEMPORAL_WIDTH)
         return {"template encoder/decoder layers kept beside their clones":
-                2 * _count(encoder_layer) + 2 * (_count(decoder_layer) + _count(attention)),
-                "self_attn of the two decoder layers (never called)": 2 * _count(attention)}
+                2 * parameter_count(encoder_layer) + 2 * (parameter_count(decoder_layer) + parameter_count(attention)),
+                "self_attn of the two decoder layers (never called)": 2 * parameter_count(attention)}
 
 
 class DGSCTAVEHead(_PooledSegmentsHead):
@@ -196,8 +192,8 @@ class DGSCTAVEHead(_PooledSegmentsHead):
         with torch.device("meta"):
             inter = nn.MultiheadAttention(TEMPORAL_WIDTH, TEMPORAL_HEADS)
             norm = nn.LayerNorm(TEMPORAL_WIDTH)
-            parts["CMBS.AVInter + VAInter (outputs discarded)"] = 2 * (_count(inter) + _count(norm))
-            parts["CMBS.video_norm + audio_norm (never called)"] = 2 * _count(norm)
+            parts["CMBS.AVInter + VAInter (outputs discarded)"] = 2 * (parameter_count(inter) + parameter_count(norm))
+            parts["CMBS.video_norm + audio_norm (never called)"] = 2 * parameter_count(norm)
         return parts
 
     def __init__(self, config: AVEHeadConfig | None = None, *, visual_dim: int, audio_dim: int, num_classes: int,

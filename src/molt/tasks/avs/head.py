@@ -326,20 +326,26 @@ class AVSHead(TaskHead):
                              f"(B*T, K, {self.dim}), got {shape}")
         return self.pool[modality](tokens)
 
-    def _stage_maps(self, stages: Any, rows: int) -> list[torch.Tensor]:
+    def _check_stages(self, stages: Any, rows: int) -> list[torch.Tensor]:
+        """``batch["visual_stages"]``, checked: one ``(B*T, N_s, C_s)`` tensor per width of :attr:`stage_dims`, each
+        ``N_s`` a square grid."""
         if not isinstance(stages, (list, tuple)) or len(stages) != len(self.stage_dims):
             got = f"{len(stages)} stage(s)" if isinstance(stages, (list, tuple)) else repr(type(stages).__name__)
-            raise ValueError(f"the AVS head needs batch['visual_stages']: a list of {len(self.stage_dims)} stage "
-                             f"outputs (B*T, N_s, C_s) of the visual backbone, got {got}")
-        maps = []
+            raise ValueError(f"the {type(self).__name__} needs batch['visual_stages']: a list of "
+                             f"{len(self.stage_dims)} stage outputs (B*T, N_s, C_s) of the visual backbone, got {got}")
         for index, (stage, channels) in enumerate(zip(stages, self.stage_dims)):
             side = math.isqrt(stage.shape[1]) if stage.ndim == 3 else 0
             if stage.ndim != 3 or stage.shape[0] != rows or stage.shape[2] != channels or \
                     side * side != stage.shape[1]:
                 raise ValueError(f"visual stage {index}: expected ({rows}, N, {channels}) with a square N, got "
                                  f"{tuple(stage.shape)} (check the head's stage_dims against the backbone)")
-            maps.append(stage.transpose(1, 2).reshape(rows, channels, side, side))
-        return maps
+        return list(stages)
+
+    def _stage_maps(self, stages: Any, rows: int) -> list[torch.Tensor]:
+        """The checked stages as maps ``(B*T, C_s, H_s, W_s)``."""
+        return [stage.transpose(1, 2).reshape(rows, stage.shape[2], math.isqrt(stage.shape[1]),
+                                              math.isqrt(stage.shape[1]))
+                for stage in self._check_stages(stages, rows)]
 
     def forward(self, visual: torch.Tensor | None, audio: torch.Tensor | None,
                 batch: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:

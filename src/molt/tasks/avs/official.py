@@ -77,7 +77,7 @@ from torch import nn
 
 from ...methods.inblock import shares_weights
 from ..peer_layers import (TEMPORAL_FEEDFORWARD, TEMPORAL_HEADS, TEMPORAL_WIDTH, MemoryDecoderLayer,
-                           TemporalEncoder)
+                           TemporalEncoder, parameter_count)
 from .head import TPAVI, AVSHead, AVSHeadConfig, _DilatedProjection, _FusionBlock
 
 __all__ = ["StageTemporalGates", "DGSCTAVSHead", "AVMoEAVSHead", "LAVisHAVSHead", "OFFICIAL_AVS_HEADS",
@@ -100,10 +100,6 @@ _DILATIONS = (3, 6, 12, 18)
 _GAMMA = {"s4": 0.05, "ms3": 0.1}
 #: weight of the audio-visual matching term per setting (``--lambda_1 0.5`` in the MS3 train scripts)
 _MATCH_WEIGHT = {"s4": 0.0, "ms3": 0.5}
-
-
-def _count(module: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in module.parameters())
 
 
 class StageTemporalGates(nn.Module):
@@ -197,18 +193,6 @@ class _OfficialAVSHead(AVSHead):
     def _grids(self) -> list[int]:
         return [max(1, self.mask_size // 2 ** (stage + 2)) for stage in range(4)]
 
-    def _check_stages(self, stages: Any, rows: int) -> list[torch.Tensor]:
-        if not isinstance(stages, (list, tuple)) or len(stages) != 4:
-            got = f"{len(stages)} stage(s)" if isinstance(stages, (list, tuple)) else repr(type(stages).__name__)
-            raise ValueError(f"the {type(self).__name__} needs batch['visual_stages']: the four adapted stage "
-                             f"outputs (B*T, N_s, C_s) of the visual backbone, got {got}")
-        for index, (stage, channels) in enumerate(zip(stages, self.stage_dims)):
-            side = int(round(stage.shape[1] ** 0.5)) if stage.ndim == 3 else 0
-            if stage.ndim != 3 or stage.shape[0] != rows or stage.shape[2] != channels or side * side != stage.shape[1]:
-                raise ValueError(f"visual stage {index}: expected ({rows}, N, {channels}) with a square N, got "
-                                 f"{tuple(stage.shape)}")
-        return list(stages)
-
     def forward(self, visual: torch.Tensor | None, audio: torch.Tensor | None,
                 batch: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
         """Pooled audio tokens ``(B*T, K, D_a)`` (``K = 1``) and ``batch["visual_stages"]`` -> ``mask_logits
@@ -275,7 +259,7 @@ class _OfficialAVSHead(AVSHead):
         l.146-166); the MS3 scripts freeze HTS-AT (``elif 'htsat' in name``)."""
         if self.setting != "s4" or audio is None or shares_weights(visual, audio):
             return {}
-        return {"HTS-AT, trained by the S4 script": _count(audio)}
+        return {"HTS-AT, trained by the S4 script": parameter_count(audio)}
 
     def extra_repr(self) -> str:
         return (f"setting={self.setting!r}, mask_size={self.mask_size}, stage_dims={self.stage_dims}, "
@@ -287,7 +271,7 @@ def _uncalled_decoder_parts() -> dict[str, int]:
     with torch.device("meta"):
         unit = _FusionBlock(256).skip_unit
         return {"PVT-v2-b5 encoder (encoder_backbone, never called)": PVT_V2_B5_PARAMETERS,
-                "path4.resConfUnit1 (never called)": _count(unit)}
+                "path4.resConfUnit1 (never called)": parameter_count(unit)}
 
 
 class DGSCTAVSHead(_OfficialAVSHead):
@@ -318,15 +302,15 @@ class DGSCTAVSHead(_OfficialAVSHead):
         parts = _uncalled_decoder_parts()
         with torch.device("meta"):
             parts["conv1 .. conv4 (Classifier_Module, never called)"] = sum(
-                _count(_DilatedProjection(width, 256, _DILATIONS)) for width in _PVT_WIDTHS)
+                parameter_count(_DilatedProjection(width, 256, _DILATIONS)) for width in _PVT_WIDTHS)
             parts["x1_linear .. x4_linear (never called)"] = sum(
-                _count(nn.Linear(swin, pvt)) for swin, pvt in zip(_SWIN_L_WIDTHS, _PVT_WIDTHS))
-            decoder_layer = _count(MemoryDecoderLayer(TEMPORAL_WIDTH, TEMPORAL_HEADS, TEMPORAL_FEEDFORWARD)) + \
-                _count(nn.MultiheadAttention(TEMPORAL_WIDTH, TEMPORAL_HEADS))
-            decoders = sum(_count(nn.Linear(width, TEMPORAL_WIDTH)) + 2 * decoder_layer
+                parameter_count(nn.Linear(swin, pvt)) for swin, pvt in zip(_SWIN_L_WIDTHS, _PVT_WIDTHS))
+            decoder_layer = parameter_count(MemoryDecoderLayer()) + \
+                parameter_count(nn.MultiheadAttention(TEMPORAL_WIDTH, TEMPORAL_HEADS))
+            decoders = sum(parameter_count(nn.Linear(width, TEMPORAL_WIDTH)) + 2 * decoder_layer
                            for width in (2 * TEMPORAL_WIDTH, 2 * _GUIDANCE))
             parts["temporal attention: cross-modal decoders (outputs discarded)"] = 4 * decoders
-            template = _count(nn.TransformerEncoderLayer(TEMPORAL_WIDTH, TEMPORAL_HEADS,
+            template = parameter_count(nn.TransformerEncoderLayer(TEMPORAL_WIDTH, TEMPORAL_HEADS,
                                                          dim_feedforward=TEMPORAL_FEEDFORWARD))
             parts["temporal attention: template encoder layers kept beside their clones"] = 8 * template
         if cls.adapter_temporal_gates:
